@@ -1,0 +1,514 @@
+//! The committer: the store's single writer.
+//!
+//! Actors hand it a [`WriteSet`] per request. It drains its queue into a group, writes each
+//! request as one atomic fjall write batch, gives every delta the next global offset, makes
+//! the whole group durable with one fsync, then publishes the deltas in offset order and
+//! answers every waiting request. Nothing is acknowledged before it is on disk.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use fjall::PersistMode;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalogue::{self, Ks};
+use crate::codec;
+use crate::delta::{Delta, DeltaBody, DeltaDraft};
+use crate::error::{Error, Result};
+use crate::ids::{ConversationId, WorkspaceId};
+use crate::store::Store;
+use crate::time::now_millis;
+
+/// How hard the committer works to make a group durable before acknowledging it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// fsync the journal once per group: survives process crashes and power loss.
+    #[default]
+    Fsync,
+    /// Hand the journal to the OS only: survives a process crash, not a power loss.
+    Buffered,
+}
+
+/// Most requests written as one group (one fsync).
+const MAX_GROUP: usize = 4096;
+
+/// Everything one request writes, applied atomically or not at all.
+#[derive(Default, Debug)]
+pub struct WriteSet {
+    ops: Vec<Op>,
+    absent: Vec<(Ks, Vec<u8>)>,
+    deltas: Vec<DeltaDraft>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Put(Ks, Vec<u8>, Vec<u8>),
+    Delete(Ks, Vec<u8>),
+}
+
+impl WriteSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `value` (codec-encoded) under `key`.
+    pub fn put<T: Serialize + ?Sized>(&mut self, ks: Ks, key: Vec<u8>, value: &T) -> &mut Self {
+        self.ops.push(Op::Put(ks, key, codec::encode(value)));
+        self
+    }
+
+    /// Stores raw bytes (index entries, id references).
+    pub fn put_raw(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put(ks, key, value));
+        self
+    }
+
+    pub fn delete(&mut self, ks: Ks, key: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Delete(ks, key));
+        self
+    }
+
+    /// The whole set is refused with [`Error::AlreadyExists`] if `key` exists when the
+    /// committer applies it: an atomic insert-if-absent (dedupe keys, unique indexes).
+    pub fn require_absent(&mut self, ks: Ks, key: Vec<u8>) -> &mut Self {
+        self.absent.push((ks, key));
+        self
+    }
+
+    pub fn delta(
+        &mut self,
+        workspace_id: WorkspaceId,
+        conversation_id: ConversationId,
+        body: DeltaBody,
+    ) -> &mut Self {
+        self.deltas.push(DeltaDraft {
+            workspace_id,
+            conversation_id,
+            body,
+        });
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.deltas.is_empty()
+    }
+}
+
+/// What a committed request got.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Receipt {
+    /// The offsets of the request's deltas, in the order they were added.
+    pub offsets: Vec<u64>,
+}
+
+/// Receives every committed delta, in offset order, right after the group is durable.
+/// Called on the committer thread: implementations must not block.
+pub trait DeltaListener: Send + Sync + 'static {
+    fn published(&self, deltas: &[Arc<Delta>]);
+}
+
+struct Request {
+    set: WriteSet,
+    reply: oneshot::Sender<Result<Receipt>>,
+    enqueued: Instant,
+}
+
+struct Shared {
+    durable_head: AtomicU64,
+    poisoned: AtomicBool,
+    queue_depth: AtomicUsize,
+    listeners: RwLock<Vec<Arc<dyn DeltaListener>>>,
+}
+
+/// A handle to the committer; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<Request>,
+    shared: Arc<Shared>,
+}
+
+/// Owns the committer thread; [`CommitterThread::join`] waits until everything queued
+/// before every [`Committer`] handle was dropped is durable.
+pub struct CommitterThread {
+    handle: JoinHandle<()>,
+}
+
+impl CommitterThread {
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("committer thread panicked");
+        }
+    }
+}
+
+impl Committer {
+    pub fn start(store: Store, durability: Durability) -> Result<(Committer, CommitterThread)> {
+        let head = store.delta_head()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            durable_head: AtomicU64::new(head),
+            poisoned: AtomicBool::new(false),
+            queue_depth: AtomicUsize::new(0),
+            listeners: RwLock::new(Vec::new()),
+        });
+        let worker = Worker {
+            store,
+            durability,
+            head,
+            shared: shared.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("confab-committer".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| Error::Storage(format!("cannot start the committer thread: {e}")))?;
+        Ok((Committer { tx, shared }, CommitterThread { handle }))
+    }
+
+    /// Adds a listener for deltas committed from now on.
+    pub fn subscribe(&self, listener: Arc<dyn DeltaListener>) {
+        self.shared
+            .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
+    /// Commits `set`; resolves once it is durable (or refused).
+    pub async fn commit(&self, set: WriteSet) -> Result<Receipt> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            set,
+            reply,
+            enqueued: Instant::now(),
+        };
+        if self.tx.send(request).is_err() {
+            self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::CommitterClosed);
+        }
+        answer.await.unwrap_or(Err(Error::CommitterClosed))
+    }
+
+    /// The last offset that is durable and published.
+    pub fn durable_head(&self) -> u64 {
+        self.shared.durable_head.load(Ordering::Acquire)
+    }
+
+    /// True once a storage failure made the store refuse writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting to be written.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue_depth.load(Ordering::Relaxed)
+    }
+}
+
+struct Worker {
+    store: Store,
+    durability: Durability,
+    head: u64,
+    shared: Arc<Shared>,
+}
+
+struct Done {
+    reply: oneshot::Sender<Result<Receipt>>,
+    outcome: Result<Receipt>,
+}
+
+impl Worker {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let mut group = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.shared
+                .queue_depth
+                .fetch_sub(group.len(), Ordering::Relaxed);
+            self.commit_group(&mut group);
+        }
+        tracing::debug!("committer stopped: every handle was dropped");
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Request>) {
+        let started = Instant::now();
+        let size = group.len();
+        let mut done = Vec::with_capacity(size);
+        let mut published = Vec::new();
+        for request in group.drain(..) {
+            metrics::histogram!(crate::metrics::COMMIT_WAIT_SECONDS)
+                .record(request.enqueued.elapsed().as_secs_f64());
+            let outcome = if self.shared.poisoned.load(Ordering::Acquire) {
+                Err(Error::Poisoned)
+            } else {
+                self.write(request.set, &mut published)
+            };
+            done.push(Done {
+                reply: request.reply,
+                outcome,
+            });
+        }
+
+        let wrote_anything = done.iter().any(|d| d.outcome.is_ok());
+        if wrote_anything {
+            let mode = match self.durability {
+                Durability::Fsync => PersistMode::SyncAll,
+                Durability::Buffered => PersistMode::Buffer,
+            };
+            let fsync_started = Instant::now();
+            if let Err(e) = self.store.db().persist(mode) {
+                self.poison(&e.to_string());
+                for d in &mut done {
+                    if d.outcome.is_ok() {
+                        d.outcome = Err(Error::Poisoned);
+                    }
+                }
+                published.clear();
+            }
+            metrics::histogram!(crate::metrics::FSYNC_SECONDS)
+                .record(fsync_started.elapsed().as_secs_f64());
+        }
+
+        if let Some(last) = published.last() {
+            let last: &Arc<Delta> = last;
+            self.shared
+                .durable_head
+                .store(last.offset, Ordering::Release);
+            let listeners = self
+                .shared
+                .listeners
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for listener in &listeners {
+                listener.published(&published);
+            }
+            metrics::gauge!(crate::metrics::DELTA_HEAD).set(last.offset as f64);
+        }
+        for d in done {
+            // The requester may have gone away; its write stands.
+            let _ = d.reply.send(d.outcome);
+        }
+        metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(size as f64);
+        metrics::histogram!(crate::metrics::COMMIT_GROUP_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Writes one request as one batch; deltas get their offsets here.
+    fn write(&mut self, set: WriteSet, published: &mut Vec<Arc<Delta>>) -> Result<Receipt> {
+        for (ks, key) in &set.absent {
+            match self.store.contains(*ks, key) {
+                Ok(false) => {}
+                Ok(true) => return Err(Error::AlreadyExists),
+                Err(e) => {
+                    self.poison(&e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        let mut batch = self.store.db().batch();
+        for op in set.ops {
+            match op {
+                Op::Put(ks, key, value) => batch.insert(self.store.ks(ks), key, value),
+                Op::Delete(ks, key) => batch.remove(self.store.ks(ks), key),
+            }
+        }
+        let now = now_millis();
+        let mut offsets = Vec::with_capacity(set.deltas.len());
+        let mut deltas = Vec::with_capacity(set.deltas.len());
+        let mut head = self.head;
+        for draft in set.deltas {
+            head += 1;
+            let delta = Delta {
+                offset: head,
+                workspace_id: draft.workspace_id,
+                conversation_id: draft.conversation_id,
+                at: now,
+                body: draft.body,
+            };
+            batch.insert(
+                self.store.ks(Ks::WsDelta),
+                catalogue::ws_delta(delta.workspace_id, head),
+                codec::encode(&delta),
+            );
+            offsets.push(head);
+            deltas.push(Arc::new(delta));
+        }
+        if head != self.head {
+            batch.insert(
+                self.store.ks(Ks::Meta),
+                catalogue::META_DELTA_HEAD.to_vec(),
+                head.to_be_bytes().to_vec(),
+            );
+        }
+        if let Err(e) = batch.commit() {
+            self.poison(&e.to_string());
+            return Err(e.into());
+        }
+        self.head = head;
+        published.extend(deltas);
+        Ok(Receipt { offsets })
+    }
+
+    fn poison(&self, why: &str) {
+        if !self.shared.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = why, "store failure: refusing all further writes");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::ids::ConversationId;
+    use crate::store::StoreOptions;
+
+    struct Recorder(Mutex<Vec<u64>>);
+    impl DeltaListener for Recorder {
+        fn published(&self, deltas: &[Arc<Delta>]) {
+            self.0
+                .lock()
+                .expect("lock")
+                .extend(deltas.iter().map(|d| d.offset));
+        }
+    }
+
+    fn notification(set: &mut WriteSet, ws: WorkspaceId) {
+        set.delta(
+            ws,
+            ConversationId::new(),
+            DeltaBody::Notification {
+                agent_id: crate::ids::AgentId::new(),
+                reason: crate::delta::NotificationReason::Mention,
+                message_id: None,
+                by_agent_id: None,
+            },
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_get_contiguous_offsets_published_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        committer.subscribe(recorder.clone());
+        let ws = WorkspaceId::new();
+
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let committer = committer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut set = WriteSet::new();
+                set.put_raw(Ks::Meta, format!("k{i}").into_bytes(), vec![1]);
+                notification(&mut set, ws);
+                notification(&mut set, ws);
+                committer.commit(set).await
+            }));
+        }
+        let mut all_offsets = Vec::new();
+        for task in tasks {
+            let receipt = task.await.expect("join").expect("commit");
+            assert_eq!(receipt.offsets.len(), 2);
+            assert_eq!(
+                receipt.offsets[1],
+                receipt.offsets[0] + 1,
+                "one request's deltas are adjacent"
+            );
+            all_offsets.extend(receipt.offsets);
+        }
+        all_offsets.sort_unstable();
+        assert_eq!(all_offsets, (1..=400).collect::<Vec<_>>());
+        assert_eq!(
+            *recorder.0.lock().expect("lock"),
+            (1..=400).collect::<Vec<_>>()
+        );
+        assert_eq!(committer.durable_head(), 400);
+        assert_eq!(store.delta_head().expect("head"), 400);
+        let stored = store.deltas_between(ws, 0, 400, 1000).expect("deltas");
+        assert_eq!(stored.len(), 400);
+        assert!(stored.windows(2).all(|w| w[0].offset < w[1].offset));
+        assert_eq!(
+            store
+                .deltas_between(ws, 390, 395, 100)
+                .expect("deltas")
+                .len(),
+            5
+        );
+        drop(committer);
+        thread.join();
+    }
+
+    #[tokio::test]
+    async fn require_absent_refuses_the_whole_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        let ws = WorkspaceId::new();
+        let mut first = WriteSet::new();
+        first.require_absent(Ks::ExtMsg, b"dedupe".to_vec());
+        first.put_raw(Ks::ExtMsg, b"dedupe".to_vec(), vec![1]);
+        notification(&mut first, ws);
+        assert_eq!(
+            committer.commit(first).await.expect("first").offsets,
+            vec![1]
+        );
+
+        let mut again = WriteSet::new();
+        again.require_absent(Ks::ExtMsg, b"dedupe".to_vec());
+        again.put_raw(Ks::Meta, b"side-effect".to_vec(), vec![1]);
+        notification(&mut again, ws);
+        assert!(matches!(
+            committer.commit(again).await,
+            Err(Error::AlreadyExists)
+        ));
+        assert!(!store.contains(Ks::Meta, b"side-effect").expect("read"));
+        assert_eq!(committer.durable_head(), 1);
+        drop(committer);
+        thread.join();
+    }
+
+    #[tokio::test]
+    async fn offsets_continue_after_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = WorkspaceId::new();
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+            let (committer, thread) = Committer::start(store, Durability::Fsync).expect("start");
+            let mut set = WriteSet::new();
+            notification(&mut set, ws);
+            notification(&mut set, ws);
+            committer.commit(set).await.expect("commit");
+            drop(committer);
+            thread.join();
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        let (committer, thread) = Committer::start(store, Durability::Fsync).expect("start");
+        assert_eq!(committer.durable_head(), 2);
+        let mut set = WriteSet::new();
+        notification(&mut set, ws);
+        assert_eq!(
+            committer.commit(set).await.expect("commit").offsets,
+            vec![3]
+        );
+        drop(committer);
+        thread.join();
+    }
+}

@@ -1,0 +1,153 @@
+//! Deltas: every change, with a durable global offset, as clients receive it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, ConversationId, MessageId, WorkspaceId};
+use crate::model::{ConversationCard, Message};
+use crate::time::UnixMillis;
+
+/// Why an agent is notified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationReason {
+    Assignment,
+    Mention,
+}
+
+/// What changed. Stored externally tagged; rendered on the wire by [`Delta::to_json`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DeltaBody {
+    ConversationCreated(ConversationCard),
+    ConversationUpdated(ConversationCard),
+    MessageCreated(Message),
+    MessageUpdated(Message),
+    Notification {
+        agent_id: AgentId,
+        reason: NotificationReason,
+        message_id: Option<MessageId>,
+        by_agent_id: Option<AgentId>,
+    },
+}
+
+impl DeltaBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeltaBody::ConversationCreated(_) => "conversation_created",
+            DeltaBody::ConversationUpdated(_) => "conversation_updated",
+            DeltaBody::MessageCreated(_) => "message_created",
+            DeltaBody::MessageUpdated(_) => "message_updated",
+            DeltaBody::Notification { .. } => "notification",
+        }
+    }
+}
+
+/// A delta before the committer gives it an offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaDraft {
+    pub workspace_id: WorkspaceId,
+    pub conversation_id: ConversationId,
+    pub body: DeltaBody,
+}
+
+/// A committed delta: durable, with its global offset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    pub offset: u64,
+    pub workspace_id: WorkspaceId,
+    pub conversation_id: ConversationId,
+    pub at: UnixMillis,
+    pub body: DeltaBody,
+}
+
+impl Delta {
+    /// The stream frame: `{"type":"delta","offset","kind","conversation_id","at", payload}`,
+    /// where the payload is `conversation` (a card), `message`, or the notification's fields.
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            #[serde(rename = "type")]
+            frame_type: &'static str,
+            offset: u64,
+            kind: &'static str,
+            conversation_id: ConversationId,
+            #[serde(with = "crate::time::rfc3339")]
+            at: UnixMillis,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            conversation: Option<&'a ConversationCard>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message: Option<&'a Message>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            agent_id: Option<AgentId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<NotificationReason>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message_id: Option<MessageId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            by_agent_id: Option<AgentId>,
+        }
+        let mut frame = Frame {
+            frame_type: "delta",
+            offset: self.offset,
+            kind: self.body.kind(),
+            conversation_id: self.conversation_id,
+            at: self.at,
+            conversation: None,
+            message: None,
+            agent_id: None,
+            reason: None,
+            message_id: None,
+            by_agent_id: None,
+        };
+        match &self.body {
+            DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
+                frame.conversation = Some(card)
+            }
+            DeltaBody::MessageCreated(m) | DeltaBody::MessageUpdated(m) => frame.message = Some(m),
+            DeltaBody::Notification {
+                agent_id,
+                reason,
+                message_id,
+                by_agent_id,
+            } => {
+                frame.agent_id = Some(*agent_id);
+                frame.reason = Some(*reason);
+                frame.message_id = *message_id;
+                frame.by_agent_id = *by_agent_id;
+            }
+        }
+        serde_json::to_string(&frame).unwrap_or_else(|e| {
+            unreachable!("a delta frame always serializes to JSON: {e}");
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_frames_carry_the_agent() {
+        let agent = AgentId::new();
+        let delta = Delta {
+            offset: 12,
+            workspace_id: WorkspaceId::new(),
+            conversation_id: ConversationId::new(),
+            at: 0,
+            body: DeltaBody::Notification {
+                agent_id: agent,
+                reason: NotificationReason::Assignment,
+                message_id: None,
+                by_agent_id: None,
+            },
+        };
+        let v: serde_json::Value = serde_json::from_str(&delta.to_json()).expect("json");
+        assert_eq!(v["type"], "delta");
+        assert_eq!(v["offset"], 12);
+        assert_eq!(v["kind"], "notification");
+        assert_eq!(v["agent_id"], agent.to_string());
+        assert_eq!(v["reason"], "assignment");
+        assert_eq!(v["conversation_id"], delta.conversation_id.to_string());
+        let stored: Delta = crate::codec::decode(&crate::codec::encode(&delta)).expect("codec");
+        assert_eq!(stored, delta);
+    }
+}

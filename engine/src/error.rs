@@ -1,0 +1,33 @@
+//! The engine's one error type.
+
+use crate::ids::ConversationId;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed. Fatal: the store stops acknowledging writes and `/readyz` fails.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("the store refuses writes after an earlier failure")]
+    Poisoned,
+    #[error("the committer has shut down")]
+    CommitterClosed,
+    #[error("stored value is corrupt or of an unknown schema version: {0}")]
+    Corrupt(String),
+    #[error("not a valid id: {0:?}")]
+    InvalidId(String),
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("conversation {0} not found")]
+    ConversationNotFound(ConversationId),
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Poisoned => Error::Poisoned,
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}

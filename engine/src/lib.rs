@@ -1,0 +1,19 @@
+//! Confab's engine: the domain model, the durable store on fjall, the committer (the store's
+//! single writer), deltas, and the providers' wire formats as pure functions.
+//!
+//! This crate knows nothing of actors, HTTP or search.
+
+pub mod catalogue;
+pub mod codec;
+pub mod committer;
+pub mod delta;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod model;
+pub mod outbox;
+pub mod store;
+pub mod time;
+pub mod wire;
+
+pub use error::{Error, Result};

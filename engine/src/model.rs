@@ -1,0 +1,297 @@
+//! The domain: workspaces, agents, channels, contacts, conversations, messages.
+//!
+//! These structs are both what the store keeps (MessagePack, see `codec`) and, where noted,
+//! what the API shows (JSON). Fields are only ever added, with `#[serde(default)]`, so values
+//! written by an older build stay readable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
+use crate::time::UnixMillis;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Agent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: AgentId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Whatsapp,
+    Email,
+    Linkedin,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Whatsapp => "whatsapp",
+            ChannelKind::Email => "email",
+            ChannelKind::Linkedin => "linkedin",
+        }
+    }
+}
+
+/// Default Graph API base for WhatsApp Cloud API sends.
+pub const WHATSAPP_DEFAULT_API_BASE: &str = "https://graph.facebook.com/v21.0";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsappConfig {
+    pub phone_number_id: String,
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+    pub api_base_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChannelConfig {
+    Whatsapp(WhatsappConfig),
+}
+
+impl ChannelConfig {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub config: ChannelConfig,
+    pub created_at: UnixMillis,
+}
+
+impl Channel {
+    pub fn kind(&self) -> ChannelKind {
+        self.config.kind()
+    }
+}
+
+/// A lead. JSON shape: the `contact` object of the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: ContactId,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub title: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// Stored form of a contact (the JSON form hides the workspace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredContact {
+    pub workspace_id: WorkspaceId,
+    pub contact: Contact,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Open,
+    Pending,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiMode {
+    #[default]
+    Active,
+    Paused,
+    Manual,
+}
+
+/// A conversation's whole state, as its actor holds it and as `conv_state` stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub workspace_id: WorkspaceId,
+    pub channel_id: ChannelId,
+    pub channel: ChannelKind,
+    /// The provider's thread key: the lead's `wa_id` on WhatsApp.
+    pub external_thread: String,
+    pub contact: Contact,
+    pub status: Status,
+    pub assignee_id: Option<AgentId>,
+    pub tags: Vec<String>,
+    pub campaign: Option<String>,
+    pub unread_count: u32,
+    pub ai_mode: AiMode,
+    pub created_at: UnixMillis,
+    pub last_activity_at: UnixMillis,
+    pub preview: String,
+    /// When the lead last wrote (provider time); opens WhatsApp's 24-hour window.
+    pub last_inbound_at: Option<UnixMillis>,
+    /// The sequence number the next message will get; messages are 1..next_seq.
+    pub next_seq: u64,
+}
+
+/// The conversation card of the API (list items and `conversation_updated` deltas).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationCard {
+    pub id: ConversationId,
+    pub channel: ChannelKind,
+    pub channel_id: ChannelId,
+    pub status: Status,
+    pub ai_mode: AiMode,
+    pub assignee_id: Option<AgentId>,
+    pub tags: Vec<String>,
+    pub campaign: Option<String>,
+    pub unread_count: u32,
+    #[serde(with = "crate::time::rfc3339")]
+    pub last_activity_at: UnixMillis,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: UnixMillis,
+    pub preview: String,
+    pub contact: Contact,
+}
+
+impl Conversation {
+    pub fn card(&self) -> ConversationCard {
+        ConversationCard {
+            id: self.id,
+            channel: self.channel,
+            channel_id: self.channel_id,
+            status: self.status,
+            ai_mode: self.ai_mode,
+            assignee_id: self.assignee_id,
+            tags: self.tags.clone(),
+            campaign: self.campaign.clone(),
+            unread_count: self.unread_count,
+            last_activity_at: self.last_activity_at,
+            created_at: self.created_at,
+            preview: self.preview.clone(),
+            contact: self.contact.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    Lead,
+    Ai,
+    Agent,
+    System,
+}
+
+/// Delivery of an outbound message. Moves forward only: see [`Delivery::advance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl Delivery {
+    fn rank(self) -> u8 {
+        match self {
+            Delivery::Queued => 0,
+            Delivery::Sent => 1,
+            Delivery::Delivered => 2,
+            Delivery::Read => 3,
+            Delivery::Failed => 1,
+        }
+    }
+
+    /// The status after `next` is reported on a message currently at `self`, or `None` when
+    /// the report changes nothing. Statuses arrive unordered and repeated, so only forward
+    /// moves apply: queued < sent < delivered < read. `failed` ends a message that was not
+    /// yet delivered; a later `delivered` or `read` proves it arrived after all.
+    pub fn advance(self, next: Delivery) -> Option<Delivery> {
+        let moved = match (self, next) {
+            (a, b) if a == b => false,
+            (Delivery::Failed, Delivery::Delivered | Delivery::Read) => true,
+            (Delivery::Failed, _) => false,
+            (current, Delivery::Failed) => current.rank() < Delivery::Delivered.rank(),
+            (current, next) => next.rank() > current.rank(),
+        };
+        moved.then_some(next)
+    }
+}
+
+/// A message. JSON shape: the `message` object of the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub seq: u64,
+    pub direction: Direction,
+    pub sender: Sender,
+    pub agent_id: Option<AgentId>,
+    pub text: String,
+    pub internal: bool,
+    pub channel: ChannelKind,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: UnixMillis,
+    pub delivery: Option<Delivery>,
+    pub external_id: Option<String>,
+    /// The provider's kind of content (`text`, `image`, …) when it is not plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The provider id of the message this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Why the last delivery attempt failed, as the provider said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivery::*;
+
+    #[test]
+    fn delivery_moves_forward_only() {
+        assert_eq!(Queued.advance(Sent), Some(Sent));
+        assert_eq!(Sent.advance(Read), Some(Read));
+        assert_eq!(Read.advance(Delivered), None);
+        assert_eq!(Delivered.advance(Sent), None);
+        assert_eq!(Sent.advance(Sent), None);
+        assert_eq!(Queued.advance(Failed), Some(Failed));
+        assert_eq!(Sent.advance(Failed), Some(Failed));
+        assert_eq!(Delivered.advance(Failed), None);
+        assert_eq!(Failed.advance(Sent), None);
+        assert_eq!(Failed.advance(Delivered), Some(Delivered));
+        assert_eq!(Failed.advance(Read), Some(Read));
+    }
+}

@@ -1,0 +1,291 @@
+//! The durable store: one fjall database with the keyspaces of [`crate::catalogue`].
+//!
+//! Reads are plain blocking calls; callers on the async runtime go through
+//! `spawn_blocking`. Writes only ever go through the [`crate::committer::Committer`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use serde::de::DeserializeOwned;
+
+use crate::catalogue::{self, Ks};
+use crate::codec;
+use crate::delta::Delta;
+use crate::error::Result;
+use crate::ids::{AgentId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
+use crate::model::{Agent, Channel, Conversation, Message, StoredContact, Workspace};
+use crate::outbox::OutboxEntry;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Block cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    keyspaces: Vec<Keyspace>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+impl Store {
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::Storage(e.to_string()))?;
+        let db = Database::builder(dir.join("store"))
+            .cache_size(options.cache_bytes)
+            .open()?;
+        let keyspaces = Ks::ALL
+            .iter()
+            .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
+            .collect::<fjall::Result<Vec<_>>>()?;
+        Ok(Store {
+            inner: Arc::new(Inner { db, keyspaces }),
+        })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
+        &self.inner.keyspaces[ks.index()]
+    }
+
+    pub fn get_raw(&self, ks: Ks, key: &[u8]) -> Result<Option<fjall::Slice>> {
+        Ok(self.ks(ks).get(key)?)
+    }
+
+    pub fn contains(&self, ks: Ks, key: &[u8]) -> Result<bool> {
+        Ok(self.ks(ks).contains_key(key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, ks: Ks, key: &[u8]) -> Result<Option<T>> {
+        match self.ks(ks).get(key)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Last delta offset assigned (0 when none).
+    pub fn delta_head(&self) -> Result<u64> {
+        self.meta_u64(catalogue::META_DELTA_HEAD)
+    }
+
+    /// Offsets up to this one may have been pruned from the delta log.
+    pub fn delta_pruned_through(&self) -> Result<u64> {
+        self.meta_u64(catalogue::META_DELTA_PRUNED)
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64> {
+        Ok(match self.ks(Ks::Meta).get(key)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
+    pub fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        self.get(Ks::WorkspaceState, &id.to_bytes())
+    }
+
+    pub fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
+        self.get(Ks::AgentState, &id.to_bytes())
+    }
+
+    pub fn agent_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<Agent>> {
+        match self.get_raw(Ks::TokenAgent, hash)? {
+            Some(id) => match AgentId::from_key_prefix(&id) {
+                Some(id) => self.agent(id),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    pub fn workspace_agents(&self, ws: WorkspaceId) -> Result<Vec<Agent>> {
+        let mut agents = Vec::new();
+        for kv in self.ks(Ks::WsAgent).prefix(ws.to_bytes()) {
+            let key = kv.key()?;
+            if let Some(id) = key.get(16..).and_then(AgentId::from_key_prefix) {
+                if let Some(agent) = self.agent(id)? {
+                    agents.push(agent);
+                }
+            }
+        }
+        Ok(agents)
+    }
+
+    pub fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {
+        self.get(Ks::ChannelState, &id.to_bytes())
+    }
+
+    pub fn all_channels(&self) -> Result<Vec<Channel>> {
+        self.ks(Ks::ChannelState)
+            .iter()
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    pub fn contact(&self, id: ContactId) -> Result<Option<StoredContact>> {
+        self.get(Ks::ContactState, &id.to_bytes())
+    }
+
+    pub fn contact_by_phone(&self, ws: WorkspaceId, phone: &str) -> Result<Option<ContactId>> {
+        Ok(self
+            .get_raw(Ks::PhoneContact, &catalogue::phone_contact(ws, phone))?
+            .and_then(|v| ContactId::from_key_prefix(&v)))
+    }
+
+    pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        self.get(Ks::ConvState, &id.to_bytes())
+    }
+
+    pub fn conversation_by_thread(
+        &self,
+        channel: ChannelId,
+        thread: &str,
+    ) -> Result<Option<ConversationId>> {
+        Ok(self
+            .get_raw(Ks::ThreadConv, &catalogue::thread_conv(channel, thread))?
+            .and_then(|v| ConversationId::from_key_prefix(&v)))
+    }
+
+    pub fn message(&self, conv: ConversationId, seq: u64) -> Result<Option<Message>> {
+        self.get(Ks::ConvMsg, &catalogue::conv_msg(conv, seq))
+    }
+
+    /// Messages with `seq < before` (all when `None`), newest first.
+    pub fn messages_before(
+        &self,
+        conv: ConversationId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Message, u64>> {
+        let start = catalogue::conv_msg(conv, 0);
+        let end = catalogue::conv_msg(conv, before.unwrap_or(u64::MAX));
+        let mut items = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        for kv in self.ks(Ks::ConvMsg).range(start..end).rev() {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(codec::decode::<Message>(&kv.value()?)?);
+        }
+        let next = if more {
+            items.last().map(|m| m.seq)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Where the provider's message id `provider_id` on `channel` is stored.
+    pub fn message_by_external_id(
+        &self,
+        channel: ChannelId,
+        provider_id: &str,
+    ) -> Result<Option<(ConversationId, u64)>> {
+        Ok(self
+            .get_raw(Ks::ExtMsg, &catalogue::ext_msg(channel, provider_id))?
+            .and_then(|v| catalogue::decode_conv_seq(&v)))
+    }
+
+    /// Conversations of `ws` by last activity, newest first, starting strictly after `after`
+    /// (a `(last_activity, id)` position from an earlier page). Entries failing `keep` are
+    /// skipped; at most `scan_limit` index entries are read for one page.
+    pub fn conversations_by_activity(
+        &self,
+        ws: WorkspaceId,
+        after: Option<(i64, ConversationId)>,
+        limit: usize,
+        scan_limit: usize,
+        mut keep: impl FnMut(&Conversation) -> bool,
+    ) -> Result<Page<Conversation, (i64, ConversationId)>> {
+        let start = ws.to_bytes().to_vec();
+        let end = match after {
+            Some((at, id)) => catalogue::ws_activity(ws, at, id),
+            None => catalogue::ws_activity(ws, i64::MAX, ConversationId::from_bytes([0xff; 16])),
+        };
+        let mut items = Vec::with_capacity(limit.min(256));
+        let mut last = None;
+        let mut scanned = 0usize;
+        let mut exhausted = true;
+        for kv in self.ks(Ks::WsActivity).range(start..end).rev() {
+            if items.len() == limit || scanned == scan_limit {
+                exhausted = false;
+                break;
+            }
+            scanned += 1;
+            let key = kv.key()?;
+            let Some((at, id)) = catalogue::decode_ws_activity(&key) else {
+                continue;
+            };
+            last = Some((at, id));
+            if let Some(conv) = self.conversation(id)? {
+                if keep(&conv) {
+                    items.push(conv);
+                }
+            }
+        }
+        let next = if exhausted { None } else { last };
+        Ok(Page { items, next })
+    }
+
+    /// Deltas of `ws` with `after < offset <= up_to`, in offset order, at most `limit`.
+    pub fn deltas_between(
+        &self,
+        ws: WorkspaceId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<Delta>> {
+        if after >= up_to {
+            return Ok(Vec::new());
+        }
+        let start = catalogue::ws_delta(ws, after.saturating_add(1));
+        let end = catalogue::ws_delta(ws, up_to);
+        self.ks(Ks::WsDelta)
+            .range(start..=end)
+            .take(limit)
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    /// Every outbound message still waiting for its provider, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.ks(Ks::OutboxEntry)
+            .iter()
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    pub fn outbox_entry(&self, id: MessageId) -> Result<Option<OutboxEntry>> {
+        self.get(Ks::OutboxEntry, &catalogue::outbox_entry(id))
+    }
+
+    /// Approximate on-disk size of the store in bytes.
+    pub fn disk_space(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+}

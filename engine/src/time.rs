@@ -1,0 +1,57 @@
+//! Wall-clock time as Unix milliseconds, rendered as RFC 3339 on the wire.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type UnixMillis = i64;
+
+pub fn now_millis() -> UnixMillis {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// RFC 3339 with millisecond precision, e.g. `2026-01-01T00:00:00.000Z`.
+pub fn to_rfc3339(ms: UnixMillis) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => {
+            let t = t
+                .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+                .unwrap_or(t);
+            t.format(&Rfc3339).unwrap_or_else(|_| ms.to_string())
+        }
+        Err(_) => ms.to_string(),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Serde helper: a `UnixMillis` field rendered as RFC 3339 text.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::to_rfc3339(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_milliseconds() {
+        let ms = 1_767_225_600_123;
+        let text = to_rfc3339(ms);
+        assert_eq!(text, "2026-01-01T00:00:00.123Z");
+        assert_eq!(parse_rfc3339(&text), Some(ms));
+    }
+}

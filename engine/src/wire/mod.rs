@@ -1,0 +1,3 @@
+//! Providers' wire formats: pure parse / verify / normalize / build functions.
+
+pub mod whatsapp;

@@ -1,0 +1,1 @@
+//! Empty: the end-to-end tests live in `it/`.
