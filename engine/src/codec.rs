@@ -53,6 +53,7 @@ mod tests {
             content_type: None,
             reply_to: None,
             error: None,
+            raw: None,
         }
     }
 

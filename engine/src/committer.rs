@@ -111,6 +111,12 @@ pub trait DeltaListener: Send + Sync + 'static {
     fn published(&self, deltas: &[Arc<Delta>]);
 }
 
+enum Command {
+    Commit(Request),
+    /// Write what was queued before, then stop.
+    Stop,
+}
+
 struct Request {
     set: WriteSet,
     reply: oneshot::Sender<Result<Receipt>>,
@@ -127,12 +133,12 @@ struct Shared {
 /// A handle to the committer; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
-/// Owns the committer thread; [`CommitterThread::join`] waits until everything queued
-/// before every [`Committer`] handle was dropped is durable.
+/// Owns the committer thread; [`CommitterThread::join`] waits until it stopped, after
+/// [`Committer::close`] or once every [`Committer`] handle is dropped.
 pub struct CommitterThread {
     handle: JoinHandle<()>,
 }
@@ -189,11 +195,17 @@ impl Committer {
             reply,
             enqueued: Instant::now(),
         };
-        if self.tx.send(request).is_err() {
+        if self.tx.send(Command::Commit(request)).is_err() {
             self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::CommitterClosed);
         }
         answer.await.unwrap_or(Err(Error::CommitterClosed))
+    }
+
+    /// Stops the committer once everything queued before this call is durable; later
+    /// commits fail with [`Error::CommitterClosed`].
+    pub fn close(&self) {
+        let _ = self.tx.send(Command::Stop);
     }
 
     /// The last offset that is durable and published.
@@ -225,13 +237,21 @@ struct Done {
 }
 
 impl Worker {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut group = Vec::with_capacity(64);
-        while let Some(first) = rx.blocking_recv() {
-            group.push(first);
+        let mut stopping = false;
+        while !stopping {
+            match rx.blocking_recv() {
+                Some(Command::Commit(first)) => group.push(first),
+                Some(Command::Stop) | None => break,
+            }
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(request) => group.push(request),
+                    Ok(Command::Commit(request)) => group.push(request),
+                    Ok(Command::Stop) => {
+                        stopping = true;
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -240,7 +260,17 @@ impl Worker {
                 .fetch_sub(group.len(), Ordering::Relaxed);
             self.commit_group(&mut group);
         }
-        tracing::debug!("committer stopped: every handle was dropped");
+        rx.close();
+        // Requests that raced with the stop are refused, never left hanging.
+        while let Ok(command) = rx.try_recv() {
+            if let Command::Commit(request) = command {
+                let _ = request.reply.send(Err(Error::CommitterClosed));
+            }
+        }
+        if let Err(e) = self.store.db().persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final persist failed");
+        }
+        tracing::debug!("committer stopped");
     }
 
     fn commit_group(&mut self, group: &mut Vec<Request>) {

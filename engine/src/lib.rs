@@ -3,12 +3,14 @@
 //!
 //! This crate knows nothing of actors, HTTP or search.
 
+pub mod admin;
 pub mod catalogue;
 pub mod codec;
 pub mod committer;
 pub mod delta;
 pub mod error;
 pub mod ids;
+pub mod inbound;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -274,6 +274,9 @@ pub struct Message {
     /// Why the last delivery attempt failed, as the provider said it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The provider's payload of content shown as a placeholder (media, locations, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -229,14 +229,12 @@ impl Store {
         };
         let mut items = Vec::with_capacity(limit.min(256));
         let mut last = None;
-        let mut scanned = 0usize;
         let mut exhausted = true;
-        for kv in self.ks(Ks::WsActivity).range(start..end).rev() {
+        for (scanned, kv) in self.ks(Ks::WsActivity).range(start..end).rev().enumerate() {
             if items.len() == limit || scanned == scan_limit {
                 exhausted = false;
                 break;
             }
-            scanned += 1;
             let key = kv.key()?;
             let Some((at, id)) = catalogue::decode_ws_activity(&key) else {
                 continue;
@@ -269,6 +267,30 @@ impl Store {
             .range(start..=end)
             .take(limit)
             .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    /// Ids of every workspace.
+    pub fn workspace_ids(&self) -> Result<Vec<WorkspaceId>> {
+        self.ks(Ks::WorkspaceState)
+            .iter()
+            .map(|kv| {
+                let key = kv.key()?;
+                WorkspaceId::from_key_prefix(&key)
+                    .ok_or_else(|| crate::Error::Corrupt("workspace key".into()))
+            })
+            .collect()
+    }
+
+    /// Keys of `ws`'s deltas with offset `<= through`, oldest first, at most `limit`:
+    /// what a retention pass deletes.
+    pub fn delta_keys_through(&self, ws: WorkspaceId, through: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let start = catalogue::ws_delta(ws, 0);
+        let end = catalogue::ws_delta(ws, through);
+        self.ks(Ks::WsDelta)
+            .range(start..=end)
+            .take(limit)
+            .map(|kv| Ok(kv.key()?.to_vec()))
             .collect()
     }
 

@@ -1,6 +1,7 @@
 //! Wall-clock time as Unix milliseconds, rendered as RFC 3339 on the wire.
 
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -14,12 +15,11 @@ pub fn now_millis() -> UnixMillis {
 pub fn to_rfc3339(ms: UnixMillis) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => {
-            let t = t
-                .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-                .unwrap_or(t);
-            t.format(&Rfc3339).unwrap_or_else(|_| ms.to_string())
-        }
+        Ok(t) => t
+            .format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_else(|_| ms.to_string()),
         Err(_) => ms.to_string(),
     }
 }
@@ -53,5 +53,7 @@ mod tests {
         let text = to_rfc3339(ms);
         assert_eq!(text, "2026-01-01T00:00:00.123Z");
         assert_eq!(parse_rfc3339(&text), Some(ms));
+        assert_eq!(to_rfc3339(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
+        assert_eq!(to_rfc3339(1_767_225_600_840), "2026-01-01T00:00:00.840Z");
     }
 }

@@ -232,9 +232,7 @@ fn parse_message(phone_number_id: &str, contacts: &[Value], msg: &Value) -> Opti
     let kind = str_at(msg, &["type"]).unwrap_or("unknown");
     let (text, raw) = match kind {
         "text" => (
-            str_at(msg, &["text", "body"])
-                .unwrap_or_default()
-                .to_owned(),
+            str_at(msg, &["text", "body"]).unwrap_or("").to_owned(),
             None,
         ),
         _ => (placeholder(kind, msg), Some(msg.clone())),
@@ -287,10 +285,8 @@ fn placeholder(kind: &str, msg: &Value) -> String {
                         .or_else(|| str_at(c, &["name", "first_name"]))
                 })
                 .collect();
-            tagged(
-                kind,
-                &[Some(names.join(", ")).filter(|n| !n.is_empty()).as_deref()],
-            )
+            let names = names.join(", ");
+            tagged(kind, &[Some(names.as_str()).filter(|n| !n.is_empty())])
         }
         "interactive" => {
             // `button_reply` and `list_reply` carry a title; a flow's `nfm_reply` a body.
@@ -340,47 +336,41 @@ fn parse_status(phone_number_id: &str, status: &Value) -> Option<StatusUpdate> {
         _ => return None,
     };
     let first_error = status.get("errors").and_then(|e| e.get(0));
+    let error_code = first_error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64);
     Some(StatusUpdate {
         phone_number_id: phone_number_id.to_owned(),
         wamid: wamid.to_owned(),
         status: delivery,
         timestamp: seconds_to_millis(status.get("timestamp")),
         recipient_id: str_at(status, &["recipient_id"]).map(str::to_owned),
-        error: first_error.and_then(describe_status_error),
-        error_code: first_error
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_i64),
+        error: first_error.and_then(|e| describe_error(error_code, e)),
+        error_code,
     })
 }
 
 /// `code title: message (details)`, leaving out what is missing or repeated.
-fn describe_status_error(error: &Value) -> Option<String> {
-    let code = error
-        .get("code")
-        .and_then(Value::as_i64)
-        .map(|c| c.to_string());
+fn describe_error(code: Option<i64>, error: &Value) -> Option<String> {
+    let code = code.map(|c| c.to_string());
     let title = str_at(error, &["title"]);
     let message = str_at(error, &["message"]).filter(|m| Some(*m) != title);
     let details = str_at(error, &["error_data", "details"])
         .filter(|d| Some(*d) != title && Some(*d) != message);
-    let head = [code.as_deref(), title]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut text = [Some(head.as_str()).filter(|h| !h.is_empty()), message]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(": ");
-    if let Some(details) = details {
-        text = if text.is_empty() {
-            details.to_owned()
-        } else {
-            format!("{text} ({details})")
-        };
+    let mut text = String::new();
+    for (separator, part) in [("", code.as_deref()), (" ", title), (": ", message)] {
+        if let Some(part) = part {
+            if !text.is_empty() {
+                text.push_str(separator);
+            }
+            text.push_str(part);
+        }
     }
-    Some(text).filter(|t| !t.is_empty())
+    match details {
+        Some(details) if text.is_empty() => Some(details.to_owned()),
+        Some(details) => Some(format!("{text} ({details})")),
+        None => Some(text).filter(|t| !t.is_empty()),
+    }
 }
 
 /// The body of a free-text send.
@@ -433,34 +423,27 @@ pub fn parse_send_response(http_status: u16, body: &[u8]) -> Result<String, Send
     }
     let error = json.get("error").filter(|e| e.is_object());
     let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let message = error.and_then(describe_graph_error).unwrap_or_else(|| {
-        let snippet: String = String::from_utf8_lossy(body)
-            .trim()
-            .chars()
-            .take(200)
-            .collect();
-        match (success, snippet.is_empty()) {
-            (true, _) => "the response carries no message id".to_owned(),
-            (false, true) => format!("HTTP {http_status}"),
-            (false, false) => format!("HTTP {http_status}: {snippet}"),
-        }
-    });
+    // Graph API messages already start with the code, as in `(#131047) Re-engagement message`.
+    let message = error
+        .and_then(|e| describe_error(None, e))
+        .unwrap_or_else(|| {
+            let snippet: String = String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect();
+            match (success, snippet.is_empty()) {
+                (true, _) => "the response carries no message id".to_owned(),
+                (false, true) => format!("HTTP {http_status}"),
+                (false, false) => format!("HTTP {http_status}: {snippet}"),
+            }
+        });
     Err(SendError {
         http_status,
         code,
         message,
         retryable: !success && is_retryable(http_status, code),
     })
-}
-
-/// `message (details)` from a Graph API error object.
-fn describe_graph_error(error: &Value) -> Option<String> {
-    let message = str_at(error, &["message"]);
-    let details = str_at(error, &["error_data", "details"]).filter(|d| Some(*d) != message);
-    match (message, details) {
-        (Some(m), Some(d)) => Some(format!("{m} ({d})")),
-        (m, d) => m.or(d).map(str::to_owned),
-    }
 }
 
 fn is_retryable(http_status: u16, code: Option<i64>) -> bool {
@@ -831,7 +814,8 @@ mod tests {
             ),
             (
                 "location",
-                json!({"location": {"latitude": -23.5, "longitude": -46.6, "name": "Office", "address": "Av. Paulista 1000"}}),
+                json!({"location": {"latitude": -23.5, "longitude": -46.6,
+                                    "name": "Office", "address": "Av. Paulista 1000"}}),
                 "[location] Office — Av. Paulista 1000",
             ),
             (
@@ -842,17 +826,20 @@ mod tests {
             ("location", json!({"location": {}}), "[location]"),
             (
                 "contacts",
-                json!({"contacts": [{"name": {"formatted_name": "Bob Reis"}}, {"name": {"first_name": "Cid"}}]}),
+                json!({"contacts": [{"name": {"formatted_name": "Bob Reis"}},
+                                    {"name": {"first_name": "Cid"}}]}),
                 "[contacts] Bob Reis, Cid",
             ),
             (
                 "interactive",
-                json!({"interactive": {"type": "button_reply", "button_reply": {"id": "b1", "title": "Yes, book it"}}}),
+                json!({"interactive": {"type": "button_reply",
+                                       "button_reply": {"id": "b1", "title": "Yes, book it"}}}),
                 "[interactive] Yes, book it",
             ),
             (
                 "interactive",
-                json!({"interactive": {"type": "list_reply", "list_reply": {"id": "r1", "title": "Plan B", "description": "cheaper"}}}),
+                json!({"interactive": {"type": "list_reply", "list_reply":
+                    {"id": "r1", "title": "Plan B", "description": "cheaper"}}}),
                 "[interactive] Plan B",
             ),
             (
@@ -914,8 +901,9 @@ mod tests {
     #[test]
     fn a_click_to_whatsapp_referral_names_its_campaign() {
         let parsed = one_message(json!({"from": LEAD, "id": "wamid.R", "timestamp": "1",
-            "referral": {"source_url": "https://fb.me/ad", "source_id": "120200", "source_type": "ad",
-                         "headline": "Summer sale", "body": "50% off", "media_type": "image"},
+            "referral": {"source_url": "https://fb.me/ad", "source_id": "120200",
+                         "source_type": "ad", "headline": "Summer sale", "body": "50% off",
+                         "media_type": "image"},
             "type": "text", "text": {"body": "Is this still on?"}}));
         let referral = parsed.referral.expect("a referral");
         assert_eq!(
@@ -948,8 +936,8 @@ mod tests {
     #[test]
     fn the_profile_name_comes_from_the_matching_contact_else_the_first() {
         let mut webhook = with_messages(json!([
-            {"from": LEAD, "id": "wamid.1", "timestamp": "1", "type": "text", "text": {"body": "a"}},
-            {"from": "4400", "id": "wamid.2", "timestamp": "1", "type": "text", "text": {"body": "b"}},
+            {"from": LEAD, "id": "wamid.1", "type": "text", "text": {"body": "a"}},
+            {"from": "4400", "id": "wamid.2", "type": "text", "text": {"body": "b"}},
         ]));
         webhook["entry"][0]["changes"][0]["value"]["contacts"] = json!([
             {"profile": {"name": "Someone Else"}, "wa_id": "4400"},
@@ -1030,7 +1018,7 @@ mod tests {
             "not an object",
             null,
             [1, 2],
-            {"from": LEAD, "id": "wamid.good", "timestamp": "1", "type": "text", "text": {"body": "kept"}},
+            {"from": LEAD, "id": "wamid.good", "type": "text", "text": {"body": "kept"}},
             {"from": LEAD, "id": "wamid.no-body", "timestamp": "1", "type": "text"},
         ])));
         let kept: Vec<_> = batch
@@ -1048,7 +1036,8 @@ mod tests {
         let built = status_webhook(NUMBER, "wamid.OUT", "delivered", 1_767_225_660, LEAD);
         assert_eq!(
             built["entry"][0]["changes"][0]["value"]["statuses"],
-            json!([{"id": "wamid.OUT", "status": "delivered", "timestamp": "1767225660", "recipient_id": LEAD}])
+            json!([{"id": "wamid.OUT", "status": "delivered", "timestamp": "1767225660",
+                    "recipient_id": LEAD}])
         );
         assert_eq!(
             parse(&built),
@@ -1100,7 +1089,7 @@ mod tests {
         ];
         for (error, expected) in cases {
             let batch = parse(&with_statuses(json!([
-                {"id": "wamid.F", "status": "failed", "timestamp": "1", "errors": [error.clone()]}])));
+                {"id": "wamid.F", "status": "failed", "errors": [error.clone()]}])));
             assert_eq!(batch.statuses[0].error.as_deref(), expected, "{error}");
         }
     }
@@ -1144,19 +1133,22 @@ mod tests {
 
     #[test]
     fn a_batch_carries_every_entry_change_message_and_status_in_order() {
-        let text = |id: &str| json!({"from": LEAD, "id": id, "timestamp": "1", "type": "text", "text": {"body": id}});
-        let status =
-            |id: &str| json!({"id": id, "status": "read", "timestamp": "2", "recipient_id": LEAD});
-        let value = |number: &str, messages: Value, statuses: Value| json!({"metadata": {"phone_number_id": number}, "messages": messages, "statuses": statuses});
+        let text = |id: &str| json!({"from": LEAD, "id": id, "type": "text", "text": {"body": id}});
+        let status = |id: &str| json!({"id": id, "status": "read", "recipient_id": LEAD});
+        let value = |number: &str, messages: &[&str], statuses: &[&str]| {
+            json!({"metadata": {"phone_number_id": number},
+                   "messages": messages.iter().map(|id| text(id)).collect::<Vec<_>>(),
+                   "statuses": statuses.iter().map(|id| status(id)).collect::<Vec<_>>()})
+        };
         let webhook = json!({"object": "whatsapp_business_account", "entry": [
             {"id": "waba1", "changes": [
-                {"field": "messages", "value": value("n1", json!([text("m1"), text("m2")]), json!([status("s1")]))},
-                {"field": "account_update", "value": value("n1", json!([text("ignored")]), json!([]))},
-                {"field": "messages", "value": value("n2", json!([text("m3")]), json!([status("s2"), status("s3")]))},
+                {"field": "messages", "value": value("n1", &["m1", "m2"], &["s1"])},
+                {"field": "account_update", "value": value("n1", &["ignored"], &[])},
+                {"field": "messages", "value": value("n2", &["m3"], &["s2", "s3"])},
             ]},
             {"id": "waba2", "changes": [
-                {"field": "messages", "value": value("n3", json!([]), json!([status("s4")]))},
-                {"value": value("n3", json!([text("no-field")]), json!([]))},
+                {"field": "messages", "value": value("n3", &[], &["s4"])},
+                {"value": value("n3", &["no-field"], &[])},
                 {"field": "messages", "value": {"messages": [text("no-metadata")]}},
                 {"field": "messages"},
             ]},
@@ -1230,9 +1222,10 @@ mod tests {
 
         // Every node of a full sample replaced in turn by every kind of odd value.
         let sample = with_messages(json!([
-            {"from": LEAD, "id": "wamid.1", "timestamp": "1", "type": "text", "text": {"body": "hi"},
-             "context": {"from": "1", "id": "wamid.0"},
-             "referral": {"source_id": "1", "source_type": "ad", "source_url": "u", "headline": "h"}},
+            {"from": LEAD, "id": "wamid.1", "timestamp": "1", "type": "text",
+             "text": {"body": "hi"}, "context": {"from": "1", "id": "wamid.0"},
+             "referral": {"source_id": "1", "source_type": "ad", "source_url": "u",
+                          "headline": "h"}},
             {"from": LEAD, "id": "wamid.2", "timestamp": "1", "type": "location",
              "location": {"latitude": 1.0, "longitude": 2.0, "name": "n", "address": "a"}},
             {"from": LEAD, "id": "wamid.3", "timestamp": "1", "type": "interactive",
@@ -1241,9 +1234,10 @@ mod tests {
              "contacts": [{"name": {"formatted_name": "f", "first_name": "g"}}]},
         ]));
         let mut sample = sample;
-        sample["entry"][0]["changes"][0]["value"]["statuses"] = json!([{"id": "wamid.9", "status": "failed",
-            "timestamp": "1", "recipient_id": LEAD,
-            "errors": [{"code": 1, "title": "t", "message": "m", "error_data": {"details": "d"}}]}]);
+        sample["entry"][0]["changes"][0]["value"]["statuses"] = json!([
+            {"id": "wamid.9", "status": "failed", "timestamp": "1", "recipient_id": LEAD,
+             "errors": [{"code": 1, "title": "t", "message": "m",
+                         "error_data": {"details": "d"}}]}]);
         let odd = [
             json!(null),
             json!(true),
@@ -1290,7 +1284,8 @@ mod tests {
                     "contacts": payload.clone(), kind: payload.clone()});
                 raws.push(body(&with_messages(json!([message]))));
                 let interactive = json!({"type": kind, kind: payload.clone()});
-                let message = json!({"from": LEAD, "id": "wamid.k", "type": "interactive", "interactive": interactive});
+                let message = json!({"from": LEAD, "id": "wamid.k", "type": "interactive",
+                                     "interactive": interactive});
                 raws.push(body(&with_messages(json!([message]))));
             }
         }
@@ -1357,13 +1352,16 @@ mod tests {
             template_message_body(LEAD, "follow_up", "en_US", components.clone()),
             json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": LEAD,
                    "type": "template",
-                   "template": {"name": "follow_up", "language": {"code": "en_US"}, "components": components}})
+                   "template": {"name": "follow_up", "language": {"code": "en_US"},
+                                "components": components}})
         );
     }
 
     #[test]
     fn a_successful_send_yields_the_wamid() {
-        let answer = br#"{"messaging_product":"whatsapp","contacts":[{"input":"5511987654321","wa_id":"5511987654321"}],"messages":[{"id":"wamid.HBgN"}]}"#;
+        let answer = br#"{"messaging_product":"whatsapp",
+            "contacts":[{"input":"5511987654321","wa_id":"5511987654321"}],
+            "messages":[{"id":"wamid.HBgN"}]}"#;
         assert_eq!(
             parse_send_response(200, answer),
             Ok("wamid.HBgN".to_owned())
@@ -1392,17 +1390,17 @@ mod tests {
 
     #[test]
     fn a_closed_window_is_final_and_recognisable() {
-        let answer = br#"{"error":{"message":"(#131047) Re-engagement message","type":"OAuthException",
-            "code":131047,"error_data":{"messaging_product":"whatsapp","details":"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
-            "fbtrace_id":"AbC"}}"#;
+        let answer = br#"{"error":{"message":"(#131047) Re-engagement message",
+            "type":"OAuthException","code":131047,"fbtrace_id":"AbC",
+            "error_data":{"messaging_product":"whatsapp",
+                          "details":"more than 24 hours have passed since the last reply"}}}"#;
         let error = parse_send_response(400, answer).expect_err("window closed");
         assert_eq!(error.code, Some(131047));
         assert!(is_window_closed(error.code));
         assert!(!error.retryable);
         assert_eq!(
             error.message,
-            "(#131047) Re-engagement message (Message failed to send because more than 24 hours \
-             have passed since the customer last replied to this number.)"
+            "(#131047) Re-engagement message (more than 24 hours have passed since the last reply)"
         );
     }
 

@@ -1,0 +1,411 @@
+//! The conversation actor: the only writer of its conversation.
+//!
+//! Its state is the conversation as stored; every request becomes one [`WriteSet`] for the
+//! committer, and the state only changes once that set is durable. Requests answer through
+//! their reply port; the handler itself never fails on a request's behalf.
+
+use std::time::Duration;
+
+use confab_engine::catalogue::{self, Ks};
+use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::delta::DeltaBody;
+use confab_engine::ids::{AgentId, ConversationId, MessageId};
+use confab_engine::inbound::{InboundEvent, PendingStatus};
+use confab_engine::model::{
+    ChannelKind, Conversation, Delivery, Direction, Message, Sender, Status,
+};
+use confab_engine::outbox::OutboxEntry;
+use confab_engine::store::Store;
+use confab_engine::time::{now_millis, UnixMillis};
+use confab_engine::Error as EngineError;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::channels::ChannelRegistry;
+use crate::error::{ActorError, ActorResult};
+
+/// WhatsApp's customer-service window: free text only within 24 h of the lead's last message.
+pub const WHATSAPP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest text a message may carry (WhatsApp's limit for a text body).
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// Characters of the last message shown on the conversation card.
+const PREVIEW_CHARS: usize = 160;
+
+pub enum ConversationMsg {
+    /// A lead's message from a connector.
+    Inbound(InboundEvent, RpcReplyPort<ActorResult<InboundOutcome>>),
+    /// A message from an agent (or the AI): sent to the lead, or an internal note.
+    Send(OutboundRequest, RpcReplyPort<ActorResult<Message>>),
+    /// The provider accepted message `seq` under `external_id`.
+    ProviderAccepted { seq: u64, external_id: String },
+    /// The provider refused message `seq` for good.
+    ProviderFailed { seq: u64, error: String },
+    /// The provider reported a delivery status for message `seq`.
+    DeliveryStatus {
+        seq: u64,
+        status: Delivery,
+        error: Option<String>,
+        /// Answered once the status is durable (or changed nothing).
+        reply: Option<RpcReplyPort<ActorResult<()>>>,
+    },
+    /// Stop after everything queued before this message is handled.
+    Passivate,
+    /// Test hook: makes the actor panic, to exercise supervision.
+    #[doc(hidden)]
+    Crash,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum InboundOutcome {
+    Stored(Message),
+    /// The provider delivered this message before; nothing was written.
+    Duplicate,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutboundRequest {
+    pub text: String,
+    /// An internal note: stored and streamed to agents, never sent to the lead.
+    pub internal: bool,
+    pub sender: Sender,
+    pub agent_id: Option<AgentId>,
+}
+
+pub struct ConversationActor;
+
+pub struct ConversationArgs {
+    pub id: ConversationId,
+    pub store: Store,
+    pub committer: Committer,
+    pub channels: ChannelRegistry,
+}
+
+pub struct ConversationState {
+    conv: Conversation,
+    store: Store,
+    committer: Committer,
+    channels: ChannelRegistry,
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        let store = args.store.clone();
+        let id = args.id;
+        let conv = tokio::task::spawn_blocking(move || store.conversation(id)).await??;
+        let conv = conv.ok_or(EngineError::ConversationNotFound(id))?;
+        Ok(ConversationState {
+            conv,
+            store: args.store,
+            committer: args.committer,
+            channels: args.channels,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConversationMsg::Inbound(event, reply) => {
+                let _ = reply.send(state.inbound(event).await);
+            }
+            ConversationMsg::Send(request, reply) => match state.send(request).await {
+                Ok((message, outbox)) => {
+                    let _ = reply.send(Ok(message));
+                    if let Some(entry) = outbox {
+                        state.channels.dispatch(entry);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            ConversationMsg::ProviderAccepted { seq, external_id } => {
+                if let Err(e) = state.accepted(seq, external_id).await {
+                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record the provider's acceptance");
+                }
+            }
+            ConversationMsg::ProviderFailed { seq, error } => {
+                if let Err(e) = state.delivery(seq, Delivery::Failed, Some(error)).await {
+                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a send failure");
+                }
+            }
+            ConversationMsg::DeliveryStatus {
+                seq,
+                status,
+                error,
+                reply,
+            } => {
+                let outcome = state.delivery(seq, status, error).await;
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(outcome);
+                    }
+                    None => {
+                        if let Err(e) = outcome {
+                            tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a delivery status");
+                        }
+                    }
+                }
+            }
+            ConversationMsg::Passivate => myself.stop(Some("passivated".into())),
+            ConversationMsg::Crash => panic!("crash requested for conversation {}", state.conv.id),
+        }
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    async fn inbound(&mut self, event: InboundEvent) -> ActorResult<InboundOutcome> {
+        let now = now_millis();
+        let mut conv = self.conv.clone();
+        let seq = conv.next_seq;
+        let sent_at = if event.sent_at > 0 { event.sent_at } else { now };
+        let message = Message {
+            id: MessageId::new(),
+            conversation_id: conv.id,
+            seq,
+            direction: Direction::Inbound,
+            sender: Sender::Lead,
+            agent_id: None,
+            text: event.text,
+            internal: false,
+            channel: conv.channel,
+            created_at: sent_at,
+            delivery: None,
+            external_id: Some(event.provider_message_id.clone()),
+            content_type: event.content_type,
+            reply_to: event.reply_to,
+            error: None,
+            raw: event.raw,
+        };
+        conv.next_seq += 1;
+        conv.unread_count = conv.unread_count.saturating_add(1);
+        conv.preview = preview(&message.text);
+        conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
+        if conv.status == Status::Closed {
+            conv.status = Status::Open;
+        }
+        if conv.campaign.is_none() {
+            conv.campaign = event.campaign;
+        }
+        if conv.contact.name.is_none() {
+            conv.contact.name = event.contact_name;
+        }
+
+        let mut set = WriteSet::new();
+        let ext_key = catalogue::ext_msg(conv.channel_id, &event.provider_message_id);
+        set.require_absent(Ks::ExtMsg, ext_key.clone())
+            .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
+            .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+        touch(&mut set, &self.conv, &mut conv, now);
+        set.delta(conv.workspace_id, conv.id, DeltaBody::MessageCreated(message.clone()))
+            .delta(conv.workspace_id, conv.id, DeltaBody::ConversationUpdated(conv.card()));
+        match self.committer.commit(set).await {
+            Ok(_) => {
+                self.conv = conv;
+                metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => self.conv.channel.as_str()).increment(1);
+                Ok(InboundOutcome::Stored(message))
+            }
+            Err(EngineError::AlreadyExists) => Ok(InboundOutcome::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn send(&mut self, request: OutboundRequest) -> ActorResult<(Message, Option<OutboxEntry>)> {
+        let text = request.text.trim();
+        if text.is_empty() {
+            return Err(ActorError::invalid("empty_text", "the message text is empty"));
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ActorError::invalid(
+                "text_too_long",
+                format!("the message text is longer than {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+        let now = now_millis();
+        if !request.internal && self.conv.channel == ChannelKind::Whatsapp {
+            window_open(self.conv.last_inbound_at, now)?;
+        }
+
+        let mut conv = self.conv.clone();
+        let seq = conv.next_seq;
+        let message = Message {
+            id: MessageId::new(),
+            conversation_id: conv.id,
+            seq,
+            direction: Direction::Outbound,
+            sender: request.sender,
+            agent_id: request.agent_id,
+            text: text.to_string(),
+            internal: request.internal,
+            channel: conv.channel,
+            created_at: now,
+            delivery: (!request.internal).then_some(Delivery::Queued),
+            external_id: None,
+            content_type: None,
+            reply_to: None,
+            error: None,
+            raw: None,
+        };
+        conv.next_seq += 1;
+
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+        let outbox = (!request.internal).then(|| OutboxEntry {
+            message_id: message.id,
+            workspace_id: conv.workspace_id,
+            conversation_id: conv.id,
+            channel_id: conv.channel_id,
+            seq,
+            to: conv.external_thread.clone(),
+            text: message.text.clone(),
+            created_at: now,
+        });
+        if let Some(entry) = &outbox {
+            // A reply to the lead: the conversation now waits for the lead's answer.
+            conv.preview = preview(&message.text);
+            if conv.status == Status::Open {
+                conv.status = Status::Pending;
+            }
+            set.put(Ks::OutboxEntry, catalogue::outbox_entry(entry.message_id), entry);
+        }
+        touch(&mut set, &self.conv, &mut conv, now);
+        set.delta(conv.workspace_id, conv.id, DeltaBody::MessageCreated(message.clone()))
+            .delta(conv.workspace_id, conv.id, DeltaBody::ConversationUpdated(conv.card()));
+        self.committer.commit(set).await?;
+        self.conv = conv;
+        if !request.internal {
+            metrics::counter!(crate::metrics::MESSAGES, "direction" => "outbound", "channel" => self.conv.channel.as_str()).increment(1);
+        }
+        Ok((message, outbox))
+    }
+
+    async fn accepted(&mut self, seq: u64, external_id: String) -> ActorResult<()> {
+        let store = self.store.clone();
+        let (conv_id, channel_id) = (self.conv.id, self.conv.channel_id);
+        let ext = external_id.clone();
+        let (message, pending) = tokio::task::spawn_blocking(move || {
+            let message = store.message(conv_id, seq)?;
+            let pending: Option<PendingStatus> =
+                store.get(Ks::ExtStatus, &catalogue::ext_msg(channel_id, &ext))?;
+            Ok::<_, EngineError>((message, pending))
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some(mut message) = message else {
+            return Ok(());
+        };
+        message.external_id = Some(external_id.clone());
+        let mut delivery = message.delivery.unwrap_or(Delivery::Queued);
+        delivery = delivery.advance(Delivery::Sent).unwrap_or(delivery);
+        let ext_key = catalogue::ext_msg(channel_id, &external_id);
+        let mut set = WriteSet::new();
+        if let Some(pending) = pending {
+            // The provider's status webhook beat its answer to our send.
+            delivery = delivery.advance(pending.status).unwrap_or(delivery);
+            if pending.error.is_some() {
+                message.error = pending.error;
+            }
+            set.delete(Ks::ExtStatus, ext_key.clone());
+        }
+        message.delivery = Some(delivery);
+        set.put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv_id, seq))
+            .put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message)
+            .delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id))
+            .delta(self.conv.workspace_id, conv_id, DeltaBody::MessageUpdated(message));
+        self.committer.commit(set).await?;
+        Ok(())
+    }
+
+    async fn delivery(&mut self, seq: u64, status: Delivery, error: Option<String>) -> ActorResult<()> {
+        let store = self.store.clone();
+        let conv_id = self.conv.id;
+        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some(mut message) = message else {
+            return Ok(());
+        };
+        let current = message.delivery.unwrap_or(Delivery::Queued);
+        let Some(next) = current.advance(status) else {
+            return Ok(());
+        };
+        message.delivery = Some(next);
+        if next == Delivery::Failed {
+            message.error = error.or(message.error);
+        }
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message);
+        if next == Delivery::Failed {
+            set.delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id));
+        }
+        set.delta(self.conv.workspace_id, conv_id, DeltaBody::MessageUpdated(message));
+        self.committer.commit(set).await?;
+        Ok(())
+    }
+}
+
+/// Moves the conversation's last activity to `now`, keeping the activity index in step.
+fn touch(set: &mut WriteSet, before: &Conversation, after: &mut Conversation, now: UnixMillis) {
+    after.last_activity_at = now.max(before.last_activity_at);
+    if after.last_activity_at != before.last_activity_at {
+        set.delete(
+            Ks::WsActivity,
+            catalogue::ws_activity(before.workspace_id, before.last_activity_at, before.id),
+        );
+        set.put_raw(
+            Ks::WsActivity,
+            catalogue::ws_activity(after.workspace_id, after.last_activity_at, after.id),
+            Vec::new(),
+        );
+    }
+    set.put(Ks::ConvState, after.id.to_bytes().to_vec(), &*after);
+}
+
+fn window_open(last_inbound_at: Option<UnixMillis>, now: UnixMillis) -> ActorResult<()> {
+    let window = WHATSAPP_WINDOW.as_millis() as i64;
+    match last_inbound_at {
+        Some(at) if now - at < window => Ok(()),
+        _ => Err(ActorError::WindowClosed),
+    }
+}
+
+pub fn preview(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_one_short_line() {
+        assert_eq!(preview("  hello\n\nworld "), "hello world");
+        let long = "é".repeat(500);
+        let p = preview(&long);
+        assert_eq!(p.chars().count(), PREVIEW_CHARS + 1);
+        assert!(p.ends_with('…'));
+    }
+
+    #[test]
+    fn the_whatsapp_window_is_24_hours_from_the_last_inbound_message() {
+        let day = 24 * 60 * 60 * 1000;
+        assert!(window_open(Some(1_000), 1_000 + day - 1).is_ok());
+        assert!(matches!(window_open(Some(1_000), 1_000 + day), Err(ActorError::WindowClosed)));
+        assert!(matches!(window_open(None, 1_000), Err(ActorError::WindowClosed)));
+    }
+}

@@ -1,0 +1,34 @@
+//! Errors a request to an actor can answer with. They travel in reply ports; an actor's
+//! handler itself only fails when the actor must die.
+
+/// Why a conversation or channel request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("not found")]
+    NotFound,
+    /// WhatsApp: free text outside the 24-hour customer-service window.
+    #[error("the WhatsApp customer-service window is closed")]
+    WindowClosed,
+    /// A value the request carried is not acceptable.
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        message: String,
+    },
+    /// The actor could not be reached (crashed, restart budget spent, shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] confab_engine::Error),
+}
+
+impl ActorError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ActorError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type ActorResult<T> = Result<T, ActorError>;

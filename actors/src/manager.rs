@@ -1,0 +1,563 @@
+//! The conversation manager: activates conversation actors on demand, passivates idle ones,
+//! caps how many live at once, and restarts crashed ones from the store.
+//!
+//! Routing reads the live map directly (no mailbox hop); only activation, creation and
+//! supervision go through the manager's mailbox, which serializes them: at most one actor
+//! per conversation ever runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_engine::catalogue::{self, Ks};
+use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::delta::DeltaBody;
+use confab_engine::ids::{ChannelId, ContactId, ConversationId};
+use confab_engine::inbound::InboundEvent;
+use confab_engine::model::{AiMode, Channel, Contact, Conversation, Status, StoredContact};
+use confab_engine::store::Store;
+use confab_engine::time::now_millis;
+use dashmap::DashMap;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::channels::ChannelRegistry;
+use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use crate::error::{ActorError, ActorResult};
+
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub idle_timeout: Duration,
+    pub max_live: usize,
+    /// Restarts allowed per conversation within `restart_window`; past it the conversation
+    /// answers `Unavailable` until the window has passed.
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            max_live: 200_000,
+            restart_budget: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A live conversation actor and when it was last used.
+pub struct Live {
+    pub actor: ActorRef<ConversationMsg>,
+    last_used_ms: AtomicU64,
+}
+
+/// Milliseconds on a process-local monotonic clock.
+fn clock_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// The handle everything else uses to reach conversations. Cheap to clone.
+#[derive(Clone)]
+pub struct Conversations {
+    live: Arc<DashMap<ConversationId, Arc<Live>>>,
+    threads: Arc<DashMap<(ChannelId, String), ConversationId>>,
+    manager: ActorRef<ManagerMsg>,
+    epoch: Instant,
+}
+
+impl Conversations {
+    /// The conversation's actor, activating it from the store if needed.
+    pub async fn actor(&self, id: ConversationId) -> ActorResult<ActorRef<ConversationMsg>> {
+        if let Some(live) = self.live.get(&id) {
+            live.last_used_ms.store(clock_ms(self.epoch), Ordering::Relaxed);
+            return Ok(live.actor.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.manager
+            .cast(ManagerMsg::Activate(id, tx.into()))
+            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?;
+        rx.await
+            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?
+    }
+
+    /// Sends a request to the conversation and waits for its answer.
+    pub async fn request<T: Send + 'static>(
+        &self,
+        id: ConversationId,
+        make: impl FnOnce(RpcReplyPort<ActorResult<T>>) -> ConversationMsg,
+    ) -> ActorResult<T> {
+        let receiver = self.submit(id, make).await?;
+        receiver.await.map_err(|_| gone())?
+    }
+
+    /// Queues a request on the conversation and returns where its answer will arrive, so
+    /// a caller can queue several requests in order before waiting.
+    pub async fn submit<T: Send + 'static>(
+        &self,
+        id: ConversationId,
+        make: impl FnOnce(RpcReplyPort<ActorResult<T>>) -> ConversationMsg,
+    ) -> ActorResult<oneshot::Receiver<ActorResult<T>>> {
+        let actor = self.actor(id).await?;
+        let (tx, rx) = oneshot::channel();
+        actor.cast(make(tx.into())).map_err(|_| gone())?;
+        Ok(rx)
+    }
+
+    /// Sends a one-way message to the conversation.
+    pub async fn tell(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
+        let actor = self.actor(id).await?;
+        actor.cast(msg).map_err(|_| gone())
+    }
+
+    /// The conversation for a provider thread, created (with its contact) if new.
+    pub async fn resolve_thread(
+        &self,
+        channel: Arc<Channel>,
+        event: &InboundEvent,
+    ) -> ActorResult<ConversationId> {
+        if let Some(id) = self.threads.get(&(channel.id, event.thread.clone())) {
+            return Ok(*id);
+        }
+        let (tx, rx) = oneshot::channel();
+        let request = ResolveThread {
+            channel,
+            thread: event.thread.clone(),
+            name: event.contact_name.clone(),
+            phone: event.contact_phone.clone(),
+            email: event.contact_email.clone(),
+            campaign: event.campaign.clone(),
+        };
+        self.manager
+            .cast(ManagerMsg::Resolve(Box::new(request), tx.into()))
+            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?;
+        rx.await
+            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?
+    }
+
+    /// Number of live conversation actors.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_live(&self, id: ConversationId) -> bool {
+        self.live.contains_key(&id)
+    }
+
+    /// Asks the manager to passivate every live conversation idle for at least `idle`.
+    pub fn sweep_idle(&self, idle: Duration) {
+        let _ = self.manager.cast(ManagerMsg::Sweep(Some(idle)));
+    }
+
+    pub fn manager(&self) -> &ActorRef<ManagerMsg> {
+        &self.manager
+    }
+}
+
+fn gone() -> ActorError {
+    ActorError::Unavailable("the conversation actor stopped before answering".into())
+}
+
+pub struct ResolveThread {
+    pub channel: Arc<Channel>,
+    pub thread: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub campaign: Option<String>,
+}
+
+pub enum ManagerMsg {
+    Activate(ConversationId, RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>),
+    Resolve(Box<ResolveThread>, RpcReplyPort<ActorResult<ConversationId>>),
+    /// Passivates idle actors: those idle past the configured timeout, or past the given one.
+    Sweep(Option<Duration>),
+}
+
+pub struct Manager;
+
+pub struct ManagerArgs {
+    pub store: Store,
+    pub committer: Committer,
+    pub channels: ChannelRegistry,
+    pub config: ManagerConfig,
+}
+
+pub struct ManagerState {
+    store: Store,
+    committer: Committer,
+    channels: ChannelRegistry,
+    config: ManagerConfig,
+    live: Arc<DashMap<ConversationId, Arc<Live>>>,
+    threads: Arc<DashMap<(ChannelId, String), ConversationId>>,
+    epoch: Instant,
+    /// Which conversation each running actor serves.
+    actors: HashMap<ActorId, ConversationId>,
+    /// Conversations whose actor was asked to passivate and has not stopped yet, with the
+    /// activations waiting for it to stop.
+    stopping: HashMap<ConversationId, Vec<RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>>>,
+    restarts: HashMap<ConversationId, VecDeque<Instant>>,
+}
+
+impl Manager {
+    /// Starts the manager and returns the handle to reach conversations.
+    pub async fn start(args: ManagerArgs) -> Result<Conversations, ractor::SpawnErr> {
+        let live = Arc::new(DashMap::new());
+        let threads = Arc::new(DashMap::new());
+        let epoch = Instant::now();
+        let state = ManagerState {
+            store: args.store,
+            committer: args.committer,
+            channels: args.channels,
+            config: args.config,
+            live: live.clone(),
+            threads: threads.clone(),
+            epoch,
+            actors: HashMap::new(),
+            stopping: HashMap::new(),
+            restarts: HashMap::new(),
+        };
+        let (manager, _) = Actor::spawn(None, Manager, Box::new(state)).await?;
+        Ok(Conversations {
+            live,
+            threads,
+            manager,
+            epoch,
+        })
+    }
+}
+
+impl Actor for Manager {
+    type Msg = ManagerMsg;
+    type State = ManagerState;
+    type Arguments = Box<ManagerState>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        state: Box<ManagerState>,
+    ) -> Result<ManagerState, ActorProcessingErr> {
+        let every = (state.config.idle_timeout / 4).max(Duration::from_millis(250));
+        myself.send_interval(every, || ManagerMsg::Sweep(None));
+        Ok(*state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        msg: ManagerMsg,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ManagerMsg::Activate(id, reply) => state.activate(&myself, id, reply).await,
+            ManagerMsg::Resolve(request, reply) => {
+                let _ = reply.send(state.resolve(*request).await);
+            }
+            ManagerMsg::Sweep(idle) => state.sweep(idle),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        event: SupervisionEvent,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Deliberately not ractor's default (stop the parent): a conversation's exit is
+        // either passivation or a crash to recover from.
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.exited(&myself, cell.get_id(), false).await;
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                tracing::error!(actor = %cell.get_id(), %error, "conversation actor crashed");
+                state.exited(&myself, cell.get_id(), true).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl ManagerState {
+    async fn activate(
+        &mut self,
+        myself: &ActorRef<ManagerMsg>,
+        id: ConversationId,
+        reply: RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>,
+    ) {
+        if let Some(live) = self.live.get(&id) {
+            let _ = reply.send(Ok(live.actor.clone()));
+            return;
+        }
+        if let Some(waiting) = self.stopping.get_mut(&id) {
+            waiting.push(reply);
+            return;
+        }
+        if self.over_restart_budget(id) {
+            let _ = reply.send(Err(ActorError::Unavailable(
+                "this conversation keeps crashing; it is paused for a while".into(),
+            )));
+            return;
+        }
+        let _ = reply.send(self.spawn(myself, id).await);
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<ManagerMsg>,
+        id: ConversationId,
+    ) -> ActorResult<ActorRef<ConversationMsg>> {
+        self.make_room();
+        let args = ConversationArgs {
+            id,
+            store: self.store.clone(),
+            committer: self.committer.clone(),
+            channels: self.channels.clone(),
+        };
+        match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.actors.insert(actor.get_id(), id);
+                self.live.insert(
+                    id,
+                    Arc::new(Live {
+                        actor: actor.clone(),
+                        last_used_ms: AtomicU64::new(clock_ms(self.epoch)),
+                    }),
+                );
+                metrics::counter!(crate::metrics::ACTIVATIONS).increment(1);
+                metrics::gauge!(crate::metrics::LIVE_CONVERSATIONS).set(self.live.len() as f64);
+                Ok(actor)
+            }
+            Err(ractor::SpawnErr::StartupFailed(e))
+                if matches!(
+                    e.downcast_ref::<confab_engine::Error>(),
+                    Some(confab_engine::Error::ConversationNotFound(_))
+                ) =>
+            {
+                Err(ActorError::NotFound)
+            }
+            Err(e) => {
+                tracing::error!(conversation = %id, error = %e, "cannot activate conversation");
+                Err(ActorError::Unavailable(format!("cannot load the conversation: {e}")))
+            }
+        }
+    }
+
+    /// Keeps the number of live actors under the cap by passivating the least recently
+    /// used of a sample (an approximation of LRU that costs O(sample), not O(live)).
+    fn make_room(&mut self) {
+        const SAMPLE: usize = 32;
+        while self.live.len() >= self.config.max_live.max(1) {
+            let victim = self
+                .live
+                .iter()
+                .take(SAMPLE)
+                .min_by_key(|e| e.value().last_used_ms.load(Ordering::Relaxed))
+                .map(|e| *e.key());
+            match victim {
+                Some(id) => self.passivate(id),
+                None => break,
+            }
+        }
+    }
+
+    fn passivate(&mut self, id: ConversationId) {
+        if let Some((_, live)) = self.live.remove(&id) {
+            self.stopping.entry(id).or_default();
+            // Queued behind everything already sent to it, so nothing is dropped.
+            if live.actor.cast(ConversationMsg::Passivate).is_err() {
+                live.actor.stop(None);
+            }
+        }
+    }
+
+    fn sweep(&mut self, idle: Option<Duration>) {
+        let idle = idle.unwrap_or(self.config.idle_timeout).as_millis() as u64;
+        let now = clock_ms(self.epoch);
+        let idle_ones: Vec<ConversationId> = self
+            .live
+            .iter()
+            .filter(|e| now.saturating_sub(e.value().last_used_ms.load(Ordering::Relaxed)) >= idle)
+            .map(|e| *e.key())
+            .collect();
+        for id in idle_ones {
+            self.passivate(id);
+        }
+    }
+
+    async fn exited(&mut self, myself: &ActorRef<ManagerMsg>, actor: ActorId, crashed: bool) {
+        let Some(id) = self.actors.remove(&actor) else {
+            return;
+        };
+        if self.live.get(&id).is_some_and(|l| l.actor.get_id() == actor) {
+            self.live.remove(&id);
+        }
+        metrics::gauge!(crate::metrics::LIVE_CONVERSATIONS).set(self.live.len() as f64);
+        let waiting = self.stopping.remove(&id).unwrap_or_default();
+        if crashed {
+            metrics::counter!(crate::metrics::RESTARTS).increment(1);
+            self.restarts.entry(id).or_default().push_back(Instant::now());
+            if self.over_restart_budget(id) {
+                tracing::error!(conversation = %id, "restart budget spent: not restarting");
+                for reply in waiting {
+                    let _ = reply.send(Err(ActorError::Unavailable(
+                        "this conversation keeps crashing; it is paused for a while".into(),
+                    )));
+                }
+                return;
+            }
+            // Restart from the store right away, so the conversation is live again.
+            let restarted = self.spawn(myself, id).await;
+            for reply in waiting {
+                let _ = reply.send(restarted.clone_ref());
+            }
+        } else {
+            metrics::counter!(crate::metrics::PASSIVATIONS).increment(1);
+            if !waiting.is_empty() {
+                let activated = self.spawn(myself, id).await;
+                for reply in waiting {
+                    let _ = reply.send(activated.clone_ref());
+                }
+            }
+        }
+    }
+
+    /// The thread cache is only a shortcut past the store: when it grows past the live
+    /// cap it is simply emptied.
+    fn remember_thread(&mut self, key: (ChannelId, String), id: ConversationId) {
+        if self.threads.len() >= self.config.max_live.max(1024) {
+            self.threads.clear();
+        }
+        self.threads.insert(key, id);
+    }
+
+    fn over_restart_budget(&mut self, id: ConversationId) -> bool {
+        let Some(times) = self.restarts.get_mut(&id) else {
+            return false;
+        };
+        while times
+            .front()
+            .is_some_and(|t| t.elapsed() > self.config.restart_window)
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            self.restarts.remove(&id);
+            return false;
+        }
+        times.len() > self.config.restart_budget as usize
+    }
+
+    /// Finds or creates the conversation of a provider thread. Creation is one batch: the
+    /// thread mapping (insert-if-absent), the contact if the workspace does not know the
+    /// lead's phone yet, the conversation, its activity entry and the creation delta.
+    async fn resolve(&mut self, request: ResolveThread) -> ActorResult<ConversationId> {
+        let key = (request.channel.id, request.thread.clone());
+        if let Some(id) = self.threads.get(&key) {
+            return Ok(*id);
+        }
+        let store = self.store.clone();
+        let channel = request.channel.clone();
+        let thread = request.thread.clone();
+        let phone = request.phone.clone();
+        let (existing, known_contact) = tokio::task::spawn_blocking(move || {
+            let existing = store.conversation_by_thread(channel.id, &thread)?;
+            let contact = match (&existing, &phone) {
+                (None, Some(phone)) => match store.contact_by_phone(channel.workspace_id, phone)? {
+                    Some(id) => store.contact(id)?,
+                    None => None,
+                },
+                _ => None,
+            };
+            Ok::<_, confab_engine::Error>((existing, contact))
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        if let Some(id) = existing {
+            self.remember_thread(key, id);
+            return Ok(id);
+        }
+
+        let now = now_millis();
+        let ws = request.channel.workspace_id;
+        let mut set = WriteSet::new();
+        let contact = match known_contact {
+            Some(stored) => stored.contact,
+            None => {
+                let contact = Contact {
+                    id: ContactId::new(),
+                    name: request.name.clone(),
+                    email: request.email.clone(),
+                    phone: request.phone.clone(),
+                    company: None,
+                    title: None,
+                    avatar_url: None,
+                };
+                let stored = StoredContact {
+                    workspace_id: ws,
+                    contact: contact.clone(),
+                    created_at: now,
+                };
+                set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
+                if let Some(phone) = &contact.phone {
+                    set.put_raw(
+                        Ks::PhoneContact,
+                        catalogue::phone_contact(ws, phone),
+                        contact.id.to_bytes().to_vec(),
+                    );
+                }
+                contact
+            }
+        };
+        let conv = Conversation {
+            id: ConversationId::new(),
+            workspace_id: ws,
+            channel_id: request.channel.id,
+            channel: request.channel.kind(),
+            external_thread: request.thread.clone(),
+            contact,
+            status: Status::Open,
+            assignee_id: None,
+            tags: Vec::new(),
+            campaign: request.campaign,
+            unread_count: 0,
+            ai_mode: AiMode::Active,
+            created_at: now,
+            last_activity_at: now,
+            preview: String::new(),
+            last_inbound_at: None,
+            next_seq: 1,
+        };
+        let thread_key = catalogue::thread_conv(request.channel.id, &request.thread);
+        set.require_absent(Ks::ThreadConv, thread_key.clone())
+            .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
+            .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
+            .put_raw(
+                Ks::WsActivity,
+                catalogue::ws_activity(ws, conv.last_activity_at, conv.id),
+                Vec::new(),
+            )
+            .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+        self.committer.commit(set).await?;
+        metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
+            .increment(1);
+        self.remember_thread(key, conv.id);
+        Ok(conv.id)
+    }
+}
+
+trait CloneRef {
+    fn clone_ref(&self) -> Self;
+}
+
+impl CloneRef for ActorResult<ActorRef<ConversationMsg>> {
+    fn clone_ref(&self) -> Self {
+        match self {
+            Ok(actor) => Ok(actor.clone()),
+            Err(e) => Err(ActorError::Unavailable(e.to_string())),
+        }
+    }
+}

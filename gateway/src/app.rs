@@ -1,0 +1,59 @@
+//! The application state shared by every route, and the router.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::Router;
+use confab_actors::Runtime;
+use confab_engine::committer::Committer;
+use confab_engine::store::Store;
+use tokio::sync::watch;
+
+use crate::auth::TokenCache;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes;
+use crate::stream::{Hub, Tickets};
+
+/// Everything a request handler may need. Cheap to clone (all handles).
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub committer: Committer,
+    pub runtime: Runtime,
+    pub hub: Arc<Hub>,
+    pub tickets: Tickets,
+    pub tokens: TokenCache,
+    /// Turns true when the server begins shutting down; long-lived sessions watch it.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+pub type AppState = Arc<App>;
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The whole HTTP surface.
+pub fn router(app: AppState) -> Router {
+    let max_body = app.config.max_body_bytes;
+    Router::new()
+        .merge(routes::health::routes())
+        .merge(routes::admin::routes())
+        .merge(routes::webhooks::routes())
+        .merge(routes::conversations::routes())
+        .merge(crate::stream::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}

@@ -1,0 +1,163 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `CONFAB_*` environment
+//! variables, then command-line flags; later sources win.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use confab_engine::committer::Durability;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Where the store (and later the index) live.
+    pub data_dir: PathBuf,
+    /// Token for `/api/v1/admin/*`; admin routes are disabled when unset.
+    pub admin_token: Option<String>,
+    /// `fsync` (default) or `buffered`.
+    pub durability: Durability,
+    /// Block cache of the store, in MiB.
+    pub cache_mb: u64,
+    /// Largest request body accepted (WhatsApp sends up to 3 MB).
+    pub max_body_bytes: usize,
+    pub conversations: ConversationsConfig,
+    pub stream: StreamConfig,
+    pub whatsapp: WhatsappConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationsConfig {
+    /// A conversation actor idle this long is passivated.
+    pub idle_timeout_secs: u64,
+    /// Most conversation actors alive at once; the least recently used go first.
+    pub max_live: usize,
+    /// Restarts of one crashed conversation actor allowed per window.
+    pub restart_budget: u32,
+    pub restart_window_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Frames queued for one client before it is considered too slow and closed.
+    pub queue_capacity: usize,
+    /// Largest frame or message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Ping interval; a client silent for three intervals is closed.
+    pub ping_interval_secs: u64,
+    /// Deltas kept for resuming clients; older ones are pruned.
+    pub retention_deltas: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsappConfig {
+    /// Send attempts before an outbound message is marked failed.
+    pub max_send_attempts: u32,
+    /// Messages per second per phone number (Meta's default is 80).
+    pub messages_per_second: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./confab-data"),
+            admin_token: None,
+            durability: Durability::Fsync,
+            cache_mb: 256,
+            max_body_bytes: 4 * 1024 * 1024,
+            conversations: ConversationsConfig::default(),
+            stream: StreamConfig::default(),
+            whatsapp: WhatsappConfig::default(),
+        }
+    }
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 300,
+            max_live: 200_000,
+            restart_budget: 5,
+            restart_window_secs: 60,
+        }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            max_message_bytes: 64 * 1024,
+            ping_interval_secs: 20,
+            retention_deltas: 1_000_000,
+        }
+    }
+}
+
+impl Default for WhatsappConfig {
+    fn default() -> Self {
+        Self {
+            max_send_attempts: 6,
+            messages_per_second: 80,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    }
+
+    /// Applies `CONFAB_LISTEN`, `CONFAB_DATA_DIR`, `CONFAB_ADMIN_TOKEN`, `CONFAB_DURABILITY`.
+    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+        if let Ok(listen) = std::env::var("CONFAB_LISTEN") {
+            self.listen = listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("CONFAB_LISTEN={listen:?}: {e}"))?;
+        }
+        if let Ok(dir) = std::env::var("CONFAB_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Ok(token) = std::env::var("CONFAB_ADMIN_TOKEN") {
+            self.admin_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Ok(mode) = std::env::var("CONFAB_DURABILITY") {
+            self.durability = match mode.as_str() {
+                "fsync" => Durability::Fsync,
+                "buffered" => Durability::Buffered,
+                other => anyhow::bail!("CONFAB_DURABILITY must be fsync or buffered, not {other:?}"),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_toml_file_keeps_the_other_defaults() {
+        let config: Config = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\n[conversations]\nmax_live = 10\n",
+        )
+        .expect("parse");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.conversations.max_live, 10);
+        assert_eq!(config.conversations.idle_timeout_secs, 300);
+        assert_eq!(config.data_dir, PathBuf::from("./confab-data"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"0.0.0.0:9000\"").is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The inbox: conversations, their messages, sending.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use confab_actors::{ConversationMsg, OutboundRequest};
+use confab_engine::ids::{AgentId, ConversationId};
+use confab_engine::model::{AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender, Status};
+use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use super::blocking;
+use crate::app::AppState;
+use crate::auth::AgentAuth;
+use crate::error::{ApiError, ApiResult};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/conversations", get(list))
+        .route("/api/v1/conversations/{id}", get(detail))
+        .route("/api/v1/conversations/{id}/messages", get(messages).post(send))
+}
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+/// Index entries one list request reads at most; a page whose filters match little may
+/// come back short, with a cursor to continue.
+const SCAN_LIMIT: usize = 5_000;
+
+/// The conversation `id` if it belongs to the agent's workspace; 404 otherwise, also for
+/// another workspace's conversation.
+pub async fn owned_conversation(app: &AppState, agent: &AgentAuth, id: &str) -> ApiResult<Conversation> {
+    let id: ConversationId = id.parse().map_err(|_| ApiError::not_found("conversation"))?;
+    let store = app.store.clone();
+    match blocking(move || store.conversation(id)).await? {
+        Some(conv) if conv.workspace_id == agent.0.workspace_id => Ok(conv),
+        _ => Err(ApiError::not_found("conversation")),
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct ListQuery {
+    view: View,
+    channel: Option<ChannelKind>,
+    campaign: Option<String>,
+    tags: Vec<String>,
+    mode: Option<AiMode>,
+    since: Option<UnixMillis>,
+    cursor: Option<(i64, ConversationId)>,
+    limit: usize,
+}
+
+#[derive(Debug, Default, PartialEq, Clone, Copy)]
+enum View {
+    #[default]
+    All,
+    Mine,
+    Unassigned,
+    Closed,
+}
+
+fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> {
+    let mut q = ListQuery {
+        limit: DEFAULT_LIMIT,
+        ..ListQuery::default()
+    };
+    let invalid = |name: &str, value: &str, expected: &str| {
+        ApiError::unprocessable(
+            "invalid_query",
+            format!("`{name}={value}` is not valid: expected {expected}"),
+        )
+    };
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let value = value.as_ref();
+        match key.as_ref() {
+            "view" => {
+                q.view = match value {
+                    "all" => View::All,
+                    "mine" => View::Mine,
+                    "unassigned" => View::Unassigned,
+                    "closed" => View::Closed,
+                    _ => return Err(invalid("view", value, "all, mine, unassigned or closed")),
+                }
+            }
+            "channel" => {
+                q.channel = Some(match value {
+                    "whatsapp" => ChannelKind::Whatsapp,
+                    "email" => ChannelKind::Email,
+                    "linkedin" => ChannelKind::Linkedin,
+                    _ => return Err(invalid("channel", value, "whatsapp, email or linkedin")),
+                })
+            }
+            "campaign" => q.campaign = Some(value.to_string()),
+            "tag" => q.tags.push(value.to_string()),
+            "mode" => {
+                q.mode = Some(match value {
+                    "ai_active" => AiMode::Active,
+                    "ai_paused" => AiMode::Paused,
+                    "manual" => AiMode::Manual,
+                    _ => return Err(invalid("mode", value, "ai_active, ai_paused or manual")),
+                })
+            }
+            "period" => {
+                const DAY: i64 = 24 * 60 * 60 * 1000;
+                q.since = match value {
+                    "today" => Some(now - now.rem_euclid(DAY)),
+                    "week" => Some(now - 7 * DAY),
+                    "month" => Some(now - 30 * DAY),
+                    "all" => None,
+                    _ => return Err(invalid("period", value, "today, week, month or all")),
+                }
+            }
+            "cursor" => {
+                q.cursor = Some(decode_cursor(value).ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "`cursor` is not one this server gave out")
+                })?)
+            }
+            "limit" => {
+                q.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| invalid("limit", value, "a number from 1 to 200"))?
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+fn encode_cursor((at, id): (i64, ConversationId)) -> String {
+    format!("{at}.{id}")
+}
+
+fn decode_cursor(s: &str) -> Option<(i64, ConversationId)> {
+    let (at, id) = s.split_once('.')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
+}
+
+impl ListQuery {
+    fn keeps(&self, conv: &Conversation, me: AgentId) -> bool {
+        let in_view = match self.view {
+            View::All => conv.status != Status::Closed,
+            View::Mine => conv.assignee_id == Some(me) && conv.status != Status::Closed,
+            View::Unassigned => conv.assignee_id.is_none() && conv.status != Status::Closed,
+            View::Closed => conv.status == Status::Closed,
+        };
+        in_view
+            && self.channel.is_none_or(|c| conv.channel == c)
+            && self.campaign.as_ref().is_none_or(|c| conv.campaign.as_ref() == Some(c))
+            && self.tags.iter().all(|t| conv.tags.contains(t))
+            && self.mode.is_none_or(|m| conv.ai_mode == m)
+    }
+}
+
+#[derive(Serialize)]
+struct CardPage {
+    items: Vec<ConversationCard>,
+    next_cursor: Option<String>,
+}
+
+async fn list(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<CardPage>> {
+    let query = parse_list_query(raw.as_deref(), now_millis())?;
+    let store = app.store.clone();
+    let ws = agent.0.workspace_id;
+    let me = agent.0.id;
+    let page = blocking(move || {
+        let since = query.since;
+        // Newest first: once past `since`, nothing older can match.
+        let mut past_period = false;
+        let mut page = store.conversations_by_activity(ws, query.cursor, query.limit, SCAN_LIMIT, |conv| {
+            if since.is_some_and(|s| conv.last_activity_at < s) {
+                past_period = true;
+                return false;
+            }
+            query.keeps(conv, me)
+        })?;
+        if past_period {
+            page.next = None;
+        }
+        Ok(page)
+    })
+    .await?;
+    Ok(Json(CardPage {
+        items: page.items.iter().map(Conversation::card).collect(),
+        next_cursor: page.next.map(encode_cursor),
+    }))
+}
+
+#[derive(Serialize)]
+struct ConversationDetail {
+    #[serde(flatten)]
+    card: ConversationCard,
+    workspace_id: confab_engine::ids::WorkspaceId,
+    last_inbound_at: Option<String>,
+    /// WhatsApp: whether free text may be sent now (24 h since the lead last wrote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    whatsapp_window_open: Option<bool>,
+}
+
+async fn detail(agent: AgentAuth, State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ConversationDetail>> {
+    let conv = owned_conversation(&app, &agent, &id).await?;
+    let window = confab_actors::conversation::WHATSAPP_WINDOW.as_millis() as i64;
+    Ok(Json(ConversationDetail {
+        card: conv.card(),
+        workspace_id: conv.workspace_id,
+        last_inbound_at: conv.last_inbound_at.map(to_rfc3339),
+        whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp)
+            .then(|| conv.last_inbound_at.is_some_and(|at| now_millis() - at < window)),
+    }))
+}
+
+#[derive(Serialize)]
+struct MessagePage {
+    items: Vec<Message>,
+    next_before: Option<u64>,
+}
+
+async fn messages(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<MessagePage>> {
+    let conv = owned_conversation(&app, &agent, &id).await?;
+    let mut before = None;
+    let mut limit = DEFAULT_LIMIT;
+    for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "before" => {
+                before = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::unprocessable("invalid_query", "`before` must be a message seq")
+                })?)
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::unprocessable("invalid_query", "`limit` must be a number from 1 to 200")
+                    })?
+            }
+            _ => {}
+        }
+    }
+    let store = app.store.clone();
+    let page = blocking(move || store.messages_before(conv.id, before, limit)).await?;
+    Ok(Json(MessagePage {
+        items: page.items,
+        next_before: page.next,
+    }))
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    text: Option<String>,
+    #[serde(default)]
+    internal: bool,
+}
+
+async fn send(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<NewMessage>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    let conv = owned_conversation(&app, &agent, &id).await?;
+    let Json(body) = body?;
+    let text = body
+        .text
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "`text` is required"))?;
+    let request = OutboundRequest {
+        text,
+        internal: body.internal,
+        sender: Sender::Agent,
+        agent_id: Some(agent.0.id),
+    };
+    let message = app
+        .runtime
+        .conversations
+        .request(conv.id, |reply| ConversationMsg::Send(request, reply))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_queries_parse_repeated_tags_and_reject_bad_values() {
+        let q = parse_list_query(Some("view=mine&tag=hot&tag=vip&limit=10&mode=manual"), 0).expect("parse");
+        assert_eq!(q.view, View::Mine);
+        assert_eq!(q.tags, vec!["hot".to_string(), "vip".to_string()]);
+        assert_eq!(q.limit, 10);
+        assert_eq!(q.mode, Some(AiMode::Manual));
+        for bad in ["view=everything", "limit=0", "limit=201", "limit=x", "period=year", "cursor=zz"] {
+            assert!(parse_list_query(Some(bad), 0).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let id = ConversationId::new();
+        assert_eq!(decode_cursor(&encode_cursor((123, id))), Some((123, id)));
+        assert_eq!(decode_cursor("nope"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Provider webhooks. A 200 means everything in the body is durably stored.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use confab_actors::ActorError;
+use confab_engine::ids::ChannelId;
+use confab_engine::model::ChannelConfig;
+use confab_engine::wire::whatsapp::{self as wire, WireError};
+use serde_json::json;
+
+use super::raw_body;
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/webhooks/whatsapp/{channel_id}",
+        get(whatsapp_verify).post(whatsapp_receive),
+    )
+}
+
+fn whatsapp_config(
+    app: &AppState,
+    channel_id: &str,
+) -> ApiResult<(ChannelId, confab_engine::model::WhatsappConfig)> {
+    let id: ChannelId = channel_id.parse().map_err(|_| ApiError::not_found("channel"))?;
+    let channel = app.runtime.channels.get(id).ok_or_else(|| ApiError::not_found("channel"))?;
+    let ChannelConfig::Whatsapp(config) = &channel.config;
+    Ok((id, config.clone()))
+}
+
+/// Meta's subscription handshake: echo the challenge for the right verify token.
+async fn whatsapp_verify(
+    State(app): State<AppState>,
+    Path(channel_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let (_, config) = whatsapp_config(&app, &channel_id)?;
+    match wire::verify_handshake(
+        query.get("hub.mode").map(String::as_str),
+        query.get("hub.verify_token").map(String::as_str),
+        query.get("hub.challenge").map(String::as_str),
+        &config.verify_token,
+    ) {
+        Some(challenge) => Ok(([(header::CONTENT_TYPE, "text/plain")], challenge)),
+        None => Err(ApiError::forbidden(
+            "verification_failed",
+            "hub.mode must be subscribe and hub.verify_token must match the channel's",
+        )),
+    }
+}
+
+async fn whatsapp_receive(
+    State(app): State<AppState>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let outcome = receive(&app, &channel_id, &headers, body).await;
+    let label = match &outcome {
+        Ok(_) => "stored",
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => "bad_signature",
+        Err(e) if e.status.is_client_error() => "rejected",
+        Err(_) => "failed",
+    };
+    metrics::counter!("confab_webhook_requests_total", "channel" => "whatsapp", "outcome" => label)
+        .increment(1);
+    outcome
+}
+
+async fn receive(
+    app: &AppState,
+    channel_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let (id, config) = whatsapp_config(app, channel_id)?;
+    let body = raw_body(body)?;
+    let signature = headers
+        .get(wire::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    wire::verify_signature(&config.app_secret, &body, signature).map_err(|e| match e {
+        WireError::MissingSignature => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "missing_signature", e.to_string())
+        }
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
+    })?;
+    match app.runtime.channels.whatsapp_webhook(id, body).await {
+        Ok(report) => Ok((
+            StatusCode::OK,
+            Json(json!({
+                "stored": report.stored,
+                "duplicates": report.duplicates,
+                "statuses": report.statuses,
+                "skipped": report.skipped,
+            })),
+        )),
+        Err(ActorError::Invalid { code, message }) => Err(ApiError::bad_request(code, message)),
+        Err(e) => Err(e.into()),
+    }
+}
