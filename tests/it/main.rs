@@ -1,1 +1,11 @@
-fn main() {}
+//! Confab's end-to-end tests: the real server on port 0 with a temp dir, driven through
+//! HTTP and WebSocket, with loopback stand-ins for the providers' APIs.
+
+mod harness;
+
+mod durability;
+mod inbox;
+mod stream;
+mod supervision;
+mod tenancy;
+mod whatsapp;

@@ -1,0 +1,419 @@
+//! The shared harness: a running server, a provisioned workspace, a Graph API stand-in,
+//! WebSocket clients, and waiting for conditions with a deadline.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use confab_engine::wire::whatsapp;
+use confab_gateway::{Config, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until `check` returns `Some`, polling, failing the test after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Confab server running in this process, on its own data directory.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+}
+
+pub fn test_config(dir: PathBuf) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir;
+    config.admin_token = Some(format!("admin-{}", confab_engine::admin::new_token()));
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = test_config(dir.path().to_path_buf());
+        adjust(&mut config);
+        Self::boot(dir, config).await
+    }
+
+    async fn boot(dir: Arc<tempfile::TempDir>, config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = confab_gateway::start_on(config.clone(), listener)
+            .await
+            .expect("server starts");
+        TestServer {
+            server: Some(server),
+            admin_token: config.admin_token.clone().unwrap_or_default(),
+            dir,
+            http: reqwest::Client::new(),
+            config,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server is running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.server().addr(), path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.server().addr(), path)
+    }
+
+    /// Graceful stop and start again on the same data directory (new port).
+    pub async fn restart(mut self) -> TestServer {
+        let server = self.server.take().expect("running");
+        server.shutdown().await.expect("clean shutdown");
+        Self::boot(self.dir.clone(), self.config.clone()).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        status_json(response).await
+    }
+
+    /// A workspace with an admin agent and a WhatsApp channel sending to `graph`.
+    pub async fn provision(&self, graph: &GraphStandIn) -> Tenant {
+        let (status, ws) = self
+            .admin_post("/api/v1/admin/workspaces", json!({"name": "Acme Leads"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ws}");
+        let ws_id = ws["id"].as_str().expect("workspace id").to_string();
+        let (status, agent) = self
+            .admin_post(
+                &format!("/api/v1/admin/workspaces/{ws_id}/agents"),
+                json!({"name": "Ana Agent", "email": "ana@acme.test", "role": "admin"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{agent}");
+        let app_secret = format!("secret-{}", confab_engine::admin::new_token());
+        let phone_number_id = "106540352242922".to_string();
+        let (status, channel) = self
+            .admin_post(
+                &format!("/api/v1/admin/workspaces/{ws_id}/channels"),
+                json!({
+                    "kind": "whatsapp",
+                    "name": "Sales WhatsApp",
+                    "phone_number_id": phone_number_id,
+                    "app_secret": app_secret,
+                    "verify_token": "verify-me",
+                    "access_token": "graph-access-token",
+                    "api_base_url": graph.base_url,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{channel}");
+        Tenant {
+            workspace_id: ws_id,
+            agent_id: agent["id"].as_str().expect("agent id").to_string(),
+            token: agent["token"].as_str().expect("token").to_string(),
+            channel_id: channel["id"].as_str().expect("channel id").to_string(),
+            app_secret,
+            phone_number_id,
+        }
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        status_json(response).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        status_json(response).await
+    }
+
+    /// Posts a webhook body signed with `secret` (or unsigned / with a raw header).
+    pub async fn post_webhook(&self, tenant: &Tenant, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/webhooks/whatsapp/{}", tenant.channel_id)))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        status_json(request.send().await.expect("request")).await
+    }
+
+    /// A lead's text message through the signed webhook path; asserts the 200.
+    pub async fn lead_says(&self, tenant: &Tenant, wa_id: &str, name: &str, wamid: &str, text: &str) -> Value {
+        let body = whatsapp::inbound_text_webhook(
+            &tenant.phone_number_id,
+            wa_id,
+            name,
+            wamid,
+            confab_engine::time::now_millis() / 1000,
+            text,
+        )
+        .to_string();
+        let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
+        let (status, answer) = self.post_webhook(tenant, body.as_bytes(), Some(signature)).await;
+        assert_eq!(status, StatusCode::OK, "webhook answered {answer}");
+        answer
+    }
+
+    pub async fn conversations(&self, token: &str) -> Vec<Value> {
+        let (status, page) = self.get(token, "/api/v1/conversations?limit=200").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn messages(&self, token: &str, conversation_id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get(token, &format!("/api/v1/conversations/{conversation_id}/messages?limit=200"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub async fn status_json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// What `provision` made.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub token: String,
+    pub channel_id: String,
+    pub app_secret: String,
+    pub phone_number_id: String,
+}
+
+/// One request the Graph API stand-in received.
+#[derive(Clone, Debug)]
+pub struct GraphRequest {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+/// A loopback stand-in for the WhatsApp Cloud API's send endpoint, speaking its wire
+/// format. Answers from a script (status, body) first, then 200 with a fresh wamid.
+#[derive(Clone)]
+pub struct GraphStandIn {
+    pub base_url: String,
+    state: Arc<GraphState>,
+}
+
+#[derive(Default)]
+struct GraphState {
+    requests: Mutex<Vec<GraphRequest>>,
+    script: Mutex<VecDeque<(u16, Value)>>,
+    issued: Mutex<Vec<String>>,
+}
+
+impl GraphStandIn {
+    pub async fn start() -> GraphStandIn {
+        let state = Arc::new(GraphState::default());
+        let app = Router::new()
+            .route("/v21.0/{phone_number_id}/messages", post(graph_send))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GraphStandIn {
+            base_url: format!("http://{addr}/v21.0"),
+            state,
+        }
+    }
+
+    /// The next answers, in order, before the default success.
+    pub fn script(&self, answers: Vec<(u16, Value)>) {
+        self.state.script.lock().expect("lock").extend(answers);
+    }
+
+    /// Drops the answers still scripted: from now on every send succeeds.
+    pub fn clear_script(&self) {
+        self.state.script.lock().expect("lock").clear();
+    }
+
+    pub fn requests(&self) -> Vec<GraphRequest> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    pub async fn wait_requests(&self, n: usize) -> Vec<GraphRequest> {
+        wait_for(&format!("{n} requests at the Graph stand-in"), || async {
+            let requests = self.requests();
+            (requests.len() >= n).then_some(requests)
+        })
+        .await
+    }
+}
+
+async fn graph_send(
+    State(state): State<Arc<GraphState>>,
+    Path(phone_number_id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    state.requests.lock().expect("lock").push(GraphRequest {
+        path: format!("/{phone_number_id}/messages"),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.clone(),
+    });
+    if let Some((status, answer)) = state.script.lock().expect("lock").pop_front() {
+        return (StatusCode::from_u16(status).expect("status"), Json(answer));
+    }
+    let mut issued = state.issued.lock().expect("lock");
+    let wamid = format!("wamid.OUT{}", issued.len() + 1);
+    issued.push(wamid.clone());
+    let to = body["to"].clone();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": wamid}],
+        })),
+    )
+}
+
+/// A WebSocket client of the delta stream.
+pub struct StreamClient {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl StreamClient {
+    pub async fn connect(server: &TestServer, token: &str) -> StreamClient {
+        let mut request = server
+            .ws_url("/api/v1/stream")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+        StreamClient { socket }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(WsMessage::Text(frame.to_string().into()))
+            .await
+            .expect("send frame");
+    }
+
+    /// Subscribes and returns the head the server reported.
+    pub async fn subscribe(&mut self, since: Option<u64>) -> u64 {
+        self.send(json!({"type": "subscribe", "since": since})).await;
+        let frame = self.next_of("subscribed").await;
+        frame["head"].as_u64().expect("head")
+    }
+
+    /// The next JSON text frame, failing after the deadline.
+    pub async fn next(&mut self) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .expect("a frame within the deadline");
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("frames are JSON"))
+                }
+                Some(Ok(WsMessage::Close(_))) | None => return None,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("stream error: {e}"),
+            }
+        }
+    }
+
+    /// Skips frames until one of `frame_type` arrives.
+    pub async fn next_of(&mut self, frame_type: &str) -> Value {
+        loop {
+            let frame = self.next().await.expect("stream open");
+            if frame["type"] == frame_type {
+                return frame;
+            }
+        }
+    }
+
+    /// Deltas until one satisfies `done`, returning all of them.
+    pub async fn deltas_until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut deltas = Vec::new();
+        loop {
+            let frame = self.next_of("delta").await;
+            let stop = done(&frame);
+            deltas.push(frame);
+            if stop {
+                return deltas;
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
