@@ -428,7 +428,7 @@ async fn run_load(
     let progress = spawn_progress(Arc::clone(&stats), Arc::clone(&shared), Arc::clone(&errors));
 
     let start = Instant::now();
-    let (measure_start, not_sent) = match args.rate {
+    let (measure_start, not_sent, pacer_lag) = match args.rate {
         Rate::PerSecond(rate) => {
             let warmup_count = webhook::planned_count(rate, args.warmup);
             let total = warmup_count + planned_measured.unwrap_or(0);
@@ -446,8 +446,12 @@ async fn run_load(
                 deadline: start + webhook::intended_offset(total, rate) + request_timeout,
                 drain_timeout: request_timeout + Duration::from_secs(1),
             };
-            let not_sent = webhook::run_paced(Arc::clone(&sender), pacing).await;
-            (measure_start, not_sent)
+            let outcome = webhook::run_paced(Arc::clone(&sender), pacing).await;
+            (
+                measure_start,
+                outcome.not_sent,
+                Percentiles::of(&outcome.lag),
+            )
         }
         Rate::Max => {
             log(format_args!(
@@ -462,7 +466,7 @@ async fn run_load(
                 measure_start + duration,
             )
             .await;
-            (measure_start, 0)
+            (measure_start, 0, Percentiles::default())
         }
     };
     // The reply queue closes once the last sender reference is gone.
@@ -533,6 +537,7 @@ async fn run_load(
         },
         webhook: Percentiles::of(&stats.latency.merged()),
         webhook_service: Percentiles::of(&stats.service.merged()),
+        pacer_lag,
         delta: lock_percentiles(&shared.delta_primary),
         delta_all: Percentiles::of(&shared.delta_all.merged()),
         delta_after_ack: lock_percentiles(&shared.delta_after_ack),

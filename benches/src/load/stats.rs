@@ -183,6 +183,8 @@ pub struct LoadReport {
     pub rate: f64,
     pub webhook: Percentiles,
     pub webhook_service: Percentiles,
+    /// How late the open-loop pacer dispatched messages (generator health).
+    pub pacer_lag: Percentiles,
     pub delta: Percentiles,
     pub delta_all: Percentiles,
     pub delta_after_ack: Percentiles,
@@ -230,6 +232,9 @@ struct LoadJson<'a> {
     webhook_service_p50_ms: Option<f64>,
     webhook_service_p99_ms: Option<f64>,
     webhook_service_p999_ms: Option<f64>,
+    pacer_lag_p50_ms: Option<f64>,
+    pacer_lag_p99_ms: Option<f64>,
+    pacer_lag_max_ms: Option<f64>,
     delta_p50_ms: Option<f64>,
     delta_p99_ms: Option<f64>,
     delta_p999_ms: Option<f64>,
@@ -291,6 +296,9 @@ impl LoadReport {
             webhook_service_p50_ms: self.webhook_service.p50_ms,
             webhook_service_p99_ms: self.webhook_service.p99_ms,
             webhook_service_p999_ms: self.webhook_service.p999_ms,
+            pacer_lag_p50_ms: self.pacer_lag.p50_ms,
+            pacer_lag_p99_ms: self.pacer_lag.p99_ms,
+            pacer_lag_max_ms: self.pacer_lag.max_ms,
             delta_p50_ms: self.delta.p50_ms,
             delta_p99_ms: self.delta.p99_ms,
             delta_p999_ms: self.delta.p999_ms,
@@ -363,15 +371,22 @@ impl LoadReport {
             "  service ms  {}   [from actual send]",
             self.webhook_service.human()
         );
+        if self.pacer_lag.count > 0 {
+            let _ = writeln!(
+                out,
+                "  pacer lag   {}   [intended -> dispatched; generator health]",
+                self.pacer_lag.human()
+            );
+        }
         let _ = writeln!(
             out,
-            "delta ms      {}   [subscriber #0, send -> delta]",
+            "delta ms      {}   [first subscriber, send -> delta]",
             self.delta.human()
         );
         let _ = writeln!(out, "  all subs ms {}", self.delta_all.human());
         let _ = writeln!(
             out,
-            "  after ack   {}   [subscriber #0, ack -> delta, 0 if first]",
+            "  after ack   {}   [first subscriber, ack -> delta, 0 if before ack]",
             self.delta_after_ack.human()
         );
         let _ = writeln!(

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
+use hdrhistogram::Histogram;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::replies::ReplyPlanner;
-use crate::stats::{ErrorCounts, ShardedHistogram};
+use crate::stats::{new_histogram, record, ErrorCounts, ShardedHistogram};
 use crate::tracker::Tracker;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -276,45 +277,102 @@ pub struct Pacing {
     pub drain_timeout: Duration,
 }
 
+/// What [`run_paced`] reports besides the shared counters.
+pub struct PacedOutcome {
+    /// Measured messages never sent because the in-flight bound held the pacer past
+    /// the deadline.
+    pub not_sent: u64,
+    /// How late the pacer handed measured messages to the runtime (actual - intended).
+    pub lag: Histogram<u64>,
+}
+
+/// Below this, the pacer dispatches instead of sleeping: a sleep costs about as much.
+const PACER_SPIN_FLOOR: Duration = Duration::from_micros(20);
+
 /// Open-loop sending at `rate`: message `seq` is due at `start + seq / rate`, the first
-/// `warmup_count` are warmup. At most `max_in_flight` requests are outstanding; when the
-/// bound holds the sender back, the delay counts in the latency because latency is
-/// measured from the intended time. Returns how many measured messages were never sent
-/// because the bound held the sender past `deadline`.
-pub async fn run_paced(sender: Arc<WebhookSender>, pacing: Pacing) -> u64 {
+/// `warmup_count` are warmup. A dedicated OS thread paces with `std::thread::sleep`
+/// (tens of microseconds of slack, where tokio timers round up to whole milliseconds)
+/// and spawns each request on the runtime. At most `max_in_flight` requests are
+/// outstanding; when the bound holds the pacer back, the delay counts in the latency,
+/// which is measured from the intended time.
+pub async fn run_paced(sender: Arc<WebhookSender>, pacing: Pacing) -> PacedOutcome {
+    let permits = u32::try_from(pacing.max_in_flight).unwrap_or(u32::MAX);
+    let in_flight = Arc::new(Semaphore::new(permits as usize));
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let pacer_in_flight = Arc::clone(&in_flight);
+    let spawned = std::thread::Builder::new()
+        .name("confab-load-pacer".to_owned())
+        .spawn(move || {
+            let outcome = pace(&sender, pacing, &pacer_in_flight, &runtime);
+            let _ = done_tx.send(outcome);
+        });
+    let outcome = match spawned {
+        Ok(_) => done_rx.await.ok(),
+        Err(e) => {
+            eprintln!("confab-load: cannot start the pacer thread: {e}");
+            None
+        }
+    };
+    // Every request is bounded by the client timeout; wait for the stragglers.
+    let _ = tokio::time::timeout(pacing.drain_timeout, in_flight.acquire_many(permits)).await;
+    outcome.unwrap_or_else(|| PacedOutcome {
+        not_sent: pacing.total.saturating_sub(pacing.warmup_count),
+        lag: new_histogram(),
+    })
+}
+
+/// The pacer thread's loop; see [`run_paced`].
+fn pace(
+    sender: &Arc<WebhookSender>,
+    pacing: Pacing,
+    in_flight: &Arc<Semaphore>,
+    runtime: &tokio::runtime::Handle,
+) -> PacedOutcome {
     let Pacing {
         rate,
         warmup_count,
         total,
         start,
-        max_in_flight,
         deadline,
-        drain_timeout,
+        ..
     } = pacing;
-    let permits = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
-    let in_flight = Arc::new(Semaphore::new(permits as usize));
-    let mut not_sent = 0;
+    let mut lag = new_histogram();
     for seq in 0..total {
         let intended = start + intended_offset(seq, rate);
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
+        let now = Instant::now();
+        if intended > now + PACER_SPIN_FLOOR {
+            std::thread::sleep(intended - now);
         }
-        let permit =
-            tokio::time::timeout_at(deadline.into(), Arc::clone(&in_flight).acquire_owned()).await;
-        let Ok(Ok(permit)) = permit else {
-            not_sent = total - seq.max(warmup_count).min(total);
-            break;
+        let permit = match Arc::clone(in_flight).try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::NoPermits) => runtime
+                .block_on(tokio::time::timeout_at(
+                    deadline.into(),
+                    Arc::clone(in_flight).acquire_owned(),
+                ))
+                .map_err(|_| ())
+                .and_then(|acquired| acquired.map_err(|_| ())),
+            Err(TryAcquireError::Closed) => Err(()),
         };
+        let Ok(permit) = permit else {
+            return PacedOutcome {
+                not_sent: total - seq.max(warmup_count).min(total),
+                lag,
+            };
+        };
+        let measured = seq >= warmup_count;
+        if measured {
+            record(&mut lag, Instant::now().saturating_duration_since(intended));
+        }
         sender.stats.issued.fetch_max(seq + 1, Ordering::Relaxed);
-        let sender = Arc::clone(&sender);
-        tokio::spawn(async move {
-            sender.send_one(seq, intended, seq >= warmup_count).await;
+        let sender = Arc::clone(sender);
+        runtime.spawn(async move {
+            sender.send_one(seq, intended, measured).await;
             drop(permit);
         });
     }
-    // Every request is bounded by the client timeout; wait for the stragglers.
-    let _ = tokio::time::timeout(drain_timeout, in_flight.acquire_many(permits)).await;
-    not_sent
+    PacedOutcome { not_sent: 0, lag }
 }
 
 /// Closed-loop sending: `concurrency` workers each send the next message as soon as the

@@ -1,31 +1,48 @@
-//! The WebSocket delta stream (being written).
+//! The WebSocket delta stream (`GET /api/v1/stream`) and its tickets, the hub that fans
+//! committed deltas out to sessions, and retention of the delta log.
+//!
+//! Invariant: a subscribed client receives every delta of its workspace after its offset
+//! exactly once, in order, or an explicit `resync`; a slow client is closed, never waited
+//! for — the committer thread never blocks on a socket.
 
-use std::sync::Arc;
+mod frames;
+mod hub;
+pub mod metrics;
+mod pruner;
+mod session;
+mod tickets;
 
+use axum::routing::{get, post};
 use axum::Router;
-use confab_engine::committer::DeltaListener;
-use confab_engine::delta::Delta;
+use confab_engine::store::Store;
+use tokio::sync::watch;
 
 use crate::app::AppState;
-use crate::config::StreamConfig;
 
-pub struct Hub;
-
-impl Hub {
-    pub fn new(_config: StreamConfig) -> Arc<Hub> {
-        Arc::new(Hub)
-    }
-}
-
-impl DeltaListener for Hub {
-    fn published(&self, _deltas: &[Arc<Delta>]) {}
-}
-
-#[derive(Clone, Default)]
-pub struct Tickets;
+pub use hub::Hub;
+pub use pruner::{prune, spawn_pruner, PRUNE_EVERY};
+pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON};
+pub use tickets::{Tickets, TICKET_TTL};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/stream", get(session::connect))
+        .route("/api/v1/stream/ticket", post(tickets::create))
 }
 
-pub fn spawn_pruner(_app: AppState) {}
+/// Resolves once the server begins shutting down (or its handle is gone, which stops the
+/// HTTP server too).
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// Runs a blocking store read off the async reactor.
+async fn read_store<T: Send + 'static>(
+    store: &Store,
+    read: impl FnOnce(&Store) -> confab_engine::Result<T> + Send + 'static,
+) -> confab_engine::Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|e| confab_engine::Error::Storage(format!("a store read task failed: {e}")))?
+}

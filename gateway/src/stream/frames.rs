@@ -1,0 +1,119 @@
+//! The stream's JSON frames: what a client may send, and what the server sends besides
+//! deltas (which [`confab_engine::delta::Delta::to_json`] renders).
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+/// A frame from the client.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Start receiving deltas: those after `since`, or only new ones when it is `null`.
+    Subscribe {
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    /// Application-level keep-alive for clients that cannot send WebSocket pings.
+    Ping,
+}
+
+impl ClientFrame {
+    /// Parses a text frame; the error is a sentence for the client.
+    pub fn parse(text: &str) -> Result<ClientFrame, String> {
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "expected {{\"type\":\"subscribe\",\"since\":OFFSET|null}} or {{\"type\":\"ping\"}}: {e}"
+            )
+        })
+    }
+}
+
+/// `{"type":"subscribed","head":H}`: deltas after `head` follow (after any replay).
+pub fn subscribed(head: u64) -> Utf8Bytes {
+    json!({"type": "subscribed", "head": head})
+        .to_string()
+        .into()
+}
+
+/// `{"type":"resync","head":H}`: the requested history is gone; reload state through REST.
+/// Deltas after `head` follow.
+pub fn resync(head: u64) -> Utf8Bytes {
+    json!({"type": "resync", "head": head}).to_string().into()
+}
+
+/// `{"type":"resync_hint","last_offset":N}`: sent just before a slow consumer is closed;
+/// reconnect with `since = N`.
+pub fn resync_hint(last_offset: u64) -> Utf8Bytes {
+    json!({"type": "resync_hint", "last_offset": last_offset})
+        .to_string()
+        .into()
+}
+
+pub fn pong() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+/// `{"type":"error","code","message"}`: the session stays open.
+pub fn error(code: &str, message: &str) -> Utf8Bytes {
+    json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_frames_parse_with_and_without_an_offset() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"subscribe","since":42}"#),
+            Ok(ClientFrame::Subscribe { since: Some(42) })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"subscribe","since":null}"#),
+            Ok(ClientFrame::Subscribe { since: None })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"subscribe"}"#),
+            Ok(ClientFrame::Subscribe { since: None })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "not json",
+            "{}",
+            r#"{"type":"unsubscribe"}"#,
+            r#"{"type":"subscribe","since":-1}"#,
+            r#"{"type":"subscribe","since":"7"}"#,
+            r#"{"type":"subscribe","since":1.5}"#,
+            "[1,2]",
+        ] {
+            let error = ClientFrame::parse(bad).expect_err(bad);
+            assert!(error.contains("subscribe"), "{error}");
+        }
+    }
+
+    #[test]
+    fn server_frames_are_json() {
+        let v: serde_json::Value = serde_json::from_str(&subscribed(7)).expect("json");
+        assert_eq!(v, json!({"type": "subscribed", "head": 7}));
+        let v: serde_json::Value = serde_json::from_str(&resync(9)).expect("json");
+        assert_eq!(v, json!({"type": "resync", "head": 9}));
+        let v: serde_json::Value = serde_json::from_str(&resync_hint(3)).expect("json");
+        assert_eq!(v, json!({"type": "resync_hint", "last_offset": 3}));
+        let v: serde_json::Value = serde_json::from_str(&pong()).expect("json");
+        assert_eq!(v, json!({"type": "pong"}));
+        let v: serde_json::Value =
+            serde_json::from_str(&error("bad_frame", "say \"what\"")).expect("json");
+        assert_eq!(v["message"], "say \"what\"");
+    }
+}
