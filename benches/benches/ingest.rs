@@ -52,7 +52,8 @@ fn ingest(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
-    let (committer, _thread) = Committer::start(store.clone(), Durability::Fsync).expect("committer");
+    let (committer, _thread) =
+        Committer::start(store.clone(), Durability::Fsync).expect("committer");
     let published = Arc::new(Published(AtomicU64::new(0)));
     committer.subscribe(published.clone());
     let runtime = rt
@@ -103,7 +104,9 @@ fn ingest(c: &mut Criterion) {
                         let ev = event(channel.id, lead, n);
                         let rx = runtime
                             .conversations
-                            .submit(conversations[lead], |reply| ConversationMsg::Inbound(ev, reply))
+                            .submit(conversations[lead], |reply| {
+                                ConversationMsg::Inbound(ev, reply)
+                            })
                             .await
                             .expect("queued");
                         waiting.push(rx);

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::{Args, Rate};
+use crate::procfs::RssProbe;
 use crate::replies::{Directory, ReplyContext, ReplyPlanner};
 use crate::stats::{ErrorCounts, LoadReport, Percentiles, StreamOnlyReport};
 use crate::stream::{StreamShared, StreamTarget};
@@ -138,14 +139,28 @@ fn find_server_pid(base_url: &str, explicit: Option<u32>) -> Option<u32> {
     procfs::pid_listening_on(url.port_or_known_default()?)
 }
 
-/// Samples the RSS of `pid` until two readings 250 ms apart differ by less than 0.5 %
+/// Opens the RSS probes of the server (when its PID is known) and of this process,
+/// before sockets can exhaust the file descriptors.
+fn rss_probes(server_pid: Option<u32>) -> (Option<RssProbe>, Option<RssProbe>) {
+    let server = server_pid.and_then(RssProbe::of_pid);
+    match (server_pid, &server) {
+        (None, _) => log("server PID unknown (not local, or not found in /proc); RSS will be null"),
+        (Some(pid), None) => log(format_args!(
+            "cannot read /proc/{pid}/status; RSS will be null"
+        )),
+        (Some(pid), Some(_)) => log(format_args!("server PID {pid}")),
+    }
+    (server, RssProbe::of_self())
+}
+
+/// Samples the RSS until two readings 250 ms apart differ by less than 0.5 %
 /// (the server has finished allocating for what just happened), at most ~3 s.
-async fn settled_rss(pid: Option<u32>) -> Option<u64> {
-    let pid = pid?;
-    let mut previous = procfs::rss_bytes(pid)?;
+async fn settled_rss(probe: Option<&RssProbe>) -> Option<u64> {
+    let probe = probe?;
+    let mut previous = probe.rss_bytes()?;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let current = procfs::rss_bytes(pid)?;
+        let current = probe.rss_bytes()?;
         if current.abs_diff(previous) * 200 < previous {
             return Some(current);
         }
@@ -244,9 +259,7 @@ async fn run_stream_only(
         provision::provision(client, base_url, &args.admin_token, run_id, None).await?;
     log(format_args!("workspace {}", provisioned.workspace_id));
     let server_pid = find_server_pid(base_url, args.server_pid);
-    if server_pid.is_none() {
-        log("server PID unknown (not local, or not found in /proc); RSS will be null");
-    }
+    let (server_rss, own_rss) = rss_probes(server_pid);
     let target = Arc::new(
         StreamTarget::new(
             base_url,
@@ -273,13 +286,13 @@ async fn run_stream_only(
         Arc::clone(&errors),
         args.connect_parallelism,
     ));
-    let rss_before = settled_rss(server_pid).await;
+    let rss_before = settled_rss(server_rss.as_ref()).await;
     let started = Instant::now();
     let subscribers = open_subscribers(connections, &target, &shared).await;
     let connect_s = started.elapsed().as_secs_f64();
     let connected = subscribers.connected;
-    let rss_after = settled_rss(server_pid).await;
-    let client_rss = procfs::own_rss_bytes();
+    let rss_after = settled_rss(server_rss.as_ref()).await;
+    let client_rss = own_rss.as_ref().and_then(RssProbe::rss_bytes);
     subscribers.stop().await;
     Ok(StreamOnlyReport {
         run_id: run_id.to_owned(),
@@ -349,10 +362,8 @@ async fn run_load(
         provisioned.workspace_id, channel.id
     ));
     let server_pid = find_server_pid(base_url, args.server_pid);
-    if server_pid.is_none() {
-        log("server PID unknown (not local, or not found in /proc); RSS will be null");
-    }
-    let rss_before = server_pid.and_then(procfs::rss_bytes);
+    let (server_rss, own_rss) = rss_probes(server_pid);
+    let rss_before = server_rss.as_ref().and_then(RssProbe::rss_bytes);
     let request_timeout = Duration::from_secs_f64(args.request_timeout.max(0.1));
     let duration = Duration::from_secs_f64(args.duration);
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -490,8 +501,8 @@ async fn run_load(
     }
     progress.abort();
 
-    let server_rss = server_pid.and_then(procfs::rss_bytes);
-    let client_rss = procfs::own_rss_bytes();
+    let rss_after = server_rss.as_ref().and_then(RssProbe::rss_bytes);
+    let client_rss = own_rss.as_ref().and_then(RssProbe::rss_bytes);
     let subscribers_connected = subscribers.connected;
     let delta_kinds = subscribers.stop().await;
     let audit = tracker.audit(
@@ -564,7 +575,7 @@ async fn run_load(
         graph_api_requests: graph.requests(),
         server_pid,
         server_rss_before_bytes: rss_before,
-        server_rss_bytes: server_rss,
+        server_rss_bytes: rss_after,
         client_rss_bytes: client_rss,
     })
 }

@@ -2,6 +2,7 @@
 //! (VmRSS) of a process, and this process's open-file limit.
 
 use std::fs;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -95,13 +96,41 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// Resident set size of `pid` in bytes.
+#[cfg(test)]
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vm_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// Resident set size of this process in bytes.
-pub fn own_rss_bytes() -> Option<u64> {
-    parse_vm_rss(&fs::read_to_string("/proc/self/status").ok()?)
+/// Reads VmRSS of one process through a /proc status file opened up front, so readings
+/// keep working when every other file descriptor is taken by sockets.
+pub struct RssProbe {
+    status: fs::File,
+}
+
+impl RssProbe {
+    pub fn of_pid(pid: u32) -> Option<Self> {
+        Self::open(&format!("/proc/{pid}/status"))
+    }
+
+    pub fn of_self() -> Option<Self> {
+        Self::open("/proc/self/status")
+    }
+
+    fn open(path: &str) -> Option<Self> {
+        Some(Self {
+            status: fs::File::open(path).ok()?,
+        })
+    }
+
+    /// Current resident set size in bytes; `None` once the process is gone.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        // /proc files are regenerated when read again from offset 0.
+        let mut file = &self.status;
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        parse_vm_rss(&text)
+    }
 }
 
 fn parse_limit(value: &str) -> Option<u64> {
@@ -197,6 +226,10 @@ mod tests {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         assert_eq!(pid_listening_on(port), Some(std::process::id()));
-        assert!(rss_bytes(std::process::id()).is_some_and(|rss| rss > 0));
+        let rss = rss_bytes(std::process::id());
+        assert!(rss.is_some_and(|rss| rss > 0));
+        let probe = RssProbe::of_pid(std::process::id());
+        assert!(probe.is_some_and(|p| p.rss_bytes().is_some_and(|r| r > 0)));
+        assert!(RssProbe::of_self().is_some_and(|p| p.rss_bytes().is_some()));
     }
 }
