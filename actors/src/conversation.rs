@@ -16,6 +16,7 @@ use confab_engine::model::{
 };
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::store::Store;
+use confab_engine::template::{self, TemplateError, Variables};
 use confab_engine::time::{now_millis, UnixMillis};
 use confab_engine::Error as EngineError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -32,7 +33,7 @@ const PREVIEW_CHARS: usize = 160;
 
 pub enum ConversationMsg {
     /// A lead's message from a connector.
-    Inbound(InboundEvent, RpcReplyPort<ActorResult<InboundOutcome>>),
+    Inbound(Box<InboundEvent>, RpcReplyPort<ActorResult<InboundOutcome>>),
     /// A message from an agent (or the AI): sent to the lead, or an internal note.
     Send(OutboundRequest, RpcReplyPort<ActorResult<Message>>),
     /// The provider accepted message `seq` under `external_id`.
@@ -49,14 +50,13 @@ pub enum ConversationMsg {
     },
     /// Stop after everything queued before this message is handled.
     Passivate,
-    /// Test hook: makes the actor panic, to exercise supervision.
-    #[doc(hidden)]
+    /// Makes the actor panic: lets tests and operators exercise supervision.
     Crash,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum InboundOutcome {
-    Stored(Message),
+    Stored(Box<Message>),
     /// The provider delivered this message before; nothing was written.
     Duplicate,
 }
@@ -68,6 +68,8 @@ pub struct OutboundRequest {
     pub internal: bool,
     pub sender: Sender,
     pub agent_id: Option<AgentId>,
+    /// Fills `{{agent_name}}`.
+    pub agent_name: Option<String>,
 }
 
 pub struct ConversationActor;
@@ -116,7 +118,7 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConversationMsg::Inbound(event, reply) => {
-                let _ = reply.send(state.inbound(event).await);
+                let _ = reply.send(state.inbound(*event).await);
             }
             ConversationMsg::Send(request, reply) => match state.send(request).await {
                 Ok((message, outbox)) => {
@@ -214,7 +216,7 @@ impl ConversationState {
             Ok(_) => {
                 self.conv = conv;
                 metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => self.conv.channel.as_str()).increment(1);
-                Ok(InboundOutcome::Stored(message))
+                Ok(InboundOutcome::Stored(Box::new(message)))
             }
             Err(EngineError::AlreadyExists) => Ok(InboundOutcome::Duplicate),
             Err(e) => Err(e.into()),
@@ -222,7 +224,15 @@ impl ConversationState {
     }
 
     async fn send(&mut self, request: OutboundRequest) -> ActorResult<(Message, Option<OutboxEntry>)> {
-        let text = request.text.trim();
+        let vars = Variables {
+            contact: &self.conv.contact,
+            agent_name: request.agent_name.as_deref(),
+        };
+        let filled = template::fill(&request.text, &vars).map_err(|e| match e {
+            TemplateError::Unknown(_) => ActorError::invalid("unknown_variable", e.to_string()),
+            TemplateError::NoValue(_) => ActorError::invalid("variable_without_value", e.to_string()),
+        })?;
+        let text = filled.trim();
         if text.is_empty() {
             return Err(ActorError::invalid("empty_text", "the message text is empty"));
         }

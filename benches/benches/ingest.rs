@@ -105,7 +105,7 @@ fn ingest(c: &mut Criterion) {
                         let rx = runtime
                             .conversations
                             .submit(conversations[lead], |reply| {
-                                ConversationMsg::Inbound(ev, reply)
+                                ConversationMsg::Inbound(Box::new(ev), reply)
                             })
                             .await
                             .expect("queued");

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod store;
+pub mod template;
 pub mod time;
 pub mod wire;
 

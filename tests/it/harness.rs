@@ -48,11 +48,12 @@ pub struct TestServer {
 }
 
 pub fn test_config(dir: PathBuf) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir;
-    config.admin_token = Some(format!("admin-{}", confab_engine::admin::new_token()));
-    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config
+    Config {
+        data_dir: dir,
+        admin_token: Some(format!("admin-{}", confab_engine::admin::new_token())),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
 }
 
 impl TestServer {

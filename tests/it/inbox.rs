@@ -85,6 +85,11 @@ async fn bad_requests_get_stable_error_codes_and_change_nothing() {
         .await
         .expect("request");
     assert_eq!(raw.status(), 400);
+    let (status, e) = server.post(&tenant.token, &messages, json!({"text": "Hi {{nickname}}"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_variable")));
+    assert!(e["error"]["message"].as_str().expect("message").contains("nickname"));
+    let (status, e) = server.post(&tenant.token, &messages, json!({"text": "At {{company}}?"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("variable_without_value")));
     let (status, e) = server.get(&tenant.token, "/api/v1/conversations?limit=999").await;
     assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_query")));
     let (status, e) = server.get(&tenant.token, "/api/v1/conversations?cursor=garbage").await;

@@ -189,13 +189,14 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
     let conversation = only_conversation(&server, &tenant).await;
     let id = conversation["id"].as_str().expect("id").to_string();
     let (status, sent) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hello Ana, yes it is!"}))
+        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hello {{first_name}}, yes it is! {{agent_name}}"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
     assert_eq!(sent["direction"], "outbound");
     assert_eq!(sent["sender"], "agent");
     assert_eq!(sent["agent_id"], tenant.agent_id.as_str());
     assert_eq!(sent["seq"], 2);
+    assert_eq!(sent["text"], "Hello Ana, yes it is! Ana Agent", "variables are filled in");
 
     let requests = graph.wait_requests(1).await;
     assert_eq!(requests[0].path, format!("/{}/messages", tenant.phone_number_id));
@@ -203,7 +204,7 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
     assert_eq!(
         requests[0].body,
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": LEAD,
-               "type": "text", "text": {"preview_url": false, "body": "Hello Ana, yes it is!"}})
+               "type": "text", "text": {"preview_url": false, "body": "Hello Ana, yes it is! Ana Agent"}})
     );
     let stored = wait_for("the provider's id on the message", || async {
         let m = message_with_seq(&server, &tenant, &id, 2).await;
@@ -214,7 +215,7 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
     // Replying means the conversation now waits for the lead.
     let (_, detail) = server.get(&tenant.token, &format!("/api/v1/conversations/{id}")).await;
     assert_eq!(detail["status"], "pending");
-    assert_eq!(detail["preview"], "Hello Ana, yes it is!");
+    assert_eq!(detail["preview"], "Hello Ana, yes it is! Ana Agent");
     server.shutdown().await;
 }
 

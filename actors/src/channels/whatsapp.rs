@@ -34,8 +34,7 @@ pub enum WhatsappMsg {
     Send(OutboxEntry),
     /// A send task finished with this lead; start the next message for them.
     SendFinished { to: String },
-    /// Test hook: makes the connector panic.
-    #[doc(hidden)]
+    /// Makes the connector panic: lets tests exercise supervision.
     Crash,
 }
 
@@ -133,7 +132,7 @@ impl WhatsappState {
             let conversations = &self.deps.conversations;
             let conversation = conversations.resolve_thread(self.channel.clone(), &event).await?;
             let rx = conversations
-                .submit(conversation, |reply| ConversationMsg::Inbound(event, reply))
+                .submit(conversation, |reply| ConversationMsg::Inbound(Box::new(event), reply))
                 .await?;
             pending.push(Pending::Inbound(rx));
         }

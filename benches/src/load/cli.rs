@@ -125,7 +125,8 @@ pub struct Args {
     pub duration: f64,
 
     /// Number of WebSocket subscribers (agent token, `since: null`) receiving deltas.
-    /// Delta latency percentiles use subscriber #0; deltas_received counts all of them.
+    /// Delta latency percentiles (delta_p*) use the first subscriber to subscribe;
+    /// delta_all_p* and deltas_received cover all of them.
     #[arg(long, value_name = "N", default_value = "1")]
     pub subscribers: usize,
 

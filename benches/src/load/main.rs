@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::{Args, Rate};
 use crate::procfs::RssProbe;
-use crate::replies::{Directory, ReplyContext, ReplyPlanner};
+use crate::replies::{Directory, ReplyContext, ReplyPlanner, ReplyStats};
 use crate::stats::{ErrorCounts, LoadReport, Percentiles, StreamOnlyReport};
 use crate::stream::{StreamShared, StreamTarget};
 use crate::tracker::Tracker;
@@ -335,6 +335,96 @@ fn spawn_progress(
     })
 }
 
+/// Starts the reply workers; returns the planner senders consult, the workers' task and
+/// the reply counters.
+fn start_replies(
+    plan: cli::Replies,
+    planned_measured: Option<u64>,
+    context: ReplyContext,
+    request_timeout: Duration,
+) -> (
+    Arc<ReplyPlanner>,
+    tokio::task::JoinHandle<()>,
+    Arc<ReplyStats>,
+) {
+    let stats = Arc::clone(&context.stats);
+    let (planner, jobs) = ReplyPlanner::new(
+        plan,
+        planned_measured,
+        Arc::clone(&stats),
+        Arc::clone(&context.errors),
+    );
+    let workers = tokio::spawn(replies::run_workers(
+        jobs,
+        Arc::new(context),
+        REPLY_PARALLELISM,
+        request_timeout + Duration::from_secs(1),
+    ));
+    (Arc::new(planner), workers, stats)
+}
+
+/// Where the measured phase began, and what the pacer reports.
+struct SendPhase {
+    measure_start: Instant,
+    not_sent: u64,
+    pacer_lag: Percentiles,
+}
+
+/// Sends the webhooks of the warmup and measured phases at `--rate`.
+async fn send_webhooks(
+    args: &Args,
+    sender: &Arc<WebhookSender>,
+    planned_measured: Option<u64>,
+    request_timeout: Duration,
+) -> SendPhase {
+    let start = Instant::now();
+    match args.rate {
+        Rate::PerSecond(rate) => {
+            let warmup_count = webhook::planned_count(rate, args.warmup);
+            let total = warmup_count + planned_measured.unwrap_or(0);
+            log(format_args!(
+                "sending {total} webhooks at {rate} msg/s ({warmup_count} warmup) over {} conversations",
+                args.conversations
+            ));
+            let measure_start = start + webhook::intended_offset(warmup_count, rate);
+            let pacing = Pacing {
+                rate,
+                warmup_count,
+                total,
+                start,
+                max_in_flight: args.max_in_flight,
+                deadline: start + webhook::intended_offset(total, rate) + request_timeout,
+                drain_timeout: request_timeout + Duration::from_secs(1),
+            };
+            let outcome = webhook::run_paced(Arc::clone(sender), pacing).await;
+            SendPhase {
+                measure_start,
+                not_sent: outcome.not_sent,
+                pacer_lag: Percentiles::of(&outcome.lag),
+            }
+        }
+        Rate::Max => {
+            log(format_args!(
+                "sending webhooks as fast as acknowledged, {} in flight, for {} s (+{} s warmup) over {} conversations",
+                args.concurrency, args.duration, args.warmup, args.conversations
+            ));
+            let measure_start = start + Duration::from_secs_f64(args.warmup);
+            webhook::run_max(
+                Arc::clone(sender),
+                args.concurrency,
+                measure_start,
+                measure_start + Duration::from_secs_f64(args.duration),
+            )
+            .await;
+            SendPhase {
+                measure_start,
+                not_sent: 0,
+                pacer_lag: Percentiles::default(),
+            }
+        }
+    }
+}
+
 async fn run_load(
     args: &Args,
     client: &reqwest::Client,
@@ -366,7 +456,6 @@ async fn run_load(
     let rss_before = server_rss.as_ref().and_then(RssProbe::rss_bytes);
     let request_timeout = Duration::from_secs_f64(args.request_timeout.max(0.1));
     let duration = Duration::from_secs_f64(args.duration);
-    let warmup = Duration::from_secs_f64(args.warmup);
 
     let tracker = Arc::new(Tracker::new(Instant::now()));
     let errors = Arc::new(ErrorCounts::default());
@@ -399,30 +488,28 @@ async fn run_load(
         Rate::PerSecond(rate) => Some(webhook::planned_count(rate, args.duration)),
         Rate::Max => None,
     };
-    let (planner, reply_workers, reply_stats) = match (args.replies, &directory) {
-        (Some(plan), Some(directory)) => {
-            let (planner, jobs, reply_stats) =
-                ReplyPlanner::new(plan, planned_measured, Arc::clone(&errors));
-            let context = Arc::new(ReplyContext {
+    let replies = match (args.replies, &directory) {
+        (Some(plan), Some(directory)) => Some(start_replies(
+            plan,
+            planned_measured,
+            ReplyContext {
                 client: client.clone(),
                 base_url: base_url.to_owned(),
                 agent_token: provisioned.agent_token.clone(),
                 run_id: run_id.to_owned(),
                 directory: Arc::clone(directory),
                 learning_from_stream: subscribers.connected > 0,
-                stats: Arc::clone(&reply_stats),
+                stats: Arc::new(ReplyStats::default()),
                 errors: Arc::clone(&errors),
                 last_listing: tokio::sync::Mutex::new(None),
-            });
-            let workers = tokio::spawn(replies::run_workers(
-                jobs,
-                context,
-                REPLY_PARALLELISM,
-                request_timeout + Duration::from_secs(1),
-            ));
-            (Some(Arc::new(planner)), Some(workers), Some(reply_stats))
-        }
-        _ => (None, None, None),
+            },
+            request_timeout,
+        )),
+        _ => None,
+    };
+    let (planner, reply_workers, reply_stats) = match replies {
+        Some((planner, workers, stats)) => (Some(planner), Some(workers), Some(stats)),
+        None => (None, None, None),
     };
 
     let stats = Arc::new(SendStats::new());
@@ -438,48 +525,11 @@ async fn run_load(
     });
     let progress = spawn_progress(Arc::clone(&stats), Arc::clone(&shared), Arc::clone(&errors));
 
-    let start = Instant::now();
-    let (measure_start, not_sent, pacer_lag) = match args.rate {
-        Rate::PerSecond(rate) => {
-            let warmup_count = webhook::planned_count(rate, args.warmup);
-            let total = warmup_count + planned_measured.unwrap_or(0);
-            log(format_args!(
-                "sending {total} webhooks at {rate} msg/s ({warmup_count} warmup) over {} conversations",
-                args.conversations
-            ));
-            let measure_start = start + webhook::intended_offset(warmup_count, rate);
-            let pacing = Pacing {
-                rate,
-                warmup_count,
-                total,
-                start,
-                max_in_flight: args.max_in_flight,
-                deadline: start + webhook::intended_offset(total, rate) + request_timeout,
-                drain_timeout: request_timeout + Duration::from_secs(1),
-            };
-            let outcome = webhook::run_paced(Arc::clone(&sender), pacing).await;
-            (
-                measure_start,
-                outcome.not_sent,
-                Percentiles::of(&outcome.lag),
-            )
-        }
-        Rate::Max => {
-            log(format_args!(
-                "sending webhooks as fast as acknowledged, {} in flight, for {} s (+{} s warmup) over {} conversations",
-                args.concurrency, args.duration, args.warmup, args.conversations
-            ));
-            let measure_start = start + warmup;
-            webhook::run_max(
-                Arc::clone(&sender),
-                args.concurrency,
-                measure_start,
-                measure_start + duration,
-            )
-            .await;
-            (measure_start, 0, Percentiles::default())
-        }
-    };
+    let SendPhase {
+        measure_start,
+        not_sent,
+        pacer_lag,
+    } = send_webhooks(args, &sender, planned_measured, request_timeout).await;
     // The reply queue closes once the last sender reference is gone.
     drop(sender);
 

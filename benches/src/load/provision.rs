@@ -68,7 +68,12 @@ async fn post(
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        bail!("POST {url} answered {status}: {text}");
+        let hint = match status.as_u16() {
+            401 | 403 => " (is --admin-token the server's CONFAB_ADMIN_TOKEN?)",
+            404 => " (admin routes are disabled unless the server has CONFAB_ADMIN_TOKEN set)",
+            _ => "",
+        };
+        bail!("POST {url} answered {status}: {text}{hint}");
     }
     serde_json::from_str(&text).with_context(|| {
         format!("POST {url} answered {status} with a body that is not JSON: {text}")
@@ -99,7 +104,7 @@ pub async fn provision(
         &json!({"name": format!("confab-load {run_id}")}),
     )
     .await
-    .context("creating the workspace (is --admin-token the server's CONFAB_ADMIN_TOKEN?)")?;
+    .context("creating the workspace")?;
     let workspace_id = string_field(&workspace, "id", "workspace")?;
 
     let agent = post(

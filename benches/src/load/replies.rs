@@ -82,6 +82,17 @@ pub struct ReplyStats {
     pub latency: ShardedHistogram,
 }
 
+impl Default for ReplyStats {
+    fn default() -> Self {
+        Self {
+            planned: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            latency: ShardedHistogram::new(4),
+        }
+    }
+}
+
 /// Decides, per acknowledged inbound message, whether to queue a reply.
 pub struct ReplyPlanner {
     plan: Replies,
@@ -97,15 +108,10 @@ impl ReplyPlanner {
     pub fn new(
         plan: Replies,
         planned_messages: Option<u64>,
+        stats: Arc<ReplyStats>,
         errors: Arc<ErrorCounts>,
-    ) -> (Self, mpsc::Receiver<ReplyJob>, Arc<ReplyStats>) {
+    ) -> (Self, mpsc::Receiver<ReplyJob>) {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let stats = Arc::new(ReplyStats {
-            planned: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            latency: ShardedHistogram::new(4),
-        });
         let budget = match plan {
             Replies::Count(count) => count,
             Replies::Ratio(_) => u64::MAX,
@@ -115,10 +121,10 @@ impl ReplyPlanner {
             planned_messages,
             budget: AtomicU64::new(budget),
             queue,
-            stats: Arc::clone(&stats),
+            stats,
             errors,
         };
-        (planner, jobs, stats)
+        (planner, jobs)
     }
 
     pub fn offer(&self, nth_ack: u64, conversation: usize) {
@@ -313,7 +319,9 @@ mod tests {
     #[test]
     fn planner_respects_the_count_budget() {
         let errors = Arc::new(ErrorCounts::default());
-        let (planner, mut jobs, stats) = ReplyPlanner::new(Replies::Count(3), None, errors);
+        let stats = Arc::new(ReplyStats::default());
+        let (planner, mut jobs) =
+            ReplyPlanner::new(Replies::Count(3), None, Arc::clone(&stats), errors);
         for n in 0..10 {
             planner.offer(n, usize::try_from(n).unwrap_or_default());
         }

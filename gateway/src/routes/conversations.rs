@@ -281,6 +281,7 @@ async fn send(
         internal: body.internal,
         sender: Sender::Agent,
         agent_id: Some(agent.0.id),
+        agent_name: Some(agent.0.name.clone()),
     };
     let message = app
         .runtime

@@ -1,0 +1,100 @@
+//! Composer variables: `{{first_name}}`, `{{last_name}}`, `{{company}}`, `{{title}}`,
+//! `{{agent_name}}`, filled from the contact and the sending agent.
+//!
+//! An unknown variable, or one with no value for this contact, is an error naming it: a
+//! message must never go out with a silent blank ("Hi ,").
+
+use crate::model::Contact;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unknown variable {{{{{0}}}}}: known are first_name, last_name, company, title, agent_name")]
+    Unknown(String),
+    #[error("variable {{{{{0}}}}} has no value for this conversation")]
+    NoValue(String),
+}
+
+/// What variables are filled from.
+pub struct Variables<'a> {
+    pub contact: &'a Contact,
+    pub agent_name: Option<&'a str>,
+}
+
+impl Variables<'_> {
+    fn value(&self, name: &str) -> Result<Option<String>, TemplateError> {
+        let full_name = self.contact.name.as_deref().map(str::trim).unwrap_or("");
+        let (first, last) = match full_name.split_once(char::is_whitespace) {
+            Some((first, last)) => (first, last.trim()),
+            None => (full_name, ""),
+        };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(match name {
+            "first_name" => non_empty(first),
+            "last_name" => non_empty(last),
+            "company" => self.contact.company.as_deref().map(str::trim).and_then(non_empty),
+            "title" => self.contact.title.as_deref().map(str::trim).and_then(non_empty),
+            "agent_name" => self.agent_name.map(str::trim).and_then(non_empty),
+            other => return Err(TemplateError::Unknown(other.to_string())),
+        })
+    }
+}
+
+/// Replaces every `{{ name }}` in `text`. Text without `{{` is returned unchanged.
+pub fn fill(text: &str, vars: &Variables<'_>) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        let name = rest[open + 2..open + 2 + close].trim();
+        out.push_str(&rest[..open]);
+        let value = vars.value(name)?.ok_or_else(|| TemplateError::NoValue(name.to_string()))?;
+        out.push_str(&value);
+        rest = &rest[open + 2 + close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact() -> Contact {
+        Contact {
+            name: Some("Ana Maria Lima".into()),
+            company: Some("Acme".into()),
+            ..Contact::default()
+        }
+    }
+
+    #[test]
+    fn variables_are_filled_from_the_contact_and_agent() {
+        let c = contact();
+        let vars = Variables {
+            contact: &c,
+            agent_name: Some("Bo"),
+        };
+        assert_eq!(
+            fill("Hi {{first_name}} {{ last_name }} of {{company}}, {{agent_name}} here", &vars),
+            Ok("Hi Ana Maria Lima of Acme, Bo here".into())
+        );
+        assert_eq!(fill("no variables {single}", &vars), Ok("no variables {single}".into()));
+        assert_eq!(fill("unclosed {{first_name", &vars), Ok("unclosed {{first_name".into()));
+    }
+
+    #[test]
+    fn unknown_and_empty_variables_are_errors_naming_them() {
+        let c = contact();
+        let vars = Variables {
+            contact: &c,
+            agent_name: None,
+        };
+        assert_eq!(fill("{{nickname}}", &vars), Err(TemplateError::Unknown("nickname".into())));
+        assert_eq!(fill("{{title}}", &vars), Err(TemplateError::NoValue("title".into())));
+        assert_eq!(fill("{{agent_name}}", &vars), Err(TemplateError::NoValue("agent_name".into())));
+        let message = TemplateError::Unknown("nickname".into()).to_string();
+        assert!(message.starts_with("unknown variable {{nickname}}"), "{message}");
+    }
+}
