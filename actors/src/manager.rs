@@ -561,3 +561,168 @@ impl CloneRef for ActorResult<ActorRef<ConversationMsg>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use confab_engine::committer::{Committer, Durability};
+    use confab_engine::ids::{ChannelId, WorkspaceId};
+    use confab_engine::model::{ChannelConfig, WhatsappConfig};
+    use confab_engine::store::StoreOptions;
+
+    use super::*;
+    use crate::conversation::InboundOutcome;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conversations: Conversations,
+        channel: Arc<Channel>,
+    }
+
+    async fn fixture(config: ManagerConfig) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let (committer, _thread) = Committer::start(store.clone(), Durability::Fsync).expect("committer");
+        let conversations = Manager::start(ManagerArgs {
+            store,
+            committer,
+            channels: ChannelRegistry::default(),
+            config,
+        })
+        .await
+        .expect("manager");
+        let channel = Arc::new(Channel {
+            id: ChannelId::new(),
+            workspace_id: WorkspaceId::new(),
+            name: "test".into(),
+            config: ChannelConfig::Whatsapp(WhatsappConfig {
+                phone_number_id: "1".into(),
+                app_secret: "s".into(),
+                verify_token: "v".into(),
+                access_token: "a".into(),
+                api_base_url: "http://127.0.0.1:9".into(),
+            }),
+            created_at: 0,
+        });
+        Fixture {
+            _dir: dir,
+            conversations,
+            channel,
+        }
+    }
+
+    fn event(channel: ChannelId, thread: &str, id: &str) -> InboundEvent {
+        InboundEvent {
+            channel_id: channel,
+            thread: thread.into(),
+            provider_message_id: id.into(),
+            contact_name: Some("Lead".into()),
+            contact_phone: Some(format!("+{thread}")),
+            contact_email: None,
+            sent_at: 0,
+            text: format!("message {id}"),
+            content_type: None,
+            raw: None,
+            reply_to: None,
+            campaign: None,
+        }
+    }
+
+    async fn deliver(f: &Fixture, thread: &str, id: &str) -> (ConversationId, InboundOutcome) {
+        let ev = event(f.channel.id, thread, id);
+        let conv = f.conversations.resolve_thread(f.channel.clone(), &ev).await.expect("resolved");
+        let outcome = f
+            .conversations
+            .request(conv, |reply| ConversationMsg::Inbound(Box::new(ev), reply))
+            .await
+            .expect("stored");
+        (conv, outcome)
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn seq(outcome: &InboundOutcome) -> u64 {
+        match outcome {
+            InboundOutcome::Stored(m) => m.seq,
+            InboundOutcome::Duplicate => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_thread_resolves_to_one_conversation() {
+        let f = fixture(ManagerConfig::default()).await;
+        let (a, first) = deliver(&f, "111", "m1").await;
+        let (b, second) = deliver(&f, "111", "m2").await;
+        let (c, _) = deliver(&f, "222", "m3").await;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!((seq(&first), seq(&second)), (1, 2));
+        let (_, again) = deliver(&f, "111", "m1").await;
+        assert_eq!(again, InboundOutcome::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn passivated_conversations_reactivate_with_their_state() {
+        let f = fixture(ManagerConfig::default()).await;
+        let (conv, _) = deliver(&f, "111", "m1").await;
+        assert!(f.conversations.is_live(conv));
+        f.conversations.sweep_idle(Duration::ZERO);
+        eventually("passivation", || !f.conversations.is_live(conv)).await;
+        let (_, outcome) = deliver(&f, "111", "m2").await;
+        assert_eq!(seq(&outcome), 2, "sequence continues from the store");
+        assert!(f.conversations.is_live(conv));
+    }
+
+    #[tokio::test]
+    async fn the_live_cap_passivates_the_least_recently_used() {
+        let f = fixture(ManagerConfig {
+            max_live: 3,
+            ..ManagerConfig::default()
+        })
+        .await;
+        for lead in 0..10 {
+            deliver(&f, &format!("9{lead}"), &format!("m{lead}")).await;
+            assert!(f.conversations.live_count() <= 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crashed_actor_restarts_from_the_store_until_the_budget_is_spent() {
+        let f = fixture(ManagerConfig {
+            restart_budget: 2,
+            restart_window: Duration::from_secs(60),
+            ..ManagerConfig::default()
+        })
+        .await;
+        let (conv, _) = deliver(&f, "111", "m1").await;
+        for round in 0..2 {
+            let before = f.conversations.actor(conv).await.expect("live").get_id();
+            f.conversations.tell(conv, ConversationMsg::Crash).await.expect("told");
+            let mut restarted = None;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while restarted.is_none() {
+                assert!(Instant::now() < deadline, "restart {round} did not happen");
+                if let Ok(actor) = f.conversations.actor(conv).await {
+                    if actor.get_id() != before {
+                        restarted = Some(actor);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (_, outcome) = deliver(&f, "111", &format!("after-{round}")).await;
+            assert_eq!(seq(&outcome), round + 2);
+        }
+        // A third crash inside the window spends the budget: the conversation rests.
+        f.conversations.tell(conv, ConversationMsg::Crash).await.expect("told");
+        eventually("the crash to be handled", || !f.conversations.is_live(conv)).await;
+        let refused = f.conversations.actor(conv).await;
+        assert!(matches!(refused, Err(ActorError::Unavailable(_))), "{:?}", refused.map(|a| a.get_id()));
+    }
+}
