@@ -171,7 +171,11 @@ impl ConversationState {
         let now = now_millis();
         let mut conv = self.conv.clone();
         let seq = conv.next_seq;
-        let sent_at = if event.sent_at > 0 { event.sent_at } else { now };
+        let sent_at = if event.sent_at > 0 {
+            event.sent_at
+        } else {
+            now
+        };
         let message = Message {
             id: MessageId::new(),
             conversation_id: conv.id,
@@ -210,8 +214,16 @@ impl ConversationState {
             .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
             .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
         touch(&mut set, &self.conv, &mut conv, now);
-        set.delta(conv.workspace_id, conv.id, DeltaBody::MessageCreated(message.clone()))
-            .delta(conv.workspace_id, conv.id, DeltaBody::ConversationUpdated(conv.card()));
+        set.delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::MessageCreated(message.clone()),
+        )
+        .delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationUpdated(conv.card()),
+        );
         match self.committer.commit(set).await {
             Ok(_) => {
                 self.conv = conv;
@@ -223,18 +235,26 @@ impl ConversationState {
         }
     }
 
-    async fn send(&mut self, request: OutboundRequest) -> ActorResult<(Message, Option<OutboxEntry>)> {
+    async fn send(
+        &mut self,
+        request: OutboundRequest,
+    ) -> ActorResult<(Message, Option<OutboxEntry>)> {
         let vars = Variables {
             contact: &self.conv.contact,
             agent_name: request.agent_name.as_deref(),
         };
         let filled = template::fill(&request.text, &vars).map_err(|e| match e {
             TemplateError::Unknown(_) => ActorError::invalid("unknown_variable", e.to_string()),
-            TemplateError::NoValue(_) => ActorError::invalid("variable_without_value", e.to_string()),
+            TemplateError::NoValue(_) => {
+                ActorError::invalid("variable_without_value", e.to_string())
+            }
         })?;
         let text = filled.trim();
         if text.is_empty() {
-            return Err(ActorError::invalid("empty_text", "the message text is empty"));
+            return Err(ActorError::invalid(
+                "empty_text",
+                "the message text is empty",
+            ));
         }
         if text.chars().count() > MAX_TEXT_CHARS {
             return Err(ActorError::invalid(
@@ -287,11 +307,23 @@ impl ConversationState {
             if conv.status == Status::Open {
                 conv.status = Status::Pending;
             }
-            set.put(Ks::OutboxEntry, catalogue::outbox_entry(entry.message_id), entry);
+            set.put(
+                Ks::OutboxEntry,
+                catalogue::outbox_entry(entry.message_id),
+                entry,
+            );
         }
         touch(&mut set, &self.conv, &mut conv, now);
-        set.delta(conv.workspace_id, conv.id, DeltaBody::MessageCreated(message.clone()))
-            .delta(conv.workspace_id, conv.id, DeltaBody::ConversationUpdated(conv.card()));
+        set.delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::MessageCreated(message.clone()),
+        )
+        .delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationUpdated(conv.card()),
+        );
         self.committer.commit(set).await?;
         self.conv = conv;
         if !request.internal {
@@ -332,12 +364,21 @@ impl ConversationState {
         set.put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv_id, seq))
             .put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message)
             .delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id))
-            .delta(self.conv.workspace_id, conv_id, DeltaBody::MessageUpdated(message));
+            .delta(
+                self.conv.workspace_id,
+                conv_id,
+                DeltaBody::MessageUpdated(message),
+            );
         self.committer.commit(set).await?;
         Ok(())
     }
 
-    async fn delivery(&mut self, seq: u64, status: Delivery, error: Option<String>) -> ActorResult<()> {
+    async fn delivery(
+        &mut self,
+        seq: u64,
+        status: Delivery,
+        error: Option<String>,
+    ) -> ActorResult<()> {
         let store = self.store.clone();
         let conv_id = self.conv.id;
         let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
@@ -359,7 +400,11 @@ impl ConversationState {
         if next == Delivery::Failed {
             set.delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id));
         }
-        set.delta(self.conv.workspace_id, conv_id, DeltaBody::MessageUpdated(message));
+        set.delta(
+            self.conv.workspace_id,
+            conv_id,
+            DeltaBody::MessageUpdated(message),
+        );
         self.committer.commit(set).await?;
         Ok(())
     }
@@ -415,7 +460,13 @@ mod tests {
     fn the_whatsapp_window_is_24_hours_from_the_last_inbound_message() {
         let day = 24 * 60 * 60 * 1000;
         assert!(window_open(Some(1_000), 1_000 + day - 1).is_ok());
-        assert!(matches!(window_open(Some(1_000), 1_000 + day), Err(ActorError::WindowClosed)));
-        assert!(matches!(window_open(None, 1_000), Err(ActorError::WindowClosed)));
+        assert!(matches!(
+            window_open(Some(1_000), 1_000 + day),
+            Err(ActorError::WindowClosed)
+        ));
+        assert!(matches!(
+            window_open(None, 1_000),
+            Err(ActorError::WindowClosed)
+        ));
     }
 }

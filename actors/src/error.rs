@@ -11,10 +11,7 @@ pub enum ActorError {
     WindowClosed,
     /// A value the request carried is not acceptable.
     #[error("{message}")]
-    Invalid {
-        code: &'static str,
-        message: String,
-    },
+    Invalid { code: &'static str, message: String },
     /// The actor could not be reached (crashed, restart budget spent, shutting down).
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -36,7 +36,11 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the manager and the channel supervisor, then a connector for every stored
     /// channel (each resends what its outbox still holds).
-    pub async fn start(store: Store, committer: Committer, config: RuntimeConfig) -> ActorResult<Runtime> {
+    pub async fn start(
+        store: Store,
+        committer: Committer,
+        config: RuntimeConfig,
+    ) -> ActorResult<Runtime> {
         let registry = ChannelRegistry::default();
         let conversations = manager::Manager::start(manager::ManagerArgs {
             store: store.clone(),
@@ -45,7 +49,9 @@ impl Runtime {
             config: config.conversations,
         })
         .await
-        .map_err(|e| ActorError::Unavailable(format!("cannot start the conversation manager: {e}")))?;
+        .map_err(|e| {
+            ActorError::Unavailable(format!("cannot start the conversation manager: {e}"))
+        })?;
         let http = reqwest::Client::builder()
             .timeout(config.connectors.request_timeout)
             .pool_max_idle_per_host(64)
@@ -60,7 +66,9 @@ impl Runtime {
             settings: config.connectors,
         })
         .await
-        .map_err(|e| ActorError::Unavailable(format!("cannot start the channel supervisor: {e}")))?;
+        .map_err(|e| {
+            ActorError::Unavailable(format!("cannot start the channel supervisor: {e}"))
+        })?;
         let stored = tokio::task::spawn_blocking(move || store.all_channels())
             .await
             .map_err(|e| ActorError::Unavailable(e.to_string()))??;

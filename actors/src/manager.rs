@@ -71,7 +71,8 @@ impl Conversations {
     /// The conversation's actor, activating it from the store if needed.
     pub async fn actor(&self, id: ConversationId) -> ActorResult<ActorRef<ConversationMsg>> {
         if let Some(live) = self.live.get(&id) {
-            live.last_used_ms.store(clock_ms(self.epoch), Ordering::Relaxed);
+            live.last_used_ms
+                .store(clock_ms(self.epoch), Ordering::Relaxed);
             return Ok(live.actor.clone());
         }
         let (tx, rx) = oneshot::channel();
@@ -169,8 +170,14 @@ pub struct ResolveThread {
 }
 
 pub enum ManagerMsg {
-    Activate(ConversationId, RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>),
-    Resolve(Box<ResolveThread>, RpcReplyPort<ActorResult<ConversationId>>),
+    Activate(
+        ConversationId,
+        RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>,
+    ),
+    Resolve(
+        Box<ResolveThread>,
+        RpcReplyPort<ActorResult<ConversationId>>,
+    ),
     /// Passivates idle actors: those idle past the configured timeout, or past the given one.
     Sweep(Option<Duration>),
 }
@@ -341,7 +348,9 @@ impl ManagerState {
             }
             Err(e) => {
                 tracing::error!(conversation = %id, error = %e, "cannot activate conversation");
-                Err(ActorError::Unavailable(format!("cannot load the conversation: {e}")))
+                Err(ActorError::Unavailable(format!(
+                    "cannot load the conversation: {e}"
+                )))
             }
         }
     }
@@ -392,14 +401,21 @@ impl ManagerState {
         let Some(id) = self.actors.remove(&actor) else {
             return;
         };
-        if self.live.get(&id).is_some_and(|l| l.actor.get_id() == actor) {
+        if self
+            .live
+            .get(&id)
+            .is_some_and(|l| l.actor.get_id() == actor)
+        {
             self.live.remove(&id);
         }
         metrics::gauge!(crate::metrics::LIVE_CONVERSATIONS).set(self.live.len() as f64);
         let waiting = self.stopping.remove(&id).unwrap_or_default();
         if crashed {
             metrics::counter!(crate::metrics::RESTARTS).increment(1);
-            self.restarts.entry(id).or_default().push_back(Instant::now());
+            self.restarts
+                .entry(id)
+                .or_default()
+                .push_back(Instant::now());
             if self.over_restart_budget(id) {
                 tracing::error!(conversation = %id, "restart budget spent: not restarting");
                 for reply in waiting {
@@ -583,7 +599,8 @@ mod tests {
     async fn fixture(config: ManagerConfig) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
-        let (committer, _thread) = Committer::start(store.clone(), Durability::Fsync).expect("committer");
+        let (committer, _thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("committer");
         let conversations = Manager::start(ManagerArgs {
             store,
             committer,
@@ -631,7 +648,11 @@ mod tests {
 
     async fn deliver(f: &Fixture, thread: &str, id: &str) -> (ConversationId, InboundOutcome) {
         let ev = event(f.channel.id, thread, id);
-        let conv = f.conversations.resolve_thread(f.channel.clone(), &ev).await.expect("resolved");
+        let conv = f
+            .conversations
+            .resolve_thread(f.channel.clone(), &ev)
+            .await
+            .expect("resolved");
         let outcome = f
             .conversations
             .request(conv, |reply| ConversationMsg::Inbound(Box::new(ev), reply))
@@ -704,7 +725,10 @@ mod tests {
         let (conv, _) = deliver(&f, "111", "m1").await;
         for round in 0..2 {
             let before = f.conversations.actor(conv).await.expect("live").get_id();
-            f.conversations.tell(conv, ConversationMsg::Crash).await.expect("told");
+            f.conversations
+                .tell(conv, ConversationMsg::Crash)
+                .await
+                .expect("told");
             let mut restarted = None;
             let deadline = Instant::now() + Duration::from_secs(10);
             while restarted.is_none() {
@@ -720,9 +744,16 @@ mod tests {
             assert_eq!(seq(&outcome), round + 2);
         }
         // A third crash inside the window spends the budget: the conversation rests.
-        f.conversations.tell(conv, ConversationMsg::Crash).await.expect("told");
+        f.conversations
+            .tell(conv, ConversationMsg::Crash)
+            .await
+            .expect("told");
         eventually("the crash to be handled", || !f.conversations.is_live(conv)).await;
         let refused = f.conversations.actor(conv).await;
-        assert!(matches!(refused, Err(ActorError::Unavailable(_))), "{:?}", refused.map(|a| a.get_id()));
+        assert!(
+            matches!(refused, Err(ActorError::Unavailable(_))),
+            "{:?}",
+            refused.map(|a| a.get_id())
+        );
     }
 }

@@ -32,7 +32,11 @@ pub fn new_workspace(name: &str) -> (Workspace, WriteSet) {
         created_at: now_millis(),
     };
     let mut set = WriteSet::new();
-    set.put(Ks::WorkspaceState, workspace.id.to_bytes().to_vec(), &workspace);
+    set.put(
+        Ks::WorkspaceState,
+        workspace.id.to_bytes().to_vec(),
+        &workspace,
+    );
     (workspace, set)
 }
 
@@ -54,7 +58,11 @@ pub fn new_agent(
     let token = new_token();
     let mut set = WriteSet::new();
     set.put(Ks::AgentState, agent.id.to_bytes().to_vec(), &agent)
-        .put_raw(Ks::WsAgent, catalogue::ws_agent(workspace_id, agent.id), Vec::new())
+        .put_raw(
+            Ks::WsAgent,
+            catalogue::ws_agent(workspace_id, agent.id),
+            Vec::new(),
+        )
         .put_raw(
             Ks::TokenAgent,
             token_hash(&token).to_vec(),
@@ -63,7 +71,11 @@ pub fn new_agent(
     (agent, token, set)
 }
 
-pub fn new_channel(workspace_id: WorkspaceId, name: &str, config: ChannelConfig) -> (Channel, WriteSet) {
+pub fn new_channel(
+    workspace_id: WorkspaceId,
+    name: &str,
+    config: ChannelConfig,
+) -> (Channel, WriteSet) {
     let channel = Channel {
         id: ChannelId::new(),
         workspace_id,
@@ -73,7 +85,11 @@ pub fn new_channel(workspace_id: WorkspaceId, name: &str, config: ChannelConfig)
     };
     let mut set = WriteSet::new();
     set.put(Ks::ChannelState, channel.id.to_bytes().to_vec(), &channel)
-        .put_raw(Ks::WsChannel, catalogue::ws_channel(workspace_id, channel.id), Vec::new());
+        .put_raw(
+            Ks::WsChannel,
+            catalogue::ws_channel(workspace_id, channel.id),
+            Vec::new(),
+        );
     (channel, set)
 }
 

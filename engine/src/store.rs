@@ -284,7 +284,12 @@ impl Store {
 
     /// Keys of `ws`'s deltas with offset `<= through`, oldest first, at most `limit`:
     /// what a retention pass deletes.
-    pub fn delta_keys_through(&self, ws: WorkspaceId, through: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+    pub fn delta_keys_through(
+        &self,
+        ws: WorkspaceId,
+        through: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
         let start = catalogue::ws_delta(ws, 0);
         let end = catalogue::ws_delta(ws, through);
         self.ks(Ks::WsDelta)

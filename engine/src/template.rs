@@ -8,7 +8,9 @@ use crate::model::Contact;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("unknown variable {{{{{0}}}}}: known are first_name, last_name, company, title, agent_name")]
+    #[error(
+        "unknown variable {{{{{0}}}}}: known are first_name, last_name, company, title, agent_name"
+    )]
     Unknown(String),
     #[error("variable {{{{{0}}}}} has no value for this conversation")]
     NoValue(String),
@@ -31,8 +33,18 @@ impl Variables<'_> {
         Ok(match name {
             "first_name" => non_empty(first),
             "last_name" => non_empty(last),
-            "company" => self.contact.company.as_deref().map(str::trim).and_then(non_empty),
-            "title" => self.contact.title.as_deref().map(str::trim).and_then(non_empty),
+            "company" => self
+                .contact
+                .company
+                .as_deref()
+                .map(str::trim)
+                .and_then(non_empty),
+            "title" => self
+                .contact
+                .title
+                .as_deref()
+                .map(str::trim)
+                .and_then(non_empty),
             "agent_name" => self.agent_name.map(str::trim).and_then(non_empty),
             other => return Err(TemplateError::Unknown(other.to_string())),
         })
@@ -49,7 +61,9 @@ pub fn fill(text: &str, vars: &Variables<'_>) -> Result<String, TemplateError> {
         };
         let name = rest[open + 2..open + 2 + close].trim();
         out.push_str(&rest[..open]);
-        let value = vars.value(name)?.ok_or_else(|| TemplateError::NoValue(name.to_string()))?;
+        let value = vars
+            .value(name)?
+            .ok_or_else(|| TemplateError::NoValue(name.to_string()))?;
         out.push_str(&value);
         rest = &rest[open + 2 + close + 2..];
     }
@@ -77,11 +91,20 @@ mod tests {
             agent_name: Some("Bo"),
         };
         assert_eq!(
-            fill("Hi {{first_name}} {{ last_name }} of {{company}}, {{agent_name}} here", &vars),
+            fill(
+                "Hi {{first_name}} {{ last_name }} of {{company}}, {{agent_name}} here",
+                &vars
+            ),
             Ok("Hi Ana Maria Lima of Acme, Bo here".into())
         );
-        assert_eq!(fill("no variables {single}", &vars), Ok("no variables {single}".into()));
-        assert_eq!(fill("unclosed {{first_name", &vars), Ok("unclosed {{first_name".into()));
+        assert_eq!(
+            fill("no variables {single}", &vars),
+            Ok("no variables {single}".into())
+        );
+        assert_eq!(
+            fill("unclosed {{first_name", &vars),
+            Ok("unclosed {{first_name".into())
+        );
     }
 
     #[test]
@@ -91,10 +114,22 @@ mod tests {
             contact: &c,
             agent_name: None,
         };
-        assert_eq!(fill("{{nickname}}", &vars), Err(TemplateError::Unknown("nickname".into())));
-        assert_eq!(fill("{{title}}", &vars), Err(TemplateError::NoValue("title".into())));
-        assert_eq!(fill("{{agent_name}}", &vars), Err(TemplateError::NoValue("agent_name".into())));
+        assert_eq!(
+            fill("{{nickname}}", &vars),
+            Err(TemplateError::Unknown("nickname".into()))
+        );
+        assert_eq!(
+            fill("{{title}}", &vars),
+            Err(TemplateError::NoValue("title".into()))
+        );
+        assert_eq!(
+            fill("{{agent_name}}", &vars),
+            Err(TemplateError::NoValue("agent_name".into()))
+        );
         let message = TemplateError::Unknown("nickname".into()).to_string();
-        assert!(message.starts_with("unknown variable {{nickname}}"), "{message}");
+        assert!(
+            message.starts_with("unknown variable {{nickname}}"),
+            "{message}"
+        );
     }
 }

@@ -133,7 +133,9 @@ impl Config {
             self.durability = match mode.as_str() {
                 "fsync" => Durability::Fsync,
                 "buffered" => Durability::Buffered,
-                other => anyhow::bail!("CONFAB_DURABILITY must be fsync or buffered, not {other:?}"),
+                other => {
+                    anyhow::bail!("CONFAB_DURABILITY must be fsync or buffered, not {other:?}")
+                }
             };
         }
         Ok(())
@@ -146,10 +148,9 @@ mod tests {
 
     #[test]
     fn a_partial_toml_file_keeps_the_other_defaults() {
-        let config: Config = toml::from_str(
-            "listen = \"0.0.0.0:9000\"\n[conversations]\nmax_live = 10\n",
-        )
-        .expect("parse");
+        let config: Config =
+            toml::from_str("listen = \"0.0.0.0:9000\"\n[conversations]\nmax_live = 10\n")
+                .expect("parse");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.conversations.max_live, 10);
         assert_eq!(config.conversations.idle_timeout_secs, 300);

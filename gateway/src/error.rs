@@ -34,7 +34,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -67,7 +71,9 @@ impl From<confab_engine::Error> for ApiError {
         match e {
             E::InvalidId(_) => ApiError::not_found("object"),
             E::ConversationNotFound(_) => ApiError::not_found("conversation"),
-            E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string()),
+            E::AlreadyExists => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
             E::Poisoned | E::Storage(_) | E::CommitterClosed => {
                 tracing::error!(error = %e, "store unavailable");
                 ApiError::new(

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use confab_gateway::Config;
 
 #[derive(Parser)]
-#[command(name = "confab", version, about = "Confab: a realtime message engine for a unified lead inbox")]
+#[command(
+    name = "confab",
+    version,
+    about = "Confab: a realtime message engine for a unified lead inbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,9 @@ fn main() -> anyhow::Result<()> {
                 let server = confab_gateway::start(config).await?;
                 server.run_until(shutdown_signal()).await
             }
-            Command::Demo(args) => confab_gateway::demo::run(args.config()?, shutdown_signal()).await,
+            Command::Demo(args) => {
+                confab_gateway::demo::run(args.config()?, shutdown_signal()).await
+            }
         }
     })
 }

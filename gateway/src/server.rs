@@ -45,7 +45,10 @@ impl Server {
 
     /// Runs until the server stops on its own (it only does on a fatal error) or
     /// `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         let mut task = self.task;
         tokio::select! {

@@ -16,12 +16,25 @@ async fn a_gracefully_restarted_server_has_everything_it_acknowledged() {
     let tenant = server.provision(&graph).await;
     for i in 0..20 {
         server
-            .lead_says(&tenant, &format!("55{}", i % 4), "Lead", &format!("wamid.G{i}"), &format!("message {i}"))
+            .lead_says(
+                &tenant,
+                &format!("55{}", i % 4),
+                "Lead",
+                &format!("wamid.G{i}"),
+                &format!("message {i}"),
+            )
             .await;
     }
-    let id = server.conversations(&tenant.token).await[0]["id"].as_str().expect("id").to_string();
+    let id = server.conversations(&tenant.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let (status, _) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "reply"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "reply"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let head_before = server.server().app().committer.durable_head();
@@ -32,11 +45,16 @@ async fn a_gracefully_restarted_server_has_everything_it_acknowledged() {
     assert_eq!(conversations.len(), 4);
     let mut total = 0;
     for c in &conversations {
-        total += server.messages(&tenant.token, c["id"].as_str().expect("id")).await.len();
+        total += server
+            .messages(&tenant.token, c["id"].as_str().expect("id"))
+            .await
+            .len();
     }
     assert_eq!(total, 21);
     // Still a working engine after the restart: the channel's connector is back.
-    let answer = server.lead_says(&tenant, "550", "Lead", "wamid.G0", "message 0").await;
+    let answer = server
+        .lead_says(&tenant, "550", "Lead", "wamid.G0", "message 0")
+        .await;
     assert_eq!(answer["duplicates"], 1, "dedupe survives restarts");
     server.shutdown().await;
 }
@@ -44,11 +62,21 @@ async fn a_gracefully_restarted_server_has_everything_it_acknowledged() {
 /// The `confab` binary, built by cargo for the profile these tests run in.
 fn confab_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "confab-gateway", "--bin", "confab"]);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "confab-gateway",
+        "--bin",
+        "confab",
+    ]);
     if release {
         build.arg("--release");
     }
@@ -109,21 +137,42 @@ impl Process {
 
 #[tokio::test]
 async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent() {
-    let binary = tokio::task::spawn_blocking(confab_binary).await.expect("build");
+    let binary = tokio::task::spawn_blocking(confab_binary)
+        .await
+        .expect("build");
     let dir = tempfile::tempdir().expect("temp dir");
     let admin = format!("admin-{}", confab_engine::admin::new_token());
     let graph = GraphStandIn::start().await;
     // The provider is down: replies stay in the outbox.
-    graph.script((0..200).map(|_| (503, json!({"error": {"message": "down", "code": 2}}))).collect());
+    graph.script(
+        (0..200)
+            .map(|_| (503, json!({"error": {"message": "down", "code": 2}})))
+            .collect(),
+    );
     let http = reqwest::Client::new();
     let process = Process::spawn(&binary, dir.path(), &admin);
 
     let post = |path: String, token: String, body: Value| {
         let http = http.clone();
         let url = format!("{}{}", process.base, path);
-        async move { status_json(http.post(url).bearer_auth(token).json(&body).send().await.expect("request")).await }
+        async move {
+            status_json(
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await
+        }
     };
-    let (_, ws) = post("/api/v1/admin/workspaces".into(), admin.clone(), json!({"name": "Crashy"})).await;
+    let (_, ws) = post(
+        "/api/v1/admin/workspaces".into(),
+        admin.clone(),
+        json!({"name": "Crashy"}),
+    )
+    .await;
     let ws = ws["id"].as_str().expect("ws").to_string();
     let (_, agent) = post(
         format!("/api/v1/admin/workspaces/{ws}/agents"),
@@ -156,7 +205,10 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
         .to_string();
         let response = http
             .post(format!("{}/webhooks/whatsapp/{channel}", process.base))
-            .header("X-Hub-Signature-256", confab_engine::wire::whatsapp::sign(secret, body.as_bytes()))
+            .header(
+                "X-Hub-Signature-256",
+                confab_engine::wire::whatsapp::sign(secret, body.as_bytes()),
+            )
             .body(body)
             .send()
             .await
@@ -165,7 +217,11 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
         acknowledged.push(format!("acknowledged {i}"));
     }
     let (_, list) = status_json(
-        http.get(format!("{}/api/v1/conversations", process.base)).bearer_auth(&token).send().await.expect("list"),
+        http.get(format!("{}/api/v1/conversations", process.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list"),
     )
     .await;
     let conversation = list["items"][0]["id"].as_str().expect("id").to_string();
@@ -183,17 +239,24 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
     let process = Process::spawn(&binary, dir.path(), &admin);
     let mut found = Vec::new();
     let (_, list) = status_json(
-        http.get(format!("{}/api/v1/conversations", process.base)).bearer_auth(&token).send().await.expect("list"),
+        http.get(format!("{}/api/v1/conversations", process.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list"),
     )
     .await;
     for item in list["items"].as_array().expect("items") {
         let id = item["id"].as_str().expect("id");
         let (_, page) = status_json(
-            http.get(format!("{}/api/v1/conversations/{id}/messages?limit=200", process.base))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("messages"),
+            http.get(format!(
+                "{}/api/v1/conversations/{id}/messages?limit=200",
+                process.base
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("messages"),
         )
         .await;
         for m in page["items"].as_array().expect("items") {
@@ -214,16 +277,22 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
             .any(|r| r.body["text"]["body"] == "this reply must not be lost")
             .then_some(())?;
         let (_, page) = status_json(
-            http.get(format!("{}/api/v1/conversations/{conversation}/messages?limit=1", process.base))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?,
+            http.get(format!(
+                "{}/api/v1/conversations/{conversation}/messages?limit=1",
+                process.base
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?,
         )
         .await;
         (page["items"][0]["delivery"] == "sent").then_some(page)
     })
     .await;
-    assert!(sent["items"][0]["external_id"].as_str().expect("wamid").starts_with("wamid.OUT"));
+    assert!(sent["items"][0]["external_id"]
+        .as_str()
+        .expect("wamid")
+        .starts_with("wamid.OUT"));
     process.kill_9();
 }

@@ -178,7 +178,12 @@ impl TestServer {
     }
 
     /// Posts a webhook body signed with `secret` (or unsigned / with a raw header).
-    pub async fn post_webhook(&self, tenant: &Tenant, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+    pub async fn post_webhook(
+        &self,
+        tenant: &Tenant,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .post(self.url(&format!("/webhooks/whatsapp/{}", tenant.channel_id)))
@@ -191,7 +196,14 @@ impl TestServer {
     }
 
     /// A lead's text message through the signed webhook path; asserts the 200.
-    pub async fn lead_says(&self, tenant: &Tenant, wa_id: &str, name: &str, wamid: &str, text: &str) -> Value {
+    pub async fn lead_says(
+        &self,
+        tenant: &Tenant,
+        wa_id: &str,
+        name: &str,
+        wamid: &str,
+        text: &str,
+    ) -> Value {
         let body = whatsapp::inbound_text_webhook(
             &tenant.phone_number_id,
             wa_id,
@@ -202,7 +214,9 @@ impl TestServer {
         )
         .to_string();
         let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
-        let (status, answer) = self.post_webhook(tenant, body.as_bytes(), Some(signature)).await;
+        let (status, answer) = self
+            .post_webhook(tenant, body.as_bytes(), Some(signature))
+            .await;
         assert_eq!(status, StatusCode::OK, "webhook answered {answer}");
         answer
     }
@@ -215,7 +229,10 @@ impl TestServer {
 
     pub async fn messages(&self, token: &str, conversation_id: &str) -> Vec<Value> {
         let (status, page) = self
-            .get(token, &format!("/api/v1/conversations/{conversation_id}/messages?limit=200"))
+            .get(
+                token,
+                &format!("/api/v1/conversations/{conversation_id}/messages?limit=200"),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["items"].as_array().cloned().unwrap_or_default()
@@ -342,7 +359,9 @@ async fn graph_send(
 
 /// A WebSocket client of the delta stream.
 pub struct StreamClient {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl StreamClient {
@@ -355,7 +374,9 @@ impl StreamClient {
             "authorization",
             format!("Bearer {token}").parse().expect("header"),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
         StreamClient { socket }
     }
 
@@ -368,7 +389,8 @@ impl StreamClient {
 
     /// Subscribes and returns the head the server reported.
     pub async fn subscribe(&mut self, since: Option<u64>) -> u64 {
-        self.send(json!({"type": "subscribe", "since": since})).await;
+        self.send(json!({"type": "subscribe", "since": since}))
+            .await;
         let frame = self.next_of("subscribed").await;
         frame["head"].as_u64().expect("head")
     }

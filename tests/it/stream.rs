@@ -15,11 +15,34 @@ async fn an_inbound_message_reaches_a_subscribed_socket_after_it_is_stored() {
     let mut client = StreamClient::connect(&server, &tenant.token).await;
     let head = client.subscribe(None).await;
 
-    server.lead_says(&tenant, "5511987654321", "Ana Lima", "wamid.W1", "Hi, is the offer still valid?").await;
-    let deltas = client.deltas_until(|d| d["kind"] == "conversation_updated").await;
-    let kinds: Vec<&str> = deltas.iter().map(|d| d["kind"].as_str().expect("kind")).collect();
-    assert_eq!(kinds, vec!["conversation_created", "message_created", "conversation_updated"]);
-    let offsets: Vec<u64> = deltas.iter().map(|d| d["offset"].as_u64().expect("offset")).collect();
+    server
+        .lead_says(
+            &tenant,
+            "5511987654321",
+            "Ana Lima",
+            "wamid.W1",
+            "Hi, is the offer still valid?",
+        )
+        .await;
+    let deltas = client
+        .deltas_until(|d| d["kind"] == "conversation_updated")
+        .await;
+    let kinds: Vec<&str> = deltas
+        .iter()
+        .map(|d| d["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "conversation_created",
+            "message_created",
+            "conversation_updated"
+        ]
+    );
+    let offsets: Vec<u64> = deltas
+        .iter()
+        .map(|d| d["offset"].as_u64().expect("offset"))
+        .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     assert!(offsets[0] > head);
     let message = &deltas[1]["message"];
@@ -29,7 +52,10 @@ async fn an_inbound_message_reaches_a_subscribed_socket_after_it_is_stored() {
     assert_eq!(deltas[2]["conversation"]["unread_count"], 1);
     // What the socket said is what the store has.
     let id = deltas[1]["conversation_id"].as_str().expect("id");
-    assert_eq!(server.messages(&tenant.token, id).await[0]["id"], message["id"]);
+    assert_eq!(
+        server.messages(&tenant.token, id).await[0]["id"],
+        message["id"]
+    );
     client.close().await;
     server.shutdown().await;
 }
@@ -41,14 +67,28 @@ async fn a_client_resuming_with_since_gets_exactly_the_deltas_it_missed() {
     let tenant = server.provision(&graph).await;
     let mut client = StreamClient::connect(&server, &tenant.token).await;
     client.subscribe(Some(0)).await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.R0", "before").await;
-    let seen = client.deltas_until(|d| d["kind"] == "conversation_updated").await;
-    let last_seen = seen.last().expect("delta")["offset"].as_u64().expect("offset");
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.R0", "before")
+        .await;
+    let seen = client
+        .deltas_until(|d| d["kind"] == "conversation_updated")
+        .await;
+    let last_seen = seen.last().expect("delta")["offset"]
+        .as_u64()
+        .expect("offset");
     client.close().await;
 
     // Traffic while the client is away, from several leads and an agent.
     for i in 1..=6 {
-        server.lead_says(&tenant, &format!("11{}", i % 3), "Lead", &format!("wamid.R{i}"), &format!("away {i}")).await;
+        server
+            .lead_says(
+                &tenant,
+                &format!("11{}", i % 3),
+                "Lead",
+                &format!("wamid.R{i}"),
+                &format!("away {i}"),
+            )
+            .await;
     }
     let head = server.server().app().committer.durable_head();
     assert!(head > last_seen);
@@ -58,7 +98,10 @@ async fn a_client_resuming_with_since_gets_exactly_the_deltas_it_missed() {
     let missed = again
         .deltas_until(|d| d["offset"].as_u64() == Some(head))
         .await;
-    let offsets: Vec<u64> = missed.iter().map(|d| d["offset"].as_u64().expect("offset")).collect();
+    let offsets: Vec<u64> = missed
+        .iter()
+        .map(|d| d["offset"].as_u64().expect("offset"))
+        .collect();
     let expected: Vec<u64> = ((last_seen + 1)..=head).collect();
     assert_eq!(offsets, expected, "every missed delta, once, in order");
     let texts: BTreeSet<String> = missed
@@ -69,7 +112,9 @@ async fn a_client_resuming_with_since_gets_exactly_the_deltas_it_missed() {
     assert_eq!(texts, (1..=6).map(|i| format!("away {i}")).collect());
 
     // And it goes on live from there, without repeating anything.
-    server.lead_says(&tenant, "111", "Lead", "wamid.R7", "live again").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.R7", "live again")
+        .await;
     let live = again.deltas_until(|d| d["kind"] == "message_created").await;
     assert_eq!(live[0]["offset"].as_u64(), Some(head + 1));
     assert_eq!(live.last().expect("delta")["message"]["text"], "live again");
@@ -82,15 +127,24 @@ async fn resuming_across_a_server_restart_loses_nothing() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.X1", "one").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.X1", "one")
+        .await;
     let first_head = server.server().app().committer.durable_head();
     let server = server.restart().await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.X2", "two").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.X2", "two")
+        .await;
     let head = server.server().app().committer.durable_head();
     let mut client = StreamClient::connect(&server, &tenant.token).await;
     client.subscribe(Some(first_head)).await;
-    let missed = client.deltas_until(|d| d["offset"].as_u64() == Some(head)).await;
-    let offsets: Vec<u64> = missed.iter().map(|d| d["offset"].as_u64().expect("offset")).collect();
+    let missed = client
+        .deltas_until(|d| d["offset"].as_u64() == Some(head))
+        .await;
+    let offsets: Vec<u64> = missed
+        .iter()
+        .map(|d| d["offset"].as_u64().expect("offset"))
+        .collect();
     assert_eq!(offsets, ((first_head + 1)..=head).collect::<Vec<_>>());
     client.close().await;
     server.shutdown().await;
@@ -103,20 +157,36 @@ async fn unauthenticated_upgrades_are_refused_and_tickets_work_once() {
     let tenant = server.provision(&graph).await;
     let refused = tokio_tungstenite::connect_async(server.ws_url("/api/v1/stream")).await;
     assert!(refused.is_err(), "no token, no stream");
-    let mut request = server.ws_url("/api/v1/stream").into_client_request().expect("request");
-    request.headers_mut().insert("authorization", "Bearer cfb_wrong".parse().expect("header"));
+    let mut request = server
+        .ws_url("/api/v1/stream")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer cfb_wrong".parse().expect("header"));
     assert!(tokio_tungstenite::connect_async(request).await.is_err());
 
-    let (status, ticket) = server.post(&tenant.token, "/api/v1/stream/ticket", json!({})).await;
+    let (status, ticket) = server
+        .post(&tenant.token, "/api/v1/stream/ticket", json!({}))
+        .await;
     assert_eq!(status, 201, "{ticket}");
     let ticket = ticket["ticket"].as_str().expect("ticket").to_string();
     let url = server.ws_url(&format!("/api/v1/stream?ticket={ticket}"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.clone()).await.expect("ticket accepted");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.clone())
+        .await
+        .expect("ticket accepted");
     use futures_util::SinkExt;
     socket
-        .send(tokio_tungstenite::tungstenite::Message::Text(json!({"type": "subscribe", "since": null}).to_string().into()))
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"type": "subscribe", "since": null})
+                .to_string()
+                .into(),
+        ))
         .await
         .expect("send");
-    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "a ticket works once");
+    assert!(
+        tokio_tungstenite::connect_async(url).await.is_err(),
+        "a ticket works once"
+    );
     server.shutdown().await;
 }

@@ -11,7 +11,9 @@ async fn a_crashed_conversation_actor_is_restarted_from_the_store() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.C1", "before the crash").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.C1", "before the crash")
+        .await;
     let id: ConversationId = server.conversations(&tenant.token).await[0]["id"]
         .as_str()
         .expect("id")
@@ -19,17 +21,32 @@ async fn a_crashed_conversation_actor_is_restarted_from_the_store() {
         .expect("conversation id");
     let conversations = server.server().app().runtime.conversations.clone();
     let before = conversations.actor(id).await.expect("live").get_id();
-    conversations.tell(id, ConversationMsg::Crash).await.expect("told");
+    conversations
+        .tell(id, ConversationMsg::Crash)
+        .await
+        .expect("told");
     wait_for("a new actor for the conversation", || async {
         let now = conversations.actor(id).await.ok()?.get_id();
         (now != before).then_some(())
     })
     .await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.C2", "after the crash").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.C2", "after the crash")
+        .await;
     let messages = server.messages(&tenant.token, &id.to_string()).await;
-    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, vec![2, 1], "state reloaded from the store: seq continues");
-    assert_eq!(server.conversations(&tenant.token).await[0]["unread_count"], 2);
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![2, 1],
+        "state reloaded from the store: seq continues"
+    );
+    assert_eq!(
+        server.conversations(&tenant.token).await[0]["unread_count"],
+        2
+    );
     server.shutdown().await;
 }
 
@@ -38,15 +55,22 @@ async fn idle_conversations_are_passivated_and_come_back_on_demand() {
     let server = TestServer::start_with(|c| c.conversations.idle_timeout_secs = 1).await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.P1", "one").await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.P1", "one")
+        .await;
     let id: ConversationId = server.conversations(&tenant.token).await[0]["id"]
         .as_str()
         .expect("id")
         .parse()
         .expect("conversation id");
     let conversations = server.server().app().runtime.conversations.clone();
-    wait_for("passivation", || async { (!conversations.is_live(id)).then_some(()) }).await;
-    server.lead_says(&tenant, "111", "Lead", "wamid.P2", "two").await;
+    wait_for("passivation", || async {
+        (!conversations.is_live(id)).then_some(())
+    })
+    .await;
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.P2", "two")
+        .await;
     let seqs: Vec<u64> = server
         .messages(&tenant.token, &id.to_string())
         .await
@@ -66,9 +90,19 @@ async fn the_number_of_live_actors_stays_under_the_cap() {
     for round in 0..2 {
         for lead in 0..5 {
             server
-                .lead_says(&tenant, &format!("77{lead}"), "Lead", &format!("wamid.R{round}L{lead}"), "hi")
+                .lead_says(
+                    &tenant,
+                    &format!("77{lead}"),
+                    "Lead",
+                    &format!("wamid.R{round}L{lead}"),
+                    "hi",
+                )
                 .await;
-            assert!(conversations.live_count() <= 2, "live: {}", conversations.live_count());
+            assert!(
+                conversations.live_count() <= 2,
+                "live: {}",
+                conversations.live_count()
+            );
         }
     }
     let listed = server.conversations(&tenant.token).await;
@@ -97,7 +131,9 @@ async fn a_crashed_connector_is_restarted_by_its_supervisor() {
         connector_id().filter(|now| *now != before).map(|_| ())
     })
     .await;
-    let answer = server.lead_says(&tenant, "111", "Lead", "wamid.AFTER", "still there?").await;
+    let answer = server
+        .lead_says(&tenant, "111", "Lead", "wamid.AFTER", "still there?")
+        .await;
     assert_eq!(answer["stored"], 1);
     server.shutdown().await;
 }

@@ -15,9 +15,23 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
     let mut their_stream = StreamClient::connect(&server, &theirs.token).await;
     their_stream.subscribe(Some(0)).await;
 
-    server.lead_says(&ours, "111", "Secret Lead", "wamid.S1", "confidential pricing question").await;
-    let id = server.conversations(&ours.token).await[0]["id"].as_str().expect("id").to_string();
-    let contact = server.conversations(&ours.token).await[0]["contact"]["id"].as_str().expect("contact").to_string();
+    server
+        .lead_says(
+            &ours,
+            "111",
+            "Secret Lead",
+            "wamid.S1",
+            "confidential pricing question",
+        )
+        .await;
+    let id = server.conversations(&ours.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let contact = server.conversations(&ours.token).await[0]["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_string();
 
     assert!(server.conversations(&theirs.token).await.is_empty());
     for path in [
@@ -27,25 +41,40 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
     ] {
         let (status, body) = server.get(&theirs.token, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
-        assert!(!body.to_string().contains("confidential"), "{path} leaked: {body}");
+        assert!(
+            !body.to_string().contains("confidential"),
+            "{path} leaked: {body}"
+        );
     }
     let (status, _) = server
-        .post(&theirs.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "hijack"}))
+        .post(
+            &theirs.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "hijack"}),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(server.messages(&ours.token, &id).await.len(), 1);
     assert!(graph.requests().is_empty());
 
     // Their stream got nothing of ours: the next delta it sees is its own.
-    server.lead_says(&theirs, "222", "Their Lead", "wamid.T1", "their own").await;
+    server
+        .lead_says(&theirs, "222", "Their Lead", "wamid.T1", "their own")
+        .await;
     let deltas = their_stream
         .deltas_until(|d| d["kind"] == "message_created")
         .await;
     for delta in &deltas {
-        assert!(!delta.to_string().contains("confidential"), "leaked {delta}");
+        assert!(
+            !delta.to_string().contains("confidential"),
+            "leaked {delta}"
+        );
         assert_ne!(delta["conversation_id"], id.as_str());
     }
-    assert_eq!(deltas.last().expect("delta")["message"]["text"], "their own");
+    assert_eq!(
+        deltas.last().expect("delta")["message"]["text"],
+        "their own"
+    );
     their_stream.close().await;
     server.shutdown().await;
 }

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use confab_engine::wire::whatsapp;
 use serde_json::{json, Value};
 
-use crate::harness::{wait_for, GraphStandIn, TestServer, Tenant};
+use crate::harness::{wait_for, GraphStandIn, Tenant, TestServer};
 
 const LEAD: &str = "5511987654321";
 
@@ -22,13 +22,22 @@ async fn only_conversation(server: &TestServer, tenant: &Tenant) -> Value {
 }
 
 async fn post_status(server: &TestServer, tenant: &Tenant, wamid: &str, status: &str) {
-    let body = whatsapp::status_webhook(&tenant.phone_number_id, wamid, status, 1_767_225_660, LEAD).to_string();
+    let body =
+        whatsapp::status_webhook(&tenant.phone_number_id, wamid, status, 1_767_225_660, LEAD)
+            .to_string();
     let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
-    let (code, answer) = server.post_webhook(tenant, body.as_bytes(), Some(signature)).await;
+    let (code, answer) = server
+        .post_webhook(tenant, body.as_bytes(), Some(signature))
+        .await;
     assert_eq!(code, StatusCode::OK, "{answer}");
 }
 
-async fn message_with_seq(server: &TestServer, tenant: &Tenant, conversation: &str, seq: u64) -> Value {
+async fn message_with_seq(
+    server: &TestServer,
+    tenant: &Tenant,
+    conversation: &str,
+    seq: u64,
+) -> Value {
     server
         .messages(&tenant.token, conversation)
         .await
@@ -43,19 +52,29 @@ async fn the_verification_handshake_echoes_the_challenge_only_for_the_right_toke
     let base = format!("/webhooks/whatsapp/{}", tenant.channel_id);
     let ok = server
         .http
-        .get(server.url(&format!("{base}?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444")))
+        .get(server.url(&format!(
+            "{base}?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444"
+        )))
         .send()
         .await
         .expect("request");
     assert_eq!(ok.status(), 200);
-    assert!(ok.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    assert!(ok.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
     assert_eq!(ok.text().await.expect("body"), "1158201444");
     for query in [
         "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
         "hub.mode=unsubscribe&hub.verify_token=verify-me&hub.challenge=1",
         "hub.challenge=1",
     ] {
-        let refused = server.http.get(server.url(&format!("{base}?{query}"))).send().await.expect("request");
+        let refused = server
+            .http
+            .get(server.url(&format!("{base}?{query}")))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(refused.status(), 403, "{query}");
     }
     server.shutdown().await;
@@ -64,23 +83,40 @@ async fn the_verification_handshake_echoes_the_challenge_only_for_the_right_toke
 #[tokio::test]
 async fn bad_and_missing_signatures_are_rejected_and_store_nothing() {
     let (server, _graph, tenant) = setup().await;
-    let body = whatsapp::inbound_text_webhook(&tenant.phone_number_id, LEAD, "Ana", "wamid.SIG1", 1_767_225_600, "hi")
-        .to_string();
+    let body = whatsapp::inbound_text_webhook(
+        &tenant.phone_number_id,
+        LEAD,
+        "Ana",
+        "wamid.SIG1",
+        1_767_225_600,
+        "hi",
+    )
+    .to_string();
     let cases = [
         (None, "missing_signature"),
-        (Some("sha256=".to_string() + &"0".repeat(64)), "invalid_signature"),
-        (Some(whatsapp::sign("another-secret", body.as_bytes())), "invalid_signature"),
+        (
+            Some("sha256=".to_string() + &"0".repeat(64)),
+            "invalid_signature",
+        ),
+        (
+            Some(whatsapp::sign("another-secret", body.as_bytes())),
+            "invalid_signature",
+        ),
         (Some("md5=abc".to_string()), "invalid_signature"),
     ];
     for (signature, code) in cases {
-        let (status, answer) = server.post_webhook(&tenant, body.as_bytes(), signature).await;
+        let (status, answer) = server
+            .post_webhook(&tenant, body.as_bytes(), signature)
+            .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
         assert_eq!(answer["error"]["code"], code);
     }
     // A body signed for the right secret but tampered with after signing.
     let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
     let tampered = body.replace("hi", "ho");
-    let (status, _) = server.post_webhook(&tenant, tampered.as_bytes(), Some(signature)).await;
+    let (status, _) = server
+        .post_webhook(&tenant, tampered.as_bytes(), Some(signature))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(server.conversations(&tenant.token).await.is_empty());
     server.shutdown().await;
@@ -89,7 +125,11 @@ async fn bad_and_missing_signatures_are_rejected_and_store_nothing() {
 #[tokio::test]
 async fn a_signed_body_that_is_not_a_webhook_is_a_400_and_stores_nothing() {
     let (server, _graph, tenant) = setup().await;
-    for body in [&b"not json"[..], br#"{"object":"page","entry":[]}"#, br#"[1,2,3]"#] {
+    for body in [
+        &b"not json"[..],
+        br#"{"object":"page","entry":[]}"#,
+        br#"[1,2,3]"#,
+    ] {
         let signature = whatsapp::sign(&tenant.app_secret, body);
         let (status, answer) = server.post_webhook(&tenant, body, Some(signature)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
@@ -102,16 +142,34 @@ async fn a_signed_body_that_is_not_a_webhook_is_a_400_and_stores_nothing() {
 #[tokio::test]
 async fn a_redelivered_webhook_stores_nothing_new() {
     let (server, _graph, tenant) = setup().await;
-    let first = server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.DUP1", "Is the offer still valid?").await;
+    let first = server
+        .lead_says(
+            &tenant,
+            LEAD,
+            "Ana Lima",
+            "wamid.DUP1",
+            "Is the offer still valid?",
+        )
+        .await;
     assert_eq!(first["stored"], 1);
     for _ in 0..3 {
-        let again = server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.DUP1", "Is the offer still valid?").await;
+        let again = server
+            .lead_says(
+                &tenant,
+                LEAD,
+                "Ana Lima",
+                "wamid.DUP1",
+                "Is the offer still valid?",
+            )
+            .await;
         assert_eq!(again["stored"], 0);
         assert_eq!(again["duplicates"], 1);
     }
     let conversation = only_conversation(&server, &tenant).await;
     assert_eq!(conversation["unread_count"], 1);
-    let messages = server.messages(&tenant.token, conversation["id"].as_str().expect("id")).await;
+    let messages = server
+        .messages(&tenant.token, conversation["id"].as_str().expect("id"))
+        .await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["external_id"], "wamid.DUP1");
     server.shutdown().await;
@@ -120,9 +178,27 @@ async fn a_redelivered_webhook_stores_nothing_new() {
 #[tokio::test]
 async fn inbound_messages_create_one_conversation_per_lead_with_contact_and_preview() {
     let (server, _graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.A1", "Hi, is the offer still valid?").await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.A2", "And does it include onboarding?").await;
-    server.lead_says(&tenant, "4915112345678", "Kim Doe", "wamid.K1", "Hello!").await;
+    server
+        .lead_says(
+            &tenant,
+            LEAD,
+            "Ana Lima",
+            "wamid.A1",
+            "Hi, is the offer still valid?",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            LEAD,
+            "Ana Lima",
+            "wamid.A2",
+            "And does it include onboarding?",
+        )
+        .await;
+    server
+        .lead_says(&tenant, "4915112345678", "Kim Doe", "wamid.K1", "Hello!")
+        .await;
     let conversations = server.conversations(&tenant.token).await;
     assert_eq!(conversations.len(), 2);
     // Newest activity first.
@@ -135,10 +211,17 @@ async fn inbound_messages_create_one_conversation_per_lead_with_contact_and_prev
     assert_eq!(ana["ai_mode"], "active");
     assert_eq!(ana["unread_count"], 2);
     assert_eq!(ana["preview"], "And does it include onboarding?");
-    let messages = server.messages(&tenant.token, ana["id"].as_str().expect("id")).await;
-    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
+    let messages = server
+        .messages(&tenant.token, ana["id"].as_str().expect("id"))
+        .await;
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, vec![2, 1], "newest first, contiguous");
-    assert!(messages.iter().all(|m| m["direction"] == "inbound" && m["sender"] == "lead"));
+    assert!(messages
+        .iter()
+        .all(|m| m["direction"] == "inbound" && m["sender"] == "lead"));
     server.shutdown().await;
 }
 
@@ -164,20 +247,38 @@ async fn batched_entries_and_unknown_types_are_all_stored() {
     ]})
     .to_string();
     let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
-    let (status, answer) = server.post_webhook(&tenant, body.as_bytes(), Some(signature)).await;
+    let (status, answer) = server
+        .post_webhook(&tenant, body.as_bytes(), Some(signature))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["stored"], 3);
     let conversations = server.conversations(&tenant.token).await;
     assert_eq!(conversations.len(), 2);
     let mut all = Vec::new();
     for c in &conversations {
-        all.extend(server.messages(&tenant.token, c["id"].as_str().expect("id")).await);
+        all.extend(
+            server
+                .messages(&tenant.token, c["id"].as_str().expect("id"))
+                .await,
+        );
     }
-    let hologram = all.iter().find(|m| m["external_id"] == "wamid.B2").expect("unknown type stored");
+    let hologram = all
+        .iter()
+        .find(|m| m["external_id"] == "wamid.B2")
+        .expect("unknown type stored");
     assert_eq!(hologram["content_type"], "hologram");
-    assert!(hologram["text"].as_str().expect("text").contains("hologram"), "{hologram}");
+    assert!(
+        hologram["text"]
+            .as_str()
+            .expect("text")
+            .contains("hologram"),
+        "{hologram}"
+    );
     assert_eq!(hologram["raw"]["hologram"]["x"], 1);
-    let image = all.iter().find(|m| m["external_id"] == "wamid.B3").expect("image stored");
+    let image = all
+        .iter()
+        .find(|m| m["external_id"] == "wamid.B3")
+        .expect("image stored");
     assert!(image["text"].as_str().expect("text").contains("our office"));
     server.shutdown().await;
 }
@@ -185,22 +286,37 @@ async fn batched_entries_and_unknown_types_are_all_stored() {
 #[tokio::test]
 async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid() {
     let (server, graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!").await;
+    server
+        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
     let conversation = only_conversation(&server, &tenant).await;
     let id = conversation["id"].as_str().expect("id").to_string();
     let (status, sent) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hello {{first_name}}, yes it is! {{agent_name}}"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hello {{first_name}}, yes it is! {{agent_name}}"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
     assert_eq!(sent["direction"], "outbound");
     assert_eq!(sent["sender"], "agent");
     assert_eq!(sent["agent_id"], tenant.agent_id.as_str());
     assert_eq!(sent["seq"], 2);
-    assert_eq!(sent["text"], "Hello Ana, yes it is! Ana Agent", "variables are filled in");
+    assert_eq!(
+        sent["text"], "Hello Ana, yes it is! Ana Agent",
+        "variables are filled in"
+    );
 
     let requests = graph.wait_requests(1).await;
-    assert_eq!(requests[0].path, format!("/{}/messages", tenant.phone_number_id));
-    assert_eq!(requests[0].authorization.as_deref(), Some("Bearer graph-access-token"));
+    assert_eq!(
+        requests[0].path,
+        format!("/{}/messages", tenant.phone_number_id)
+    );
+    assert_eq!(
+        requests[0].authorization.as_deref(),
+        Some("Bearer graph-access-token")
+    );
     assert_eq!(
         requests[0].body,
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": LEAD,
@@ -213,7 +329,9 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
     .await;
     assert_eq!(stored["delivery"], "sent");
     // Replying means the conversation now waits for the lead.
-    let (_, detail) = server.get(&tenant.token, &format!("/api/v1/conversations/{id}")).await;
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
     assert_eq!(detail["status"], "pending");
     assert_eq!(detail["preview"], "Hello Ana, yes it is! Ana Agent");
     server.shutdown().await;
@@ -222,17 +340,30 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
 #[tokio::test]
 async fn internal_notes_are_stored_but_never_sent_to_the_lead() {
     let (server, graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!").await;
-    let id = only_conversation(&server, &tenant).await["id"].as_str().expect("id").to_string();
+    server
+        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
+    let id = only_conversation(&server, &tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let (status, note) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "VIP, call her", "internal": true}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "VIP, call her", "internal": true}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{note}");
     assert_eq!(note["internal"], true);
     assert_eq!(note["delivery"], Value::Null);
     // A real reply after the note is the first and only thing the provider sees.
     server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hi Ana"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hi Ana"}),
+        )
         .await;
     let requests = graph.wait_requests(1).await;
     assert_eq!(requests.len(), 1);
@@ -243,10 +374,19 @@ async fn internal_notes_are_stored_but_never_sent_to_the_lead() {
 #[tokio::test]
 async fn statuses_move_delivery_forward_only() {
     let (server, graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!").await;
-    let id = only_conversation(&server, &tenant).await["id"].as_str().expect("id").to_string();
     server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hello"}))
+        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
+    let id = only_conversation(&server, &tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hello"}),
+        )
         .await;
     graph.wait_requests(1).await;
     wait_for("sent", || async {
@@ -281,12 +421,21 @@ async fn statuses_move_delivery_forward_only() {
 #[tokio::test]
 async fn a_status_that_beats_the_send_answer_is_applied_when_the_id_arrives() {
     let (server, graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!").await;
-    let id = only_conversation(&server, &tenant).await["id"].as_str().expect("id").to_string();
+    server
+        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
+    let id = only_conversation(&server, &tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     // The stand-in will call its first outbound message wamid.OUT1: report it first.
     post_status(&server, &tenant, "wamid.OUT1", "delivered").await;
     server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "Hello"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "Hello"}),
+        )
         .await;
     graph.wait_requests(1).await;
     let m = wait_for("the early status applied", || async {
@@ -301,14 +450,29 @@ async fn a_status_that_beats_the_send_answer_is_applied_when_the_id_arrives() {
 #[tokio::test]
 async fn retryable_provider_errors_are_retried_and_final_ones_fail_the_message() {
     let (server, graph, tenant) = setup().await;
-    server.lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!").await;
-    let id = only_conversation(&server, &tenant).await["id"].as_str().expect("id").to_string();
+    server
+        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
+    let id = only_conversation(&server, &tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     graph.script(vec![
-        (500, json!({"error": {"message": "Service temporarily unavailable", "code": 2}})),
-        (400, json!({"error": {"message": "(#130429) Rate limit hit", "code": 130429}})),
+        (
+            500,
+            json!({"error": {"message": "Service temporarily unavailable", "code": 2}}),
+        ),
+        (
+            400,
+            json!({"error": {"message": "(#130429) Rate limit hit", "code": 130429}}),
+        ),
     ]);
     server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "first"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "first"}),
+        )
         .await;
     let m = wait_for("sent after retries", || async {
         let m = message_with_seq(&server, &tenant, &id, 2).await;
@@ -316,19 +480,33 @@ async fn retryable_provider_errors_are_retried_and_final_ones_fail_the_message()
     })
     .await;
     assert_eq!(m["external_id"], "wamid.OUT1");
-    assert_eq!(graph.requests().len(), 3, "two retryable failures, then success");
+    assert_eq!(
+        graph.requests().len(),
+        3,
+        "two retryable failures, then success"
+    );
 
     graph.script(vec![(400, json!({"error": {"message": "(#131047) Re-engagement message", "code": 131047,
         "error_data": {"details": "Message failed to send because more than 24 hours have passed"}}}))]);
     server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "second"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "second"}),
+        )
         .await;
     let failed = wait_for("failed", || async {
         let m = message_with_seq(&server, &tenant, &id, 3).await;
         (m["delivery"] == "failed").then_some(m)
     })
     .await;
-    assert!(failed["error"].as_str().expect("error text").contains("131047"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error text")
+            .contains("131047"),
+        "{failed}"
+    );
     assert_eq!(graph.requests().len(), 4, "a final error is not retried");
     server.shutdown().await;
 }
@@ -337,20 +515,48 @@ async fn retryable_provider_errors_are_retried_and_final_ones_fail_the_message()
 async fn free_text_outside_the_24_hour_window_is_refused_with_409() {
     let (server, graph, tenant) = setup().await;
     let two_days_ago = confab_engine::time::now_millis() / 1000 - 2 * 24 * 3600;
-    let body = whatsapp::inbound_text_webhook(&tenant.phone_number_id, LEAD, "Ana", "wamid.OLD", two_days_ago, "old")
-        .to_string();
+    let body = whatsapp::inbound_text_webhook(
+        &tenant.phone_number_id,
+        LEAD,
+        "Ana",
+        "wamid.OLD",
+        two_days_ago,
+        "old",
+    )
+    .to_string();
     let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
-    assert_eq!(server.post_webhook(&tenant, body.as_bytes(), Some(signature)).await.0, StatusCode::OK);
-    let id = only_conversation(&server, &tenant).await["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        server
+            .post_webhook(&tenant, body.as_bytes(), Some(signature))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let id = only_conversation(&server, &tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let (status, answer) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "late"}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "late"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert_eq!(answer["error"]["code"], "whatsapp_window_closed");
-    assert_eq!(server.messages(&tenant.token, &id).await.len(), 1, "nothing stored");
+    assert_eq!(
+        server.messages(&tenant.token, &id).await.len(),
+        1,
+        "nothing stored"
+    );
     // A note is not a message to the lead: allowed.
     let (status, _) = server
-        .post(&tenant.token, &format!("/api/v1/conversations/{id}/messages"), json!({"text": "call instead", "internal": true}))
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "call instead", "internal": true}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(graph.requests().is_empty());

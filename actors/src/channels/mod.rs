@@ -139,7 +139,8 @@ pub enum Pending {
 
 /// Waits until every item of a webhook is durable (or one failed).
 pub async fn wait_all(pending: Vec<Pending>) -> ActorResult<WebhookReport> {
-    let gone = || ActorError::Unavailable("a conversation stopped before storing the webhook".into());
+    let gone =
+        || ActorError::Unavailable("a conversation stopped before storing the webhook".into());
     let mut report = WebhookReport::default();
     for item in pending {
         match item {
@@ -330,7 +331,11 @@ impl Actor for ChannelSupervisor {
 }
 
 impl SupervisorState {
-    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, channel: Arc<Channel>) -> ActorResult<()> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        channel: Arc<Channel>,
+    ) -> ActorResult<()> {
         if self.children.values().any(|id| *id == channel.id) {
             return Ok(());
         }
@@ -340,9 +345,12 @@ impl SupervisorState {
                     channel: channel.clone(),
                     deps: self.deps.clone(),
                 };
-                let (actor, _) = Actor::spawn_linked(None, WhatsappConnector, args, myself.get_cell())
-                    .await
-                    .map_err(|e| ActorError::Unavailable(format!("cannot start the connector: {e}")))?;
+                let (actor, _) =
+                    Actor::spawn_linked(None, WhatsappConnector, args, myself.get_cell())
+                        .await
+                        .map_err(|e| {
+                            ActorError::Unavailable(format!("cannot start the connector: {e}"))
+                        })?;
                 Connector::Whatsapp(actor)
             }
         };

@@ -19,8 +19,8 @@ use confab_engine::model::{Channel, ChannelConfig, WhatsappConfig};
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::wire::whatsapp::{self as wire, StatusUpdate};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::Rng;
 use tokio::sync::oneshot;
 
 use super::{ConnectorDeps, Pending};
@@ -97,7 +97,12 @@ impl Actor for WhatsappConnector {
                 let _ = reply.send(state.webhook(&body).await);
             }
             WhatsappMsg::Send(entry) => {
-                if state.deps.registry.in_flight().contains_key(&entry.message_id) {
+                if state
+                    .deps
+                    .registry
+                    .in_flight()
+                    .contains_key(&entry.message_id)
+                {
                     return Ok(());
                 }
                 let to = entry.to.clone();
@@ -130,9 +135,13 @@ impl WhatsappState {
             }
             let event = InboundEvent::from_whatsapp(self.channel.id, message);
             let conversations = &self.deps.conversations;
-            let conversation = conversations.resolve_thread(self.channel.clone(), &event).await?;
+            let conversation = conversations
+                .resolve_thread(self.channel.clone(), &event)
+                .await?;
             let rx = conversations
-                .submit(conversation, |reply| ConversationMsg::Inbound(Box::new(event), reply))
+                .submit(conversation, |reply| {
+                    ConversationMsg::Inbound(Box::new(event), reply)
+                })
                 .await?;
             pending.push(Pending::Inbound(rx));
         }
@@ -152,9 +161,10 @@ impl WhatsappState {
         let store = self.deps.store.clone();
         let channel_id = self.channel.id;
         let wamid = status.wamid.clone();
-        let found = tokio::task::spawn_blocking(move || store.message_by_external_id(channel_id, &wamid))
-            .await
-            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let found =
+            tokio::task::spawn_blocking(move || store.message_by_external_id(channel_id, &wamid))
+                .await
+                .map_err(|e| ActorError::Unavailable(e.to_string()))??;
         match found {
             Some((conversation, seq)) => {
                 let (done_tx, done_rx) = oneshot::channel();
@@ -246,7 +256,12 @@ impl SendTask {
                 error,
             },
         };
-        if let Err(e) = self.deps.conversations.tell(entry.conversation_id, report).await {
+        if let Err(e) = self
+            .deps
+            .conversations
+            .tell(entry.conversation_id, report)
+            .await
+        {
             tracing::error!(conversation = %entry.conversation_id, error = %e, "cannot report a send outcome; the outbox will resend it");
         }
         self.deps.registry.in_flight().remove(&entry.message_id);
@@ -329,7 +344,9 @@ mod tests {
             let d = backoff(base, max, attempt);
             assert!(d <= max);
             assert!(d >= base / 10);
-            let ceiling = base.saturating_mul(2u32.saturating_pow(attempt - 1)).min(max);
+            let ceiling = base
+                .saturating_mul(2u32.saturating_pow(attempt - 1))
+                .min(max);
             assert!(d <= ceiling.max(base / 10));
         }
     }

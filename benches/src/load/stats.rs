@@ -490,7 +490,14 @@ impl StreamOnlyReport {
     pub fn human(&self) -> String {
         let per_connection = self.bytes_per_connection().map_or_else(
             || "unknown".to_owned(),
-            |b| format!("{b} bytes ({:.2} KiB)", b as f64 / 1024.0),
+            |b| {
+                let note = if b < 0 {
+                    "; the server's RSS shrank meanwhile, so this reading says nothing"
+                } else {
+                    ""
+                };
+                format!("{b} bytes ({:.2} KiB){note}", b as f64 / 1024.0)
+            },
         );
         format!(
             "confab-load run {}: stream only\n\

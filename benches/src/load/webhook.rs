@@ -337,6 +337,7 @@ fn pace(
         deadline,
         ..
     } = pacing;
+    let _context = runtime.enter();
     let mut lag = new_histogram();
     for seq in 0..total {
         let intended = start + intended_offset(seq, rate);
@@ -346,11 +347,12 @@ fn pace(
         }
         let permit = match Arc::clone(in_flight).try_acquire_owned() {
             Ok(permit) => Ok(permit),
+            // Timers must be created inside the runtime, hence the async block.
             Err(TryAcquireError::NoPermits) => runtime
-                .block_on(tokio::time::timeout_at(
-                    deadline.into(),
-                    Arc::clone(in_flight).acquire_owned(),
-                ))
+                .block_on(async {
+                    tokio::time::timeout_at(deadline.into(), Arc::clone(in_flight).acquire_owned())
+                        .await
+                })
                 .map_err(|_| ())
                 .and_then(|acquired| acquired.map_err(|_| ())),
             Err(TryAcquireError::Closed) => Err(()),

@@ -21,8 +21,14 @@ use crate::error::{ApiError, ApiResult};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/admin/workspaces", post(create_workspace))
-        .route("/api/v1/admin/workspaces/{workspace_id}/agents", post(create_agent))
-        .route("/api/v1/admin/workspaces/{workspace_id}/channels", post(create_channel))
+        .route(
+            "/api/v1/admin/workspaces/{workspace_id}/agents",
+            post(create_agent),
+        )
+        .route(
+            "/api/v1/admin/workspaces/{workspace_id}/channels",
+            post(create_channel),
+        )
 }
 
 const MAX_NAME: usize = 200;
@@ -30,7 +36,10 @@ const MAX_NAME: usize = 200;
 fn required(field: &'static str, value: Option<String>, max: usize) -> ApiResult<String> {
     let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
     if value.is_empty() {
-        return Err(ApiError::unprocessable("missing_field", format!("`{field}` is required")));
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            format!("`{field}` is required"),
+        ));
     }
     if value.chars().count() > max {
         return Err(ApiError::unprocessable(
@@ -88,7 +97,10 @@ async fn create_agent(
     let name = required("name", body.name, MAX_NAME)?;
     let email = required("email", body.email, 320)?;
     if !email.contains('@') {
-        return Err(ApiError::unprocessable("invalid_email", "`email` is not an email address"));
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "`email` is not an email address",
+        ));
     }
     let role = body.role.unwrap_or(Role::Agent);
     let (agent, token, set) = admin::new_agent(workspace_id, &name, &email, role);
@@ -162,7 +174,12 @@ async fn create_channel(
                 format!("unknown channel kind {other:?}: expected whatsapp, email or linkedin"),
             ))
         }
-        None => return Err(ApiError::unprocessable("missing_field", "`kind` is required")),
+        None => {
+            return Err(ApiError::unprocessable(
+                "missing_field",
+                "`kind` is required",
+            ))
+        }
     };
     let (channel, set) = admin::new_channel(workspace_id, &name, config);
     app.committer.commit(set).await?;

@@ -7,7 +7,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use confab_actors::{ConversationMsg, OutboundRequest};
 use confab_engine::ids::{AgentId, ConversationId};
-use confab_engine::model::{AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender, Status};
+use confab_engine::model::{
+    AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender, Status,
+};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +22,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/conversations", get(list))
         .route("/api/v1/conversations/{id}", get(detail))
-        .route("/api/v1/conversations/{id}/messages", get(messages).post(send))
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            get(messages).post(send),
+        )
 }
 
 const DEFAULT_LIMIT: usize = 50;
@@ -31,8 +36,14 @@ const SCAN_LIMIT: usize = 5_000;
 
 /// The conversation `id` if it belongs to the agent's workspace; 404 otherwise, also for
 /// another workspace's conversation.
-pub async fn owned_conversation(app: &AppState, agent: &AgentAuth, id: &str) -> ApiResult<Conversation> {
-    let id: ConversationId = id.parse().map_err(|_| ApiError::not_found("conversation"))?;
+pub async fn owned_conversation(
+    app: &AppState,
+    agent: &AgentAuth,
+    id: &str,
+) -> ApiResult<Conversation> {
+    let id: ConversationId = id
+        .parse()
+        .map_err(|_| ApiError::not_found("conversation"))?;
     let store = app.store.clone();
     match blocking(move || store.conversation(id)).await? {
         Some(conv) if conv.workspace_id == agent.0.workspace_id => Ok(conv),
@@ -114,7 +125,10 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
             }
             "cursor" => {
                 q.cursor = Some(decode_cursor(value).ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "`cursor` is not one this server gave out")
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "`cursor` is not one this server gave out",
+                    )
                 })?)
             }
             "limit" => {
@@ -149,7 +163,10 @@ impl ListQuery {
         };
         in_view
             && self.channel.is_none_or(|c| conv.channel == c)
-            && self.campaign.as_ref().is_none_or(|c| conv.campaign.as_ref() == Some(c))
+            && self
+                .campaign
+                .as_ref()
+                .is_none_or(|c| conv.campaign.as_ref() == Some(c))
             && self.tags.iter().all(|t| conv.tags.contains(t))
             && self.mode.is_none_or(|m| conv.ai_mode == m)
     }
@@ -174,13 +191,14 @@ async fn list(
         let since = query.since;
         // Newest first: once past `since`, nothing older can match.
         let mut past_period = false;
-        let mut page = store.conversations_by_activity(ws, query.cursor, query.limit, SCAN_LIMIT, |conv| {
-            if since.is_some_and(|s| conv.last_activity_at < s) {
-                past_period = true;
-                return false;
-            }
-            query.keeps(conv, me)
-        })?;
+        let mut page =
+            store.conversations_by_activity(ws, query.cursor, query.limit, SCAN_LIMIT, |conv| {
+                if since.is_some_and(|s| conv.last_activity_at < s) {
+                    past_period = true;
+                    return false;
+                }
+                query.keeps(conv, me)
+            })?;
         if past_period {
             page.next = None;
         }
@@ -204,15 +222,21 @@ struct ConversationDetail {
     whatsapp_window_open: Option<bool>,
 }
 
-async fn detail(agent: AgentAuth, State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ConversationDetail>> {
+async fn detail(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConversationDetail>> {
     let conv = owned_conversation(&app, &agent, &id).await?;
     let window = confab_actors::conversation::WHATSAPP_WINDOW.as_millis() as i64;
     Ok(Json(ConversationDetail {
         card: conv.card(),
         workspace_id: conv.workspace_id,
         last_inbound_at: conv.last_inbound_at.map(to_rfc3339),
-        whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp)
-            .then(|| conv.last_inbound_at.is_some_and(|at| now_millis() - at < window)),
+        whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp).then(|| {
+            conv.last_inbound_at
+                .is_some_and(|at| now_millis() - at < window)
+        }),
     }))
 }
 
@@ -244,7 +268,10 @@ async fn messages(
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
                     .ok_or_else(|| {
-                        ApiError::unprocessable("invalid_query", "`limit` must be a number from 1 to 200")
+                        ApiError::unprocessable(
+                            "invalid_query",
+                            "`limit` must be a number from 1 to 200",
+                        )
                     })?
             }
             _ => {}
@@ -297,13 +324,24 @@ mod tests {
 
     #[test]
     fn list_queries_parse_repeated_tags_and_reject_bad_values() {
-        let q = parse_list_query(Some("view=mine&tag=hot&tag=vip&limit=10&mode=manual"), 0).expect("parse");
+        let q = parse_list_query(Some("view=mine&tag=hot&tag=vip&limit=10&mode=manual"), 0)
+            .expect("parse");
         assert_eq!(q.view, View::Mine);
         assert_eq!(q.tags, vec!["hot".to_string(), "vip".to_string()]);
         assert_eq!(q.limit, 10);
         assert_eq!(q.mode, Some(AiMode::Manual));
-        for bad in ["view=everything", "limit=0", "limit=201", "limit=x", "period=year", "cursor=zz"] {
-            assert!(parse_list_query(Some(bad), 0).is_err(), "{bad} should be refused");
+        for bad in [
+            "view=everything",
+            "limit=0",
+            "limit=201",
+            "limit=x",
+            "period=year",
+            "cursor=zz",
+        ] {
+            assert!(
+                parse_list_query(Some(bad), 0).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 

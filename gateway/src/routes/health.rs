@@ -40,7 +40,9 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
             "the engine is shutting down",
         ));
     }
-    Ok(Json(json!({"status": "ready", "delta_head": app.committer.durable_head()})))
+    Ok(Json(
+        json!({"status": "ready", "delta_head": app.committer.durable_head()}),
+    ))
 }
 
 /// The process-wide Prometheus recorder (one per process, shared by every server in it).
@@ -60,9 +62,13 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = prometheus().ok_or_else(|| ApiError::unavailable("metrics are not available"))?;
     metrics::gauge!("confab_commit_queue_depth").set(app.committer.queue_depth() as f64);
-    metrics::gauge!("confab_conversation_actors_live").set(app.runtime.conversations.live_count() as f64);
+    metrics::gauge!("confab_conversation_actors_live")
+        .set(app.runtime.conversations.live_count() as f64);
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     ))
 }

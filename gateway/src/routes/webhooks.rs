@@ -30,8 +30,14 @@ fn whatsapp_config(
     app: &AppState,
     channel_id: &str,
 ) -> ApiResult<(ChannelId, confab_engine::model::WhatsappConfig)> {
-    let id: ChannelId = channel_id.parse().map_err(|_| ApiError::not_found("channel"))?;
-    let channel = app.runtime.channels.get(id).ok_or_else(|| ApiError::not_found("channel"))?;
+    let id: ChannelId = channel_id
+        .parse()
+        .map_err(|_| ApiError::not_found("channel"))?;
+    let channel = app
+        .runtime
+        .channels
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("channel"))?;
     let ChannelConfig::Whatsapp(config) = &channel.config;
     Ok((id, config.clone()))
 }

@@ -12,7 +12,7 @@ mod pruner;
 mod session;
 mod tickets;
 
-use axum::routing::{get, post};
+use axum::routing::{any, post};
 use axum::Router;
 use confab_engine::store::Store;
 use tokio::sync::watch;
@@ -26,7 +26,8 @@ pub use tickets::{Tickets, TICKET_TTL};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/stream", get(session::connect))
+        // `any`: other methods get the upgrade's own JSON refusal, not a bare 405.
+        .route("/api/v1/stream", any(session::connect))
         .route("/api/v1/stream/ticket", post(tickets::create))
 }
 

@@ -59,8 +59,8 @@ pub async fn prune(app: &App) -> confab_engine::Result<u64> {
             cutoff.to_be_bytes().to_vec(),
         );
         app.committer.commit(mark).await?;
-        ::metrics::gauge!(metrics::DELTA_PRUNED_THROUGH).set(cutoff as f64);
     }
+    ::metrics::gauge!(metrics::DELTA_PRUNED_THROUGH).set(cutoff.max(pruned_through) as f64);
     // Deletes run even when the mark did not move: they finish a pass that was cut short.
     let mut deleted = 0u64;
     for workspace in workspaces {

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
@@ -19,7 +19,7 @@ use confab_engine::model::Agent;
 use confab_engine::store::Store;
 use futures_util::SinkExt;
 use tokio::sync::watch;
-use tokio::time::{timeout, MissedTickBehavior};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::hub::{self, Batch, Subscription};
 use super::{frames, metrics, shutdown_requested};
@@ -35,8 +35,11 @@ const LIVE_SLACK: u64 = REPLAY_PAGE as u64;
 const MAX_CATCH_UP_PASSES: u32 = 4;
 /// Live batches written before one flush.
 const MAX_BATCHES_PER_FLUSH: usize = 64;
-/// Socket buffers per connection: small, so that idle connections are cheap.
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per connection: clients only send small control frames (it grows for a
+/// larger one), and 100k idle connections must fit in 1 GiB.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Frames are gathered up to this much before a write (every batch ends with a flush).
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// How long closing may take before the connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -71,8 +74,8 @@ pub async fn connect(
     }
     let max_message = app.config.stream.max_message_bytes.max(256);
     Ok(upgrade
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "stream upgrade failed"))
@@ -191,10 +194,8 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Ending {
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.ping_every,
-            self.ping_every,
-        );
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + self.ping_every, self.ping_every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             if self.live.as_ref().is_some_and(Subscription::is_slow) {
@@ -368,6 +369,9 @@ impl Session {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
+        if live.is_slow() {
+            return Err(Ending::Slow);
+        }
         let mut batches = vec![first];
         while batches.len() < MAX_BATCHES_PER_FLUSH {
             match live.try_recv() {
