@@ -436,6 +436,25 @@ impl StreamClient {
         }
     }
 
+    /// Reads until the server closes the socket; returns the last text frame and the
+    /// close code.
+    pub async fn until_closed(&mut self) -> (Option<Value>, Option<u16>) {
+        let mut last = None;
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("the server closes within the deadline");
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => last = serde_json::from_str(&text).ok(),
+                Some(Ok(WsMessage::Close(close))) => {
+                    return (last, close.map(|c| u16::from(c.code)))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (last, None),
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }

@@ -190,3 +190,129 @@ async fn unauthenticated_upgrades_are_refused_and_tickets_work_once() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_asking_for_pruned_history_is_told_to_resync_and_stays_live() {
+    let server = TestServer::start_with(|c| c.stream.retention_deltas = 3).await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    for i in 0..4 {
+        server
+            .lead_says(&tenant, "111", "Lead", &format!("wamid.P{i}"), "hello")
+            .await;
+    }
+    let pruned = confab_gateway::stream::prune(server.server().app())
+        .await
+        .expect("prune");
+    assert!(pruned > 0);
+    let head = server.server().app().committer.durable_head();
+
+    let mut client = StreamClient::connect(&server, &tenant.token).await;
+    client.send(json!({"type": "subscribe", "since": 1})).await;
+    let mut saw_resync = None;
+    while saw_resync.is_none() {
+        let frame = client.next().await.expect("open");
+        assert_ne!(
+            frame["type"], "delta",
+            "no partial history after a gap: {frame}"
+        );
+        if frame["type"] == "resync" {
+            saw_resync = Some(frame);
+        }
+    }
+    assert_eq!(saw_resync.expect("resync")["head"].as_u64(), Some(head));
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.AFTER", "after the resync")
+        .await;
+    let live = client
+        .deltas_until(|d| d["kind"] == "message_created")
+        .await;
+    assert_eq!(live[0]["offset"].as_u64(), Some(head + 1));
+
+    // A client within the retained history still resumes without a resync.
+    let mut recent = StreamClient::connect(&server, &tenant.token).await;
+    recent.subscribe(Some(head - 1)).await;
+    let frame = recent.next().await.expect("open");
+    assert_eq!(frame["type"], "delta");
+    assert_eq!(frame["offset"].as_u64(), Some(head));
+    client.close().await;
+    recent.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_session_goes_on() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let mut client = StreamClient::connect(&server, &tenant.token).await;
+    client.send(json!({"type": "dance"})).await;
+    assert_eq!(client.next_of("error").await["code"], "bad_frame");
+    client
+        .send(json!({"type": "subscribe", "since": "yesterday"}))
+        .await;
+    assert_eq!(client.next_of("error").await["code"], "bad_frame");
+    client.send(json!({"type": "ping"})).await;
+    client.next_of("pong").await;
+    client.subscribe(None).await;
+    client
+        .send(json!({"type": "subscribe", "since": null}))
+        .await;
+    assert_eq!(client.next_of("error").await["code"], "already_subscribed");
+    server
+        .lead_says(&tenant, "111", "Lead", "wamid.OK", "still streaming")
+        .await;
+    let deltas = client
+        .deltas_until(|d| d["kind"] == "message_created")
+        .await;
+    assert_eq!(
+        deltas.last().expect("delta")["message"]["text"],
+        "still streaming"
+    );
+    client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_a_resume_hint_and_never_slows_commits() {
+    use confab_engine::committer::WriteSet;
+    use confab_engine::delta::{DeltaBody, NotificationReason};
+    use confab_engine::ids::{AgentId, ConversationId, WorkspaceId};
+
+    let server = TestServer::start_with(|c| c.stream.queue_capacity = 16).await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let mut slow = StreamClient::connect(&server, &tenant.token).await;
+    slow.subscribe(None).await;
+
+    // Far more deltas than the socket buffers and the queue hold, while the client reads
+    // nothing. Every commit still completes.
+    let app = server.server().app().clone();
+    let ws: WorkspaceId = tenant.workspace_id.parse().expect("workspace id");
+    let agent: AgentId = tenant.agent_id.parse().expect("agent id");
+    for _ in 0..200 {
+        let mut set = WriteSet::new();
+        for _ in 0..250 {
+            set.delta(
+                ws,
+                ConversationId::new(),
+                DeltaBody::Notification {
+                    agent_id: agent,
+                    reason: NotificationReason::Mention,
+                    message_id: None,
+                    by_agent_id: None,
+                },
+            );
+        }
+        app.committer
+            .commit(set)
+            .await
+            .expect("commit is never held up by a client");
+    }
+    let (last, code) = slow.until_closed().await;
+    assert_eq!(code, Some(4008), "closed as a slow consumer");
+    let hint = last.expect("a last frame");
+    assert_eq!(hint["type"], "resync_hint", "{hint}");
+    assert!(hint["last_offset"].as_u64().is_some());
+    server.shutdown().await;
+}
