@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use confab_actors::{ConnectorSettings, ManagerConfig, Runtime, RuntimeConfig};
 use confab_engine::committer::Committer;
 use confab_engine::store::{Store, StoreOptions};
@@ -119,6 +120,12 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
     let serve_app = app.clone();
     let task = tokio::spawn(async move {
         let service = router(serve_app.clone());
+        // Small frames (deltas, acks) must leave at once, not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

@@ -1,13 +1,10 @@
 //! What was acknowledged survives a restart, graceful or `kill -9`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{status_json, wait_for, GraphStandIn, TestServer};
+use crate::process::{confab_binary, Process};
 
 #[tokio::test]
 async fn a_gracefully_restarted_server_has_everything_it_acknowledged() {
@@ -59,87 +56,9 @@ async fn a_gracefully_restarted_server_has_everything_it_acknowledged() {
     server.shutdown().await;
 }
 
-/// The `confab` binary, built by cargo for the profile these tests run in.
-fn confab_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "confab-gateway",
-        "--bin",
-        "confab",
-    ]);
-    if release {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building the confab binary failed");
-    let binary = profile_dir.join("confab");
-    assert!(binary.exists(), "{} missing", binary.display());
-    binary
-}
-
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn spawn(binary: &PathBuf, dir: &std::path::Path, admin_token: &str) -> Process {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("CONFAB_ADMIN_TOKEN", admin_token)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("confab starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("confab printed its address before exiting")
-                .expect("readable output");
-            if let Some(at) = line.find("addr=") {
-                let rest = &line[at + 5..];
-                let addr: String = rest
-                    .chars()
-                    .skip_while(|c| !c.is_ascii_digit())
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                break addr;
-            }
-        };
-        // Keep draining the output so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Process {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
 #[tokio::test]
 async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent() {
-    let binary = tokio::task::spawn_blocking(confab_binary)
-        .await
-        .expect("build");
+    let binary = confab_binary().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let admin = format!("admin-{}", confab_engine::admin::new_token());
     let graph = GraphStandIn::start().await;
@@ -150,7 +69,7 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
             .collect(),
     );
     let http = reqwest::Client::new();
-    let process = Process::spawn(&binary, dir.path(), &admin);
+    let process = Process::serve(&binary, dir.path(), &admin);
 
     let post = |path: String, token: String, body: Value| {
         let http = http.clone();
@@ -236,7 +155,7 @@ async fn everything_acknowledged_survives_kill_9_and_unsent_replies_are_resent()
     process.kill_9();
 
     graph.clear_script();
-    let process = Process::spawn(&binary, dir.path(), &admin);
+    let process = Process::serve(&binary, dir.path(), &admin);
     let mut found = Vec::new();
     let (_, list) = status_json(
         http.get(format!("{}/api/v1/conversations", process.base))

@@ -2,7 +2,9 @@
 //! HTTP and WebSocket, with loopback stand-ins for the providers' APIs.
 
 mod harness;
+mod process;
 
+mod demo;
 mod durability;
 mod inbox;
 mod stream;

@@ -1,0 +1,35 @@
+//! `confab demo`: a seeded workspace, a sandbox provider and simulated leads, all through
+//! the real binary and its real HTTP paths.
+
+use crate::harness::{status_json, wait_for};
+use crate::process::{confab_binary, Process};
+
+#[tokio::test]
+async fn the_demo_seeds_a_workspace_and_leads_write_in_through_the_webhook() {
+    let binary = confab_binary().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (process, token) = Process::demo(&binary, dir.path());
+    assert!(token.starts_with("cfb_"), "{token}");
+    let http = reqwest::Client::new();
+    let conversations = wait_for("a simulated lead's conversation", || async {
+        let response = http
+            .get(format!("{}/api/v1/conversations", process.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        let (_, page) = status_json(response).await;
+        let items = page["items"].as_array()?.clone();
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    let first = &conversations[0];
+    assert_eq!(first["channel"], "whatsapp");
+    assert!(first["contact"]["name"].is_string());
+    assert!(!first["preview"].as_str().expect("preview").is_empty());
+    assert!(
+        dir.path().join("demo.json").exists(),
+        "seed state kept for restarts"
+    );
+    assert!(process.terminate().success(), "the demo exits 0 on SIGTERM");
+}
