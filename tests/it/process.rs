@@ -41,8 +41,6 @@ pub async fn confab_binary() -> PathBuf {
 pub struct Process {
     child: Child,
     pub base: String,
-    /// Lines of output read before the one that gave the address.
-    pub output: Vec<String>,
 }
 
 impl Process {
@@ -56,7 +54,6 @@ impl Process {
         let mut child = command.spawn().expect("confab starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut output = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -65,7 +62,6 @@ impl Process {
             if let Some(base) = found(&line) {
                 break base;
             }
-            output.push(line);
         };
         // Keep draining the output so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
