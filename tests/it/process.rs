@@ -65,11 +65,7 @@ impl Process {
         };
         // Keep draining the output so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Process {
-            child,
-            base,
-            output,
-        }
+        Process { child, base }
     }
 
     /// `confab serve` on `dir`, on a free port.
