@@ -18,6 +18,7 @@ use confab_engine::outbox::OutboxEntry;
 use confab_engine::store::Store;
 use confab_engine::template::{self, TemplateError, Variables};
 use confab_engine::time::{now_millis, UnixMillis};
+use confab_engine::views;
 use confab_engine::Error as EngineError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -410,21 +411,17 @@ impl ConversationState {
     }
 }
 
-/// Moves the conversation's last activity to `now`, keeping the activity index in step.
+/// Moves the conversation's last activity to `now` and stores the new state, keeping the
+/// inbox indexes in step.
 fn touch(set: &mut WriteSet, before: &Conversation, after: &mut Conversation, now: UnixMillis) {
     after.last_activity_at = now.max(before.last_activity_at);
-    if after.last_activity_at != before.last_activity_at {
-        set.delete(
-            Ks::WsActivity,
-            catalogue::ws_activity(before.workspace_id, before.last_activity_at, before.id),
-        );
-        set.put_raw(
-            Ks::WsActivity,
-            catalogue::ws_activity(after.workspace_id, after.last_activity_at, after.id),
-            Vec::new(),
-        );
-    }
-    set.put(Ks::ConvState, after.id.to_bytes().to_vec(), &*after);
+    store_state(set, before, after);
+}
+
+/// Stores `after` as the conversation's state, with its index changes.
+fn store_state(set: &mut WriteSet, before: &Conversation, after: &Conversation) {
+    views::update(set, Some(before), after);
+    set.put(Ks::ConvState, after.id.to_bytes().to_vec(), after);
 }
 
 fn window_open(last_inbound_at: Option<UnixMillis>, now: UnixMillis) -> ActorResult<()> {

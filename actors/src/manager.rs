@@ -551,12 +551,8 @@ impl ManagerState {
         set.require_absent(Ks::ThreadConv, thread_key.clone())
             .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
             .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
-            .put_raw(
-                Ks::WsActivity,
-                catalogue::ws_activity(ws, conv.last_activity_at, conv.id),
-                Vec::new(),
-            )
             .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+        confab_engine::views::update(&mut set, None, &conv);
         self.committer.commit(set).await?;
         metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
             .increment(1);

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod store;
 pub mod template;
 pub mod time;
+pub mod views;
 pub mod wire;
 
 pub use error::{Error, Result};
