@@ -3,7 +3,7 @@
 //! Keyspaces are named `<key>_<value>`. Ids are 16 bytes (ULID, time-ordered); integers are
 //! big-endian so that byte order is numeric order. Variable-length parts come last.
 
-use crate::ids::{AgentId, ChannelId, ConversationId, MessageId, WorkspaceId};
+use crate::ids::{AgentId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
 
 /// The keyspaces, in the order they are opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,10 +42,14 @@ pub enum Ks {
     WsActivity,
     /// message id → `OutboxEntry` (outbound messages not yet accepted by the provider)
     OutboxEntry,
+    /// contact id ‖ conversation id → () (one lead, several conversations)
+    ContactConv,
+    /// workspace id ‖ lower-cased email → contact id
+    EmailContact,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 17] = [
+    pub const ALL: [Ks; 19] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -63,6 +67,8 @@ impl Ks {
         Ks::WsDelta,
         Ks::WsActivity,
         Ks::OutboxEntry,
+        Ks::ContactConv,
+        Ks::EmailContact,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +90,8 @@ impl Ks {
             Ks::WsDelta => "ws_delta",
             Ks::WsActivity => "ws_activity",
             Ks::OutboxEntry => "outbox_entry",
+            Ks::ContactConv => "contact_conv",
+            Ks::EmailContact => "email_contact",
         }
     }
 
@@ -115,6 +123,15 @@ pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {
 
 pub fn phone_contact(ws: WorkspaceId, phone: &str) -> Vec<u8> {
     join(&[&ws.to_bytes(), phone.as_bytes()])
+}
+
+pub fn contact_conv(contact: ContactId, conv: ConversationId) -> Vec<u8> {
+    join(&[&contact.to_bytes(), &conv.to_bytes()])
+}
+
+/// Emails compare without case.
+pub fn email_contact(ws: WorkspaceId, email: &str) -> Vec<u8> {
+    join(&[&ws.to_bytes(), email.trim().to_lowercase().as_bytes()])
 }
 
 pub fn thread_conv(channel: ChannelId, thread: &str) -> Vec<u8> {
@@ -225,5 +242,9 @@ mod tests {
         let ws = WorkspaceId::new();
         assert_eq!(&phone_contact(ws, "+1")[16..], b"+1");
         assert_eq!(ext_msg(ch, "wamid.A").len(), 16 + 7);
+        assert_eq!(&email_contact(ws, " Ana@Acme.IO ")[16..], b"ana@acme.io");
+        let contact = ContactId::new();
+        let conv = ConversationId::new();
+        assert_eq!(&contact_conv(contact, conv)[16..], &conv.to_bytes());
     }
 }

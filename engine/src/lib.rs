@@ -11,6 +11,7 @@ pub mod delta;
 pub mod error;
 pub mod ids;
 pub mod inbound;
+pub mod mentions;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -153,6 +153,24 @@ pub struct Conversation {
     pub last_inbound_at: Option<UnixMillis>,
     /// The sequence number the next message will get; messages are 1..next_seq.
     pub next_seq: u64,
+    /// Raw data for the response-time analytics: the lead's first message, the first
+    /// answer to it and who gave it, and when the conversation was last closed.
+    #[serde(default)]
+    pub first_inbound_at: Option<UnixMillis>,
+    #[serde(default)]
+    pub first_response_at: Option<UnixMillis>,
+    #[serde(default)]
+    pub first_responder: Option<Responder>,
+    #[serde(default)]
+    pub closed_at: Option<UnixMillis>,
+}
+
+/// Who answered a lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Responder {
+    Ai,
+    Human,
 }
 
 /// The conversation card of the API (list items and `conversation_updated` deltas).
