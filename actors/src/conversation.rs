@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
-use confab_engine::delta::DeltaBody;
+use confab_engine::delta::{DeltaBody, NotificationReason};
 use confab_engine::ids::{AgentId, ConversationId, MessageId};
 use confab_engine::inbound::{InboundEvent, PendingStatus};
 use confab_engine::model::{
-    ChannelKind, Conversation, Delivery, Direction, Message, Sender, Status,
+    AiMode, ChannelKind, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
+    Responder, Sender, Status,
 };
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::store::Store;
@@ -49,11 +50,41 @@ pub enum ConversationMsg {
         /// Answered once the status is durable (or changed nothing).
         reply: Option<RpcReplyPort<ActorResult<()>>>,
     },
+    /// An inbox command: answered with the conversation's card after the change is durable
+    /// (or at once when it changes nothing).
+    Command(Command, RpcReplyPort<ActorResult<ConversationCard>>),
     /// Stop after everything queued before this message is handled.
     Passivate,
     /// Makes the actor panic: lets tests and operators exercise supervision.
     Crash,
 }
+
+/// What agents do to a conversation. Each change is one `conversation_updated` delta;
+/// repeating a command changes nothing and emits nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Assign to an agent (of this workspace; the caller checks) or unassign; the new
+    /// assignee gets a `notification`.
+    Assign {
+        agent_id: Option<AgentId>,
+        by: Option<AgentId>,
+    },
+    Tags {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    Status(Status),
+    AiMode(AiMode),
+    /// The agent has seen everything: unread count to zero.
+    MarkRead,
+    /// The lead's details were edited: refresh the conversation's copy.
+    ContactChanged(Contact),
+}
+
+/// Most tags one conversation carries.
+pub const MAX_TAGS: usize = 50;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum InboundOutcome {
@@ -71,6 +102,8 @@ pub struct OutboundRequest {
     pub agent_id: Option<AgentId>,
     /// Fills `{{agent_name}}`.
     pub agent_name: Option<String>,
+    /// Agents `@mentioned` in an internal note: each gets a `notification`.
+    pub mentions: Vec<AgentId>,
 }
 
 pub struct ConversationActor;
@@ -160,6 +193,9 @@ impl Actor for ConversationActor {
                     }
                 }
             }
+            ConversationMsg::Command(command, reply) => {
+                let _ = reply.send(state.command(command).await);
+            }
             ConversationMsg::Passivate => myself.stop(Some("passivated".into())),
             ConversationMsg::Crash => panic!("crash requested for conversation {}", state.conv.id),
         }
@@ -199,6 +235,7 @@ impl ConversationState {
         conv.unread_count = conv.unread_count.saturating_add(1);
         conv.preview = preview(&message.text);
         conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
+        conv.first_inbound_at.get_or_insert(sent_at);
         if conv.status == Status::Closed {
             conv.status = Status::Open;
         }
@@ -308,13 +345,27 @@ impl ConversationState {
             if conv.status == Status::Open {
                 conv.status = Status::Pending;
             }
+            // A human answering while the AI is active takes the conversation over.
+            if request.sender == Sender::Agent && conv.ai_mode == AiMode::Active {
+                conv.ai_mode = AiMode::Paused;
+            }
+            if conv.first_inbound_at.is_some() && conv.first_response_at.is_none() {
+                conv.first_response_at = Some(now);
+                conv.first_responder = Some(match request.sender {
+                    Sender::Ai => Responder::Ai,
+                    _ => Responder::Human,
+                });
+            }
             set.put(
                 Ks::OutboxEntry,
                 catalogue::outbox_entry(entry.message_id),
                 entry,
             );
+            touch(&mut set, &self.conv, &mut conv, now);
+        } else {
+            // A note is not activity with the lead: the inbox order stays as it is.
+            store_state(&mut set, &self.conv, &conv);
         }
-        touch(&mut set, &self.conv, &mut conv, now);
         set.delta(
             conv.workspace_id,
             conv.id,
@@ -325,12 +376,85 @@ impl ConversationState {
             conv.id,
             DeltaBody::ConversationUpdated(conv.card()),
         );
+        if request.internal {
+            for agent_id in &request.mentions {
+                set.delta(
+                    conv.workspace_id,
+                    conv.id,
+                    DeltaBody::Notification {
+                        agent_id: *agent_id,
+                        reason: NotificationReason::Mention,
+                        message_id: Some(message.id),
+                        by_agent_id: request.agent_id,
+                    },
+                );
+            }
+        }
         self.committer.commit(set).await?;
         self.conv = conv;
         if !request.internal {
             metrics::counter!(crate::metrics::MESSAGES, "direction" => "outbound", "channel" => self.conv.channel.as_str()).increment(1);
         }
         Ok((message, outbox))
+    }
+
+    async fn command(&mut self, command: Command) -> ActorResult<ConversationCard> {
+        let mut conv = self.conv.clone();
+        let mut notify = None;
+        match command {
+            Command::Assign { agent_id, by } => {
+                if conv.assignee_id != agent_id {
+                    conv.assignee_id = agent_id;
+                    notify = agent_id.map(|agent_id| DeltaBody::Notification {
+                        agent_id,
+                        reason: NotificationReason::Assignment,
+                        message_id: None,
+                        by_agent_id: by,
+                    });
+                }
+            }
+            Command::Tags { add, remove } => {
+                let add = normalize_tags(add)?;
+                let remove = normalize_tags(remove)?;
+                conv.tags.retain(|t| !remove.contains(t));
+                for tag in add {
+                    if !conv.tags.contains(&tag) {
+                        conv.tags.push(tag);
+                    }
+                }
+                if conv.tags.len() > MAX_TAGS {
+                    return Err(ActorError::invalid(
+                        "too_many_tags",
+                        format!("a conversation carries at most {MAX_TAGS} tags"),
+                    ));
+                }
+            }
+            Command::Status(status) => {
+                if conv.status != status {
+                    conv.status = status;
+                    conv.closed_at = (status == Status::Closed).then(now_millis);
+                }
+            }
+            Command::AiMode(mode) => conv.ai_mode = mode,
+            Command::MarkRead => conv.unread_count = 0,
+            Command::ContactChanged(contact) => conv.contact = contact,
+        }
+        if conv == self.conv {
+            return Ok(conv.card());
+        }
+        let mut set = WriteSet::new();
+        store_state(&mut set, &self.conv, &conv);
+        set.delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationUpdated(conv.card()),
+        );
+        if let Some(notification) = notify {
+            set.delta(conv.workspace_id, conv.id, notification);
+        }
+        self.committer.commit(set).await?;
+        self.conv = conv;
+        Ok(self.conv.card())
     }
 
     async fn accepted(&mut self, seq: u64, external_id: String) -> ActorResult<()> {
@@ -424,6 +548,27 @@ fn store_state(set: &mut WriteSet, before: &Conversation, after: &Conversation) 
     set.put(Ks::ConvState, after.id.to_bytes().to_vec(), after);
 }
 
+/// Tags as stored: trimmed, non-empty, at most [`MAX_TAG_CHARS`], each once.
+pub fn normalize_tags(tags: Vec<String>) -> ActorResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            return Err(ActorError::invalid("invalid_tag", "tags cannot be empty"));
+        }
+        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+            return Err(ActorError::invalid(
+                "invalid_tag",
+                format!("tags are at most {MAX_TAG_CHARS} printable characters"),
+            ));
+        }
+        if !out.iter().any(|t| t == tag) {
+            out.push(tag.to_string());
+        }
+    }
+    Ok(out)
+}
+
 fn window_open(last_inbound_at: Option<UnixMillis>, now: UnixMillis) -> ActorResult<()> {
     let window = WHATSAPP_WINDOW.as_millis() as i64;
     match last_inbound_at {
@@ -443,6 +588,16 @@ pub fn preview(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_trimmed_deduplicated_and_bounded() {
+        let tags =
+            normalize_tags(vec![" vip ".into(), "vip".into(), "hot lead".into()]).expect("valid");
+        assert_eq!(tags, vec!["vip".to_string(), "hot lead".to_string()]);
+        assert!(normalize_tags(vec!["  ".into()]).is_err());
+        assert!(normalize_tags(vec!["x".repeat(65)]).is_err());
+        assert!(normalize_tags(vec!["a\nb".replace("\\n", "\n")]).is_err());
+    }
 
     #[test]
     fn previews_are_one_short_line() {

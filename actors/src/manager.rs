@@ -479,16 +479,29 @@ impl ManagerState {
         let channel = request.channel.clone();
         let thread = request.thread.clone();
         let phone = request.phone.clone();
+        let email = request.email.clone();
         let (existing, known_contact) = tokio::task::spawn_blocking(move || {
             let existing = store.conversation_by_thread(channel.id, &thread)?;
-            let contact = match (&existing, &phone) {
-                (None, Some(phone)) => match store.contact_by_phone(channel.workspace_id, phone)? {
-                    Some(id) => store.contact(id)?,
-                    None => None,
-                },
-                _ => None,
+            if existing.is_some() {
+                return Ok((existing, None));
+            }
+            // One lead, several conversations: a phone or email the workspace already
+            // knows is the same contact.
+            let ws = channel.workspace_id;
+            let mut id = match &phone {
+                Some(phone) => store.contact_by_phone(ws, phone)?,
+                None => None,
             };
-            Ok::<_, confab_engine::Error>((existing, contact))
+            if id.is_none() {
+                if let Some(email) = &email {
+                    id = store.contact_by_email(ws, email)?;
+                }
+            }
+            let contact = match id {
+                Some(id) => store.contact(id)?,
+                None => None,
+            };
+            Ok::<_, confab_engine::Error>((None, contact))
         })
         .await
         .map_err(|e| ActorError::Unavailable(e.to_string()))??;
@@ -525,6 +538,13 @@ impl ManagerState {
                         contact.id.to_bytes().to_vec(),
                     );
                 }
+                if let Some(email) = &contact.email {
+                    set.put_raw(
+                        Ks::EmailContact,
+                        catalogue::email_contact(ws, email),
+                        contact.id.to_bytes().to_vec(),
+                    );
+                }
                 contact
             }
         };
@@ -546,11 +566,20 @@ impl ManagerState {
             preview: String::new(),
             last_inbound_at: None,
             next_seq: 1,
+            first_inbound_at: None,
+            first_response_at: None,
+            first_responder: None,
+            closed_at: None,
         };
         let thread_key = catalogue::thread_conv(request.channel.id, &request.thread);
         set.require_absent(Ks::ThreadConv, thread_key.clone())
             .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
             .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
+            .put_raw(
+                Ks::ContactConv,
+                catalogue::contact_conv(conv.contact.id, conv.id),
+                Vec::new(),
+            )
             .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
         confab_engine::views::update(&mut set, None, &conv);
         self.committer.commit(set).await?;

@@ -38,8 +38,13 @@ pub enum Ks {
     ExtStatus,
     /// workspace id ‖ offset → `Delta`
     WsDelta,
-    /// workspace id ‖ last activity ‖ conversation id → () (newest-first listing)
-    WsActivity,
+    /// workspace id ‖ lane ‖ last activity ‖ conversation id → `LaneSummary`: the inbox
+    /// views, newest first (see [`lane_conv`] and `views`).
+    LaneConv,
+    /// workspace id ‖ facet (tag or campaign) ‖ conversation id → (): membership sets.
+    FacetConv,
+    /// workspace id ‖ facet or lane → i64 count, maintained by `WriteSet::add`.
+    FacetCount,
     /// message id → `OutboxEntry` (outbound messages not yet accepted by the provider)
     OutboxEntry,
     /// contact id ‖ conversation id → () (one lead, several conversations)
@@ -49,7 +54,7 @@ pub enum Ks {
 }
 
 impl Ks {
-    pub const ALL: [Ks; 19] = [
+    pub const ALL: [Ks; 21] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -65,7 +70,9 @@ impl Ks {
         Ks::ExtMsg,
         Ks::ExtStatus,
         Ks::WsDelta,
-        Ks::WsActivity,
+        Ks::LaneConv,
+        Ks::FacetConv,
+        Ks::FacetCount,
         Ks::OutboxEntry,
         Ks::ContactConv,
         Ks::EmailContact,
@@ -88,7 +95,9 @@ impl Ks {
             Ks::ExtMsg => "ext_msg",
             Ks::ExtStatus => "ext_status",
             Ks::WsDelta => "ws_delta",
-            Ks::WsActivity => "ws_activity",
+            Ks::LaneConv => "lane_conv",
+            Ks::FacetConv => "facet_conv",
+            Ks::FacetCount => "facet_count",
             Ks::OutboxEntry => "outbox_entry",
             Ks::ContactConv => "contact_conv",
             Ks::EmailContact => "email_contact",
@@ -165,16 +174,135 @@ pub fn decode_ws_delta_offset(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(16..24)?.try_into().ok()?))
 }
 
-/// Activity times before the epoch sort as the epoch.
-pub fn ws_activity(ws: WorkspaceId, last_activity_ms: i64, conv: ConversationId) -> Vec<u8> {
-    let at = u64::try_from(last_activity_ms).unwrap_or(0);
-    join(&[&ws.to_bytes(), &at.to_be_bytes(), &conv.to_bytes()])
+/// A lane: one time-ordered list of conversations of a workspace. Every conversation is in
+/// exactly one [`Lane::Status`] lane and, unless closed, in exactly one [`Lane::Assignee`]
+/// lane. Lanes are split by channel and AI mode so that those filters pick lanes instead of
+/// skipping entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// `closed` is false for open and pending conversations.
+    Status { closed: bool, channel: u8, mode: u8 },
+    /// Not-closed conversations by assignee; `None` is unassigned.
+    Assignee {
+        agent: Option<AgentId>,
+        channel: u8,
+        mode: u8,
+    },
 }
 
-pub fn decode_ws_activity(key: &[u8]) -> Option<(i64, ConversationId)> {
-    let at = u64::from_be_bytes(key.get(16..24)?.try_into().ok()?);
-    let conv = ConversationId::from_key_prefix(key.get(24..)?)?;
+const LANE_STATUS: u8 = 0;
+const LANE_ASSIGNEE: u8 = 1;
+/// Facet kinds in `facet_conv` and `facet_count`.
+pub const FACET_TAG: u8 = 0;
+pub const FACET_CAMPAIGN: u8 = 1;
+/// Lane counters live in `facet_count` under this kind.
+const FACET_LANE: u8 = 2;
+
+impl Lane {
+    /// Fixed length per kind, so lane encodings are prefix-free.
+    pub fn encode(self, out: &mut Vec<u8>) {
+        match self {
+            Lane::Status {
+                closed,
+                channel,
+                mode,
+            } => out.extend_from_slice(&[LANE_STATUS, u8::from(closed), channel, mode]),
+            Lane::Assignee {
+                agent,
+                channel,
+                mode,
+            } => {
+                out.push(LANE_ASSIGNEE);
+                out.extend_from_slice(&agent.map_or([0; 16], AgentId::to_bytes));
+                out.extend_from_slice(&[channel, mode]);
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Lane> {
+        match *bytes.first()? {
+            LANE_STATUS if bytes.len() == 4 => Some(Lane::Status {
+                closed: bytes[1] != 0,
+                channel: bytes[2],
+                mode: bytes[3],
+            }),
+            LANE_ASSIGNEE if bytes.len() == 19 => {
+                let id: [u8; 16] = bytes[1..17].try_into().ok()?;
+                Some(Lane::Assignee {
+                    agent: (id != [0; 16]).then(|| AgentId::from_bytes(id)),
+                    channel: bytes[17],
+                    mode: bytes[18],
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The part of a `lane_conv` key before the time: a lane's range.
+pub fn lane_prefix(ws: WorkspaceId, lane: Lane) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + 19 + 24);
+    key.extend_from_slice(&ws.to_bytes());
+    lane.encode(&mut key);
+    key
+}
+
+/// Activity times before the epoch sort as the epoch.
+pub fn lane_conv(
+    ws: WorkspaceId,
+    lane: Lane,
+    last_activity_ms: i64,
+    conv: ConversationId,
+) -> Vec<u8> {
+    let mut key = lane_prefix(ws, lane);
+    key.extend_from_slice(&u64::try_from(last_activity_ms).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(&conv.to_bytes());
+    key
+}
+
+/// `(last activity, conversation)` from the last 24 bytes of a `lane_conv` key.
+pub fn decode_lane_position(key: &[u8]) -> Option<(i64, ConversationId)> {
+    let tail = key.len().checked_sub(24).and_then(|at| key.get(at..))?;
+    let at = u64::from_be_bytes(tail[..8].try_into().ok()?);
+    let conv = ConversationId::from_key_prefix(&tail[8..])?;
     Some((i64::try_from(at).unwrap_or(i64::MAX), conv))
+}
+
+/// workspace ‖ kind ‖ length (u16) ‖ value: the length makes facets prefix-free, so a
+/// membership set is exactly the keys under its facet.
+pub fn facet(ws: WorkspaceId, kind: u8, value: &str) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let bytes = &bytes[..usize::from(len)];
+    let mut key = Vec::with_capacity(16 + 3 + bytes.len() + 16);
+    key.extend_from_slice(&ws.to_bytes());
+    key.push(kind);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(bytes);
+    key
+}
+
+pub fn facet_conv(ws: WorkspaceId, kind: u8, value: &str, conv: ConversationId) -> Vec<u8> {
+    let mut key = facet(ws, kind, value);
+    key.extend_from_slice(&conv.to_bytes());
+    key
+}
+
+/// `facet_count` key of a lane's size.
+pub fn lane_count(ws: WorkspaceId, lane: Lane) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + 1 + 19);
+    key.extend_from_slice(&ws.to_bytes());
+    key.push(FACET_LANE);
+    lane.encode(&mut key);
+    key
+}
+
+/// The lane of a `lane_count` key.
+pub fn decode_lane_count(key: &[u8]) -> Option<Lane> {
+    match key.get(16) {
+        Some(&FACET_LANE) => Lane::decode(key.get(17..)?),
+        _ => None,
+    }
 }
 
 pub fn outbox_entry(message: MessageId) -> Vec<u8> {
@@ -220,17 +348,58 @@ mod tests {
     }
 
     #[test]
-    fn ws_activity_keys_sort_by_time_and_decode() {
+    fn lane_keys_sort_by_lane_then_time_and_decode() {
         let ws = WorkspaceId::new();
         let c1 = ConversationId::new();
         let c2 = ConversationId::new();
-        assert!(ws_activity(ws, 1000, c2) < ws_activity(ws, 1001, c1));
-        assert!(ws_activity(ws, 1000, c1) < ws_activity(ws, 1000, c2));
+        let open = Lane::Status {
+            closed: false,
+            channel: 0,
+            mode: 1,
+        };
+        let mine = Lane::Assignee {
+            agent: Some(AgentId::new()),
+            channel: 2,
+            mode: 0,
+        };
+        assert!(lane_conv(ws, open, 1000, c2) < lane_conv(ws, open, 1001, c1));
+        assert!(lane_conv(ws, open, 1000, c1) < lane_conv(ws, open, 1000, c2));
+        assert!(lane_conv(ws, open, 1000, c1).starts_with(&lane_prefix(ws, open)));
+        assert!(!lane_conv(ws, mine, 5, c1).starts_with(&lane_prefix(ws, open)));
         assert_eq!(
-            decode_ws_activity(&ws_activity(ws, 1234, c1)),
+            decode_lane_position(&lane_conv(ws, mine, 1234, c1)),
             Some((1234, c1))
         );
-        assert_eq!(decode_ws_activity(&ws_activity(ws, -5, c1)), Some((0, c1)));
+        assert_eq!(
+            decode_lane_position(&lane_conv(ws, open, -5, c1)),
+            Some((0, c1))
+        );
+        for lane in [
+            open,
+            mine,
+            Lane::Assignee {
+                agent: None,
+                channel: 1,
+                mode: 2,
+            },
+        ] {
+            assert_eq!(decode_lane_count(&lane_count(ws, lane)), Some(lane));
+        }
+        assert_eq!(decode_lane_count(&facet(ws, FACET_TAG, "x")), None);
+    }
+
+    #[test]
+    fn facets_are_prefix_free() {
+        let ws = WorkspaceId::new();
+        let c = ConversationId::new();
+        // "vip" must not list members of "vip2".
+        assert!(!facet_conv(ws, FACET_TAG, "vip2", c).starts_with(&facet(ws, FACET_TAG, "vip")));
+        assert!(facet_conv(ws, FACET_TAG, "vip", c).starts_with(&facet(ws, FACET_TAG, "vip")));
+        assert_ne!(facet(ws, FACET_TAG, "a"), facet(ws, FACET_CAMPAIGN, "a"));
+        assert_eq!(
+            &facet_conv(ws, FACET_TAG, "vip", c)[16 + 3 + 3..],
+            &c.to_bytes()
+        );
     }
 
     #[test]

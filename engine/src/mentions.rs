@@ -69,7 +69,10 @@ mod tests {
         let anabel = agent("Anabel", "anabel@acme.io");
         let agents = vec![ana.clone(), bo.clone(), anabel.clone()];
         assert_eq!(mentioned("@Ana Lima please call", &agents), vec![ana.id]);
-        assert_eq!(mentioned("cc @bchen and @anabel, @ana.", &agents), vec![bo.id, anabel.id, ana.id]);
+        assert_eq!(
+            mentioned("cc @bchen and @anabel, @ana.", &agents),
+            vec![bo.id, anabel.id, ana.id]
+        );
         assert_eq!(mentioned("@ana @ANA @ana", &agents), vec![ana.id]);
         assert!(mentioned("email ana@acme.io or @nobody", &agents).is_empty());
         assert!(mentioned("@anabelle is not anyone", &agents).is_empty());

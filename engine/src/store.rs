@@ -40,6 +40,7 @@ pub struct Store {
 struct Inner {
     db: Database,
     keyspaces: Vec<Keyspace>,
+    listings: crate::views::Listings,
 }
 
 /// One page of a listing, newest first.
@@ -60,7 +61,11 @@ impl Store {
             .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
             .collect::<fjall::Result<Vec<_>>>()?;
         Ok(Store {
-            inner: Arc::new(Inner { db, keyspaces }),
+            inner: Arc::new(Inner {
+                db,
+                keyspaces,
+                listings: crate::views::Listings::default(),
+            }),
         })
     }
 
@@ -70,6 +75,11 @@ impl Store {
 
     pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
         &self.inner.keyspaces[ks.index()]
+    }
+
+    /// The snapshots of inbox listings in progress (see `views`).
+    pub fn listings(&self) -> &crate::views::Listings {
+        &self.inner.listings
     }
 
     pub fn get_raw(&self, ks: Ks, key: &[u8]) -> Result<Option<fjall::Slice>> {
@@ -156,6 +166,25 @@ impl Store {
             .and_then(|v| ContactId::from_key_prefix(&v)))
     }
 
+    pub fn contact_by_email(&self, ws: WorkspaceId, email: &str) -> Result<Option<ContactId>> {
+        Ok(self
+            .get_raw(Ks::EmailContact, &catalogue::email_contact(ws, email))?
+            .and_then(|v| ContactId::from_key_prefix(&v)))
+    }
+
+    /// The conversations of a contact, oldest first.
+    pub fn contact_conversations(&self, contact: ContactId) -> Result<Vec<ConversationId>> {
+        self.ks(Ks::ContactConv)
+            .prefix(contact.to_bytes())
+            .map(|kv| {
+                let key = kv.key()?;
+                key.get(16..)
+                    .and_then(ConversationId::from_key_prefix)
+                    .ok_or_else(|| crate::Error::Corrupt("contact_conv key".into()))
+            })
+            .collect()
+    }
+
     pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
         self.get(Ks::ConvState, &id.to_bytes())
     }
@@ -200,6 +229,44 @@ impl Store {
         Ok(Page { items, next })
     }
 
+    /// Every conversation in id order, starting strictly after `after`, at most `limit`:
+    /// a full scan in pages (rebuilding derived data such as the search index).
+    pub fn conversations_after(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>> {
+        let iter = match after {
+            Some(id) => self.ks(Ks::ConvState).range((
+                std::ops::Bound::Excluded(id.to_bytes().to_vec()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.ks(Ks::ConvState).range::<Vec<u8>, _>(..),
+        };
+        iter.take(limit)
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    /// Every message in (conversation, seq) order, starting strictly after `after`, at most
+    /// `limit`: a full scan in pages (rebuilding derived data such as the search index).
+    pub fn messages_after(
+        &self,
+        after: Option<(ConversationId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let iter = match after {
+            Some((conv, seq)) => self.ks(Ks::ConvMsg).range((
+                std::ops::Bound::Excluded(catalogue::conv_msg(conv, seq)),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.ks(Ks::ConvMsg).range::<Vec<u8>, _>(..),
+        };
+        iter.take(limit)
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
     /// Where the provider's message id `provider_id` on `channel` is stored.
     pub fn message_by_external_id(
         &self,
@@ -209,45 +276,6 @@ impl Store {
         Ok(self
             .get_raw(Ks::ExtMsg, &catalogue::ext_msg(channel, provider_id))?
             .and_then(|v| catalogue::decode_conv_seq(&v)))
-    }
-
-    /// Conversations of `ws` by last activity, newest first, starting strictly after `after`
-    /// (a `(last_activity, id)` position from an earlier page). Entries failing `keep` are
-    /// skipped; at most `scan_limit` index entries are read for one page.
-    pub fn conversations_by_activity(
-        &self,
-        ws: WorkspaceId,
-        after: Option<(i64, ConversationId)>,
-        limit: usize,
-        scan_limit: usize,
-        mut keep: impl FnMut(&Conversation) -> bool,
-    ) -> Result<Page<Conversation, (i64, ConversationId)>> {
-        let start = ws.to_bytes().to_vec();
-        let end = match after {
-            Some((at, id)) => catalogue::ws_activity(ws, at, id),
-            None => catalogue::ws_activity(ws, i64::MAX, ConversationId::from_bytes([0xff; 16])),
-        };
-        let mut items = Vec::with_capacity(limit.min(256));
-        let mut last = None;
-        let mut exhausted = true;
-        for (scanned, kv) in self.ks(Ks::WsActivity).range(start..end).rev().enumerate() {
-            if items.len() == limit || scanned == scan_limit {
-                exhausted = false;
-                break;
-            }
-            let key = kv.key()?;
-            let Some((at, id)) = catalogue::decode_ws_activity(&key) else {
-                continue;
-            };
-            last = Some((at, id));
-            if let Some(conv) = self.conversation(id)? {
-                if keep(&conv) {
-                    items.push(conv);
-                }
-            }
-        }
-        let next = if exhausted { None } else { last };
-        Ok(Page { items, next })
     }
 
     /// Deltas of `ws` with `after < offset <= up_to`, in offset order, at most `limit`.

@@ -4,6 +4,7 @@
 mod harness;
 mod process;
 
+mod commands;
 mod demo;
 mod durability;
 mod inbox;

@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use confab_actors::{ConversationMsg, OutboundRequest};
-use confab_engine::ids::{AgentId, ConversationId};
-use confab_engine::model::{
-    AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender, Status,
-};
+use confab_engine::ids::ConversationId;
+use confab_engine::model::{AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
+use confab_engine::views::{self, Filter, Position, View};
 use serde::{Deserialize, Serialize};
 
 use super::blocking;
@@ -30,9 +29,6 @@ pub fn routes() -> Router<AppState> {
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
-/// Index entries one list request reads at most; a page whose filters match little may
-/// come back short, with a cursor to continue.
-const SCAN_LIMIT: usize = 5_000;
 
 /// The conversation `id` if it belongs to the agent's workspace; 404 otherwise, also for
 /// another workspace's conversation.
@@ -53,23 +49,17 @@ pub async fn owned_conversation(
 
 #[derive(Debug, Default, PartialEq)]
 struct ListQuery {
-    view: View,
-    channel: Option<ChannelKind>,
-    campaign: Option<String>,
-    tags: Vec<String>,
-    mode: Option<AiMode>,
-    since: Option<UnixMillis>,
-    cursor: Option<(i64, ConversationId)>,
+    filter: Filter,
+    cursor: Option<Cursor>,
     limit: usize,
 }
 
-#[derive(Debug, Default, PartialEq, Clone, Copy)]
-enum View {
-    #[default]
-    All,
-    Mine,
-    Unassigned,
-    Closed,
+/// Where a listing stands: the listing whose snapshot its pages are cut from, and the
+/// last position served.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cursor {
+    listing: u64,
+    after: Position,
 }
 
 fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> {
@@ -83,11 +73,12 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
             format!("`{name}={value}` is not valid: expected {expected}"),
         )
     };
+    let f = &mut q.filter;
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let value = value.as_ref();
         match key.as_ref() {
             "view" => {
-                q.view = match value {
+                f.view = match value {
                     "all" => View::All,
                     "mine" => View::Mine,
                     "unassigned" => View::Unassigned,
@@ -96,17 +87,17 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
                 }
             }
             "channel" => {
-                q.channel = Some(match value {
+                f.channel = Some(match value {
                     "whatsapp" => ChannelKind::Whatsapp,
                     "email" => ChannelKind::Email,
                     "linkedin" => ChannelKind::Linkedin,
                     _ => return Err(invalid("channel", value, "whatsapp, email or linkedin")),
                 })
             }
-            "campaign" => q.campaign = Some(value.to_string()),
-            "tag" => q.tags.push(value.to_string()),
+            "campaign" => f.campaign = Some(value.to_string()),
+            "tag" => f.tags.push(value.to_string()),
             "mode" => {
-                q.mode = Some(match value {
+                f.mode = Some(match value {
                     "ai_active" => AiMode::Active,
                     "ai_paused" => AiMode::Paused,
                     "manual" => AiMode::Manual,
@@ -115,7 +106,7 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
             }
             "period" => {
                 const DAY: i64 = 24 * 60 * 60 * 1000;
-                q.since = match value {
+                f.since = match value {
                     "today" => Some(now - now.rem_euclid(DAY)),
                     "week" => Some(now - 7 * DAY),
                     "month" => Some(now - 30 * DAY),
@@ -144,40 +135,34 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
     Ok(q)
 }
 
-fn encode_cursor((at, id): (i64, ConversationId)) -> String {
-    format!("{at}.{id}")
+/// `<listing as 16 hex digits>.<last activity ms>.<conversation id>`: opaque to clients.
+fn encode_cursor(c: Cursor) -> String {
+    format!("{:016x}.{}.{}", c.listing, c.after.0, c.after.1)
 }
 
-fn decode_cursor(s: &str) -> Option<(i64, ConversationId)> {
-    let (at, id) = s.split_once('.')?;
-    Some((at.parse().ok()?, id.parse().ok()?))
-}
-
-impl ListQuery {
-    fn keeps(&self, conv: &Conversation, me: AgentId) -> bool {
-        let in_view = match self.view {
-            View::All => conv.status != Status::Closed,
-            View::Mine => conv.assignee_id == Some(me) && conv.status != Status::Closed,
-            View::Unassigned => conv.assignee_id.is_none() && conv.status != Status::Closed,
-            View::Closed => conv.status == Status::Closed,
-        };
-        in_view
-            && self.channel.is_none_or(|c| conv.channel == c)
-            && self
-                .campaign
-                .as_ref()
-                .is_none_or(|c| conv.campaign.as_ref() == Some(c))
-            && self.tags.iter().all(|t| conv.tags.contains(t))
-            && self.mode.is_none_or(|m| conv.ai_mode == m)
-    }
+fn decode_cursor(s: &str) -> Option<Cursor> {
+    let mut parts = s.split('.');
+    let listing = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let at = parts.next()?.parse().ok()?;
+    let id = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(Cursor {
+        listing,
+        after: (at, id),
+    })
 }
 
 #[derive(Serialize)]
 struct CardPage {
     items: Vec<ConversationCard>,
     next_cursor: Option<String>,
+    /// The stream offset this listing's pages are consistent with: subscribe with
+    /// `since=head` to get every change after them.
+    head: u64,
 }
 
+/// Serves a page from the view indexes (`confab_engine::views`). Every page of a listing
+/// is read from the snapshot its first page took, so pages never repeat or skip; a
+/// listing whose snapshot expired continues from its position on a fresh one.
 async fn list(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -187,27 +172,30 @@ async fn list(
     let store = app.store.clone();
     let ws = agent.0.workspace_id;
     let me = agent.0.id;
-    let page = blocking(move || {
-        let since = query.since;
-        // Newest first: once past `since`, nothing older can match.
-        let mut past_period = false;
-        let mut page =
-            store.conversations_by_activity(ws, query.cursor, query.limit, SCAN_LIMIT, |conv| {
-                if since.is_some_and(|s| conv.last_activity_at < s) {
-                    past_period = true;
-                    return false;
-                }
-                query.keeps(conv, me)
-            })?;
-        if past_period {
-            page.next = None;
+    let (page, listing, head) = blocking(move || {
+        let listings = store.listings();
+        let resumed = query
+            .cursor
+            .and_then(|c| listings.resume(c.listing).map(|snap| (c.listing, snap)));
+        let (listing, snap) = match resumed {
+            Some(resumed) => resumed,
+            None => listings.begin(&store),
+        };
+        let after = query.cursor.map(|c| c.after);
+        let page = views::page(&store, &snap, ws, me, &query.filter, after, query.limit)?;
+        let head = views::snapshot_head(&store, &snap)?;
+        if page.next.is_none() {
+            listings.end(listing);
         }
-        Ok(page)
+        Ok((page, listing, head))
     })
     .await?;
     Ok(Json(CardPage {
         items: page.items.iter().map(Conversation::card).collect(),
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page
+            .next
+            .map(|after| encode_cursor(Cursor { listing, after })),
+        head,
     }))
 }
 
@@ -220,6 +208,12 @@ struct ConversationDetail {
     /// WhatsApp: whether free text may be sent now (24 h since the lead last wrote).
     #[serde(skip_serializing_if = "Option::is_none")]
     whatsapp_window_open: Option<bool>,
+    /// Response-time raw data: the lead's first message, the first answer and who gave
+    /// it (`ai` or `human`), the last closing.
+    first_inbound_at: Option<String>,
+    first_response_at: Option<String>,
+    first_responder: Option<confab_engine::model::Responder>,
+    closed_at: Option<String>,
 }
 
 async fn detail(
@@ -237,6 +231,10 @@ async fn detail(
             conv.last_inbound_at
                 .is_some_and(|at| now_millis() - at < window)
         }),
+        first_inbound_at: conv.first_inbound_at.map(to_rfc3339),
+        first_response_at: conv.first_response_at.map(to_rfc3339),
+        first_responder: conv.first_responder,
+        closed_at: conv.closed_at.map(to_rfc3339),
     }))
 }
 
@@ -303,12 +301,21 @@ async fn send(
     let text = body
         .text
         .ok_or_else(|| ApiError::unprocessable("missing_field", "`text` is required"))?;
+    let mentions = if body.internal && text.contains('@') {
+        let store = app.store.clone();
+        let ws = agent.0.workspace_id;
+        let agents = blocking(move || store.workspace_agents(ws)).await?;
+        confab_engine::mentions::mentioned(&text, &agents)
+    } else {
+        Vec::new()
+    };
     let request = OutboundRequest {
         text,
         internal: body.internal,
         sender: Sender::Agent,
         agent_id: Some(agent.0.id),
         agent_name: Some(agent.0.name.clone()),
+        mentions,
     };
     let message = app
         .runtime
@@ -326,10 +333,12 @@ mod tests {
     fn list_queries_parse_repeated_tags_and_reject_bad_values() {
         let q = parse_list_query(Some("view=mine&tag=hot&tag=vip&limit=10&mode=manual"), 0)
             .expect("parse");
-        assert_eq!(q.view, View::Mine);
-        assert_eq!(q.tags, vec!["hot".to_string(), "vip".to_string()]);
+        assert_eq!(q.filter.view, View::Mine);
+        assert_eq!(q.filter.tags, vec!["hot".to_string(), "vip".to_string()]);
         assert_eq!(q.limit, 10);
-        assert_eq!(q.mode, Some(AiMode::Manual));
+        assert_eq!(q.filter.mode, Some(AiMode::Manual));
+        let today = parse_list_query(Some("period=today"), 2 * 86_400_000 + 5).expect("parse");
+        assert_eq!(today.filter.since, Some(2 * 86_400_000));
         for bad in [
             "view=everything",
             "limit=0",
@@ -347,8 +356,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let id = ConversationId::new();
-        assert_eq!(decode_cursor(&encode_cursor((123, id))), Some((123, id)));
+        let cursor = Cursor {
+            listing: u64::MAX - 7,
+            after: (123, ConversationId::new()),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(cursor)), Some(cursor));
         assert_eq!(decode_cursor("nope"), None);
+        assert_eq!(decode_cursor(&format!("{}.x", encode_cursor(cursor))), None);
     }
 }

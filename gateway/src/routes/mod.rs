@@ -1,6 +1,9 @@
 //! HTTP routes, one module per area of the API.
 
 pub mod admin;
+pub mod agents;
+pub mod commands;
+pub mod contacts;
 pub mod conversations;
 pub mod health;
 pub mod webhooks;

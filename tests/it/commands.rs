@@ -1,0 +1,446 @@
+//! Inbox operations: commands on a conversation, notes with mentions, contacts, roles.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{GraphStandIn, StreamClient, Tenant, TestServer};
+
+async fn conversation(server: &TestServer, tenant: &Tenant) -> String {
+    server
+        .lead_says(tenant, "5511987654321", "Ana Lima", "wamid.C1", "Hi there")
+        .await;
+    server.conversations(&tenant.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// A second agent in the tenant's workspace.
+async fn second_agent(
+    server: &TestServer,
+    tenant: &Tenant,
+    name: &str,
+    role: &str,
+) -> (String, String) {
+    let (status, agent) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/agents", tenant.workspace_id),
+            json!({"name": name, "email": format!("{}@acme.test", name.to_lowercase().replace(' ', ".")), "role": role}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    (
+        agent["id"].as_str().expect("id").to_string(),
+        agent["token"].as_str().expect("token").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn each_command_is_one_update_and_repeating_it_changes_nothing() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let mut stream = StreamClient::connect(&server, &tenant.token).await;
+    stream.subscribe(None).await;
+    let mut bo_stream = StreamClient::connect(&server, &bo_token).await;
+    bo_stream.subscribe(None).await;
+    let path = |cmd: &str| format!("/api/v1/conversations/{id}/{cmd}");
+
+    let (status, card) = server
+        .post(&tenant.token, &path("assign"), json!({"agent_id": bo}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    assert_eq!(card["assignee_id"], bo.as_str());
+    let deltas = stream.deltas_until(|d| d["kind"] == "notification").await;
+    assert_eq!(deltas.len(), 2, "one update, one notification: {deltas:?}");
+    assert_eq!(deltas[0]["kind"], "conversation_updated");
+    assert_eq!(deltas[0]["conversation"]["assignee_id"], bo.as_str());
+    assert_eq!(deltas[1]["agent_id"], bo.as_str());
+    assert_eq!(deltas[1]["reason"], "assignment");
+    assert_eq!(deltas[1]["by_agent_id"], tenant.agent_id.as_str());
+    let for_bo = bo_stream
+        .deltas_until(|d| d["kind"] == "notification")
+        .await;
+    assert_eq!(for_bo.last().expect("delta")["agent_id"], bo.as_str());
+
+    // Repeats: same answer, no delta. The next delta seen is the tag change below.
+    let (status, again) = server
+        .post(&tenant.token, &path("assign"), json!({"agent_id": bo}))
+        .await;
+    assert_eq!(
+        (status, &again["assignee_id"]),
+        (StatusCode::OK, &json!(bo))
+    );
+    for _ in 0..2 {
+        let (status, card) = server
+            .post(
+                &tenant.token,
+                &path("tags"),
+                json!({"add": ["vip", " hot "]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{card}");
+        assert_eq!(card["tags"], json!(["vip", "hot"]));
+    }
+    let next = stream.next_of("delta").await;
+    assert_eq!(next["conversation"]["tags"], json!(["vip", "hot"]));
+    let (_, card) = server
+        .post(
+            &tenant.token,
+            &path("tags"),
+            json!({"remove": ["hot"], "add": ["q3"]}),
+        )
+        .await;
+    assert_eq!(card["tags"], json!(["vip", "q3"]));
+
+    let (_, card) = server
+        .post(&tenant.token, &path("status"), json!({"status": "closed"}))
+        .await;
+    assert_eq!(card["status"], "closed");
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert!(detail["closed_at"].is_string());
+    // A new message from the lead reopens it.
+    server
+        .lead_says(
+            &tenant,
+            "5511987654321",
+            "Ana Lima",
+            "wamid.C2",
+            "one more thing",
+        )
+        .await;
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["status"], "open");
+    assert_eq!(detail["unread_count"], 2);
+
+    let (_, card) = server.post(&tenant.token, &path("read"), json!({})).await;
+    assert_eq!(card["unread_count"], 0);
+    for (mode, expected) in [
+        ("paused", "paused"),
+        ("manual", "manual"),
+        ("active", "active"),
+    ] {
+        let (status, card) = server
+            .post(&tenant.token, &path("ai"), json!({"mode": mode}))
+            .await;
+        assert_eq!(
+            (status, card["ai_mode"].as_str()),
+            (StatusCode::OK, Some(expected))
+        );
+    }
+    let (status, card) = server
+        .post(&tenant.token, &path("assign"), json!({"agent_id": null}))
+        .await;
+    assert_eq!(
+        (status, &card["assignee_id"]),
+        (StatusCode::OK, &Value::Null)
+    );
+    stream.close().await;
+    bo_stream.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_command_values_are_422_and_change_nothing() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let other = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let path = |cmd: &str| format!("/api/v1/conversations/{id}/{cmd}");
+    let cases = [
+        ("status", json!({"status": "archived"}), "invalid_value"),
+        ("ai", json!({"mode": "turbo"}), "invalid_value"),
+        ("assign", json!({"agent_id": "nobody"}), "unknown_agent"),
+        (
+            "assign",
+            json!({"agent_id": other.agent_id}),
+            "unknown_agent",
+        ),
+        ("tags", json!({"add": [""]}), "invalid_tag"),
+        ("tags", json!({"add": ["x".repeat(65)]}), "invalid_tag"),
+        (
+            "tags",
+            json!({"add": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>()}),
+            "too_many_tags",
+        ),
+    ];
+    for (cmd, body, code) in cases {
+        let (status, e) = server.post(&tenant.token, &path(cmd), body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{cmd} {body}: {e}"
+        );
+        assert_eq!(e["error"]["code"], code, "{cmd} {body}");
+    }
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["status"], "open");
+    assert_eq!(detail["ai_mode"], "active");
+    assert_eq!(detail["tags"], json!([]));
+    assert!(detail["assignee_id"].is_null());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_human_reply_pauses_the_ai_and_records_the_first_response() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["ai_mode"], "active");
+    assert!(detail["first_inbound_at"].is_string());
+    assert!(detail["first_response_at"].is_null());
+    let (status, _) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "I'll take this one"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["ai_mode"], "paused", "the human took over");
+    assert_eq!(detail["status"], "pending", "waiting for the lead");
+    assert_eq!(detail["first_responder"], "human");
+    let first = detail["first_response_at"]
+        .as_str()
+        .expect("first response")
+        .to_string();
+    server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "second"}),
+        )
+        .await;
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(
+        detail["first_response_at"],
+        first.as_str(),
+        "only the first counts"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn mentions_in_notes_notify_each_mentioned_agent_and_never_reach_the_lead() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let (bo, _) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let (cy, _) = second_agent(&server, &tenant, "Cy Diaz", "agent").await;
+    let mut stream = StreamClient::connect(&server, &tenant.token).await;
+    stream.subscribe(None).await;
+    let (status, note) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": "@Bo Chen and @cy: VIP, call her. @nobody", "internal": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{note}");
+    let deltas = stream
+        .deltas_until(|d| d["kind"] == "notification" && d["agent_id"] == cy.as_str())
+        .await;
+    let notified: Vec<&str> = deltas
+        .iter()
+        .filter(|d| d["kind"] == "notification")
+        .map(|d| d["agent_id"].as_str().expect("agent"))
+        .collect();
+    assert_eq!(notified, vec![bo.as_str(), cy.as_str()]);
+    for n in deltas.iter().filter(|d| d["kind"] == "notification") {
+        assert_eq!(n["reason"], "mention");
+        assert_eq!(n["message_id"], note["id"]);
+    }
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["ai_mode"], "active", "a note is not a takeover");
+    assert_eq!(
+        detail["preview"], "Hi there",
+        "a note does not replace the lead's preview"
+    );
+    assert!(
+        graph.requests().is_empty(),
+        "notes never go to the provider"
+    );
+    stream.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_lead_on_two_channels_is_one_contact_and_edits_reach_both_conversations() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let (status, channel) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/channels", tenant.workspace_id),
+            json!({"kind": "whatsapp", "name": "Support", "phone_number_id": "222333", "app_secret": "second-secret",
+                   "verify_token": "v", "access_token": "t", "api_base_url": graph.base_url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let second = Tenant {
+        channel_id: channel["id"].as_str().expect("id").to_string(),
+        app_secret: "second-secret".into(),
+        phone_number_id: "222333".into(),
+        ..tenant.clone()
+    };
+    server
+        .lead_says(
+            &tenant,
+            "5511987654321",
+            "Ana Lima",
+            "wamid.S1",
+            "sales question",
+        )
+        .await;
+    server
+        .lead_says(
+            &second,
+            "5511987654321",
+            "Ana",
+            "wamid.S2",
+            "support question",
+        )
+        .await;
+    let conversations = server.conversations(&tenant.token).await;
+    assert_eq!(conversations.len(), 2);
+    let contact_id = conversations[0]["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_string();
+    assert_eq!(
+        conversations[1]["contact"]["id"],
+        contact_id.as_str(),
+        "the same lead"
+    );
+
+    let (status, contact) = server
+        .get(&tenant.token, &format!("/api/v1/contacts/{contact_id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{contact}");
+    assert_eq!(contact["phone"], "+5511987654321");
+    assert_eq!(contact["conversations"].as_array().expect("list").len(), 2);
+
+    let mut stream = StreamClient::connect(&server, &tenant.token).await;
+    stream.subscribe(None).await;
+    let response = server
+        .http
+        .patch(server.url(&format!("/api/v1/contacts/{contact_id}")))
+        .bearer_auth(&tenant.token)
+        .json(&json!({"company": "Acme Corp", "title": "CTO", "email": "ana@acme.io", "avatar_url": "https://cdn.acme.io/ana.png"}))
+        .send()
+        .await
+        .expect("patch");
+    let (status, edited) = crate::harness::status_json(response).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["company"], "Acme Corp");
+    assert_eq!(edited["name"], "Ana Lima", "fields not sent are kept");
+    let updates = stream
+        .deltas_until({
+            let mut seen = 0;
+            move |d| {
+                if d["kind"] == "conversation_updated" {
+                    seen += 1;
+                }
+                seen == 2
+            }
+        })
+        .await;
+    let mut updated: Vec<&str> = updates
+        .iter()
+        .map(|d| d["conversation_id"].as_str().expect("id"))
+        .collect();
+    updated.sort_unstable();
+    let mut expected: Vec<&str> = conversations
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(
+        updated, expected,
+        "one update per conversation of the contact"
+    );
+    for u in &updates {
+        assert_eq!(u["conversation"]["contact"]["company"], "Acme Corp");
+        assert_eq!(
+            u["conversation"]["contact"]["avatar_url"],
+            "https://cdn.acme.io/ana.png"
+        );
+    }
+    for bad in [
+        json!({"email": "not-an-email"}),
+        json!({"avatar_url": "ftp://x"}),
+        json!({"nickname": "A"}),
+        json!({"phone": "abc"}),
+    ] {
+        let response = server
+            .http
+            .patch(server.url(&format!("/api/v1/contacts/{contact_id}")))
+            .bearer_auth(&tenant.token)
+            .json(&bad)
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    stream.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_workspace_admins_add_agents_and_everyone_lists_them() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let (_, agent_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let (status, e) = server
+        .post(
+            &agent_token,
+            "/api/v1/agents",
+            json!({"name": "Eve", "email": "eve@acme.test"}),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("admin_only"))
+    );
+    let (status, created) = server
+        .post(
+            &tenant.token,
+            "/api/v1/agents",
+            json!({"name": "Dee", "email": "dee@acme.test"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["role"], "agent");
+    let (_, list) = server.get(&agent_token, "/api/v1/agents").await;
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| a["name"].as_str().expect("name"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["Ana Agent", "Bo Chen", "Dee"]);
+    server.shutdown().await;
+}
