@@ -11,4 +11,5 @@ mod inbox;
 mod stream;
 mod supervision;
 mod tenancy;
+mod views;
 mod whatsapp;
