@@ -1,0 +1,683 @@
+//! The index against a simple model: what was applied is found, exactly once, in its
+//! workspace only; replay is idempotent; a crash before the commit loses nothing the store
+//! holds.
+
+use confab_engine::catalogue::{self, Ks};
+use confab_engine::committer::{Committer, Durability, WriteSet};
+use confab_engine::delta::{Delta, DeltaBody};
+use confab_engine::ids::{ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
+use confab_engine::model::{
+    AiMode, ChannelKind, Contact, Conversation, ConversationCard, Direction, Message, Sender,
+    Status,
+};
+use confab_engine::store::{Store, StoreOptions};
+use confab_engine::time::now_millis;
+
+use crate::search::MAX_DEPTH;
+use crate::{
+    CatchUp, Hit, HitField, ParsedQuery, SearchIndex, SearchRequest, Writer, WriterOptions,
+};
+
+const DAY: i64 = 24 * 60 * 60 * 1000;
+
+fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        workspace_id: ws,
+        channel_id: ChannelId::new(),
+        channel: ChannelKind::Whatsapp,
+        external_thread: contact.phone.clone().unwrap_or_default(),
+        contact,
+        status: Status::Open,
+        assignee_id: None,
+        tags: vec!["vip".into()],
+        campaign: None,
+        unread_count: 0,
+        ai_mode: AiMode::Active,
+        created_at: at,
+        last_activity_at: at,
+        preview: String::new(),
+        last_inbound_at: None,
+        next_seq: 1,
+        first_inbound_at: None,
+        first_response_at: None,
+        first_responder: None,
+        closed_at: None,
+    }
+}
+
+fn contact(name: &str, company: &str, email: &str, phone: &str) -> Contact {
+    Contact {
+        id: ContactId::new(),
+        name: Some(name.into()),
+        email: Some(email.into()),
+        phone: Some(phone.into()),
+        company: Some(company.into()),
+        title: None,
+        avatar_url: None,
+    }
+}
+
+fn message(conv: &mut Conversation, text: &str, at: i64) -> Message {
+    let seq = conv.next_seq;
+    conv.next_seq += 1;
+    Message {
+        id: MessageId::new(),
+        conversation_id: conv.id,
+        seq,
+        direction: Direction::Inbound,
+        sender: Sender::Lead,
+        agent_id: None,
+        text: text.into(),
+        internal: false,
+        channel: conv.channel,
+        created_at: at,
+        delivery: None,
+        external_id: None,
+        content_type: None,
+        reply_to: None,
+        error: None,
+        raw: None,
+    }
+}
+
+/// Deltas with offsets, as the committer would publish them.
+#[derive(Default)]
+struct Log {
+    deltas: Vec<Delta>,
+}
+
+impl Log {
+    fn push(&mut self, ws: WorkspaceId, conv: ConversationId, body: DeltaBody) -> Delta {
+        let delta = Delta {
+            offset: self.deltas.len() as u64 + 1,
+            workspace_id: ws,
+            conversation_id: conv,
+            at: now_millis(),
+            body,
+        };
+        self.deltas.push(delta.clone());
+        delta
+    }
+
+    fn card(&mut self, conv: &Conversation) -> Delta {
+        self.push(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationUpdated(conv.card()),
+        )
+    }
+
+    fn message(&mut self, conv: &Conversation, m: &Message) -> Delta {
+        self.push(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::MessageCreated(m.clone()),
+        )
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    index: SearchIndex,
+    writer: Writer,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let index = SearchIndex::open(&dir.path().join("index")).expect("open");
+    let writer = Writer::open(&index, WriterOptions::default()).expect("writer");
+    Fixture {
+        _dir: dir,
+        index,
+        writer,
+    }
+}
+
+fn request(ws: WorkspaceId, q: &str) -> SearchRequest {
+    SearchRequest {
+        workspace: ws,
+        query: ParsedQuery::parse(q).expect("query parses"),
+        channel: None,
+        since: None,
+        conversation: None,
+        offset: 0,
+        limit: 50,
+    }
+}
+
+fn hits(index: &SearchIndex, request: &SearchRequest) -> Vec<Hit> {
+    index
+        .search(request, MAX_DEPTH, |_| Ok(Some(())))
+        .expect("search")
+        .items
+        .into_iter()
+        .map(|(hit, ())| hit)
+        .collect()
+}
+
+fn find(index: &SearchIndex, ws: WorkspaceId, q: &str) -> Vec<Hit> {
+    hits(index, &request(ws, q))
+}
+
+/// A workspace with Maria of Acme (email, phone, a message about pricing) and João.
+struct Seeded {
+    ws: WorkspaceId,
+    maria: Conversation,
+    joao: Conversation,
+    pricing: Message,
+}
+
+fn seed(f: &mut Fixture, log: &mut Log) -> Seeded {
+    let ws = WorkspaceId::new();
+    let now = now_millis();
+    let mut maria = conversation(
+        ws,
+        contact(
+            "Maria Souza",
+            "Acme Industries",
+            "maria.souza@acme.io",
+            "5511987654321",
+        ),
+        now - 2 * DAY,
+    );
+    let mut joao = conversation(
+        ws,
+        contact("João Pereira", "Globex", "joao@globex.com", "5521912345678"),
+        now,
+    );
+    let pricing = message(
+        &mut maria,
+        "Could you send the pricing for the enterprise plan?",
+        now - 2 * DAY,
+    );
+    let hello = message(
+        &mut joao,
+        "Olá, tudo bem? I want a demo of the enterprise plan",
+        now,
+    );
+    for delta in [
+        log.card(&maria),
+        log.message(&maria, &pricing),
+        log.card(&joao),
+        log.message(&joao, &hello),
+    ] {
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    Seeded {
+        ws,
+        maria,
+        joao,
+        pricing,
+    }
+}
+
+fn conversations_of(hits: &[Hit]) -> Vec<ConversationId> {
+    let mut ids: Vec<_> = hits.iter().map(|h| h.conversation_id).collect();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn the_manuals_four_searches_find_the_conversation() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    // Contact name, company name, message content, email address.
+    for (q, field) in [
+        ("Maria", HitField::Name),
+        ("Acme", HitField::Company),
+        ("pricing", HitField::Text),
+        ("maria.souza@acme.io", HitField::Email),
+    ] {
+        let found = find(&f.index, s.ws, q);
+        assert_eq!(conversations_of(&found), vec![s.maria.id], "{q}: {found:?}");
+        assert_eq!(found[0].field, field, "{q}");
+        assert!(
+            found[0].snippet.contains("<b>"),
+            "{q}: {}",
+            found[0].snippet
+        );
+    }
+    let by_phone = find(&f.index, s.ws, "5511987654321");
+    assert_eq!(conversations_of(&by_phone), vec![s.maria.id]);
+    let by_tag = find(&f.index, s.ws, "vip");
+    assert_eq!(by_tag.len(), 2, "both conversations are tagged");
+    let content = find(&f.index, s.ws, "pricing");
+    assert_eq!(content[0].message_id, Some(s.pricing.id));
+    assert_eq!(
+        content[0].snippet,
+        "Could you send the <b>pricing</b> for the enterprise plan?"
+    );
+    assert_eq!(find(&f.index, s.ws, "Acme")[0].message_id, None);
+}
+
+#[test]
+fn prefixes_phrases_and_near_misses() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "acm*")),
+        vec![s.maria.id]
+    );
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "Pere*")),
+        vec![s.joao.id]
+    );
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "\"the pricing\"")),
+        vec![s.maria.id]
+    );
+    assert!(
+        find(&f.index, s.ws, "\"pricing the\"").is_empty(),
+        "phrases keep order"
+    );
+    // Misspelled, within one edit; accents folded.
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "prcing")),
+        vec![s.maria.id]
+    );
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "Souzza")),
+        vec![s.maria.id]
+    );
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "joao")),
+        vec![s.joao.id]
+    );
+    assert!(
+        find(&f.index, s.ws, "prcng").is_empty(),
+        "two edits are too many"
+    );
+    assert!(
+        find(&f.index, s.ws, "acne").is_empty(),
+        "short words are exact"
+    );
+    // Both plans mention "enterprise": AND narrows, OR widens, - excludes.
+    assert_eq!(find(&f.index, s.ws, "enterprise").len(), 2);
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "enterprise demo")),
+        vec![s.joao.id]
+    );
+    assert_eq!(find(&f.index, s.ws, "pricing OR demo").len(), 2);
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "enterprise -demo")),
+        vec![s.maria.id]
+    );
+}
+
+#[test]
+fn exact_matches_rank_above_near_misses_and_recency_breaks_ties() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    let now = now_millis();
+    let mut maria = s.maria.clone();
+    let older = message(&mut maria, "plan", now - DAY);
+    let newer = message(&mut maria, "plan", now);
+    let typo = message(&mut maria, "pricng", now + 1);
+    for m in [&older, &newer, &typo] {
+        let delta = log.message(&maria, m);
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    let found = find(&f.index, s.ws, "pricing");
+    assert_eq!(
+        found[0].message_id,
+        Some(s.pricing.id),
+        "exact first: {found:?}"
+    );
+    assert_eq!(found.last().and_then(|h| h.message_id), Some(typo.id));
+    let plans = find(&f.index, s.ws, "\"plan\"");
+    let order: Vec<_> = plans.iter().filter_map(|h| h.message_id).collect();
+    let newer_at = order.iter().position(|id| *id == newer.id);
+    let older_at = order.iter().position(|id| *id == older.id);
+    assert!(
+        newer_at < older_at,
+        "equal scores: newest first ({order:?})"
+    );
+}
+
+#[test]
+fn filters_narrow_and_the_workspace_is_always_applied() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    // Another workspace with the same words and a marker.
+    let other = WorkspaceId::new();
+    let mut stranger = conversation(
+        other,
+        contact(
+            "Maria Souza",
+            "Acme Industries",
+            "maria.souza@acme.io",
+            "5511987654321",
+        ),
+        now_millis(),
+    );
+    let marker = message(&mut stranger, "zebracorn pricing", now_millis());
+    for delta in [log.card(&stranger), log.message(&stranger, &marker)] {
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    assert!(find(&f.index, s.ws, "zebracorn").is_empty());
+    assert!(find(&f.index, s.ws, "zebracorn*").is_empty());
+    assert!(find(&f.index, s.ws, "zebracorm").is_empty());
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "Maria")),
+        vec![s.maria.id]
+    );
+    assert_eq!(find(&f.index, other, "zebracorn").len(), 1);
+
+    let mut r = request(s.ws, "enterprise");
+    r.since = Some(now_millis() - DAY);
+    assert_eq!(
+        conversations_of(&hits(&f.index, &r)),
+        vec![s.joao.id],
+        "period"
+    );
+    let mut r = request(s.ws, "enterprise");
+    r.conversation = Some(s.maria.id);
+    assert_eq!(
+        conversations_of(&hits(&f.index, &r)),
+        vec![s.maria.id],
+        "conversation"
+    );
+    let mut r = request(s.ws, "enterprise");
+    r.channel = Some(ChannelKind::Email);
+    assert!(hits(&f.index, &r).is_empty(), "channel");
+    r.channel = Some(ChannelKind::Whatsapp);
+    assert_eq!(hits(&f.index, &r).len(), 2);
+}
+
+#[test]
+fn pages_follow_each_other_without_gaps_or_repeats() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let ws = WorkspaceId::new();
+    let mut conv = conversation(ws, contact("Lead", "Co", "l@co.io", "1"), now_millis());
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let m = message(&mut conv, &format!("widget number {i}"), now_millis() + i);
+        expected.push(m.id);
+        let delta = log.message(&conv, &m);
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    let mut seen = Vec::new();
+    let mut r = request(ws, "widget");
+    r.limit = 10;
+    loop {
+        let page = f
+            .index
+            .search(&r, MAX_DEPTH, |_| Ok(Some(())))
+            .expect("search");
+        seen.extend(page.items.iter().filter_map(|(h, ())| h.message_id));
+        match page.next {
+            Some(next) => r.offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 25, "no repeats");
+    // A join that leaves hits out still fills pages from later candidates.
+    r.offset = 0;
+    let page = f
+        .index
+        .search(&r, MAX_DEPTH, |h| {
+            Ok(h.message_id.filter(|id| expected[..5].contains(id)))
+        })
+        .expect("search");
+    assert_eq!(page.items.len(), 5);
+}
+
+#[test]
+fn replaying_deltas_is_idempotent() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    let docs = f.index.num_docs();
+    assert_eq!(docs, 4);
+    // As if the commit's offset had been lost: everything is applied again, plus an edit.
+    let mut maria = s.maria.clone();
+    maria.contact.company = Some("Acme Holdings".into());
+    let edit = log.card(&maria);
+    f.writer.rewind_to(0);
+    for delta in &log.deltas {
+        f.writer.apply(delta);
+    }
+    f.writer.commit().expect("commit");
+    assert_eq!(f.index.num_docs(), docs);
+    assert_eq!(find(&f.index, s.ws, "pricing").len(), 1);
+    assert_eq!(find(&f.index, s.ws, "Holdings").len(), 1);
+    assert!(
+        find(&f.index, s.ws, "Industries").is_empty(),
+        "edits replace"
+    );
+    assert_eq!(
+        f.index.committed_offset().expect("offset"),
+        Some(edit.offset)
+    );
+}
+
+/// A store with a committer, written to the way the actors write.
+struct StoreFixture {
+    dir: tempfile::TempDir,
+    store: Store,
+    committer: Committer,
+    runtime: tokio::runtime::Runtime,
+    ws: WorkspaceId,
+}
+
+impl StoreFixture {
+    fn new() -> StoreFixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (committer, _thread) =
+            Committer::start(store.clone(), Durability::Buffered).expect("committer");
+        let (workspace, set) = confab_engine::admin::new_workspace("Acme");
+        let fixture = StoreFixture {
+            dir,
+            store,
+            committer,
+            runtime,
+            ws: workspace.id,
+        };
+        fixture.commit(set);
+        fixture
+    }
+
+    fn commit(&self, set: WriteSet) {
+        self.runtime
+            .block_on(self.committer.commit(set))
+            .expect("commit");
+    }
+
+    fn create(&self, conv: &Conversation) {
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvState, conv.id.to_bytes().to_vec(), conv)
+            .delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::ConversationCreated(conv.card()),
+            );
+        self.commit(set);
+    }
+
+    fn say(&self, conv: &mut Conversation, text: &str) -> Message {
+        let m = message(conv, text, now_millis());
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, m.seq), &m)
+            .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &*conv)
+            .delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::MessageCreated(m.clone()),
+            )
+            .delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::ConversationUpdated(conv.card()),
+            );
+        self.commit(set);
+        m
+    }
+
+    fn head(&self) -> u64 {
+        self.committer.durable_head()
+    }
+}
+
+fn open_writer(index: &SearchIndex) -> Writer {
+    Writer::open(index, WriterOptions::default()).expect("writer")
+}
+
+const FIRST: [&str; 3] = ["kiwi", "mango", "papaya"];
+const SECOND: [&str; 3] = ["walnut", "pecan", "almond"];
+
+#[test]
+fn a_crash_before_the_index_commit_loses_nothing_the_store_holds() {
+    let sf = StoreFixture::new();
+    let index = SearchIndex::open(&sf.dir.path().join("index")).expect("index");
+    let mut writer = open_writer(&index);
+    let mut convs: Vec<Conversation> = (0..3)
+        .map(|i| {
+            let c = conversation(sf.ws, contact(&format!("Lead{i}"), "Co", "x@co.io", "1"), 0);
+            sf.create(&c);
+            c
+        })
+        .collect();
+    for (i, conv) in convs.iter_mut().enumerate() {
+        sf.say(conv, &format!("first {}", FIRST[i]));
+    }
+    assert!(matches!(
+        writer.catch_up(&sf.store, sf.head()).expect("catch up"),
+        CatchUp::Replayed { .. }
+    ));
+    writer.commit().expect("commit");
+    let committed = index.committed_offset().expect("offset");
+    assert_eq!(committed, Some(sf.head()));
+
+    // More messages reach the store and the writer, then the process dies before the
+    // index commit.
+    let before_crash = sf.head();
+    for (i, conv) in convs.iter_mut().enumerate() {
+        sf.say(conv, &format!("second {}", SECOND[i]));
+    }
+    let live = sf
+        .store
+        .deltas_between(sf.ws, before_crash, sf.head(), 100)
+        .expect("deltas");
+    for delta in &live {
+        writer.apply(delta);
+    }
+    writer.rollback().expect("crash");
+    drop(writer);
+    assert_eq!(index.committed_offset().expect("offset"), committed);
+    assert!(find(&index, sf.ws, SECOND[0]).is_empty());
+
+    // The next start replays from the committed offset.
+    let mut writer = open_writer(&index);
+    assert_eq!(writer.applied(), before_crash);
+    assert!(matches!(
+        writer.catch_up(&sf.store, sf.head()).expect("catch up"),
+        CatchUp::Replayed { deltas: 6 }
+    ));
+    writer.commit().expect("commit");
+    for i in 0..3 {
+        assert_eq!(find(&index, sf.ws, FIRST[i]).len(), 1, "{}", FIRST[i]);
+        assert_eq!(find(&index, sf.ws, SECOND[i]).len(), 1, "{}", SECOND[i]);
+    }
+    assert_eq!(
+        index.num_docs(),
+        3 + 6,
+        "3 conversations, 6 messages, no duplicates"
+    );
+    assert_eq!(index.committed_offset().expect("offset"), Some(sf.head()));
+}
+
+#[test]
+fn an_index_behind_the_pruned_log_is_rebuilt_from_the_store() {
+    let sf = StoreFixture::new();
+    let mut conv = conversation(sf.ws, contact("Zelda", "Hyrule", "z@h.io", "1"), 0);
+    sf.create(&conv);
+    let first = sf.say(&mut conv, "triforce");
+    sf.say(&mut conv, "master sword");
+    // The log was pruned through the head: only the state is left to rebuild from.
+    let mut set = WriteSet::new();
+    set.put_raw(
+        Ks::Meta,
+        catalogue::META_DELTA_PRUNED.to_vec(),
+        sf.head().to_be_bytes().to_vec(),
+    );
+    sf.commit(set);
+
+    let index = SearchIndex::open(&sf.dir.path().join("index")).expect("index");
+    let mut writer = open_writer(&index);
+    assert_eq!(
+        writer.catch_up(&sf.store, sf.head()).expect("catch up"),
+        CatchUp::Rebuilt { documents: 3 }
+    );
+    writer.commit().expect("commit");
+    let found = find(&index, sf.ws, "triforce");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].message_id, Some(first.id));
+    assert_eq!(
+        conversations_of(&find(&index, sf.ws, "Hyrule")),
+        vec![conv.id]
+    );
+    drop(writer);
+
+    // `confab reindex` does the same offline, from scratch, and is repeatable.
+    for _ in 0..2 {
+        let documents =
+            crate::writer::reindex(&index, &sf.store, WriterOptions::default()).expect("reindex");
+        assert_eq!(documents, 3);
+        index.reload().expect("reload");
+        assert_eq!(index.num_docs(), 3);
+    }
+}
+
+#[test]
+fn company_email_and_phone_come_from_the_card_and_edits_replace_them() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let ws = WorkspaceId::new();
+    let mut conv = conversation(ws, Contact::default(), now_millis());
+    conv.contact.phone = Some("5511900001111".into());
+    let delta = log.push(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+    f.writer.apply(&delta);
+    f.writer.commit().expect("commit");
+    assert!(find(&f.index, ws, "Initech").is_empty());
+    // Later the contact gets a name, a company and an email (PATCH /contacts).
+    conv.contact.name = Some("Peter Gibbons".into());
+    conv.contact.company = Some("Initech".into());
+    conv.contact.email = Some("peter@initech.com".into());
+    let card: ConversationCard = conv.card();
+    let delta = log.push(ws, conv.id, DeltaBody::ConversationUpdated(card));
+    f.writer.apply(&delta);
+    f.writer.commit().expect("commit");
+    for q in [
+        "Initech",
+        "peter@initech.com",
+        "Gibbons",
+        "5511900001111",
+        "initech.com",
+    ] {
+        assert_eq!(
+            conversations_of(&find(&f.index, ws, q)),
+            vec![conv.id],
+            "{q}"
+        );
+    }
+    assert_eq!(f.index.num_docs(), 1);
+}
