@@ -1,5 +1,5 @@
 //! Confab's actor runtime (ractor): conversation actors and their manager, channel
-//! connectors and their supervisor.
+//! connectors and their supervisor, the search indexer.
 //!
 //! Only a conversation's actor writes its conversation; every write goes through the
 //! engine's committer. Nothing here knows HTTP.
@@ -7,6 +7,7 @@
 pub mod channels;
 pub mod conversation;
 pub mod error;
+pub mod indexer;
 pub mod manager;
 pub mod metrics;
 
@@ -14,16 +15,21 @@ use std::time::Duration;
 
 use confab_engine::committer::Committer;
 use confab_engine::store::Store;
+use confab_index::SearchIndex;
+use ractor::ActorRef;
 
 pub use channels::{ChannelRegistry, Channels, ConnectorSettings, WebhookReport};
 pub use conversation::{ConversationMsg, InboundOutcome, OutboundRequest};
 pub use error::{ActorError, ActorResult};
+pub use indexer::IndexerConfig;
 pub use manager::{Conversations, ManagerConfig};
 
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeConfig {
     pub conversations: ManagerConfig,
     pub connectors: ConnectorSettings,
+    /// The search indexer; `None` runs without search.
+    pub indexer: Option<IndexerConfig>,
 }
 
 /// The running actor system.
@@ -31,6 +37,9 @@ pub struct RuntimeConfig {
 pub struct Runtime {
     pub conversations: Conversations,
     pub channels: Channels,
+    /// The search index (`None` when the runtime runs without an indexer).
+    pub search: Option<SearchIndex>,
+    indexer: Option<ActorRef<indexer::IndexerMsg>>,
 }
 
 impl Runtime {
@@ -41,6 +50,14 @@ impl Runtime {
         committer: Committer,
         config: RuntimeConfig,
     ) -> ActorResult<Runtime> {
+        let (search, indexer) = match config.indexer {
+            Some(indexer_config) => {
+                let (search, indexer) =
+                    start_indexer(store.clone(), committer.clone(), indexer_config).await?;
+                (Some(search), Some(indexer))
+            }
+            None => (None, None),
+        };
         let registry = ChannelRegistry::default();
         let conversations = manager::Manager::start(manager::ManagerArgs {
             store: store.clone(),
@@ -78,14 +95,42 @@ impl Runtime {
         Ok(Runtime {
             conversations,
             channels,
+            search,
+            indexer,
         })
     }
 
-    /// Stops connectors, then conversations, each after finishing what it has queued.
+    /// Stops connectors, then conversations, each after finishing what it has queued, then
+    /// the indexer after committing what it buffered.
     pub async fn stop(&self, timeout: Duration) {
         self.channels.stop(timeout).await;
         let manager = self.conversations.manager();
         manager.drain_children();
         let _ = manager.stop_and_wait(None, Some(timeout)).await;
+        if let Some(indexer) = &self.indexer {
+            let _ = indexer.drain_and_wait(Some(timeout)).await;
+        }
     }
+}
+
+/// Opens the index (off the reactor) and starts its indexer.
+async fn start_indexer(
+    store: Store,
+    committer: Committer,
+    config: IndexerConfig,
+) -> ActorResult<(SearchIndex, ActorRef<indexer::IndexerMsg>)> {
+    let dir = config.dir.clone();
+    let search = tokio::task::spawn_blocking(move || SearchIndex::open(&dir))
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))?
+        .map_err(|e| ActorError::Unavailable(format!("cannot open the search index: {e}")))?;
+    let indexer = indexer::Indexer::start(indexer::IndexerArgs {
+        store,
+        committer,
+        index: search.clone(),
+        config,
+    })
+    .await
+    .map_err(|e| ActorError::Unavailable(format!("cannot start the indexer: {e}")))?;
+    Ok((search, indexer))
 }

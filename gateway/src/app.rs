@@ -54,6 +54,7 @@ pub fn router(app: AppState) -> Router {
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
         .merge(routes::agents::routes())
+        .merge(routes::search::routes())
         .merge(crate::stream::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

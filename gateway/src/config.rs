@@ -25,6 +25,7 @@ pub struct Config {
     pub conversations: ConversationsConfig,
     pub stream: StreamConfig,
     pub whatsapp: WhatsappConfig,
+    pub search: SearchConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -61,6 +62,36 @@ pub struct WhatsappConfig {
     pub messages_per_second: u32,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Longest a durable message waits before it is committed to the search index.
+    pub commit_interval_ms: u64,
+    /// Commit the index at once when this many deltas are waiting.
+    pub commit_docs: usize,
+    /// The index writer's memory budget, in MiB.
+    pub writer_memory_mb: usize,
+    /// Indexing threads.
+    pub writer_threads: usize,
+    /// A search running longer than this answers 503 `search_timeout`.
+    pub timeout_ms: u64,
+    /// Searches running at once; more answer 503 `search_busy` at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            commit_interval_ms: 200,
+            commit_docs: 10_000,
+            writer_memory_mb: 64,
+            writer_threads: 1,
+            timeout_ms: 2_000,
+            max_concurrent: 8,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -73,6 +104,7 @@ impl Default for Config {
             conversations: ConversationsConfig::default(),
             stream: StreamConfig::default(),
             whatsapp: WhatsappConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }

@@ -110,6 +110,24 @@ impl From<ActorError> for ApiError {
     }
 }
 
+impl From<confab_index::IndexError> for ApiError {
+    fn from(e: confab_index::IndexError) -> Self {
+        use confab_index::IndexError as E;
+        match e {
+            E::InvalidQuery(why) => ApiError::bad_request("invalid_query", why.to_string()),
+            E::Store(e) => e.into(),
+            E::Locked(_) | E::Tantivy(_) | E::Io(_) => {
+                tracing::error!(error = %e, "search index unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "search_unavailable",
+                    "the search index cannot be read right now",
+                )
+            }
+        }
+    }
+}
+
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
         use axum::extract::rejection::JsonRejection as R;

@@ -1,4 +1,5 @@
-//! `confab`: run the engine (`serve`), or a self-contained demo (`demo`).
+//! `confab`: run the engine (`serve`), a self-contained demo (`demo`), or rebuild the
+//! search index offline (`reindex`).
 
 use std::path::PathBuf;
 
@@ -24,6 +25,8 @@ enum Command {
     /// Run the engine with a seeded demo workspace, a sandbox WhatsApp provider and
     /// simulated leads writing in through the real webhook path.
     Demo(ServerArgs),
+    /// Rebuild the search index from the store (offline: stop the server first).
+    Reindex(ServerArgs),
 }
 
 #[derive(Args)]
@@ -60,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn,tantivy=warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -80,6 +83,20 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Demo(args) => {
                 confab_gateway::demo::run(args.config()?, shutdown_signal()).await
+            }
+            Command::Reindex(args) => {
+                let config = args.config()?;
+                let started = std::time::Instant::now();
+                let documents =
+                    tokio::task::spawn_blocking(move || confab_gateway::server::reindex(&config))
+                        .await??;
+                tracing::info!(
+                    documents,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "search index rebuilt"
+                );
+                println!("reindexed {documents} documents");
+                Ok(())
             }
         }
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use confab_actors::{ConnectorSettings, ManagerConfig, Runtime, RuntimeConfig};
+use confab_actors::{ConnectorSettings, IndexerConfig, ManagerConfig, Runtime, RuntimeConfig};
 use confab_engine::committer::Committer;
 use confab_engine::store::{Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -74,6 +74,21 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
             whatsapp_per_second: config.whatsapp.messages_per_second.max(1),
             ..ConnectorSettings::default()
         },
+        indexer: Some(indexer_config(config)),
+    }
+}
+
+/// The search indexer's settings: the index lives in `<data_dir>/index`.
+pub fn indexer_config(config: &Config) -> IndexerConfig {
+    let search = &config.search;
+    IndexerConfig {
+        commit_interval: Duration::from_millis(search.commit_interval_ms.max(1)),
+        commit_docs: search.commit_docs.max(1),
+        writer: confab_index::WriterOptions {
+            threads: search.writer_threads.max(1),
+            memory_bytes: search.writer_memory_mb.max(16) * 1024 * 1024,
+        },
+        ..IndexerConfig::new(config.data_dir.join("index"))
     }
 }
 
@@ -145,4 +160,20 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         stop,
         task,
     })
+}
+
+/// `confab reindex`: rebuilds the search index in `<data_dir>/index` from the store, offline
+/// (the server must not be running). Returns the documents written. Blocking.
+pub fn reindex(config: &Config) -> anyhow::Result<u64> {
+    let options = StoreOptions {
+        cache_bytes: config.cache_mb.max(1) * 1024 * 1024,
+    };
+    let store = Store::open(&config.data_dir, &options)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let indexer = indexer_config(config);
+    let index = confab_index::SearchIndex::open(&indexer.dir)
+        .with_context(|| format!("cannot open the index in {}", indexer.dir.display()))?;
+    let documents = confab_index::reindex(&index, &store, indexer.writer)
+        .context("rebuilding the search index failed")?;
+    Ok(documents)
 }

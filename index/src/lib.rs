@@ -29,4 +29,4 @@ mod tests;
 pub use error::{IndexError, Result};
 pub use query::{ParsedQuery, QueryError};
 pub use search::{Hit, HitField, SearchIndex, SearchPage, SearchRequest};
-pub use writer::{CatchUp, Writer, WriterOptions};
+pub use writer::{reindex, CatchUp, Writer, WriterOptions};

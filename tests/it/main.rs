@@ -8,6 +8,7 @@ mod commands;
 mod demo;
 mod durability;
 mod inbox;
+mod search;
 mod stream;
 mod supervision;
 mod tenancy;

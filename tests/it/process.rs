@@ -70,10 +70,21 @@ impl Process {
 
     /// `confab serve` on `dir`, on a free port.
     pub fn serve(binary: &Path, dir: &Path, admin_token: &str) -> Process {
+        Self::serve_with(binary, dir, admin_token, &[])
+    }
+
+    /// `confab serve` on `dir` with extra arguments (`--config FILE`).
+    pub fn serve_with(
+        binary: &Path,
+        dir: &Path,
+        admin_token: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Process {
         let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("CONFAB_ADMIN_TOKEN", admin_token);
         Self::spawn(command, |line| {
             let at = line.find("addr=")?;

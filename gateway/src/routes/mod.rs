@@ -6,6 +6,7 @@ pub mod commands;
 pub mod contacts;
 pub mod conversations;
 pub mod health;
+pub mod search;
 pub mod webhooks;
 
 use axum::extract::rejection::BytesRejection;

@@ -1,0 +1,220 @@
+//! The indexer: the one actor that writes the search index.
+//!
+//! It listens to the committer (deltas arrive after they are durable, in offset order),
+//! buffers them, and every `commit_interval` — or sooner once `commit_docs` are waiting —
+//! hands them to the index [`Writer`] and commits, which reloads the searcher. All tantivy
+//! work runs on the blocking pool, never on the reactor.
+//!
+//! On start, and after any index failure, it reopens the writer and catches up from the
+//! store: the deltas after the offset of the last index commit, or a rebuild from the
+//! store's state when the delta log was pruned past it. Deltas buffered when a failure
+//! struck are simply dropped: they are in the store, and the catch-up replays them. A gap
+//! between the last applied offset and the next live delta (which the committer's ordering
+//! rules out, but costs nothing to check) is filled from the store the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_engine::committer::{Committer, DeltaListener};
+use confab_engine::delta::Delta;
+use confab_engine::store::Store;
+use confab_index::{SearchIndex, Writer, WriterOptions};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+/// How the indexer batches.
+#[derive(Clone, Debug)]
+pub struct IndexerConfig {
+    /// Where the index lives (`<data_dir>/index`).
+    pub dir: PathBuf,
+    /// Longest a durable delta waits before it is committed to the index.
+    pub commit_interval: Duration,
+    /// Commit at once when this many deltas are waiting.
+    pub commit_docs: usize,
+    pub writer: WriterOptions,
+}
+
+impl IndexerConfig {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            commit_interval: Duration::from_millis(200),
+            commit_docs: 10_000,
+            writer: WriterOptions::default(),
+        }
+    }
+}
+
+/// After an index failure, the indexer waits this long before reopening and catching up.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+pub enum IndexerMsg {
+    /// Deltas the committer just made durable.
+    Deltas(Vec<Arc<Delta>>),
+    /// Time to commit what is buffered (or to retry after a failure).
+    Tick,
+}
+
+/// Forwards the committer's deltas into the indexer's mailbox without blocking it.
+struct Forward(ActorRef<IndexerMsg>);
+
+impl DeltaListener for Forward {
+    fn published(&self, deltas: &[Arc<Delta>]) {
+        // Fails only once the indexer stopped; the next start catches up from the store.
+        let _ = self.0.cast(IndexerMsg::Deltas(deltas.to_vec()));
+    }
+}
+
+pub struct IndexerArgs {
+    pub store: Store,
+    pub committer: Committer,
+    pub index: SearchIndex,
+    pub config: IndexerConfig,
+}
+
+pub struct IndexerState {
+    args: IndexerArgs,
+    /// `None` before the first catch-up and after a failure.
+    writer: Option<Writer>,
+    buffer: Vec<Arc<Delta>>,
+    retry_at: Option<Instant>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+pub struct Indexer;
+
+impl Indexer {
+    /// Starts the indexer and subscribes it to the committer.
+    pub async fn start(args: IndexerArgs) -> Result<ActorRef<IndexerMsg>, ActorProcessingErr> {
+        let (actor, _) = Actor::spawn(None, Indexer, args).await?;
+        Ok(actor)
+    }
+}
+
+impl IndexerState {
+    /// Opens the writer if needed, applies the buffer (filling any gap from the store) and
+    /// commits, on the blocking pool. On failure the writer is dropped (its uncommitted
+    /// work with it) and reopened later.
+    async fn flush(&mut self) {
+        if self.writer.is_none() && self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        if self.writer.is_some() && self.buffer.is_empty() {
+            return;
+        }
+        let writer = self.writer.take();
+        let deltas = std::mem::take(&mut self.buffer);
+        let store = self.args.store.clone();
+        let index = self.args.index.clone();
+        let options = self.args.config.writer;
+        let committer = self.args.committer.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut writer = match writer {
+                Some(writer) => writer,
+                None => {
+                    let mut writer = Writer::open(&index, options)?;
+                    let through = committer.durable_head();
+                    let done = writer.catch_up(&store, through)?;
+                    tracing::info!(?done, through, "search index caught up with the store");
+                    writer
+                }
+            };
+            for delta in &deltas {
+                if delta.offset > writer.applied() + 1 {
+                    writer.catch_up(&store, delta.offset - 1)?;
+                }
+                writer.apply(delta);
+            }
+            writer.commit()?;
+            Ok::<_, confab_index::IndexError>(writer)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(writer)) => {
+                let lag = self
+                    .args
+                    .committer
+                    .durable_head()
+                    .saturating_sub(writer.committed());
+                metrics::gauge!(confab_index::metrics::INDEX_LAG_OFFSETS).set(lag as f64);
+                self.writer = Some(writer);
+                self.retry_at = None;
+            }
+            Ok(Err(e)) => self.failed(&e.to_string()),
+            Err(e) => self.failed(&format!("indexing task panicked: {e}")),
+        }
+    }
+
+    fn failed(&mut self, why: &str) {
+        tracing::error!(
+            error = why,
+            "search index failure: reopening and catching up from the store"
+        );
+        metrics::counter!(confab_index::metrics::INDEX_FAILURES).increment(1);
+        self.buffer.clear();
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+    }
+}
+
+impl Actor for Indexer {
+    type Msg = IndexerMsg;
+    type State = IndexerState;
+    type Arguments = IndexerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<IndexerMsg>,
+        args: IndexerArgs,
+    ) -> Result<IndexerState, ActorProcessingErr> {
+        // Subscribe before the first catch-up reads the durable head: every later delta
+        // then arrives here, and earlier ones are replayed from the store.
+        args.committer.subscribe(Arc::new(Forward(myself.clone())));
+        let ticker = myself.send_interval(args.config.commit_interval, || IndexerMsg::Tick);
+        myself.cast(IndexerMsg::Tick)?;
+        Ok(IndexerState {
+            args,
+            writer: None,
+            buffer: Vec::new(),
+            retry_at: None,
+            ticker: Some(ticker),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<IndexerMsg>,
+        msg: IndexerMsg,
+        state: &mut IndexerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            IndexerMsg::Deltas(deltas) => {
+                state.buffer.extend(deltas);
+                if state.buffer.len() >= state.args.config.commit_docs {
+                    state.flush().await;
+                }
+            }
+            IndexerMsg::Tick => state.flush().await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<IndexerMsg>,
+        state: &mut IndexerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        // What is buffered is durable in the store: commit it now so the next start has
+        // nothing to replay (a failure here only costs that replay).
+        if state.writer.is_some() {
+            state.flush().await;
+        }
+        if let Some(writer) = state.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
+        }
+        Ok(())
+    }
+}
