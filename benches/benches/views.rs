@@ -30,7 +30,8 @@ fn conversation(ws: WorkspaceId, agents: &[AgentId], i: usize, n: usize) -> Conv
     if pick(100, 2) == 0 {
         tags.push("mid".to_string());
     }
-    if i % (n / RARE).max(1) == 0 && i / (n / RARE).max(1) < RARE {
+    let every = (n / RARE).max(1);
+    if i.is_multiple_of(every) && i / every < RARE {
         tags.push("rare".to_string());
     }
     let mut conv: Conversation = serde_json::from_value(serde_json::json!({
