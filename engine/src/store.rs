@@ -344,3 +344,73 @@ impl Store {
         self.inner.db.disk_space().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::committer::{Committer, Durability, WriteSet};
+    use crate::model::{ChannelKind, Direction, Sender};
+
+    fn message(conv: ConversationId, seq: u64) -> Message {
+        Message {
+            id: MessageId::new(),
+            conversation_id: conv,
+            seq,
+            direction: Direction::Inbound,
+            sender: Sender::Lead,
+            agent_id: None,
+            text: format!("m{seq}"),
+            internal: false,
+            channel: ChannelKind::Whatsapp,
+            created_at: 0,
+            delivery: None,
+            external_id: None,
+            content_type: None,
+            reply_to: None,
+            error: None,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn full_scans_page_through_every_message_in_key_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Buffered).expect("committer");
+        let convs = [ConversationId::new(), ConversationId::new()];
+        let mut set = WriteSet::new();
+        for conv in convs {
+            for seq in 1..=3 {
+                set.put(
+                    Ks::ConvMsg,
+                    catalogue::conv_msg(conv, seq),
+                    &message(conv, seq),
+                );
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(committer.commit(set)).expect("commit");
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.messages_after(after, 4).expect("page");
+            let Some(last) = page.last() else { break };
+            after = Some((last.conversation_id, last.seq));
+            seen.extend(page.iter().map(|m| (m.conversation_id, m.seq)));
+        }
+        let expected: Vec<_> = convs
+            .iter()
+            .flat_map(|c| (1..=3).map(move |s| (*c, s)))
+            .collect();
+        assert_eq!(seen, expected);
+        assert!(store
+            .conversations_after(None, 10)
+            .expect("scan")
+            .is_empty());
+        committer.close();
+        thread.join();
+    }
+}
