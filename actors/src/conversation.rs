@@ -4,8 +4,11 @@
 //! committer, and the state only changes once that set is durable. Requests answer through
 //! their reply port; the handler itself never fails on a request's behalf.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use confab_engine::analytics::{self, ConversationStats, Snapshot, CSAT_RANGE};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::delta::{DeltaBody, NotificationReason};
@@ -79,6 +82,9 @@ pub enum Command {
     MarkRead,
     /// The lead's details were edited: refresh the conversation's copy.
     ContactChanged(Contact),
+    /// Record the lead's satisfaction (1–5), replacing an earlier rating. It is not on the
+    /// card, so it streams nothing.
+    Csat(u8),
 }
 
 /// Most tags one conversation carries.
@@ -113,13 +119,18 @@ pub struct ConversationArgs {
     pub store: Store,
     pub committer: Committer,
     pub channels: ChannelRegistry,
+    /// This actor's mailbox depth, shared with the handle that sends to it.
+    pub queued: Arc<AtomicI64>,
 }
 
 pub struct ConversationState {
     conv: Conversation,
+    /// What analytics remember of the conversation (see `confab_engine::analytics`).
+    stats: ConversationStats,
     store: Store,
     committer: Committer,
     channels: ChannelRegistry,
+    queued: Arc<AtomicI64>,
 }
 
 impl Actor for ConversationActor {
@@ -134,13 +145,21 @@ impl Actor for ConversationActor {
     ) -> Result<ConversationState, ActorProcessingErr> {
         let store = args.store.clone();
         let id = args.id;
-        let conv = tokio::task::spawn_blocking(move || store.conversation(id)).await??;
+        let (conv, stats) = tokio::task::spawn_blocking(move || {
+            Ok::<_, EngineError>((
+                store.conversation(id)?,
+                analytics::conversation_stats(&store, id)?,
+            ))
+        })
+        .await??;
         let conv = conv.ok_or(EngineError::ConversationNotFound(id))?;
         Ok(ConversationState {
             conv,
+            stats,
             store: args.store,
             committer: args.committer,
             channels: args.channels,
+            queued: args.queued,
         })
     }
 
@@ -150,6 +169,7 @@ impl Actor for ConversationActor {
         msg: ConversationMsg,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
+        state.queued.fetch_sub(1, Ordering::Relaxed);
         match msg {
             ConversationMsg::Inbound(event, reply) => {
                 let _ = reply.send(state.inbound(*event).await);
@@ -247,11 +267,15 @@ impl ConversationState {
         }
 
         let mut set = WriteSet::new();
+        if let Some(received) = event.received {
+            set.received_at(received);
+        }
         let ext_key = catalogue::ext_msg(conv.channel_id, &event.provider_message_id);
         set.require_absent(Ks::ExtMsg, ext_key.clone())
             .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
             .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
         touch(&mut set, &self.conv, &mut conv, now);
+        self.analytics(&mut set, &conv, &self.stats, now);
         set.delta(
             conv.workspace_id,
             conv.id,
@@ -306,6 +330,7 @@ impl ConversationState {
         }
 
         let mut conv = self.conv.clone();
+        let mut stats = self.stats;
         let seq = conv.next_seq;
         let message = Message {
             id: MessageId::new(),
@@ -356,12 +381,18 @@ impl ConversationState {
                     _ => Responder::Human,
                 });
             }
+            match request.sender {
+                Sender::Ai => stats.ai_replies = stats.ai_replies.saturating_add(1),
+                Sender::Agent => stats.human_replies = stats.human_replies.saturating_add(1),
+                Sender::Lead | Sender::System => {}
+            }
             set.put(
                 Ks::OutboxEntry,
                 catalogue::outbox_entry(entry.message_id),
                 entry,
             );
             touch(&mut set, &self.conv, &mut conv, now);
+            self.analytics(&mut set, &conv, &stats, now);
         } else {
             // A note is not activity with the lead: the inbox order stays as it is.
             store_state(&mut set, &self.conv, &conv);
@@ -392,6 +423,7 @@ impl ConversationState {
         }
         self.committer.commit(set).await?;
         self.conv = conv;
+        self.stats = stats;
         if !request.internal {
             metrics::counter!(crate::metrics::MESSAGES, "direction" => "outbound", "channel" => self.conv.channel.as_str()).increment(1);
         }
@@ -400,6 +432,7 @@ impl ConversationState {
 
     async fn command(&mut self, command: Command) -> ActorResult<ConversationCard> {
         let mut conv = self.conv.clone();
+        let mut stats = self.stats;
         let mut notify = None;
         match command {
             Command::Assign { agent_id, by } => {
@@ -438,23 +471,51 @@ impl ConversationState {
             Command::AiMode(mode) => conv.ai_mode = mode,
             Command::MarkRead => conv.unread_count = 0,
             Command::ContactChanged(contact) => conv.contact = contact,
+            Command::Csat(rating) => {
+                if !CSAT_RANGE.contains(&rating) {
+                    return Err(ActorError::invalid(
+                        "invalid_value",
+                        "a CSAT rating is 1 to 5",
+                    ));
+                }
+                stats.csat = Some(rating);
+            }
         }
-        if conv == self.conv {
+        if conv == self.conv && stats == self.stats {
             return Ok(conv.card());
         }
         let mut set = WriteSet::new();
-        store_state(&mut set, &self.conv, &conv);
-        set.delta(
-            conv.workspace_id,
-            conv.id,
-            DeltaBody::ConversationUpdated(conv.card()),
-        );
+        if conv != self.conv {
+            store_state(&mut set, &self.conv, &conv);
+            set.delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::ConversationUpdated(conv.card()),
+            );
+        }
+        self.analytics(&mut set, &conv, &stats, now_millis());
         if let Some(notification) = notify {
             set.delta(conv.workspace_id, conv.id, notification);
         }
         self.committer.commit(set).await?;
         self.conv = conv;
+        self.stats = stats;
         Ok(self.conv.card())
+    }
+
+    /// Adds the analytics of going from the current state to `conv` / `stats` to `set`.
+    fn analytics(
+        &self,
+        set: &mut WriteSet,
+        conv: &Conversation,
+        stats: &ConversationStats,
+        now: UnixMillis,
+    ) {
+        let before = Snapshot {
+            conv: &self.conv,
+            stats: &self.stats,
+        };
+        analytics::record(set, Some(before), Snapshot { conv, stats }, now);
     }
 
     async fn accepted(&mut self, seq: u64, external_id: String) -> ActorResult<()> {

@@ -6,7 +6,7 @@
 //! per conversation ever runs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ impl Default for ManagerConfig {
 pub struct Live {
     pub actor: ActorRef<ConversationMsg>,
     last_used_ms: AtomicU64,
+    /// Messages sent to the actor and not yet handled (ractor does not expose its
+    /// mailbox's length): counted up before a send, down when the actor takes one.
+    queued: Arc<AtomicI64>,
 }
 
 /// Milliseconds on a process-local monotonic clock.
@@ -102,14 +105,46 @@ impl Conversations {
     ) -> ActorResult<oneshot::Receiver<ActorResult<T>>> {
         let actor = self.actor(id).await?;
         let (tx, rx) = oneshot::channel();
-        actor.cast(make(tx.into())).map_err(|_| gone())?;
+        self.cast(id, &actor, make(tx.into()))?;
         Ok(rx)
+    }
+
+    /// Casts `msg`, counting it in the actor's mailbox depth.
+    fn cast(
+        &self,
+        id: ConversationId,
+        actor: &ActorRef<ConversationMsg>,
+        msg: ConversationMsg,
+    ) -> ActorResult<()> {
+        let queued = self
+            .live
+            .get(&id)
+            .filter(|live| live.actor.get_id() == actor.get_id())
+            .map(|live| live.queued.clone());
+        if let Some(queued) = &queued {
+            queued.fetch_add(1, Ordering::Relaxed);
+        }
+        actor.cast(msg).map_err(|_| {
+            if let Some(queued) = &queued {
+                queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            gone()
+        })
+    }
+
+    /// Messages waiting in live conversation mailboxes: the sum, and the deepest one.
+    /// O(live actors): meant for a scrape, not a hot path.
+    pub fn mailbox_depths(&self) -> (u64, u64) {
+        self.live.iter().fold((0, 0), |(sum, max), live| {
+            let depth = live.queued.load(Ordering::Relaxed).max(0) as u64;
+            (sum + depth, max.max(depth))
+        })
     }
 
     /// Sends a one-way message to the conversation.
     pub async fn tell(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
         let actor = self.actor(id).await?;
-        actor.cast(msg).map_err(|_| gone())
+        self.cast(id, &actor, msg)
     }
 
     /// The conversation for a provider thread, created (with its contact) if new.
@@ -318,11 +353,13 @@ impl ManagerState {
         id: ConversationId,
     ) -> ActorResult<ActorRef<ConversationMsg>> {
         self.make_room();
+        let queued = Arc::new(AtomicI64::new(0));
         let args = ConversationArgs {
             id,
             store: self.store.clone(),
             committer: self.committer.clone(),
             channels: self.channels.clone(),
+            queued: queued.clone(),
         };
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -332,6 +369,7 @@ impl ManagerState {
                     Arc::new(Live {
                         actor: actor.clone(),
                         last_used_ms: AtomicU64::new(clock_ms(self.epoch)),
+                        queued,
                     }),
                 );
                 metrics::counter!(crate::metrics::ACTIVATIONS).increment(1);
@@ -377,6 +415,7 @@ impl ManagerState {
         if let Some((_, live)) = self.live.remove(&id) {
             self.stopping.entry(id).or_default();
             // Queued behind everything already sent to it, so nothing is dropped.
+            live.queued.fetch_add(1, Ordering::Relaxed);
             if live.actor.cast(ConversationMsg::Passivate).is_err() {
                 live.actor.stop(None);
             }
@@ -582,6 +621,16 @@ impl ManagerState {
             )
             .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
         confab_engine::views::update(&mut set, None, &conv);
+        let stats = confab_engine::analytics::ConversationStats::default();
+        confab_engine::analytics::record(
+            &mut set,
+            None,
+            confab_engine::analytics::Snapshot {
+                conv: &conv,
+                stats: &stats,
+            },
+            now,
+        );
         self.committer.commit(set).await?;
         metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
             .increment(1);
@@ -668,6 +717,7 @@ mod tests {
             raw: None,
             reply_to: None,
             campaign: None,
+            received: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Names of the actor runtime's metrics.
+//! Names of the actor runtime's metrics, and their help texts. `docs/METRICS.md` lists
+//! every metric of the process.
 
 pub const LIVE_CONVERSATIONS: &str = "confab_conversation_actors_live";
 pub const ACTIVATIONS: &str = "confab_conversation_activations_total";
@@ -6,5 +7,78 @@ pub const PASSIVATIONS: &str = "confab_conversation_passivations_total";
 pub const RESTARTS: &str = "confab_conversation_restarts_total";
 pub const CONVERSATIONS_CREATED: &str = "confab_conversations_created_total";
 pub const MESSAGES: &str = "confab_messages_total";
+/// Gauge: messages queued in live conversation actors' mailboxes, summed (sampled at scrape).
+pub const MAILBOX_MESSAGES: &str = "confab_conversation_mailbox_messages";
+/// Gauge: the deepest single conversation mailbox (sampled at scrape).
+pub const MAILBOX_MAX: &str = "confab_conversation_mailbox_max_messages";
 pub const CONNECTOR_SENDS: &str = "confab_connector_sends_total";
 pub const CONNECTOR_RESTARTS: &str = "confab_connector_restarts_total";
+/// Gauge: connectors whose circuit breaker is open (sends paused), by channel kind.
+pub const CONNECTOR_CIRCUITS_OPEN: &str = "confab_connector_circuits_open";
+/// Counter: times a connector's circuit opened, by channel kind.
+pub const CONNECTOR_CIRCUIT_OPENED: &str = "confab_connector_circuit_opened_total";
+
+/// Registers the help texts of the runtime's metrics, and of the search index's (the
+/// indexer actor reports them; the index crate only names them).
+pub fn describe() {
+    use confab_index::metrics as index;
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(LIVE_CONVERSATIONS, "Conversation actors in memory.");
+    describe_counter!(ACTIVATIONS, "Conversation actors activated from the store.");
+    describe_counter!(PASSIVATIONS, "Idle conversation actors passivated.");
+    describe_counter!(
+        RESTARTS,
+        "Crashed conversation actors restarted from the store."
+    );
+    describe_counter!(
+        CONVERSATIONS_CREATED,
+        "Conversations created, by channel kind."
+    );
+    describe_counter!(
+        MESSAGES,
+        "Messages stored, by direction (inbound, outbound) and channel kind."
+    );
+    describe_gauge!(
+        MAILBOX_MESSAGES,
+        "Messages waiting in live conversation actors' mailboxes, summed."
+    );
+    describe_gauge!(
+        MAILBOX_MAX,
+        "Messages waiting in the deepest live conversation actor's mailbox."
+    );
+    describe_counter!(
+        CONNECTOR_SENDS,
+        "Provider send attempts, by channel kind and outcome (accepted, retried, failed)."
+    );
+    describe_counter!(CONNECTOR_RESTARTS, "Crashed connectors restarted.");
+    describe_gauge!(
+        CONNECTOR_CIRCUITS_OPEN,
+        "Connectors whose circuit breaker is open (sends paused), by channel kind."
+    );
+    describe_counter!(
+        CONNECTOR_CIRCUIT_OPENED,
+        "Times a connector's circuit breaker opened, by channel kind."
+    );
+    describe_gauge!(
+        index::INDEX_LAG_OFFSETS,
+        "Delta offsets durable in the store but not yet committed to the search index."
+    );
+    describe_histogram!(
+        index::INDEX_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Duration of one search index commit."
+    );
+    describe_counter!(
+        index::INDEX_DOCUMENTS,
+        "Documents written to the search index."
+    );
+    describe_counter!(
+        index::INDEX_FAILURES,
+        "Search index failures (the writer is reopened and catches up)."
+    );
+    describe_histogram!(
+        index::SEARCH_SECONDS,
+        Unit::Seconds,
+        "Duration of a search, by outcome."
+    );
+}

@@ -40,6 +40,7 @@ fn event(channel: ChannelId, lead: usize, n: u64) -> InboundEvent {
         raw: None,
         reply_to: None,
         campaign: None,
+        received: None,
     }
 }
 

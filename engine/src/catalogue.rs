@@ -51,10 +51,15 @@ pub enum Ks {
     ContactConv,
     /// workspace id ‖ lower-cased email → contact id
     EmailContact,
+    /// workspace id ‖ UTC day ‖ stat → i64 count, maintained by `WriteSet::add`: the
+    /// conversation analytics' daily buckets (see `analytics`).
+    DayStat,
+    /// conversation id → `analytics::ConversationStats` (CSAT, replies by AI and humans)
+    ConvStats,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 21] = [
+    pub const ALL: [Ks; 23] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -76,6 +81,8 @@ impl Ks {
         Ks::OutboxEntry,
         Ks::ContactConv,
         Ks::EmailContact,
+        Ks::DayStat,
+        Ks::ConvStats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +108,8 @@ impl Ks {
             Ks::OutboxEntry => "outbox_entry",
             Ks::ContactConv => "contact_conv",
             Ks::EmailContact => "email_contact",
+            Ks::DayStat => "day_stat",
+            Ks::ConvStats => "conv_stats",
         }
     }
 
@@ -305,6 +314,11 @@ pub fn decode_lane_count(key: &[u8]) -> Option<Lane> {
     }
 }
 
+/// `day_stat` key: a workspace's counter `stat` for one UTC day (days since 1970).
+pub fn day_stat(ws: WorkspaceId, day: u32, stat: u8) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &day.to_be_bytes(), &[stat]])
+}
+
 pub fn outbox_entry(message: MessageId) -> Vec<u8> {
     message.to_bytes().to_vec()
 }
@@ -325,6 +339,16 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Ks::ALL.len());
+    }
+
+    #[test]
+    fn day_stat_keys_sort_by_workspace_day_then_stat() {
+        let ws = WorkspaceId::new();
+        let key = day_stat(ws, 20_000, 7);
+        assert_eq!(key.len(), 16 + 4 + 1);
+        assert!(key.starts_with(&ws.to_bytes()));
+        assert!(day_stat(ws, 1, 200) < day_stat(ws, 2, 0));
+        assert!(day_stat(ws, 2, 3) < day_stat(ws, 2, 4));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct WriteSet {
     ops: Vec<Op>,
     absent: Vec<(Ks, Vec<u8>)>,
     deltas: Vec<DeltaDraft>,
+    /// When the input this set stores reached the process (a webhook's receipt), for the
+    /// end-to-end latency metric; never stored.
+    received: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,13 @@ impl WriteSet {
         self
     }
 
+    /// Marks the set's deltas as caused by input received at `at`: listeners get the
+    /// instant with the deltas (see [`DeltaListener::published_received`]).
+    pub fn received_at(&mut self, at: Instant) -> &mut Self {
+        self.received = Some(at);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.deltas.is_empty()
     }
@@ -121,6 +131,13 @@ pub struct Receipt {
 /// Called on the committer thread: implementations must not block.
 pub trait DeltaListener: Send + Sync + 'static {
     fn published(&self, deltas: &[Arc<Delta>]);
+
+    /// Like [`DeltaListener::published`], with `received[i]` the instant the input that
+    /// caused `deltas[i]` reached the process, when known ([`WriteSet::received_at`]).
+    fn published_received(&self, deltas: &[Arc<Delta>], received: &[Option<Instant>]) {
+        let _ = received;
+        self.published(deltas);
+    }
 }
 
 enum Command {
@@ -267,9 +284,12 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            self.shared
+            let waiting = self
+                .shared
                 .queue_depth
-                .fetch_sub(group.len(), Ordering::Relaxed);
+                .fetch_sub(group.len(), Ordering::Relaxed)
+                .saturating_sub(group.len());
+            metrics::gauge!(crate::metrics::COMMIT_QUEUE_DEPTH).set(waiting as f64);
             self.commit_group(&mut group);
         }
         rx.close();
@@ -290,13 +310,14 @@ impl Worker {
         let size = group.len();
         let mut done = Vec::with_capacity(size);
         let mut published = Vec::new();
+        let mut received = Vec::new();
         for request in group.drain(..) {
             metrics::histogram!(crate::metrics::COMMIT_WAIT_SECONDS)
                 .record(request.enqueued.elapsed().as_secs_f64());
             let outcome = if self.shared.poisoned.load(Ordering::Acquire) {
                 Err(Error::Poisoned)
             } else {
-                self.write(request.set, &mut published)
+                self.write(request.set, &mut published, &mut received)
             };
             done.push(Done {
                 reply: request.reply,
@@ -319,6 +340,7 @@ impl Worker {
                     }
                 }
                 published.clear();
+                received.clear();
             }
             metrics::histogram!(crate::metrics::FSYNC_SECONDS)
                 .record(fsync_started.elapsed().as_secs_f64());
@@ -336,7 +358,7 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             for listener in &listeners {
-                listener.published(&published);
+                listener.published_received(&published, &received);
             }
             metrics::gauge!(crate::metrics::DELTA_HEAD).set(last.offset as f64);
         }
@@ -350,7 +372,12 @@ impl Worker {
     }
 
     /// Writes one request as one batch; deltas get their offsets here.
-    fn write(&mut self, set: WriteSet, published: &mut Vec<Arc<Delta>>) -> Result<Receipt> {
+    fn write(
+        &mut self,
+        set: WriteSet,
+        published: &mut Vec<Arc<Delta>>,
+        received: &mut Vec<Option<Instant>>,
+    ) -> Result<Receipt> {
         for (ks, key) in &set.absent {
             match self.store.contains(*ks, key) {
                 Ok(false) => {}
@@ -421,6 +448,7 @@ impl Worker {
             return Err(e.into());
         }
         self.head = head;
+        received.extend(std::iter::repeat_n(set.received, deltas.len()));
         published.extend(deltas);
         Ok(Receipt { offsets })
     }

@@ -29,6 +29,8 @@ pub struct InboundEvent {
     pub reply_to: Option<String>,
     /// Where the lead came from (an ad, a campaign).
     pub campaign: Option<String>,
+    /// When the webhook carrying it reached the process (end-to-end latency metric).
+    pub received: Option<std::time::Instant>,
 }
 
 impl InboundEvent {
@@ -47,6 +49,7 @@ impl InboundEvent {
             raw: m.raw,
             reply_to: m.reply_to,
             campaign: m.referral.and_then(|r| r.campaign()),
+            received: None,
         }
     }
 }

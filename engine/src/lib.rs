@@ -4,6 +4,7 @@
 //! This crate knows nothing of actors, HTTP or search.
 
 pub mod admin;
+pub mod analytics;
 pub mod catalogue;
 pub mod codec;
 pub mod committer;

@@ -54,10 +54,12 @@ pub fn router(app: AppState) -> Router {
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
         .merge(routes::agents::routes())
+        .merge(routes::analytics::routes())
         .merge(routes::search::routes())
         .merge(crate::stream::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .with_state(app)
 }

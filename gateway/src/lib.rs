@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod stream;

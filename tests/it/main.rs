@@ -4,10 +4,12 @@
 mod harness;
 mod process;
 
+mod analytics;
 mod commands;
 mod demo;
 mod durability;
 mod inbox;
+mod metrics;
 mod search;
 mod stream;
 mod supervision;

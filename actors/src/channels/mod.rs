@@ -5,6 +5,7 @@
 //! supervisor restarts a crashed connector (within a budget); a connector rebuilds its send
 //! queue from the durable outbox when it starts.
 
+pub mod circuit;
 pub mod whatsapp;
 
 use std::collections::{HashMap, VecDeque};
@@ -185,9 +186,14 @@ impl Channels {
             .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?
     }
 
-    /// Hands a verified WhatsApp webhook body to the channel's connector and waits until
-    /// everything in it is durable.
-    pub async fn whatsapp_webhook(&self, id: ChannelId, body: Bytes) -> ActorResult<WebhookReport> {
+    /// Hands a verified WhatsApp webhook body, received at `received`, to the channel's
+    /// connector and waits until everything in it is durable.
+    pub async fn whatsapp_webhook(
+        &self,
+        id: ChannelId,
+        body: Bytes,
+        received: Instant,
+    ) -> ActorResult<WebhookReport> {
         let Some(ChannelEntry {
             connector: Connector::Whatsapp(actor),
             ..
@@ -197,7 +203,7 @@ impl Channels {
         };
         let (tx, rx) = oneshot::channel();
         actor
-            .cast(WhatsappMsg::Webhook(body, tx.into()))
+            .cast(WhatsappMsg::Webhook(body, received, tx.into()))
             .map_err(|_| ActorError::Unavailable("the channel's connector is restarting".into()))?;
         let pending = rx
             .await

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,13 +23,18 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
 use tokio::sync::oneshot;
 
+use super::circuit::Circuit;
 use super::{ConnectorDeps, Pending};
 use crate::conversation::ConversationMsg;
 use crate::error::{ActorError, ActorResult};
 
 pub enum WhatsappMsg {
-    /// A webhook body whose signature the gateway verified.
-    Webhook(Bytes, RpcReplyPort<ActorResult<Vec<Pending>>>),
+    /// A webhook body whose signature the gateway verified, and when it was received.
+    Webhook(
+        Bytes,
+        std::time::Instant,
+        RpcReplyPort<ActorResult<Vec<Pending>>>,
+    ),
     /// Send an outbound message.
     Send(OutboxEntry),
     /// A send task finished with this lead; start the next message for them.
@@ -54,6 +59,27 @@ pub struct WhatsappState {
     queues: HashMap<String, VecDeque<OutboxEntry>>,
     /// Leads with a send under way.
     busy: HashSet<String>,
+    /// Shared by this connector's send tasks: the provider's health as they see it.
+    circuit: Arc<SharedCircuit>,
+}
+
+/// The connector's circuit; an open one is counted in `confab_connector_circuits_open`
+/// until it closes or the connector goes away.
+struct SharedCircuit(Mutex<Circuit>);
+
+impl SharedCircuit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SharedCircuit {
+    fn drop(&mut self) {
+        if self.lock().is_open() {
+            metrics::gauge!(crate::metrics::CONNECTOR_CIRCUITS_OPEN, "channel" => "whatsapp")
+                .decrement(1.0);
+        }
+    }
 }
 
 impl Actor for WhatsappConnector {
@@ -76,7 +102,9 @@ impl Actor for WhatsappConnector {
         for entry in waiting.into_iter().filter(|e| e.channel_id == channel_id) {
             myself.cast(WhatsappMsg::Send(entry))?;
         }
+        let circuit = Circuit::new(args.deps.settings.retry_max);
         Ok(WhatsappState {
+            circuit: Arc::new(SharedCircuit(Mutex::new(circuit))),
             config: Arc::new(config.clone()),
             channel: args.channel,
             deps: args.deps,
@@ -93,8 +121,8 @@ impl Actor for WhatsappConnector {
         state: &mut WhatsappState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WhatsappMsg::Webhook(body, reply) => {
-                let _ = reply.send(state.webhook(&body).await);
+            WhatsappMsg::Webhook(body, received, reply) => {
+                let _ = reply.send(state.webhook(&body, received).await);
             }
             WhatsappMsg::Send(entry) => {
                 if state
@@ -123,7 +151,11 @@ impl Actor for WhatsappConnector {
 }
 
 impl WhatsappState {
-    async fn webhook(&mut self, body: &[u8]) -> ActorResult<Vec<Pending>> {
+    async fn webhook(
+        &mut self,
+        body: &[u8],
+        received: std::time::Instant,
+    ) -> ActorResult<Vec<Pending>> {
         let batch = wire::parse_webhook(body)
             .map_err(|e| ActorError::invalid("not_a_webhook", e.to_string()))?;
         let mut pending = Vec::with_capacity(batch.messages.len() + batch.statuses.len());
@@ -133,7 +165,8 @@ impl WhatsappState {
                 pending.push(Pending::Skipped);
                 continue;
             }
-            let event = InboundEvent::from_whatsapp(self.channel.id, message);
+            let mut event = InboundEvent::from_whatsapp(self.channel.id, message);
+            event.received = Some(received);
             let conversations = &self.deps.conversations;
             let conversation = conversations
                 .resolve_thread(self.channel.clone(), &event)
@@ -227,6 +260,7 @@ impl WhatsappState {
             config: self.config.clone(),
             deps: self.deps.clone(),
             limiter: self.limiter.clone(),
+            circuit: self.circuit.clone(),
             channel_id: self.channel.id,
             connector: myself.clone(),
         };
@@ -239,6 +273,7 @@ struct SendTask {
     config: Arc<WhatsappConfig>,
     deps: ConnectorDeps,
     limiter: Arc<DefaultDirectRateLimiter>,
+    circuit: Arc<SharedCircuit>,
     channel_id: confab_engine::ids::ChannelId,
     connector: ActorRef<WhatsappMsg>,
 }
@@ -285,6 +320,10 @@ impl SendTask {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let pause = self.circuit.lock().wait(std::time::Instant::now());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             self.limiter.until_ready().await;
             let result = self
                 .deps
@@ -301,6 +340,10 @@ impl SendTask {
                         Ok(bytes) => match wire::parse_send_response(status, &bytes) {
                             Ok(wamid) => {
                                 metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => "whatsapp", "outcome" => "accepted").increment(1);
+                                if self.circuit.lock().success() {
+                                    tracing::info!(channel = %self.channel_id, "provider answers again: circuit closed");
+                                    metrics::gauge!(crate::metrics::CONNECTOR_CIRCUITS_OPEN, "channel" => "whatsapp").decrement(1.0);
+                                }
                                 return Ok(wamid);
                             }
                             Err(e) => (e.message, e.retryable),
@@ -310,6 +353,13 @@ impl SendTask {
                 }
                 Err(e) => (format!("the provider could not be reached: {e}"), true),
             };
+            if retryable && self.circuit.lock().failure(std::time::Instant::now()) {
+                tracing::warn!(channel = %self.channel_id, %error, "provider failing: circuit open, sends pause");
+                metrics::gauge!(crate::metrics::CONNECTOR_CIRCUITS_OPEN, "channel" => "whatsapp")
+                    .increment(1.0);
+                metrics::counter!(crate::metrics::CONNECTOR_CIRCUIT_OPENED, "channel" => "whatsapp")
+                    .increment(1);
+            }
             if !retryable || attempt >= settings.max_send_attempts {
                 metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => "whatsapp", "outcome" => "failed").increment(1);
                 tracing::warn!(message = %entry.message_id, attempt, %error, "WhatsApp send failed");

@@ -1,5 +1,5 @@
-//! Inbox commands on a conversation: AI mode, assignment, tags, status, read. Each answers
-//! with the conversation card once the change is durable; repeating one changes nothing.
+//! Inbox commands on a conversation: AI mode, assignment, tags, status, read, CSAT. Each
+//! answers once the change is durable; repeating one changes nothing.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/conversations/{id}/tags", post(tags))
         .route("/api/v1/conversations/{id}/status", post(status))
         .route("/api/v1/conversations/{id}/read", post(read))
+        .route("/api/v1/conversations/{id}/csat", post(csat))
 }
 
 async fn run(
@@ -148,4 +149,30 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationCard>> {
     run(&app, &agent, &id, Command::MarkRead).await
+}
+
+#[derive(Deserialize)]
+struct CsatBody {
+    rating: u8,
+}
+
+/// The lead's satisfaction, 1–5. A later rating replaces the earlier one (analytics count
+/// the conversation once, with its latest rating); the same rating again changes nothing.
+async fn csat(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<CsatBody>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(body) = body?;
+    if !confab_engine::analytics::CSAT_RANGE.contains(&body.rating) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "`rating` must be an integer from 1 to 5",
+        ));
+    }
+    let Json(card) = run(&app, &agent, &id, Command::Csat(body.rating)).await?;
+    Ok(Json(
+        serde_json::json!({"conversation_id": card.id, "rating": body.rating}),
+    ))
 }

@@ -214,6 +214,8 @@ struct ConversationDetail {
     first_response_at: Option<String>,
     first_responder: Option<confab_engine::model::Responder>,
     closed_at: Option<String>,
+    /// The lead's satisfaction rating (1–5), once recorded.
+    csat: Option<u8>,
 }
 
 async fn detail(
@@ -223,6 +225,10 @@ async fn detail(
 ) -> ApiResult<Json<ConversationDetail>> {
     let conv = owned_conversation(&app, &agent, &id).await?;
     let window = confab_actors::conversation::WHATSAPP_WINDOW.as_millis() as i64;
+    let store = app.store.clone();
+    let conv_id = conv.id;
+    let stats =
+        blocking(move || confab_engine::analytics::conversation_stats(&store, conv_id)).await?;
     Ok(Json(ConversationDetail {
         card: conv.card(),
         workspace_id: conv.workspace_id,
@@ -235,6 +241,7 @@ async fn detail(
         first_response_at: conv.first_response_at.map(to_rfc3339),
         first_responder: conv.first_responder,
         closed_at: conv.closed_at.map(to_rfc3339),
+        csat: stats.csat,
     }))
 }
 

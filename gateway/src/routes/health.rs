@@ -1,13 +1,10 @@
 //! Liveness, readiness and Prometheus metrics.
 
-use std::sync::OnceLock;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use crate::app::AppState;
@@ -45,25 +42,19 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
     ))
 }
 
-/// The process-wide Prometheus recorder (one per process, shared by every server in it).
-pub fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed");
-                None
-            }
-        })
-        .as_ref()
-}
+pub use crate::metrics::prometheus;
 
 async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = prometheus().ok_or_else(|| ApiError::unavailable("metrics are not available"))?;
-    metrics::gauge!("confab_commit_queue_depth").set(app.committer.queue_depth() as f64);
-    metrics::gauge!("confab_conversation_actors_live")
-        .set(app.runtime.conversations.live_count() as f64);
+    // Sampled now: what a scrape should see, at no cost to the hot path.
+    let conversations = &app.runtime.conversations;
+    metrics::gauge!(confab_engine::metrics::COMMIT_QUEUE_DEPTH)
+        .set(app.committer.queue_depth() as f64);
+    metrics::gauge!(confab_actors::metrics::LIVE_CONVERSATIONS)
+        .set(conversations.live_count() as f64);
+    let (queued, deepest) = conversations.mailbox_depths();
+    metrics::gauge!(confab_actors::metrics::MAILBOX_MESSAGES).set(queued as f64);
+    metrics::gauge!(confab_actors::metrics::MAILBOX_MAX).set(deepest as f64);
     Ok((
         [(
             header::CONTENT_TYPE,

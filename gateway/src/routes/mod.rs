@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod analytics;
 pub mod commands;
 pub mod contacts;
 pub mod conversations;

@@ -1,6 +1,7 @@
 //! Provider webhooks. A 200 means everything in the body is durably stored.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -69,14 +70,17 @@ async fn whatsapp_receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
-    let outcome = receive(&app, &channel_id, &headers, body).await;
+    // The start of the end-to-end latency (`confab_ingest_to_socket_seconds`). Axum has
+    // read the body by now; the request's first byte is not visible to a handler.
+    let received = Instant::now();
+    let outcome = receive(&app, &channel_id, &headers, body, received).await;
     let label = match &outcome {
         Ok(_) => "stored",
         Err(e) if e.status == StatusCode::UNAUTHORIZED => "bad_signature",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "failed",
     };
-    metrics::counter!("confab_webhook_requests_total", "channel" => "whatsapp", "outcome" => label)
+    metrics::counter!(crate::metrics::WEBHOOK_REQUESTS, "channel" => "whatsapp", "outcome" => label)
         .increment(1);
     outcome
 }
@@ -86,6 +90,7 @@ async fn receive(
     channel_id: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    received: Instant,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let (id, config) = whatsapp_config(app, channel_id)?;
     let body = raw_body(body)?;
@@ -98,7 +103,12 @@ async fn receive(
         }
         _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
     })?;
-    match app.runtime.channels.whatsapp_webhook(id, body).await {
+    match app
+        .runtime
+        .channels
+        .whatsapp_webhook(id, body, received)
+        .await
+    {
         Ok(report) => Ok((
             StatusCode::OK,
             Json(json!({

@@ -35,6 +35,8 @@ pub struct Hub {
 pub struct Frame {
     pub offset: u64,
     pub text: Utf8Bytes,
+    /// When the webhook that caused the delta was received, if one did.
+    pub received: Option<Instant>,
 }
 
 /// The deltas of one workspace from one committed group, shared by all its sessions.
@@ -197,13 +199,17 @@ impl Hub {
 
 impl DeltaListener for Hub {
     fn published(&self, deltas: &[Arc<Delta>]) {
+        self.published_received(deltas, &[]);
+    }
+
+    fn published_received(&self, deltas: &[Arc<Delta>], received: &[Option<Instant>]) {
         if self.workspaces.is_empty() {
             return;
         }
         let published_at = Instant::now();
         // Workspace → its frames, or `None` when nobody listens (then nothing is encoded).
         let mut groups: HashMap<WorkspaceId, Option<Vec<Frame>>> = HashMap::new();
-        for delta in deltas {
+        for (i, delta) in deltas.iter().enumerate() {
             let group = groups.entry(delta.workspace_id).or_insert_with(|| {
                 self.workspaces
                     .contains_key(&delta.workspace_id)
@@ -213,6 +219,7 @@ impl DeltaListener for Hub {
                 frames.push(Frame {
                     offset: delta.offset,
                     text: Utf8Bytes::from(delta.to_json()),
+                    received: received.get(i).copied().flatten(),
                 });
             }
         }
@@ -375,6 +382,7 @@ mod tests {
                 .map(|offset| Frame {
                     offset,
                     text: Utf8Bytes::from(offset.to_string()),
+                    received: None,
                 })
                 .collect(),
         };

@@ -382,6 +382,7 @@ impl Session {
         let mut cursor = self.cursor;
         let mut sent = Vec::with_capacity(batches.len());
         let socket = &mut self.socket;
+        let mut ingested = Vec::new();
         let write = async {
             for batch in &batches {
                 let mut count = 0;
@@ -389,12 +390,19 @@ impl Session {
                     socket.feed(Message::Text(frame.text.clone())).await?;
                     cursor = frame.offset;
                     count += 1;
+                    ingested.extend(frame.received);
                 }
                 sent.push(count);
             }
             socket.flush().await
         };
         within(allowance, write).await?;
+        if !ingested.is_empty() {
+            let histogram = ::metrics::histogram!(metrics::INGEST_TO_SOCKET_SECONDS);
+            for received in ingested {
+                histogram.record(received.elapsed().as_secs_f64());
+            }
+        }
         self.cursor = cursor;
         let histogram = ::metrics::histogram!(metrics::DELTA_PUBLISH_TO_SEND_SECONDS);
         let mut total = 0;

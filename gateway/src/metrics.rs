@@ -1,0 +1,119 @@
+//! The process's Prometheus recorder, the gateway's own metrics (HTTP requests, webhooks),
+//! and the middleware that measures every HTTP request by route template.
+//! `docs/METRICS.md` lists every metric of the process.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: HTTP requests, by `method`, `route` (the template, `unmatched` for none) and
+/// `status` class (`2xx` …).
+pub const HTTP_REQUESTS: &str = "confab_http_requests_total";
+/// Histogram: HTTP request latency until the response head, by `method` and `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "confab_http_request_duration_seconds";
+/// Counter: provider webhook requests, by `channel` and `outcome`.
+pub const WEBHOOK_REQUESTS: &str = "confab_webhook_requests_total";
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Buckets for the committer's group sizes.
+const GROUP_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// The process-wide Prometheus recorder (one per process, shared by every server in it),
+/// with histograms (not summaries) and every metric described.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(confab_engine::metrics::COMMIT_GROUP_SIZE.into()),
+                        GROUP_SIZE_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.install_recorder());
+            match installed {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Registers the help text of every metric of the process.
+fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    confab_engine::metrics::describe();
+    confab_actors::metrics::describe();
+    crate::stream::metrics::describe();
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by method, route template and status class."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency until the response head, by method and route template."
+    );
+    describe_counter!(
+        WEBHOOK_REQUESTS,
+        "Provider webhook requests, by channel kind and outcome (stored, bad_signature, rejected, failed)."
+    );
+}
+
+/// Middleware: counts and times every request by its route template, never its path (ids
+/// would make the label unbounded).
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Standard methods by name; anything else is `other` (a client may send any token).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
