@@ -218,3 +218,112 @@ impl Actor for Indexer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use confab_engine::catalogue::{self, Ks};
+    use confab_engine::committer::{Durability, WriteSet};
+    use confab_engine::delta::DeltaBody;
+    use confab_engine::ids::{ConversationId, MessageId};
+    use confab_engine::model::{ChannelKind, Direction, Message, Sender};
+    use confab_engine::store::StoreOptions;
+    use confab_index::{ParsedQuery, SearchRequest};
+
+    use super::*;
+
+    fn message(conversation_id: ConversationId, seq: u64, text: &str) -> Message {
+        Message {
+            id: MessageId::new(),
+            conversation_id,
+            seq,
+            direction: Direction::Inbound,
+            sender: Sender::Lead,
+            agent_id: None,
+            text: text.into(),
+            internal: false,
+            channel: ChannelKind::Whatsapp,
+            created_at: 0,
+            delivery: None,
+            external_id: None,
+            content_type: None,
+            reply_to: None,
+            error: None,
+            raw: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_messages_become_searchable_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let (committer, _thread) =
+            Committer::start(store.clone(), Durability::Buffered).expect("committer");
+        let index = SearchIndex::open(&dir.path().join("index")).expect("index");
+        let start = || {
+            Indexer::start(IndexerArgs {
+                store: store.clone(),
+                committer: committer.clone(),
+                index: index.clone(),
+                config: IndexerConfig::new(dir.path().join("index")),
+            })
+        };
+        let indexer = start().await.expect("indexer");
+        // Catch-up replays the deltas of the workspaces the store knows.
+        let (workspace, set) = confab_engine::admin::new_workspace("Zoo");
+        committer.commit(set).await.expect("workspace");
+        let ws = workspace.id;
+        let conv = ConversationId::new();
+        let count = |word: &'static str| {
+            let index = index.clone();
+            async move {
+                let request = SearchRequest {
+                    workspace: ws,
+                    query: ParsedQuery::parse(word).expect("query"),
+                    channel: None,
+                    since: None,
+                    conversation: None,
+                    offset: 0,
+                    limit: 10,
+                };
+                tokio::task::spawn_blocking(move || {
+                    index
+                        .search(&request, 100, |_| Ok(Some(())))
+                        .map(|p| p.items.len())
+                })
+                .await
+                .expect("task")
+                .expect("search")
+            }
+        };
+        let wait = |word: &'static str, n: usize| async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while count(word).await != n {
+                assert!(Instant::now() < deadline, "{word}: never {n} hits");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        for (seq, text) in [(1, "quokka"), (2, "wombat")] {
+            let m = message(conv, seq, text);
+            let mut set = WriteSet::new();
+            set.put(Ks::ConvMsg, catalogue::conv_msg(conv, seq), &m)
+                .delta(ws, conv, DeltaBody::MessageCreated(m));
+            committer.commit(set).await.expect("commit");
+        }
+        wait("quokka", 1).await;
+        wait("wombat", 1).await;
+        indexer
+            .drain_and_wait(Some(Duration::from_secs(10)))
+            .await
+            .expect("stops");
+        assert_eq!(index.committed_offset().expect("offset"), Some(2));
+        // Written while no indexer runs: the next one catches up from the store.
+        let m = message(conv, 3, "capybara");
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv, 3), &m)
+            .delta(ws, conv, DeltaBody::MessageCreated(m));
+        committer.commit(set).await.expect("commit");
+        let _indexer = start().await.expect("indexer");
+        wait("capybara", 1).await;
+        assert_eq!(count("quokka").await, 1);
+    }
+}

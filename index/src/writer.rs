@@ -183,8 +183,9 @@ impl Writer {
     }
 
     /// Brings the index up to `through` (a durable offset) from the store: replays the
-    /// delta log after [`Writer::applied`], or rebuilds from the store's conversations and
-    /// messages when the log was pruned past it. Does not commit.
+    /// delta log after [`Writer::applied`] (of every workspace in `workspace_state`), or
+    /// rebuilds from the store's conversations and messages when the log was pruned past
+    /// it. Does not commit.
     pub fn catch_up(&mut self, store: &Store, through: u64) -> Result<CatchUp> {
         let from = self.applied;
         if from >= through {
