@@ -104,14 +104,15 @@ impl Process {
             .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env_remove("CONFAB_ADMIN_TOKEN");
-        let process = Self::spawn(command, |line| {
+        let mut process = Self::spawn(command, |line| {
             let rest = line.trim().strip_prefix("export CONFAB=")?;
             Some(rest.to_string())
         });
         // The line is `export CONFAB=http://ADDR TOKEN=cfb_…`.
         let (base, token) = process.base.split_once(" TOKEN=").expect("banner line");
         let (base, token) = (base.to_string(), token.to_string());
-        (Process { base, ..process }, token)
+        process.base = base;
+        (process, token)
     }
 
     pub fn kill_9(mut self) {
@@ -127,5 +128,15 @@ impl Process {
             .expect("kill runs");
         assert!(status.success());
         self.child.wait().expect("reaped")
+    }
+}
+
+/// A test that fails half-way must not leave a server running behind it.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
