@@ -21,6 +21,17 @@ async fn only_conversation(server: &TestServer, tenant: &Tenant) -> Value {
     conversations[0].clone()
 }
 
+/// Ana writes "Hi!" (opening the 24-hour window); the id of her conversation.
+async fn greeted(server: &TestServer, tenant: &Tenant) -> String {
+    server
+        .lead_says(tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
+        .await;
+    only_conversation(server, tenant).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 async fn post_status(server: &TestServer, tenant: &Tenant, wamid: &str, status: &str) {
     let body =
         whatsapp::status_webhook(&tenant.phone_number_id, wamid, status, 1_767_225_660, LEAD)
@@ -340,13 +351,7 @@ async fn a_reply_reaches_the_graph_api_with_the_exact_json_and_records_the_wamid
 #[tokio::test]
 async fn internal_notes_are_stored_but_never_sent_to_the_lead() {
     let (server, graph, tenant) = setup().await;
-    server
-        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
-        .await;
-    let id = only_conversation(&server, &tenant).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = greeted(&server, &tenant).await;
     let (status, note) = server
         .post(
             &tenant.token,
@@ -374,13 +379,7 @@ async fn internal_notes_are_stored_but_never_sent_to_the_lead() {
 #[tokio::test]
 async fn statuses_move_delivery_forward_only() {
     let (server, graph, tenant) = setup().await;
-    server
-        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
-        .await;
-    let id = only_conversation(&server, &tenant).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = greeted(&server, &tenant).await;
     server
         .post(
             &tenant.token,
@@ -421,13 +420,7 @@ async fn statuses_move_delivery_forward_only() {
 #[tokio::test]
 async fn a_status_that_beats_the_send_answer_is_applied_when_the_id_arrives() {
     let (server, graph, tenant) = setup().await;
-    server
-        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
-        .await;
-    let id = only_conversation(&server, &tenant).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = greeted(&server, &tenant).await;
     // The stand-in will call its first outbound message wamid.OUT1: report it first.
     post_status(&server, &tenant, "wamid.OUT1", "delivered").await;
     server
@@ -450,13 +443,7 @@ async fn a_status_that_beats_the_send_answer_is_applied_when_the_id_arrives() {
 #[tokio::test]
 async fn retryable_provider_errors_are_retried_and_final_ones_fail_the_message() {
     let (server, graph, tenant) = setup().await;
-    server
-        .lead_says(&tenant, LEAD, "Ana Lima", "wamid.IN1", "Hi!")
-        .await;
-    let id = only_conversation(&server, &tenant).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = greeted(&server, &tenant).await;
     graph.script(vec![
         (
             500,
