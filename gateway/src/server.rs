@@ -114,7 +114,8 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let (committer, committer_thread) = Committer::start(store.clone(), config.durability)?;
     let hub = Hub::new(config.stream.clone());
-    committer.subscribe(hub.clone());
+    // Encoding and fan-out run off the committer's thread.
+    committer.subscribe(crate::stream::FanoutThread::start(hub.clone())?);
     let runtime = Runtime::start(store.clone(), committer.clone(), runtime_config(&config))
         .await
         .context("cannot start the actors")?;

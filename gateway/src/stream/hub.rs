@@ -1,7 +1,8 @@
 //! The delta hub: fans committed deltas out to the WebSocket sessions of their workspace.
 //!
-//! The committer calls [`Hub::published`] on its own thread, right after a group is
-//! durable, so nothing here may block: each delta is encoded once, the deltas of one
+//! The committer hands each durable group to a [`FanoutThread`], so its own thread, the
+//! store's single writer, only passes pointers on. On the fan-out thread [`Hub::published`]
+//! runs in offset order and must not block: each delta is encoded once, the deltas of one
 //! workspace become one shared [`Batch`], and every session of that workspace gets a
 //! pointer to it through a non-blocking send. A session is bounded by the frames it has
 //! queued and not yet written ([`StreamConfig::queue_capacity`]); one that would go past
@@ -194,6 +195,48 @@ impl Hub {
     /// Sessions registered for live deltas.
     pub fn subscribed_sessions(&self) -> usize {
         self.workspaces.iter().map(|sessions| sessions.len()).sum()
+    }
+}
+
+type Group = (Vec<Arc<Delta>>, Vec<Option<Instant>>);
+
+/// Runs the hub's encoding and fan-out on a thread of its own, one group at a time in the
+/// order the committer published them. Sessions resume correctly even while it lags: the
+/// committer advances its durable head before handing a group over, and sessions skip
+/// offsets they already sent.
+pub struct FanoutThread {
+    hub: Arc<Hub>,
+    groups: std::sync::mpsc::Sender<Group>,
+}
+
+impl FanoutThread {
+    /// Starts the thread; it ends when the returned listener is dropped.
+    pub fn start(hub: Arc<Hub>) -> std::io::Result<Arc<FanoutThread>> {
+        let (groups, incoming) = std::sync::mpsc::channel::<Group>();
+        let fanout_hub = hub.clone();
+        std::thread::Builder::new()
+            .name("confab-fanout".into())
+            .spawn(move || {
+                while let Ok((deltas, received)) = incoming.recv() {
+                    fanout_hub.published_received(&deltas, &received);
+                }
+            })?;
+        Ok(Arc::new(FanoutThread { hub, groups }))
+    }
+}
+
+impl DeltaListener for FanoutThread {
+    fn published(&self, deltas: &[Arc<Delta>]) {
+        self.published_received(deltas, &[]);
+    }
+
+    fn published_received(&self, deltas: &[Arc<Delta>], received: &[Option<Instant>]) {
+        // Nobody listening: nothing to hand over (a session registering later reads the
+        // store up to the durable head, which already covers these deltas).
+        if self.hub.workspaces.is_empty() {
+            return;
+        }
+        let _ = self.groups.send((deltas.to_vec(), received.to_vec()));
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 
-pub use hub::Hub;
+pub use hub::{FanoutThread, Hub};
 pub use pruner::{prune, spawn_pruner, PRUNE_EVERY};
 pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON};
 pub use tickets::{Tickets, TICKET_TTL};
