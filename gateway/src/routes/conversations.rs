@@ -12,7 +12,7 @@ use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use confab_engine::views::{self, Filter, Position, View};
 use serde::{Deserialize, Serialize};
 
-use super::blocking;
+use super::{blocking, parse_limit};
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
@@ -122,13 +122,7 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
                     )
                 })?)
             }
-            "limit" => {
-                q.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| invalid("limit", value, "a number from 1 to 200"))?
-            }
+            "limit" => q.limit = parse_limit(value, MAX_LIMIT)?,
             _ => {}
         }
     }
@@ -267,18 +261,7 @@ async fn messages(
                     ApiError::unprocessable("invalid_query", "`before` must be a message seq")
                 })?)
             }
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "invalid_query",
-                            "`limit` must be a number from 1 to 200",
-                        )
-                    })?
-            }
+            "limit" => limit = parse_limit(&value, MAX_LIMIT)?,
             _ => {}
         }
     }

@@ -29,6 +29,20 @@ pub fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> 
     })
 }
 
+/// A `limit` query value: a whole number from 1 to `max`, else 422 `invalid_query`.
+pub fn parse_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_query",
+                format!("`limit={value}` is not valid: expected a number from 1 to {max}"),
+            )
+        })
+}
+
 /// Runs a blocking store read off the async reactor.
 pub async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> confab_engine::Result<T> + Send + 'static,

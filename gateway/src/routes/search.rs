@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::parse_limit;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -63,13 +64,7 @@ fn parse_params(raw: Option<&str>, now: UnixMillis) -> ApiResult<Params> {
         let value = value.as_ref();
         match key.as_ref() {
             "q" => q = Some(value.to_string()),
-            "limit" => {
-                p.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| invalid("limit", value, "a number from 1 to 100"))?
-            }
+            "limit" => p.limit = parse_limit(value, MAX_LIMIT)?,
             "cursor" => {
                 p.offset = decode_cursor(value).ok_or_else(|| {
                     ApiError::bad_request(
