@@ -647,6 +647,47 @@ fn an_index_behind_the_pruned_log_is_rebuilt_from_the_store() {
     }
 }
 
+/// New documents are added without a delete by key, except where a rebuild may already
+/// have added them: it reads state newer than the offset it rebuilds through.
+#[test]
+fn deltas_replayed_over_a_rebuild_newer_than_its_offset_add_no_duplicates() {
+    let sf = StoreFixture::new();
+    let mut conv = conversation(sf.ws, contact("Link", "Kokiri", "l@k.io", "1"), 0);
+    sf.create(&conv);
+    sf.say(&mut conv, "triforce");
+    let through = sf.head();
+    // Written after the offset the rebuild is asked for, before it reads the state.
+    sf.say(&mut conv, "ocarina");
+    let newer = conversation(sf.ws, contact("Navi", "Fairy", "n@f.io", "2"), 0);
+    sf.create(&newer);
+
+    let index = SearchIndex::open(&sf.dir.path().join("index")).expect("index");
+    let mut writer = open_writer(&index);
+    assert_eq!(writer.rebuild(&sf.store, through).expect("rebuild"), 4);
+    for delta in sf
+        .store
+        .deltas_between(sf.ws, through, sf.head(), 100)
+        .expect("deltas")
+    {
+        writer.apply(&delta);
+    }
+    writer.commit().expect("commit");
+    assert_eq!(find(&index, sf.ws, "ocarina").len(), 1);
+    assert_eq!(find(&index, sf.ws, "Navi").len(), 1);
+    assert_eq!(
+        index.num_docs(),
+        4,
+        "2 conversations, 2 messages, no duplicates"
+    );
+
+    // Past the rebuild, new documents skip the delete and still appear exactly once.
+    sf.say(&mut conv, "deku");
+    writer.catch_up(&sf.store, sf.head()).expect("catch up");
+    writer.commit().expect("commit");
+    assert_eq!(find(&index, sf.ws, "deku").len(), 1);
+    assert_eq!(index.num_docs(), 5);
+}
+
 #[test]
 fn company_email_and_phone_come_from_the_card_and_edits_replace_them() {
     let mut f = fixture();

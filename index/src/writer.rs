@@ -6,6 +6,7 @@
 //! the index already holds changes nothing; a crash loses at most what was not committed,
 //! and the next start replays it from the store.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -55,12 +56,23 @@ pub enum CatchUp {
     },
 }
 
+/// A document waiting to be handed to tantivy.
+struct Staged {
+    doc: TantivyDocument,
+    /// An older version may be in the index: delete it by key first.
+    replaces: bool,
+}
+
 /// The index writer. Exactly one exists per index (tantivy's lock file enforces it).
 pub struct Writer {
     index: SearchIndex,
     writer: IndexWriter<TantivyDocument>,
     /// Latest version of each document changed since the last flush, by key.
-    staged: HashMap<String, TantivyDocument>,
+    staged: HashMap<String, Staged>,
+    /// A created document at or below this offset may already be in the index (a rebuild
+    /// reads state newer than its offset); above it, a `*_created` delta is a document
+    /// the index has never seen, added without a delete.
+    created_may_exist_through: u64,
     /// Every delta up to this offset is staged, flushed or committed.
     applied: u64,
     /// The offset in the last commit's payload.
@@ -89,6 +101,7 @@ impl Writer {
             index: index.clone(),
             writer,
             staged: HashMap::new(),
+            created_may_exist_through: committed,
             applied: committed,
             committed,
             dirty: false,
@@ -122,31 +135,55 @@ impl Writer {
 
     fn stage(&mut self, delta: &Delta) {
         let fields = self.index.fields();
-        let (key, doc) = match &delta.body {
-            DeltaBody::MessageCreated(m) | DeltaBody::MessageUpdated(m) => (
+        let (key, doc, created) = match &delta.body {
+            DeltaBody::MessageCreated(m) => (
                 message_key(m.id),
                 schema::message_doc(fields, delta.workspace_id, m),
+                true,
             ),
-            DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => (
+            DeltaBody::MessageUpdated(m) => (
+                message_key(m.id),
+                schema::message_doc(fields, delta.workspace_id, m),
+                false,
+            ),
+            DeltaBody::ConversationCreated(card) => (
                 conversation_key(card.id),
                 schema::conversation_doc(fields, delta.workspace_id, card),
+                true,
+            ),
+            DeltaBody::ConversationUpdated(card) => (
+                conversation_key(card.id),
+                schema::conversation_doc(fields, delta.workspace_id, card),
+                false,
             ),
             DeltaBody::Notification { .. } => return,
         };
-        self.staged.insert(key, doc);
+        // Deleting by key costs a term lookup in every segment at commit: skip it for a
+        // document that cannot be in the index yet.
+        let replaces = !created || delta.offset <= self.created_may_exist_through;
+        match self.staged.entry(key) {
+            // The first staged version decides: a later update of a document created in
+            // this flush still replaces nothing in the index.
+            Entry::Occupied(mut staged) => staged.get_mut().doc = doc,
+            Entry::Vacant(slot) => {
+                slot.insert(Staged { doc, replaces });
+            }
+        }
         if self.staged.len() >= STAGE_FLUSH_DOCS {
             self.flush();
         }
     }
 
-    /// Hands the staged documents to tantivy: delete by key, then add.
+    /// Hands the staged documents to tantivy: delete by key (unless new), then add.
     fn flush(&mut self) {
         let fields = *self.index.fields();
         let count = self.staged.len();
-        for (key, doc) in self.staged.drain() {
-            self.writer.delete_term(schema::key_term(&fields, &key));
+        for (key, staged) in self.staged.drain() {
+            if staged.replaces {
+                self.writer.delete_term(schema::key_term(&fields, &key));
+            }
             // Only fails once the writer's threads died; the commit then reports it.
-            let _ = self.writer.add_document(doc);
+            let _ = self.writer.add_document(staged.doc);
         }
         if count > 0 {
             self.dirty = true;
@@ -269,6 +306,9 @@ impl Writer {
         }
         metrics::counter!(crate::metrics::INDEX_DOCUMENTS).increment(documents);
         self.applied = through;
+        // The state read may be newer than `through`: every delta committed by now may
+        // name a document already added.
+        self.created_may_exist_through = store.delta_head()?.max(through);
         self.dirty = true;
         tracing::info!(
             documents,
@@ -283,6 +323,7 @@ impl Writer {
     /// the commit's offset were older than its documents).
     #[cfg(test)]
     pub(crate) fn rewind_to(&mut self, offset: u64) {
+        self.created_may_exist_through = self.created_may_exist_through.max(self.applied);
         self.applied = offset;
     }
 
