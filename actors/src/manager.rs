@@ -1,9 +1,10 @@
 //! The conversation manager: activates conversation actors on demand, passivates idle ones,
 //! caps how many live at once, and restarts crashed ones from the store.
 //!
-//! Routing reads the live map directly (no mailbox hop); only activation, creation and
-//! supervision go through the manager's mailbox, which serializes them: at most one actor
-//! per conversation ever runs.
+//! Routing reads the live map directly (no mailbox hop); only activation and supervision go
+//! through the manager's mailbox, which serializes them: at most one actor per conversation
+//! ever runs. Creating a conversation for a new provider thread runs on the caller's task,
+//! concurrently with others: the store's insert-if-absent guards make it exactly-once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -65,8 +66,13 @@ fn clock_ms(epoch: Instant) -> u64 {
 #[derive(Clone)]
 pub struct Conversations {
     live: Arc<DashMap<ConversationId, Arc<Live>>>,
+    /// Provider threads seen lately, a shortcut past the store; emptied when it grows
+    /// past `max_threads`.
     threads: Arc<DashMap<(ChannelId, String), ConversationId>>,
+    max_threads: usize,
     manager: ActorRef<ManagerMsg>,
+    store: Store,
+    committer: Committer,
     epoch: Instant,
 }
 
@@ -148,28 +154,35 @@ impl Conversations {
     }
 
     /// The conversation for a provider thread, created (with its contact) if new.
+    ///
+    /// Runs on the caller's task. Two callers creating the same thread (or two contacts
+    /// with one phone or email) race on insert-if-absent guards: the loser's batch writes
+    /// nothing and it finds the winner's conversation on its next attempt.
     pub async fn resolve_thread(
         &self,
         channel: Arc<Channel>,
         event: &InboundEvent,
     ) -> ActorResult<ConversationId> {
-        if let Some(id) = self.threads.get(&(channel.id, event.thread.clone())) {
+        let key = (channel.id, event.thread.clone());
+        if let Some(id) = self.threads.get(&key) {
             return Ok(*id);
         }
-        let (tx, rx) = oneshot::channel();
-        let request = ResolveThread {
-            channel,
-            thread: event.thread.clone(),
-            name: event.contact_name.clone(),
-            phone: event.contact_phone.clone(),
-            email: event.contact_email.clone(),
-            campaign: event.campaign.clone(),
-        };
-        self.manager
-            .cast(ManagerMsg::Resolve(Box::new(request), tx.into()))
-            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?;
-        rx.await
-            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?
+        for _ in 0..RESOLVE_ATTEMPTS {
+            match find_or_create(&self.store, &self.committer, &channel, event).await {
+                Ok(id) => {
+                    if self.threads.len() >= self.max_threads {
+                        self.threads.clear();
+                    }
+                    self.threads.insert(key, id);
+                    return Ok(id);
+                }
+                Err(Resolve::Lost) => continue,
+                Err(Resolve::Failed(e)) => return Err(e),
+            }
+        }
+        Err(ActorError::Unavailable(
+            "the conversation could not be created: too much contention".into(),
+        ))
     }
 
     /// Number of live conversation actors.
@@ -191,27 +204,170 @@ impl Conversations {
     }
 }
 
-fn gone() -> ActorError {
-    ActorError::Unavailable("the conversation actor stopped before answering".into())
+/// Attempts to create a conversation more than once only when racing another creator.
+const RESOLVE_ATTEMPTS: usize = 4;
+
+/// Why one attempt at [`find_or_create`] gave no conversation.
+enum Resolve {
+    /// Another creator won a guard (thread, phone or email) first: try again.
+    Lost,
+    Failed(ActorError),
 }
 
-pub struct ResolveThread {
-    pub channel: Arc<Channel>,
-    pub thread: String,
-    pub name: Option<String>,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub campaign: Option<String>,
+impl<E: Into<ActorError>> From<E> for Resolve {
+    fn from(e: E) -> Self {
+        Resolve::Failed(e.into())
+    }
+}
+
+/// Finds or creates the conversation of a provider thread. Creation is one batch: the
+/// thread mapping, the contact if the workspace does not know the lead's phone or email
+/// yet (with its phone and email index entries), the conversation, its view entries,
+/// analytics and the creation delta. The thread, phone and email entries are
+/// insert-if-absent: a batch that loses a race writes nothing ([`Resolve::Lost`]).
+async fn find_or_create(
+    store: &Store,
+    committer: &Committer,
+    channel: &Arc<Channel>,
+    event: &InboundEvent,
+) -> Result<ConversationId, Resolve> {
+    let lookup = store.clone();
+    let lookup_channel = channel.clone();
+    let thread = event.thread.clone();
+    let phone = event.contact_phone.clone();
+    let email = event.contact_email.clone();
+    let (existing, known_contact) = tokio::task::spawn_blocking(move || {
+        let (store, channel) = (lookup, lookup_channel);
+        let existing = store.conversation_by_thread(channel.id, &thread)?;
+        if existing.is_some() {
+            return Ok((existing, None));
+        }
+        // One lead, several conversations: a phone or email the workspace already
+        // knows is the same contact.
+        let ws = channel.workspace_id;
+        let mut id = match &phone {
+            Some(phone) => store.contact_by_phone(ws, phone)?,
+            None => None,
+        };
+        if id.is_none() {
+            if let Some(email) = &email {
+                id = store.contact_by_email(ws, email)?;
+            }
+        }
+        let contact = match id {
+            Some(id) => store.contact(id)?,
+            None => None,
+        };
+        Ok::<_, confab_engine::Error>((None, contact))
+    })
+    .await
+    .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+
+    let now = now_millis();
+    let ws = channel.workspace_id;
+    let mut set = WriteSet::new();
+    let contact = match known_contact {
+        Some(stored) => stored.contact,
+        None => {
+            let contact = Contact {
+                id: ContactId::new(),
+                name: event.contact_name.clone(),
+                email: event.contact_email.clone(),
+                phone: event.contact_phone.clone(),
+                company: None,
+                title: None,
+                avatar_url: None,
+            };
+            let stored = StoredContact {
+                workspace_id: ws,
+                contact: contact.clone(),
+                created_at: now,
+            };
+            set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
+            if let Some(phone) = &contact.phone {
+                set.require_absent(Ks::PhoneContact, catalogue::phone_contact(ws, phone));
+                set.put_raw(
+                    Ks::PhoneContact,
+                    catalogue::phone_contact(ws, phone),
+                    contact.id.to_bytes().to_vec(),
+                );
+            }
+            if let Some(email) = &contact.email {
+                set.require_absent(Ks::EmailContact, catalogue::email_contact(ws, email));
+                set.put_raw(
+                    Ks::EmailContact,
+                    catalogue::email_contact(ws, email),
+                    contact.id.to_bytes().to_vec(),
+                );
+            }
+            contact
+        }
+    };
+    let conv = Conversation {
+        id: ConversationId::new(),
+        workspace_id: ws,
+        channel_id: channel.id,
+        channel: channel.kind(),
+        external_thread: event.thread.clone(),
+        contact,
+        status: Status::Open,
+        assignee_id: None,
+        tags: Vec::new(),
+        campaign: event.campaign.clone(),
+        unread_count: 0,
+        ai_mode: AiMode::Active,
+        created_at: now,
+        last_activity_at: now,
+        preview: String::new(),
+        last_inbound_at: None,
+        next_seq: 1,
+        first_inbound_at: None,
+        first_response_at: None,
+        first_responder: None,
+        closed_at: None,
+    };
+    let thread_key = catalogue::thread_conv(channel.id, &event.thread);
+    set.require_absent(Ks::ThreadConv, thread_key.clone())
+        .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
+        .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
+        .put_raw(
+            Ks::ContactConv,
+            catalogue::contact_conv(conv.contact.id, conv.id),
+            Vec::new(),
+        )
+        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+    confab_engine::views::update(&mut set, None, &conv);
+    let stats = confab_engine::analytics::ConversationStats::default();
+    confab_engine::analytics::record(
+        &mut set,
+        None,
+        confab_engine::analytics::Snapshot {
+            conv: &conv,
+            stats: &stats,
+        },
+        now,
+    );
+    match committer.commit(set).await {
+        Ok(_) => {}
+        Err(confab_engine::Error::AlreadyExists) => return Err(Resolve::Lost),
+        Err(e) => return Err(e.into()),
+    }
+    metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
+        .increment(1);
+    Ok(conv.id)
+}
+
+fn gone() -> ActorError {
+    ActorError::Unavailable("the conversation actor stopped before answering".into())
 }
 
 pub enum ManagerMsg {
     Activate(
         ConversationId,
         RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>,
-    ),
-    Resolve(
-        Box<ResolveThread>,
-        RpcReplyPort<ActorResult<ConversationId>>,
     ),
     /// Passivates idle actors: those idle past the configured timeout, or past the given one.
     Sweep(Option<Duration>),
@@ -232,7 +388,6 @@ pub struct ManagerState {
     channels: ChannelRegistry,
     config: ManagerConfig,
     live: Arc<DashMap<ConversationId, Arc<Live>>>,
-    threads: Arc<DashMap<(ChannelId, String), ConversationId>>,
     epoch: Instant,
     /// Which conversation each running actor serves.
     actors: HashMap<ActorId, ConversationId>,
@@ -248,13 +403,13 @@ impl Manager {
         let live = Arc::new(DashMap::new());
         let threads = Arc::new(DashMap::new());
         let epoch = Instant::now();
+        let max_threads = args.config.max_live.max(1024);
         let state = ManagerState {
-            store: args.store,
-            committer: args.committer,
+            store: args.store.clone(),
+            committer: args.committer.clone(),
             channels: args.channels,
             config: args.config,
             live: live.clone(),
-            threads: threads.clone(),
             epoch,
             actors: HashMap::new(),
             stopping: HashMap::new(),
@@ -264,7 +419,10 @@ impl Manager {
         Ok(Conversations {
             live,
             threads,
+            max_threads,
             manager,
+            store: args.store,
+            committer: args.committer,
             epoch,
         })
     }
@@ -293,9 +451,6 @@ impl Actor for Manager {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ManagerMsg::Activate(id, reply) => state.activate(&myself, id, reply).await,
-            ManagerMsg::Resolve(request, reply) => {
-                let _ = reply.send(state.resolve(*request).await);
-            }
             ManagerMsg::Sweep(idle) => state.sweep(idle),
         }
         Ok(())
@@ -480,15 +635,6 @@ impl ManagerState {
         }
     }
 
-    /// The thread cache is only a shortcut past the store: when it grows past the live
-    /// cap it is simply emptied.
-    fn remember_thread(&mut self, key: (ChannelId, String), id: ConversationId) {
-        if self.threads.len() >= self.config.max_live.max(1024) {
-            self.threads.clear();
-        }
-        self.threads.insert(key, id);
-    }
-
     fn over_restart_budget(&mut self, id: ConversationId) -> bool {
         let Some(times) = self.restarts.get_mut(&id) else {
             return false;
@@ -504,138 +650,6 @@ impl ManagerState {
             return false;
         }
         times.len() > self.config.restart_budget as usize
-    }
-
-    /// Finds or creates the conversation of a provider thread. Creation is one batch: the
-    /// thread mapping (insert-if-absent), the contact if the workspace does not know the
-    /// lead's phone yet, the conversation, its activity entry and the creation delta.
-    async fn resolve(&mut self, request: ResolveThread) -> ActorResult<ConversationId> {
-        let key = (request.channel.id, request.thread.clone());
-        if let Some(id) = self.threads.get(&key) {
-            return Ok(*id);
-        }
-        let store = self.store.clone();
-        let channel = request.channel.clone();
-        let thread = request.thread.clone();
-        let phone = request.phone.clone();
-        let email = request.email.clone();
-        let (existing, known_contact) = tokio::task::spawn_blocking(move || {
-            let existing = store.conversation_by_thread(channel.id, &thread)?;
-            if existing.is_some() {
-                return Ok((existing, None));
-            }
-            // One lead, several conversations: a phone or email the workspace already
-            // knows is the same contact.
-            let ws = channel.workspace_id;
-            let mut id = match &phone {
-                Some(phone) => store.contact_by_phone(ws, phone)?,
-                None => None,
-            };
-            if id.is_none() {
-                if let Some(email) = &email {
-                    id = store.contact_by_email(ws, email)?;
-                }
-            }
-            let contact = match id {
-                Some(id) => store.contact(id)?,
-                None => None,
-            };
-            Ok::<_, confab_engine::Error>((None, contact))
-        })
-        .await
-        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
-        if let Some(id) = existing {
-            self.remember_thread(key, id);
-            return Ok(id);
-        }
-
-        let now = now_millis();
-        let ws = request.channel.workspace_id;
-        let mut set = WriteSet::new();
-        let contact = match known_contact {
-            Some(stored) => stored.contact,
-            None => {
-                let contact = Contact {
-                    id: ContactId::new(),
-                    name: request.name.clone(),
-                    email: request.email.clone(),
-                    phone: request.phone.clone(),
-                    company: None,
-                    title: None,
-                    avatar_url: None,
-                };
-                let stored = StoredContact {
-                    workspace_id: ws,
-                    contact: contact.clone(),
-                    created_at: now,
-                };
-                set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
-                if let Some(phone) = &contact.phone {
-                    set.put_raw(
-                        Ks::PhoneContact,
-                        catalogue::phone_contact(ws, phone),
-                        contact.id.to_bytes().to_vec(),
-                    );
-                }
-                if let Some(email) = &contact.email {
-                    set.put_raw(
-                        Ks::EmailContact,
-                        catalogue::email_contact(ws, email),
-                        contact.id.to_bytes().to_vec(),
-                    );
-                }
-                contact
-            }
-        };
-        let conv = Conversation {
-            id: ConversationId::new(),
-            workspace_id: ws,
-            channel_id: request.channel.id,
-            channel: request.channel.kind(),
-            external_thread: request.thread.clone(),
-            contact,
-            status: Status::Open,
-            assignee_id: None,
-            tags: Vec::new(),
-            campaign: request.campaign,
-            unread_count: 0,
-            ai_mode: AiMode::Active,
-            created_at: now,
-            last_activity_at: now,
-            preview: String::new(),
-            last_inbound_at: None,
-            next_seq: 1,
-            first_inbound_at: None,
-            first_response_at: None,
-            first_responder: None,
-            closed_at: None,
-        };
-        let thread_key = catalogue::thread_conv(request.channel.id, &request.thread);
-        set.require_absent(Ks::ThreadConv, thread_key.clone())
-            .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
-            .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
-            .put_raw(
-                Ks::ContactConv,
-                catalogue::contact_conv(conv.contact.id, conv.id),
-                Vec::new(),
-            )
-            .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
-        confab_engine::views::update(&mut set, None, &conv);
-        let stats = confab_engine::analytics::ConversationStats::default();
-        confab_engine::analytics::record(
-            &mut set,
-            None,
-            confab_engine::analytics::Snapshot {
-                conv: &conv,
-                stats: &stats,
-            },
-            now,
-        );
-        self.committer.commit(set).await?;
-        metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
-            .increment(1);
-        self.remember_thread(key, conv.id);
-        Ok(conv.id)
     }
 }
 
@@ -666,6 +680,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
+        store: Store,
         conversations: Conversations,
         channel: Arc<Channel>,
     }
@@ -676,7 +691,7 @@ mod tests {
         let (committer, _thread) =
             Committer::start(store.clone(), Durability::Fsync).expect("committer");
         let conversations = Manager::start(ManagerArgs {
-            store,
+            store: store.clone(),
             committer,
             channels: ChannelRegistry::default(),
             config,
@@ -698,6 +713,7 @@ mod tests {
         });
         Fixture {
             _dir: dir,
+            store,
             conversations,
             channel,
         }
@@ -749,6 +765,52 @@ mod tests {
             InboundOutcome::Stored(m) => m.seq,
             InboundOutcome::Duplicate => 0,
         }
+    }
+
+    /// Creation runs on the callers' tasks, concurrently: callers racing for one new
+    /// thread get one conversation, and one new lead writing on two channels at once gets
+    /// one contact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_creators_make_one_conversation_per_thread_and_one_contact() {
+        let f = fixture(ManagerConfig::default()).await;
+        let second = Arc::new(Channel {
+            id: ChannelId::new(),
+            ..(*f.channel).clone()
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            for channel in [f.channel.clone(), second.clone()] {
+                let conversations = f.conversations.clone();
+                tasks.spawn(async move {
+                    let ev = event(channel.id, "5511987650000", &format!("m{i}"));
+                    let id = conversations.resolve_thread(channel.clone(), &ev).await;
+                    (channel.id, id.expect("resolved"))
+                });
+            }
+        }
+        let mut by_channel: HashMap<ChannelId, Vec<ConversationId>> = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (channel, id) = joined.expect("join");
+            by_channel.entry(channel).or_default().push(id);
+        }
+        let first = &by_channel[&f.channel.id];
+        let other = &by_channel[&second.id];
+        assert!(first.iter().all(|id| *id == first[0]), "{first:?}");
+        assert!(other.iter().all(|id| *id == other[0]), "{other:?}");
+        assert_ne!(first[0], other[0], "one conversation per channel");
+        let conv = |id| f.store.conversation(id).expect("read").expect("stored");
+        let contact = conv(first[0]).contact.id;
+        assert_eq!(conv(other[0]).contact.id, contact, "one contact");
+        assert_eq!(
+            f.store
+                .contact_by_phone(f.channel.workspace_id, "+5511987650000")
+                .expect("read"),
+            Some(contact)
+        );
+        assert_eq!(
+            f.store.conversations_after(None, 100).expect("read").len(),
+            2
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,14 @@
 //! The committer: the store's single writer.
 //!
-//! Actors hand it a [`WriteSet`] per request. It drains its queue into a group, writes each
-//! request as one atomic fjall write batch, gives every delta the next global offset, makes
-//! the whole group durable with one fsync, then publishes the deltas in offset order and
-//! answers every waiting request. Nothing is acknowledged before it is on disk.
+//! Actors hand it a [`WriteSet`] per request. It drains its queue into a group, checks each
+//! request's guards against the store and the group's earlier requests (a refused request
+//! writes nothing), gives every delta the next global offset, writes the whole group as one
+//! atomic fjall batch (a key written twice is written once, counters once per group), makes
+//! it durable with one fsync, then publishes the deltas in offset order and answers every
+//! waiting request. Nothing is acknowledged before it is on disk.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -260,9 +264,34 @@ struct Worker {
     shared: Arc<Shared>,
 }
 
-struct Done {
-    reply: oneshot::Sender<Result<Receipt>>,
-    outcome: Result<Receipt>,
+/// What a group will write, gathered request by request, then written as one batch.
+/// Later requests of the group see earlier ones through it (guards, counters).
+struct Pending {
+    /// The last write of each key: a value, or `None` for a delete.
+    writes: HashMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
+    /// Each counter's running total (stored value plus the group's adds).
+    counters: HashMap<(Ks, Vec<u8>), i64>,
+    /// The group's delta records, keys and encoded values.
+    deltas: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last offset given out.
+    head: u64,
+    published: Vec<Arc<Delta>>,
+    received: Vec<Option<Instant>>,
+    wrote_anything: bool,
+}
+
+impl Pending {
+    fn new(head: u64) -> Self {
+        Self {
+            writes: HashMap::new(),
+            counters: HashMap::new(),
+            deltas: Vec::new(),
+            head,
+            published: Vec::new(),
+            received: Vec::new(),
+            wrote_anything: false,
+        }
+    }
 }
 
 impl Worker {
@@ -308,45 +337,38 @@ impl Worker {
     fn commit_group(&mut self, group: &mut Vec<Request>) {
         let started = Instant::now();
         let size = group.len();
-        let mut done = Vec::with_capacity(size);
-        let mut published = Vec::new();
-        let mut received = Vec::new();
+        let mut pending = Pending::new(self.head);
+        let mut outcomes = Vec::with_capacity(size);
+        let mut replies = Vec::with_capacity(size);
         for request in group.drain(..) {
             metrics::histogram!(crate::metrics::COMMIT_WAIT_SECONDS)
                 .record(request.enqueued.elapsed().as_secs_f64());
             let outcome = if self.shared.poisoned.load(Ordering::Acquire) {
                 Err(Error::Poisoned)
             } else {
-                self.write(request.set, &mut published, &mut received)
+                self.stage(request.set, &mut pending)
             };
-            done.push(Done {
-                reply: request.reply,
-                outcome,
-            });
+            outcomes.push(outcome);
+            replies.push(request.reply);
         }
 
-        let wrote_anything = done.iter().any(|d| d.outcome.is_ok());
-        if wrote_anything {
-            let mode = match self.durability {
-                Durability::Fsync => PersistMode::SyncAll,
-                Durability::Buffered => PersistMode::Buffer,
-            };
-            let fsync_started = Instant::now();
-            if let Err(e) = self.store.db().persist(mode) {
+        if pending.wrote_anything {
+            let durable = self.write_group(&mut pending);
+            if let Err(e) = durable {
                 self.poison(&e.to_string());
-                for d in &mut done {
-                    if d.outcome.is_ok() {
-                        d.outcome = Err(Error::Poisoned);
+                for outcome in &mut outcomes {
+                    if outcome.is_ok() {
+                        *outcome = Err(Error::Poisoned);
                     }
                 }
-                published.clear();
-                received.clear();
+                pending.published.clear();
+                pending.received.clear();
+            } else {
+                self.head = pending.head;
             }
-            metrics::histogram!(crate::metrics::FSYNC_SECONDS)
-                .record(fsync_started.elapsed().as_secs_f64());
         }
 
-        if let Some(last) = published.last() {
+        if let Some(last) = pending.published.last() {
             let last: &Arc<Delta> = last;
             self.shared
                 .durable_head
@@ -358,99 +380,122 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             for listener in &listeners {
-                listener.published_received(&published, &received);
+                listener.published_received(&pending.published, &pending.received);
             }
             metrics::gauge!(crate::metrics::DELTA_HEAD).set(last.offset as f64);
         }
-        for d in done {
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The requester may have gone away; its write stands.
-            let _ = d.reply.send(d.outcome);
+            let _ = reply.send(outcome);
         }
         metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(size as f64);
         metrics::histogram!(crate::metrics::COMMIT_GROUP_SECONDS)
             .record(started.elapsed().as_secs_f64());
     }
 
-    /// Writes one request as one batch; deltas get their offsets here.
-    fn write(
-        &mut self,
-        set: WriteSet,
-        published: &mut Vec<Arc<Delta>>,
-        received: &mut Vec<Option<Instant>>,
-    ) -> Result<Receipt> {
+    /// Adds one request to the group's pending writes, or refuses it whole (a guard
+    /// failed, or a read failed: then the store is poisoned and the group is dropped).
+    /// Deltas get their offsets here.
+    fn stage(&mut self, set: WriteSet, pending: &mut Pending) -> Result<Receipt> {
         for (ks, key) in &set.absent {
-            match self.store.contains(*ks, key) {
-                Ok(false) => {}
-                Ok(true) => return Err(Error::AlreadyExists),
-                Err(e) => {
+            let exists = match pending.writes.get(&(*ks, key.clone())) {
+                Some(write) => write.is_some(),
+                None => self.store.contains(*ks, key).inspect_err(|e| {
                     self.poison(&e.to_string());
-                    return Err(e);
+                })?,
+            };
+            if exists {
+                return Err(Error::AlreadyExists);
+            }
+        }
+        // Counter reads first: a failed read refuses the request before it wrote anything.
+        for op in &set.ops {
+            if let Op::Add(ks, key, _) = op {
+                if let Entry::Vacant(slot) = pending.counters.entry((*ks, key.clone())) {
+                    let current = self.store.get_raw(*ks, key).inspect_err(|e| {
+                        self.poison(&e.to_string());
+                    })?;
+                    slot.insert(current.map_or(0, |v| decode_counter(&v)));
                 }
             }
         }
-        let mut batch = self.store.db().batch();
-        let mut adds: Vec<(Ks, Vec<u8>, i64)> = Vec::new();
         for op in set.ops {
             match op {
-                Op::Put(ks, key, value) => batch.insert(self.store.ks(ks), key, value),
-                Op::Delete(ks, key) => batch.remove(self.store.ks(ks), key),
-                Op::Add(ks, key, by) => match adds.iter_mut().find(|a| a.0 == ks && a.1 == key) {
-                    Some(add) => add.2 += by,
-                    None => adds.push((ks, key, by)),
-                },
-            }
-        }
-        for (ks, key, by) in adds {
-            // Earlier sets of this group are already committed (visible), so this read
-            // sees every add before it: the single writer makes the sum exact.
-            let current = match self.store.get_raw(ks, &key) {
-                Ok(value) => value.map_or(0, |v| decode_counter(&v)),
-                Err(e) => {
-                    self.poison(&e.to_string());
-                    return Err(e);
+                Op::Put(ks, key, value) => {
+                    pending.writes.insert((ks, key), Some(value));
                 }
-            };
-            match current.saturating_add(by) {
-                0 => batch.remove(self.store.ks(ks), key),
-                total => batch.insert(self.store.ks(ks), key, total.to_be_bytes().to_vec()),
+                Op::Delete(ks, key) => {
+                    pending.writes.insert((ks, key), None);
+                }
+                Op::Add(ks, key, by) => {
+                    // Read above; the group's single writer makes the running sum exact.
+                    if let Some(total) = pending.counters.get_mut(&(ks, key)) {
+                        *total = total.saturating_add(by);
+                    }
+                }
             }
         }
         let now = now_millis();
         let mut offsets = Vec::with_capacity(set.deltas.len());
-        let mut deltas = Vec::with_capacity(set.deltas.len());
-        let mut head = self.head;
         for draft in set.deltas {
-            head += 1;
+            pending.head += 1;
             let delta = Delta {
-                offset: head,
+                offset: pending.head,
                 workspace_id: draft.workspace_id,
                 conversation_id: draft.conversation_id,
                 at: now,
                 body: draft.body,
             };
-            batch.insert(
-                self.store.ks(Ks::WsDelta),
-                catalogue::ws_delta(delta.workspace_id, head),
+            pending.deltas.push((
+                catalogue::ws_delta(delta.workspace_id, pending.head),
                 codec::encode(&delta),
-            );
-            offsets.push(head);
-            deltas.push(Arc::new(delta));
+            ));
+            offsets.push(pending.head);
+            pending.published.push(Arc::new(delta));
+            pending.received.push(set.received);
         }
-        if head != self.head {
+        pending.wrote_anything = true;
+        Ok(Receipt { offsets })
+    }
+
+    /// Writes the group's pending writes as one atomic batch and makes it durable.
+    fn write_group(&mut self, pending: &mut Pending) -> Result<()> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        let mut batch = self.store.db().batch();
+        for ((ks, key), write) in pending.writes.drain() {
+            match write {
+                Some(value) => batch.insert(self.store.ks(ks), key, value),
+                None => batch.remove(self.store.ks(ks), key),
+            }
+        }
+        for ((ks, key), total) in pending.counters.drain() {
+            match total {
+                0 => batch.remove(self.store.ks(ks), key),
+                total => batch.insert(self.store.ks(ks), key, total.to_be_bytes().to_vec()),
+            }
+        }
+        for (key, value) in pending.deltas.drain(..) {
+            batch.insert(self.store.ks(Ks::WsDelta), key, value);
+        }
+        if pending.head != self.head {
             batch.insert(
                 self.store.ks(Ks::Meta),
                 catalogue::META_DELTA_HEAD.to_vec(),
-                head.to_be_bytes().to_vec(),
+                pending.head.to_be_bytes().to_vec(),
             );
         }
-        if let Err(e) = batch.commit() {
-            self.poison(&e.to_string());
-            return Err(e.into());
-        }
-        self.head = head;
-        received.extend(std::iter::repeat_n(set.received, deltas.len()));
-        published.extend(deltas);
-        Ok(Receipt { offsets })
+        batch.commit()?;
+        let mode = match self.durability {
+            Durability::Fsync => PersistMode::SyncAll,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        let fsync_started = Instant::now();
+        self.store.db().persist(mode)?;
+        metrics::histogram!(crate::metrics::FSYNC_SECONDS)
+            .record(fsync_started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn poison(&self, why: &str) {
@@ -575,6 +620,56 @@ mod tests {
             Err(Error::AlreadyExists)
         ));
         assert!(!store.contains(Ks::Meta, b"side-effect").expect("read"));
+        assert_eq!(committer.durable_head(), 1);
+        drop(committer);
+        thread.join();
+    }
+
+    /// Requests racing for one guard key in one group (one batch): exactly one wins, the
+    /// others write nothing.
+    #[tokio::test]
+    async fn racing_guards_in_one_group_let_exactly_one_request_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        let ws = WorkspaceId::new();
+        // A big first request keeps the committer busy while the racers queue up behind
+        // it, so they are drained as one group.
+        let mut big = WriteSet::new();
+        for i in 0..20_000u32 {
+            big.put_raw(Ks::Meta, format!("big-{i}").into_bytes(), vec![0; 64]);
+        }
+        let mut commits = vec![committer.commit(big)];
+        for i in 0..64u32 {
+            let mut set = WriteSet::new();
+            set.require_absent(Ks::ExtMsg, b"same".to_vec());
+            set.put_raw(Ks::ExtMsg, b"same".to_vec(), i.to_be_bytes().to_vec());
+            set.put_raw(Ks::Meta, format!("side-{i}").into_bytes(), vec![1]);
+            notification(&mut set, ws);
+            commits.push(committer.commit(set));
+        }
+        let mut outcomes = futures_util::future::join_all(commits).await.into_iter();
+        outcomes.next().expect("big").expect("big commit");
+        let mut winners = Vec::new();
+        for (i, outcome) in outcomes.enumerate() {
+            match outcome {
+                Ok(receipt) => winners.push((i as u32, receipt.offsets)),
+                Err(Error::AlreadyExists) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(winners, vec![(0, vec![1])], "the first queued racer wins");
+        assert_eq!(
+            store.get_raw(Ks::ExtMsg, b"same").expect("read").as_deref(),
+            Some(&0u32.to_be_bytes()[..])
+        );
+        for i in 0..64u32 {
+            let side = store
+                .contains(Ks::Meta, format!("side-{i}").as_bytes())
+                .expect("read");
+            assert_eq!(side, i == 0, "side effect of request {i}");
+        }
         assert_eq!(committer.durable_head(), 1);
         drop(committer);
         thread.join();

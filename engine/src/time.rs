@@ -1,7 +1,6 @@
 //! Wall-clock time as Unix milliseconds, rendered as RFC 3339 on the wire.
 
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -12,14 +11,20 @@ pub fn now_millis() -> UnixMillis {
 }
 
 /// RFC 3339 with millisecond precision, e.g. `2026-01-01T00:00:00.000Z`.
+///
+/// Every delta on the stream carries a few of these: the fields are written directly
+/// rather than through a parsed format description (several times faster).
 pub fn to_rfc3339(ms: UnixMillis) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => t
-            .format(format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            ))
-            .unwrap_or_else(|_| ms.to_string()),
+        Ok(t) => {
+            let (year, month, day) = t.to_calendar_date();
+            let (hour, minute, second, milli) = t.to_hms_milli();
+            format!(
+                "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z",
+                u8::from(month)
+            )
+        }
         Err(_) => ms.to_string(),
     }
 }
@@ -55,5 +60,10 @@ mod tests {
         assert_eq!(parse_rfc3339(&text), Some(ms));
         assert_eq!(to_rfc3339(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
         assert_eq!(to_rfc3339(1_767_225_600_840), "2026-01-01T00:00:00.840Z");
+        assert_eq!(to_rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(to_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(to_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        // Out of range for a date: the number, never a panic.
+        assert_eq!(to_rfc3339(i64::MAX), i64::MAX.to_string());
     }
 }

@@ -123,7 +123,7 @@ impl Default for ConversationsConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            queue_capacity: 4096,
+            queue_capacity: 16_384,
             max_message_bytes: 64 * 1024,
             ping_interval_secs: 20,
             retention_deltas: 1_000_000,

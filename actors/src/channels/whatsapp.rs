@@ -2,7 +2,9 @@
 //!
 //! Inbound: a verified webhook body is parsed (pure functions in the engine), each message
 //! routed to its conversation (created if new) and each status to the message it reports
-//! on; the gateway waits until all of it is durable. Outbound: messages are sent in order
+//! on; the gateway waits until all of it is durable. Each webhook is handled on a task of
+//! its own, so that creating one lead's conversation never holds up the others; the
+//! conversation actors put each conversation's messages in order. Outbound: messages are sent in order
 //! per lead, at most `whatsapp_per_second` per number, retried with exponential backoff and
 //! jitter on retryable errors, and the provider's answer is reported to the conversation.
 
@@ -54,6 +56,7 @@ pub struct WhatsappState {
     channel: Arc<Channel>,
     config: Arc<WhatsappConfig>,
     deps: ConnectorDeps,
+    inbound: Inbound,
     limiter: Arc<DefaultDirectRateLimiter>,
     /// Messages waiting, per lead, so that a lead receives them in order.
     queues: HashMap<String, VecDeque<OutboxEntry>>,
@@ -103,9 +106,16 @@ impl Actor for WhatsappConnector {
             myself.cast(WhatsappMsg::Send(entry))?;
         }
         let circuit = Circuit::new(args.deps.settings.retry_max);
+        let config = Arc::new(config.clone());
         Ok(WhatsappState {
             circuit: Arc::new(SharedCircuit(Mutex::new(circuit))),
-            config: Arc::new(config.clone()),
+            inbound: Inbound {
+                channel: args.channel.clone(),
+                config: config.clone(),
+                deps: args.deps.clone(),
+                pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
+            },
+            config,
             channel: args.channel,
             deps: args.deps,
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
@@ -122,7 +132,10 @@ impl Actor for WhatsappConnector {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WhatsappMsg::Webhook(body, received, reply) => {
-                let _ = reply.send(state.webhook(&body, received).await);
+                let inbound = state.inbound.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(inbound.webhook(&body, received).await);
+                });
             }
             WhatsappMsg::Send(entry) => {
                 if state
@@ -150,9 +163,19 @@ impl Actor for WhatsappConnector {
     }
 }
 
-impl WhatsappState {
+/// What handling a webhook needs: shared, so each webhook runs on a task of its own.
+#[derive(Clone)]
+struct Inbound {
+    channel: Arc<Channel>,
+    config: Arc<WhatsappConfig>,
+    deps: ConnectorDeps,
+    /// Serializes the read-modify-write of statuses kept for messages not yet known.
+    pending_statuses: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Inbound {
     async fn webhook(
-        &mut self,
+        &self,
         body: &[u8],
         received: std::time::Instant,
     ) -> ActorResult<Vec<Pending>> {
@@ -216,6 +239,9 @@ impl WhatsappState {
                 Ok(Pending::Status(done_rx))
             }
             None => {
+                // Webhooks run concurrently: two statuses for one unknown message must
+                // not both read the same earlier one.
+                let _serial = self.pending_statuses.lock().await;
                 let key = catalogue::ext_msg(channel_id, &status.wamid);
                 let store = self.deps.store.clone();
                 let earlier_key = key.clone();
@@ -245,7 +271,9 @@ impl WhatsappState {
             }
         }
     }
+}
 
+impl WhatsappState {
     fn start_next(&mut self, myself: &ActorRef<WhatsappMsg>, to: String) {
         if self.busy.contains(&to) {
             return;

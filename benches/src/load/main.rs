@@ -618,6 +618,7 @@ async fn run_load(
         },
         delta_kinds,
         resyncs: shared.resyncs.load(Ordering::Relaxed),
+        resumes: shared.resumes.load(Ordering::Relaxed),
         replies_planned: reply_counts(|s| s.planned.load(Ordering::Relaxed)),
         replies_sent: reply_counts(|s| s.sent.load(Ordering::Relaxed)),
         replies_accepted: reply_counts(|s| s.accepted.load(Ordering::Relaxed)),

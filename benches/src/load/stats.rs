@@ -195,6 +195,7 @@ pub struct LoadReport {
     pub messages_never_delivered: u64,
     pub delta_kinds: BTreeMap<String, u64>,
     pub resyncs: u64,
+    pub resumes: u64,
     pub replies_planned: u64,
     pub replies_sent: u64,
     pub replies_accepted: u64,
@@ -253,6 +254,7 @@ struct LoadJson<'a> {
     messages_never_delivered: u64,
     delta_kinds: &'a BTreeMap<String, u64>,
     resyncs: u64,
+    resumes: u64,
     replies_planned: u64,
     replies_sent: u64,
     replies_accepted: u64,
@@ -317,6 +319,7 @@ impl LoadReport {
             messages_never_delivered: self.messages_never_delivered,
             delta_kinds: &self.delta_kinds,
             resyncs: self.resyncs,
+            resumes: self.resumes,
             replies_planned: self.replies_planned,
             replies_sent: self.replies_sent,
             replies_accepted: self.replies_accepted,
@@ -391,13 +394,14 @@ impl LoadReport {
         );
         let _ = writeln!(
             out,
-            "deltas        received {} / expected {}  duplicates {}  messages short of a subscriber {}  never seen {}  resyncs {}",
+            "deltas        received {} / expected {}  duplicates {}  messages short of a subscriber {}  never seen {}  resyncs {}  resumes {}",
             self.deltas_received,
             self.deltas_expected,
             self.deltas_duplicate,
             self.messages_under_delivered,
             self.messages_never_delivered,
-            self.resyncs
+            self.resyncs,
+            self.resumes
         );
         let _ = writeln!(out, "delta kinds   {}", kinds(&self.delta_kinds));
         if self.replies_planned > 0 || self.replies_sent > 0 {

@@ -1,7 +1,9 @@
 //! WebSocket subscribers of `GET /api/v1/stream`: connect with the agent token, send
 //! `{"type":"subscribe","since":null}`, wait for `subscribed`, then match every
 //! `message_created` delta carrying this run's marker to the instant its webhook was
-//! sent. Also used, idle, by `--stream-only`.
+//! sent. A subscriber the server closes as too slow (4008) resumes the way the protocol
+//! says: it reconnects with `since` set to the last offset it read, and nothing is lost.
+//! Also used, idle, by `--stream-only`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,7 +33,17 @@ use crate::webhook::parse_marker;
 /// Connections per loopback source address when spreading is automatic; well inside the
 /// default ephemeral port range (32768-60999).
 const CONNECTIONS_PER_SOURCE_IP: usize = 20_000;
-const SUBSCRIBE_FRAME: &str = r#"{"type":"subscribe","since":null}"#;
+/// Close code of a subscriber the server dropped as too slow: resume from the last offset.
+const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Resumes one subscriber may make in a run before it gives up.
+const MAX_RESUMES: u32 = 50;
+
+fn subscribe_frame(since: Option<u64>) -> String {
+    match since {
+        Some(offset) => format!(r#"{{"type":"subscribe","since":{offset}}}"#),
+        None => r#"{"type":"subscribe","since":null}"#.to_owned(),
+    }
+}
 
 /// Short error kind for an I/O error, naming the causes a load run can hit.
 pub fn io_kind(error: &io::Error) -> &'static str {
@@ -72,6 +84,9 @@ struct Frame<'a> {
     kind_of_frame: Cow<'a, str>,
     #[serde(default)]
     offset: Option<u64>,
+    /// `subscribed`: the offset live deltas follow.
+    #[serde(default)]
+    head: Option<u64>,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -171,8 +186,13 @@ impl StreamTarget {
         ))
     }
 
-    /// Connects, upgrades, subscribes and waits for `subscribed`.
-    async fn open(&self, index: usize) -> Result<WebSocketStream<TcpStream>, String> {
+    /// Connects, upgrades, subscribes (live, or resuming after `since`) and waits for
+    /// `subscribed`; returns the socket and the head it reported.
+    async fn open(
+        &self,
+        index: usize,
+        since: Option<u64>,
+    ) -> Result<(WebSocketStream<TcpStream>, u64), String> {
         let io_err = |e: io::Error| format!("stream_{}", io_kind(&e));
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -198,7 +218,7 @@ impl StreamTarget {
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(|e| ws_error_kind(&e))?;
-        ws.send(Message::text(SUBSCRIBE_FRAME))
+        ws.send(Message::text(subscribe_frame(since)))
             .await
             .map_err(|e| ws_error_kind(&e))?;
         loop {
@@ -206,7 +226,7 @@ impl StreamTarget {
                 Some(Ok(Message::Text(text))) => {
                     if let Ok(frame) = serde_json::from_str::<Frame<'_>>(text.as_str()) {
                         if frame.kind_of_frame == "subscribed" {
-                            return Ok(ws);
+                            return Ok((ws, frame.head.unwrap_or(0)));
                         }
                     }
                 }
@@ -231,6 +251,8 @@ pub struct StreamShared {
     pub matched: AtomicU64,
     pub replies_seen: AtomicU64,
     pub resyncs: AtomicU64,
+    /// Reconnections with `since` after the server closed a subscriber as too slow.
+    pub resumes: AtomicU64,
     /// Send -> delta on the primary subscriber (the first one to subscribe).
     pub delta_primary: Mutex<Histogram<u64>>,
     /// Acknowledgement -> delta on the primary subscriber; zero when the delta came first.
@@ -261,6 +283,7 @@ impl StreamShared {
             matched: AtomicU64::new(0),
             replies_seen: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
             delta_primary: Mutex::new(new_histogram()),
             delta_after_ack: Mutex::new(new_histogram()),
             delta_all: ShardedHistogram::new(16),
@@ -374,11 +397,11 @@ pub async fn run_subscriber(
 ) -> BTreeMap<String, u64> {
     let opened = {
         let _slot = shared.connect_slots.acquire().await;
-        tokio::time::timeout(target.timeout, target.open(index)).await
+        tokio::time::timeout(target.timeout, target.open(index, None)).await
     };
-    let mut ws = match opened {
-        Ok(Ok(ws)) if !shared.connect_window_closed.load(Ordering::Acquire) => ws,
-        Ok(Ok(mut ws)) => {
+    let (mut ws, head) = match opened {
+        Ok(Ok(opened)) if !shared.connect_window_closed.load(Ordering::Acquire) => opened,
+        Ok(Ok((mut ws, _))) => {
             shared.errors.add("stream_subscribed_too_late");
             let _ = ready.send(false);
             let _ = ws.close(None).await;
@@ -402,9 +425,10 @@ pub async fn run_subscriber(
     let mut reader = Reader {
         index,
         shared: &shared,
-        last_offset: None,
+        last_offset: Some(head),
         kinds: BTreeMap::new(),
     };
+    let mut resumes = 0;
     loop {
         tokio::select! {
             biased;
@@ -416,6 +440,28 @@ pub async fn run_subscriber(
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(text))) => reader.on_text(text.as_str(), Instant::now()),
                 Some(Ok(Message::Binary(_))) => shared.errors.add("stream_binary_frame"),
+                Some(Ok(Message::Close(Some(close))))
+                    if u16::from(close.code) == CLOSE_SLOW_CONSUMER && resumes < MAX_RESUMES =>
+                {
+                    resumes += 1;
+                    shared.resumes.fetch_add(1, Ordering::Relaxed);
+                    let reopened = tokio::time::timeout(
+                        target.timeout,
+                        target.open(index, reader.last_offset),
+                    )
+                    .await;
+                    match reopened {
+                        Ok(Ok((socket, _))) => ws = socket,
+                        Ok(Err(kind)) => {
+                            shared.errors.add(&format!("{kind}_on_resume"));
+                            return reader.kinds;
+                        }
+                        Err(_) => {
+                            shared.errors.add("stream_resume_timeout");
+                            return reader.kinds;
+                        }
+                    }
+                }
                 Some(Ok(Message::Close(_))) | None => {
                     shared.errors.add("stream_closed_by_server");
                     return reader.kinds;
