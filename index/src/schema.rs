@@ -163,6 +163,33 @@ pub fn message_doc(fields: &Fields, ws: WorkspaceId, message: &Message) -> Tanti
     doc
 }
 
+/// How long a conversation document's time (`at`, its last activity) may lag behind:
+/// activity alone refreshes the document only once it is this old, so a busy
+/// conversation is not re-indexed on every message. Period filters widen their bound on
+/// conversation documents by this much; the caller checks the exact last activity.
+pub const CONVERSATION_AT_SLACK_MS: UnixMillis = 60 * 60 * 1000;
+
+/// A digest of everything [`conversation_doc`] indexes except its time: when it is
+/// unchanged, only the time moved.
+pub fn conversation_content(ws: WorkspaceId, card: &ConversationCard) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ws.hash(&mut hasher);
+    card.id.hash(&mut hasher);
+    card.channel.as_str().hash(&mut hasher);
+    let contact = &card.contact;
+    for value in [
+        &contact.name,
+        &contact.company,
+        &contact.email,
+        &contact.phone,
+    ] {
+        value.hash(&mut hasher);
+    }
+    card.tags.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// A conversation's document: who the lead is and how the conversation is tagged.
 pub fn conversation_doc(
     fields: &Fields,

@@ -76,7 +76,10 @@ pub struct SearchRequest {
     pub workspace: WorkspaceId,
     pub query: ParsedQuery,
     pub channel: Option<ChannelKind>,
-    /// Only documents whose time (`at`) is at or after this.
+    /// Only messages created at or after this, and conversations whose document time is
+    /// at most [`crate::schema::CONVERSATION_AT_SLACK_MS`] before it (a conversation
+    /// document's time may lag its last activity by that much): the caller checks a
+    /// conversation hit's exact last activity against it.
     pub since: Option<UnixMillis>,
     pub conversation: Option<ConversationId>,
     /// Position of the first hit (from a previous page's `next`).
@@ -266,11 +269,13 @@ impl SearchIndex {
             for (i, ((score, _), address)) in top.iter().enumerate() {
                 scanned += 1;
                 let doc: TantivyDocument = searcher.doc(*address)?;
-                let Some(hit) = self.hit(&fields, &doc, *score, &highlights) else {
-                    continue;
-                };
-                if let Some(extra) = join(&hit)? {
-                    items.push((hit, extra));
+                let hit = self.hit(&fields, &doc, *score, &highlights).filter(|hit| {
+                    hit.message_id.is_none() || request.since.is_none_or(|since| hit.at >= since)
+                });
+                if let Some(hit) = hit {
+                    if let Some(extra) = join(&hit)? {
+                        items.push((hit, extra));
+                    }
                 }
                 if items.len() == limit || scanned >= scan {
                     let next = offset + i + 1;
@@ -312,8 +317,10 @@ impl SearchIndex {
             clauses.push(filter(term(fields.conversation, &conversation.to_string())));
         }
         if let Some(since) = request.since {
+            // Messages are checked exactly against `since` once found.
+            let from = since.saturating_sub(crate::schema::CONVERSATION_AT_SLACK_MS);
             clauses.push(filter(Box::new(RangeQuery::new(
-                Bound::Included(Term::from_field_i64(fields.at, since)),
+                Bound::Included(Term::from_field_i64(fields.at, from)),
                 Bound::Unbounded,
             ))));
         }

@@ -13,6 +13,7 @@ use confab_engine::model::{
 use confab_engine::store::{Store, StoreOptions};
 use confab_engine::time::now_millis;
 
+use crate::schema::CONVERSATION_AT_SLACK_MS;
 use crate::search::MAX_DEPTH;
 use crate::{
     CatchUp, Hit, HitField, ParsedQuery, SearchIndex, SearchRequest, Writer, WriterOptions,
@@ -645,6 +646,73 @@ fn an_index_behind_the_pruned_log_is_rebuilt_from_the_store() {
         index.reload().expect("reload");
         assert_eq!(index.num_docs(), 3);
     }
+}
+
+/// A conversation's document is rewritten when what it indexes changes, or when its time
+/// lags the last activity by the slack; activity alone within the slack leaves it be, and
+/// a period filter widened by the slack still finds it (the caller checks exactly).
+#[test]
+fn activity_alone_refreshes_a_conversation_document_only_past_the_slack() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let ws = WorkspaceId::new();
+    let start = now_millis() - 3 * CONVERSATION_AT_SLACK_MS;
+    let mut conv = conversation(ws, contact("Rosa", "Petalas", "r@p.io", "1"), start);
+    f.writer.apply(&log.card(&conv));
+    assert_eq!(f.writer.staged(), 1, "a new conversation is indexed");
+    f.writer.commit().expect("commit");
+
+    let doc_time = |f: &Fixture| {
+        let found = find(&f.index, ws, "Rosa");
+        assert_eq!(found.len(), 1, "one document per conversation");
+        found[0].at
+    };
+    // Messages within the slack: nothing to re-index.
+    conv.last_activity_at = start + CONVERSATION_AT_SLACK_MS / 2;
+    conv.preview = "new preview".into();
+    conv.unread_count = 3;
+    f.writer.apply(&log.card(&conv));
+    assert_eq!(
+        f.writer.staged(),
+        0,
+        "only the time moved, within the slack"
+    );
+    f.writer.commit().expect("commit");
+    assert_eq!(doc_time(&f), start);
+
+    // A period starting after the document's time but within the slack still finds it.
+    let mut r = request(ws, "Rosa");
+    r.since = Some(start + CONVERSATION_AT_SLACK_MS / 4);
+    assert_eq!(hits(&f.index, &r).len(), 1);
+    r.since = Some(start + CONVERSATION_AT_SLACK_MS + 1);
+    assert!(hits(&f.index, &r).is_empty(), "past the slack");
+
+    // A change to what is indexed is written at once, with the current time.
+    conv.contact.company = Some("Girassol".into());
+    f.writer.apply(&log.card(&conv));
+    assert_eq!(f.writer.staged(), 1);
+    f.writer.commit().expect("commit");
+    assert_eq!(find(&f.index, ws, "Girassol").len(), 1);
+    assert!(find(&f.index, ws, "Petalas").is_empty(), "edits replace");
+    assert_eq!(doc_time(&f), start + CONVERSATION_AT_SLACK_MS / 2);
+
+    // Activity past the slack refreshes the time.
+    conv.last_activity_at = start + 2 * CONVERSATION_AT_SLACK_MS;
+    f.writer.apply(&log.card(&conv));
+    assert_eq!(f.writer.staged(), 1);
+    f.writer.commit().expect("commit");
+    assert_eq!(doc_time(&f), start + 2 * CONVERSATION_AT_SLACK_MS);
+    assert_eq!(f.index.num_docs(), 1);
+
+    // Messages are filtered exactly by their own time.
+    let old = message(&mut conv, "sunflower seeds", start);
+    f.writer.apply(&log.message(&conv, &old));
+    f.writer.commit().expect("commit");
+    let mut r = request(ws, "sunflower");
+    r.since = Some(start + 1);
+    assert!(hits(&f.index, &r).is_empty(), "a message before the period");
+    r.since = Some(start);
+    assert_eq!(hits(&f.index, &r).len(), 1);
 }
 
 /// New documents are added without a delete by key, except where a rebuild may already

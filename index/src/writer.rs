@@ -13,6 +13,7 @@ use std::time::Instant;
 use confab_engine::delta::{Delta, DeltaBody};
 use confab_engine::ids::{ConversationId, WorkspaceId};
 use confab_engine::store::Store;
+use confab_engine::time::UnixMillis;
 use tantivy::{IndexWriter, TantivyDocument};
 
 use crate::error::{IndexError, Result};
@@ -56,6 +57,16 @@ pub enum CatchUp {
     },
 }
 
+/// Conversations whose indexed document the writer remembers, at most.
+const MAX_REMEMBERED_CONVERSATIONS: usize = 1 << 20;
+
+/// What a conversation's document in the index holds.
+#[derive(Clone, Copy)]
+struct IndexedConversation {
+    content: u64,
+    at: UnixMillis,
+}
+
 /// A document waiting to be handed to tantivy.
 struct Staged {
     doc: TantivyDocument,
@@ -73,6 +84,11 @@ pub struct Writer {
     /// reads state newer than its offset); above it, a `*_created` delta is a document
     /// the index has never seen, added without a delete.
     created_may_exist_through: u64,
+    /// What the latest staged or committed document of each recently changed
+    /// conversation holds: an update that only moves its time by less than
+    /// [`schema::CONVERSATION_AT_SLACK_MS`] is skipped. Emptied when it grows past
+    /// [`MAX_REMEMBERED_CONVERSATIONS`], on a rollback and on a rebuild.
+    conversations: HashMap<ConversationId, IndexedConversation>,
     /// Every delta up to this offset is staged, flushed or committed.
     applied: u64,
     /// The offset in the last commit's payload.
@@ -102,6 +118,7 @@ impl Writer {
             writer,
             staged: HashMap::new(),
             created_may_exist_through: committed,
+            conversations: HashMap::new(),
             applied: committed,
             committed,
             dirty: false,
@@ -146,16 +163,28 @@ impl Writer {
                 schema::message_doc(fields, delta.workspace_id, m),
                 false,
             ),
-            DeltaBody::ConversationCreated(card) => (
-                conversation_key(card.id),
-                schema::conversation_doc(fields, delta.workspace_id, card),
-                true,
-            ),
-            DeltaBody::ConversationUpdated(card) => (
-                conversation_key(card.id),
-                schema::conversation_doc(fields, delta.workspace_id, card),
-                false,
-            ),
+            DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
+                let content = schema::conversation_content(delta.workspace_id, card);
+                let at = card.last_activity_at;
+                let indexed = self.conversations.get(&card.id).copied();
+                if indexed.is_some_and(|doc| {
+                    doc.content == content
+                        && (doc.at..doc.at + schema::CONVERSATION_AT_SLACK_MS).contains(&at)
+                }) {
+                    // Only the time moved, and not far: the document stays as it is.
+                    return;
+                }
+                if self.conversations.len() >= MAX_REMEMBERED_CONVERSATIONS {
+                    self.conversations.clear();
+                }
+                self.conversations
+                    .insert(card.id, IndexedConversation { content, at });
+                (
+                    conversation_key(card.id),
+                    schema::conversation_doc(fields, delta.workspace_id, card),
+                    matches!(delta.body, DeltaBody::ConversationCreated(_)),
+                )
+            }
             DeltaBody::Notification { .. } => return,
         };
         // Deleting by key costs a term lookup in every segment at commit: skip it for a
@@ -213,6 +242,7 @@ impl Writer {
     /// Drops everything not committed (tests use it to simulate a crash).
     pub fn rollback(&mut self) -> Result<()> {
         self.staged.clear();
+        self.conversations.clear();
         self.writer.rollback()?;
         self.applied = self.committed;
         self.dirty = false;
@@ -262,6 +292,7 @@ impl Writer {
     pub fn rebuild(&mut self, store: &Store, through: u64) -> Result<u64> {
         let started = Instant::now();
         self.staged.clear();
+        self.conversations.clear();
         self.writer.rollback()?;
         self.writer.delete_all_documents()?;
         let fields = *self.index.fields();

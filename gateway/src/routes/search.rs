@@ -213,16 +213,21 @@ async fn run(agent: &AgentAuth, app: &AppState, raw: Option<&str>) -> ApiResult<
         limit: params.limit,
     };
     let status = params.status;
+    let since = params.since;
     let store = app.store.clone();
     let task = tokio::task::spawn_blocking(move || {
         // Held until the search ends, even after a timeout answered the caller.
         let _slot = slot;
         index.search(&request, SCAN_LIMIT, |hit| {
-            // The store is the truth: current contact and status, and the workspace once
-            // more (the index filtered by it already).
-            Ok(store
-                .conversation(hit.conversation_id)?
-                .filter(|c| c.workspace_id == ws && status.is_none_or(|s| c.status == s)))
+            // The store is the truth: current contact, status and last activity (a
+            // conversation document's time may lag it), and the workspace once more (the
+            // index filtered by it already).
+            Ok(store.conversation(hit.conversation_id)?.filter(|c| {
+                c.workspace_id == ws
+                    && status.is_none_or(|s| c.status == s)
+                    && (hit.message_id.is_some()
+                        || since.is_none_or(|since| c.last_activity_at >= since))
+            }))
         })
     });
     let budget = Duration::from_millis(app.config.search.timeout_ms.max(1));
