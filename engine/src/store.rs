@@ -50,6 +50,11 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+/// Largest memtable of a keyspace before it is flushed (fjall's default is 64 MiB): the
+/// hot keyspaces flush smaller tables more often, which keeps the resident set and each
+/// flush's burst of work small.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| crate::Error::Storage(e.to_string()))?;
@@ -58,7 +63,11 @@ impl Store {
             .open()?;
         let keyspaces = Ks::ALL
             .iter()
-            .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
+            .map(|ks| {
+                db.keyspace(ks.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                })
+            })
             .collect::<fjall::Result<Vec<_>>>()?;
         Ok(Store {
             inner: Arc::new(Inner {
