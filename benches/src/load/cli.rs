@@ -126,7 +126,9 @@ pub struct Args {
 
     /// Number of WebSocket subscribers (agent token, `since: null`) receiving deltas.
     /// Delta latency percentiles (delta_p*) use the first subscriber to subscribe;
-    /// delta_all_p* and deltas_received cover all of them.
+    /// delta_all_p* and deltas_received cover all of them. A subscriber the server closes
+    /// as too slow (4008) reconnects with `since` set to its last offset, as the protocol
+    /// asks; `resumes` counts those reconnections.
     #[arg(long, value_name = "N", default_value = "1")]
     pub subscribers: usize,
 
