@@ -35,8 +35,8 @@ use crate::webhook::parse_marker;
 const CONNECTIONS_PER_SOURCE_IP: usize = 20_000;
 /// Close code of a subscriber the server dropped as too slow: resume from the last offset.
 const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// Resumes one subscriber may make in a run before it gives up.
-const MAX_RESUMES: u32 = 50;
+/// Resumes in a row without a new delta in between after which a subscriber gives up.
+const MAX_RESUMES_WITHOUT_PROGRESS: u32 = 3;
 
 fn subscribe_frame(since: Option<u64>) -> String {
     match since {
@@ -428,7 +428,9 @@ pub async fn run_subscriber(
         last_offset: Some(head),
         kinds: BTreeMap::new(),
     };
-    let mut resumes = 0;
+    // Resumes since the last one that was followed by a new delta.
+    let mut stalled_resumes = 0;
+    let mut resumed_at = reader.last_offset;
     loop {
         tokio::select! {
             biased;
@@ -441,9 +443,16 @@ pub async fn run_subscriber(
                 Some(Ok(Message::Text(text))) => reader.on_text(text.as_str(), Instant::now()),
                 Some(Ok(Message::Binary(_))) => shared.errors.add("stream_binary_frame"),
                 Some(Ok(Message::Close(Some(close))))
-                    if u16::from(close.code) == CLOSE_SLOW_CONSUMER && resumes < MAX_RESUMES =>
+                    if u16::from(close.code) == CLOSE_SLOW_CONSUMER
+                        && (reader.last_offset != resumed_at
+                            || stalled_resumes < MAX_RESUMES_WITHOUT_PROGRESS) =>
                 {
-                    resumes += 1;
+                    if reader.last_offset == resumed_at {
+                        stalled_resumes += 1;
+                    } else {
+                        stalled_resumes = 0;
+                    }
+                    resumed_at = reader.last_offset;
                     shared.resumes.fetch_add(1, Ordering::Relaxed);
                     let reopened = tokio::time::timeout(
                         target.timeout,
