@@ -287,19 +287,17 @@ async fn find_or_create(
                 created_at: now,
             };
             set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
-            if let Some(phone) = &contact.phone {
-                set.require_absent(Ks::PhoneContact, catalogue::phone_contact(ws, phone));
-                set.put_raw(
-                    Ks::PhoneContact,
-                    catalogue::phone_contact(ws, phone),
-                    contact.id.to_bytes().to_vec(),
-                );
-            }
-            if let Some(email) = &contact.email {
-                set.require_absent(Ks::EmailContact, catalogue::email_contact(ws, email));
-                set.put_raw(
-                    Ks::EmailContact,
-                    catalogue::email_contact(ws, email),
+            // One contact per phone and per email in a workspace.
+            let unique = [
+                (contact.phone.as_ref())
+                    .map(|p| (Ks::PhoneContact, catalogue::phone_contact(ws, p))),
+                (contact.email.as_ref())
+                    .map(|e| (Ks::EmailContact, catalogue::email_contact(ws, e))),
+            ];
+            for (ks, key) in unique.into_iter().flatten() {
+                set.require_absent(ks, key.clone()).put_raw(
+                    ks,
+                    key,
                     contact.id.to_bytes().to_vec(),
                 );
             }
