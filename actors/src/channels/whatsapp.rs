@@ -4,9 +4,11 @@
 //! routed to its conversation (created if new) and each status to the message it reports
 //! on; the gateway waits until all of it is durable. Each webhook is handled on a task of
 //! its own, so that creating one lead's conversation never holds up the others; the
-//! conversation actors put each conversation's messages in order. Outbound: messages are sent in order
-//! per lead, at most `whatsapp_per_second` per number, retried with exponential backoff and
-//! jitter on retryable errors, and the provider's answer is reported to the conversation.
+//! conversation actors put each conversation's messages in order.
+//!
+//! Outbound: messages are sent in order per lead, at most `whatsapp_per_second` per number,
+//! retried with exponential backoff and jitter on retryable errors, and the provider's
+//! answer is reported to the conversation.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
