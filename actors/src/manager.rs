@@ -231,20 +231,19 @@ async fn find_or_create(
     channel: &Arc<Channel>,
     event: &InboundEvent,
 ) -> Result<ConversationId, Resolve> {
-    let lookup = store.clone();
-    let lookup_channel = channel.clone();
+    let ws = channel.workspace_id;
+    let (store_in, channel_id) = (store.clone(), channel.id);
     let thread = event.thread.clone();
     let phone = event.contact_phone.clone();
     let email = event.contact_email.clone();
     let (existing, known_contact) = tokio::task::spawn_blocking(move || {
-        let (store, channel) = (lookup, lookup_channel);
-        let existing = store.conversation_by_thread(channel.id, &thread)?;
+        let store = store_in;
+        let existing = store.conversation_by_thread(channel_id, &thread)?;
         if existing.is_some() {
             return Ok((existing, None));
         }
         // One lead, several conversations: a phone or email the workspace already
         // knows is the same contact.
-        let ws = channel.workspace_id;
         let mut id = match &phone {
             Some(phone) => store.contact_by_phone(ws, phone)?,
             None => None,
@@ -267,7 +266,6 @@ async fn find_or_create(
     }
 
     let now = now_millis();
-    let ws = channel.workspace_id;
     let mut set = WriteSet::new();
     let contact = match known_contact {
         Some(stored) => stored.contact,

@@ -17,7 +17,7 @@ struct Running {
 
 async fn server(adjust: impl FnOnce(&mut Config)) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let admin_token = format!("admin-{}", unique_token());
+    let admin_token = format!("admin-{}", confab_engine::admin::new_token());
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         admin_token: Some(admin_token.clone()),
@@ -34,14 +34,6 @@ async fn server(adjust: impl FnOnce(&mut Config)) -> Running {
         admin_token,
         _dir: dir,
     }
-}
-
-fn unique_token() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}")
 }
 
 /// Runs `confab-load` with `args` against `running`; returns its `--json` report.

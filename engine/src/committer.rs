@@ -277,7 +277,6 @@ struct Pending {
     head: u64,
     published: Vec<Arc<Delta>>,
     received: Vec<Option<Instant>>,
-    wrote_anything: bool,
 }
 
 impl Pending {
@@ -289,7 +288,6 @@ impl Pending {
             head,
             published: Vec::new(),
             received: Vec::new(),
-            wrote_anything: false,
         }
     }
 }
@@ -352,7 +350,7 @@ impl Worker {
             replies.push(request.reply);
         }
 
-        if pending.wrote_anything {
+        if outcomes.iter().any(Result::is_ok) {
             let durable = self.write_group(&mut pending);
             if let Err(e) = durable {
                 self.poison(&e.to_string());
@@ -454,7 +452,6 @@ impl Worker {
             pending.published.push(Arc::new(delta));
             pending.received.push(set.received);
         }
-        pending.wrote_anything = true;
         Ok(Receipt { offsets })
     }
 

@@ -153,15 +153,10 @@ impl Writer {
     fn stage(&mut self, delta: &Delta) {
         let fields = self.index.fields();
         let (key, doc, created) = match &delta.body {
-            DeltaBody::MessageCreated(m) => (
+            DeltaBody::MessageCreated(m) | DeltaBody::MessageUpdated(m) => (
                 message_key(m.id),
                 schema::message_doc(fields, delta.workspace_id, m),
-                true,
-            ),
-            DeltaBody::MessageUpdated(m) => (
-                message_key(m.id),
-                schema::message_doc(fields, delta.workspace_id, m),
-                false,
+                matches!(delta.body, DeltaBody::MessageCreated(_)),
             ),
             DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
                 let content = schema::conversation_content(delta.workspace_id, card);

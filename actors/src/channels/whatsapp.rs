@@ -55,9 +55,7 @@ pub struct WhatsappArgs {
 }
 
 pub struct WhatsappState {
-    channel: Arc<Channel>,
-    config: Arc<WhatsappConfig>,
-    deps: ConnectorDeps,
+    /// The channel, its configuration and the engine: also all a webhook needs.
     inbound: Inbound,
     limiter: Arc<DefaultDirectRateLimiter>,
     /// Messages waiting, per lead, so that a lead receives them in order.
@@ -108,18 +106,14 @@ impl Actor for WhatsappConnector {
             myself.cast(WhatsappMsg::Send(entry))?;
         }
         let circuit = Circuit::new(args.deps.settings.retry_max);
-        let config = Arc::new(config.clone());
         Ok(WhatsappState {
             circuit: Arc::new(SharedCircuit(Mutex::new(circuit))),
             inbound: Inbound {
-                channel: args.channel.clone(),
-                config: config.clone(),
-                deps: args.deps.clone(),
+                config: Arc::new(config.clone()),
+                channel: args.channel,
+                deps: args.deps,
                 pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
             },
-            config,
-            channel: args.channel,
-            deps: args.deps,
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
             queues: HashMap::new(),
             busy: HashSet::new(),
@@ -141,6 +135,7 @@ impl Actor for WhatsappConnector {
             }
             WhatsappMsg::Send(entry) => {
                 if state
+                    .inbound
                     .deps
                     .registry
                     .in_flight()
@@ -159,7 +154,9 @@ impl Actor for WhatsappConnector {
                 state.busy.remove(&to);
                 state.start_next(&myself, to);
             }
-            WhatsappMsg::Crash => panic!("crash requested for connector {}", state.channel.id),
+            WhatsappMsg::Crash => {
+                panic!("crash requested for connector {}", state.inbound.channel.id)
+            }
         }
         Ok(())
     }
@@ -285,13 +282,19 @@ impl WhatsappState {
             return;
         };
         self.busy.insert(to);
-        self.deps.registry.in_flight().insert(entry.message_id, ());
+        let Inbound {
+            channel,
+            config,
+            deps,
+            ..
+        } = &self.inbound;
+        deps.registry.in_flight().insert(entry.message_id, ());
         let task = SendTask {
-            config: self.config.clone(),
-            deps: self.deps.clone(),
+            config: config.clone(),
+            deps: deps.clone(),
             limiter: self.limiter.clone(),
             circuit: self.circuit.clone(),
-            channel_id: self.channel.id,
+            channel_id: channel.id,
             connector: myself.clone(),
         };
         tokio::spawn(task.run(entry));
