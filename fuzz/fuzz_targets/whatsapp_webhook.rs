@@ -1,0 +1,98 @@
+//! The WhatsApp wire format's parsers of outside input: webhook bodies, the signature
+//! header, and the Graph API's answers to sends. None may panic, whatever the bytes, and what
+//! they return keeps the promises the engine relies on.
+//!
+//! The input is used whole as a webhook body, and split at its first newline into a
+//! signature header (when UTF-8) and a body; its first two bytes are also an HTTP status.
+
+#![no_main]
+
+use confab_engine::wire::whatsapp::{
+    is_window_closed, parse_send_response, parse_webhook, sign, verify_signature, WireError,
+};
+use libfuzzer_sys::fuzz_target;
+
+const SECRET: &str = "fuzz-app-secret";
+
+fuzz_target!(|data: &[u8]| {
+    webhook(data);
+
+    let (head, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (&b""[..], data),
+    };
+    webhook(body);
+    signature(std::str::from_utf8(head).ok(), body);
+
+    let status = match data {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 200,
+    };
+    send_response(status, body);
+    send_response(200, body);
+    send_response(400, body);
+});
+
+/// Every message and status kept has what routing needs: a number id, a provider id and a
+/// sender; timestamps are never negative.
+fn webhook(raw: &[u8]) {
+    let Ok(batch) = parse_webhook(raw) else {
+        return;
+    };
+    for m in &batch.messages {
+        assert!(!m.phone_number_id.is_empty(), "{m:?}");
+        assert!(!m.wamid.is_empty(), "{m:?}");
+        assert!(!m.from.is_empty(), "{m:?}");
+        assert!(!m.kind.is_empty(), "{m:?}");
+        assert!(m.timestamp >= 0, "{m:?}");
+        assert_eq!(
+            m.raw.is_none(),
+            m.kind == "text",
+            "raw payload for every kind but text"
+        );
+        if m.kind != "text" {
+            assert!(m.text.starts_with('['), "a placeholder: {m:?}");
+        }
+    }
+    for s in &batch.statuses {
+        assert!(!s.phone_number_id.is_empty(), "{s:?}");
+        assert!(!s.wamid.is_empty(), "{s:?}");
+        assert!(s.timestamp >= 0, "{s:?}");
+    }
+}
+
+/// Only the body's own signature verifies; Meta's signature of the body always does.
+fn signature(header: Option<&str>, body: &[u8]) {
+    let expected = sign(SECRET, body);
+    let verdict = verify_signature(SECRET, body, header);
+    if verdict.is_ok() {
+        let header = header.expect("a verified request has a header").trim();
+        assert!(
+            header.eq_ignore_ascii_case(&expected),
+            "{header:?} verified but the signature is {expected:?}"
+        );
+    }
+    assert_eq!(verify_signature(SECRET, body, Some(&expected)), Ok(()));
+    assert_eq!(
+        verify_signature("", body, Some(&expected)),
+        Err(WireError::NoSecret)
+    );
+}
+
+/// A wamid only from a 2xx; an error keeps the status; retryable never for a success or a
+/// closed window.
+fn send_response(status: u16, body: &[u8]) {
+    let success = (200..300).contains(&status);
+    match parse_send_response(status, body) {
+        Ok(wamid) => {
+            assert!(success, "a wamid from HTTP {status}");
+            assert!(!wamid.is_empty());
+        }
+        Err(e) => {
+            assert_eq!(e.http_status, status);
+            assert!(!e.message.is_empty());
+            assert!(!(e.retryable && success), "{e:?}");
+            assert!(!(e.retryable && is_window_closed(e.code)), "{e:?}");
+        }
+    }
+}
