@@ -6,10 +6,12 @@ mod process;
 
 mod analytics;
 mod commands;
+mod crashloop;
 mod demo;
 mod durability;
 mod inbox;
 mod metrics;
+mod powerloss;
 mod search;
 mod stream;
 mod supervision;

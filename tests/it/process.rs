@@ -4,6 +4,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+use axum::http::StatusCode;
+use confab_engine::wire::whatsapp;
+use serde_json::{json, Value};
+
+use crate::harness::{status_json, Tenant};
+
 /// The `confab` binary, built by cargo for the profile these tests run in (a no-op when
 /// it is up to date).
 pub async fn confab_binary() -> PathBuf {
@@ -54,14 +60,19 @@ impl Process {
         let mut child = command.spawn().expect("confab starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
         let base = loop {
-            let line = lines
-                .next()
-                .expect("confab printed its address before exiting")
-                .expect("readable output");
+            let Some(line) = lines.next() else {
+                panic!(
+                    "confab exited before printing its address; its output:\n{}",
+                    seen.join("\n")
+                );
+            };
+            let line = line.expect("readable output");
             if let Some(base) = found(&line) {
                 break base;
             }
+            seen.push(line);
         };
         // Keep draining the output so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -80,12 +91,25 @@ impl Process {
         admin_token: &str,
         extra: &[&std::ffi::OsStr],
     ) -> Process {
+        Self::serve_env(binary, dir, admin_token, extra, &[])
+    }
+
+    /// `confab serve` on `dir` with extra arguments and environment variables
+    /// (`CONFAB_DURABILITY=buffered`).
+    pub fn serve_env(
+        binary: &Path,
+        dir: &Path,
+        admin_token: &str,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Process {
         let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
-            .env("CONFAB_ADMIN_TOKEN", admin_token);
+            .env("CONFAB_ADMIN_TOKEN", admin_token)
+            .envs(env.iter().copied());
         Self::spawn(command, |line| {
             let at = line.find("addr=")?;
             let addr: String = line[at + 5..]
@@ -139,4 +163,127 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Provisions a workspace, an admin agent and a WhatsApp channel sending to
+/// `api_base_url`, through the admin API of the server at `base`.
+pub async fn provision(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    api_base_url: &str,
+) -> Tenant {
+    let post = |path: String, body: Value| async move {
+        let response = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request");
+        let (status, answer) = status_json(response).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
+        answer
+    };
+    let workspace = post(
+        "/api/v1/admin/workspaces".into(),
+        json!({"name": "Child Process Leads"}),
+    )
+    .await;
+    let workspace_id = workspace["id"].as_str().expect("workspace id").to_string();
+    let agent = post(
+        format!("/api/v1/admin/workspaces/{workspace_id}/agents"),
+        json!({"name": "Ana Agent", "email": "ana@acme.test", "role": "admin"}),
+    )
+    .await;
+    let app_secret = format!("secret-{}", confab_engine::admin::new_token());
+    let phone_number_id = "106540352242922".to_string();
+    let channel = post(
+        format!("/api/v1/admin/workspaces/{workspace_id}/channels"),
+        json!({"kind": "whatsapp", "name": "Sales WhatsApp", "phone_number_id": phone_number_id,
+               "app_secret": app_secret, "verify_token": "verify-me",
+               "access_token": "graph-access-token", "api_base_url": api_base_url}),
+    )
+    .await;
+    Tenant {
+        workspace_id,
+        agent_id: agent["id"].as_str().expect("agent id").to_string(),
+        token: agent["token"].as_str().expect("token").to_string(),
+        channel_id: channel["id"].as_str().expect("channel id").to_string(),
+        app_secret,
+        phone_number_id,
+    }
+}
+
+/// A lead's text message as Meta would post it: the body and its `X-Hub-Signature-256`.
+pub fn signed_text_webhook(
+    tenant: &Tenant,
+    wa_id: &str,
+    name: &str,
+    wamid: &str,
+    text: &str,
+) -> (String, String) {
+    let body = whatsapp::inbound_text_webhook(
+        &tenant.phone_number_id,
+        wa_id,
+        name,
+        wamid,
+        confab_engine::time::now_millis() / 1000,
+        text,
+    )
+    .to_string();
+    let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
+    (body, signature)
+}
+
+/// Every conversation of the token's workspace (all pages of the default view) with all
+/// its messages in `seq` order (all pages).
+pub async fn all_conversations(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Vec<(Value, Vec<Value>)> {
+    let get = |path: String, query: Vec<(&'static str, String)>| async move {
+        let response = http
+            .get(format!("{base}{path}"))
+            .query(&query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let (status, page) = status_json(response).await;
+        assert_eq!(status, StatusCode::OK, "{path} {query:?}: {page}");
+        page
+    };
+    let mut cards = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "200".to_string())];
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let page = get("/api/v1/conversations".into(), query).await;
+        cards.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let mut out = Vec::new();
+    for card in cards {
+        let id = card["id"].as_str().expect("conversation id").to_string();
+        let mut messages = Vec::new();
+        let mut before: Option<u64> = None;
+        loop {
+            let mut query = vec![("limit", "200".to_string())];
+            query.extend(before.map(|b| ("before", b.to_string())));
+            let page = get(format!("/api/v1/conversations/{id}/messages"), query).await;
+            messages.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_before"].as_u64() {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        messages.reverse();
+        out.push((card, messages));
+    }
+    out
 }
