@@ -227,53 +227,8 @@ impl ConversationState {
     async fn inbound(&mut self, event: InboundEvent) -> ActorResult<InboundOutcome> {
         let now = now_millis();
         let mut conv = self.conv.clone();
-        let seq = conv.next_seq;
-        let sent_at = if event.sent_at > 0 {
-            event.sent_at
-        } else {
-            now
-        };
-        let message = Message {
-            id: MessageId::new(),
-            conversation_id: conv.id,
-            seq,
-            direction: Direction::Inbound,
-            sender: Sender::Lead,
-            agent_id: None,
-            text: event.text,
-            internal: false,
-            channel: conv.channel,
-            created_at: sent_at,
-            delivery: None,
-            external_id: Some(event.provider_message_id.clone()),
-            content_type: event.content_type,
-            reply_to: event.reply_to,
-            error: None,
-            raw: event.raw,
-        };
-        conv.next_seq += 1;
-        conv.unread_count = conv.unread_count.saturating_add(1);
-        conv.preview = preview(&message.text);
-        conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
-        conv.first_inbound_at.get_or_insert(sent_at);
-        if conv.status == Status::Closed {
-            conv.status = Status::Open;
-        }
-        if conv.campaign.is_none() {
-            conv.campaign = event.campaign;
-        }
-        if conv.contact.name.is_none() {
-            conv.contact.name = event.contact_name;
-        }
-
         let mut set = WriteSet::new();
-        if let Some(received) = event.received {
-            set.received_at(received);
-        }
-        let ext_key = catalogue::ext_msg(conv.channel_id, &event.provider_message_id);
-        set.require_absent(Ks::ExtMsg, ext_key.clone())
-            .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
-            .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+        let message = stage_inbound(&mut conv, event, now, &mut set);
         touch(&mut set, &self.conv, &mut conv, now);
         self.analytics(&mut set, &conv, &self.stats, now);
         set.delta(
@@ -594,6 +549,65 @@ impl ConversationState {
         self.committer.commit(set).await?;
         Ok(())
     }
+}
+
+/// A lead's message applied to `conv`: the next seq, unread count, preview, window, a
+/// closed conversation reopened, campaign and name filled in if unknown. Adds to `set` the
+/// message itself and its dedupe guard (a provider message stored before refuses the whole
+/// set); the caller adds the conversation's state, indexes, analytics and deltas. Shared by
+/// the conversation actor and the creation of a conversation with its first message.
+pub(crate) fn stage_inbound(
+    conv: &mut Conversation,
+    event: InboundEvent,
+    now: UnixMillis,
+    set: &mut WriteSet,
+) -> Message {
+    let seq = conv.next_seq;
+    let sent_at = if event.sent_at > 0 {
+        event.sent_at
+    } else {
+        now
+    };
+    let message = Message {
+        id: MessageId::new(),
+        conversation_id: conv.id,
+        seq,
+        direction: Direction::Inbound,
+        sender: Sender::Lead,
+        agent_id: None,
+        text: event.text,
+        internal: false,
+        channel: conv.channel,
+        created_at: sent_at,
+        delivery: None,
+        external_id: Some(event.provider_message_id.clone()),
+        content_type: event.content_type,
+        reply_to: event.reply_to,
+        error: None,
+        raw: event.raw,
+    };
+    conv.next_seq += 1;
+    conv.unread_count = conv.unread_count.saturating_add(1);
+    conv.preview = preview(&message.text);
+    conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
+    conv.first_inbound_at.get_or_insert(sent_at);
+    if conv.status == Status::Closed {
+        conv.status = Status::Open;
+    }
+    if conv.campaign.is_none() {
+        conv.campaign = event.campaign;
+    }
+    if conv.contact.name.is_none() {
+        conv.contact.name = event.contact_name;
+    }
+    if let Some(received) = event.received {
+        set.received_at(received);
+    }
+    let ext_key = catalogue::ext_msg(conv.channel_id, &event.provider_message_id);
+    set.require_absent(Ks::ExtMsg, ext_key.clone())
+        .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
+        .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+    message
 }
 
 /// Moves the conversation's last activity to `now` and stores the new state, keeping the

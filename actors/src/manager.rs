@@ -16,7 +16,9 @@ use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::delta::DeltaBody;
 use confab_engine::ids::{ChannelId, ContactId, ConversationId};
 use confab_engine::inbound::InboundEvent;
-use confab_engine::model::{AiMode, Channel, Contact, Conversation, Status, StoredContact};
+use confab_engine::model::{
+    AiMode, Channel, Contact, Conversation, Message, Status, StoredContact,
+};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use dashmap::DashMap;
@@ -24,7 +26,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::oneshot;
 
 use crate::channels::ChannelRegistry;
-use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use crate::conversation::{
+    stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
+};
 use crate::error::{ActorError, ActorResult};
 
 #[derive(Clone, Debug)]
@@ -153,36 +157,52 @@ impl Conversations {
         self.cast(id, &actor, msg)
     }
 
-    /// The conversation for a provider thread, created (with its contact) if new.
+    /// Stores a lead's message: in its conversation (through the conversation's actor), or,
+    /// for a thread not seen before, together with the new conversation (and contact) in
+    /// one batch, so no listing ever shows a conversation without its first message.
+    /// Returns where the outcome arrives.
     ///
-    /// Runs on the caller's task. Two callers creating the same thread (or two contacts
-    /// with one phone or email) race on insert-if-absent guards: the loser's batch writes
-    /// nothing and it finds the winner's conversation on its next attempt.
-    pub async fn resolve_thread(
+    /// Creation runs on the caller's task. Two callers creating the same thread (or two
+    /// contacts with one phone or email) race on insert-if-absent guards: the loser's batch
+    /// writes nothing and its message goes to the winner's conversation.
+    pub async fn inbound(
         &self,
         channel: Arc<Channel>,
-        event: &InboundEvent,
-    ) -> ActorResult<ConversationId> {
+        event: InboundEvent,
+    ) -> ActorResult<oneshot::Receiver<ActorResult<InboundOutcome>>> {
         let key = (channel.id, event.thread.clone());
-        if let Some(id) = self.threads.get(&key) {
-            return Ok(*id);
-        }
         for _ in 0..RESOLVE_ATTEMPTS {
-            match find_or_create(&self.store, &self.committer, &channel, event).await {
-                Ok(id) => {
-                    if self.threads.len() >= self.max_threads {
-                        self.threads.clear();
+            let known = self.threads.get(&key).map(|id| *id);
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    match find_or_create(&self.store, &self.committer, &channel, &event).await {
+                        Ok(Resolved::Existing(id)) => id,
+                        Ok(Resolved::Created(id, message)) => {
+                            self.remember_thread(key, id);
+                            return Ok(answered(InboundOutcome::Stored(message)));
+                        }
+                        Ok(Resolved::Duplicate) => return Ok(answered(InboundOutcome::Duplicate)),
+                        Err(Resolve::Lost) => continue,
+                        Err(Resolve::Failed(e)) => return Err(e),
                     }
-                    self.threads.insert(key, id);
-                    return Ok(id);
                 }
-                Err(Resolve::Lost) => continue,
-                Err(Resolve::Failed(e)) => return Err(e),
-            }
+            };
+            self.remember_thread(key, id);
+            return self
+                .submit(id, |reply| ConversationMsg::Inbound(Box::new(event), reply))
+                .await;
         }
         Err(ActorError::Unavailable(
             "the conversation could not be created: too much contention".into(),
         ))
+    }
+
+    fn remember_thread(&self, key: (ChannelId, String), id: ConversationId) {
+        if self.threads.len() >= self.max_threads {
+            self.threads.clear();
+        }
+        self.threads.insert(key, id);
     }
 
     /// Number of live conversation actors.
@@ -207,7 +227,24 @@ impl Conversations {
 /// Attempts to create a conversation more than once only when racing another creator.
 const RESOLVE_ATTEMPTS: usize = 4;
 
-/// Why one attempt at [`find_or_create`] gave no conversation.
+/// An answer that is already there: for a message stored or refused without an actor.
+fn answered(outcome: InboundOutcome) -> oneshot::Receiver<ActorResult<InboundOutcome>> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Ok(outcome));
+    rx
+}
+
+/// What [`find_or_create`] found or did.
+enum Resolved {
+    /// The thread has a conversation: the message is for its actor.
+    Existing(ConversationId),
+    /// The conversation was created with the message in it.
+    Created(ConversationId, Box<Message>),
+    /// The message was stored before (in a conversation the thread no longer names).
+    Duplicate,
+}
+
+/// Why one attempt at [`find_or_create`] gave no answer.
 enum Resolve {
     /// Another creator won a guard (thread, phone or email) first: try again.
     Lost,
@@ -220,23 +257,24 @@ impl<E: Into<ActorError>> From<E> for Resolve {
     }
 }
 
-/// Finds or creates the conversation of a provider thread. Creation is one batch: the
-/// thread mapping, the contact if the workspace does not know the lead's phone or email
-/// yet (with its phone and email index entries), the conversation, its view entries,
-/// analytics and the creation delta. The thread, phone and email entries are
-/// insert-if-absent: a batch that loses a race writes nothing ([`Resolve::Lost`]).
+/// Finds the conversation of a provider thread, or creates it with the lead's first
+/// message. Creation is one batch: the thread mapping, the contact if the workspace does
+/// not know the lead's phone or email yet (with its phone and email index entries), the
+/// conversation with its first message, view entries, analytics, and the deltas
+/// (`conversation_created`, then `message_created`). The thread, phone, email and message
+/// dedupe entries are insert-if-absent: a batch that loses a race writes nothing.
 async fn find_or_create(
     store: &Store,
     committer: &Committer,
     channel: &Arc<Channel>,
     event: &InboundEvent,
-) -> Result<ConversationId, Resolve> {
+) -> Result<Resolved, Resolve> {
     let ws = channel.workspace_id;
     let (store_in, channel_id) = (store.clone(), channel.id);
     let thread = event.thread.clone();
     let phone = event.contact_phone.clone();
     let email = event.contact_email.clone();
-    let (existing, known_contact) = tokio::task::spawn_blocking(move || {
+    let (existing, known_contact) = blocking(move || {
         let store = store_in;
         let existing = store.conversation_by_thread(channel_id, &thread)?;
         if existing.is_some() {
@@ -257,12 +295,11 @@ async fn find_or_create(
             Some(id) => store.contact(id)?,
             None => None,
         };
-        Ok::<_, confab_engine::Error>((None, contact))
+        Ok((None, contact))
     })
-    .await
-    .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+    .await?;
     if let Some(id) = existing {
-        return Ok(id);
+        return Ok(Resolved::Existing(id));
     }
 
     let now = now_millis();
@@ -302,7 +339,7 @@ async fn find_or_create(
             contact
         }
     };
-    let conv = Conversation {
+    let mut conv = Conversation {
         id: ConversationId::new(),
         workspace_id: ws,
         channel_id: channel.id,
@@ -312,7 +349,7 @@ async fn find_or_create(
         status: Status::Open,
         assignee_id: None,
         tags: Vec::new(),
-        campaign: event.campaign.clone(),
+        campaign: None,
         unread_count: 0,
         ai_mode: AiMode::Active,
         created_at: now,
@@ -325,6 +362,7 @@ async fn find_or_create(
         first_responder: None,
         closed_at: None,
     };
+    let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
     let thread_key = catalogue::thread_conv(channel.id, &event.thread);
     set.require_absent(Ks::ThreadConv, thread_key.clone())
         .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
@@ -334,7 +372,8 @@ async fn find_or_create(
             catalogue::contact_conv(conv.contact.id, conv.id),
             Vec::new(),
         )
-        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()))
+        .delta(ws, conv.id, DeltaBody::MessageCreated(message.clone()));
     confab_engine::views::update(&mut set, None, &conv);
     let stats = confab_engine::analytics::ConversationStats::default();
     confab_engine::analytics::record(
@@ -348,12 +387,36 @@ async fn find_or_create(
     );
     match committer.commit(set).await {
         Ok(_) => {}
-        Err(confab_engine::Error::AlreadyExists) => return Err(Resolve::Lost),
+        Err(confab_engine::Error::AlreadyExists) => {
+            // A lost race on the thread, phone or email; or the message itself was stored
+            // before (its dedupe guard).
+            let (store, provider_id) = (store.clone(), event.provider_message_id.clone());
+            let seen =
+                blocking(move || store.message_by_external_id(channel_id, &provider_id)).await?;
+            return match seen {
+                Some(_) => Ok(Resolved::Duplicate),
+                None => Err(Resolve::Lost),
+            };
+        }
         Err(e) => return Err(e.into()),
     }
-    metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
+    let kind = conv.channel.as_str();
+    metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => kind).increment(1);
+    metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => kind)
         .increment(1);
-    Ok(conv.id)
+    Ok(Resolved::Created(conv.id, Box::new(message)))
+}
+
+/// Runs a store read on the blocking pool; a panic there is an internal failure.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> confab_engine::Result<T> + Send + 'static,
+) -> Result<T, Resolve> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(Resolve::Failed(ActorError::Unavailable(format!(
+            "a store read failed: {e}"
+        )))),
+    }
 }
 
 fn gone() -> ActorError {
@@ -735,16 +798,19 @@ mod tests {
 
     async fn deliver(f: &Fixture, thread: &str, id: &str) -> (ConversationId, InboundOutcome) {
         let ev = event(f.channel.id, thread, id);
-        let conv = f
-            .conversations
-            .resolve_thread(f.channel.clone(), &ev)
-            .await
-            .expect("resolved");
         let outcome = f
             .conversations
-            .request(conv, |reply| ConversationMsg::Inbound(Box::new(ev), reply))
+            .inbound(f.channel.clone(), ev)
             .await
+            .expect("routed")
+            .await
+            .expect("answered")
             .expect("stored");
+        let conv = f
+            .store
+            .conversation_by_thread(f.channel.id, thread)
+            .expect("read")
+            .expect("the thread has its conversation");
         (conv, outcome)
     }
 
@@ -779,15 +845,34 @@ mod tests {
                 let conversations = f.conversations.clone();
                 tasks.spawn(async move {
                     let ev = event(channel.id, "5511987650000", &format!("m{i}"));
-                    let id = conversations.resolve_thread(channel.clone(), &ev).await;
-                    (channel.id, id.expect("resolved"))
+                    let outcome = conversations
+                        .inbound(channel.clone(), ev)
+                        .await
+                        .expect("routed")
+                        .await
+                        .expect("answered")
+                        .expect("stored");
+                    let InboundOutcome::Stored(message) = outcome else {
+                        panic!("m{i} is new: {outcome:?}");
+                    };
+                    (channel.id, (message.conversation_id, message.seq))
                 });
             }
         }
         let mut by_channel: HashMap<ChannelId, Vec<ConversationId>> = HashMap::new();
+        let mut seqs: HashMap<ChannelId, Vec<u64>> = HashMap::new();
         while let Some(joined) = tasks.join_next().await {
-            let (channel, id) = joined.expect("join");
+            let (channel, (id, seq)) = joined.expect("join");
             by_channel.entry(channel).or_default().push(id);
+            seqs.entry(channel).or_default().push(seq);
+        }
+        for seqs in seqs.values_mut() {
+            seqs.sort_unstable();
+            assert_eq!(
+                *seqs,
+                (1..=32).collect::<Vec<_>>(),
+                "every message stored once"
+            );
         }
         let first = &by_channel[&f.channel.id];
         let other = &by_channel[&second.id];
@@ -823,14 +908,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_threads_conversation_is_created_with_its_first_message_and_no_actor() {
+        let f = fixture(ManagerConfig::default()).await;
+        let (conv, first) = deliver(&f, "111", "m1").await;
+        assert_eq!(seq(&first), 1);
+        assert!(!f.conversations.is_live(conv), "creation needs no actor");
+        let stored = f.store.conversation(conv).expect("read").expect("stored");
+        assert_eq!((stored.next_seq, stored.unread_count), (2, 1));
+        assert_eq!(stored.preview, "message m1");
+        let (_, second) = deliver(&f, "111", "m2").await;
+        assert_eq!(seq(&second), 2);
+        assert!(f.conversations.is_live(conv));
+    }
+
+    #[tokio::test]
     async fn passivated_conversations_reactivate_with_their_state() {
         let f = fixture(ManagerConfig::default()).await;
         let (conv, _) = deliver(&f, "111", "m1").await;
+        deliver(&f, "111", "m2").await;
         assert!(f.conversations.is_live(conv));
         f.conversations.sweep_idle(Duration::ZERO);
         eventually("passivation", || !f.conversations.is_live(conv)).await;
-        let (_, outcome) = deliver(&f, "111", "m2").await;
-        assert_eq!(seq(&outcome), 2, "sequence continues from the store");
+        let (_, outcome) = deliver(&f, "111", "m3").await;
+        assert_eq!(seq(&outcome), 3, "sequence continues from the store");
         assert!(f.conversations.is_live(conv));
     }
 
@@ -842,9 +942,12 @@ mod tests {
         })
         .await;
         for lead in 0..10 {
+            // The first message creates the conversation; the second needs its actor.
             deliver(&f, &format!("9{lead}"), &format!("m{lead}")).await;
+            deliver(&f, &format!("9{lead}"), &format!("n{lead}")).await;
             assert!(f.conversations.live_count() <= 3);
         }
+        assert_eq!(f.conversations.live_count(), 3);
     }
 
     #[tokio::test]
@@ -856,6 +959,7 @@ mod tests {
         })
         .await;
         let (conv, _) = deliver(&f, "111", "m1").await;
+        deliver(&f, "111", "m2").await;
         for round in 0..2 {
             let before = f.conversations.actor(conv).await.expect("live").get_id();
             f.conversations
@@ -874,7 +978,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let (_, outcome) = deliver(&f, "111", &format!("after-{round}")).await;
-            assert_eq!(seq(&outcome), round + 2);
+            assert_eq!(seq(&outcome), round + 3);
         }
         // A third crash inside the window spends the budget: the conversation rests.
         f.conversations

@@ -7,6 +7,8 @@ pub const PASSIVATIONS: &str = "confab_conversation_passivations_total";
 pub const RESTARTS: &str = "confab_conversation_restarts_total";
 pub const CONVERSATIONS_CREATED: &str = "confab_conversations_created_total";
 pub const MESSAGES: &str = "confab_messages_total";
+/// Counter: webhook items that can never be stored (no usable id or sender), by channel kind.
+pub const WEBHOOK_ITEMS_REJECTED: &str = "confab_webhook_items_rejected_total";
 /// Gauge: messages queued in live conversation actors' mailboxes, summed (sampled at scrape).
 pub const MAILBOX_MESSAGES: &str = "confab_conversation_mailbox_messages";
 /// Gauge: the deepest single conversation mailbox (sampled at scrape).
@@ -37,6 +39,10 @@ pub fn describe() {
     describe_counter!(
         MESSAGES,
         "Messages stored, by direction (inbound, outbound) and channel kind."
+    );
+    describe_counter!(
+        WEBHOOK_ITEMS_REJECTED,
+        "Webhook items that can never be stored (no usable id or sender), by channel kind."
     );
     describe_gauge!(
         MAILBOX_MESSAGES,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confab_actors::{ConversationMsg, Runtime, RuntimeConfig};
+use confab_actors::{ConversationMsg, InboundOutcome, Runtime, RuntimeConfig};
 use confab_engine::committer::{Committer, DeltaListener, Durability};
 use confab_engine::delta::Delta;
 use confab_engine::ids::{ChannelId, WorkspaceId};
@@ -77,12 +77,18 @@ fn ingest(c: &mut Criterion) {
     let conversations: Vec<_> = rt.block_on(async {
         let mut ids = Vec::new();
         for lead in 0..CONVERSATIONS {
-            let id = runtime
+            let outcome = runtime
                 .conversations
-                .resolve_thread(channel.clone(), &event(channel.id, lead, 0))
+                .inbound(channel.clone(), event(channel.id, lead, 0))
                 .await
+                .expect("routed")
+                .await
+                .expect("answered")
                 .expect("conversation");
-            ids.push(id);
+            let InboundOutcome::Stored(message) = outcome else {
+                panic!("the first message of lead {lead} is new");
+            };
+            ids.push(message.conversation_id);
         }
         ids
     });

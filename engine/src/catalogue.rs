@@ -2,6 +2,14 @@
 //!
 //! Keyspaces are named `<key>_<value>`. Ids are 16 bytes (ULID, time-ordered); integers are
 //! big-endian so that byte order is numeric order. Variable-length parts come last.
+//!
+//! Text from outside (provider ids, phones, emails, tags, campaigns) is bounded before it
+//! becomes part of a key ([`key_text`]): a key never grows with its input, so no input can
+//! reach fjall's key limit.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
 
 use crate::ids::{AgentId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
 
@@ -123,6 +131,26 @@ pub const META_DELTA_HEAD: &[u8] = b"delta_head";
 /// `meta` key of the highest offset that may have been pruned from `ws_delta`.
 pub const META_DELTA_PRUNED: &[u8] = b"delta_pruned_through";
 
+/// Longest text kept as it is inside a key.
+pub const MAX_KEY_TEXT: usize = 256;
+/// Bytes of a longer text kept before its hash.
+const HASHED_TEXT_PREFIX: usize = MAX_KEY_TEXT - 32;
+
+/// `text` as a key part: the text itself when it has at most [`MAX_KEY_TEXT`] bytes;
+/// otherwise its first bytes, its SHA-256 and a marker byte, [`MAX_KEY_TEXT`] + 1 bytes
+/// in all. A hashed form is longer than any text kept as it is, so the two never collide.
+pub fn key_text(text: &str) -> Cow<'_, [u8]> {
+    let bytes = text.as_bytes();
+    if bytes.len() <= MAX_KEY_TEXT {
+        return Cow::Borrowed(bytes);
+    }
+    let mut bounded = Vec::with_capacity(MAX_KEY_TEXT + 1);
+    bounded.extend_from_slice(&bytes[..HASHED_TEXT_PREFIX]);
+    bounded.extend_from_slice(&Sha256::digest(bytes));
+    bounded.push(0xFF);
+    Cow::Owned(bounded)
+}
+
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for part in parts {
@@ -140,7 +168,7 @@ pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {
 }
 
 pub fn phone_contact(ws: WorkspaceId, phone: &str) -> Vec<u8> {
-    join(&[&ws.to_bytes(), phone.as_bytes()])
+    join(&[&ws.to_bytes(), &key_text(phone)])
 }
 
 pub fn contact_conv(contact: ContactId, conv: ConversationId) -> Vec<u8> {
@@ -149,11 +177,11 @@ pub fn contact_conv(contact: ContactId, conv: ConversationId) -> Vec<u8> {
 
 /// Emails compare without case.
 pub fn email_contact(ws: WorkspaceId, email: &str) -> Vec<u8> {
-    join(&[&ws.to_bytes(), email.trim().to_lowercase().as_bytes()])
+    join(&[&ws.to_bytes(), &key_text(&email.trim().to_lowercase())])
 }
 
 pub fn thread_conv(channel: ChannelId, thread: &str) -> Vec<u8> {
-    join(&[&channel.to_bytes(), thread.as_bytes()])
+    join(&[&channel.to_bytes(), &key_text(thread)])
 }
 
 pub fn conv_msg(conv: ConversationId, seq: u64) -> Vec<u8> {
@@ -161,7 +189,7 @@ pub fn conv_msg(conv: ConversationId, seq: u64) -> Vec<u8> {
 }
 
 pub fn ext_msg(channel: ChannelId, provider_id: &str) -> Vec<u8> {
-    join(&[&channel.to_bytes(), provider_id.as_bytes()])
+    join(&[&channel.to_bytes(), &key_text(provider_id)])
 }
 
 /// Value of `ext_msg`: where the provider's message lives.
@@ -277,17 +305,16 @@ pub fn decode_lane_position(key: &[u8]) -> Option<(i64, ConversationId)> {
     Some((i64::try_from(at).unwrap_or(i64::MAX), conv))
 }
 
-/// workspace ‖ kind ‖ length (u16) ‖ value: the length makes facets prefix-free, so a
-/// membership set is exactly the keys under its facet.
+/// workspace ‖ kind ‖ length (u16) ‖ value (bounded by [`key_text`]): the length makes
+/// facets prefix-free, so a membership set is exactly the keys under its facet.
 pub fn facet(ws: WorkspaceId, kind: u8, value: &str) -> Vec<u8> {
-    let bytes = value.as_bytes();
+    let bytes = key_text(value);
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-    let bytes = &bytes[..usize::from(len)];
     let mut key = Vec::with_capacity(16 + 3 + bytes.len() + 16);
     key.extend_from_slice(&ws.to_bytes());
     key.push(kind);
     key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(bytes);
+    key.extend_from_slice(&bytes);
     key
 }
 
@@ -423,6 +450,41 @@ mod tests {
         assert_eq!(
             &facet_conv(ws, FACET_TAG, "vip", c)[16 + 3 + 3..],
             &c.to_bytes()
+        );
+    }
+
+    #[test]
+    fn long_text_is_hashed_into_a_bounded_key_that_never_collides() {
+        let ch = ChannelId::new();
+        let ws = WorkspaceId::new();
+        let exact = "w".repeat(MAX_KEY_TEXT);
+        assert_eq!(&thread_conv(ch, &exact)[16..], exact.as_bytes());
+        let long = "w".repeat(200_000);
+        let longer = format!("{long}x");
+        for key in [
+            thread_conv(ch, &long),
+            ext_msg(ch, &long),
+            phone_contact(ws, &long),
+            email_contact(ws, &long),
+        ] {
+            assert_eq!(key.len(), 16 + MAX_KEY_TEXT + 1);
+        }
+        assert_ne!(ext_msg(ch, &long), ext_msg(ch, &longer));
+        assert_eq!(ext_msg(ch, &long), ext_msg(ch, &long.clone()));
+        // Same first bytes, one kept as it is and one hashed: different keys.
+        let hashed = key_text(&long);
+        let raw_lookalike = String::from_utf8_lossy(&hashed[..MAX_KEY_TEXT]).into_owned();
+        assert_ne!(key_text(&raw_lookalike).as_ref(), hashed.as_ref());
+        let c = ConversationId::new();
+        let facet_key = facet_conv(ws, FACET_CAMPAIGN, &long, c);
+        assert_eq!(facet_key.len(), 16 + 3 + MAX_KEY_TEXT + 1 + 16);
+        assert!(facet_key.starts_with(&facet(ws, FACET_CAMPAIGN, &long)));
+        assert!(
+            !facet_conv(ws, FACET_CAMPAIGN, &longer, c).starts_with(&facet(
+                ws,
+                FACET_CAMPAIGN,
+                &long
+            ))
         );
     }
 

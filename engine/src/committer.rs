@@ -10,7 +10,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -39,6 +39,12 @@ pub enum Durability {
 
 /// Most requests written as one group (one fsync).
 const MAX_GROUP: usize = 4096;
+
+/// Longest key a [`WriteSet`] may write or guard. fjall refuses (panics on) keys over
+/// 65,535 bytes; ours are ids and bounded text (`catalogue` hashes long text), far below.
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+/// Largest value a [`WriteSet`] may write: far above any message a route accepts.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything one request writes, applied atomically or not at all.
 #[derive(Default, Debug)]
@@ -122,6 +128,39 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.deltas.is_empty()
     }
+
+    /// Refuses a set with a key or value over the limits ([`MAX_KEY_BYTES`],
+    /// [`MAX_VALUE_BYTES`]): such a set is a bug upstream, never a reason to stop the store.
+    fn check_sizes(&self) -> Result<()> {
+        let keys = self
+            .absent
+            .iter()
+            .map(|(ks, key)| (*ks, key))
+            .chain(self.ops.iter().map(|op| match op {
+                Op::Put(ks, key, _) | Op::Delete(ks, key) | Op::Add(ks, key, _) => (*ks, key),
+            }));
+        for (ks, key) in keys {
+            if key.len() > MAX_KEY_BYTES {
+                return Err(Error::TooLarge(format!(
+                    "a {} key of {} bytes (at most {MAX_KEY_BYTES})",
+                    ks.name(),
+                    key.len()
+                )));
+            }
+        }
+        for op in &self.ops {
+            if let Op::Put(ks, _, value) = op {
+                if value.len() > MAX_VALUE_BYTES {
+                    return Err(Error::TooLarge(format!(
+                        "a {} value of {} bytes (at most {MAX_VALUE_BYTES})",
+                        ks.name(),
+                        value.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a committed request got.
@@ -159,6 +198,8 @@ struct Request {
 struct Shared {
     durable_head: AtomicU64,
     poisoned: AtomicBool,
+    /// Why the store was poisoned (set once, before `poisoned`).
+    poison_reason: Mutex<Option<String>>,
     queue_depth: AtomicUsize,
     listeners: RwLock<Vec<Arc<dyn DeltaListener>>>,
 }
@@ -191,6 +232,7 @@ impl Committer {
         let shared = Arc::new(Shared {
             durable_head: AtomicU64::new(head),
             poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
             queue_depth: AtomicUsize::new(0),
             listeners: RwLock::new(Vec::new()),
         });
@@ -246,9 +288,19 @@ impl Committer {
         self.shared.durable_head.load(Ordering::Acquire)
     }
 
-    /// True once a storage failure made the store refuse writes.
+    /// True once a storage failure (or a panic on the committer thread) made the store
+    /// refuse writes. It stays poisoned until the process restarts.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Why the store refuses writes, once it does: for operators (`/readyz`, logs), never
+    /// for API clients.
+    pub fn poison_reason(&self) -> Option<String> {
+        if !self.is_poisoned() {
+            return None;
+        }
+        lock(&self.shared.poison_reason).clone()
     }
 
     /// Requests waiting to be written.
@@ -335,19 +387,49 @@ impl Worker {
     fn commit_group(&mut self, group: &mut Vec<Request>) {
         let started = Instant::now();
         let size = group.len();
-        let mut pending = Pending::new(self.head);
-        let mut outcomes = Vec::with_capacity(size);
+        let mut sets = Vec::with_capacity(size);
         let mut replies = Vec::with_capacity(size);
         for request in group.drain(..) {
             metrics::histogram!(crate::metrics::COMMIT_WAIT_SECONDS)
                 .record(request.enqueued.elapsed().as_secs_f64());
+            sets.push(request.set);
+            replies.push(request.reply);
+        }
+        // A panic while writing (a bug, or a storage library's assertion) must not take the
+        // thread and every later write down silently: it poisons the store, so writes are
+        // refused with a clear error and readiness fails. The poison is set before anyone
+        // is answered.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write_and_publish(sets)
+        }));
+        let outcomes = match written {
+            Ok(outcomes) => outcomes,
+            Err(panic) => {
+                self.poison(&format!("the committer panicked: {}", panic_text(&*panic)));
+                (0..size).map(|_| Err(Error::Poisoned)).collect()
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // The requester may have gone away; its write stands.
+            let _ = reply.send(outcome);
+        }
+        metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(size as f64);
+        metrics::histogram!(crate::metrics::COMMIT_GROUP_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Stages every set of the group, writes them as one batch, makes it durable and
+    /// publishes its deltas: each set's outcome, in order.
+    fn write_and_publish(&mut self, sets: Vec<WriteSet>) -> Vec<Result<Receipt>> {
+        let mut pending = Pending::new(self.head);
+        let mut outcomes = Vec::with_capacity(sets.len());
+        for set in sets {
             let outcome = if self.shared.poisoned.load(Ordering::Acquire) {
                 Err(Error::Poisoned)
             } else {
-                self.stage(request.set, &mut pending)
+                self.stage(set, &mut pending)
             };
             outcomes.push(outcome);
-            replies.push(request.reply);
         }
 
         if outcomes.iter().any(Result::is_ok) {
@@ -382,19 +464,14 @@ impl Worker {
             }
             metrics::gauge!(crate::metrics::DELTA_HEAD).set(last.offset as f64);
         }
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            // The requester may have gone away; its write stands.
-            let _ = reply.send(outcome);
-        }
-        metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(size as f64);
-        metrics::histogram!(crate::metrics::COMMIT_GROUP_SECONDS)
-            .record(started.elapsed().as_secs_f64());
+        outcomes
     }
 
     /// Adds one request to the group's pending writes, or refuses it whole (a guard
     /// failed, or a read failed: then the store is poisoned and the group is dropped).
     /// Deltas get their offsets here.
     fn stage(&mut self, set: WriteSet, pending: &mut Pending) -> Result<Receipt> {
+        set.check_sizes()?;
         for (ks, key) in &set.absent {
             let exists = match pending.writes.get(&(*ks, key.clone())) {
                 Some(write) => write.is_some(),
@@ -496,10 +573,30 @@ impl Worker {
     }
 
     fn poison(&self, why: &str) {
+        {
+            let mut reason = lock(&self.shared.poison_reason);
+            if reason.is_none() {
+                *reason = Some(why.to_owned());
+            }
+        }
         if !self.shared.poisoned.swap(true, Ordering::AcqRel) {
+            metrics::gauge!(crate::metrics::STORE_POISONED).set(1.0);
             tracing::error!(error = why, "store failure: refusing all further writes");
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The message a panic carried, when it is text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A counter's value as [`WriteSet::add`] stores it; anything unreadable counts as 0.
@@ -703,6 +800,101 @@ mod tests {
         set.add(Ks::FacetCount, b"n".to_vec(), -300);
         committer.commit(set).await.expect("commit");
         assert_eq!(count(&store), None, "a zero counter is removed");
+        drop(committer);
+        thread.join();
+    }
+
+    #[tokio::test]
+    async fn an_oversize_key_or_value_is_refused_and_the_store_keeps_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        let ws = WorkspaceId::new();
+        // Past fjall's own limit (65,535 bytes), which panicked the committer thread.
+        let huge_key = vec![b'k'; 70_000];
+        let cases = [
+            {
+                let mut set = WriteSet::new();
+                set.put_raw(Ks::Meta, huge_key.clone(), vec![1]);
+                set
+            },
+            {
+                let mut set = WriteSet::new();
+                set.require_absent(Ks::ExtMsg, huge_key.clone());
+                set
+            },
+            {
+                let mut set = WriteSet::new();
+                set.add(Ks::FacetCount, huge_key.clone(), 1);
+                set
+            },
+            {
+                let mut set = WriteSet::new();
+                set.delete(Ks::Meta, vec![b'k'; MAX_KEY_BYTES + 1]);
+                set
+            },
+            {
+                let mut set = WriteSet::new();
+                set.put_raw(Ks::Meta, b"big".to_vec(), vec![0; MAX_VALUE_BYTES + 1]);
+                set
+            },
+        ];
+        for mut set in cases {
+            set.put_raw(Ks::Meta, b"side-effect".to_vec(), vec![1]);
+            notification(&mut set, ws);
+            assert!(matches!(
+                committer.commit(set).await,
+                Err(Error::TooLarge(_))
+            ));
+        }
+        assert!(!store.contains(Ks::Meta, b"side-effect").expect("read"));
+        assert!(!committer.is_poisoned());
+        assert_eq!(committer.durable_head(), 0, "refused sets publish nothing");
+        let mut fine = WriteSet::new();
+        fine.put_raw(Ks::Meta, vec![b'k'; MAX_KEY_BYTES], vec![1]);
+        notification(&mut fine, ws);
+        assert_eq!(
+            committer.commit(fine).await.expect("commit").offsets,
+            vec![1]
+        );
+        drop(committer);
+        thread.join();
+    }
+
+    /// Anything that panics on the committer thread poisons the store: writes are refused
+    /// from then on, with the reason kept for readiness.
+    #[tokio::test]
+    async fn a_panic_on_the_committer_thread_poisons_the_store() {
+        struct Panics;
+        impl DeltaListener for Panics {
+            fn published(&self, _: &[Arc<Delta>]) {
+                panic!("listener bug");
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        assert_eq!(committer.poison_reason(), None);
+        committer.subscribe(Arc::new(Panics));
+        let ws = WorkspaceId::new();
+        let mut set = WriteSet::new();
+        notification(&mut set, ws);
+        assert!(committer.commit(set).await.is_err());
+        assert!(committer.is_poisoned());
+        let reason = committer.poison_reason().expect("a reason");
+        assert!(
+            reason.contains("panicked") && reason.contains("listener bug"),
+            "{reason}"
+        );
+        let mut later = WriteSet::new();
+        later.put_raw(Ks::Meta, b"later".to_vec(), vec![1]);
+        assert!(matches!(
+            committer.commit(later).await,
+            Err(Error::Poisoned)
+        ));
+        assert!(!store.contains(Ks::Meta, b"later").expect("read"));
         drop(committer);
         thread.join();
     }

@@ -17,6 +17,9 @@ pub enum Error {
     Corrupt(String),
     #[error("not a valid id: {0:?}")]
     InvalidId(String),
+    /// A write set with a key or value over the store's limits: refused, nothing written.
+    #[error("too large to store: {0}")]
+    TooLarge(String),
     #[error("already exists")]
     AlreadyExists,
     #[error("conversation {0} not found")]

@@ -13,6 +13,8 @@ pub const COMMIT_QUEUE_DEPTH: &str = "confab_commit_queue_depth";
 pub const FSYNC_SECONDS: &str = "confab_fsync_seconds";
 /// Gauge: the last durable, published delta offset.
 pub const DELTA_HEAD: &str = "confab_delta_head_offset";
+/// Gauge: 1 once the store refuses writes after a storage failure or a committer panic.
+pub const STORE_POISONED: &str = "confab_store_poisoned";
 /// Inbox list pages served, by `plan` (empty, walk, members).
 pub const LIST_PAGES: &str = "confab_list_pages_total";
 
@@ -33,6 +35,10 @@ pub fn describe() {
         COMMIT_WAIT_SECONDS,
         Unit::Seconds,
         "Time a write set waited in the committer's queue before being written."
+    );
+    describe_gauge!(
+        STORE_POISONED,
+        "1 once the store refuses writes (storage failure or committer panic); restart to recover."
     );
     describe_gauge!(
         COMMIT_QUEUE_DEPTH,

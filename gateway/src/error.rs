@@ -74,6 +74,10 @@ impl From<confab_engine::Error> for ApiError {
             E::AlreadyExists => {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
+            E::TooLarge(_) => {
+                tracing::warn!(error = %e, "write refused");
+                ApiError::unprocessable("too_large", "a value in the request is too large to store")
+            }
             E::Poisoned | E::Storage(_) | E::CommitterClosed => {
                 tracing::error!(error = %e, "store unavailable");
                 ApiError::new(
@@ -100,11 +104,15 @@ impl From<ActorError> for ApiError {
                 "more than 24 hours have passed since the lead last wrote: only a template message may be sent on WhatsApp now",
             ),
             ActorError::Invalid { code, message } => ApiError::unprocessable(code, message),
-            ActorError::Unavailable(why) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "conversation_unavailable",
-                why,
-            ),
+            ActorError::Unavailable(why) => {
+                // Internals (a task's panic, an actor's exit) go to the log, not the client.
+                tracing::error!(reason = %why, "conversation unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "conversation_unavailable",
+                    "the conversation cannot be reached right now; retry later",
+                )
+            }
             ActorError::Store(e) => e.into(),
         }
     }

@@ -5,6 +5,7 @@ mod harness;
 mod process;
 
 mod analytics;
+mod bad_input;
 mod commands;
 mod crashloop;
 mod demo;

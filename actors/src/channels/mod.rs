@@ -127,6 +127,16 @@ pub struct WebhookReport {
     pub statuses: usize,
     /// Messages or statuses addressed to a phone number this channel does not serve.
     pub skipped: usize,
+    /// Items that can never be stored (no usable id or sender): answered, not retried.
+    pub rejected: usize,
+}
+
+impl WebhookReport {
+    /// True when the body held items and every one of them can never be stored: the
+    /// provider must be told (4xx), since retrying the same body cannot help.
+    pub fn only_rejected(&self) -> bool {
+        self.rejected > 0 && self.stored + self.duplicates + self.statuses + self.skipped == 0
+    }
 }
 
 /// Answers a webhook's items will arrive on, in the order they were queued.
@@ -136,6 +146,8 @@ pub enum Pending {
     /// A status already made durable.
     Applied,
     Skipped,
+    /// This many items can never be stored.
+    Rejected(usize),
 }
 
 /// Waits until every item of a webhook is durable (or one failed).
@@ -155,6 +167,7 @@ pub async fn wait_all(pending: Vec<Pending>) -> ActorResult<WebhookReport> {
             }
             Pending::Applied => report.statuses += 1,
             Pending::Skipped => report.skipped += 1,
+            Pending::Rejected(n) => report.rejected += n,
         }
     }
     Ok(report)

@@ -180,7 +180,12 @@ impl Inbound {
     ) -> ActorResult<Vec<Pending>> {
         let batch = wire::parse_webhook(body)
             .map_err(|e| ActorError::invalid("not_a_webhook", e.to_string()))?;
-        let mut pending = Vec::with_capacity(batch.messages.len() + batch.statuses.len());
+        let mut pending = Vec::with_capacity(batch.messages.len() + batch.statuses.len() + 1);
+        if batch.rejected > 0 {
+            metrics::counter!(crate::metrics::WEBHOOK_ITEMS_REJECTED, "channel" => "whatsapp")
+                .increment(batch.rejected as u64);
+            pending.push(Pending::Rejected(batch.rejected));
+        }
         for message in batch.messages {
             if message.phone_number_id != self.config.phone_number_id {
                 tracing::warn!(channel = %self.channel.id, number = %message.phone_number_id, "message for another phone number skipped");
@@ -189,14 +194,10 @@ impl Inbound {
             }
             let mut event = InboundEvent::from_whatsapp(self.channel.id, message);
             event.received = Some(received);
-            let conversations = &self.deps.conversations;
-            let conversation = conversations
-                .resolve_thread(self.channel.clone(), &event)
-                .await?;
-            let rx = conversations
-                .submit(conversation, |reply| {
-                    ConversationMsg::Inbound(Box::new(event), reply)
-                })
+            let rx = self
+                .deps
+                .conversations
+                .inbound(self.channel.clone(), event)
                 .await?;
             pending.push(Pending::Inbound(rx));
         }

@@ -36,6 +36,12 @@ pub const DEMO_WABA_ID: &str = "100000000000001";
 /// The display phone number used by the body builders.
 pub const DEMO_DISPLAY_PHONE_NUMBER: &str = "15551230000";
 
+/// Longest provider identifier accepted (message ids, `wa_id`s, phone number ids). Real
+/// ones are under 100 bytes; an item with a longer one can never be valid and is rejected.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest free-text label kept (a profile name, a campaign): longer ones are cut.
+pub const MAX_LABEL_CHARS: usize = 200;
+
 /// Why a webhook request was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -179,12 +185,17 @@ pub struct StatusUpdate {
 pub struct WebhookBatch {
     pub messages: Vec<InboundMessage>,
     pub statuses: Vec<StatusUpdate>,
+    /// Items that can never be stored: messages without a usable id or sender, statuses
+    /// without a usable id (missing, or longer than [`MAX_ID_BYTES`]).
+    pub rejected: usize,
 }
 
 /// Parses a webhook POST body (verify its signature first). Only a body that is not a
-/// WhatsApp Business Account webhook at all is an error; changes other than `messages`,
-/// changes without a phone number id, messages without an id or sender and statuses that are
-/// unknown or without an id are skipped.
+/// WhatsApp Business Account webhook at all is an error. Changes other than `messages`,
+/// changes without a usable phone number id and statuses of kinds we do not know are
+/// skipped; messages and statuses that can never be stored are counted in
+/// [`WebhookBatch::rejected`]. Labels (profile names, campaigns) are cut to
+/// [`MAX_LABEL_CHARS`].
 pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, WireError> {
     let root: Value = serde_json::from_slice(raw_body)
         .map_err(|e| WireError::NotAWebhook(format!("invalid JSON: {e}")))?;
@@ -208,7 +219,8 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, WireError> {
         let Some(value) = change.get("value") else {
             continue;
         };
-        let Some(phone_number_id) = str_at(value, &["metadata", "phone_number_id"]) else {
+        let Some(phone_number_id) = id_at(value, &["metadata", "phone_number_id"]) else {
+            batch.rejected += items(value, "messages").count() + items(value, "statuses").count();
             continue;
         };
         let contacts = value
@@ -216,19 +228,42 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, WireError> {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        batch.messages.extend(
-            items(value, "messages").filter_map(|m| parse_message(phone_number_id, contacts, m)),
-        );
-        batch
-            .statuses
-            .extend(items(value, "statuses").filter_map(|s| parse_status(phone_number_id, s)));
+        for message in items(value, "messages") {
+            match parse_message(phone_number_id, contacts, message) {
+                Some(message) => batch.messages.push(message),
+                None => batch.rejected += 1,
+            }
+        }
+        for status in items(value, "statuses") {
+            match parse_status(phone_number_id, status) {
+                Ok(Some(status)) => batch.statuses.push(status),
+                Ok(None) => {}
+                Err(Unusable) => batch.rejected += 1,
+            }
+        }
     }
     Ok(batch)
 }
 
+/// An item that can never be stored.
+struct Unusable;
+
+/// A provider identifier at `path`: present, non-empty and at most [`MAX_ID_BYTES`].
+fn id_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    str_at(value, path).filter(|id| id.len() <= MAX_ID_BYTES)
+}
+
+/// A free-text label at `path`, cut to [`MAX_LABEL_CHARS`].
+fn label_at(value: &Value, path: &[&str]) -> Option<String> {
+    str_at(value, path).map(|text| match text.char_indices().nth(MAX_LABEL_CHARS) {
+        Some((cut, _)) => text[..cut].to_owned(),
+        None => text.to_owned(),
+    })
+}
+
 fn parse_message(phone_number_id: &str, contacts: &[Value], msg: &Value) -> Option<InboundMessage> {
-    let wamid = str_at(msg, &["id"])?;
-    let from = str_at(msg, &["from"])?;
+    let wamid = id_at(msg, &["id"])?;
+    let from = id_at(msg, &["from"])?;
     let kind = str_at(msg, &["type"]).unwrap_or("unknown");
     let (text, raw) = match kind {
         "text" => (
@@ -241,8 +276,7 @@ fn parse_message(phone_number_id: &str, contacts: &[Value], msg: &Value) -> Opti
         .iter()
         .find(|c| str_at(c, &["wa_id"]) == Some(from))
         .or(contacts.first())
-        .and_then(|c| str_at(c, &["profile", "name"]))
-        .map(str::to_owned);
+        .and_then(|c| label_at(c, &["profile", "name"]));
     Some(InboundMessage {
         phone_number_id: phone_number_id.to_owned(),
         wamid: wamid.to_owned(),
@@ -252,7 +286,7 @@ fn parse_message(phone_number_id: &str, contacts: &[Value], msg: &Value) -> Opti
         kind: kind.to_owned(),
         text,
         raw,
-        reply_to: str_at(msg, &["context", "id"]).map(str::to_owned),
+        reply_to: id_at(msg, &["context", "id"]).map(str::to_owned),
         referral: parse_referral(msg),
     })
 }
@@ -317,7 +351,7 @@ fn tagged(tag: &str, parts: &[Option<&str>]) -> String {
 
 fn parse_referral(msg: &Value) -> Option<Referral> {
     let referral = msg.get("referral").filter(|r| r.is_object())?;
-    let field = |key: &str| str_at(referral, &[key]).map(str::to_owned);
+    let field = |key: &str| label_at(referral, &[key]);
     Some(Referral {
         source_id: field("source_id"),
         source_type: field("source_type"),
@@ -326,28 +360,29 @@ fn parse_referral(msg: &Value) -> Option<Referral> {
     })
 }
 
-fn parse_status(phone_number_id: &str, status: &Value) -> Option<StatusUpdate> {
-    let wamid = str_at(status, &["id"])?;
-    let delivery = match str_at(status, &["status"])? {
-        "sent" => Delivery::Sent,
-        "delivered" => Delivery::Delivered,
-        "read" => Delivery::Read,
-        "failed" => Delivery::Failed,
-        _ => return None,
+/// A status we apply, `None` for a kind we do not know (skipped), or an unusable item.
+fn parse_status(phone_number_id: &str, status: &Value) -> Result<Option<StatusUpdate>, Unusable> {
+    let wamid = id_at(status, &["id"]).ok_or(Unusable)?;
+    let delivery = match str_at(status, &["status"]) {
+        Some("sent") => Delivery::Sent,
+        Some("delivered") => Delivery::Delivered,
+        Some("read") => Delivery::Read,
+        Some("failed") => Delivery::Failed,
+        _ => return Ok(None),
     };
     let first_error = status.get("errors").and_then(|e| e.get(0));
     let error_code = first_error
         .and_then(|e| e.get("code"))
         .and_then(Value::as_i64);
-    Some(StatusUpdate {
+    Ok(Some(StatusUpdate {
         phone_number_id: phone_number_id.to_owned(),
         wamid: wamid.to_owned(),
         status: delivery,
         timestamp: seconds_to_millis(status.get("timestamp")),
-        recipient_id: str_at(status, &["recipient_id"]).map(str::to_owned),
+        recipient_id: id_at(status, &["recipient_id"]).map(str::to_owned),
         error: first_error.and_then(|e| describe_error(error_code, e)),
         error_code,
-    })
+    }))
 }
 
 /// `code title: message (details)`, leaving out what is missing or repeated.
@@ -416,7 +451,7 @@ pub fn parse_send_response(http_status: u16, body: &[u8]) -> Result<String, Send
         if let Some(wamid) = json
             .get("messages")
             .and_then(|m| m.get(0))
-            .and_then(|m| str_at(m, &["id"]))
+            .and_then(|m| id_at(m, &["id"]))
         {
             return Ok(wamid.to_owned());
         }
@@ -433,7 +468,7 @@ pub fn parse_send_response(http_status: u16, body: &[u8]) -> Result<String, Send
                 .take(200)
                 .collect();
             match (success, snippet.is_empty()) {
-                (true, _) => "the response carries no message id".to_owned(),
+                (true, _) => "the response carries no usable message id".to_owned(),
                 (false, true) => format!("HTTP {http_status}"),
                 (false, false) => format!("HTTP {http_status}: {snippet}"),
             }
@@ -1027,6 +1062,54 @@ mod tests {
             .map(|m| (m.wamid.as_str(), m.text.as_str()))
             .collect();
         assert_eq!(kept, vec![("wamid.good", "kept"), ("wamid.no-body", "")]);
+        assert_eq!(
+            batch.rejected, 7,
+            "every message that can never be stored is counted"
+        );
+    }
+
+    #[test]
+    fn items_with_oversize_ids_are_rejected_and_labels_are_cut() {
+        let huge = "w".repeat(MAX_ID_BYTES + 1);
+        let fits = "w".repeat(MAX_ID_BYTES);
+        let batch = parse(&with_messages(json!([
+            {"from": LEAD, "id": huge, "type": "text", "text": {"body": "long id"}},
+            {"from": huge, "id": "wamid.long-from", "type": "text", "text": {"body": "x"}},
+            {"from": LEAD, "id": fits, "type": "text", "text": {"body": "fits"},
+             "context": {"id": huge},
+             "referral": {"headline": "h".repeat(100_000), "source_id": huge}},
+        ])));
+        assert_eq!(batch.rejected, 2);
+        assert_eq!(batch.messages.len(), 1);
+        let kept = &batch.messages[0];
+        assert_eq!(kept.wamid, fits);
+        assert_eq!(kept.reply_to, None, "an unusable reply id is dropped");
+        let referral = kept.referral.as_ref().expect("referral");
+        assert_eq!(
+            referral.campaign().map(|c| c.chars().count()),
+            Some(MAX_LABEL_CHARS)
+        );
+        assert_eq!(
+            referral.source_id.as_ref().map(|id| id.chars().count()),
+            Some(MAX_LABEL_CHARS)
+        );
+
+        let statuses = parse(&with_statuses(json!([
+            {"id": huge, "status": "read", "timestamp": "1"},
+            {"id": "wamid.ok", "status": "read", "timestamp": "1"},
+        ])));
+        assert_eq!((statuses.statuses.len(), statuses.rejected), (1, 1));
+
+        let mut other_number = with_messages(json!([
+            {"from": LEAD, "id": "wamid.x", "type": "text", "text": {"body": "x"}}]));
+        other_number["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] =
+            json!(huge);
+        let batch = parse(&other_number);
+        assert_eq!((batch.messages.len(), batch.rejected), (0, 1));
+
+        let answer = json!({"messages": [{"id": huge}]});
+        let refused = parse_send_response(200, &body(&answer)).expect_err("unusable id");
+        assert!(!refused.retryable);
     }
 
     // --- statuses ---
@@ -1052,6 +1135,7 @@ mod tests {
                     error: None,
                     error_code: None,
                 }],
+                rejected: 0,
             }
         );
     }
@@ -1384,7 +1468,7 @@ mod tests {
             let error = parse_send_response(200, answer).expect_err("no id");
             assert_eq!(error.http_status, 200);
             assert!(!error.retryable);
-            assert_eq!(error.message, "the response carries no message id");
+            assert_eq!(error.message, "the response carries no usable message id");
         }
     }
 

@@ -109,6 +109,14 @@ async fn receive(
         .whatsapp_webhook(id, body, received)
         .await
     {
+        Ok(report) if report.only_rejected() => Err(ApiError::unprocessable(
+            "invalid_items",
+            format!(
+                "none of the {} items can be stored: each lacks a usable id or sender (ids are at most {} bytes)",
+                report.rejected,
+                wire::MAX_ID_BYTES
+            ),
+        )),
         Ok(report) => Ok((
             StatusCode::OK,
             Json(json!({
@@ -116,6 +124,7 @@ async fn receive(
                 "duplicates": report.duplicates,
                 "statuses": report.statuses,
                 "skipped": report.skipped,
+                "rejected": report.rejected,
             })),
         )),
         Err(ActorError::Invalid { code, message }) => Err(ApiError::bad_request(code, message)),
