@@ -8,6 +8,8 @@ pub mod analytics;
 pub mod catalogue;
 pub mod codec;
 pub mod committer;
+#[cfg(test)]
+mod committer_model;
 pub mod delta;
 pub mod error;
 pub mod ids;
