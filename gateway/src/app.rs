@@ -43,11 +43,17 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface (without `/metrics` when it has its own listener).
 pub fn router(app: AppState) -> Router {
     let max_body = app.config.max_body_bytes;
+    let metrics = if app.config.metrics_listen.is_none() {
+        routes::health::metrics_routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(routes::health::routes())
+        .merge(metrics)
         .merge(routes::admin::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::conversations::routes())
@@ -61,5 +67,22 @@ pub fn router(app: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(app.config.http.clone()),
+            crate::edge::guard,
+        ))
+        .with_state(app)
+}
+
+/// The surface of the metrics listener (`metrics_listen`): `/metrics` alone.
+pub fn metrics_router(app: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::metrics_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(app.config.http.clone()),
+            crate::edge::guard,
+        ))
         .with_state(app)
 }

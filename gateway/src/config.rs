@@ -22,10 +22,36 @@ pub struct Config {
     pub cache_mb: u64,
     /// Largest request body accepted (WhatsApp sends up to 3 MB).
     pub max_body_bytes: usize,
+    /// Serve `/metrics` on this address instead of on `listen` (e.g. a private interface).
+    pub metrics_listen: Option<SocketAddr>,
+    /// When set, `/metrics` requires `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
+    /// Once the store is poisoned, the process exits (non-zero) after this many seconds,
+    /// during which `/readyz` reports why; 0 exits at once.
+    pub poisoned_exit_grace_secs: u64,
+    pub http: HttpConfig,
     pub conversations: ConversationsConfig,
     pub stream: StreamConfig,
     pub whatsapp: WhatsappConfig,
     pub search: SearchConfig,
+}
+
+/// Limits of the HTTP edge: how long a client may take to send a request, how large its
+/// head may be.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection whose request head (request line and headers) has not fully arrived
+    /// this long after the connection opened, or after its previous response, is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body not fully received this long after its head answers 408
+    /// `request_timeout`.
+    pub body_read_timeout_secs: u64,
+    /// Longest request target (path and query) accepted; longer answers 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Most header bytes (names, values and separators) accepted; more answers 431
+    /// `headers_too_large`.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -51,6 +77,10 @@ pub struct StreamConfig {
     pub ping_interval_secs: u64,
     /// Deltas kept for resuming clients; older ones are pruned.
     pub retention_deltas: u64,
+    /// Browser origins (`scheme://host[:port]`) allowed to open the stream besides the
+    /// server's own (same-origin); `"*"` allows any. Requests without `Origin` (non-browser
+    /// clients) are always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -101,10 +131,25 @@ impl Default for Config {
             durability: Durability::Fsync,
             cache_mb: 256,
             max_body_bytes: 4 * 1024 * 1024,
+            metrics_listen: None,
+            metrics_token: None,
+            poisoned_exit_grace_secs: 10,
+            http: HttpConfig::default(),
             conversations: ConversationsConfig::default(),
             stream: StreamConfig::default(),
             whatsapp: WhatsappConfig::default(),
             search: SearchConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
         }
     }
 }
@@ -127,6 +172,7 @@ impl Default for StreamConfig {
             max_message_bytes: 64 * 1024,
             ping_interval_secs: 20,
             retention_deltas: 1_000_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -148,20 +194,40 @@ impl Config {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
     }
 
-    /// Applies `CONFAB_LISTEN`, `CONFAB_DATA_DIR`, `CONFAB_ADMIN_TOKEN`, `CONFAB_DURABILITY`.
+    /// Applies `CONFAB_LISTEN`, `CONFAB_DATA_DIR`, `CONFAB_ADMIN_TOKEN`, `CONFAB_DURABILITY`,
+    /// `CONFAB_METRICS_LISTEN`, `CONFAB_METRICS_TOKEN`.
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
-        if let Ok(listen) = std::env::var("CONFAB_LISTEN") {
+        self.apply_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::apply_env`] over any source of variables.
+    fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(listen) = var("CONFAB_LISTEN") {
             self.listen = listen
                 .parse()
                 .map_err(|e| anyhow::anyhow!("CONFAB_LISTEN={listen:?}: {e}"))?;
         }
-        if let Ok(dir) = std::env::var("CONFAB_DATA_DIR") {
+        if let Some(dir) = var("CONFAB_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);
         }
-        if let Ok(token) = std::env::var("CONFAB_ADMIN_TOKEN") {
+        if let Some(token) = var("CONFAB_ADMIN_TOKEN") {
             self.admin_token = Some(token).filter(|t| !t.is_empty());
         }
-        if let Ok(mode) = std::env::var("CONFAB_DURABILITY") {
+        if let Some(listen) = var("CONFAB_METRICS_LISTEN") {
+            self.metrics_listen = if listen.is_empty() {
+                None
+            } else {
+                Some(
+                    listen
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("CONFAB_METRICS_LISTEN={listen:?}: {e}"))?,
+                )
+            };
+        }
+        if let Some(token) = var("CONFAB_METRICS_TOKEN") {
+            self.metrics_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(mode) = var("CONFAB_DURABILITY") {
             self.durability = match mode.as_str() {
                 "fsync" => Durability::Fsync,
                 "buffered" => Durability::Buffered,
@@ -187,6 +253,41 @@ mod tests {
         assert_eq!(config.conversations.max_live, 10);
         assert_eq!(config.conversations.idle_timeout_secs, 300);
         assert_eq!(config.data_dir, PathBuf::from("./confab-data"));
+    }
+
+    #[test]
+    fn edge_settings_are_read_from_the_file() {
+        let config: Config = toml::from_str(
+            "metrics_listen = \"127.0.0.1:9100\"\nmetrics_token = \"t\"\npoisoned_exit_grace_secs = 0\n\
+             [http]\nbody_read_timeout_secs = 5\n\
+             [stream]\nallowed_origins = [\"https://app.example.com\"]\n",
+        )
+        .expect("parse");
+        assert_eq!(config.metrics_listen.map(|a| a.port()), Some(9100));
+        assert_eq!(config.metrics_token.as_deref(), Some("t"));
+        assert_eq!(config.poisoned_exit_grace_secs, 0);
+        assert_eq!(config.http.body_read_timeout_secs, 5);
+        assert_eq!(config.http.header_read_timeout_secs, 10);
+        assert_eq!(config.stream.allowed_origins, ["https://app.example.com"]);
+    }
+
+    #[test]
+    fn metrics_settings_come_from_the_environment() {
+        let vars = |name: &str| match name {
+            "CONFAB_METRICS_LISTEN" => Some("127.0.0.1:9100".to_string()),
+            "CONFAB_METRICS_TOKEN" => Some("scrape-me".to_string()),
+            _ => None,
+        };
+        let mut config = Config::default();
+        config.apply_vars(vars).expect("valid");
+        assert_eq!(
+            config.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        assert_eq!(config.metrics_token.as_deref(), Some("scrape-me"));
+        let mut config = Config::default();
+        let bad = |name: &str| (name == "CONFAB_METRICS_LISTEN").then(|| "nowhere".to_string());
+        assert!(config.apply_vars(bad).is_err());
     }
 
     #[test]

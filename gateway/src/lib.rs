@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod routes;

@@ -46,6 +46,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             match installed {
                 Ok(handle) => {
                     describe();
+                    register_initial();
                     Some(handle)
                 }
                 Err(e) => {
@@ -76,6 +77,101 @@ fn describe() {
         WEBHOOK_REQUESTS,
         "Provider webhook requests, by channel kind and outcome (stored, bad_signature, rejected, failed)."
     );
+}
+
+/// Channel kinds a channel can be created with (the label values of `channel`).
+const CHANNEL_KINDS: &[confab_engine::model::ChannelKind] =
+    &[confab_engine::model::ChannelKind::Whatsapp];
+
+/// Creates every counter and gauge of the process (and the unlabelled histograms) at its
+/// current value, 0 on a fresh process, so that a scrape shows them before anything
+/// happened and alerts on "== 0" or `rate()` see a series from the start. Labelled metrics
+/// get their known label values (channel kinds, outcomes, plans); HTTP requests only the
+/// operational routes. Registering never changes a value: counters and gauges are moved
+/// by 0.
+fn register_initial() {
+    use confab_actors::metrics as actors;
+    use confab_engine::metrics as engine;
+    use confab_index::metrics as index;
+    use metrics::{counter, gauge, histogram};
+
+    use crate::stream::metrics as stream;
+
+    for name in [
+        actors::ACTIVATIONS,
+        actors::PASSIVATIONS,
+        actors::RESTARTS,
+        actors::CONNECTOR_RESTARTS,
+        index::INDEX_DOCUMENTS,
+        index::INDEX_FAILURES,
+        stream::WS_FRAMES_SENT,
+        stream::WS_SLOW_DISCONNECTS,
+        stream::WS_RESUMES,
+        stream::WS_RESYNCS,
+        stream::DELTAS_PRUNED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        engine::COMMIT_QUEUE_DEPTH,
+        engine::DELTA_HEAD,
+        engine::STORE_POISONED,
+        actors::LIVE_CONVERSATIONS,
+        actors::MAILBOX_MESSAGES,
+        actors::MAILBOX_MAX,
+        index::INDEX_LAG_OFFSETS,
+        stream::WS_CLIENTS,
+        stream::DELTA_PRUNED_THROUGH,
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    for name in [
+        engine::COMMIT_GROUP_SIZE,
+        engine::COMMIT_GROUP_SECONDS,
+        engine::COMMIT_WAIT_SECONDS,
+        engine::FSYNC_SECONDS,
+        index::INDEX_COMMIT_SECONDS,
+        stream::DELTA_PUBLISH_TO_SEND_SECONDS,
+        stream::INGEST_TO_SOCKET_SECONDS,
+    ] {
+        let _ = histogram!(name);
+    }
+    for plan in [
+        confab_engine::views::Plan::Empty,
+        confab_engine::views::Plan::Walk,
+        confab_engine::views::Plan::Members,
+    ] {
+        counter!(engine::LIST_PAGES, "plan" => plan.label()).increment(0);
+    }
+    for outcome in ["ok", "invalid", "timeout", "busy", "error"] {
+        let _ = histogram!(index::SEARCH_SECONDS, "outcome" => outcome);
+    }
+    for kind in CHANNEL_KINDS {
+        let channel = kind.as_str();
+        counter!(actors::CONVERSATIONS_CREATED, "channel" => channel).increment(0);
+        counter!(actors::WEBHOOK_ITEMS_REJECTED, "channel" => channel).increment(0);
+        for direction in ["inbound", "outbound"] {
+            counter!(actors::MESSAGES, "direction" => direction, "channel" => channel).increment(0);
+        }
+        for outcome in ["accepted", "retried", "failed"] {
+            counter!(actors::CONNECTOR_SENDS, "channel" => channel, "outcome" => outcome)
+                .increment(0);
+        }
+        gauge!(actors::CONNECTOR_CIRCUITS_OPEN, "channel" => channel).increment(0.0);
+        counter!(actors::CONNECTOR_CIRCUIT_OPENED, "channel" => channel).increment(0);
+        for outcome in ["stored", "bad_signature", "rejected", "failed"] {
+            counter!(WEBHOOK_REQUESTS, "channel" => channel, "outcome" => outcome).increment(0);
+        }
+    }
+    for (route, status) in [
+        ("/healthz", "2xx"),
+        ("/readyz", "2xx"),
+        ("/readyz", "5xx"),
+        ("/metrics", "2xx"),
+    ] {
+        counter!(HTTP_REQUESTS, "method" => "GET", "route" => route, "status" => status)
+            .increment(0);
+    }
 }
 
 /// Middleware: counts and times every request by its route template, never its path (ids

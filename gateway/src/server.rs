@@ -5,25 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
+use axum::Router;
 use confab_actors::{ConnectorSettings, IndexerConfig, ManagerConfig, Runtime, RuntimeConfig};
 use confab_engine::committer::Committer;
 use confab_engine::store::{Store, StoreOptions};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::app::{router, App, AppState};
+use crate::app::{metrics_router, router, App, AppState};
 use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::stream::{Hub, Tickets};
 
-/// How long shutdown waits for actors to finish their queues.
+/// How long shutdown waits for actors to finish their queues, and for HTTP requests in
+/// flight to be answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the poison watcher looks at the committer.
+const POISON_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// A running server. Dropping it does not stop it: call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     app: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -32,6 +39,11 @@ pub struct Server {
 impl Server {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when it has its own listener (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn app(&self) -> &AppState {
@@ -44,8 +56,9 @@ impl Server {
         self.task.await.context("server task panicked")?
     }
 
-    /// Runs until the server stops on its own (it only does on a fatal error) or
-    /// `signal` resolves, then shuts down gracefully.
+    /// Runs until the server stops on its own (it only does on a fatal error: the store
+    /// poisoned, then an `Err` after `poisoned_exit_grace_secs`) or `signal` resolves, then
+    /// shuts down gracefully.
     pub async fn run_until(
         self,
         signal: impl std::future::Future<Output = ()>,
@@ -103,6 +116,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 /// Like [`start`], on an already bound listener (tests bind port 0).
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     // Install the metrics recorder before anything records.
     crate::routes::health::prometheus();
     let options = StoreOptions {
@@ -120,7 +145,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         .await
         .context("cannot start the actors")?;
 
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let app: AppState = Arc::new(App {
         config,
         store,
@@ -132,35 +157,155 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());
+    let fatal = spawn_poison_watcher(app.clone(), stop.clone());
 
     let serve_app = app.clone();
     let task = tokio::spawn(async move {
-        let service = router(serve_app.clone());
-        // Small frames (deltas, acks) must leave at once, not wait for Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        let http = Arc::new(crate::edge::http1_builder(&serve_app.config.http));
+        let main = serve_http(
+            listener,
+            router(serve_app.clone()),
+            http.clone(),
+            stopped.clone(),
+        );
+        match metrics_listener {
+            Some(metrics_listener) => {
+                let metrics = serve_http(
+                    metrics_listener,
+                    metrics_router(serve_app.clone()),
+                    http,
+                    stopped,
+                );
+                tokio::join!(main, metrics);
             }
-        });
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await;
+            None => main.await,
+        }
         // HTTP is drained: let the actors finish, then make everything durable.
         serve_app.runtime.stop(DRAIN_TIMEOUT).await;
         serve_app.committer.close();
         tokio::task::spawn_blocking(move || committer_thread.join()).await?;
         tracing::info!("stopped");
-        served.context("HTTP server failed")
+        match fatal.borrow().clone() {
+            Some(reason) => Err(anyhow::anyhow!(
+                "stopped because the store is poisoned: {reason}"
+            )),
+            None => Ok(()),
+        }
     });
     tracing::info!(%addr, "confab is listening");
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(metrics = %metrics_addr, "/metrics is served on its own listener");
+    }
     Ok(Server {
         addr,
+        metrics_addr,
         app,
         stop,
         task,
     })
+}
+
+/// Watches the committer: once the store is poisoned it logs why, leaves `/readyz`
+/// reporting it for `poisoned_exit_grace_secs`, then stops the server, which then ends with
+/// an error (so that the process exits non-zero and its supervisor restarts it). The
+/// returned channel holds the reason once it has.
+fn spawn_poison_watcher(
+    app: AppState,
+    stop: watch::Sender<bool>,
+) -> watch::Receiver<Option<String>> {
+    let (fatal, reason) = watch::channel(None);
+    let grace = Duration::from_secs(app.config.poisoned_exit_grace_secs);
+    let mut stopping = app.shutting_down.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(POISON_CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            if app.committer.is_poisoned() {
+                break;
+            }
+        }
+        let reason = app
+            .committer
+            .poison_reason()
+            .unwrap_or_else(|| "unknown".to_string());
+        tracing::error!(
+            %reason,
+            grace_secs = grace.as_secs(),
+            "the store is poisoned and refuses writes; stopping after the grace period so that a supervisor restarts the engine"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            // Stopping anyway (a signal): still report the poison as the outcome.
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+        let _ = fatal.send(Some(reason));
+        let _ = stop.send(true);
+    });
+    reason
+}
+
+/// Serves HTTP/1 on `listener` with our connection settings until `stop` turns true,
+/// then stops accepting and lets the open connections finish their requests, for at most
+/// [`DRAIN_TIMEOUT`]. (Upgraded WebSocket sessions are not connections any more: they
+/// watch the same signal themselves.)
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Small frames (deltas, acks) must leave at once, not wait for Nagle's algorithm.
+    let mut listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let mut connections = JoinSet::new();
+    loop {
+        let (io, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            // Finish the request in flight, then close (idle connections close at once).
+            connection.as_mut().graceful_shutdown();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "HTTP requests still in flight after the drain timeout are dropped"
+        );
+        connections.shutdown().await;
+    }
 }
 
 /// `confab reindex`: rebuilds the search index in `<data_dir>/index` from the store, offline

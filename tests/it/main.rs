@@ -10,6 +10,7 @@ mod commands;
 mod crashloop;
 mod demo;
 mod durability;
+mod edge;
 mod inbox;
 mod metrics;
 mod powerloss;

@@ -8,6 +8,7 @@
 mod frames;
 mod hub;
 pub mod metrics;
+mod origin;
 mod pruner;
 mod session;
 mod tickets;
@@ -20,8 +21,9 @@ use tokio::sync::watch;
 use crate::app::AppState;
 
 pub use hub::{FanoutThread, Hub};
+pub use origin::AllowedOrigin;
 pub use pruner::{prune, spawn_pruner, PRUNE_EVERY};
-pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON};
+pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, MAX_BAD_FRAMES, SLOW_CONSUMER_REASON};
 pub use tickets::{Tickets, TICKET_TTL};
 
 pub fn routes() -> Router<AppState> {

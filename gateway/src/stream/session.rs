@@ -1,5 +1,10 @@
-//! One WebSocket connection: authentication before the upgrade, the subscribe handshake,
-//! replay from the store, live forwarding, keep-alive, and closing.
+//! One WebSocket connection: the origin and authentication checks before the upgrade, the
+//! subscribe handshake, replay from the store, live forwarding, keep-alive, and closing.
+//!
+//! A client that breaks the rules is told why with a close code: 1009 for a frame or
+//! message over `stream.max_message_bytes`, 1002 for a WebSocket protocol violation, 1007
+//! for a text frame that is not UTF-8, 1003 for a binary frame (the protocol is JSON text),
+//! 1008 after [`MAX_BAD_FRAMES`] frames the server does not understand.
 //!
 //! One task per connection serves both directions. Until the client subscribes it holds
 //! no queue; while it is far behind it catches up from the store alone, and joins the hub
@@ -22,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::hub::{self, Batch, Subscription};
+use super::origin::AllowedOrigin;
 use super::{frames, metrics, shutdown_requested};
 use crate::app::AppState;
 use crate::auth::AgentAuth;
@@ -48,10 +54,15 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer: resume from your last offset";
 /// Close code for a client silent for three ping intervals.
 pub const CLOSE_IDLE: u16 = 4000;
+/// Frames the server does not understand (each answered with an `error` frame) before it
+/// closes the connection with 1008 (policy violation).
+pub const MAX_BAD_FRAMES: u32 = 16;
 
-/// `GET /api/v1/stream`: authenticates, then upgrades to a WebSocket session.
+/// `GET /api/v1/stream`: checks the origin (before a ticket is spent), authenticates, then
+/// upgrades to a WebSocket session.
 pub async fn connect(
     State(app): State<AppState>,
+    _origin: AllowedOrigin,
     StreamAuth(agent): StreamAuth,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -128,6 +139,34 @@ enum Ending {
     Shutdown,
     /// The store could not be read: close with 1011.
     Unavailable,
+    /// A frame or message over the size limit: close with 1009.
+    TooLarge,
+    /// A WebSocket protocol violation (unmasked frame, reserved bits, bad opcode …): 1002.
+    ProtocolViolation,
+    /// A text frame that is not UTF-8: 1007.
+    NotUtf8,
+    /// A binary frame: 1003.
+    Binary,
+    /// Too many frames the server does not understand: 1008.
+    TooManyBadFrames,
+}
+
+impl Ending {
+    /// What a failed read says about the client.
+    fn of_read_error(error: axum::Error) -> Ending {
+        use tungstenite::error::ProtocolError;
+        use tungstenite::Error as E;
+        let Ok(error) = error.into_inner().downcast::<E>() else {
+            return Ending::Gone;
+        };
+        match *error {
+            E::Capacity(_) => Ending::TooLarge,
+            E::Utf8(_) => Ending::NotUtf8,
+            E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Gone,
+            E::Protocol(_) => Ending::ProtocolViolation,
+            _ => Ending::Gone,
+        }
+    }
 }
 
 /// Why a replay stopped early.
@@ -165,6 +204,8 @@ struct Session {
     cursor: u64,
     last_heard: Instant,
     ping_every: Duration,
+    /// Frames received that the server did not understand.
+    bad_frames: u32,
 }
 
 impl Session {
@@ -182,6 +223,7 @@ impl Session {
             cursor: 0,
             last_heard: Instant::now(),
             ping_every,
+            bad_frames: 0,
         };
         let ending = session.serve().await;
         tracing::debug!(agent_id = %session.agent_id, ?ending, cursor = session.cursor, "stream session ended");
@@ -209,7 +251,8 @@ impl Session {
             };
             let step = match event {
                 Event::Shutdown => Err(Ending::Shutdown),
-                Event::Client(None | Some(Err(_))) => Err(Ending::Gone),
+                Event::Client(None) => Err(Ending::Gone),
+                Event::Client(Some(Err(error))) => Err(Ending::of_read_error(error)),
                 Event::Client(Some(Ok(message))) => {
                     self.last_heard = Instant::now();
                     self.on_client(message).await
@@ -228,14 +271,7 @@ impl Session {
     async fn on_client(&mut self, message: Message) -> Result<(), Ending> {
         let text = match message {
             Message::Text(text) => text,
-            Message::Binary(_) => {
-                return self
-                    .send(frames::error(
-                        "bad_frame",
-                        "frames are JSON text, not binary",
-                    ))
-                    .await
-            }
+            Message::Binary(_) => return Err(Ending::Binary),
             // Pongs only prove liveness; pings are answered by the WebSocket layer; after
             // a close the next read ends the session.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
@@ -256,7 +292,13 @@ impl Session {
                 .await
             }
             Ok(frames::ClientFrame::Ping) => self.send(frames::pong()).await,
-            Err(message) => self.send(frames::error("bad_frame", &message)).await,
+            Err(message) => {
+                self.bad_frames += 1;
+                if self.bad_frames > MAX_BAD_FRAMES {
+                    return Err(Ending::TooManyBadFrames);
+                }
+                self.send(frames::error("bad_frame", &message)).await
+            }
         }
     }
 
@@ -487,6 +529,25 @@ impl Session {
                     "unavailable",
                     "the delta log could not be read",
                 )),
+            ),
+            Ending::TooLarge => (
+                close_code::SIZE,
+                "frame or message too large (stream.max_message_bytes)",
+                None,
+            ),
+            Ending::ProtocolViolation => {
+                (close_code::PROTOCOL, "WebSocket protocol violation", None)
+            }
+            Ending::NotUtf8 => (close_code::INVALID, "text frame is not UTF-8", None),
+            Ending::Binary => (
+                close_code::UNSUPPORTED,
+                "binary frames are not supported: frames are JSON text",
+                None,
+            ),
+            Ending::TooManyBadFrames => (
+                close_code::POLICY,
+                "too many frames the server does not understand",
+                None,
             ),
         };
         // Frames still queued are dropped with the subscription: the client resumes.
