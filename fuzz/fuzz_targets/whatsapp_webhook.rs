@@ -9,6 +9,7 @@
 
 use confab_engine::wire::whatsapp::{
     is_window_closed, parse_send_response, parse_webhook, sign, verify_signature, WireError,
+    MAX_ID_BYTES, MAX_LABEL_CHARS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -34,15 +35,27 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Every message and status kept has what routing needs: a number id, a provider id and a
-/// sender; timestamps are never negative.
+/// sender, none empty or over [`MAX_ID_BYTES`]; labels are within [`MAX_LABEL_CHARS`];
+/// timestamps are never negative.
 fn webhook(raw: &[u8]) {
     let Ok(batch) = parse_webhook(raw) else {
         return;
     };
+    let id = |id: &str| !id.is_empty() && id.len() <= MAX_ID_BYTES;
+    let label = |l: &Option<String>| {
+        l.as_ref()
+            .is_none_or(|l| l.chars().count() <= MAX_LABEL_CHARS)
+    };
     for m in &batch.messages {
-        assert!(!m.phone_number_id.is_empty(), "{m:?}");
-        assert!(!m.wamid.is_empty(), "{m:?}");
-        assert!(!m.from.is_empty(), "{m:?}");
+        assert!(id(&m.phone_number_id), "{m:?}");
+        assert!(id(&m.wamid), "{m:?}");
+        assert!(id(&m.from), "{m:?}");
+        assert!(m.reply_to.as_deref().is_none_or(id), "{m:?}");
+        assert!(label(&m.profile_name), "{m:?}");
+        if let Some(r) = &m.referral {
+            assert!(label(&r.source_id) && label(&r.source_type), "{m:?}");
+            assert!(label(&r.source_url) && label(&r.headline), "{m:?}");
+        }
         assert!(!m.kind.is_empty(), "{m:?}");
         assert!(m.timestamp >= 0, "{m:?}");
         assert_eq!(
@@ -55,8 +68,8 @@ fn webhook(raw: &[u8]) {
         }
     }
     for s in &batch.statuses {
-        assert!(!s.phone_number_id.is_empty(), "{s:?}");
-        assert!(!s.wamid.is_empty(), "{s:?}");
+        assert!(id(&s.phone_number_id), "{s:?}");
+        assert!(id(&s.wamid), "{s:?}");
         assert!(s.timestamp >= 0, "{s:?}");
     }
 }
