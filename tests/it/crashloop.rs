@@ -8,9 +8,11 @@
 //! at once, and each moves on to a new lead every [`MESSAGES_PER_LEAD`] messages, so new
 //! conversations are created all the time, kills included.
 //!
-//! The kill schedule comes from a seeded generator; the seed is printed, and
-//! `CONFAB_CRASHLOOP_SEED=<seed>` repeats the schedule (the moments the server is in are
-//! still up to the machine).
+//! Most kills come a random delay after the server's first acknowledgement, in the middle
+//! of the load; some come right after it started (recovery, the index catching up, the
+//! senders' re-sends). The kill schedule comes from a seeded generator; the seed is
+//! printed, and `CONFAB_CRASHLOOP_SEED=<seed>` repeats the schedule (the moments the server
+//! is in are still up to the machine).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,8 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::harness::{status_json, GraphStandIn, Tenant};
-use crate::process::{all_conversations, confab_binary, provision, signed_text_webhook, Process};
+use crate::harness::{GraphStandIn, Tenant};
+use crate::process::{
+    all_conversations, confab_binary, provision, search_all, signed_text_webhook, Process,
+};
 
 /// Concurrent senders, each sequential.
 const SENDERS: usize = 6;
@@ -32,6 +36,11 @@ const MESSAGES_PER_LEAD: u32 = 25;
 const KILLS_UNDER_LOAD: usize = 8;
 /// The random delay between a restarted server's first acknowledgement and its kill.
 const KILL_DELAY_MS: std::ops::RangeInclusive<u64> = 20..=1500;
+/// One kill in this many (at random) comes early instead: this many milliseconds after the
+/// server printed its address, whether or not it acknowledged anything yet (recovery, the
+/// index catching up, the senders' first re-sends).
+const EARLY_KILL_ONE_IN: u64 = 4;
+const EARLY_KILL_DELAY_MS: std::ops::RangeInclusive<u64> = 0..=50;
 /// How long anything may take before the test gives up (a restart, an acknowledgement,
 /// the index catching up).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -228,33 +237,15 @@ async fn search_hits(
     token: &str,
     conversation: &str,
 ) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![
-            ("q", "crashloop".to_string()),
-            ("conversation_id", conversation.to_string()),
-            ("limit", "100".to_string()),
-        ];
-        query.extend(cursor.take().map(|c| ("cursor", c)));
-        let response = http
-            .get(format!("{base}/api/v1/search"))
-            .query(&query)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("search");
-        let (status, page) = status_json(response).await;
-        assert!(status.is_success(), "search {query:?}: {status} {page}");
-        for hit in page["items"].as_array().expect("items") {
+    let params = [("q", "crashloop"), ("conversation_id", conversation)];
+    search_all(http, base, token, &params)
+        .await
+        .iter()
+        .map(|hit| {
             let id = hit["message_id"].as_str();
-            ids.push(id.expect("only messages say crashloop").to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return ids,
-        }
-    }
+            id.expect("only messages say crashloop").to_string()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -298,10 +289,17 @@ async fn kill_9_at_random_moments_under_webhook_load_loses_and_duplicates_nothin
         .collect();
 
     let mut kills = 0;
+    let mut early_kills = 0;
     let mut restarts = Vec::new();
     for incarnation in 0..KILLS_UNDER_LOAD {
-        wait_for_acks(&load, incarnation).await;
-        let delay = rng.in_range(KILL_DELAY_MS);
+        let early = incarnation > 0 && rng.next().is_multiple_of(EARLY_KILL_ONE_IN);
+        let delay = if early {
+            rng.in_range(EARLY_KILL_DELAY_MS)
+        } else {
+            wait_for_acks(&load, incarnation).await;
+            rng.in_range(KILL_DELAY_MS)
+        };
+        early_kills += usize::from(early);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         kill(process).await;
         kills += 1;
@@ -309,8 +307,13 @@ async fn kill_9_at_random_moments_under_webhook_load_loses_and_duplicates_nothin
         process = serve(binary.clone(), data.to_path_buf(), admin.clone()).await;
         restarts.push(restarting.elapsed());
         println!(
-            "crashloop: kill {kills} after {delay} ms of incarnation {incarnation} \
+            "crashloop: kill {kills} {} {delay} ms of incarnation {incarnation} \
              ({} acknowledged there), restarted in {:?}",
+            if early {
+                "early, at"
+            } else {
+                "after its first acknowledgement +"
+            },
             load.acks_of(incarnation),
             restarting.elapsed()
         );
@@ -424,7 +427,8 @@ async fn kill_9_at_random_moments_under_webhook_load_loses_and_duplicates_nothin
     let unknown_leads: Vec<&String> = by_lead.keys().filter(|k| !leads.contains_key(*k)).collect();
 
     println!(
-        "crashloop: {kills} kills ({KILLS_UNDER_LOAD} under load, 1 at rest), restarts took {:?}; \
+        "crashloop: {kills} kills ({KILLS_UNDER_LOAD} under load of which {early_kills} early, \
+         1 at rest), restarts took {:?}; \
          {} leads in {} conversations; acked {}, stored {stored}, lost {lost}, \
          duplicated {duplicated}, out of order {out_of_order}; {} requests failed \
          ({} of them had been stored: their re-sends were answered as duplicates); \

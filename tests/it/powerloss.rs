@@ -5,7 +5,8 @@
 //! for ~30 s, `vm.dirty_expire_centisecs`), exactly like a power cut. The copy is then
 //! mounted (ext4 replays its journal) and a server started on it.
 //!
-//! With the default durability (`fsync`) every acknowledged message is there. The control,
+//! With the default durability (`fsync`) every acknowledged message is there, search finds
+//! each once and nothing else, and finds new messages too. The control,
 //! `CONFAB_DURABILITY=buffered`, must lose acknowledged messages, or this test could not
 //! tell the two apart.
 //!
@@ -25,7 +26,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{GraphStandIn, Tenant};
-use crate::process::{all_conversations, confab_binary, provision, signed_text_webhook, Process};
+use crate::process::{
+    all_conversations, confab_binary, provision, search_all, signed_text_webhook, Process,
+};
 
 const IMAGE_BYTES: u64 = 256 << 20;
 const SENDERS: usize = 4;
@@ -34,6 +37,8 @@ const MESSAGES_PER_LEAD: u32 = 20;
 /// The load runs at least this long and until this many messages are acknowledged.
 const LOAD_FOR: Duration = Duration::from_millis(1500);
 const MIN_ACKED: usize = 50;
+/// Messages sent after the power cut, on the copy.
+const AFTERWARDS: usize = 5;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Why this machine cannot run the test.
@@ -219,15 +224,55 @@ async fn sender(load: Arc<Load>, sender: usize) {
     }
 }
 
+/// Sends [`AFTERWARDS`] messages of a new lead and returns how many of them search finds
+/// (waiting up to 10 s for them).
+async fn afterwards(http: &reqwest::Client, base: &str, tenant: &Tenant) -> usize {
+    for n in 1..=AFTERWARDS {
+        let (body, signature) = signed_text_webhook(
+            tenant,
+            "447899999",
+            "Lead After",
+            &format!("wamid.PL.after.{n}"),
+            &format!("afterwards message {n}"),
+        );
+        let response = http
+            .post(format!("{base}/webhooks/whatsapp/{}", tenant.channel_id))
+            .header("content-type", "application/json")
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("webhook after the power cut");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hits = search_all(http, base, &tenant.token, &[("q", "afterwards")]).await;
+        if hits.len() >= AFTERWARDS || Instant::now() > deadline {
+            return hits.len();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 struct Figures {
     acked: usize,
     present: usize,
     lost: usize,
+    /// Search hits beyond the first for one message.
+    found_twice: usize,
+    /// Search hits for messages the store does not have.
+    stale: usize,
+    /// Of the [`AFTERWARDS`] messages sent after the power cut, how many search finds
+    /// (when asked for).
+    new_found: Option<usize>,
 }
 
 /// Provisions durably, runs the load under `durability`, cuts the power and counts what the
-/// copy of the disk has. `None` when the machine cannot run it.
-async fn power_cut(durability: &'static str) -> Option<Figures> {
+/// copy of the disk has, and what search finds of it; with `search_afterwards` also whether
+/// search finds new messages sent after the power cut. `None` when the machine cannot run
+/// it.
+async fn power_cut(durability: &'static str, search_afterwards: bool) -> Option<Figures> {
     let skip = |why: Unavailable| {
         println!("powerloss ({durability}): SKIPPED: {}", why.0);
         None
@@ -322,7 +367,20 @@ async fn power_cut(durability: &'static str) -> Option<Figures> {
     // Power back on: the copy, journal replayed by the mount, and a server on it.
     let after = LoopMount::mount(&copy, &dir.path().join("after"))
         .unwrap_or_else(|why| panic!("the copy does not mount: {}", why.0));
+    // What the search index on the copy says it holds: the offset in its last commit.
+    let index_offset = std::fs::read_to_string(after.mount_point.join("data/index/meta.json"))
+        .ok()
+        .and_then(|meta| serde_json::from_str::<Value>(&meta).ok())
+        .and_then(|meta| serde_json::from_str::<Value>(meta["payload"].as_str()?).ok())
+        .and_then(|payload| payload["offset"].as_u64());
     let process = serve(&binary, &after.mount_point.join("data"), &admin, "fsync").await;
+    let ready = http
+        .get(format!("{}/readyz", process.base))
+        .send()
+        .await
+        .expect("readyz");
+    let (_, ready) = crate::harness::status_json(ready).await;
+    let store_head = ready["delta_head"].as_u64();
     let conversations = all_conversations(&http, &process.base, &tenant.token).await;
     let stored: Vec<String> = conversations
         .iter()
@@ -337,16 +395,57 @@ async fn power_cut(durability: &'static str) -> Option<Figures> {
         assert_eq!(seqs, contiguous, "{}: seq contiguous from 1", card["id"]);
     }
     let present = acked.iter().filter(|w| stored_set.contains(w)).count();
+
+    // The search index (derived from the store) after the power cut: wait until it finds
+    // every stored message, then count what it finds that the store does not have.
+    let message_ids: std::collections::BTreeSet<String> = conversations
+        .iter()
+        .flat_map(|(_, messages)| messages.iter())
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    let (found_twice, stale) = loop {
+        let hits = search_all(&http, &process.base, &tenant.token, &[("q", "loss")]).await;
+        let ids: Vec<String> = hits
+            .iter()
+            .filter_map(|h| h["message_id"].as_str().map(str::to_string))
+            .collect();
+        let found: std::collections::BTreeSet<&String> = ids.iter().collect();
+        if message_ids.iter().all(|id| found.contains(id)) {
+            let stale = found
+                .iter()
+                .filter(|id| !message_ids.contains(**id))
+                .count();
+            break (ids.len() - found.len(), stale);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "search did not find the stored messages"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // And the server goes on: a new lead's messages are stored and found.
+    let new_found = if search_afterwards {
+        Some(afterwards(&http, &process.base, &tenant).await)
+    } else {
+        None
+    };
     let figures = Figures {
         acked: acked.len(),
         present,
         lost: acked.len() - present,
+        found_twice,
+        stale,
+        new_found,
     };
     println!(
         "powerloss ({durability}): acked {}, present {}, lost {}; stored {} (acknowledged or \
          in flight at the cut) in {} conversations; the last acknowledgement {:?} before the \
          kill, the copy started {:?} after it and took {:?}; binary build check {built:?}, \
-         the rest {:?}",
+         the rest {:?}; search: {found_twice} found twice, {stale} stale hits (messages the \
+         store does not have), {new_found:?} of {AFTERWARDS} messages sent after the power cut \
+         found; the index's last commit holds offsets through {index_offset:?}, the store's \
+         head is {store_head:?}",
         figures.acked,
         figures.present,
         figures.lost,
@@ -366,7 +465,7 @@ async fn power_cut(durability: &'static str) -> Option<Figures> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_loses_nothing_acknowledged_with_fsync() {
-    let Some(figures) = power_cut("fsync").await else {
+    let Some(figures) = power_cut("fsync", true).await else {
         return;
     };
     assert_eq!(
@@ -374,12 +473,19 @@ async fn a_power_cut_loses_nothing_acknowledged_with_fsync() {
         "{} of {} acknowledged messages lost",
         figures.lost, figures.acked
     );
+    assert_eq!(figures.found_twice, 0, "messages found twice by search");
+    assert_eq!(figures.stale, 0, "search finds messages the store lost");
+    assert_eq!(
+        figures.new_found,
+        Some(AFTERWARDS),
+        "messages sent after the power cut not found by search"
+    );
 }
 
 /// The control: without the fsync, acknowledged messages are only in the page cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_loses_acknowledged_messages_with_buffered_durability() {
-    let Some(figures) = power_cut("buffered").await else {
+    let Some(figures) = power_cut("buffered", false).await else {
         return;
     };
     assert!(
@@ -388,5 +494,22 @@ async fn a_power_cut_loses_acknowledged_messages_with_buffered_durability() {
          power cut is not simulated, so the fsync run proves nothing",
         figures.acked,
         figures.present
+    );
+}
+
+/// After a power cut in buffered mode the store lost its last deltas but the search index
+/// (tantivy fsyncs its commits) still holds their offsets: the indexer believes it is
+/// ahead, skips the offsets the store hands out again, and new messages are never found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "engine bug: after a buffered-mode power cut the index is ahead of the store"]
+async fn after_a_buffered_power_cut_new_messages_are_found_by_search() {
+    let Some(figures) = power_cut("buffered", true).await else {
+        return;
+    };
+    assert_eq!(figures.stale, 0, "search finds messages the store lost");
+    assert_eq!(
+        figures.new_found,
+        Some(AFTERWARDS),
+        "messages sent after the power cut not found by search"
     );
 }

@@ -287,3 +287,36 @@ pub async fn all_conversations(
     }
     out
 }
+
+/// Every hit of a search (all pages, following `next_cursor`); `params` besides `q` are
+/// filters (`conversation_id`, …).
+pub async fn search_all(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    params: &[(&str, &str)],
+) -> Vec<Value> {
+    let mut hits = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query: Vec<(&str, &str)> = params.to_vec();
+        query.push(("limit", "100"));
+        if let Some(c) = &cursor {
+            query.push(("cursor", c));
+        }
+        let response = http
+            .get(format!("{base}/api/v1/search"))
+            .query(&query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("search");
+        let (status, page) = status_json(response).await;
+        assert_eq!(status, StatusCode::OK, "search {query:?}: {page}");
+        hits.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return hits,
+        }
+    }
+}
