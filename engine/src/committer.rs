@@ -129,8 +129,9 @@ impl WriteSet {
         self.ops.is_empty() && self.deltas.is_empty()
     }
 
-    /// Refuses a set with a key or value over the limits ([`MAX_KEY_BYTES`],
-    /// [`MAX_VALUE_BYTES`]): such a set is a bug upstream, never a reason to stop the store.
+    /// Refuses a set with an empty key, or a key or value over the limits
+    /// ([`MAX_KEY_BYTES`], [`MAX_VALUE_BYTES`]): fjall would panic on them. Such a set is a
+    /// bug upstream, never a reason to stop the store.
     fn check_sizes(&self) -> Result<()> {
         let keys = self
             .absent
@@ -140,6 +141,9 @@ impl WriteSet {
                 Op::Put(ks, key, _) | Op::Delete(ks, key) | Op::Add(ks, key, _) => (*ks, key),
             }));
         for (ks, key) in keys {
+            if key.is_empty() {
+                return Err(Error::TooLarge(format!("an empty {} key", ks.name())));
+            }
             if key.len() > MAX_KEY_BYTES {
                 return Err(Error::TooLarge(format!(
                     "a {} key of {} bytes (at most {MAX_KEY_BYTES})",
@@ -473,8 +477,15 @@ impl Worker {
     fn stage(&mut self, set: WriteSet, pending: &mut Pending) -> Result<Receipt> {
         set.check_sizes()?;
         for (ks, key) in &set.absent {
-            let exists = match pending.writes.get(&(*ks, key.clone())) {
-                Some(write) => write.is_some(),
+            // The group's earlier requests first: a write, or a counter they moved (a
+            // counter at 0 is removed).
+            let earlier = pending
+                .writes
+                .get(&(*ks, key.clone()))
+                .map(Option::is_some)
+                .or_else(|| pending.counters.get(&(*ks, key.clone())).map(|n| *n != 0));
+            let exists = match earlier {
+                Some(exists) => exists,
                 None => self.store.contains(*ks, key).inspect_err(|e| {
                     self.poison(&e.to_string());
                 })?,
@@ -769,6 +780,36 @@ mod tests {
         thread.join();
     }
 
+    /// A guard sees a counter an earlier request of the same group created.
+    #[tokio::test]
+    async fn a_guard_sees_a_counter_moved_earlier_in_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Fsync).expect("start");
+        let mut big = WriteSet::new();
+        for i in 0..20_000u32 {
+            big.put_raw(Ks::Meta, format!("big-{i}").into_bytes(), vec![0; 64]);
+        }
+        let mut adds = WriteSet::new();
+        adds.add(Ks::FacetCount, b"c".to_vec(), 1);
+        let mut guarded = WriteSet::new();
+        guarded
+            .require_absent(Ks::FacetCount, b"c".to_vec())
+            .put_raw(Ks::Meta, b"guarded".to_vec(), vec![1]);
+        let (big, adds, guarded) = tokio::join!(
+            committer.commit(big),
+            committer.commit(adds),
+            committer.commit(guarded)
+        );
+        big.expect("big");
+        adds.expect("adds");
+        assert!(matches!(guarded, Err(Error::AlreadyExists)));
+        assert!(!store.contains(Ks::Meta, b"guarded").expect("read"));
+        drop(committer);
+        thread.join();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_adds_are_exact_and_zero_removes_the_counter() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -837,6 +878,12 @@ mod tests {
             {
                 let mut set = WriteSet::new();
                 set.put_raw(Ks::Meta, b"big".to_vec(), vec![0; MAX_VALUE_BYTES + 1]);
+                set
+            },
+            {
+                // fjall asserts on an empty key too.
+                let mut set = WriteSet::new();
+                set.put_raw(Ks::ExtMsg, Vec::new(), vec![1]);
                 set
             },
         ];
