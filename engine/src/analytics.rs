@@ -315,6 +315,7 @@ impl Totals {
 /// The conversation metrics of a period (see the module documentation for what counts
 /// where). Rates and shares are `None` when their denominator is 0.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
     pub conversations_opened: i64,
     pub conversations_resolved: i64,

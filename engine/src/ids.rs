@@ -11,6 +11,15 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(
+                value_type = String,
+                description = "A ULID: 26 Crockford base32 characters.",
+                example = "01JE7Q6W0Z3D8K4M2N5P7R9T1V"
+            )
+        )]
         pub struct $name(pub Ulid);
 
         impl $name {

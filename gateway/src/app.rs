@@ -9,6 +9,8 @@ use confab_actors::Runtime;
 use confab_engine::committer::Committer;
 use confab_engine::store::Store;
 use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::TokenCache;
 use crate::config::Config;
@@ -43,17 +45,17 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The whole HTTP surface (without `/metrics` when it has its own listener).
-pub fn router(app: AppState) -> Router {
-    let max_body = app.config.max_body_bytes;
-    let metrics = if app.config.metrics_listen.is_none() {
-        routes::health::metrics_routes()
-    } else {
-        Router::new()
-    };
-    Router::new()
+/// Every route of the OpenAPI document (`crate::openapi`), each registered from its
+/// handler's annotation: the router and the document cannot disagree.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    routes_but_metrics().merge(routes::health::metrics_routes())
+}
+
+/// The document's routes but `/metrics` (which may have a listener of its own).
+fn routes_but_metrics() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .merge(routes::health::routes())
-        .merge(metrics)
+        .merge(crate::stream::routes())
         .merge(routes::admin::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::conversations::routes())
@@ -62,7 +64,18 @@ pub fn router(app: AppState) -> Router {
         .merge(routes::agents::routes())
         .merge(routes::analytics::routes())
         .merge(routes::search::routes())
-        .merge(crate::stream::routes())
+        .merge(crate::openapi::routes())
+}
+
+/// The whole HTTP surface (without `/metrics` when it has its own listener).
+pub fn router(app: AppState) -> Router {
+    let max_body = app.config.max_body_bytes;
+    let routes = match app.config.metrics_listen {
+        None => api_routes(),
+        Some(_) => routes_but_metrics(),
+    };
+    let (routes, _) = routes.split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -76,8 +89,8 @@ pub fn router(app: AppState) -> Router {
 
 /// The surface of the metrics listener (`metrics_listen`): `/metrics` alone.
 pub fn metrics_router(app: AppState) -> Router {
-    Router::new()
-        .merge(routes::health::metrics_routes())
+    let (routes, _) = routes::health::metrics_routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -29,7 +29,7 @@ impl TokenCache {
         let store = app.store.clone();
         let agent = tokio::task::spawn_blocking(move || store.agent_by_token_hash(&hash))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+            .map_err(ApiError::from)??;
         Ok(agent.map(|agent| {
             let agent = Arc::new(agent);
             self.agents.insert(hash, agent.clone());

@@ -136,6 +136,15 @@ impl From<confab_index::IndexError> for ApiError {
     }
 }
 
+/// A task that failed (panicked or was cancelled): the reason goes to the log only, since a
+/// panic's text may carry internals.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        tracing::error!(error = %e, "a task failed");
+        ApiError::internal("the request failed inside the server")
+    }
+}
+
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
         use axum::extract::rejection::JsonRejection as R;
@@ -147,6 +156,9 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                 "unsupported_media_type",
                 e.body_text(),
             ),
+            R::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(e.status(), "payload_too_large", e.body_text())
+            }
             R::BytesRejection(e) => ApiError::new(e.status(), "unreadable_body", e.body_text()),
             other => ApiError::bad_request("malformed_request", other.body_text()),
         }

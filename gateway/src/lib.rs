@@ -10,6 +10,7 @@ pub mod demo;
 pub mod edge;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod stream;

@@ -110,7 +110,7 @@ impl TestServer {
             .send()
             .await
             .expect("request");
-        status_json(response).await
+        checked("POST", path, response).await
     }
 
     /// A workspace with an admin agent and a WhatsApp channel sending to `graph`.
@@ -162,7 +162,7 @@ impl TestServer {
             .send()
             .await
             .expect("request");
-        status_json(response).await
+        checked("GET", path, response).await
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
@@ -174,7 +174,7 @@ impl TestServer {
             .send()
             .await
             .expect("request");
-        status_json(response).await
+        checked("POST", path, response).await
     }
 
     /// Posts a webhook body signed with `secret` (or unsigned / with a raw header).
@@ -192,7 +192,8 @@ impl TestServer {
         if let Some(signature) = signature {
             request = request.header("X-Hub-Signature-256", signature);
         }
-        status_json(request.send().await.expect("request")).await
+        let path = format!("/webhooks/whatsapp/{}", tenant.channel_id);
+        checked("POST", &path, request.send().await.expect("request")).await
     }
 
     /// A lead's text message through the signed webhook path; asserts the 200.
@@ -243,6 +244,13 @@ impl TestServer {
             server.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// [`status_json`], and the answer checked against the OpenAPI document.
+pub async fn checked(method: &str, path: &str, response: reqwest::Response) -> (StatusCode, Value) {
+    let (status, body) = status_json(response).await;
+    crate::contract::check(method, path, status, &body);
+    (status, body)
 }
 
 pub async fn status_json(response: reqwest::Response) -> (StatusCode, Value) {
@@ -404,7 +412,9 @@ impl StreamClient {
                 .expect("a frame within the deadline");
             match frame {
                 Some(Ok(WsMessage::Text(text))) => {
-                    return Some(serde_json::from_str(&text).expect("frames are JSON"))
+                    let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    crate::contract::check_server_frame(&frame);
+                    return Some(frame);
                 }
                 Some(Ok(WsMessage::Close(_))) | None => return None,
                 Some(Ok(_)) => continue,

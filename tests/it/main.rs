@@ -7,6 +7,7 @@ mod process;
 mod analytics;
 mod bad_input;
 mod commands;
+mod contract;
 mod crashloop;
 mod demo;
 mod durability;

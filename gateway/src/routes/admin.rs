@@ -3,32 +3,28 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use confab_engine::admin;
-use confab_engine::ids::WorkspaceId;
+use confab_engine::ids::{AgentId, ChannelId, WorkspaceId};
 use confab_engine::model::{
-    Channel, ChannelConfig, Role, WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
+    Channel, ChannelConfig, ChannelKind, Role, WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::blocking;
 use crate::app::AppState;
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/admin/workspaces", post(create_workspace))
-        .route(
-            "/api/v1/admin/workspaces/{workspace_id}/agents",
-            post(create_agent),
-        )
-        .route(
-            "/api/v1/admin/workspaces/{workspace_id}/channels",
-            post(create_channel),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace))
+        .routes(routes!(create_agent))
+        .routes(routes!(create_channel))
 }
 
 const MAX_NAME: usize = 200;
@@ -50,23 +46,58 @@ fn required(field: &'static str, value: Option<String>, max: usize) -> ApiResult
     Ok(value)
 }
 
-#[derive(Deserialize)]
-struct NewWorkspace {
+#[derive(Deserialize, ToSchema)]
+pub struct NewWorkspace {
+    /// 1 to 200 characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     name: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct WorkspaceView {
+    id: WorkspaceId,
+    name: String,
+}
+
+/// Creates a workspace.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/workspaces",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = NewWorkspace,
+    responses(
+        (status = 201, description = "Created.", body = WorkspaceView),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn create_workspace(
     _: AdminAuth,
     State(app): State<AppState>,
     body: Result<Json<NewWorkspace>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<WorkspaceView>)> {
     let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
     let (workspace, set) = admin::new_workspace(&name);
     app.committer.commit(set).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": workspace.id, "name": workspace.name})),
+        Json(WorkspaceView {
+            id: workspace.id,
+            name: workspace.name,
+        }),
     ))
 }
 
@@ -79,19 +110,67 @@ async fn existing_workspace(app: &AppState, id: &str) -> ApiResult<WorkspaceId> 
     }
 }
 
-#[derive(Deserialize)]
-struct NewAgent {
+#[derive(Deserialize, ToSchema)]
+pub struct NewAgent {
+    /// 1 to 200 characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     name: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        max_length = 320,
+        pattern = "^\\s*[^@\\s][^@]*@"
+    )]
     email: Option<String>,
+    /// `agent` when left out.
+    #[schema(nullable = false)]
     role: Option<Role>,
 }
 
+/// An agent as created: its token is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct AgentCreated {
+    pub id: AgentId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    /// `cfb_` + 64 hex digits; only its hash is stored.
+    pub token: String,
+}
+
+/// Creates an agent of the workspace; the answer carries its token, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/workspaces/{workspace_id}/agents",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("workspace_id" = String, Path, description = "The workspace.")),
+    request_body = NewAgent,
+    responses(
+        (status = 201, description = "Created.", body = AgentCreated),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_email`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn create_agent(
     _: AdminAuth,
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
     body: Result<Json<NewAgent>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<AgentCreated>)> {
     let workspace_id = existing_workspace(&app, &workspace_id).await?;
     let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
@@ -107,34 +186,93 @@ async fn create_agent(
     app.committer.commit(set).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": agent.id,
-            "workspace_id": agent.workspace_id,
-            "name": agent.name,
-            "email": agent.email,
-            "role": agent.role,
-            "token": token,
-        })),
+        Json(AgentCreated {
+            id: agent.id,
+            workspace_id: agent.workspace_id,
+            name: agent.name,
+            email: agent.email,
+            role: agent.role,
+            token,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
-struct NewChannel {
+#[derive(Deserialize, ToSchema)]
+pub struct NewChannel {
+    /// `whatsapp` (`email` and `linkedin` are not available yet).
+    #[schema(required = true, nullable = false, pattern = "^whatsapp$")]
     kind: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     name: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 64,
+        pattern = "\\S"
+    )]
     phone_number_id: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 512,
+        pattern = "\\S"
+    )]
     app_secret: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 512,
+        pattern = "\\S"
+    )]
     verify_token: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 4096,
+        pattern = "\\S"
+    )]
     access_token: Option<String>,
+    /// The Graph API's base URL (http or https); Meta's when left out.
+    #[schema(nullable = false, format = "uri")]
     api_base_url: Option<String>,
 }
 
+/// Creates a channel of the workspace and starts its connector. Secrets are never shown.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/workspaces/{workspace_id}/channels",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("workspace_id" = String, Path, description = "The workspace.")),
+    request_body = NewChannel,
+    responses(
+        (status = 201, description = "Created; point the provider's webhook at `webhook_path`.", body = ChannelView),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_channel_kind`, `unsupported_channel_kind`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn create_channel(
     _: AdminAuth,
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
     body: Result<Json<NewChannel>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ChannelView>)> {
     let workspace_id = existing_workspace(&app, &workspace_id).await?;
     let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
@@ -184,20 +322,34 @@ async fn create_channel(
     let (channel, set) = admin::new_channel(workspace_id, &name, config);
     app.committer.commit(set).await?;
     app.runtime.channels.start(channel.clone()).await?;
-    Ok((StatusCode::CREATED, Json(channel_json(&channel))))
+    Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
 }
 
 /// A channel as the API shows it: never its secrets.
-pub fn channel_json(channel: &Channel) -> Value {
-    match &channel.config {
-        ChannelConfig::Whatsapp(c) => json!({
-            "id": channel.id,
-            "workspace_id": channel.workspace_id,
-            "kind": channel.kind(),
-            "name": channel.name,
-            "phone_number_id": c.phone_number_id,
-            "api_base_url": c.api_base_url,
-            "webhook_path": format!("/webhooks/whatsapp/{}", channel.id),
-        }),
+#[derive(Serialize, ToSchema)]
+pub struct ChannelView {
+    pub id: ChannelId,
+    pub workspace_id: WorkspaceId,
+    pub kind: ChannelKind,
+    pub name: String,
+    pub phone_number_id: String,
+    pub api_base_url: String,
+    /// Where the provider posts its webhooks.
+    pub webhook_path: String,
+}
+
+impl ChannelView {
+    pub fn of(channel: &Channel) -> ChannelView {
+        match &channel.config {
+            ChannelConfig::Whatsapp(c) => ChannelView {
+                id: channel.id,
+                workspace_id: channel.workspace_id,
+                kind: channel.kind(),
+                name: channel.name.clone(),
+                phone_number_id: c.phone_number_id.clone(),
+                api_base_url: c.api_base_url.clone(),
+                webhook_path: format!("/webhooks/whatsapp/{}", channel.id),
+            },
+        }
     }
 }

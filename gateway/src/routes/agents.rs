@@ -4,38 +4,77 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use confab_engine::admin;
+use confab_engine::ids::AgentId;
 use confab_engine::model::Role;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::admin::AgentCreated;
 use super::blocking;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/agents", get(list).post(create))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create))
 }
 
-async fn list(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    id: AgentId,
+    name: String,
+    email: String,
+    role: Role,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    items: Vec<AgentView>,
+}
+
+/// The workspace's agents (assignee picker, mentions).
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "Every agent of the caller's workspace.", body = AgentList),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn list(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Json<AgentList>> {
     let store = app.store.clone();
     let ws = agent.0.workspace_id;
     let agents = blocking(move || store.workspace_agents(ws)).await?;
-    let items: Vec<Value> = agents
-        .iter()
-        .map(|a| json!({"id": a.id, "name": a.name, "email": a.email, "role": a.role}))
+    let items = agents
+        .into_iter()
+        .map(|a| AgentView {
+            id: a.id,
+            name: a.name,
+            email: a.email,
+            role: a.role,
+        })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(AgentList { items }))
 }
 
-#[derive(Deserialize)]
-struct NewAgent {
+#[derive(Deserialize, ToSchema)]
+pub struct NewWorkspaceAgent {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
+    #[schema(max_length = 320, pattern = "^\\s*[^@\\s][^@]*@")]
     email: String,
+    /// `agent` when left out.
     #[serde(default = "default_role")]
+    #[schema(default = "agent")]
     role: Role,
 }
 
@@ -43,11 +82,30 @@ fn default_role() -> Role {
     Role::Agent
 }
 
+/// Adds an agent to the caller's workspace (workspace admins only); the answer carries its
+/// token, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents",
+    tag = "agents",
+    security(("agent_token" = [])),
+    request_body = NewWorkspaceAgent,
+    responses(
+        (status = 201, description = "Created.", body = AgentCreated),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_only`: the caller is not a workspace admin.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`, `invalid_email`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn create(
     agent: AgentAuth,
     State(app): State<AppState>,
-    body: Result<Json<NewAgent>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Result<Json<NewWorkspaceAgent>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<AgentCreated>)> {
     if agent.0.role != Role::Admin {
         return Err(ApiError::forbidden(
             "admin_only",
@@ -72,9 +130,13 @@ async fn create(
     app.committer.commit(set).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": created.id, "workspace_id": created.workspace_id, "name": created.name,
-            "email": created.email, "role": created.role, "token": token,
-        })),
+        Json(AgentCreated {
+            id: created.id,
+            workspace_id: created.workspace_id,
+            name: created.name,
+            email: created.email,
+            role: created.role,
+            token,
+        }),
     ))
 }

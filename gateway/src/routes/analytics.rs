@@ -2,30 +2,35 @@
 //! read from the daily buckets that every commit keeps current (`confab_engine::analytics`).
 
 use axum::extract::{RawQuery, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use confab_engine::analytics::{self, Period, Report};
 use confab_engine::ids::WorkspaceId;
 use confab_engine::time::{now_millis, parse_rfc3339, to_rfc3339, UnixMillis};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::blocking;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/analytics", get(analytics_report))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(analytics_report))
 }
 
-#[derive(Serialize)]
-struct AnalyticsPage {
+#[derive(Serialize, ToSchema)]
+pub struct AnalyticsPage {
     workspace_id: WorkspaceId,
     /// `today`, `week`, `month`, `all`, or `range` for `from`/`to`.
     period: &'static str,
     /// 00:00 UTC of the first day counted.
+    #[schema(format = DateTime)]
     from: String,
     /// 00:00 UTC of the day after the last day counted (exclusive).
+    #[schema(format = DateTime)]
     to: String,
     #[serde(flatten)]
     report: Report,
@@ -86,6 +91,24 @@ fn parse_query(raw: Option<&str>, now: UnixMillis) -> Result<(&'static str, Peri
     }
 }
 
+/// The conversation metrics of the caller's workspace for a period.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics",
+    tag = "analytics",
+    security(("agent_token" = [])),
+    params(
+        ("period" = Option<crate::openapi::PeriodParam>, Query, description = "`all` when left out; not with `from`/`to`."),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; the whole UTC day it falls in counts."),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; the whole UTC day it falls in counts."),
+    ),
+    responses(
+        (status = 200, description = "The period's figures.", body = AnalyticsPage),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn analytics_report(
     agent: AgentAuth,
     State(app): State<AppState>,

@@ -3,28 +3,31 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use confab_actors::conversation::Command;
 use confab_actors::ConversationMsg;
-use confab_engine::ids::AgentId;
+use confab_engine::ids::{AgentId, ConversationId};
 use confab_engine::model::{AiMode, ConversationCard, Status};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::blocking;
 use super::conversations::owned_conversation;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/conversations/{id}/ai", post(ai_mode))
-        .route("/api/v1/conversations/{id}/assign", post(assign))
-        .route("/api/v1/conversations/{id}/tags", post(tags))
-        .route("/api/v1/conversations/{id}/status", post(status))
-        .route("/api/v1/conversations/{id}/read", post(read))
-        .route("/api/v1/conversations/{id}/csat", post(csat))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ai_mode))
+        .routes(routes!(assign))
+        .routes(routes!(tags))
+        .routes(routes!(status))
+        .routes(routes!(read))
+        .routes(routes!(csat))
 }
 
 async fn run(
@@ -42,12 +45,30 @@ async fn run(
     Ok(Json(card))
 }
 
-#[derive(Deserialize)]
-struct AiBody {
+#[derive(Deserialize, ToSchema)]
+pub struct AiBody {
     mode: AiMode,
 }
 
-/// Take Over / Pause AI = `paused`, Resume AI = `active`, Manual Only = `manual`.
+/// Sets the AI mode: Take Over / Pause AI = `paused`, Resume AI = `active`, Manual Only = `manual`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/ai",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = AiBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn ai_mode(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -58,12 +79,32 @@ async fn ai_mode(
     run(&app, &agent, &id, Command::AiMode(body.mode)).await
 }
 
-#[derive(Deserialize)]
-struct AssignBody {
-    /// `null` unassigns; the field must be present.
+#[derive(Deserialize, ToSchema)]
+pub struct AssignBody {
+    /// An agent of the workspace; `null` unassigns. The field must be present.
+    #[schema(required = true, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     agent_id: Option<String>,
 }
 
+/// Assigns the conversation to an agent (who gets a `notification`), or unassigns it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/assign",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`unknown_agent`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn assign(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -101,14 +142,34 @@ async fn assign(
     .await
 }
 
-#[derive(Deserialize)]
-struct TagsBody {
+#[derive(Deserialize, ToSchema)]
+pub struct TagsBody {
+    /// Tags to add: trimmed, 1 to 64 printable characters, at most 50 per conversation.
     #[serde(default)]
     add: Vec<String>,
     #[serde(default)]
     remove: Vec<String>,
 }
 
+/// Adds and removes tags.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/tags",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = TagsBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_tag`, `too_many_tags`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn tags(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -128,11 +189,30 @@ async fn tags(
     .await
 }
 
-#[derive(Deserialize)]
-struct StatusBody {
+#[derive(Deserialize, ToSchema)]
+pub struct StatusBody {
     status: Status,
 }
 
+/// Opens, pends or closes the conversation (closing records `closed_at`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/status",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn status(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -143,6 +223,20 @@ async fn status(
     run(&app, &agent, &id, Command::Status(body.status)).await
 }
 
+/// Marks everything read: the unread count goes to 0.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/read",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn read(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -151,28 +245,57 @@ async fn read(
     run(&app, &agent, &id, Command::MarkRead).await
 }
 
-#[derive(Deserialize)]
-struct CsatBody {
+#[derive(Deserialize, ToSchema)]
+pub struct CsatBody {
+    /// 1 to 5 (a whole number; `4.0` is 4).
+    #[schema(value_type = u8, minimum = 1, maximum = 5)]
+    rating: serde_json::Number,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CsatRecorded {
+    conversation_id: ConversationId,
     rating: u8,
 }
 
-/// The lead's satisfaction, 1–5. A later rating replaces the earlier one (analytics count
-/// the conversation once, with its latest rating); the same rating again changes nothing.
+/// Records the lead's satisfaction, 1 to 5. A later rating replaces the earlier one (analytics count the conversation once, with its latest rating); the same rating again changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/csat",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = CsatBody,
+    responses(
+        (status = 200, description = "The rating as recorded.", body = CsatRecorded),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn csat(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<CsatBody>, JsonRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<CsatRecorded>> {
     let Json(body) = body?;
-    if !confab_engine::analytics::CSAT_RANGE.contains(&body.rating) {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
-            "`rating` must be an integer from 1 to 5",
-        ));
-    }
-    let Json(card) = run(&app, &agent, &id, Command::Csat(body.rating)).await?;
-    Ok(Json(
-        serde_json::json!({"conversation_id": card.id, "rating": body.rating}),
-    ))
+    let rating = body
+        .rating
+        .as_f64()
+        .filter(|r| r.fract() == 0.0 && *r >= 1.0 && *r <= 5.0)
+        .map(|r| r as u8)
+        .filter(|r| confab_engine::analytics::CSAT_RANGE.contains(r))
+        .ok_or_else(|| {
+            ApiError::unprocessable("invalid_value", "`rating` must be an integer from 1 to 5")
+        })?;
+    let Json(card) = run(&app, &agent, &id, Command::Csat(rating)).await?;
+    Ok(Json(CsatRecorded {
+        conversation_id: card.id,
+        rating,
+    }))
 }

@@ -5,26 +5,36 @@ use std::sync::OnceLock;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use confab_actors::conversation::Command;
 use confab_actors::ConversationMsg;
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::WriteSet;
 use confab_engine::ids::ContactId;
 use confab_engine::inbound::normalize_phone;
-use confab_engine::model::{ConversationCard, StoredContact};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use confab_engine::model::{Contact, ConversationCard, StoredContact};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::blocking;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/contacts/{id}", get(show).patch(edit))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, edit))
+}
+
+/// A contact with a card of each of its conversations.
+#[derive(Serialize, ToSchema)]
+pub struct ContactView {
+    #[serde(flatten)]
+    contact: Contact,
+    conversations: Vec<ConversationCard>,
 }
 
 /// Edits of one contact are read-modify-write: they are serialized per contact (striped
@@ -46,7 +56,7 @@ async fn owned_contact(app: &AppState, agent: &AgentAuth, id: &str) -> ApiResult
 }
 
 /// The contact with a card of each of its conversations.
-async fn contact_json(app: &AppState, stored: &StoredContact) -> ApiResult<Value> {
+async fn contact_view(app: &AppState, stored: &StoredContact) -> ApiResult<ContactView> {
     let store = app.store.clone();
     let id = stored.contact.id;
     let cards: Vec<ConversationCard> = blocking(move || {
@@ -59,25 +69,39 @@ async fn contact_json(app: &AppState, stored: &StoredContact) -> ApiResult<Value
         Ok(cards)
     })
     .await?;
-    let mut value =
-        serde_json::to_value(&stored.contact).map_err(|e| ApiError::internal(e.to_string()))?;
-    value["conversations"] = json!(cards);
-    Ok(value)
+    Ok(ContactView {
+        contact: stored.contact.clone(),
+        conversations: cards,
+    })
 }
 
+/// A lead's details and a card of each of its conversations.
+#[utoipa::path(
+    get,
+    path = "/api/v1/contacts/{id}",
+    tag = "contacts",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The contact.")),
+    responses(
+        (status = 200, description = "The contact.", body = ContactView),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such contact in the caller's workspace.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn show(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContactView>> {
     let stored = owned_contact(&app, &agent, &id).await?;
-    Ok(Json(contact_json(&app, &stored).await?))
+    Ok(Json(contact_view(&app, &stored).await?))
 }
 
 /// Any subset of the fields; `null` clears one.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ContactPatch {
+pub struct ContactPatch {
     #[serde(default, deserialize_with = "present")]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -113,12 +137,33 @@ fn cleaned(field: &'static str, value: Option<String>, max: usize) -> ApiResult<
     Ok(Some(value))
 }
 
+/// Edits a lead's details; every conversation with the lead streams its new card. Phones
+/// and emails are unique within the workspace.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/contacts/{id}",
+    tag = "contacts",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The contact.")),
+    request_body = ContactPatch,
+    responses(
+        (status = 200, description = "The contact as stored.", body = ContactView),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such contact in the caller's workspace.", body = ErrorBody),
+        (status = 409, description = "`contact_exists`: another contact has that phone or email.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`, `invalid_email`, `invalid_phone`, `invalid_url`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn edit(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<ContactPatch>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContactView>> {
     let Json(patch) = body?;
     let probe = owned_contact(&app, &agent, &id).await?;
     let _serialized = lock_for(probe.contact.id).lock().await;
@@ -167,7 +212,7 @@ async fn edit(
         }
     }
     if contact == before.contact {
-        return Ok(Json(contact_json(&app, &before).await?));
+        return Ok(Json(contact_view(&app, &before).await?));
     }
 
     let ws = before.workspace_id;
@@ -224,5 +269,5 @@ async fn edit(
             .request(conv, |reply| ConversationMsg::Command(command, reply))
             .await?;
     }
-    Ok(Json(contact_json(&app, &stored).await?))
+    Ok(Json(contact_view(&app, &stored).await?))
 }

@@ -3,28 +3,28 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use confab_actors::{ConversationMsg, OutboundRequest};
 use confab_engine::ids::ConversationId;
 use confab_engine::model::{AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use confab_engine::views::{self, Filter, Position, View};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{blocking, parse_limit};
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/conversations", get(list))
-        .route("/api/v1/conversations/{id}", get(detail))
-        .route(
-            "/api/v1/conversations/{id}/messages",
-            get(messages).post(send),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(detail))
+        .routes(routes!(messages, send))
 }
 
 const DEFAULT_LIMIT: usize = 50;
@@ -145,18 +145,44 @@ fn decode_cursor(s: &str) -> Option<Cursor> {
     })
 }
 
-#[derive(Serialize)]
-struct CardPage {
+#[derive(Serialize, ToSchema)]
+pub struct CardPage {
     items: Vec<ConversationCard>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
     /// The stream offset this listing's pages are consistent with: subscribe with
     /// `since=head` to get every change after them.
     head: u64,
 }
 
+/// Lists conversations, newest activity first, in a view and with filters.
+///
 /// Serves a page from the view indexes (`confab_engine::views`). Every page of a listing
 /// is read from the snapshot its first page took, so pages never repeat or skip; a
 /// listing whose snapshot expired continues from its position on a fresh one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(
+        ("view" = Option<crate::openapi::ViewParam>, Query, description = "`all` (default), `mine`, `unassigned` or `closed`."),
+        ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
+        ("campaign" = Option<String>, Query, description = "The campaign a lead came from."),
+        ("tag" = Option<Vec<String>>, Query, explode = true, description = "Repeatable: every tag must be on the conversation."),
+        ("mode" = Option<crate::openapi::ModeParam>, Query, description = "Only this AI mode."),
+        ("period" = Option<crate::openapi::PeriodParam>, Query, description = "Last activity `today`, this `week`, `month`, or `all` (default)."),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{16}\\.[0-9]{1,18}\\.[0-7][0-9A-HJKMNP-TV-Z]{25}$", description = "The previous page's `next_cursor`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
+    ),
+    responses(
+        (status = 200, description = "A page of cards.", body = CardPage),
+        (status = 400, description = "`invalid_cursor`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn list(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -193,25 +219,43 @@ async fn list(
     }))
 }
 
-#[derive(Serialize)]
-struct ConversationDetail {
+#[derive(Serialize, ToSchema)]
+pub struct ConversationDetail {
     #[serde(flatten)]
     card: ConversationCard,
     workspace_id: confab_engine::ids::WorkspaceId,
+    #[schema(format = DateTime)]
     last_inbound_at: Option<String>,
     /// WhatsApp: whether free text may be sent now (24 h since the lead last wrote).
     #[serde(skip_serializing_if = "Option::is_none")]
     whatsapp_window_open: Option<bool>,
     /// Response-time raw data: the lead's first message, the first answer and who gave
     /// it (`ai` or `human`), the last closing.
+    #[schema(format = DateTime)]
     first_inbound_at: Option<String>,
+    #[schema(format = DateTime)]
     first_response_at: Option<String>,
     first_responder: Option<confab_engine::model::Responder>,
+    #[schema(format = DateTime)]
     closed_at: Option<String>,
     /// The lead's satisfaction rating (1–5), once recorded.
     csat: Option<u8>,
 }
 
+/// A conversation's card with its window state and response-time data.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    responses(
+        (status = 200, description = "The conversation.", body = ConversationDetail),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn detail(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -239,12 +283,33 @@ async fn detail(
     }))
 }
 
-#[derive(Serialize)]
-struct MessagePage {
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    /// Newest first.
     items: Vec<Message>,
+    /// Pass as `before` for older messages; `null` when there are none.
     next_before: Option<u64>,
 }
 
+/// A conversation's messages, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(
+        ("id" = String, Path, description = "The conversation."),
+        ("before" = Option<u64>, Query, description = "Only messages with a smaller `seq`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
+    ),
+    responses(
+        (status = 200, description = "A page of messages.", body = MessagePage),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn messages(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -273,13 +338,44 @@ async fn messages(
     }))
 }
 
-#[derive(Deserialize)]
-struct NewMessage {
+#[derive(Deserialize, ToSchema)]
+pub struct NewMessage {
+    /// 1 to 4,096 characters; `{{first_name}}`, `{{last_name}}`, `{{company}}`,
+    /// `{{title}}` and `{{agent_name}}` are filled in.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 4096,
+        pattern = "\\S"
+    )]
     text: Option<String>,
+    /// An internal note: stored and streamed to agents, never sent; `@mentions` notify.
     #[serde(default)]
     internal: bool,
 }
 
+/// Sends a reply to the lead (queued for the provider: answered once durable) or adds an
+/// internal note. A human reply while the AI is active pauses the AI.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = NewMessage,
+    responses(
+        (status = 202, description = "Stored; a reply is sent to the lead next.", body = Message),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 409, description = "`whatsapp_window_closed`: only a template may be sent now.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `empty_text`, `text_too_long`, `unknown_variable`, `variable_without_value`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn send(
     agent: AgentAuth,
     State(app): State<AppState>,

@@ -4,30 +4,63 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// `/metrics`: on the main listener, or alone on `metrics_listen`.
-pub fn metrics_routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn metrics_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    status: &'static str,
 }
 
-/// Ready while the store accepts and durably stores writes and the server is not stopping.
-async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// `ready`.
+    status: &'static str,
+    /// The last durable, published stream offset.
+    delta_head: u64,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "process",
+    responses((status = 200, description = "Alive.", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the store accepts and durably stores writes and the server is not stopping.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "process",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "`store_unavailable` (with the reason; the process exits after `poisoned_exit_grace_secs`), `shutting_down`.", body = ErrorBody),
+    )
+)]
+async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
     if app.committer.is_poisoned() {
         // An operator's route: the reason (a storage error, a panic's text) belongs here.
         let reason = app
@@ -47,13 +80,25 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
             "the engine is shutting down",
         ));
     }
-    Ok(Json(
-        json!({"status": "ready", "delta_head": app.committer.durable_head()}),
-    ))
+    Ok(Json(Ready {
+        status: "ready",
+        delta_head: app.committer.durable_head(),
+    }))
 }
 
 pub use crate::metrics::prometheus;
 
+/// Prometheus metrics (text exposition format); see docs/METRICS.md.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "process",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: `metrics_token` is set and the request does not carry it.", body = ErrorBody),
+        (status = 503, description = "`unavailable`.", body = ErrorBody),
+    )
+)]
 async fn metrics(
     State(app): State<AppState>,
     request: Parts,

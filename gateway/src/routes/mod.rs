@@ -48,7 +48,6 @@ pub async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> confab_engine::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| ApiError::internal(format!("a store read failed: {e}")))?
+        .await?
         .map_err(ApiError::from)
 }

@@ -9,20 +9,23 @@ use std::time::{Duration, Instant};
 use super::parse_limit;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use confab_engine::ids::{ConversationId, MessageId};
 use confab_engine::model::{ChannelKind, Contact, Conversation, Status};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use confab_index::{Hit, HitField, ParsedQuery, SearchRequest};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/search", get(search))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
 }
 
 const DEFAULT_LIMIT: usize = 20;
@@ -122,20 +125,26 @@ fn decode_cursor(s: &str) -> Option<usize> {
     s.strip_prefix('p')?.parse().ok()
 }
 
-#[derive(Serialize)]
-struct Results {
+#[derive(Serialize, ToSchema)]
+pub struct Results {
     items: Vec<Item>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Item {
+#[derive(Serialize, ToSchema)]
+pub struct Item {
     conversation_id: ConversationId,
     /// `null` for a conversation-level hit (contact or tags).
     message_id: Option<MessageId>,
+    /// The matching text with the matches between `<mark>` and `</mark>`.
     snippet: String,
+    /// The field the snippet comes from: `text`, `name`, `company`, `email`, `phone` or
+    /// `tags`.
+    #[schema(value_type = String)]
     field: HitField,
     /// The message's creation time, or the conversation's for a conversation-level hit.
+    #[schema(format = DateTime)]
     created_at: String,
     score: f32,
     internal: bool,
@@ -164,6 +173,30 @@ fn item(hit: Hit, conv: Conversation) -> Item {
     }
 }
 
+/// Searches the caller's workspace: messages (internal notes included) and conversations
+/// (contact name, company, email, phone, tags), best match first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/search",
+    tag = "search",
+    security(("agent_token" = [])),
+    params(
+        ("q" = String, Query, min_length = 1, max_length = 512, pattern = "\\S", description = "The query: words, \"phrases\", prefix*, -word, OR, parentheses; at most 512 characters and 32 terms."),
+        ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
+        ("status" = Option<Status>, Query, description = "Only conversations in this status."),
+        ("period" = Option<crate::openapi::PeriodParam>, Query, description = "Messages from `today`, this `week`, `month` or `all` (default)."),
+        ("conversation_id" = Option<String>, Query, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$", description = "Only this conversation."),
+        ("cursor" = Option<String>, Query, pattern = "^p[0-9]{1,9}$", description = "The previous page's `next_cursor`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 20."),
+    ),
+    responses(
+        (status = 200, description = "A page of hits.", body = Results),
+        (status = 400, description = "`invalid_query` (the reason is in the message), `invalid_cursor`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`: a filter's value.", body = ErrorBody),
+        (status = 503, description = "`search_unavailable`, `search_busy`, `search_timeout`, `store_unavailable`.", body = ErrorBody),
+    )
+)]
 async fn search(
     agent: AgentAuth,
     State(app): State<AppState>,
@@ -239,7 +272,7 @@ async fn run(agent: &AgentAuth, app: &AppState, raw: Option<&str>) -> ApiResult<
                 "the search took too long: make the query more specific",
             ))
         }
-        Ok(joined) => joined.map_err(|e| ApiError::internal(format!("search failed: {e}")))??,
+        Ok(joined) => joined??,
     };
     Ok(Results {
         items: page

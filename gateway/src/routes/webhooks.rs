@@ -7,25 +7,45 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use confab_actors::ActorError;
 use confab_engine::ids::ChannelId;
 use confab_engine::model::ChannelConfig;
 use confab_engine::wire::whatsapp::{self as wire, WireError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::raw_body;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/webhooks/whatsapp/{channel_id}",
-        get(whatsapp_verify).post(whatsapp_receive),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(whatsapp_verify, whatsapp_receive))
 }
+
+/// What a webhook stored: every item of the body is durable when this is answered.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookStored {
+    /// New messages stored.
+    stored: usize,
+    /// Messages delivered before: nothing stored.
+    duplicates: usize,
+    /// Delivery statuses applied (or kept for a message not known yet).
+    statuses: usize,
+    /// Items for a phone number this channel does not serve.
+    skipped: usize,
+    /// Items that can never be stored (no usable id or sender).
+    rejected: usize,
+}
+
+/// A WhatsApp Cloud API webhook body, as Meta sends it (`object`, `entry[].changes[]`).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct WhatsappWebhook(pub serde_json::Value);
 
 fn whatsapp_config(
     app: &AppState,
@@ -43,7 +63,24 @@ fn whatsapp_config(
     Ok((id, config.clone()))
 }
 
-/// Meta's subscription handshake: echo the challenge for the right verify token.
+/// Meta's subscription handshake: echoes the challenge for the channel's verify token.
+#[utoipa::path(
+    get,
+    path = "/webhooks/whatsapp/{channel_id}",
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The channel."),
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`."),
+        ("hub.verify_token" = Option<String>, Query, description = "The channel's verify token."),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back."),
+    ),
+    responses(
+        (status = 200, description = "The challenge.", body = String, content_type = "text/plain"),
+        (status = 400, description = "`malformed_query`.", body = ErrorBody),
+        (status = 403, description = "`verification_failed`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel.", body = ErrorBody),
+    )
+)]
 async fn whatsapp_verify(
     State(app): State<AppState>,
     Path(channel_id): Path<String>,
@@ -64,6 +101,27 @@ async fn whatsapp_verify(
     }
 }
 
+/// Receives a WhatsApp webhook: messages and delivery statuses, answered once all of it is
+/// durable. The signature is checked over the raw body before anything else.
+#[utoipa::path(
+    post,
+    path = "/webhooks/whatsapp/{channel_id}",
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The channel."),
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` + hex HMAC-SHA256 of the raw body, keyed by the channel's app secret."),
+    ),
+    request_body(content = WhatsappWebhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Everything in the body is durably stored.", body = WebhookStored),
+        (status = 400, description = "`not_a_webhook`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`missing_signature`, `invalid_signature`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 422, description = "`invalid_items`: every item of the body can never be stored.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`: retry later.", body = ErrorBody),
+    )
+)]
 async fn whatsapp_receive(
     State(app): State<AppState>,
     Path(channel_id): Path<String>,
@@ -91,7 +149,7 @@ async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     received: Instant,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<WebhookStored>)> {
     let (id, config) = whatsapp_config(app, channel_id)?;
     let body = raw_body(body)?;
     let signature = headers
@@ -119,13 +177,13 @@ async fn receive(
         )),
         Ok(report) => Ok((
             StatusCode::OK,
-            Json(json!({
-                "stored": report.stored,
-                "duplicates": report.duplicates,
-                "statuses": report.statuses,
-                "skipped": report.skipped,
-                "rejected": report.rejected,
-            })),
+            Json(WebhookStored {
+                stored: report.stored,
+                duplicates: report.duplicates,
+                statuses: report.statuses,
+                skipped: report.skipped,
+                rejected: report.rejected,
+            }),
         )),
         Err(ActorError::Invalid { code, message }) => Err(ApiError::bad_request(code, message)),
         Err(e) => Err(e.into()),

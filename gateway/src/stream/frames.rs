@@ -61,6 +61,96 @@ pub fn error(code: &str, message: &str) -> Utf8Bytes {
         .into()
 }
 
+/// The JSON Schemas of the stream's frames, in the OpenAPI document's components (the
+/// stream itself cannot be described as HTTP operations). Documentation only: the frames
+/// are rendered above and by `Delta::to_json`; `tests/it/contract.rs` validates real frames
+/// against these schemas.
+pub mod schema {
+    use confab_engine::ids::{AgentId, ConversationId, MessageId};
+    use confab_engine::model::{ConversationCard, Message};
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    /// A frame a client sends.
+    #[derive(Serialize, ToSchema)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum StreamClientFrame {
+        /// Start receiving deltas: every delta of the workspace with an offset above
+        /// `since`, then live ones; `null` for live ones only.
+        Subscribe { since: Option<u64> },
+        /// Answered with `pong`.
+        Ping,
+    }
+
+    /// A frame the server sends.
+    #[derive(Serialize, ToSchema)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum StreamServerFrame {
+        /// Deltas after `head` follow (after the replay asked for).
+        Subscribed {
+            head: u64,
+        },
+        /// One committed change; offsets strictly increase.
+        Delta(Box<StreamDelta>),
+        /// The history asked for is gone: reload through REST; deltas after `head` follow.
+        Resync {
+            head: u64,
+        },
+        /// Sent just before a slow consumer is closed (4008): resume with `since`.
+        ResyncHint {
+            last_offset: u64,
+        },
+        Pong,
+        /// A frame the server did not understand; the session goes on.
+        Error {
+            code: String,
+            message: String,
+        },
+    }
+
+    /// What changed.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum DeltaKind {
+        ConversationCreated,
+        ConversationUpdated,
+        MessageCreated,
+        MessageUpdated,
+        Notification,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum NotificationReasonSchema {
+        Assignment,
+        Mention,
+    }
+
+    /// A delta: `conversation` for `conversation_*` kinds, `message` for `message_*`, the
+    /// notification's fields for `notification`.
+    #[derive(Serialize, ToSchema)]
+    pub struct StreamDelta {
+        offset: u64,
+        kind: DeltaKind,
+        conversation_id: ConversationId,
+        #[schema(format = DateTime)]
+        at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConversationCard>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<Message>,
+        /// The agent notified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent_id: Option<AgentId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<NotificationReasonSchema>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<MessageId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by_agent_id: Option<AgentId>,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! exactly once, in order, or an explicit `resync`; a slow client is closed, never waited
 //! for — the committer thread never blocks on a socket.
 
-mod frames;
+pub mod frames;
 mod hub;
 pub mod metrics;
 mod origin;
@@ -13,8 +13,6 @@ mod pruner;
 mod session;
 mod tickets;
 
-use axum::routing::{any, post};
-use axum::Router;
 use confab_engine::store::Store;
 use tokio::sync::watch;
 
@@ -26,11 +24,11 @@ pub use pruner::{prune, spawn_pruner, PRUNE_EVERY};
 pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, MAX_BAD_FRAMES, SLOW_CONSUMER_REASON};
 pub use tickets::{Tickets, TICKET_TTL};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        // `any`: other methods get the upgrade's own JSON refusal, not a bare 405.
-        .route("/api/v1/stream", any(session::connect))
-        .route("/api/v1/stream/ticket", post(tickets::create))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(session::connect))
+        .routes(routes!(tickets::create))
 }
 
 /// Resolves once the server begins shutting down (or its handle is gone, which stops the

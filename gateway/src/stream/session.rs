@@ -60,6 +60,21 @@ pub const MAX_BAD_FRAMES: u32 = 16;
 
 /// `GET /api/v1/stream`: checks the origin (before a ticket is spent), authenticates, then
 /// upgrades to a WebSocket session.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "stream",
+    security(("agent_token" = [])),
+    params(("ticket" = Option<String>, Query, description = "A one-time ticket (`POST /api/v1/stream/ticket`), instead of the `Authorization` header.")),
+    responses(
+        (status = 101, description = "Switched to WebSocket: JSON text frames, described in docs/API.md and by the `StreamClientFrame` and `StreamServerFrame` schemas."),
+        (status = 400, description = "`websocket_upgrade_required`: not a WebSocket upgrade.", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: a browser page of another origin.", body = crate::openapi::ErrorBody),
+        (status = 426, description = "`websocket_upgrade_required`: the connection cannot be upgraded.", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`shutting_down`.", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn connect(
     State(app): State<AppState>,
     _origin: AllowedOrigin,

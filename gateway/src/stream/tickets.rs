@@ -12,7 +12,6 @@ use axum::Json;
 use confab_engine::model::Agent;
 use dashmap::DashMap;
 use rand::RngCore;
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::AgentAuth;
@@ -95,15 +94,37 @@ impl Tickets {
     }
 }
 
-/// `POST /api/v1/stream/ticket` → 201 `{"ticket","expires_in":30}`.
+/// A one-time credential for `GET /api/v1/stream?ticket=…`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StreamTicket {
+    ticket: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+/// Issues a one-time ticket to open the stream where a header cannot be set (a browser's
+/// WebSocket).
+#[utoipa::path(
+    post,
+    path = "/api/v1/stream/ticket",
+    tag = "stream",
+    security(("agent_token" = [])),
+    responses(
+        (status = 201, description = "Valid once, for `expires_in` seconds.", body = StreamTicket),
+        (status = 401, description = "`unauthorized`.", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(app): State<AppState>,
     AgentAuth(agent): AgentAuth,
-) -> (StatusCode, Json<serde_json::Value>) {
+) -> (StatusCode, Json<StreamTicket>) {
     let ticket = app.tickets.issue(agent);
     (
         StatusCode::CREATED,
-        Json(json!({"ticket": ticket, "expires_in": TICKET_TTL.as_secs()})),
+        Json(StreamTicket {
+            ticket,
+            expires_in: TICKET_TTL.as_secs(),
+        }),
     )
 }
 
