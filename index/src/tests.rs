@@ -606,6 +606,54 @@ fn a_crash_before_the_index_commit_loses_nothing_the_store_holds() {
     assert_eq!(index.committed_offset().expect("offset"), Some(sf.head()));
 }
 
+/// After a power cut with buffered durability the store can be behind the index: the
+/// offsets the index holds are given out again to new deltas. The index is rebuilt from
+/// the store, so those new deltas are indexed instead of skipped as already seen.
+#[test]
+fn an_index_ahead_of_the_store_is_rebuilt_and_takes_the_offsets_given_out_again() {
+    let sf = StoreFixture::new();
+    let index = SearchIndex::open(&sf.dir.path().join("index")).expect("index");
+    let mut convs: Vec<Conversation> = (0..3)
+        .map(|i| {
+            let c = conversation(sf.ws, contact(&format!("Lead{i}"), "Co", "x@co.io", "1"), 0);
+            sf.create(&c);
+            c
+        })
+        .collect();
+    let store_head = sf.head();
+    for (i, conv) in convs.iter_mut().enumerate() {
+        sf.say(conv, &format!("first {}", FIRST[i]));
+    }
+    let index_head = sf.head();
+    let mut writer = open_writer(&index);
+    writer.catch_up(&sf.store, index_head).expect("catch up");
+    writer.commit().expect("commit");
+    drop(writer);
+
+    // The store comes back at `store_head` (its last writes were only in the page cache).
+    let mut writer = open_writer(&index);
+    assert_eq!(writer.applied(), index_head);
+    assert!(matches!(
+        writer.catch_up(&sf.store, store_head).expect("catch up"),
+        CatchUp::Rebuilt { .. }
+    ));
+    assert_eq!(writer.applied(), store_head);
+    // Offsets after `store_head` are new deltas now: applied, not skipped as seen.
+    let again = sf
+        .store
+        .deltas_between(sf.ws, store_head, index_head, 100)
+        .expect("deltas");
+    assert!(!again.is_empty());
+    for delta in &again {
+        writer.apply(delta);
+    }
+    assert_eq!(writer.applied(), index_head);
+    writer.commit().expect("commit");
+    for word in FIRST {
+        assert_eq!(find(&index, sf.ws, word).len(), 1, "{word}");
+    }
+}
+
 #[test]
 fn an_index_behind_the_pruned_log_is_rebuilt_from_the_store() {
     let sf = StoreFixture::new();

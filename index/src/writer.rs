@@ -247,11 +247,22 @@ impl Writer {
     /// Brings the index up to `through` (a durable offset) from the store: replays the
     /// delta log after [`Writer::applied`] (of every workspace in `workspace_state`), or
     /// rebuilds from the store's conversations and messages when the log was pruned past
-    /// it. Does not commit.
+    /// it, or when the index is ahead of the store: the store lost acknowledged writes
+    /// (buffered durability and a power cut, or a store restored from an older backup), so
+    /// the offsets the index holds will be given out again to other deltas. Does not commit.
     pub fn catch_up(&mut self, store: &Store, through: u64) -> Result<CatchUp> {
         let from = self.applied;
-        if from >= through {
+        if from == through {
             return Ok(CatchUp::UpToDate);
+        }
+        if from > through {
+            tracing::warn!(
+                index = from,
+                store = through,
+                "the search index is ahead of the store (writes were lost): rebuilding it"
+            );
+            let documents = self.rebuild(store, through)?;
+            return Ok(CatchUp::Rebuilt { documents });
         }
         if store.delta_pruned_through()? > from {
             let documents = self.rebuild(store, through)?;
