@@ -140,7 +140,9 @@ async fn sender(load: Arc<Load>, sender: usize) -> (Vec<Lead>, SenderStats) {
         let mut acked = 0;
         for n in 1..=MESSAGES_PER_LEAD {
             if load.stop.load(Ordering::Acquire) {
-                leads.push(Lead { wa_id, acked });
+                if acked > 0 {
+                    leads.push(Lead { wa_id, acked });
+                }
                 break 'leads;
             }
             let wamid = format!("wamid.CL.{}.{n}", lead_key(sender, lead));

@@ -397,33 +397,58 @@ async fn power_cut(durability: &'static str, search_afterwards: bool) -> Option<
     let present = acked.iter().filter(|w| stored_set.contains(w)).count();
 
     // The search index (derived from the store) after the power cut: wait until it finds
-    // every stored message, then count what it finds that the store does not have.
-    let message_ids: std::collections::BTreeSet<String> = conversations
-        .iter()
-        .flat_map(|(_, messages)| messages.iter())
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect();
+    // every stored message, then count what it finds that the store does not have. One
+    // search per conversation (pages go at most 1,000 hits deep).
     let deadline = Instant::now() + PATIENCE;
-    let (found_twice, stale) = loop {
-        let hits = search_all(&http, &process.base, &tenant.token, &[("q", "loss")]).await;
-        let ids: Vec<String> = hits
-            .iter()
-            .filter_map(|h| h["message_id"].as_str().map(str::to_string))
-            .collect();
-        let found: std::collections::BTreeSet<&String> = ids.iter().collect();
-        if message_ids.iter().all(|id| found.contains(id)) {
-            let stale = found
+    let (mut found_twice, mut stale) = (0, 0);
+    for (card, messages) in &conversations {
+        let id = card["id"].as_str().expect("conversation id");
+        let expected: std::collections::BTreeSet<&str> =
+            messages.iter().filter_map(|m| m["id"].as_str()).collect();
+        loop {
+            let params = [("q", "loss"), ("conversation_id", id)];
+            let hits = search_all(&http, &process.base, &tenant.token, &params).await;
+            let ids: Vec<&str> = hits
                 .iter()
-                .filter(|id| !message_ids.contains(**id))
-                .count();
-            break (ids.len() - found.len(), stale);
+                .filter_map(|h| h["message_id"].as_str())
+                .collect();
+            let found: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+            if expected.is_subset(&found) {
+                found_twice += ids.len() - found.len();
+                stale += found.difference(&expected).count();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let metrics = http
+                    .get(format!("{}/metrics", process.base))
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                let index: Vec<&str> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with("confab_index") || l.starts_with("confab_search"))
+                    .collect();
+                println!(
+                    "powerloss ({durability}): index metrics:\n{}",
+                    index.join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "powerloss ({durability}): search found {} of the {} messages of conversation \
+                 {id} within {PATIENCE:?}; acked {}, present {present}; the index's last \
+                 commit holds offsets through {index_offset:?}, the store's head was \
+                 {store_head:?}",
+                expected.intersection(&found).count(),
+                expected.len(),
+                acked.len(),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "search did not find the stored messages"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     // And the server goes on: a new lead's messages are stored and found.
     let new_found = if search_afterwards {
         Some(afterwards(&http, &process.base, &tenant).await)
