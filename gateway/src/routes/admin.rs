@@ -1,6 +1,5 @@
 //! Provisioning with the server admin token: workspaces, agents, channels.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::blocking;
+use super::Body;
 use crate::app::AppState;
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ApiResult};
@@ -86,9 +86,8 @@ pub struct WorkspaceView {
 async fn create_workspace(
     _: AdminAuth,
     State(app): State<AppState>,
-    body: Result<Json<NewWorkspace>, JsonRejection>,
+    Body(body): Body<NewWorkspace>,
 ) -> ApiResult<(StatusCode, Json<WorkspaceView>)> {
-    let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
     let (workspace, set) = admin::new_workspace(&name);
     app.committer.commit(set).await?;
@@ -128,8 +127,7 @@ pub struct NewAgent {
         pattern = "^\\s*[^@\\s][^@]*@"
     )]
     email: Option<String>,
-    /// `agent` when left out.
-    #[schema(nullable = false)]
+    /// `agent` when left out or `null`.
     role: Option<Role>,
 }
 
@@ -169,10 +167,9 @@ async fn create_agent(
     _: AdminAuth,
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
-    body: Result<Json<NewAgent>, JsonRejection>,
+    Body(body): Body<NewAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentCreated>)> {
     let workspace_id = existing_workspace(&app, &workspace_id).await?;
-    let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
     let email = required("email", body.email, 320)?;
     if !email.contains('@') {
@@ -242,8 +239,7 @@ pub struct NewChannel {
         pattern = "\\S"
     )]
     access_token: Option<String>,
-    /// The Graph API's base URL (http or https); Meta's when left out.
-    #[schema(nullable = false, format = "uri")]
+    /// The Graph API's base URL (http or https); Meta's when left out, empty or `null`.
     api_base_url: Option<String>,
 }
 
@@ -271,10 +267,9 @@ async fn create_channel(
     _: AdminAuth,
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
-    body: Result<Json<NewChannel>, JsonRejection>,
+    Body(body): Body<NewChannel>,
 ) -> ApiResult<(StatusCode, Json<ChannelView>)> {
     let workspace_id = existing_workspace(&app, &workspace_id).await?;
-    let Json(body) = body?;
     let name = required("name", body.name, MAX_NAME)?;
     let config = match body.kind.as_deref() {
         Some("whatsapp") => {

@@ -1,7 +1,6 @@
 //! The workspace's agents: everyone may list them (assignee picker, mentions); workspace
 //! admins may add agents.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::admin::AgentCreated;
 use super::blocking;
+use super::Body;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
@@ -104,7 +104,7 @@ fn default_role() -> Role {
 async fn create(
     agent: AgentAuth,
     State(app): State<AppState>,
-    body: Result<Json<NewWorkspaceAgent>, JsonRejection>,
+    Body(body): Body<NewWorkspaceAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentCreated>)> {
     if agent.0.role != Role::Admin {
         return Err(ApiError::forbidden(
@@ -112,7 +112,6 @@ async fn create(
             "only workspace admins may add agents",
         ));
     }
-    let Json(body) = body?;
     let (name, email) = (body.name.trim(), body.email.trim());
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::unprocessable(

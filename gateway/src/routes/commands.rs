@@ -1,7 +1,6 @@
 //! Inbox commands on a conversation: AI mode, assignment, tags, status, read, CSAT. Each
 //! answers once the change is durable; repeating one changes nothing.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use confab_actors::conversation::Command;
@@ -15,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::blocking;
 use super::conversations::owned_conversation;
+use super::Body;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
@@ -73,17 +73,23 @@ async fn ai_mode(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<AiBody>, JsonRejection>,
+    Body(body): Body<AiBody>,
 ) -> ApiResult<Json<ConversationCard>> {
-    let Json(body) = body?;
     run(&app, &agent, &id, Command::AiMode(body.mode)).await
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct AssignBody {
     /// An agent of the workspace; `null` unassigns. The field must be present.
-    #[schema(required = true, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
-    agent_id: Option<String>,
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    agent_id: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (an error: serde reports
+/// the missing field, as `agent_id` has no default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
 }
 
 /// Assigns the conversation to an agent (who gets a `notification`), or unassigns it.
@@ -109,10 +115,15 @@ async fn assign(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<AssignBody>, JsonRejection>,
+    Body(body): Body<AssignBody>,
 ) -> ApiResult<Json<ConversationCard>> {
-    let Json(body) = body?;
-    let assignee = match body.agent_id {
+    let Some(agent_id) = body.agent_id else {
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            "`agent_id` is required: an agent's id, or null to unassign",
+        ));
+    };
+    let assignee = match agent_id {
         None => None,
         Some(raw) => {
             let unknown = || {
@@ -142,12 +153,19 @@ async fn assign(
     .await
 }
 
+/// A tag: 1 to 64 printable characters once trimmed.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+pub struct Tag(#[allow(dead_code)] String);
+
 #[derive(Deserialize, ToSchema)]
 pub struct TagsBody {
     /// Tags to add: trimmed, 1 to 64 printable characters, at most 50 per conversation.
     #[serde(default)]
+    #[schema(value_type = Vec<Tag>)]
     add: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Tag>)]
     remove: Vec<String>,
 }
 
@@ -174,9 +192,8 @@ async fn tags(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<TagsBody>, JsonRejection>,
+    Body(body): Body<TagsBody>,
 ) -> ApiResult<Json<ConversationCard>> {
-    let Json(body) = body?;
     run(
         &app,
         &agent,
@@ -217,9 +234,8 @@ async fn status(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<StatusBody>, JsonRejection>,
+    Body(body): Body<StatusBody>,
 ) -> ApiResult<Json<ConversationCard>> {
-    let Json(body) = body?;
     run(&app, &agent, &id, Command::Status(body.status)).await
 }
 
@@ -281,9 +297,8 @@ async fn csat(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<CsatBody>, JsonRejection>,
+    Body(body): Body<CsatBody>,
 ) -> ApiResult<Json<CsatRecorded>> {
-    let Json(body) = body?;
     let rating = body
         .rating
         .as_f64()

@@ -2,7 +2,6 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -20,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::blocking;
+use super::Body;
 use crate::app::AppState;
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
@@ -103,16 +103,22 @@ async fn show(
 #[serde(deny_unknown_fields)]
 pub struct ContactPatch {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 320, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 40, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     company: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     avatar_url: Option<Option<String>>,
 }
 
@@ -162,9 +168,9 @@ async fn edit(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<ContactPatch>, JsonRejection>,
+    Body(body): Body<ContactPatch>,
 ) -> ApiResult<Json<ContactView>> {
-    let Json(patch) = body?;
+    let patch = body;
     let probe = owned_contact(&app, &agent, &id).await?;
     let _serialized = lock_for(probe.contact.id).lock().await;
     // Read again under the lock: this is the version the edit applies to.

@@ -1,6 +1,5 @@
 //! The inbox: conversations, their messages, sending.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Body;
 use super::{blocking, parse_limit};
 use crate::app::AppState;
 use crate::auth::AgentAuth;
@@ -299,7 +299,7 @@ pub struct MessagePage {
     security(("agent_token" = [])),
     params(
         ("id" = String, Path, description = "The conversation."),
-        ("before" = Option<u64>, Query, description = "Only messages with a smaller `seq`."),
+        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a smaller `seq`."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
     ),
     responses(
@@ -322,9 +322,18 @@ async fn messages(
     for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "before" => {
-                before = Some(value.parse::<u64>().map_err(|_| {
-                    ApiError::unprocessable("invalid_query", "`before` must be a message seq")
-                })?)
+                before = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|seq| u64::try_from(seq).ok())
+                        .ok_or_else(|| {
+                            ApiError::unprocessable(
+                                "invalid_query",
+                                "`before` must be a message seq",
+                            )
+                        })?,
+                )
             }
             "limit" => limit = parse_limit(&value, MAX_LIMIT)?,
             _ => {}
@@ -380,10 +389,9 @@ async fn send(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<NewMessage>, JsonRejection>,
+    Body(body): Body<NewMessage>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     let conv = owned_conversation(&app, &agent, &id).await?;
-    let Json(body) = body?;
     let text = body
         .text
         .ok_or_else(|| ApiError::unprocessable("missing_field", "`text` is required"))?;

@@ -11,10 +11,31 @@ pub mod search;
 pub mod webhooks;
 
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::Json;
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// A request body that is a JSON object read into `T`. Unlike axum's `Json` alone, a body
+/// whose root is not an object is refused (serde would fill a struct from an array by
+/// position), and every refusal is the API's JSON error: 400 `malformed_json`, 413, 415,
+/// 422 `invalid_value`.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(object) = Json::<Map<String, Value>>::from_request(request, state).await?;
+        serde_json::from_value(Value::Object(object))
+            .map(Body)
+            .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))
+    }
+}
 
 /// A raw body, or the API's JSON error for one that could not be read (too large, …).
 pub fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
