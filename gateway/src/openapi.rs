@@ -186,6 +186,43 @@ mod tests {
         }
     }
 
+    /// Routes are registered only through `OpenApiRouter::routes` (from their annotations):
+    /// a plain axum `.route(…)` anywhere in the gateway would serve a path the document
+    /// lacks, so this test refuses one.
+    #[test]
+    fn no_route_is_registered_outside_the_document() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        sources(&src, &mut files);
+        assert!(files.len() > 10);
+        // The demo's sandbox is another server (a stand-in for Meta's Graph API).
+        files.retain(|f| !f.starts_with(src.join("demo")));
+        let forbidden = [".route(", ".route_service(", ".nest(", ".nest_service("];
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source");
+            // Unit tests may build small routers of their own.
+            let code_end = text.find("#[cfg(test)]").unwrap_or(text.len());
+            for (n, line) in text[..code_end].lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if forbidden.iter().any(|f| code.contains(f)) {
+                    found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "routes outside the document: {found:#?}");
+    }
+
     #[test]
     fn the_document_is_openapi_3_1_and_every_reference_resolves() {
         let doc = doc();
