@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use confab_engine::wire::whatsapp;
 use confab_gateway::{Config, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -205,16 +204,8 @@ impl TestServer {
         wamid: &str,
         text: &str,
     ) -> Value {
-        let body = whatsapp::inbound_text_webhook(
-            &tenant.phone_number_id,
-            wa_id,
-            name,
-            wamid,
-            confab_engine::time::now_millis() / 1000,
-            text,
-        )
-        .to_string();
-        let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
+        let (body, signature) =
+            crate::process::signed_text_webhook(tenant, wa_id, name, wamid, text);
         let (status, answer) = self
             .post_webhook(tenant, body.as_bytes(), Some(signature))
             .await;

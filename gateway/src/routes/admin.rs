@@ -29,21 +29,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 const MAX_NAME: usize = 200;
 
+/// A required text field, trimmed. Its length counts as sent (the document's `maxLength`).
 fn required(field: &'static str, value: Option<String>, max: usize) -> ApiResult<String> {
-    let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
-    if value.is_empty() {
-        return Err(ApiError::unprocessable(
-            "missing_field",
-            format!("`{field}` is required"),
-        ));
-    }
+    let value = value.unwrap_or_default();
     if value.chars().count() > max {
         return Err(ApiError::unprocessable(
             "field_too_long",
             format!("`{field}` is longer than {max} characters"),
         ));
     }
-    Ok(value)
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            format!("`{field}` is required"),
+        ));
+    }
+    Ok(value.to_string())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -112,14 +112,16 @@ async fn create(
             "only workspace admins may add agents",
         ));
     }
+    // Lengths count as sent (the document's `maxLength`), emptiness once trimmed.
+    let too_long = |text: &str, max: usize| text.chars().count() > max;
     let (name, email) = (body.name.trim(), body.email.trim());
-    if name.is_empty() || name.chars().count() > 200 {
+    if name.is_empty() || too_long(&body.name, 200) {
         return Err(ApiError::unprocessable(
             "invalid_value",
             "`name` must be 1 to 200 characters",
         ));
     }
-    if !email.contains('@') || email.len() > 320 {
+    if !email.contains('@') || too_long(&body.email, 320) {
         return Err(ApiError::unprocessable(
             "invalid_email",
             "`email` is not an email address",

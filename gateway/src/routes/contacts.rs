@@ -127,11 +127,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Ok(Some(Option::deserialize(d)?))
 }
 
+/// An optional text field: at most `max` printable characters as sent (the document's
+/// `maxLength` and pattern), then trimmed; empty clears it.
 fn cleaned(field: &'static str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
-    let Some(value) = value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(value) = value else {
         return Ok(None);
     };
     if value.chars().count() > max || value.chars().any(char::is_control) {
@@ -140,7 +139,7 @@ fn cleaned(field: &'static str, value: Option<String>, max: usize) -> ApiResult<
             format!("`{field}` must be at most {max} printable characters"),
         ));
     }
-    Ok(Some(value))
+    Ok(Some(value.trim().to_string()).filter(|v| !v.is_empty()))
 }
 
 /// Edits a lead's details; every conversation with the lead streams its new card. Phones
