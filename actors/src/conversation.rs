@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use confab_engine::analytics::{self, ConversationStats, Snapshot, CSAT_RANGE};
 use confab_engine::catalogue::{self, Ks};
@@ -15,8 +14,8 @@ use confab_engine::delta::{DeltaBody, NotificationReason};
 use confab_engine::ids::{AgentId, ConversationId, MessageId};
 use confab_engine::inbound::{InboundEvent, PendingStatus};
 use confab_engine::model::{
-    AiMode, ChannelKind, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
-    Responder, Sender, Status,
+    AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message, Responder,
+    Sender, Status,
 };
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::store::Store;
@@ -29,10 +28,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::channels::ChannelRegistry;
 use crate::error::{ActorError, ActorResult};
 
-/// WhatsApp's customer-service window: free text only within 24 h of the lead's last message.
-pub const WHATSAPP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-/// Longest text a message may carry (WhatsApp's limit for a text body).
-pub const MAX_TEXT_CHARS: usize = 4096;
 /// Characters of the last message shown on the conversation card.
 const PREVIEW_CHARS: usize = 160;
 
@@ -273,15 +268,20 @@ impl ConversationState {
                 "the message text is empty",
             ));
         }
-        if text.chars().count() > MAX_TEXT_CHARS {
+        let rules = self.conv.channel.rules();
+        if text.chars().count() > rules.max_text_chars {
             return Err(ActorError::invalid(
                 "text_too_long",
-                format!("the message text is longer than {MAX_TEXT_CHARS} characters"),
+                format!(
+                    "the message text is longer than {} characters",
+                    rules.max_text_chars
+                ),
             ));
         }
         let now = now_millis();
-        if !request.internal && self.conv.channel == ChannelKind::Whatsapp {
-            window_open(self.conv.last_inbound_at, now)?;
+        let window = rules.reply_window(self.conv.last_inbound_at, now);
+        if !request.internal && window.is_some_and(|w| !w.open) {
+            return Err(ActorError::WindowClosed);
         }
 
         let mut conv = self.conv.clone();
@@ -644,14 +644,6 @@ pub fn normalize_tags(tags: Vec<String>) -> ActorResult<Vec<String>> {
     Ok(out)
 }
 
-fn window_open(last_inbound_at: Option<UnixMillis>, now: UnixMillis) -> ActorResult<()> {
-    let window = WHATSAPP_WINDOW.as_millis() as i64;
-    match last_inbound_at {
-        Some(at) if now - at < window => Ok(()),
-        _ => Err(ActorError::WindowClosed),
-    }
-}
-
 pub fn preview(text: &str) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(PREVIEW_CHARS) {
@@ -681,19 +673,5 @@ mod tests {
         let p = preview(&long);
         assert_eq!(p.chars().count(), PREVIEW_CHARS + 1);
         assert!(p.ends_with('…'));
-    }
-
-    #[test]
-    fn the_whatsapp_window_is_24_hours_from_the_last_inbound_message() {
-        let day = 24 * 60 * 60 * 1000;
-        assert!(window_open(Some(1_000), 1_000 + day - 1).is_ok());
-        assert!(matches!(
-            window_open(Some(1_000), 1_000 + day),
-            Err(ActorError::WindowClosed)
-        ));
-        assert!(matches!(
-            window_open(None, 1_000),
-            Err(ActorError::WindowClosed)
-        ));
     }
 }

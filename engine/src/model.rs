@@ -43,7 +43,57 @@ pub enum ChannelKind {
     Linkedin,
 }
 
+/// A channel's rules, whatever its provider: what the conversation actor and the API ask
+/// instead of naming a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRules {
+    /// Free text may be sent only this long after the lead's last message (WhatsApp's
+    /// customer-service window); `None` when the channel has no such window.
+    pub reply_window_ms: Option<i64>,
+    /// Longest text one message may carry.
+    pub max_text_chars: usize,
+}
+
+/// Where a conversation's reply window stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyWindow {
+    pub open: bool,
+    /// When it closes (or closed); `None` while the lead has not written.
+    pub closes_at: Option<UnixMillis>,
+}
+
+impl ChannelRules {
+    /// The reply window of a conversation whose lead last wrote at `last_inbound_at`, or
+    /// `None` when the channel has no window.
+    pub fn reply_window(
+        &self,
+        last_inbound_at: Option<UnixMillis>,
+        now: UnixMillis,
+    ) -> Option<ReplyWindow> {
+        let window = self.reply_window_ms?;
+        let closes_at = last_inbound_at.map(|at| at.saturating_add(window));
+        Some(ReplyWindow {
+            open: closes_at.is_some_and(|closes| now < closes),
+            closes_at,
+        })
+    }
+}
+
 impl ChannelKind {
+    pub fn rules(self) -> ChannelRules {
+        match self {
+            ChannelKind::Whatsapp => ChannelRules {
+                reply_window_ms: Some(24 * 60 * 60 * 1000),
+                max_text_chars: 4096,
+            },
+            // Until their adapters (Email, LinkedIn) state their own limits.
+            ChannelKind::Email | ChannelKind::Linkedin => ChannelRules {
+                reply_window_ms: None,
+                max_text_chars: 4096,
+            },
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Whatsapp => "whatsapp",
@@ -314,6 +364,32 @@ pub struct Message {
 #[cfg(test)]
 mod tests {
     use super::Delivery::*;
+    use super::{ChannelKind, ReplyWindow};
+
+    #[test]
+    fn the_whatsapp_reply_window_is_24_hours_from_the_last_inbound_message() {
+        let day = 24 * 60 * 60 * 1000;
+        let rules = ChannelKind::Whatsapp.rules();
+        assert_eq!(
+            rules.reply_window(Some(1_000), 1_000 + day - 1),
+            Some(ReplyWindow {
+                open: true,
+                closes_at: Some(1_000 + day)
+            })
+        );
+        assert_eq!(
+            rules.reply_window(Some(1_000), 1_000 + day).map(|w| w.open),
+            Some(false)
+        );
+        assert_eq!(
+            rules.reply_window(None, 1_000),
+            Some(ReplyWindow {
+                open: false,
+                closes_at: None
+            })
+        );
+        assert_eq!(ChannelKind::Email.rules().reply_window(Some(1), 2), None);
+    }
 
     #[test]
     fn delivery_moves_forward_only() {

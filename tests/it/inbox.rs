@@ -91,6 +91,19 @@ async fn conversations_and_messages_page_without_skipping_or_repeating() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(detail["id"], id.as_str());
     assert_eq!(detail["whatsapp_window_open"], true);
+    // The provider-neutral form: open, closing 24 h after the lead's last message.
+    assert_eq!(detail["reply_window"]["open"], true);
+    let last_inbound = confab_engine::time::parse_rfc3339(
+        detail["last_inbound_at"].as_str().expect("last_inbound_at"),
+    )
+    .expect("a time");
+    let closes = confab_engine::time::parse_rfc3339(
+        detail["reply_window"]["closes_at"]
+            .as_str()
+            .expect("closes_at"),
+    )
+    .expect("a time");
+    assert_eq!(closes - last_inbound, 24 * 60 * 60 * 1000);
     assert_eq!(detail["contact"]["phone"], "+49300000006");
     server.shutdown().await;
 }

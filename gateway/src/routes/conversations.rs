@@ -219,6 +219,16 @@ async fn list(
     }))
 }
 
+/// A conversation's reply window.
+#[derive(Serialize, ToSchema)]
+pub struct ReplyWindowView {
+    /// Whether free text may be sent to the lead now.
+    open: bool,
+    /// When the window closes (or closed); `null` while the lead has not written.
+    #[schema(format = DateTime)]
+    closes_at: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ConversationDetail {
     #[serde(flatten)]
@@ -226,9 +236,13 @@ pub struct ConversationDetail {
     workspace_id: confab_engine::ids::WorkspaceId,
     #[schema(format = DateTime)]
     last_inbound_at: Option<String>,
-    /// WhatsApp: whether free text may be sent now (24 h since the lead last wrote).
+    /// WhatsApp: whether free text may be sent now (24 h since the lead last wrote). The
+    /// same as `reply_window.open`, kept for clients that read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     whatsapp_window_open: Option<bool>,
+    /// Whether free text may be sent now, and until when; `null` when the channel has no
+    /// reply window.
+    reply_window: Option<ReplyWindowView>,
     /// Response-time raw data: the lead's first message, the first answer and who gave
     /// it (`ai` or `human`), the last closing.
     #[schema(format = DateTime)]
@@ -262,7 +276,10 @@ async fn detail(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationDetail>> {
     let conv = owned_conversation(&app, &agent, &id).await?;
-    let window = confab_actors::conversation::WHATSAPP_WINDOW.as_millis() as i64;
+    let window = conv
+        .channel
+        .rules()
+        .reply_window(conv.last_inbound_at, now_millis());
     let store = app.store.clone();
     let conv_id = conv.id;
     let stats =
@@ -271,9 +288,11 @@ async fn detail(
         card: conv.card(),
         workspace_id: conv.workspace_id,
         last_inbound_at: conv.last_inbound_at.map(to_rfc3339),
-        whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp).then(|| {
-            conv.last_inbound_at
-                .is_some_and(|at| now_millis() - at < window)
+        whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp)
+            .then(|| window.is_some_and(|w| w.open)),
+        reply_window: window.map(|w| ReplyWindowView {
+            open: w.open,
+            closes_at: w.closes_at.map(to_rfc3339),
         }),
         first_inbound_at: conv.first_inbound_at.map(to_rfc3339),
         first_response_at: conv.first_response_at.map(to_rfc3339),
