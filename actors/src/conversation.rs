@@ -25,8 +25,8 @@ use confab_engine::views;
 use confab_engine::Error as EngineError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::channels::ChannelRegistry;
 use crate::error::{ActorError, ActorResult};
+use crate::outbound::OutboundPort;
 
 /// Characters of the last message shown on the conversation card.
 const PREVIEW_CHARS: usize = 160;
@@ -40,6 +40,9 @@ pub enum ConversationMsg {
     ProviderAccepted { seq: u64, external_id: String },
     /// The provider refused message `seq` for good.
     ProviderFailed { seq: u64, error: String },
+    /// Message `seq` waits in the outbox for this reason (channel disabled, daily limit
+    /// reached, credentials refused): shown as its error while it stays queued.
+    SendHeld { seq: u64, note: String },
     /// The provider reported a delivery status for message `seq`.
     DeliveryStatus {
         seq: u64,
@@ -113,7 +116,7 @@ pub struct ConversationArgs {
     pub id: ConversationId,
     pub store: Store,
     pub committer: Committer,
-    pub channels: ChannelRegistry,
+    pub outbound: OutboundPort,
     /// This actor's mailbox depth, shared with the handle that sends to it.
     pub queued: Arc<AtomicI64>,
 }
@@ -124,7 +127,7 @@ pub struct ConversationState {
     stats: ConversationStats,
     store: Store,
     committer: Committer,
-    channels: ChannelRegistry,
+    outbound: OutboundPort,
     queued: Arc<AtomicI64>,
 }
 
@@ -153,7 +156,7 @@ impl Actor for ConversationActor {
             stats,
             store: args.store,
             committer: args.committer,
-            channels: args.channels,
+            outbound: args.outbound,
             queued: args.queued,
         })
     }
@@ -173,7 +176,7 @@ impl Actor for ConversationActor {
                 Ok((message, outbox)) => {
                     let _ = reply.send(Ok(message));
                     if let Some(entry) = outbox {
-                        state.channels.dispatch(entry);
+                        state.outbound.dispatch(entry);
                     }
                 }
                 Err(e) => {
@@ -188,6 +191,11 @@ impl Actor for ConversationActor {
             ConversationMsg::ProviderFailed { seq, error } => {
                 if let Err(e) = state.delivery(seq, Delivery::Failed, Some(error)).await {
                     tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a send failure");
+                }
+            }
+            ConversationMsg::SendHeld { seq, note } => {
+                if let Err(e) = state.held(seq, note).await {
+                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record why a message waits");
                 }
             }
             ConversationMsg::DeliveryStatus {
@@ -315,9 +323,14 @@ impl ConversationState {
             conversation_id: conv.id,
             channel_id: conv.channel_id,
             seq,
-            to: conv.external_thread.clone(),
+            thread: conv.external_thread.clone(),
             text: message.text.clone(),
             created_at: now,
+            address: None,
+            subject: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            attachments: Vec::new(),
         });
         if let Some(entry) = &outbox {
             // A reply to the lead: the conversation now waits for the lead's answer.
@@ -489,6 +502,8 @@ impl ConversationState {
             return Ok(());
         };
         message.external_id = Some(external_id.clone());
+        // Whatever held it (a disabled channel, a daily limit) is over.
+        message.error = None;
         let mut delivery = message.delivery.unwrap_or(Delivery::Queued);
         delivery = delivery.advance(Delivery::Sent).unwrap_or(delivery);
         let ext_key = catalogue::ext_msg(channel_id, &external_id);
@@ -505,6 +520,30 @@ impl ConversationState {
         set.put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv_id, seq))
             .put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message)
             .delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id))
+            .delta(
+                self.conv.workspace_id,
+                conv_id,
+                DeltaBody::MessageUpdated(message),
+            );
+        self.committer.commit(set).await?;
+        Ok(())
+    }
+
+    async fn held(&mut self, seq: u64, note: String) -> ActorResult<()> {
+        let store = self.store.clone();
+        let conv_id = self.conv.id;
+        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some(mut message) = message else {
+            return Ok(());
+        };
+        if message.delivery != Some(Delivery::Queued) || message.error.as_ref() == Some(&note) {
+            return Ok(());
+        }
+        message.error = Some(note);
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message)
             .delta(
                 self.conv.workspace_id,
                 conv_id,

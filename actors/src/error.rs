@@ -6,8 +6,9 @@
 pub enum ActorError {
     #[error("not found")]
     NotFound,
-    /// WhatsApp: free text outside the 24-hour customer-service window.
-    #[error("the WhatsApp customer-service window is closed")]
+    /// Free text outside the channel's reply window (WhatsApp's 24-hour
+    /// customer-service window).
+    #[error("the channel's reply window is closed")]
     WindowClosed,
     /// A value the request carried is not acceptable.
     #[error("{message}")]

@@ -5,11 +5,14 @@
 //! engine's committer. Nothing here knows HTTP.
 
 pub mod channels;
+pub mod clock;
+pub mod contacts;
 pub mod conversation;
 pub mod error;
 pub mod indexer;
 pub mod manager;
 pub mod metrics;
+pub mod outbound;
 
 use std::time::Duration;
 
@@ -18,7 +21,9 @@ use confab_engine::store::Store;
 use confab_index::SearchIndex;
 use ractor::ActorRef;
 
-pub use channels::{ChannelRegistry, Channels, ConnectorSettings, WebhookReport};
+pub use channels::{ChannelRegistry, Channels, ConnectorSettings, WebhookError, WebhookReport};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use contacts::{ContactEdit, Contacts};
 pub use conversation::{ConversationMsg, InboundOutcome, OutboundRequest};
 pub use error::{ActorError, ActorResult};
 pub use indexer::IndexerConfig;
@@ -36,6 +41,7 @@ pub struct RuntimeConfig {
 #[derive(Clone)]
 pub struct Runtime {
     pub conversations: Conversations,
+    pub contacts: Contacts,
     pub channels: Channels,
     /// The search index (`None` when the runtime runs without an indexer).
     pub search: Option<SearchIndex>,
@@ -62,13 +68,18 @@ impl Runtime {
         let conversations = manager::Manager::start(manager::ManagerArgs {
             store: store.clone(),
             committer: committer.clone(),
-            channels: registry.clone(),
+            outbound: std::sync::Arc::new(registry.clone()),
             config: config.conversations,
         })
         .await
         .map_err(|e| {
             ActorError::Unavailable(format!("cannot start the conversation manager: {e}"))
         })?;
+        let contacts = Contacts::start(store.clone(), committer.clone(), conversations.clone())
+            .await
+            .map_err(|e| {
+                ActorError::Unavailable(format!("cannot start the contacts actor: {e}"))
+            })?;
         let http = reqwest::Client::builder()
             .timeout(config.connectors.request_timeout)
             .pool_max_idle_per_host(64)
@@ -94,6 +105,7 @@ impl Runtime {
         }
         Ok(Runtime {
             conversations,
+            contacts,
             channels,
             search,
             indexer,
@@ -104,6 +116,7 @@ impl Runtime {
     /// the indexer after committing what it buffered.
     pub async fn stop(&self, timeout: Duration) {
         self.channels.stop(timeout).await;
+        self.contacts.stop(timeout).await;
         let manager = self.conversations.manager();
         manager.drain_children();
         let _ = manager.stop_and_wait(None, Some(timeout)).await;

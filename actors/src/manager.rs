@@ -14,22 +14,21 @@ use std::time::{Duration, Instant};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::delta::DeltaBody;
-use confab_engine::ids::{ChannelId, ContactId, ConversationId};
+use confab_engine::ids::{ChannelId, ConversationId};
 use confab_engine::inbound::InboundEvent;
-use confab_engine::model::{
-    AiMode, Channel, Contact, Conversation, Message, Status, StoredContact,
-};
+use confab_engine::model::{AiMode, Channel, Conversation, Message, Status};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use crate::channels::ChannelRegistry;
+use crate::contacts;
 use crate::conversation::{
     stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
 };
 use crate::error::{ActorError, ActorResult};
+use crate::outbound::OutboundPort;
 
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -272,30 +271,17 @@ async fn find_or_create(
     let ws = channel.workspace_id;
     let (store_in, channel_id) = (store.clone(), channel.id);
     let thread = event.thread.clone();
-    let phone = event.contact_phone.clone();
-    let email = event.contact_email.clone();
+    let identities = contacts::identities(channel.kind(), event);
+    let lookup = identities.clone();
     let (existing, known_contact) = blocking(move || {
         let store = store_in;
         let existing = store.conversation_by_thread(channel_id, &thread)?;
         if existing.is_some() {
             return Ok((existing, None));
         }
-        // One lead, several conversations: a phone or email the workspace already
-        // knows is the same contact.
-        let mut id = match &phone {
-            Some(phone) => store.contact_by_phone(ws, phone)?,
-            None => None,
-        };
-        if id.is_none() {
-            if let Some(email) = &email {
-                id = store.contact_by_email(ws, email)?;
-            }
-        }
-        let contact = match id {
-            Some(id) => store.contact(id)?,
-            None => None,
-        };
-        Ok((None, contact))
+        // One lead, several conversations: an identity the workspace already knows is
+        // the same contact.
+        Ok((None, contacts::resolve(&store, ws, &lookup)?))
     })
     .await?;
     if let Some(id) = existing {
@@ -306,38 +292,7 @@ async fn find_or_create(
     let mut set = WriteSet::new();
     let contact = match known_contact {
         Some(stored) => stored.contact,
-        None => {
-            let contact = Contact {
-                id: ContactId::new(),
-                name: event.contact_name.clone(),
-                email: event.contact_email.clone(),
-                phone: event.contact_phone.clone(),
-                company: None,
-                title: None,
-                avatar_url: None,
-            };
-            let stored = StoredContact {
-                workspace_id: ws,
-                contact: contact.clone(),
-                created_at: now,
-            };
-            set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
-            // One contact per phone and per email in a workspace.
-            let unique = [
-                (contact.phone.as_ref())
-                    .map(|p| (Ks::PhoneContact, catalogue::phone_contact(ws, p))),
-                (contact.email.as_ref())
-                    .map(|e| (Ks::EmailContact, catalogue::email_contact(ws, e))),
-            ];
-            for (ks, key) in unique.into_iter().flatten() {
-                set.require_absent(ks, key.clone()).put_raw(
-                    ks,
-                    key,
-                    contact.id.to_bytes().to_vec(),
-                );
-            }
-            contact
-        }
+        None => contacts::stage_new(&mut set, ws, event.contact_name.clone(), &identities, now),
     };
     let mut conv = Conversation {
         id: ConversationId::new(),
@@ -437,14 +392,14 @@ pub struct Manager;
 pub struct ManagerArgs {
     pub store: Store,
     pub committer: Committer,
-    pub channels: ChannelRegistry,
+    pub outbound: OutboundPort,
     pub config: ManagerConfig,
 }
 
 pub struct ManagerState {
     store: Store,
     committer: Committer,
-    channels: ChannelRegistry,
+    outbound: OutboundPort,
     config: ManagerConfig,
     live: Arc<DashMap<ConversationId, Arc<Live>>>,
     epoch: Instant,
@@ -466,7 +421,7 @@ impl Manager {
         let state = ManagerState {
             store: args.store.clone(),
             committer: args.committer.clone(),
-            channels: args.channels,
+            outbound: args.outbound,
             config: args.config,
             live: live.clone(),
             epoch,
@@ -572,7 +527,7 @@ impl ManagerState {
             id,
             store: self.store.clone(),
             committer: self.committer.clone(),
-            channels: self.channels.clone(),
+            outbound: self.outbound.clone(),
             queued: queued.clone(),
         };
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
@@ -752,7 +707,7 @@ mod tests {
         let conversations = Manager::start(ManagerArgs {
             store: store.clone(),
             committer,
-            channels: ChannelRegistry::default(),
+            outbound: Arc::new(crate::outbound::Nowhere),
             config,
         })
         .await
@@ -768,6 +723,8 @@ mod tests {
                 access_token: "a".into(),
                 api_base_url: "http://127.0.0.1:9".into(),
             }),
+            disabled: false,
+            limits: Default::default(),
             created_at: 0,
         });
         Fixture {
@@ -786,6 +743,7 @@ mod tests {
             contact_name: Some("Lead".into()),
             contact_phone: Some(format!("+{thread}")),
             contact_email: None,
+            contact_profile: None,
             sent_at: 0,
             text: format!("message {id}"),
             content_type: None,

@@ -82,6 +82,8 @@ pub fn new_channel(
         name: name.trim().to_string(),
         config,
         created_at: now_millis(),
+        disabled: false,
+        limits: Default::default(),
     };
     let mut set = WriteSet::new();
     set.put(Ks::ChannelState, channel.id.to_bytes().to_vec(), &channel)

@@ -64,10 +64,16 @@ pub enum Ks {
     DayStat,
     /// conversation id → `analytics::ConversationStats` (CSAT, replies by AI and humans)
     ConvStats,
+    /// channel id → `port::ChannelRuntime` (today's send count, last error), written only
+    /// by the channel's connector.
+    ChannelRuntime,
+    /// workspace id ‖ channel kind ‖ provider profile id → contact id (identities that
+    /// are neither a phone nor an email, such as LinkedIn's provider ids).
+    ProfileContact,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 23] = [
+    pub const ALL: [Ks; 25] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -91,6 +97,8 @@ impl Ks {
         Ks::EmailContact,
         Ks::DayStat,
         Ks::ConvStats,
+        Ks::ChannelRuntime,
+        Ks::ProfileContact,
     ];
 
     pub fn name(self) -> &'static str {
@@ -118,6 +126,8 @@ impl Ks {
             Ks::EmailContact => "email_contact",
             Ks::DayStat => "day_stat",
             Ks::ConvStats => "conv_stats",
+            Ks::ChannelRuntime => "channel_runtime",
+            Ks::ProfileContact => "profile_contact",
         }
     }
 
@@ -169,6 +179,11 @@ pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {
 
 pub fn phone_contact(ws: WorkspaceId, phone: &str) -> Vec<u8> {
     join(&[&ws.to_bytes(), &key_text(phone)])
+}
+
+/// A provider profile id of a lead on a channel kind (`kind` as its name).
+pub fn profile_contact(ws: WorkspaceId, kind: &str, profile: &str) -> Vec<u8> {
+    join(&[&ws.to_bytes(), kind.as_bytes(), &[0], &key_text(profile)])
 }
 
 pub fn contact_conv(contact: ContactId, conv: ConversationId) -> Vec<u8> {

@@ -112,7 +112,17 @@ impl WriteSet {
     ) -> &mut Self {
         self.deltas.push(DeltaDraft {
             workspace_id,
-            conversation_id,
+            conversation_id: Some(conversation_id),
+            body,
+        });
+        self
+    }
+
+    /// A workspace-wide delta, about no conversation (a channel's status).
+    pub fn workspace_delta(&mut self, workspace_id: WorkspaceId, body: DeltaBody) -> &mut Self {
+        self.deltas.push(DeltaDraft {
+            workspace_id,
+            conversation_id: None,
             body,
         });
         self

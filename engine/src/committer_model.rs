@@ -429,7 +429,14 @@ fn check(running: &Running, model: &Model, names: &Names) -> Result<(), TestCase
             .deltas_between(ws, 0, u64::MAX, usize::MAX)
             .map_err(|e| TestCaseError::fail(e.to_string()))?
             .into_iter()
-            .map(|d| (d.offset, d.workspace_id, d.conversation_id, d.body))
+            .map(|d| {
+                (
+                    d.offset,
+                    d.workspace_id,
+                    d.conversation_id.expect("a conversation delta"),
+                    d.body,
+                )
+            })
             .collect();
         let expected: Vec<_> = model.deltas.iter().filter(|d| d.1 == ws).cloned().collect();
         prop_assert_eq!(&stored, &expected, "deltas of a workspace");

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, ConversationId, MessageId, WorkspaceId};
 use crate::model::{ConversationCard, Message};
+use crate::port::ChannelHealth;
 use crate::time::UnixMillis;
 
 /// Why an agent is notified.
@@ -27,6 +28,8 @@ pub enum DeltaBody {
         message_id: Option<MessageId>,
         by_agent_id: Option<AgentId>,
     },
+    /// A channel's status changed (workspace-wide: no conversation).
+    ChannelUpdated(ChannelHealth),
 }
 
 impl DeltaBody {
@@ -37,6 +40,7 @@ impl DeltaBody {
             DeltaBody::MessageCreated(_) => "message_created",
             DeltaBody::MessageUpdated(_) => "message_updated",
             DeltaBody::Notification { .. } => "notification",
+            DeltaBody::ChannelUpdated(_) => "channel_updated",
         }
     }
 }
@@ -45,7 +49,8 @@ impl DeltaBody {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeltaDraft {
     pub workspace_id: WorkspaceId,
-    pub conversation_id: ConversationId,
+    /// `None` for workspace-wide changes (a channel's status).
+    pub conversation_id: Option<ConversationId>,
     pub body: DeltaBody,
 }
 
@@ -54,7 +59,9 @@ pub struct DeltaDraft {
 pub struct Delta {
     pub offset: u64,
     pub workspace_id: WorkspaceId,
-    pub conversation_id: ConversationId,
+    /// `None` for workspace-wide changes (a channel's status). Stored deltas written
+    /// before this was optional read back as `Some`.
+    pub conversation_id: Option<ConversationId>,
     pub at: UnixMillis,
     pub body: DeltaBody,
 }
@@ -69,7 +76,8 @@ impl Delta {
             frame_type: &'static str,
             offset: u64,
             kind: &'static str,
-            conversation_id: ConversationId,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            conversation_id: Option<ConversationId>,
             #[serde(with = "crate::time::rfc3339")]
             at: UnixMillis,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +92,8 @@ impl Delta {
             message_id: Option<MessageId>,
             #[serde(skip_serializing_if = "Option::is_none")]
             by_agent_id: Option<AgentId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            channel: Option<&'a ChannelHealth>,
         }
         let mut frame = Frame {
             frame_type: "delta",
@@ -97,6 +107,7 @@ impl Delta {
             reason: None,
             message_id: None,
             by_agent_id: None,
+            channel: None,
         };
         match &self.body {
             DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
@@ -114,6 +125,7 @@ impl Delta {
                 frame.message_id = *message_id;
                 frame.by_agent_id = *by_agent_id;
             }
+            DeltaBody::ChannelUpdated(health) => frame.channel = Some(health),
         }
         serde_json::to_string(&frame).unwrap_or_else(|e| {
             unreachable!("a delta frame always serializes to JSON: {e}");
@@ -131,7 +143,7 @@ mod tests {
         let delta = Delta {
             offset: 12,
             workspace_id: WorkspaceId::new(),
-            conversation_id: ConversationId::new(),
+            conversation_id: Some(ConversationId::new()),
             at: 0,
             body: DeltaBody::Notification {
                 agent_id: agent,
@@ -146,7 +158,10 @@ mod tests {
         assert_eq!(v["kind"], "notification");
         assert_eq!(v["agent_id"], agent.to_string());
         assert_eq!(v["reason"], "assignment");
-        assert_eq!(v["conversation_id"], delta.conversation_id.to_string());
+        assert_eq!(
+            v["conversation_id"],
+            delta.conversation_id.expect("set").to_string()
+        );
         let stored: Delta = crate::codec::decode(&crate::codec::encode(&delta)).expect("codec");
         assert_eq!(stored, delta);
     }

@@ -1,12 +1,11 @@
 //! Inbound events: what any channel's connector hands to a conversation, whatever the
-//! provider's wire format was.
+//! provider's wire format was (each `wire::*` module builds them; see `port`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ChannelId;
 use crate::model::Delivery;
 use crate::time::UnixMillis;
-use crate::wire::whatsapp;
 
 /// One message from a lead, normalized.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +18,8 @@ pub struct InboundEvent {
     pub contact_name: Option<String>,
     pub contact_phone: Option<String>,
     pub contact_email: Option<String>,
+    /// The lead's profile id on the provider (LinkedIn's provider id), when it has one.
+    pub contact_profile: Option<String>,
     /// When the lead sent it, provider time; `0` if unknown.
     pub sent_at: UnixMillis,
     pub text: String,
@@ -31,27 +32,6 @@ pub struct InboundEvent {
     pub campaign: Option<String>,
     /// When the webhook carrying it reached the process (end-to-end latency metric).
     pub received: Option<std::time::Instant>,
-}
-
-impl InboundEvent {
-    pub fn from_whatsapp(channel_id: ChannelId, m: whatsapp::InboundMessage) -> InboundEvent {
-        let content_type = (m.kind != "text").then(|| m.kind.clone());
-        InboundEvent {
-            channel_id,
-            contact_phone: Some(normalize_phone(&m.from)),
-            thread: m.from,
-            provider_message_id: m.wamid,
-            contact_name: m.profile_name,
-            contact_email: None,
-            sent_at: m.timestamp,
-            text: m.text,
-            content_type,
-            raw: m.raw,
-            reply_to: m.reply_to,
-            campaign: m.referral.and_then(|r| r.campaign()),
-            received: None,
-        }
-    }
 }
 
 /// A delivery status for a provider message id we do not know (yet): kept in `ext_status`

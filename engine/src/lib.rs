@@ -18,6 +18,7 @@ pub mod mentions;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod port;
 pub mod store;
 pub mod template;
 pub mod time;

@@ -43,8 +43,9 @@ pub enum ChannelKind {
     Linkedin,
 }
 
-/// A channel's rules, whatever its provider: what the conversation actor and the API ask
-/// instead of naming a provider.
+/// A channel's rules, whatever its provider: what the conversation actor, the generic
+/// connector and the API ask instead of naming a provider. [`ChannelKind::rules`] gives a
+/// kind's defaults; [`Channel::rules`] applies the channel's own limits over them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelRules {
     /// Free text may be sent only this long after the lead's last message (WhatsApp's
@@ -52,6 +53,12 @@ pub struct ChannelRules {
     pub reply_window_ms: Option<i64>,
     /// Longest text one message may carry.
     pub max_text_chars: usize,
+    /// Sends per second per sender identity; `None`: no limit of ours.
+    pub per_second: Option<u32>,
+    /// Sends per UTC day per sender identity; `None`: no daily cap.
+    pub per_day: Option<u32>,
+    /// Whether we may write first (start a thread the lead has not opened).
+    pub starts_threads: bool,
 }
 
 /// Where a conversation's reply window stands.
@@ -80,16 +87,25 @@ impl ChannelRules {
 }
 
 impl ChannelKind {
+    /// The kind's defaults; a channel may lower or raise its send limits
+    /// ([`ChannelLimits`]).
     pub fn rules(self) -> ChannelRules {
         match self {
+            // Cloud API: 80 messages per second per number; templates only outside 24 h.
             ChannelKind::Whatsapp => ChannelRules {
                 reply_window_ms: Some(24 * 60 * 60 * 1000),
                 max_text_chars: 4096,
+                per_second: Some(80),
+                per_day: None,
+                starts_threads: false,
             },
             // Until their adapters (Email, LinkedIn) state their own limits.
             ChannelKind::Email | ChannelKind::Linkedin => ChannelRules {
                 reply_window_ms: None,
                 max_text_chars: 4096,
+                per_second: None,
+                per_day: None,
+                starts_threads: true,
             },
         }
     }
@@ -101,6 +117,31 @@ impl ChannelKind {
             ChannelKind::Linkedin => "linkedin",
         }
     }
+}
+
+/// What happens to a message once the channel's daily cap is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OverDailyCap {
+    /// It waits in the outbox and goes the next UTC day.
+    #[default]
+    Wait,
+    /// It fails with `daily_limit_reached`.
+    Fail,
+}
+
+/// A channel's own send limits, over its kind's defaults. Stored with the channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelLimits {
+    /// Sends per second; `None`: the kind's default.
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    /// Sends per UTC day; `None`: the kind's default (most kinds have no cap).
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    #[serde(default)]
+    pub over_daily_cap: OverDailyCap,
 }
 
 /// Default Graph API base for WhatsApp Cloud API sends.
@@ -115,16 +156,50 @@ pub struct WhatsappConfig {
     pub api_base_url: String,
 }
 
+/// A test-only provider speaking a trivial JSON format over HTTP (see the actors crate's
+/// `channels::loopback`): proves the channel port without any provider's name. It poses as
+/// the kind it names.
+#[cfg(feature = "loopback")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopbackConfig {
+    pub poses_as: ChannelKind,
+    /// Where sends are posted (`{base_url}/send`).
+    pub base_url: String,
+    /// Shared with the provider: sent as a bearer token, expected on webhooks.
+    pub secret: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChannelConfig {
     Whatsapp(WhatsappConfig),
+    #[cfg(feature = "loopback")]
+    Loopback(LoopbackConfig),
 }
 
 impl ChannelConfig {
     pub fn kind(&self) -> ChannelKind {
         match self {
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
+            #[cfg(feature = "loopback")]
+            ChannelConfig::Loopback(c) => c.poses_as,
+        }
+    }
+
+    pub fn whatsapp_mut(&mut self) -> Option<&mut WhatsappConfig> {
+        match self {
+            ChannelConfig::Whatsapp(config) => Some(config),
+            #[cfg(feature = "loopback")]
+            ChannelConfig::Loopback(_) => None,
+        }
+    }
+
+    /// The WhatsApp settings, for a WhatsApp channel.
+    pub fn whatsapp(&self) -> Option<&WhatsappConfig> {
+        match self {
+            ChannelConfig::Whatsapp(config) => Some(config),
+            #[cfg(feature = "loopback")]
+            ChannelConfig::Loopback(_) => None,
         }
     }
 }
@@ -136,11 +211,28 @@ pub struct Channel {
     pub name: String,
     pub config: ChannelConfig,
     pub created_at: UnixMillis,
+    /// A disabled channel still stores its webhooks; its sends wait in the outbox.
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub limits: ChannelLimits,
 }
 
 impl Channel {
     pub fn kind(&self) -> ChannelKind {
         self.config.kind()
+    }
+
+    /// The kind's rules with this channel's own send limits applied.
+    pub fn rules(&self) -> ChannelRules {
+        let mut rules = self.kind().rules();
+        if let Some(per_second) = self.limits.per_second {
+            rules.per_second = Some(per_second);
+        }
+        if let Some(per_day) = self.limits.per_day {
+            rules.per_day = Some(per_day);
+        }
+        rules
     }
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ConversationId, MessageId, WorkspaceId};
+use crate::port::{Attachment, OutboundRequest};
 use crate::time::UnixMillis;
 
 /// What a connector needs to send one message. Committed in the same batch as the message,
@@ -15,8 +16,38 @@ pub struct OutboxEntry {
     pub conversation_id: ConversationId,
     pub channel_id: ChannelId,
     pub seq: u64,
-    /// The provider's address of the lead (`wa_id` on WhatsApp).
-    pub to: String,
+    /// The conversation's provider thread (the lead's `wa_id` on WhatsApp); stored under
+    /// its first name, `to`.
+    #[serde(rename = "to")]
+    pub thread: String,
     pub text: String,
     pub created_at: UnixMillis,
+    /// The lead's address, for channels that address people rather than threads.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+    #[serde(default)]
+    pub references: Vec<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+impl OutboxEntry {
+    /// The port's request for this message.
+    pub fn request(&self) -> OutboundRequest {
+        OutboundRequest {
+            message_id: self.message_id,
+            channel_id: self.channel_id,
+            thread: self.thread.clone(),
+            to: self.address.clone(),
+            text: self.text.clone(),
+            subject: self.subject.clone(),
+            in_reply_to: self.in_reply_to.clone(),
+            references: self.references.clone(),
+            attachments: self.attachments.clone(),
+        }
+    }
 }

@@ -61,6 +61,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::conversations::routes())
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
+        .merge(routes::channels::routes())
         .merge(routes::agents::routes())
         .merge(routes::analytics::routes())
         .merge(routes::search::routes())

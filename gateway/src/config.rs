@@ -33,6 +33,7 @@ pub struct Config {
     pub conversations: ConversationsConfig,
     pub stream: StreamConfig,
     pub whatsapp: WhatsappConfig,
+    pub channels: ChannelsConfig,
     pub search: SearchConfig,
 }
 
@@ -92,6 +93,25 @@ pub struct WhatsappConfig {
     pub messages_per_second: u32,
 }
 
+/// Every channel's connector, whatever its provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// First retry delay of a failed send; doubled per attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, and how long sends pause once the circuit opens.
+    pub retry_max_ms: u64,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: 250,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
@@ -138,6 +158,7 @@ impl Default for Config {
             conversations: ConversationsConfig::default(),
             stream: StreamConfig::default(),
             whatsapp: WhatsappConfig::default(),
+            channels: ChannelsConfig::default(),
             search: SearchConfig::default(),
         }
     }

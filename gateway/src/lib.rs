@@ -16,4 +16,4 @@ pub mod server;
 pub mod stream;
 
 pub use config::Config;
-pub use server::{start, start_on, Server};
+pub use server::{start, start_on, start_with_clock, Server};

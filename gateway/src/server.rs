@@ -7,8 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::{Listener, ListenerExt};
 use axum::Router;
-use confab_actors::{ConnectorSettings, IndexerConfig, ManagerConfig, Runtime, RuntimeConfig};
+use confab_actors::{
+    ConnectorSettings, IndexerConfig, ManagerConfig, Runtime, RuntimeConfig, SharedClock,
+    SystemClock,
+};
 use confab_engine::committer::Committer;
+use confab_engine::model::ChannelKind;
 use confab_engine::store::{Store, StoreOptions};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -74,7 +78,7 @@ impl Server {
     }
 }
 
-fn runtime_config(config: &Config) -> RuntimeConfig {
+fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
     RuntimeConfig {
         conversations: ManagerConfig {
             idle_timeout: Duration::from_secs(config.conversations.idle_timeout_secs.max(1)),
@@ -84,7 +88,14 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
         },
         connectors: ConnectorSettings {
             max_send_attempts: config.whatsapp.max_send_attempts.max(1),
-            whatsapp_per_second: config.whatsapp.messages_per_second.max(1),
+            per_second: [(
+                ChannelKind::Whatsapp,
+                config.whatsapp.messages_per_second.max(1),
+            )]
+            .into(),
+            retry_base: Duration::from_millis(config.channels.retry_base_ms.max(1)),
+            retry_max: Duration::from_millis(config.channels.retry_max_ms.max(1)),
+            clock,
             ..ConnectorSettings::default()
         },
         indexer: Some(indexer_config(config)),
@@ -115,6 +126,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
 /// Like [`start`], on an already bound listener (tests bind port 0).
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
+    start_with_clock(config, listener, Arc::new(SystemClock)).await
+}
+
+/// Like [`start_on`], with the clock the channels' daily budgets count days by (tests
+/// drive a manual one instead of waiting for midnight).
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_listen {
         Some(at) => Some(
@@ -141,9 +162,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
     let hub = Hub::new(config.stream.clone());
     // Encoding and fan-out run off the committer's thread.
     committer.subscribe(crate::stream::FanoutThread::start(hub.clone())?);
-    let runtime = Runtime::start(store.clone(), committer.clone(), runtime_config(&config))
-        .await
-        .context("cannot start the actors")?;
+    let runtime = Runtime::start(
+        store.clone(),
+        committer.clone(),
+        runtime_config(&config, clock),
+    )
+    .await
+    .context("cannot start the actors")?;
 
     let (stop, stopped) = watch::channel(false);
     let app: AppState = Arc::new(App {

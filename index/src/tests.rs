@@ -93,7 +93,7 @@ impl Log {
         let delta = Delta {
             offset: self.deltas.len() as u64 + 1,
             workspace_id: ws,
-            conversation_id: conv,
+            conversation_id: Some(conv),
             at: now_millis(),
             body,
         };

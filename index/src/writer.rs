@@ -180,7 +180,7 @@ impl Writer {
                     matches!(delta.body, DeltaBody::ConversationCreated(_)),
                 )
             }
-            DeltaBody::Notification { .. } => return,
+            DeltaBody::Notification { .. } | DeltaBody::ChannelUpdated(_) => return,
         };
         // Deleting by key costs a term lookup in every segment at commit: skip it for a
         // document that cannot be in the index yet.

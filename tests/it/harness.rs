@@ -67,9 +67,28 @@ impl TestServer {
         Self::boot(dir, config).await
     }
 
+    /// A server whose channels count days by `clock` (daily send budgets).
+    pub async fn start_with_clock(
+        clock: confab_actors::SharedClock,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = test_config(dir.path().to_path_buf());
+        adjust(&mut config);
+        Self::boot_with(dir, config, clock).await
+    }
+
     async fn boot(dir: Arc<tempfile::TempDir>, config: Config) -> TestServer {
+        Self::boot_with(dir, config, Arc::new(confab_actors::SystemClock)).await
+    }
+
+    async fn boot_with(
+        dir: Arc<tempfile::TempDir>,
+        config: Config,
+        clock: confab_actors::SharedClock,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let server = confab_gateway::start_on(config.clone(), listener)
+        let server = confab_gateway::start_with_clock(config.clone(), listener, clock)
             .await
             .expect("server starts");
         TestServer {
@@ -110,6 +129,18 @@ impl TestServer {
             .await
             .expect("request");
         checked("POST", path, response).await
+    }
+
+    pub async fn admin_patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        checked("PATCH", path, response).await
     }
 
     /// A workspace with an admin agent and a WhatsApp channel sending to `graph`.

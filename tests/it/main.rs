@@ -6,6 +6,7 @@ mod process;
 
 mod analytics;
 mod bad_input;
+mod channels;
 mod commands;
 mod contract;
 mod crashloop;

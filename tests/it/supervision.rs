@@ -120,11 +120,7 @@ async fn a_crashed_connector_is_restarted_by_its_supervisor() {
     let tenant = server.provision(&graph).await;
     let channel: ChannelId = tenant.channel_id.parse().expect("channel id");
     let channels = server.server().app().runtime.channels.clone();
-    let connector_id = || {
-        let entry = channels.registry().get(channel)?;
-        let confab_actors::channels::Connector::Whatsapp(actor) = entry.connector;
-        Some(actor.get_id())
-    };
+    let connector_id = || channels.registry().connector_id(channel);
     let before = connector_id().expect("running");
     channels.crash(channel);
     wait_for("a restarted connector", || async {

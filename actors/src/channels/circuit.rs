@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use confab_engine::port::CircuitState;
+
 /// Consecutive retryable failures that open the circuit.
 pub const FAILURES_TO_OPEN: u32 = 5;
 
@@ -37,6 +39,31 @@ impl Circuit {
 
     /// An attempt succeeded; true when this closed an open circuit.
     pub fn success(&mut self) -> bool {
+        self.failures = 0;
+        self.open_until.take().is_some()
+    }
+
+    /// Closed, open (sends pause) or half-open (the cool-down is over: the next attempt
+    /// probes).
+    pub fn state(&self, now: Instant) -> CircuitState {
+        match self.open_until {
+            None => CircuitState::Closed,
+            Some(until) if now < until => CircuitState::Open,
+            Some(_) => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Opens at once, whatever the count (the provider refuses our credentials: every
+    /// attempt would fail alike); true when this opened a closed circuit.
+    pub fn trip(&mut self, now: Instant) -> bool {
+        self.failures = self.failures.max(FAILURES_TO_OPEN);
+        let was_open = self.open_until.is_some();
+        self.open_until = Some(now + self.cool_down);
+        !was_open
+    }
+
+    /// Closes without a success (the channel was reconfigured); true when it was open.
+    pub fn reset(&mut self) -> bool {
         self.failures = 0;
         self.open_until.take().is_some()
     }
@@ -81,5 +108,21 @@ mod tests {
         assert!(circuit.success(), "a success closes it");
         assert!(!circuit.is_open());
         assert!(!circuit.failure(later), "the count starts over");
+    }
+
+    #[test]
+    fn a_trip_opens_at_once_and_half_opens_after_the_cool_down() {
+        let t0 = Instant::now();
+        let mut circuit = Circuit::new(Duration::from_secs(10));
+        assert_eq!(circuit.state(t0), CircuitState::Closed);
+        assert!(circuit.trip(t0));
+        assert_eq!(circuit.state(t0), CircuitState::Open);
+        assert_eq!(
+            circuit.state(t0 + Duration::from_secs(10)),
+            CircuitState::HalfOpen
+        );
+        assert!(!circuit.trip(t0), "already open");
+        assert!(circuit.reset());
+        assert_eq!(circuit.state(t0), CircuitState::Closed);
     }
 }

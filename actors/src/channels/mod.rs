@@ -1,11 +1,19 @@
-//! Channel connectors and their supervisor.
+//! Channels: one generic connector actor per channel account, the adapters of the
+//! providers behind it, and their supervisor.
 //!
-//! One connector actor per channel account turns the provider's webhooks into inbound
-//! events for conversations and sends outbound messages through the provider's API. The
-//! supervisor restarts a crashed connector (within a budget); a connector rebuilds its send
-//! queue from the durable outbox when it starts.
+//! A provider is an [`adapter::Adapter`] in one file (`whatsapp`, and the test-only
+//! `loopback`); the [`connector`] does everything else the same way for all of them:
+//! queues per thread, pacing and daily budgets, retries with backoff, the circuit breaker,
+//! outbox replay, status routing and health (see [`link`]). The supervisor restarts a
+//! crashed connector (within a budget); a connector rebuilds its send queue from the
+//! durable outbox when it starts.
 
+pub mod adapter;
 pub mod circuit;
+pub mod connector;
+pub mod link;
+#[cfg(feature = "loopback")]
+pub mod loopback;
 pub mod whatsapp;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,20 +21,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_engine::committer::Committer;
-use confab_engine::ids::{ChannelId, MessageId};
-use confab_engine::model::{Channel, ChannelConfig};
+use confab_engine::catalogue::Ks;
+use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::ids::{ChannelId, MessageId, WorkspaceId};
+use confab_engine::model::{Channel, ChannelKind};
 use confab_engine::outbox::OutboxEntry;
+use confab_engine::port::{ChannelHealth, ChannelRuntime};
 use confab_engine::store::Store;
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use reqwest::header::HeaderMap;
 use tokio::sync::oneshot;
 
+use self::adapter::Refusal;
+use self::connector::{Connector, ConnectorArgs, ConnectorMsg};
+use self::link::Link;
+use crate::clock::{SharedClock, SystemClock};
 use crate::conversation::InboundOutcome;
 use crate::error::{ActorError, ActorResult};
 use crate::manager::Conversations;
-
-use self::whatsapp::{WhatsappArgs, WhatsappConnector, WhatsappMsg};
+use crate::outbound::Outbound;
 
 /// Settings shared by every connector.
 #[derive(Clone, Debug)]
@@ -35,12 +49,16 @@ pub struct ConnectorSettings {
     pub max_send_attempts: u32,
     /// First retry delay; doubled per attempt, with jitter.
     pub retry_base: Duration,
+    /// Longest retry delay, and the circuit's cool-down.
     pub retry_max: Duration,
-    /// WhatsApp messages per second per phone number.
-    pub whatsapp_per_second: u32,
+    /// The server's sends per second per sender, by kind, over the kinds' defaults (a
+    /// channel's own limit wins over both).
+    pub per_second: HashMap<ChannelKind, u32>,
     pub request_timeout: Duration,
     pub restart_budget: u32,
     pub restart_window: Duration,
+    /// What daily budgets count days by.
+    pub clock: SharedClock,
 }
 
 impl Default for ConnectorSettings {
@@ -49,73 +67,62 @@ impl Default for ConnectorSettings {
             max_send_attempts: 6,
             retry_base: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
-            whatsapp_per_second: 80,
+            per_second: HashMap::new(),
             request_timeout: Duration::from_secs(15),
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
 
-/// A connector of any kind.
-#[derive(Clone)]
-pub enum Connector {
-    Whatsapp(ActorRef<WhatsappMsg>),
-}
-
-impl Connector {
-    fn send(&self, entry: OutboxEntry) -> bool {
-        match self {
-            Connector::Whatsapp(actor) => actor.cast(WhatsappMsg::Send(entry)).is_ok(),
-        }
-    }
-
-    fn cell(&self) -> ractor::ActorCell {
-        match self {
-            Connector::Whatsapp(actor) => actor.get_cell(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ChannelEntry {
-    pub channel: Arc<Channel>,
-    pub connector: Connector,
-}
-
-/// Every running channel and its connector, readable without a mailbox hop.
+/// Every channel's link, and the connector of each running one: readable without a
+/// mailbox hop.
 #[derive(Clone, Default)]
 pub struct ChannelRegistry {
-    entries: Arc<DashMap<ChannelId, ChannelEntry>>,
+    links: Arc<DashMap<ChannelId, Arc<Link>>>,
+    connectors: Arc<DashMap<ChannelId, ActorRef<ConnectorMsg>>>,
     /// Outbound messages a send task is working on, across connector restarts.
-    in_flight: Arc<DashMap<MessageId, ()>>,
+    in_flight: Arc<DashMap<MessageId, ChannelId>>,
 }
 
 impl ChannelRegistry {
-    pub fn get(&self, id: ChannelId) -> Option<ChannelEntry> {
-        self.entries.get(&id).map(|e| e.clone())
+    pub fn link(&self, id: ChannelId) -> Option<Arc<Link>> {
+        self.links.get(&id).map(|l| l.clone())
     }
 
+    pub(crate) fn connector(&self, id: ChannelId) -> Option<ActorRef<ConnectorMsg>> {
+        self.connectors.get(&id).map(|c| c.clone())
+    }
+
+    /// The actor id of the channel's running connector (changes when it restarts).
+    pub fn connector_id(&self, id: ChannelId) -> Option<ActorId> {
+        self.connectors.get(&id).map(|c| c.get_id())
+    }
+
+    /// Channels with a running connector.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.connectors.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.connectors.is_empty()
     }
 
+    pub(crate) fn in_flight(&self) -> &DashMap<MessageId, ChannelId> {
+        &self.in_flight
+    }
+}
+
+impl Outbound for ChannelRegistry {
     /// Hands an outbound message to its channel's connector. If the connector is not
     /// running, the message stays in the outbox and is sent when it starts.
-    pub fn dispatch(&self, entry: OutboxEntry) {
+    fn dispatch(&self, entry: OutboxEntry) {
         let channel = entry.channel_id;
-        match self.entries.get(&channel).map(|e| e.connector.clone()) {
-            Some(connector) if connector.send(entry) => {}
+        match self.connector(channel) {
+            Some(connector) if connector.cast(ConnectorMsg::Send(entry)).is_ok() => {}
             _ => tracing::warn!(%channel, "no running connector: the message waits in the outbox"),
         }
-    }
-
-    pub(crate) fn in_flight(&self) -> &DashMap<MessageId, ()> {
-        &self.in_flight
     }
 }
 
@@ -125,7 +132,7 @@ pub struct WebhookReport {
     pub stored: usize,
     pub duplicates: usize,
     pub statuses: usize,
-    /// Messages or statuses addressed to a phone number this channel does not serve.
+    /// Messages or statuses addressed to another sender identity (another number).
     pub skipped: usize,
     /// Items that can never be stored (no usable id or sender): answered, not retried.
     pub rejected: usize,
@@ -145,7 +152,8 @@ pub enum Pending {
     Status(oneshot::Receiver<ActorResult<()>>),
     /// A status already made durable.
     Applied,
-    Skipped,
+    /// This many items were for another sender identity.
+    Skipped(usize),
     /// This many items can never be stored.
     Rejected(usize),
 }
@@ -166,11 +174,21 @@ pub async fn wait_all(pending: Vec<Pending>) -> ActorResult<WebhookReport> {
                 report.statuses += 1;
             }
             Pending::Applied => report.statuses += 1,
-            Pending::Skipped => report.skipped += 1,
+            Pending::Skipped(n) => report.skipped += n,
             Pending::Rejected(n) => report.rejected += n,
         }
     }
     Ok(report)
+}
+
+/// Why a webhook was not taken.
+#[derive(Debug)]
+pub enum WebhookError {
+    /// No such channel (or not of the provider the route serves).
+    NotFound,
+    /// The adapter refused it: not from the provider, or not its format.
+    Refused(Refusal),
+    Actor(ActorError),
 }
 
 /// The handle the gateway uses to reach channels. Cheap to clone.
@@ -186,7 +204,7 @@ impl Channels {
     }
 
     pub fn get(&self, id: ChannelId) -> Option<Arc<Channel>> {
-        self.registry.get(id).map(|e| e.channel)
+        self.registry.link(id).map(|l| l.channel())
     }
 
     /// Starts the connector of a (stored) channel.
@@ -199,29 +217,99 @@ impl Channels {
             .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?
     }
 
-    /// Hands a verified WhatsApp webhook body, received at `received`, to the channel's
-    /// connector and waits until everything in it is durable.
-    pub async fn whatsapp_webhook(
+    /// Changes a channel's configuration (name, disabled, credentials, limits): stored,
+    /// then applied at once (held sends look again). Changes are serialized.
+    pub async fn update(&self, id: ChannelId, change: ChannelChange) -> ActorResult<Channel> {
+        let (tx, rx) = oneshot::channel();
+        self.supervisor
+            .cast(SupervisorMsg::Update(id, change, tx.into()))
+            .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?;
+        rx.await
+            .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?
+    }
+
+    /// The health of one channel.
+    pub fn health(&self, id: ChannelId) -> Option<ChannelHealth> {
+        self.registry.link(id).map(|l| l.health())
+    }
+
+    /// The health of every channel of a workspace, oldest channel first.
+    pub fn workspace_health(&self, workspace: WorkspaceId) -> Vec<ChannelHealth> {
+        let mut links: Vec<Arc<Link>> = self
+            .registry
+            .links
+            .iter()
+            .filter(|l| l.channel().workspace_id == workspace)
+            .map(|l| l.clone())
+            .collect();
+        links.sort_by_key(|l| l.channel().id);
+        links.iter().map(|l| l.health()).collect()
+    }
+
+    fn kind_link(
         &self,
         id: ChannelId,
+        kind: Option<ChannelKind>,
+    ) -> Result<Arc<Link>, WebhookError> {
+        self.registry
+            .link(id)
+            .filter(|l| kind.is_none_or(|k| l.channel().kind() == k))
+            .ok_or(WebhookError::NotFound)
+    }
+
+    /// The provider's subscription handshake for the channel: what to answer, `Ok(None)`
+    /// when the request is not a valid one.
+    pub fn handshake(
+        &self,
+        id: ChannelId,
+        kind: Option<ChannelKind>,
+        query: &HashMap<String, String>,
+    ) -> Result<Option<String>, WebhookError> {
+        Ok(self.kind_link(id, kind)?.adapter().handshake(query))
+    }
+
+    /// Checks a webhook's authenticity with the channel's adapter, then hands the body to
+    /// the channel's connector and waits until everything in it is durable. `kind`, when
+    /// given, is the provider the route serves.
+    pub async fn webhook(
+        &self,
+        id: ChannelId,
+        kind: Option<ChannelKind>,
+        headers: &HeaderMap,
         body: Bytes,
         received: Instant,
-    ) -> ActorResult<WebhookReport> {
-        let Some(ChannelEntry {
-            connector: Connector::Whatsapp(actor),
-            ..
-        }) = self.registry.get(id)
-        else {
-            return Err(ActorError::NotFound);
-        };
+    ) -> Result<WebhookReport, WebhookError> {
+        let link = self.kind_link(id, kind)?;
+        link.adapter()
+            .verify(headers, &body)
+            .map_err(WebhookError::Refused)?;
+        let connector = self.registry.connector(id).ok_or_else(|| {
+            WebhookError::Actor(ActorError::Unavailable(
+                "the channel's connector is not running".into(),
+            ))
+        })?;
         let (tx, rx) = oneshot::channel();
-        actor
-            .cast(WhatsappMsg::Webhook(body, received, tx.into()))
-            .map_err(|_| ActorError::Unavailable("the channel's connector is restarting".into()))?;
+        connector
+            .cast(ConnectorMsg::Webhook(body, received, tx.into()))
+            .map_err(|_| {
+                WebhookError::Actor(ActorError::Unavailable(
+                    "the channel's connector is restarting".into(),
+                ))
+            })?;
         let pending = rx
             .await
-            .map_err(|_| ActorError::Unavailable("the channel's connector stopped".into()))??;
-        wait_all(pending).await
+            .map_err(|_| {
+                WebhookError::Actor(ActorError::Unavailable(
+                    "the channel's connector stopped".into(),
+                ))
+            })?
+            .map_err(|e| match e {
+                ActorError::Invalid { code, message } => {
+                    WebhookError::Refused(Refusal::malformed(code, message))
+                }
+                other => WebhookError::Actor(other),
+            })?;
+        wait_all(pending).await.map_err(WebhookError::Actor)
     }
 
     /// Lets every connector finish what it has queued, then stops them.
@@ -233,14 +321,22 @@ impl Channels {
     /// Test hook: makes a channel's connector panic.
     #[doc(hidden)]
     pub fn crash(&self, id: ChannelId) {
-        if let Some(ChannelEntry {
-            connector: Connector::Whatsapp(actor),
-            ..
-        }) = self.registry.get(id)
-        {
-            let _ = actor.cast(WhatsappMsg::Crash);
+        if let Some(connector) = self.registry.connector(id) {
+            let _ = connector.cast(ConnectorMsg::Crash);
         }
     }
+}
+
+/// The longest `Retry-After` a provider's answer can ask for that we honour as given.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// What a connector needs from the rest of the engine.
@@ -254,8 +350,14 @@ pub struct ConnectorDeps {
     pub settings: ConnectorSettings,
 }
 
+/// A change to a channel's stored configuration.
+pub type ChannelChange = Box<dyn FnOnce(&mut Channel) + Send>;
+
 pub enum SupervisorMsg {
     Start(Box<Channel>, RpcReplyPort<ActorResult<()>>),
+    /// Applies a change to the channel's current configuration, stores it and hands it to
+    /// the channel's link; changes are serialized here.
+    Update(ChannelId, ChannelChange, RpcReplyPort<ActorResult<Channel>>),
 }
 
 pub struct ChannelSupervisor;
@@ -302,7 +404,10 @@ impl Actor for ChannelSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Start(channel, reply) => {
-                let _ = reply.send(state.spawn(&myself, Arc::new(*channel)).await);
+                let _ = reply.send(state.start(&myself, *channel).await);
+            }
+            SupervisorMsg::Update(id, change, reply) => {
+                let _ = reply.send(state.update(id, change).await);
             }
         }
         Ok(())
@@ -322,7 +427,8 @@ impl Actor for ChannelSupervisor {
                 };
                 tracing::error!(channel = %channel_id, %error, "channel connector crashed");
                 metrics::counter!(crate::metrics::CONNECTOR_RESTARTS).increment(1);
-                let Some(entry) = state.deps.registry.get(channel_id) else {
+                state.deps.registry.connectors.remove(&channel_id);
+                let Some(link) = state.deps.registry.link(channel_id) else {
                     return Ok(());
                 };
                 let times = state.restarts.entry(channel_id).or_default();
@@ -333,10 +439,10 @@ impl Actor for ChannelSupervisor {
                 times.push_back(Instant::now());
                 if times.len() > state.deps.settings.restart_budget as usize {
                     tracing::error!(channel = %channel_id, "connector restart budget spent: channel stopped");
-                    state.deps.registry.entries.remove(&channel_id);
+                    link.set_running(false);
                     return Ok(());
                 }
-                if let Err(e) = state.spawn(&myself, entry.channel).await {
+                if let Err(e) = state.spawn(&myself, link).await {
                     tracing::error!(channel = %channel_id, error = %e, "cannot restart connector");
                 }
             }
@@ -350,34 +456,58 @@ impl Actor for ChannelSupervisor {
 }
 
 impl SupervisorState {
-    async fn spawn(
+    /// Starts a channel's connector, with a new link (its health and budget as stored).
+    async fn start(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        channel: Arc<Channel>,
+        channel: Channel,
     ) -> ActorResult<()> {
         if self.children.values().any(|id| *id == channel.id) {
             return Ok(());
         }
-        let connector = match &channel.config {
-            ChannelConfig::Whatsapp(_) => {
-                let args = WhatsappArgs {
-                    channel: channel.clone(),
-                    deps: self.deps.clone(),
-                };
-                let (actor, _) =
-                    Actor::spawn_linked(None, WhatsappConnector, args, myself.get_cell())
-                        .await
-                        .map_err(|e| {
-                            ActorError::Unavailable(format!("cannot start the connector: {e}"))
-                        })?;
-                Connector::Whatsapp(actor)
-            }
+        let store = self.deps.store.clone();
+        let id = channel.id;
+        let runtime: ChannelRuntime =
+            tokio::task::spawn_blocking(move || store.get(Ks::ChannelRuntime, &id.to_bytes()))
+                .await
+                .map_err(|e| ActorError::Unavailable(e.to_string()))??
+                .unwrap_or_default();
+        let link = Link::new(
+            Arc::new(channel),
+            runtime,
+            self.deps.committer.clone(),
+            self.deps.settings.clone(),
+        );
+        self.deps.registry.links.insert(id, link.clone());
+        self.spawn(myself, link).await
+    }
+
+    async fn update(&mut self, id: ChannelId, change: ChannelChange) -> ActorResult<Channel> {
+        let link = self.deps.registry.link(id).ok_or(ActorError::NotFound)?;
+        let mut channel = (*link.channel()).clone();
+        change(&mut channel);
+        let mut set = WriteSet::new();
+        set.put(Ks::ChannelState, channel.id.to_bytes().to_vec(), &channel);
+        self.deps.committer.commit(set).await?;
+        link.reconfigure(channel.clone());
+        Ok(channel)
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        link: Arc<Link>,
+    ) -> ActorResult<()> {
+        let id = link.channel().id;
+        let args = ConnectorArgs {
+            link,
+            deps: self.deps.clone(),
         };
-        self.children.insert(connector.cell().get_id(), channel.id);
-        self.deps
-            .registry
-            .entries
-            .insert(channel.id, ChannelEntry { channel, connector });
+        let (actor, _) = Actor::spawn_linked(None, Connector, args, myself.get_cell())
+            .await
+            .map_err(|e| ActorError::Unavailable(format!("cannot start the connector: {e}")))?;
+        self.children.insert(actor.get_id(), id);
+        self.deps.registry.connectors.insert(id, actor);
         Ok(())
     }
 }

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::ids::ChannelId;
+use crate::inbound::{normalize_phone, InboundEvent};
 use crate::model::Delivery;
+use crate::port::{InboundBatch, SendOutcome, StatusReport};
 use crate::time::UnixMillis;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -29,6 +32,12 @@ pub const WINDOW_CLOSED: i64 = 131047;
 /// Provider error codes worth retrying with backoff: throughput (130429), pair rate limit
 /// (131056), temporary failures (131000, 131016) and Graph API rate limits (2, 4, 80007).
 const RETRYABLE_CODES: [i64; 7] = [130429, 131056, 131000, 131016, 2, 4, 80007];
+
+/// The retryable codes that ask us to slow down rather than report a failure.
+const RATE_CODES: [i64; 5] = [130429, 131056, 4, 80007, 2];
+
+/// Graph API error code of an invalid or expired access token.
+pub const AUTH_FAILED: i64 = 190;
 
 /// The WhatsApp Business Account id used by the body builders.
 pub const DEMO_WABA_ID: &str = "100000000000001";
@@ -243,6 +252,95 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, WireError> {
         }
     }
     Ok(batch)
+}
+
+/// A webhook body as the channel port's [`InboundBatch`], for the channel of `channel_id`
+/// serving the number `phone_number_id`: items for other numbers are skipped.
+pub fn inbound_batch(
+    raw_body: &[u8],
+    channel_id: ChannelId,
+    phone_number_id: &str,
+) -> Result<InboundBatch, WireError> {
+    let batch = parse_webhook(raw_body)?;
+    let mut out = InboundBatch {
+        rejected: batch.rejected,
+        ..InboundBatch::default()
+    };
+    for message in batch.messages {
+        if message.phone_number_id == phone_number_id {
+            out.messages.push(inbound_event(channel_id, message));
+        } else {
+            out.skipped += 1;
+        }
+    }
+    for status in batch.statuses {
+        if status.phone_number_id == phone_number_id {
+            out.statuses.push(StatusReport {
+                provider_message_id: status.wamid,
+                status: status.status,
+                error: status.error,
+                at: status.timestamp,
+            });
+        } else {
+            out.skipped += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A lead's message as the port's [`InboundEvent`]: the thread is the lead's `wa_id`.
+pub fn inbound_event(channel_id: ChannelId, m: InboundMessage) -> InboundEvent {
+    let content_type = (m.kind != "text").then(|| m.kind.clone());
+    InboundEvent {
+        channel_id,
+        contact_phone: Some(normalize_phone(&m.from)),
+        thread: m.from,
+        provider_message_id: m.wamid,
+        contact_name: m.profile_name,
+        contact_email: None,
+        contact_profile: None,
+        sent_at: m.timestamp,
+        text: m.text,
+        content_type,
+        raw: m.raw,
+        reply_to: m.reply_to,
+        campaign: m.referral.and_then(|r| r.campaign()),
+        received: None,
+    }
+}
+
+/// The Graph API's answer to a send, classified for the connector: an invalid or expired
+/// access token (HTTP 401, or error code 190) is an authentication failure; 429 and the
+/// throughput codes are rate limits; other retryable answers are [`SendOutcome::Retryable`];
+/// the rest (a closed window, a bad recipient) are permanent.
+pub fn classify_send(http_status: u16, body: &[u8]) -> SendOutcome {
+    match parse_send_response(http_status, body) {
+        Ok(wamid) => SendOutcome::Accepted { provider_id: wamid },
+        Err(e) if http_status == 401 || e.code == Some(AUTH_FAILED) => {
+            SendOutcome::AuthFailed { reason: e.message }
+        }
+        Err(e)
+            if e.retryable
+                && (http_status == 429 || e.code.is_some_and(|c| RATE_CODES.contains(&c))) =>
+        {
+            SendOutcome::RateLimited {
+                reason: e.message,
+                retry_after: None,
+            }
+        }
+        Err(e) if e.retryable => SendOutcome::Retryable {
+            reason: e.message,
+            retry_after: None,
+        },
+        Err(e) => SendOutcome::Permanent {
+            code: match e.code {
+                Some(WINDOW_CLOSED) => "whatsapp_window_closed".to_owned(),
+                Some(code) => format!("provider_error_{code}"),
+                None => format!("http_{http_status}"),
+            },
+            reason: e.message,
+        },
+    }
 }
 
 /// An item that can never be stored.

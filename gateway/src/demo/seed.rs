@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use confab_engine::admin::token_hash;
 use confab_engine::ids::{ChannelId, WorkspaceId};
-use confab_engine::model::{ChannelConfig, WhatsappConfig};
+use confab_engine::model::WhatsappConfig;
 use confab_engine::store::Store;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -151,10 +151,10 @@ fn check(store: &Store, state: &DemoState, sandbox_base_url: &str) -> anyhow::Re
         });
     let channel = match state.channel.id.parse::<ChannelId>() {
         Ok(id) => store.channel(id)?.is_some_and(|channel| {
-            let ChannelConfig::Whatsapp(config) = &channel.config;
             channel.workspace_id == workspace_id
-                && *config == state.channel.as_config()
-                && config.api_base_url == sandbox_base_url
+                && channel.config.whatsapp().is_some_and(|config| {
+                    *config == state.channel.as_config() && config.api_base_url == sandbox_base_url
+                })
         }),
         Err(_) => false,
     };

@@ -6,7 +6,8 @@ use axum::Json;
 use confab_engine::admin;
 use confab_engine::ids::{AgentId, ChannelId, WorkspaceId};
 use confab_engine::model::{
-    Channel, ChannelConfig, ChannelKind, Role, WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
+    Channel, ChannelConfig, ChannelKind, OverDailyCap, Role, WhatsappConfig,
+    WHATSAPP_DEFAULT_API_BASE,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_workspace))
         .routes(routes!(create_agent))
         .routes(routes!(create_channel))
+        .routes(routes!(update_channel))
 }
 
 const MAX_NAME: usize = 200;
@@ -275,20 +277,7 @@ async fn create_channel(
     let name = required("name", body.name, MAX_NAME)?;
     let config = match body.kind.as_deref() {
         Some("whatsapp") => {
-            let api_base_url = body
-                .api_base_url
-                .map(|u| u.trim().trim_end_matches('/').to_string())
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| WHATSAPP_DEFAULT_API_BASE.to_string());
-            if reqwest::Url::parse(&api_base_url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-            {
-                return Err(ApiError::unprocessable(
-                    "invalid_url",
-                    "`api_base_url` must be an http(s) URL",
-                ));
-            }
+            let api_base_url = base_url(body.api_base_url)?;
             ChannelConfig::Whatsapp(WhatsappConfig {
                 phone_number_id: required("phone_number_id", body.phone_number_id, 64)?,
                 app_secret: required("app_secret", body.app_secret, 512)?,
@@ -322,6 +311,25 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
 }
 
+/// The Graph API base URL given (trimmed, without a trailing `/`), Meta's when left out,
+/// empty or `null`; 422 `invalid_url` unless it is http(s).
+fn base_url(value: Option<String>) -> ApiResult<String> {
+    let url = value
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| WHATSAPP_DEFAULT_API_BASE.to_string());
+    if reqwest::Url::parse(&url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_url",
+            "`api_base_url` must be an http(s) URL",
+        ));
+    }
+    Ok(url)
+}
+
 /// A channel as the API shows it: never its secrets.
 #[derive(Serialize, ToSchema)]
 pub struct ChannelView {
@@ -333,20 +341,206 @@ pub struct ChannelView {
     pub api_base_url: String,
     /// Where the provider posts its webhooks.
     pub webhook_path: String,
+    /// A disabled channel stores its webhooks; its sends wait in the outbox.
+    pub disabled: bool,
+    pub limits: LimitsConfig,
+}
+
+/// A channel's own send limits (`null`: its kind's default).
+#[derive(Serialize, ToSchema)]
+pub struct LimitsConfig {
+    pub per_second: Option<u32>,
+    pub per_day: Option<u32>,
+    pub over_daily_cap: OverDailyCap,
 }
 
 impl ChannelView {
     pub fn of(channel: &Channel) -> ChannelView {
-        match &channel.config {
-            ChannelConfig::Whatsapp(c) => ChannelView {
-                id: channel.id,
-                workspace_id: channel.workspace_id,
-                kind: channel.kind(),
-                name: channel.name.clone(),
-                phone_number_id: c.phone_number_id.clone(),
-                api_base_url: c.api_base_url.clone(),
-                webhook_path: format!("/webhooks/whatsapp/{}", channel.id),
+        let whatsapp = channel.config.whatsapp();
+        ChannelView {
+            id: channel.id,
+            workspace_id: channel.workspace_id,
+            kind: channel.kind(),
+            name: channel.name.clone(),
+            phone_number_id: whatsapp
+                .map(|c| c.phone_number_id.clone())
+                .unwrap_or_default(),
+            api_base_url: whatsapp.map(|c| c.api_base_url.clone()).unwrap_or_default(),
+            webhook_path: format!("/webhooks/{}/{}", channel.kind().as_str(), channel.id),
+            disabled: channel.disabled,
+            limits: LimitsConfig {
+                per_second: channel.limits.per_second,
+                per_day: channel.limits.per_day,
+                over_daily_cap: channel.limits.over_daily_cap,
             },
         }
     }
+}
+
+/// Any subset of a channel's settings. Credentials are write-only; those of another
+/// provider than the channel's are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    name: Option<String>,
+    /// `true` holds every send in the outbox (webhooks are still stored); `false` sends
+    /// them.
+    disabled: Option<bool>,
+    /// WhatsApp: the number's id.
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
+    phone_number_id: Option<String>,
+    /// WhatsApp: the app secret that signs webhooks.
+    #[schema(min_length = 1, max_length = 512, pattern = "\\S")]
+    app_secret: Option<String>,
+    /// WhatsApp: the webhook verification token.
+    #[schema(min_length = 1, max_length = 512, pattern = "\\S")]
+    verify_token: Option<String>,
+    /// WhatsApp: the Graph API access token.
+    #[schema(min_length = 1, max_length = 4096, pattern = "\\S")]
+    access_token: Option<String>,
+    /// WhatsApp: the Graph API's base URL (http or https).
+    api_base_url: Option<String>,
+    limits: Option<LimitsPatch>,
+}
+
+/// Send limits; a field left out keeps its value, `null` returns it to the kind's default.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    per_second: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000000)]
+    per_day: Option<Option<u32>>,
+    /// `wait` (the message goes the next UTC day) or `fail` (`daily_limit_reached`).
+    over_daily_cap: Option<OverDailyCap>,
+}
+
+/// Tells a field sent as `null` (Some(None)) from one not sent (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+fn limit(
+    field: &'static str,
+    value: Option<Option<u32>>,
+    max: u32,
+) -> ApiResult<Option<Option<u32>>> {
+    match value {
+        Some(Some(n)) if n == 0 || n > max => Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("`limits.{field}` is a whole number from 1 to {max}, or null"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Changes a channel: rename it, disable or enable it, rotate its credentials, set its
+/// send limits. Applied at once: held sends look again. Secrets are never shown.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/workspaces/{workspace_id}/channels/{channel_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("workspace_id" = String, Path, description = "The workspace."),
+        ("channel_id" = String, Path, description = "The channel."),
+    ),
+    request_body = ChannelPatch,
+    responses(
+        (status = 200, description = "The channel as stored.", body = ChannelView),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workspace, or no such channel in it.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_value`: a credential of another provider, or a limit out of range.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn update_channel(
+    _: AdminAuth,
+    State(app): State<AppState>,
+    Path((workspace_id, channel_id)): Path<(String, String)>,
+    Body(patch): Body<ChannelPatch>,
+) -> ApiResult<Json<ChannelView>> {
+    let workspace_id = existing_workspace(&app, &workspace_id).await?;
+    let id: ChannelId = channel_id
+        .parse()
+        .map_err(|_| ApiError::not_found("channel"))?;
+    let current = app
+        .runtime
+        .channels
+        .get(id)
+        .filter(|c| c.workspace_id == workspace_id)
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    let name = patch
+        .name
+        .map(|n| required("name", Some(n), MAX_NAME))
+        .transpose()?;
+    let credentials = [
+        ("phone_number_id", patch.phone_number_id, 64),
+        ("app_secret", patch.app_secret, 512),
+        ("verify_token", patch.verify_token, 512),
+        ("access_token", patch.access_token, 4096),
+    ];
+    let mut given = Vec::new();
+    for (field, value, max) in credentials {
+        if let Some(value) = value {
+            given.push((field, required(field, Some(value), max)?));
+        }
+    }
+    let api_base_url = patch.api_base_url.map(|u| base_url(Some(u))).transpose()?;
+    if current.config.whatsapp().is_none() && (!given.is_empty() || api_base_url.is_some()) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("a {} channel has no such settings", current.kind().as_str()),
+        ));
+    }
+    let limits = match patch.limits {
+        Some(l) => Some((
+            limit("per_second", l.per_second, 10_000)?,
+            limit("per_day", l.per_day, 10_000_000)?,
+            l.over_daily_cap,
+        )),
+        None => None,
+    };
+    let disabled = patch.disabled;
+    let change = Box::new(move |channel: &mut Channel| {
+        if let Some(name) = name {
+            channel.name = name;
+        }
+        if let Some(disabled) = disabled {
+            channel.disabled = disabled;
+        }
+        if let Some((per_second, per_day, over)) = limits {
+            if let Some(per_second) = per_second {
+                channel.limits.per_second = per_second;
+            }
+            if let Some(per_day) = per_day {
+                channel.limits.per_day = per_day;
+            }
+            if let Some(over) = over {
+                channel.limits.over_daily_cap = over;
+            }
+        }
+        if let Some(config) = channel.config.whatsapp_mut() {
+            for (field, value) in given {
+                match field {
+                    "phone_number_id" => config.phone_number_id = value,
+                    "app_secret" => config.app_secret = value,
+                    "verify_token" => config.verify_token = value,
+                    _ => config.access_token = value,
+                }
+            }
+            if let Some(url) = api_base_url {
+                config.api_base_url = url;
+            }
+        }
+    });
+    let channel = app.runtime.channels.update(id, change).await?;
+    Ok(Json(ChannelView::of(&channel)))
 }

@@ -1,19 +1,13 @@
 //! Leads' details: read and edit a contact; an edit reaches every conversation with it.
 
-use std::sync::OnceLock;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use confab_actors::conversation::Command;
-use confab_actors::ConversationMsg;
-use confab_engine::catalogue::{self, Ks};
-use confab_engine::committer::WriteSet;
+use confab_actors::{ActorError, ContactEdit};
 use confab_engine::ids::ContactId;
 use confab_engine::inbound::normalize_phone;
 use confab_engine::model::{Contact, ConversationCard, StoredContact};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,15 +29,6 @@ pub struct ContactView {
     #[serde(flatten)]
     contact: Contact,
     conversations: Vec<ConversationCard>,
-}
-
-/// Edits of one contact are read-modify-write: they are serialized per contact (striped
-/// locks, shared by every server in the process; only contention, never data, is shared).
-fn lock_for(id: ContactId) -> &'static Mutex<()> {
-    static STRIPES: OnceLock<Vec<Mutex<()>>> = OnceLock::new();
-    let stripes = STRIPES.get_or_init(|| (0..64).map(|_| Mutex::new(())).collect());
-    let bytes = id.to_bytes();
-    &stripes[usize::from(bytes[15]) % stripes.len()]
 }
 
 async fn owned_contact(app: &AppState, agent: &AgentAuth, id: &str) -> ApiResult<StoredContact> {
@@ -167,44 +152,42 @@ async fn edit(
     agent: AgentAuth,
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Body(body): Body<ContactPatch>,
+    Body(patch): Body<ContactPatch>,
 ) -> ApiResult<Json<ContactView>> {
-    let patch = body;
-    let probe = owned_contact(&app, &agent, &id).await?;
-    let _serialized = lock_for(probe.contact.id).lock().await;
-    // Read again under the lock: this is the version the edit applies to.
-    let before = owned_contact(&app, &agent, &id).await?;
-    let mut contact = before.contact.clone();
+    let id: ContactId = id.parse().map_err(|_| ApiError::not_found("contact"))?;
+    let mut edit = ContactEdit::default();
     if let Some(name) = patch.name {
-        contact.name = cleaned("name", name, 200)?;
+        edit.name = Some(cleaned("name", name, 200)?);
     }
     if let Some(email) = patch.email {
-        contact.email = cleaned("email", email, 320)?;
-        if contact.email.as_ref().is_some_and(|e| !e.contains('@')) {
+        let email = cleaned("email", email, 320)?;
+        if email.as_ref().is_some_and(|e| !e.contains('@')) {
             return Err(ApiError::unprocessable(
                 "invalid_email",
                 "`email` is not an email address",
             ));
         }
+        edit.email = Some(email);
     }
     if let Some(phone) = patch.phone {
-        contact.phone = cleaned("phone", phone, 40)?.map(|p| normalize_phone(&p));
-        if contact.phone.as_deref() == Some("+") {
+        let phone = cleaned("phone", phone, 40)?.map(|p| normalize_phone(&p));
+        if phone.as_deref() == Some("+") {
             return Err(ApiError::unprocessable(
                 "invalid_phone",
                 "`phone` has no digits",
             ));
         }
+        edit.phone = Some(phone);
     }
     if let Some(company) = patch.company {
-        contact.company = cleaned("company", company, 200)?;
+        edit.company = Some(cleaned("company", company, 200)?);
     }
     if let Some(title) = patch.title {
-        contact.title = cleaned("title", title, 200)?;
+        edit.title = Some(cleaned("title", title, 200)?);
     }
     if let Some(avatar) = patch.avatar_url {
-        contact.avatar_url = cleaned("avatar_url", avatar, 2048)?;
-        if let Some(url) = &contact.avatar_url {
+        let avatar = cleaned("avatar_url", avatar, 2048)?;
+        if let Some(url) = &avatar {
             if reqwest::Url::parse(url)
                 .map(|u| !matches!(u.scheme(), "http" | "https"))
                 .unwrap_or(true)
@@ -215,64 +198,23 @@ async fn edit(
                 ));
             }
         }
+        edit.avatar_url = Some(avatar);
     }
-    if contact == before.contact {
-        return Ok(Json(contact_view(&app, &before).await?));
-    }
-
-    let ws = before.workspace_id;
-    let mut set = WriteSet::new();
-    // Phones and emails identify a lead within the workspace: one contact each.
-    if contact.phone != before.contact.phone {
-        if let Some(old) = &before.contact.phone {
-            set.delete(Ks::PhoneContact, catalogue::phone_contact(ws, old));
-        }
-        if let Some(new) = &contact.phone {
-            let key = catalogue::phone_contact(ws, new);
-            set.require_absent(Ks::PhoneContact, key.clone()).put_raw(
-                Ks::PhoneContact,
-                key,
-                contact.id.to_bytes().to_vec(),
-            );
-        }
-    }
-    let email_key = |e: &String| catalogue::email_contact(ws, e);
-    if contact.email.as_ref().map(email_key) != before.contact.email.as_ref().map(email_key) {
-        if let Some(old) = &before.contact.email {
-            set.delete(Ks::EmailContact, email_key(old));
-        }
-        if let Some(new) = &contact.email {
-            set.require_absent(Ks::EmailContact, email_key(new))
-                .put_raw(
-                    Ks::EmailContact,
-                    email_key(new),
-                    contact.id.to_bytes().to_vec(),
-                );
-        }
-    }
-    let stored = StoredContact {
-        contact: contact.clone(),
-        ..before
-    };
-    set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
-    app.committer.commit(set).await.map_err(|e| match e {
-        confab_engine::Error::AlreadyExists => ApiError::new(
-            StatusCode::CONFLICT,
-            "contact_exists",
-            "another contact of this workspace has that phone or email",
-        ),
-        other => other.into(),
-    })?;
-
-    // Each conversation keeps a copy for its card: its actor refreshes it and streams it.
-    let store = app.store.clone();
-    let id = contact.id;
-    for conv in blocking(move || store.contact_conversations(id)).await? {
-        let command = Command::ContactChanged(contact.clone());
-        app.runtime
-            .conversations
-            .request(conv, |reply| ConversationMsg::Command(command, reply))
-            .await?;
-    }
+    // Edits are serialized by the contacts' owner, which applies them to the current
+    // version and streams every conversation's new card.
+    let stored = app
+        .runtime
+        .contacts
+        .edit(agent.0.workspace_id, id, edit)
+        .await
+        .map_err(|e| match e {
+            ActorError::NotFound => ApiError::not_found("contact"),
+            ActorError::Store(confab_engine::Error::AlreadyExists) => ApiError::new(
+                StatusCode::CONFLICT,
+                "contact_exists",
+                "another contact of this workspace has that phone or email",
+            ),
+            other => other.into(),
+        })?;
     Ok(Json(contact_view(&app, &stored).await?))
 }

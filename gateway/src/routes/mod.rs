@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod agents;
 pub mod analytics;
+pub mod channels;
 pub mod commands;
 pub mod contacts;
 pub mod conversations;

@@ -9,10 +9,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
-use confab_actors::ActorError;
+use confab_actors::channels::adapter::RefusalKind;
+use confab_actors::WebhookError;
 use confab_engine::ids::ChannelId;
-use confab_engine::model::ChannelConfig;
-use confab_engine::wire::whatsapp::{self as wire, WireError};
+use confab_engine::model::ChannelKind;
+use confab_engine::wire::whatsapp::MAX_ID_BYTES;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -36,7 +37,7 @@ pub struct WebhookStored {
     duplicates: usize,
     /// Delivery statuses applied (or kept for a message not known yet).
     statuses: usize,
-    /// Items for a phone number this channel does not serve.
+    /// Items for another sender identity (a phone number this channel does not serve).
     skipped: usize,
     /// Items that can never be stored (no usable id or sender).
     rejected: usize,
@@ -47,20 +48,23 @@ pub struct WebhookStored {
 #[schema(value_type = Object)]
 pub struct WhatsappWebhook(pub serde_json::Value);
 
-fn whatsapp_config(
-    app: &AppState,
-    channel_id: &str,
-) -> ApiResult<(ChannelId, confab_engine::model::WhatsappConfig)> {
-    let id: ChannelId = channel_id
-        .parse()
-        .map_err(|_| ApiError::not_found("channel"))?;
-    let channel = app
-        .runtime
-        .channels
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("channel"))?;
-    let ChannelConfig::Whatsapp(config) = &channel.config;
-    Ok((id, config.clone()))
+fn channel_id(raw: &str) -> ApiResult<ChannelId> {
+    raw.parse().map_err(|_| ApiError::not_found("channel"))
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::NotFound => ApiError::not_found("channel"),
+            WebhookError::Refused(refusal) => match refusal.kind {
+                RefusalKind::Unauthenticated => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, refusal.code, refusal.message)
+                }
+                RefusalKind::Malformed => ApiError::bad_request(refusal.code, refusal.message),
+            },
+            WebhookError::Actor(e) => e.into(),
+        }
+    }
 }
 
 /// Meta's subscription handshake: echoes the challenge for the channel's verify token.
@@ -83,16 +87,14 @@ fn whatsapp_config(
 )]
 async fn whatsapp_verify(
     State(app): State<AppState>,
-    Path(channel_id): Path<String>,
+    Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let (_, config) = whatsapp_config(&app, &channel_id)?;
-    match wire::verify_handshake(
-        query.get("hub.mode").map(String::as_str),
-        query.get("hub.verify_token").map(String::as_str),
-        query.get("hub.challenge").map(String::as_str),
-        &config.verify_token,
-    ) {
+    let answer =
+        app.runtime
+            .channels
+            .handshake(channel_id(&id)?, Some(ChannelKind::Whatsapp), &query)?;
+    match answer {
         Some(challenge) => Ok(([(header::CONTENT_TYPE, "text/plain")], challenge)),
         None => Err(ApiError::forbidden(
             "verification_failed",
@@ -131,61 +133,79 @@ async fn whatsapp_receive(
     // The start of the end-to-end latency (`confab_ingest_to_socket_seconds`). Axum has
     // read the body by now; the request's first byte is not visible to a handler.
     let received = Instant::now();
-    let outcome = receive(&app, &channel_id, &headers, body, received).await;
+    receive(
+        &app,
+        ChannelKind::Whatsapp,
+        &channel_id,
+        &headers,
+        body,
+        received,
+    )
+    .await
+}
+
+/// Any provider's webhook, through its channel's adapter: authenticity first, then the
+/// body, answered once all of it is durable. Counted by kind and outcome.
+pub async fn receive(
+    app: &AppState,
+    kind: ChannelKind,
+    channel: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    received: Instant,
+) -> ApiResult<(StatusCode, Json<WebhookStored>)> {
+    let outcome = store_webhook(app, kind, channel, headers, body, received).await;
     let label = match &outcome {
         Ok(_) => "stored",
         Err(e) if e.status == StatusCode::UNAUTHORIZED => "bad_signature",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "failed",
     };
-    metrics::counter!(crate::metrics::WEBHOOK_REQUESTS, "channel" => "whatsapp", "outcome" => label)
+    metrics::counter!(crate::metrics::WEBHOOK_REQUESTS, "channel" => kind.as_str(), "outcome" => label)
         .increment(1);
     outcome
 }
 
-async fn receive(
+async fn store_webhook(
     app: &AppState,
-    channel_id: &str,
+    kind: ChannelKind,
+    channel: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     received: Instant,
 ) -> ApiResult<(StatusCode, Json<WebhookStored>)> {
-    let (id, config) = whatsapp_config(app, channel_id)?;
-    let body = raw_body(body)?;
-    let signature = headers
-        .get(wire::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    wire::verify_signature(&config.app_secret, &body, signature).map_err(|e| match e {
-        WireError::MissingSignature => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "missing_signature", e.to_string())
-        }
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
-    })?;
-    match app
+    let id = channel_id(channel)?;
+    if app
         .runtime
         .channels
-        .whatsapp_webhook(id, body, received)
-        .await
+        .get(id)
+        .is_none_or(|c| c.kind() != kind)
     {
-        Ok(report) if report.only_rejected() => Err(ApiError::unprocessable(
+        return Err(ApiError::not_found("channel"));
+    }
+    let body = raw_body(body)?;
+    let report = app
+        .runtime
+        .channels
+        .webhook(id, Some(kind), headers, body, received)
+        .await?;
+    if report.only_rejected() {
+        return Err(ApiError::unprocessable(
             "invalid_items",
             format!(
                 "none of the {} items can be stored: each lacks a usable id or sender (ids are at most {} bytes)",
-                report.rejected,
-                wire::MAX_ID_BYTES
+                report.rejected, MAX_ID_BYTES
             ),
-        )),
-        Ok(report) => Ok((
-            StatusCode::OK,
-            Json(WebhookStored {
-                stored: report.stored,
-                duplicates: report.duplicates,
-                statuses: report.statuses,
-                skipped: report.skipped,
-                rejected: report.rejected,
-            }),
-        )),
-        Err(ActorError::Invalid { code, message }) => Err(ApiError::bad_request(code, message)),
-        Err(e) => Err(e.into()),
+        ));
     }
+    Ok((
+        StatusCode::OK,
+        Json(WebhookStored {
+            stored: report.stored,
+            duplicates: report.duplicates,
+            statuses: report.statuses,
+            skipped: report.skipped,
+            rejected: report.rejected,
+        }),
+    ))
 }

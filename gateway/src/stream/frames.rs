@@ -68,6 +68,7 @@ pub fn error(code: &str, message: &str) -> Utf8Bytes {
 pub mod schema {
     use confab_engine::ids::{AgentId, ConversationId, MessageId};
     use confab_engine::model::{ConversationCard, Message};
+    use confab_engine::port::ChannelHealth;
     use serde::Serialize;
     use utoipa::ToSchema;
 
@@ -117,6 +118,7 @@ pub mod schema {
         MessageCreated,
         MessageUpdated,
         Notification,
+        ChannelUpdated,
     }
 
     #[derive(Serialize, ToSchema)]
@@ -127,12 +129,14 @@ pub mod schema {
     }
 
     /// A delta: `conversation` for `conversation_*` kinds, `message` for `message_*`, the
-    /// notification's fields for `notification`.
+    /// notification's fields for `notification`, `channel` (its health) for
+    /// `channel_updated`. Every kind but `channel_updated` has a `conversation_id`.
     #[derive(Serialize, ToSchema)]
     pub struct StreamDelta {
         offset: u64,
         kind: DeltaKind,
-        conversation_id: ConversationId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<ConversationId>,
         #[schema(format = DateTime)]
         at: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +152,8 @@ pub mod schema {
         message_id: Option<MessageId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         by_agent_id: Option<AgentId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<ChannelHealth>,
     }
 }
 

@@ -315,7 +315,7 @@ mod tests {
         Arc::new(Delta {
             offset,
             workspace_id: workspace,
-            conversation_id: ConversationId::new(),
+            conversation_id: Some(ConversationId::new()),
             at: 0,
             body: DeltaBody::Notification {
                 agent_id: AgentId::new(),

@@ -1,0 +1,488 @@
+//! The generic connector: one actor per channel, whatever its provider. The provider is
+//! its [`Adapter`](super::adapter::Adapter); everything here is the same for all.
+//!
+//! Inbound: a verified webhook body is parsed by the adapter into the port's batch, each
+//! message routed to its conversation (created if new), each status to the message it
+//! reports on, each account event to the channel's health; the gateway waits until all of
+//! it is durable. Each webhook is handled on a task of its own, so that creating one
+//! lead's conversation never holds up the others; conversation actors order each
+//! conversation's messages.
+//!
+//! Outbound: messages are sent in order per thread (one send under way per thread), at
+//! most the channel's per-second pace, within its daily budget, retried with exponential
+//! backoff and jitter on retryable errors, paused while the circuit is open or the
+//! channel is disabled, and the outcome is reported to the conversation. Nothing is
+//! dropped: a message leaves the outbox only when the provider accepted it or it failed
+//! for good.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use confab_engine::catalogue::{self, Ks};
+use confab_engine::committer::WriteSet;
+use confab_engine::inbound::PendingStatus;
+use confab_engine::outbox::OutboxEntry;
+use confab_engine::port::{SendOutcome, StatusReport};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::Rng;
+use tokio::sync::futures::Notified;
+use tokio::sync::oneshot;
+
+use super::link::{Gate, Link};
+use super::{ConnectorDeps, Pending};
+use crate::conversation::ConversationMsg;
+use crate::error::{ActorError, ActorResult};
+
+pub enum ConnectorMsg {
+    /// A webhook body whose authenticity was verified, and when it was received.
+    Webhook(Bytes, Instant, RpcReplyPort<ActorResult<Vec<Pending>>>),
+    /// Send an outbound message.
+    Send(OutboxEntry),
+    /// A send task finished with this thread; start its next message.
+    SendFinished { thread: String },
+    /// Makes the connector panic: lets tests exercise supervision.
+    Crash,
+}
+
+pub struct Connector;
+
+pub struct ConnectorArgs {
+    pub link: Arc<Link>,
+    pub deps: ConnectorDeps,
+}
+
+pub struct ConnectorState {
+    inbound: Inbound,
+    /// Messages waiting, per thread, so that a lead receives them in order.
+    queues: HashMap<String, VecDeque<OutboxEntry>>,
+    /// Threads with a send under way.
+    busy: HashSet<String>,
+}
+
+impl Actor for Connector {
+    type Msg = ConnectorMsg;
+    type State = ConnectorState;
+    type Arguments = ConnectorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        args: ConnectorArgs,
+    ) -> Result<ConnectorState, ActorProcessingErr> {
+        let channel_id = args.link.channel().id;
+        // Sends still under way from before a restart count; the outbox adds the rest.
+        let in_flight = args
+            .deps
+            .registry
+            .in_flight()
+            .iter()
+            .filter(|e| *e.value() == channel_id)
+            .count();
+        args.link.set_depth(in_flight as u64);
+        // Anything still in the outbox was never answered by the provider: send it again.
+        let store = args.deps.store.clone();
+        let waiting = tokio::task::spawn_blocking(move || store.outbox()).await??;
+        for entry in waiting.into_iter().filter(|e| e.channel_id == channel_id) {
+            myself.cast(ConnectorMsg::Send(entry))?;
+        }
+        args.link.set_running(true);
+        Ok(ConnectorState {
+            inbound: Inbound {
+                link: args.link,
+                deps: args.deps,
+                pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
+            },
+            queues: HashMap::new(),
+            busy: HashSet::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        msg: ConnectorMsg,
+        state: &mut ConnectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConnectorMsg::Webhook(body, received, reply) => {
+                let inbound = state.inbound.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(inbound.webhook(&body, received).await);
+                });
+            }
+            ConnectorMsg::Send(entry) => {
+                let registry = &state.inbound.deps.registry;
+                if registry.in_flight().contains_key(&entry.message_id) {
+                    return Ok(());
+                }
+                let thread = entry.thread.clone();
+                let queue = state.queues.entry(thread.clone()).or_default();
+                if queue.iter().all(|e| e.message_id != entry.message_id) {
+                    queue.push_back(entry);
+                    state.inbound.link.depth_add(1);
+                }
+                state.start_next(&myself, thread);
+            }
+            ConnectorMsg::SendFinished { thread } => {
+                state.busy.remove(&thread);
+                state.start_next(&myself, thread);
+            }
+            ConnectorMsg::Crash => {
+                panic!(
+                    "crash requested for connector {}",
+                    state.inbound.link.channel().id
+                )
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What handling a webhook needs: shared, so each webhook runs on a task of its own.
+#[derive(Clone)]
+struct Inbound {
+    link: Arc<Link>,
+    deps: ConnectorDeps,
+    /// Serializes the read-modify-write of statuses kept for messages not yet known.
+    pending_statuses: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Inbound {
+    async fn webhook(&self, body: &[u8], received: Instant) -> ActorResult<Vec<Pending>> {
+        let batch = self
+            .link
+            .adapter()
+            .parse(body)
+            .map_err(|e| ActorError::invalid(e.code, e.message))?;
+        let channel = self.link.channel();
+        let mut pending = Vec::with_capacity(batch.messages.len() + batch.statuses.len() + 2);
+        if batch.rejected > 0 {
+            metrics::counter!(crate::metrics::WEBHOOK_ITEMS_REJECTED, "channel" => channel.kind().as_str())
+                .increment(batch.rejected as u64);
+            pending.push(Pending::Rejected(batch.rejected));
+        }
+        if batch.skipped > 0 {
+            tracing::warn!(channel = %channel.id, items = batch.skipped, "items for another sender identity skipped");
+            pending.push(Pending::Skipped(batch.skipped));
+        }
+        for mut event in batch.messages {
+            event.channel_id = channel.id;
+            event.received = Some(received);
+            let rx = self
+                .deps
+                .conversations
+                .inbound(channel.clone(), event)
+                .await?;
+            pending.push(Pending::Inbound(rx));
+        }
+        for status in batch.statuses {
+            pending.push(self.status(status).await?);
+        }
+        for event in &batch.account {
+            self.link.on_account(event);
+        }
+        Ok(pending)
+    }
+
+    /// Routes a status to the message it reports on, or keeps it until that message's id
+    /// is known (a status can arrive before the provider's answer to our send).
+    async fn status(&self, status: StatusReport) -> ActorResult<Pending> {
+        let store = self.deps.store.clone();
+        let channel_id = self.link.channel().id;
+        let provider_id = status.provider_message_id.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            store.message_by_external_id(channel_id, &provider_id)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        match found {
+            Some((conversation, seq)) => {
+                let (done_tx, done_rx) = oneshot::channel();
+                self.deps
+                    .conversations
+                    .tell(
+                        conversation,
+                        ConversationMsg::DeliveryStatus {
+                            seq,
+                            status: status.status,
+                            error: status.error,
+                            reply: Some(done_tx.into()),
+                        },
+                    )
+                    .await?;
+                Ok(Pending::Status(done_rx))
+            }
+            None => {
+                // Webhooks run concurrently: two statuses for one unknown message must
+                // not both read the same earlier one.
+                let _serial = self.pending_statuses.lock().await;
+                let key = catalogue::ext_msg(channel_id, &status.provider_message_id);
+                let store = self.deps.store.clone();
+                let earlier_key = key.clone();
+                let earlier: Option<PendingStatus> =
+                    tokio::task::spawn_blocking(move || store.get(Ks::ExtStatus, &earlier_key))
+                        .await
+                        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+                let next = match earlier.as_ref().map(|p| p.status) {
+                    Some(current) => current.advance(status.status),
+                    None => Some(status.status),
+                };
+                if let Some(next) = next {
+                    let mut set = WriteSet::new();
+                    set.put(
+                        Ks::ExtStatus,
+                        key,
+                        &PendingStatus {
+                            status: next,
+                            error: status.error.or(earlier.and_then(|p| p.error)),
+                            at: status.at,
+                        },
+                    );
+                    self.deps.committer.commit(set).await?;
+                }
+                Ok(Pending::Applied)
+            }
+        }
+    }
+}
+
+impl ConnectorState {
+    fn start_next(&mut self, myself: &ActorRef<ConnectorMsg>, thread: String) {
+        if self.busy.contains(&thread) {
+            return;
+        }
+        let Some(entry) = self.queues.get_mut(&thread).and_then(|q| q.pop_front()) else {
+            self.queues.remove(&thread);
+            return;
+        };
+        self.busy.insert(thread);
+        let Inbound { link, deps, .. } = &self.inbound;
+        deps.registry
+            .in_flight()
+            .insert(entry.message_id, entry.channel_id);
+        let task = SendTask {
+            link: link.clone(),
+            deps: deps.clone(),
+            connector: myself.clone(),
+        };
+        tokio::spawn(task.run(entry));
+    }
+}
+
+/// Sends one message, waiting and retrying as the channel allows, and reports the outcome.
+struct SendTask {
+    link: Arc<Link>,
+    deps: ConnectorDeps,
+    connector: ActorRef<ConnectorMsg>,
+}
+
+/// The longest a held send sleeps before looking again (a clock may have jumped, a day
+/// may have begun).
+const LOOK_AGAIN: Duration = Duration::from_secs(60);
+
+impl SendTask {
+    async fn run(self, entry: OutboxEntry) {
+        let report = match self.deliver(&entry).await {
+            Ok(provider_id) => ConversationMsg::ProviderAccepted {
+                seq: entry.seq,
+                external_id: provider_id,
+            },
+            Err(error) => ConversationMsg::ProviderFailed {
+                seq: entry.seq,
+                error,
+            },
+        };
+        if let Err(e) = self
+            .deps
+            .conversations
+            .tell(entry.conversation_id, report)
+            .await
+        {
+            tracing::error!(conversation = %entry.conversation_id, error = %e, "cannot report a send outcome; the outbox will resend it");
+        }
+        self.deps.registry.in_flight().remove(&entry.message_id);
+        self.link.depth_done();
+        // The connector may have been restarted since: tell whichever one runs now.
+        let current = self
+            .deps
+            .registry
+            .connector(entry.channel_id)
+            .unwrap_or(self.connector);
+        let _ = current.cast(ConnectorMsg::SendFinished {
+            thread: entry.thread,
+        });
+    }
+
+    /// Tells the conversation why its message waits (shown on the message), once per
+    /// reason.
+    async fn hold(&self, entry: &OutboxEntry, note: String, shown: &mut Option<String>) {
+        if shown.as_ref() == Some(&note) {
+            return;
+        }
+        *shown = Some(note.clone());
+        let _ = self
+            .deps
+            .conversations
+            .tell(
+                entry.conversation_id,
+                ConversationMsg::SendHeld {
+                    seq: entry.seq,
+                    note,
+                },
+            )
+            .await;
+    }
+
+    /// The provider's id for the message, or why it failed for good.
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<String, String> {
+        let settings = &self.deps.settings;
+        let kind = self.link.channel().kind().as_str();
+        let request = entry.request();
+        let mut attempt = 0u32;
+        let mut shown: Option<String> = None;
+        loop {
+            let woken = self.link.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let clock = self.link.clock.clone();
+            let mut jumped = clock.jumps().map(|jumps| Box::pin(jumps.notified()));
+            if let Some(jumped) = jumped.as_mut() {
+                jumped.as_mut().enable();
+            }
+            let jumped = jumped.as_mut().map(|j| j.as_mut());
+            match self.link.gate() {
+                Gate::Go => {}
+                Gate::Disabled => {
+                    let note = "channel_disabled: the channel is disabled; the message waits in the outbox".to_owned();
+                    self.hold(entry, note, &mut shown).await;
+                    wait(woken, jumped, None).await;
+                    continue;
+                }
+                Gate::Paused(pause) => {
+                    wait(woken, jumped, Some(pause)).await;
+                    continue;
+                }
+            }
+            if let Err(over) = self.link.reserve() {
+                let note = format!(
+                    "daily_limit_reached: the channel's daily limit of {} messages is reached",
+                    over.cap
+                );
+                if over.fail {
+                    metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
+                    return Err(note);
+                }
+                self.hold(
+                    entry,
+                    format!("{note}; the message goes the next day"),
+                    &mut shown,
+                )
+                .await;
+                let until = over.next_day.saturating_sub(self.link.clock.now()).max(0);
+                wait(woken, jumped, Some(Duration::from_millis(until as u64))).await;
+                continue;
+            }
+            if let Some(limiter) = self.link.limiter() {
+                limiter.until_ready().await;
+            }
+            let adapter = self.link.adapter();
+            let outcome = adapter.send(&self.deps.http, &request).await;
+            self.link
+                .settle(matches!(outcome, SendOutcome::Accepted { .. }));
+            let (code, reason, retry_after) = match outcome {
+                SendOutcome::Accepted { provider_id } => {
+                    metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "accepted").increment(1);
+                    self.link.on_accepted();
+                    return Ok(provider_id);
+                }
+                SendOutcome::Permanent { reason, .. } => {
+                    metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
+                    tracing::warn!(message = %entry.message_id, %reason, "send failed for good");
+                    return Err(reason);
+                }
+                SendOutcome::AuthFailed { reason } => {
+                    // Not the message's fault: it waits for working credentials.
+                    self.link.on_auth_failed(&reason);
+                    let note = format!("auth_failed: {reason}; the message waits in the outbox");
+                    self.hold(entry, note, &mut shown).await;
+                    continue;
+                }
+                SendOutcome::Retryable {
+                    reason,
+                    retry_after,
+                } => ("provider_unavailable", reason, retry_after),
+                SendOutcome::RateLimited {
+                    reason,
+                    retry_after,
+                } => ("rate_limited", reason, retry_after),
+            };
+            attempt += 1;
+            self.link.on_retryable(code, &reason);
+            if attempt >= settings.max_send_attempts {
+                metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
+                tracing::warn!(message = %entry.message_id, attempt, %reason, "send failed");
+                return Err(reason);
+            }
+            metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "retried").increment(1);
+            let delay = backoff(settings.retry_base, settings.retry_max, attempt)
+                .max(retry_after.unwrap_or_default().min(settings.retry_max));
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Waits until `woken`, the clock jumps (`jumped`) or `at_most` passes (capped at
+/// [`LOOK_AGAIN`]). Both wake-ups are armed before the caller looks at what holds it, so
+/// none is missed.
+async fn wait(
+    woken: Pin<&mut Notified<'_>>,
+    jumped: Option<Pin<&mut Notified<'_>>>,
+    at_most: Option<Duration>,
+) {
+    let nap = at_most.unwrap_or(LOOK_AGAIN).min(LOOK_AGAIN);
+    let jumped = async {
+        match jumped {
+            Some(jumped) => jumped.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(nap) => {}
+        () = woken => {}
+        () = jumped => {}
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay up to `base * 2^(attempt-1)`,
+/// capped at `max`, and never less than a tenth of the base.
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(max);
+    let floor = base / 10;
+    let jittered = rand::thread_rng().gen_range(0..=ceiling.as_millis() as u64);
+    Duration::from_millis(jittered).max(floor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_under_the_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 1..20 {
+            let d = backoff(base, max, attempt);
+            assert!(d <= max);
+            assert!(d >= base / 10);
+            let ceiling = base
+                .saturating_mul(2u32.saturating_pow(attempt - 1))
+                .min(max);
+            assert!(d <= ceiling.max(base / 10));
+        }
+    }
+}

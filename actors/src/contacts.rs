@@ -1,0 +1,344 @@
+//! Contacts: the one owner of leads' details. It resolves a lead's identities (phone,
+//! email, a provider profile id) to the workspace's contact, stages new contacts into the
+//! batch that creates their first conversation, and edits contacts through one actor, so
+//! that edits of a contact are serialized without any lock and reach every conversation
+//! with the lead.
+//!
+//! An identity names one contact per workspace: each is an insert-if-absent index entry,
+//! so two creators racing for one phone (or an edit taking a phone another contact has)
+//! lose atomically and write nothing.
+
+use confab_engine::catalogue::{self, Ks};
+use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::ids::{ContactId, WorkspaceId};
+use confab_engine::inbound::InboundEvent;
+use confab_engine::model::{ChannelKind, Contact, StoredContact};
+use confab_engine::store::Store;
+use confab_engine::time::UnixMillis;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::conversation::{Command, ConversationMsg};
+use crate::error::{ActorError, ActorResult};
+use crate::manager::Conversations;
+
+/// Something that names a lead within a workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// Normalized: `+` and digits.
+    Phone(String),
+    /// Compared without case.
+    Email(String),
+    /// A provider's id of the lead's profile (LinkedIn's provider id).
+    Profile { kind: ChannelKind, id: String },
+}
+
+impl Identity {
+    fn key(&self, ws: WorkspaceId) -> (Ks, Vec<u8>) {
+        match self {
+            Identity::Phone(phone) => (Ks::PhoneContact, catalogue::phone_contact(ws, phone)),
+            Identity::Email(email) => (Ks::EmailContact, catalogue::email_contact(ws, email)),
+            Identity::Profile { kind, id } => (
+                Ks::ProfileContact,
+                catalogue::profile_contact(ws, kind.as_str(), id),
+            ),
+        }
+    }
+}
+
+/// The identities an inbound message gives its lead, strongest first.
+pub fn identities(kind: ChannelKind, event: &InboundEvent) -> Vec<Identity> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(phone) = &event.contact_phone {
+        out.push(Identity::Phone(phone.clone()));
+    }
+    if let Some(email) = &event.contact_email {
+        out.push(Identity::Email(email.clone()));
+    }
+    if let Some(id) = &event.contact_profile {
+        out.push(Identity::Profile {
+            kind,
+            id: id.clone(),
+        });
+    }
+    out
+}
+
+/// The workspace's contact any of `identities` names (the first that names one). Blocking:
+/// call off the reactor.
+pub fn resolve(
+    store: &Store,
+    ws: WorkspaceId,
+    identities: &[Identity],
+) -> confab_engine::Result<Option<StoredContact>> {
+    for identity in identities {
+        let (ks, key) = identity.key(ws);
+        if let Some(raw) = store.get_raw(ks, &key)? {
+            if let Some(id) = ContactId::from_key_prefix(&raw) {
+                if let Some(contact) = store.contact(id)? {
+                    return Ok(Some(contact));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Stages a new contact of `ws` into `set`, claiming each of its identities (the set is
+/// refused if another contact claimed one first).
+pub fn stage_new(
+    set: &mut WriteSet,
+    ws: WorkspaceId,
+    name: Option<String>,
+    identities: &[Identity],
+    now: UnixMillis,
+) -> Contact {
+    let mut contact = Contact {
+        id: ContactId::new(),
+        name,
+        ..Contact::default()
+    };
+    for identity in identities {
+        match identity {
+            Identity::Phone(phone) => contact.phone = Some(phone.clone()),
+            Identity::Email(email) => contact.email = Some(email.clone()),
+            Identity::Profile { .. } => {}
+        }
+    }
+    let stored = StoredContact {
+        workspace_id: ws,
+        contact: contact.clone(),
+        created_at: now,
+    };
+    set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
+    for identity in identities {
+        claim(set, ws, identity, contact.id);
+    }
+    contact
+}
+
+fn claim(set: &mut WriteSet, ws: WorkspaceId, identity: &Identity, id: ContactId) {
+    let (ks, key) = identity.key(ws);
+    set.require_absent(ks, key.clone())
+        .put_raw(ks, key, id.to_bytes().to_vec());
+}
+
+/// A change of a contact's details: each field `None` to keep it, `Some(None)` to clear
+/// it. Values arrive validated and normalized (phones as `+` and digits).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactEdit {
+    pub name: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub company: Option<Option<String>>,
+    pub title: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+}
+
+impl ContactEdit {
+    fn apply(self, contact: &mut Contact) {
+        let fields = [
+            (self.name, &mut contact.name),
+            (self.email, &mut contact.email),
+            (self.phone, &mut contact.phone),
+            (self.company, &mut contact.company),
+            (self.title, &mut contact.title),
+            (self.avatar_url, &mut contact.avatar_url),
+        ];
+        for (change, field) in fields {
+            if let Some(value) = change {
+                *field = value;
+            }
+        }
+    }
+}
+
+pub enum ContactsMsg {
+    Edit {
+        workspace: WorkspaceId,
+        id: ContactId,
+        edit: ContactEdit,
+        reply: RpcReplyPort<ActorResult<StoredContact>>,
+    },
+}
+
+/// The handle to the contacts' owner. Cheap to clone.
+#[derive(Clone)]
+pub struct Contacts {
+    actor: ActorRef<ContactsMsg>,
+}
+
+impl Contacts {
+    pub async fn start(
+        store: Store,
+        committer: Committer,
+        conversations: Conversations,
+    ) -> Result<Contacts, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(
+            None,
+            ContactsActor,
+            ContactsState {
+                store,
+                committer,
+                conversations,
+            },
+        )
+        .await?;
+        Ok(Contacts { actor })
+    }
+
+    /// Edits a contact of `workspace`; every conversation with the lead streams its new
+    /// card. `NotFound` for a contact of another workspace; `Store(AlreadyExists)` when
+    /// another contact has the new phone or email.
+    pub async fn edit(
+        &self,
+        workspace: WorkspaceId,
+        id: ContactId,
+        edit: ContactEdit,
+    ) -> ActorResult<StoredContact> {
+        let unavailable = || ActorError::Unavailable("the contacts actor has stopped".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.actor
+            .cast(ContactsMsg::Edit {
+                workspace,
+                id,
+                edit,
+                reply: tx.into(),
+            })
+            .map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())?
+    }
+
+    pub async fn stop(&self, timeout: std::time::Duration) {
+        let _ = self.actor.drain_and_wait(Some(timeout)).await;
+    }
+}
+
+struct ContactsActor;
+
+struct ContactsState {
+    store: Store,
+    committer: Committer,
+    conversations: Conversations,
+}
+
+impl Actor for ContactsActor {
+    type Msg = ContactsMsg;
+    type State = ContactsState;
+    type Arguments = ContactsState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ContactsMsg>,
+        state: ContactsState,
+    ) -> Result<ContactsState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ContactsMsg>,
+        msg: ContactsMsg,
+        state: &mut ContactsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ContactsMsg::Edit {
+                workspace,
+                id,
+                edit,
+                reply,
+            } => {
+                let _ = reply.send(state.edit(workspace, id, edit).await);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ContactsState {
+    async fn edit(
+        &self,
+        ws: WorkspaceId,
+        id: ContactId,
+        edit: ContactEdit,
+    ) -> ActorResult<StoredContact> {
+        let store = self.store.clone();
+        let before = tokio::task::spawn_blocking(move || store.contact(id))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))??
+            .filter(|c| c.workspace_id == ws)
+            .ok_or(ActorError::NotFound)?;
+        let mut contact = before.contact.clone();
+        edit.apply(&mut contact);
+        if contact == before.contact {
+            return Ok(before);
+        }
+        let mut set = WriteSet::new();
+        // Phones and emails identify a lead within the workspace: one contact each.
+        let old = [
+            before.contact.phone.clone().map(Identity::Phone),
+            before.contact.email.clone().map(Identity::Email),
+        ];
+        let new = [
+            contact.phone.clone().map(Identity::Phone),
+            contact.email.clone().map(Identity::Email),
+        ];
+        for (old, new) in old.into_iter().zip(new) {
+            let old_key = old.as_ref().map(|i| i.key(ws));
+            let new_key = new.as_ref().map(|i| i.key(ws));
+            if old_key == new_key {
+                continue;
+            }
+            if let Some((ks, key)) = old_key {
+                set.delete(ks, key);
+            }
+            if let Some(identity) = &new {
+                claim(&mut set, ws, identity, contact.id);
+            }
+        }
+        let stored = StoredContact {
+            contact: contact.clone(),
+            ..before
+        };
+        set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
+        self.committer.commit(set).await?;
+
+        // Each conversation keeps a copy for its card: its actor refreshes and streams it.
+        let store = self.store.clone();
+        let conversations = tokio::task::spawn_blocking(move || store.contact_conversations(id))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        for conversation in conversations {
+            let command = Command::ContactChanged(contact.clone());
+            self.conversations
+                .request(conversation, |reply| {
+                    ConversationMsg::Command(command, reply)
+                })
+                .await?;
+        }
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edit_changes_only_the_fields_it_names() {
+        let mut contact = Contact {
+            name: Some("Ana".into()),
+            phone: Some("+1".into()),
+            company: Some("Acme".into()),
+            ..Contact::default()
+        };
+        ContactEdit {
+            name: Some(Some("Ana Lima".into())),
+            company: Some(None),
+            ..ContactEdit::default()
+        }
+        .apply(&mut contact);
+        assert_eq!(contact.name.as_deref(), Some("Ana Lima"));
+        assert_eq!(contact.phone.as_deref(), Some("+1"));
+        assert_eq!(contact.company, None);
+    }
+}

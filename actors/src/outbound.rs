@@ -1,0 +1,26 @@
+//! The outbound port between conversations and channels: a conversation hands a committed
+//! outbox entry to whatever sends it, without knowing connectors. `channels` implements
+//! it; conversations and their manager only see this trait, so the modules depend one way
+//! (channels → manager → conversation → outbound).
+
+use std::sync::Arc;
+
+use confab_engine::outbox::OutboxEntry;
+
+pub trait Outbound: Send + Sync + 'static {
+    /// Hands a committed outbox entry to its channel. It must not fail: an entry that
+    /// cannot be handed over waits in the durable outbox for its connector's next start.
+    fn dispatch(&self, entry: OutboxEntry);
+}
+
+pub type OutboundPort = Arc<dyn Outbound>;
+
+/// Sends nothing: entries wait in the outbox (a runtime without channels, tests).
+#[derive(Debug, Default)]
+pub struct Nowhere;
+
+impl Outbound for Nowhere {
+    fn dispatch(&self, entry: OutboxEntry) {
+        tracing::debug!(message = %entry.message_id, "no channels: the message waits in the outbox");
+    }
+}
