@@ -34,6 +34,7 @@ fn event(channel: ChannelId, lead: usize, n: u64) -> InboundEvent {
         contact_name: Some(format!("Lead {lead}")),
         contact_phone: Some(format!("+5511{lead:09}")),
         contact_email: None,
+        contact_profile: None,
         sent_at: 0,
         text: "Hi, is the offer still valid? I would like to book a call next week.".into(),
         content_type: None,
@@ -72,6 +73,8 @@ fn ingest(c: &mut Criterion) {
             api_base_url: "http://127.0.0.1:9".into(),
         }),
         created_at: 0,
+        disabled: false,
+        limits: Default::default(),
     });
     // Create the conversations up front: the benchmark measures steady-state ingest.
     let conversations: Vec<_> = rt.block_on(async {

@@ -138,7 +138,7 @@ fn build(messages: usize) -> Corpus {
         let delta = Delta {
             offset,
             workspace_id: ws,
-            conversation_id: conversations[c],
+            conversation_id: Some(conversations[c]),
             at: offset as i64,
             body: DeltaBody::MessageCreated(message(
                 conversations[c],

@@ -64,7 +64,7 @@ fn fixture() -> &'static Fixture {
                     writer.apply(&Delta {
                         offset,
                         workspace_id: ws,
-                        conversation_id: conv.id,
+                        conversation_id: Some(conv.id),
                         at: i as i64,
                         body,
                     });

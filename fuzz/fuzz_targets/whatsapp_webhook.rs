@@ -7,9 +7,11 @@
 
 #![no_main]
 
+use confab_engine::ids::ChannelId;
+use confab_engine::port::SendOutcome;
 use confab_engine::wire::whatsapp::{
-    is_window_closed, parse_send_response, parse_webhook, sign, verify_signature, WireError,
-    MAX_ID_BYTES, MAX_LABEL_CHARS,
+    classify_send, inbound_batch, is_window_closed, parse_send_response, parse_webhook, sign,
+    verify_signature, WireError, MAX_ID_BYTES, MAX_LABEL_CHARS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -72,6 +74,22 @@ fn webhook(raw: &[u8]) {
         assert!(id(&s.wamid), "{s:?}");
         assert!(s.timestamp >= 0, "{s:?}");
     }
+    // The channel port's view: every item is either ours, skipped or rejected.
+    let number = batch
+        .messages
+        .first()
+        .map(|m| m.phone_number_id.clone())
+        .unwrap_or_default();
+    let port = inbound_batch(raw, ChannelId::new(), &number).expect("parsed once already");
+    assert_eq!(
+        port.messages.len() + port.statuses.len() + port.skipped,
+        batch.messages.len() + batch.statuses.len()
+    );
+    assert_eq!(port.rejected, batch.rejected);
+    for m in &port.messages {
+        assert!(id(&m.thread) && id(&m.provider_message_id), "{m:?}");
+        assert!(m.contact_phone.as_deref().is_some_and(|p| p.starts_with('+')), "{m:?}");
+    }
 }
 
 /// Only the body's own signature verifies; Meta's signature of the body always does.
@@ -107,5 +125,17 @@ fn send_response(status: u16, body: &[u8]) {
             assert!(!(e.retryable && success), "{e:?}");
             assert!(!(e.retryable && is_window_closed(e.code)), "{e:?}");
         }
+    }
+    // The port's classification agrees: accepted exactly when a wamid came back, and a
+    // closed window is never retried.
+    let outcome = classify_send(status, body);
+    let parsed = parse_send_response(status, body);
+    assert_eq!(
+        matches!(outcome, SendOutcome::Accepted { .. }),
+        parsed.is_ok(),
+        "{outcome:?}"
+    );
+    if parsed.as_ref().is_err_and(|e| is_window_closed(e.code)) && status != 401 {
+        assert!(matches!(outcome, SendOutcome::Permanent { .. }), "{outcome:?}");
     }
 }

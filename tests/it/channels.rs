@@ -191,7 +191,7 @@ async fn reply(server: &TestServer, tenant: &Tenant, conversation: &str, text: &
             json!({"text": text}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{message}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{message}");
     message["id"].as_str().expect("message id").to_string()
 }
 

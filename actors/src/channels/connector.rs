@@ -29,7 +29,7 @@ use confab_engine::port::{SendOutcome, StatusReport};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
 use tokio::sync::futures::Notified;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::link::{Gate, Link};
 use super::{ConnectorDeps, Pending};
@@ -286,11 +286,17 @@ const LOOK_AGAIN: Duration = Duration::from_secs(60);
 impl SendTask {
     async fn run(self, entry: OutboxEntry) {
         let report = match self.deliver(&entry).await {
-            Ok(provider_id) => ConversationMsg::ProviderAccepted {
+            Delivered::Stopped => {
+                // The message stays in the outbox for the next start.
+                self.deps.registry.in_flight().remove(&entry.message_id);
+                self.link.depth_done();
+                return;
+            }
+            Delivered::Accepted(provider_id) => ConversationMsg::ProviderAccepted {
                 seq: entry.seq,
                 external_id: provider_id,
             },
-            Err(error) => ConversationMsg::ProviderFailed {
+            Delivered::Failed(error) => ConversationMsg::ProviderFailed {
                 seq: entry.seq,
                 error,
             },
@@ -336,14 +342,19 @@ impl SendTask {
             .await;
     }
 
-    /// The provider's id for the message, or why it failed for good.
-    async fn deliver(&self, entry: &OutboxEntry) -> Result<String, String> {
+    /// The provider's id for the message, or why it failed for good; or the channels
+    /// stopped while it waited.
+    async fn deliver(&self, entry: &OutboxEntry) -> Delivered {
         let settings = &self.deps.settings;
+        let mut stopping = self.deps.registry.stopping();
         let kind = self.link.channel().kind().as_str();
         let request = entry.request();
         let mut attempt = 0u32;
         let mut shown: Option<String> = None;
         loop {
+            if *stopping.borrow_and_update() {
+                return Delivered::Stopped;
+            }
             let woken = self.link.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
@@ -358,11 +369,11 @@ impl SendTask {
                 Gate::Disabled => {
                     let note = "channel_disabled: the channel is disabled; the message waits in the outbox".to_owned();
                     self.hold(entry, note, &mut shown).await;
-                    wait(woken, jumped, None).await;
+                    wait(woken, jumped, &mut stopping, None).await;
                     continue;
                 }
                 Gate::Paused(pause) => {
-                    wait(woken, jumped, Some(pause)).await;
+                    wait(woken, jumped, &mut stopping, Some(pause)).await;
                     continue;
                 }
             }
@@ -373,7 +384,7 @@ impl SendTask {
                 );
                 if over.fail {
                     metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
-                    return Err(note);
+                    return Delivered::Failed(note);
                 }
                 self.hold(
                     entry,
@@ -382,7 +393,8 @@ impl SendTask {
                 )
                 .await;
                 let until = over.next_day.saturating_sub(self.link.clock.now()).max(0);
-                wait(woken, jumped, Some(Duration::from_millis(until as u64))).await;
+                let until = Some(Duration::from_millis(until as u64));
+                wait(woken, jumped, &mut stopping, until).await;
                 continue;
             }
             if let Some(limiter) = self.link.limiter() {
@@ -396,12 +408,12 @@ impl SendTask {
                 SendOutcome::Accepted { provider_id } => {
                     metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "accepted").increment(1);
                     self.link.on_accepted();
-                    return Ok(provider_id);
+                    return Delivered::Accepted(provider_id);
                 }
                 SendOutcome::Permanent { reason, .. } => {
                     metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
                     tracing::warn!(message = %entry.message_id, %reason, "send failed for good");
-                    return Err(reason);
+                    return Delivered::Failed(reason);
                 }
                 SendOutcome::AuthFailed { reason } => {
                     // Not the message's fault: it waits for working credentials.
@@ -424,14 +436,25 @@ impl SendTask {
             if attempt >= settings.max_send_attempts {
                 metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
                 tracing::warn!(message = %entry.message_id, attempt, %reason, "send failed");
-                return Err(reason);
+                return Delivered::Failed(reason);
             }
             metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "retried").increment(1);
             let delay = backoff(settings.retry_base, settings.retry_max, attempt)
                 .max(retry_after.unwrap_or_default().min(settings.retry_max));
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
         }
     }
+}
+
+/// How a send task ended.
+enum Delivered {
+    Accepted(String),
+    Failed(String),
+    /// The channels stopped while the message waited: it stays in the outbox.
+    Stopped,
 }
 
 /// Waits until `woken`, the clock jumps (`jumped`) or `at_most` passes (capped at
@@ -440,6 +463,7 @@ impl SendTask {
 async fn wait(
     woken: Pin<&mut Notified<'_>>,
     jumped: Option<Pin<&mut Notified<'_>>>,
+    stopping: &mut watch::Receiver<bool>,
     at_most: Option<Duration>,
 ) {
     let nap = at_most.unwrap_or(LOOK_AGAIN).min(LOOK_AGAIN);
@@ -453,6 +477,7 @@ async fn wait(
         () = tokio::time::sleep(nap) => {}
         () = woken => {}
         () = jumped => {}
+        _ = stopping.wait_for(|stop| *stop) => {}
     }
 }
 

@@ -78,15 +78,33 @@ impl Default for ConnectorSettings {
 
 /// Every channel's link, and the connector of each running one: readable without a
 /// mailbox hop.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ChannelRegistry {
     links: Arc<DashMap<ChannelId, Arc<Link>>>,
     connectors: Arc<DashMap<ChannelId, ActorRef<ConnectorMsg>>>,
     /// Outbound messages a send task is working on, across connector restarts.
     in_flight: Arc<DashMap<MessageId, ChannelId>>,
+    /// Turns true when the channels stop: held sends give up waiting (their messages stay
+    /// in the outbox for the next start).
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for ChannelRegistry {
+    fn default() -> Self {
+        Self {
+            links: Arc::default(),
+            connectors: Arc::default(),
+            in_flight: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl ChannelRegistry {
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     pub fn link(&self, id: ChannelId) -> Option<Arc<Link>> {
         self.links.get(&id).map(|l| l.clone())
     }
@@ -314,6 +332,7 @@ impl Channels {
 
     /// Lets every connector finish what it has queued, then stops them.
     pub async fn stop(&self, timeout: Duration) {
+        self.registry.stopping.send_replace(true);
         self.supervisor.drain_children();
         let _ = self.supervisor.stop_and_wait(None, Some(timeout)).await;
     }
