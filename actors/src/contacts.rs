@@ -1,126 +1,20 @@
-//! Contacts: the one owner of leads' details. It resolves a lead's identities (phone,
-//! email, a provider profile id) to the workspace's contact, stages new contacts into the
-//! batch that creates their first conversation, and edits contacts through one actor, so
-//! that edits of a contact are serialized without any lock and reach every conversation
-//! with the lead.
-//!
-//! An identity names one contact per workspace: each is an insert-if-absent index entry,
-//! so two creators racing for one phone (or an edit taking a phone another contact has)
-//! lose atomically and write nothing.
+//! The contacts actor: the one writer of existing contacts. Edits are serialized through
+//! its mailbox (no lock anywhere), applied to the current version, and reach every
+//! conversation with the lead. New contacts are staged into the batch that creates their
+//! first conversation by the engine's `contacts` module, whose identity rules (one
+//! contact per phone, email or profile id in a workspace) this actor keeps too.
 
-use confab_engine::catalogue::{self, Ks};
+use confab_engine::catalogue::Ks;
 use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::contacts::{claim, Identity};
 use confab_engine::ids::{ContactId, WorkspaceId};
-use confab_engine::inbound::InboundEvent;
-use confab_engine::model::{ChannelKind, Contact, StoredContact};
+use confab_engine::model::{Contact, StoredContact};
 use confab_engine::store::Store;
-use confab_engine::time::UnixMillis;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::conversation::{Command, ConversationMsg};
 use crate::error::{ActorError, ActorResult};
 use crate::manager::Conversations;
-
-/// Something that names a lead within a workspace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// Normalized: `+` and digits.
-    Phone(String),
-    /// Compared without case.
-    Email(String),
-    /// A provider's id of the lead's profile (LinkedIn's provider id).
-    Profile { kind: ChannelKind, id: String },
-}
-
-impl Identity {
-    fn key(&self, ws: WorkspaceId) -> (Ks, Vec<u8>) {
-        match self {
-            Identity::Phone(phone) => (Ks::PhoneContact, catalogue::phone_contact(ws, phone)),
-            Identity::Email(email) => (Ks::EmailContact, catalogue::email_contact(ws, email)),
-            Identity::Profile { kind, id } => (
-                Ks::ProfileContact,
-                catalogue::profile_contact(ws, kind.as_str(), id),
-            ),
-        }
-    }
-}
-
-/// The identities an inbound message gives its lead, strongest first.
-pub fn identities(kind: ChannelKind, event: &InboundEvent) -> Vec<Identity> {
-    let mut out = Vec::with_capacity(3);
-    if let Some(phone) = &event.contact_phone {
-        out.push(Identity::Phone(phone.clone()));
-    }
-    if let Some(email) = &event.contact_email {
-        out.push(Identity::Email(email.clone()));
-    }
-    if let Some(id) = &event.contact_profile {
-        out.push(Identity::Profile {
-            kind,
-            id: id.clone(),
-        });
-    }
-    out
-}
-
-/// The workspace's contact any of `identities` names (the first that names one). Blocking:
-/// call off the reactor.
-pub fn resolve(
-    store: &Store,
-    ws: WorkspaceId,
-    identities: &[Identity],
-) -> confab_engine::Result<Option<StoredContact>> {
-    for identity in identities {
-        let (ks, key) = identity.key(ws);
-        if let Some(raw) = store.get_raw(ks, &key)? {
-            if let Some(id) = ContactId::from_key_prefix(&raw) {
-                if let Some(contact) = store.contact(id)? {
-                    return Ok(Some(contact));
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Stages a new contact of `ws` into `set`, claiming each of its identities (the set is
-/// refused if another contact claimed one first).
-pub fn stage_new(
-    set: &mut WriteSet,
-    ws: WorkspaceId,
-    name: Option<String>,
-    identities: &[Identity],
-    now: UnixMillis,
-) -> Contact {
-    let mut contact = Contact {
-        id: ContactId::new(),
-        name,
-        ..Contact::default()
-    };
-    for identity in identities {
-        match identity {
-            Identity::Phone(phone) => contact.phone = Some(phone.clone()),
-            Identity::Email(email) => contact.email = Some(email.clone()),
-            Identity::Profile { .. } => {}
-        }
-    }
-    let stored = StoredContact {
-        workspace_id: ws,
-        contact: contact.clone(),
-        created_at: now,
-    };
-    set.put(Ks::ContactState, contact.id.to_bytes().to_vec(), &stored);
-    for identity in identities {
-        claim(set, ws, identity, contact.id);
-    }
-    contact
-}
-
-fn claim(set: &mut WriteSet, ws: WorkspaceId, identity: &Identity, id: ContactId) {
-    let (ks, key) = identity.key(ws);
-    set.require_absent(ks, key.clone())
-        .put_raw(ks, key, id.to_bytes().to_vec());
-}
 
 /// A change of a contact's details: each field `None` to keep it, `Some(None)` to clear
 /// it. Values arrive validated and normalized (phones as `+` and digits).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
+use confab_engine::contacts;
 use confab_engine::delta::DeltaBody;
 use confab_engine::ids::{ChannelId, ConversationId};
 use confab_engine::inbound::InboundEvent;
@@ -23,7 +24,6 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use crate::contacts;
 use crate::conversation::{
     stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
 };

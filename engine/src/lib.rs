@@ -10,6 +10,7 @@ pub mod codec;
 pub mod committer;
 #[cfg(test)]
 mod committer_model;
+pub mod contacts;
 pub mod delta;
 pub mod error;
 pub mod ids;

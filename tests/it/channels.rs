@@ -734,3 +734,64 @@ async fn channel_health_and_settings_are_per_workspace() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn whatsapp_credentials_rotated_by_an_admin_release_sends_held_by_an_auth_failure() {
+    let server = TestServer::start_with(fast_retries).await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let channel: ChannelId = tenant.channel_id.parse().expect("channel id");
+    server
+        .lead_says(&tenant, "5511900000001", "Rita", "wamid.IN1", "hello")
+        .await;
+    let conversation = server.conversations(&tenant.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut stream = StreamClient::connect(&server, &tenant.token).await;
+    stream.subscribe(None).await;
+
+    // Meta's answer to an expired token: OAuthException 190.
+    let expired = json!({"error": {"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190}});
+    graph.script(vec![(401, expired); 1000]);
+    let id = reply(&server, &tenant, &conversation, "your quote is ready").await;
+    let failed = next_channel_update(&mut stream, channel).await;
+    assert_eq!(failed["status"], "auth_failed", "{failed}");
+    assert_eq!(failed["kind"], "whatsapp");
+    let held = message_until(&server, &tenant, &conversation, &id, "held", |m| {
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("auth_failed"))
+    })
+    .await;
+    assert_eq!(
+        held["delivery"], "queued",
+        "never failed for our credentials"
+    );
+
+    graph.clear_script();
+    let (status, view) = server
+        .admin_patch(
+            &format!(
+                "/api/v1/admin/workspaces/{}/channels/{}",
+                tenant.workspace_id, channel
+            ),
+            json!({"access_token": "rotated-token"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(
+        view.get("access_token").is_none(),
+        "secrets are never shown: {view}"
+    );
+    let connected = next_channel_update(&mut stream, channel).await;
+    assert_eq!(connected["status"], "connected", "{connected}");
+    message_until(&server, &tenant, &conversation, &id, "sent", |m| {
+        m["delivery"] == "sent" && m.get("error").is_none()
+    })
+    .await;
+    let last = graph.requests().last().cloned().expect("a request");
+    assert_eq!(last.authorization.as_deref(), Some("Bearer rotated-token"));
+    stream.close().await;
+    server.shutdown().await;
+}

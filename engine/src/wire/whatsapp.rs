@@ -738,6 +738,73 @@ mod tests {
     // --- signature ---
 
     #[test]
+    fn send_answers_are_classified_for_the_port() {
+        let ok = br#"{"messaging_product":"whatsapp","messages":[{"id":"wamid.X"}]}"#;
+        assert_eq!(
+            classify_send(200, ok),
+            SendOutcome::Accepted {
+                provider_id: "wamid.X".into()
+            }
+        );
+        let expired = br#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190}}"#;
+        assert!(matches!(
+            classify_send(401, expired),
+            SendOutcome::AuthFailed { .. }
+        ));
+        assert!(matches!(
+            classify_send(400, expired),
+            SendOutcome::AuthFailed { .. }
+        ));
+        assert!(matches!(
+            classify_send(429, b"{}"),
+            SendOutcome::RateLimited { .. }
+        ));
+        let throughput = br#"{"error":{"message":"(#130429) Rate limit hit","code":130429}}"#;
+        assert!(matches!(
+            classify_send(400, throughput),
+            SendOutcome::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify_send(503, b"down"),
+            SendOutcome::Retryable { .. }
+        ));
+        let window = br#"{"error":{"message":"(#131047) Re-engagement message","code":131047}}"#;
+        match classify_send(400, window) {
+            SendOutcome::Permanent { code, reason } => {
+                assert_eq!(code, "whatsapp_window_closed");
+                assert!(reason.contains("131047"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify_send(400, br#"{"error":{"message":"bad number","code":100}}"#),
+            SendOutcome::Permanent { .. }
+        ));
+    }
+
+    #[test]
+    fn the_port_batch_keeps_this_numbers_items_and_skips_the_others() {
+        let ours = inbound_text_webhook(
+            "111",
+            "5511987654321",
+            "Lia",
+            "wamid.A",
+            1_700_000_000,
+            "hi",
+        );
+        let channel = ChannelId::new();
+        let batch = inbound_batch(ours.to_string().as_bytes(), channel, "111").expect("parses");
+        assert_eq!(batch.messages.len(), 1);
+        let event = &batch.messages[0];
+        assert_eq!(event.channel_id, channel);
+        assert_eq!(event.thread, "5511987654321");
+        assert_eq!(event.contact_phone.as_deref(), Some("+5511987654321"));
+        assert_eq!(event.provider_message_id, "wamid.A");
+        let other = inbound_batch(ours.to_string().as_bytes(), channel, "222").expect("parses");
+        assert_eq!((other.messages.len(), other.skipped), (0, 1));
+    }
+
+    #[test]
     fn sign_matches_a_known_hmac_sha256_vector() {
         assert_eq!(
             sign("key", b"The quick brown fox jumps over the lazy dog"),
