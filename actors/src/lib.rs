@@ -147,3 +147,55 @@ async fn start_indexer(
     .map_err(|e| ActorError::Unavailable(format!("cannot start the indexer: {e}")))?;
     Ok((search, indexer))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The code of a module before its tests.
+    fn code(source: &str) -> &str {
+        source.split("#[cfg(test)]").next().unwrap_or(source)
+    }
+
+    #[test]
+    fn modules_depend_one_way_and_shared_code_names_no_provider() {
+        let conversation = code(include_str!("conversation.rs"));
+        let manager = code(include_str!("manager.rs"));
+        let connector = code(include_str!("channels/connector.rs"));
+        let link = code(include_str!("channels/link.rs"));
+        let outbound = code(include_str!("outbound.rs"));
+        // channels → manager → conversation → outbound: nothing points back.
+        for (name, source, forbidden) in [
+            (
+                "conversation",
+                conversation,
+                &["crate::channels", "crate::manager", "crate::contacts"][..],
+            ),
+            (
+                "manager",
+                manager,
+                &["crate::channels", "crate::contacts"][..],
+            ),
+            (
+                "outbound",
+                outbound,
+                &["crate::channels", "crate::manager", "crate::conversation"][..],
+            ),
+        ] {
+            for path in forbidden {
+                assert!(!source.contains(path), "{name} uses {path}");
+            }
+        }
+        for (name, source) in [
+            ("conversation", conversation),
+            ("manager", manager),
+            ("connector", connector),
+            ("link", link),
+        ] {
+            let lower = source.to_lowercase();
+            for provider in [
+                "whatsapp", "wamid", "wa_id", "linkedin", "unipile", "imap", "smtp",
+            ] {
+                assert!(!lower.contains(provider), "{name} names {provider}");
+            }
+        }
+    }
+}
