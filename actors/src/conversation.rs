@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use confab_engine::ai::{AiDecision, AiReasoning};
 use confab_engine::analytics::{self, ConversationStats, Snapshot, CSAT_RANGE};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
@@ -18,6 +19,7 @@ use confab_engine::model::{
     Sender, Status,
 };
 use confab_engine::outbox::OutboxEntry;
+use confab_engine::port::utc_day;
 use confab_engine::store::Store;
 use confab_engine::template::{self, TemplateError, Variables};
 use confab_engine::time::{now_millis, UnixMillis};
@@ -25,6 +27,7 @@ use confab_engine::views;
 use confab_engine::Error as EngineError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::ai::{unavailable_reasoning, AiAction, AiOutcome, AiQueue, AiRequest, Escalation};
 use crate::error::{ActorError, ActorResult};
 use crate::outbound::OutboundPort;
 
@@ -54,6 +57,11 @@ pub enum ConversationMsg {
     /// An inbox command: answered with the conversation's card after the change is durable
     /// (or at once when it changes nothing).
     Command(Command, RpcReplyPort<ActorResult<ConversationCard>>),
+    /// The AI pool's decision about a lead's message: committed only if the AI is still
+    /// active and nothing human happened since that message, else recorded as discarded.
+    Ai(Box<AiOutcome>),
+    /// The AI pool could not take the lead's message `seq`: escalate to a person.
+    AiUnavailable { seq: u64 },
     /// Stop after everything queued before this message is handled.
     Passivate,
     /// Makes the actor panic: lets tests and operators exercise supervision.
@@ -108,6 +116,8 @@ pub struct OutboundRequest {
     pub agent_name: Option<String>,
     /// Agents `@mentioned` in an internal note: each gets a `notification`.
     pub mentions: Vec<AgentId>,
+    /// For the AI's messages: why it sent this (kept on the message and in the log).
+    pub ai: Option<AiReasoning>,
 }
 
 pub struct ConversationActor;
@@ -117,6 +127,8 @@ pub struct ConversationArgs {
     pub store: Store,
     pub committer: Committer,
     pub outbound: OutboundPort,
+    /// The AI pool's queue.
+    pub ai: AiQueue,
     /// This actor's mailbox depth, shared with the handle that sends to it.
     pub queued: Arc<AtomicI64>,
 }
@@ -128,6 +140,7 @@ pub struct ConversationState {
     store: Store,
     committer: Committer,
     outbound: OutboundPort,
+    ai: AiQueue,
     queued: Arc<AtomicI64>,
 }
 
@@ -157,6 +170,7 @@ impl Actor for ConversationActor {
             store: args.store,
             committer: args.committer,
             outbound: args.outbound,
+            ai: args.ai,
             queued: args.queued,
         })
     }
@@ -170,7 +184,23 @@ impl Actor for ConversationActor {
         state.queued.fetch_sub(1, Ordering::Relaxed);
         match msg {
             ConversationMsg::Inbound(event, reply) => {
-                let _ = reply.send(state.inbound(*event).await);
+                let outcome = state.inbound(*event).await;
+                let stored = match &outcome {
+                    Ok(InboundOutcome::Stored(message)) => Some(message.seq),
+                    _ => None,
+                };
+                let _ = reply.send(outcome);
+                if let Some(seq) = stored {
+                    state.ask_ai(seq).await;
+                }
+            }
+            ConversationMsg::Ai(outcome) => {
+                if let Err(e) = state.ai(*outcome).await {
+                    tracing::warn!(conversation = %state.conv.id, error = %e, "could not record the AI's decision");
+                }
+            }
+            ConversationMsg::AiUnavailable { seq } => {
+                state.ai_unavailable(seq).await;
             }
             ConversationMsg::Send(request, reply) => match state.send(request).await {
                 Ok((message, outbox)) => {
@@ -312,11 +342,29 @@ impl ConversationState {
             reply_to: None,
             error: None,
             raw: None,
+            ai: request.ai.clone(),
         };
         conv.next_seq += 1;
 
         let mut set = WriteSet::new();
         set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+        if let Some(reasoning) = &request.ai {
+            set.put(
+                Ks::AiLog,
+                catalogue::ai_log(conv.id, reasoning.answers_seq, message.id),
+                reasoning,
+            );
+            let today = utc_day(now);
+            if conv.ai_day != today {
+                conv.ai_day = today;
+                conv.ai_replies_today = 0;
+            }
+            conv.ai_replies_today = conv.ai_replies_today.saturating_add(1);
+        }
+        // A person writing to the lead: any AI answer still being prepared is stale.
+        if request.sender == Sender::Agent && !request.internal {
+            conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
+        }
         let outbox = (!request.internal).then(|| OutboxEntry {
             message_id: message.id,
             workspace_id: conv.workspace_id,
@@ -436,7 +484,13 @@ impl ConversationState {
                     conv.closed_at = (status == Status::Closed).then(now_millis);
                 }
             }
-            Command::AiMode(mode) => conv.ai_mode = mode,
+            Command::AiMode(mode) => {
+                if conv.ai_mode != mode {
+                    conv.ai_mode = mode;
+                    // A takeover (or a resume): AI answers prepared before it are stale.
+                    conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
+                }
+            }
             Command::MarkRead => conv.unread_count = 0,
             Command::ContactChanged(contact) => conv.contact = contact,
             Command::Csat(rating) => {
@@ -466,8 +520,15 @@ impl ConversationState {
             set.delta(conv.workspace_id, conv.id, notification);
         }
         self.committer.commit(set).await?;
+        let resumed = self.conv.ai_mode != AiMode::Active && conv.ai_mode == AiMode::Active;
         self.conv = conv;
         self.stats = stats;
+        // Resumed with the lead's last message unanswered: the AI takes it.
+        if let (true, Some(seq)) = (resumed, self.conv.last_inbound_seq) {
+            if seq + 1 == self.conv.next_seq {
+                self.ask_ai(seq).await;
+            }
+        }
         Ok(self.conv.card())
     }
 
@@ -526,6 +587,217 @@ impl ConversationState {
                 DeltaBody::MessageUpdated(message),
             );
         self.committer.commit(set).await?;
+        Ok(())
+    }
+
+    /// Offers the lead's message `seq` to the AI pool when the AI is active; escalates at
+    /// once when the pool cannot take it.
+    async fn ask_ai(&mut self, seq: u64) {
+        if self.conv.ai_mode != AiMode::Active {
+            return;
+        }
+        let request = AiRequest {
+            workspace: self.conv.workspace_id,
+            conversation: self.conv.id,
+            seq,
+            epoch: self.conv.ai_epoch,
+        };
+        if !self.ai.offer(request) {
+            self.ai_unavailable(seq).await;
+        }
+    }
+
+    async fn ai_unavailable(&mut self, seq: u64) {
+        if self.conv.ai_mode != AiMode::Active {
+            return;
+        }
+        let outcome = AiOutcome {
+            reasoning: unavailable_reasoning(
+                seq,
+                "the AI agent could not take the message (busy or not running)",
+            ),
+            action: AiAction::Escalate(Escalation {
+                pause_ai: true,
+                notify: true,
+                ..Escalation::default()
+            }),
+            max_replies_per_day: 0,
+            epoch: self.conv.ai_epoch,
+        };
+        if let Err(e) = self.ai(outcome).await {
+            tracing::warn!(conversation = %self.conv.id, error = %e, "could not escalate");
+        }
+    }
+
+    /// Why an AI decision about the lead's message `seq` can no longer be applied.
+    fn ai_stale(&self, seq: u64, epoch: u64) -> Option<&'static str> {
+        if self.conv.ai_mode != AiMode::Active {
+            Some("the AI is no longer active in this conversation (a person took over)")
+        } else if self.conv.ai_epoch != epoch {
+            Some("a person wrote to the lead or changed the AI mode after this message")
+        } else if self.conv.last_inbound_seq != Some(seq) {
+            Some("the lead wrote again: the newer message gets the answer")
+        } else {
+            None
+        }
+    }
+
+    /// Applies (or discards) the AI pool's decision.
+    async fn ai(&mut self, outcome: AiOutcome) -> ActorResult<()> {
+        let AiOutcome {
+            mut reasoning,
+            action,
+            max_replies_per_day,
+            epoch,
+        } = outcome;
+        let seq = reasoning.answers_seq;
+        if let Some(why) = self.ai_stale(seq, epoch) {
+            if reasoning.decision != AiDecision::Discarded {
+                reasoning.why = format!("discarded: {why} (it would have been: {})", reasoning.why);
+            }
+            reasoning.decision = AiDecision::Discarded;
+            return self.log_ai(reasoning).await;
+        }
+        match action {
+            AiAction::Nothing => self.log_ai(reasoning).await,
+            AiAction::Reply(text) => {
+                let today = utc_day(now_millis());
+                let sent_today = if self.conv.ai_day == today {
+                    self.conv.ai_replies_today
+                } else {
+                    0
+                };
+                if sent_today >= max_replies_per_day {
+                    reasoning.decision = AiDecision::Escalated;
+                    reasoning.rule = Some("reply_limit".into());
+                    reasoning.why = format!(
+                        "the AI already answered {sent_today} times today in this conversation (limit {max_replies_per_day}): a person continues"
+                    );
+                    return self
+                        .escalate(
+                            reasoning,
+                            Escalation {
+                                pause_ai: true,
+                                notify: true,
+                                ..Escalation::default()
+                            },
+                        )
+                        .await;
+                }
+                let request = OutboundRequest {
+                    text,
+                    internal: false,
+                    sender: Sender::Ai,
+                    agent_id: None,
+                    agent_name: None,
+                    mentions: Vec::new(),
+                    ai: Some(reasoning),
+                };
+                match self.send(request).await {
+                    Ok((_, Some(entry))) => {
+                        self.outbound.dispatch(entry);
+                        Ok(())
+                    }
+                    Ok((_, None)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            AiAction::Escalate(escalation) => self.escalate(reasoning, escalation).await,
+        }
+    }
+
+    /// Records an AI decision that changes nothing in the conversation.
+    async fn log_ai(&mut self, reasoning: AiReasoning) -> ActorResult<()> {
+        let mut set = WriteSet::new();
+        set.put(
+            Ks::AiLog,
+            catalogue::ai_log(self.conv.id, reasoning.answers_seq, MessageId::new()),
+            &reasoning,
+        );
+        self.committer.commit(set).await?;
+        Ok(())
+    }
+
+    /// Hands the conversation to people: AI paused, assigned, tagged, a system message
+    /// with the reasoning, the assignee notified; one commit.
+    async fn escalate(
+        &mut self,
+        reasoning: AiReasoning,
+        escalation: Escalation,
+    ) -> ActorResult<()> {
+        let now = now_millis();
+        let mut conv = self.conv.clone();
+        if escalation.pause_ai && conv.ai_mode == AiMode::Active {
+            conv.ai_mode = AiMode::Paused;
+        }
+        if let Some(agent) = escalation.assignee {
+            conv.assignee_id = Some(agent);
+        }
+        for tag in normalize_tags(escalation.tags).unwrap_or_default() {
+            if !conv.tags.contains(&tag) && conv.tags.len() < MAX_TAGS {
+                conv.tags.push(tag);
+            }
+        }
+        if let Some(status) = escalation.status {
+            if conv.status != status {
+                conv.status = status;
+                conv.closed_at = (status == Status::Closed).then_some(now);
+            }
+        }
+        let seq = conv.next_seq;
+        let message = Message {
+            id: MessageId::new(),
+            conversation_id: conv.id,
+            seq,
+            direction: Direction::Outbound,
+            sender: Sender::System,
+            agent_id: None,
+            text: format!("Escalated to a person: {}", reasoning.why),
+            internal: true,
+            channel: conv.channel,
+            created_at: now,
+            delivery: None,
+            external_id: None,
+            content_type: None,
+            reply_to: None,
+            error: None,
+            raw: None,
+            ai: Some(reasoning.clone()),
+        };
+        conv.next_seq += 1;
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message)
+            .put(
+                Ks::AiLog,
+                catalogue::ai_log(conv.id, reasoning.answers_seq, message.id),
+                &reasoning,
+            );
+        store_state(&mut set, &self.conv, &conv);
+        self.analytics(&mut set, &conv, &self.stats, now);
+        set.delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::MessageCreated(message),
+        )
+        .delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationUpdated(conv.card()),
+        );
+        if let (true, Some(agent_id)) = (escalation.notify, conv.assignee_id) {
+            set.delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::Notification {
+                    agent_id,
+                    reason: NotificationReason::Escalation,
+                    message_id: None,
+                    by_agent_id: None,
+                },
+            );
+        }
+        self.committer.commit(set).await?;
+        self.conv = conv;
         Ok(())
     }
 
@@ -624,8 +896,10 @@ pub(crate) fn stage_inbound(
         reply_to: event.reply_to,
         error: None,
         raw: event.raw,
+        ai: None,
     };
     conv.next_seq += 1;
+    conv.last_inbound_seq = Some(seq);
     conv.unread_count = conv.unread_count.saturating_add(1);
     conv.preview = preview(&message.text);
     conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));

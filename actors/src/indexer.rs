@@ -249,6 +249,7 @@ mod tests {
             reply_to: None,
             error: None,
             raw: None,
+            ai: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Only a conversation's actor writes its conversation; every write goes through the
 //! engine's committer. Nothing here knows HTTP.
 
+pub mod ai;
 pub mod channels;
 pub mod clock;
 pub mod contacts;
@@ -35,6 +36,7 @@ pub struct RuntimeConfig {
     pub connectors: ConnectorSettings,
     /// The search indexer; `None` runs without search.
     pub indexer: Option<IndexerConfig>,
+    pub ai: ai::AiSettings,
 }
 
 /// The running actor system.
@@ -42,6 +44,8 @@ pub struct RuntimeConfig {
 pub struct Runtime {
     pub conversations: Conversations,
     pub contacts: Contacts,
+    /// The AI agent pool (its knowledge index).
+    pub ai: ai::AiPool,
     pub channels: Channels,
     /// The search index (`None` when the runtime runs without an indexer).
     pub search: Option<SearchIndex>,
@@ -65,10 +69,12 @@ impl Runtime {
             None => (None, None),
         };
         let registry = ChannelRegistry::default();
+        let (ai_queue, ai_requests) = ai::AiQueue::bounded(config.ai.queue_depth);
         let conversations = manager::Manager::start(manager::ManagerArgs {
             store: store.clone(),
             committer: committer.clone(),
             outbound: std::sync::Arc::new(registry.clone()),
+            ai: ai_queue,
             config: config.conversations,
         })
         .await
@@ -85,6 +91,14 @@ impl Runtime {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| ActorError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+        let ai = ai::AiPool::start(
+            store.clone(),
+            conversations.clone(),
+            http.clone(),
+            config.ai,
+            ai_requests,
+        )
+        .await?;
         let channels = channels::ChannelSupervisor::start(channels::ConnectorDeps {
             store: store.clone(),
             committer,
@@ -106,6 +120,7 @@ impl Runtime {
         Ok(Runtime {
             conversations,
             contacts,
+            ai,
             channels,
             search,
             indexer,
@@ -115,6 +130,7 @@ impl Runtime {
     /// Stops connectors, then conversations, each after finishing what it has queued, then
     /// the indexer after committing what it buffered.
     pub async fn stop(&self, timeout: Duration) {
+        self.ai.stop();
         self.channels.stop(timeout).await;
         self.contacts.stop(timeout).await;
         let manager = self.conversations.manager();

@@ -24,6 +24,7 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
+use crate::ai::{AiQueue, AiRequest};
 use crate::conversation::{
     stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
 };
@@ -76,6 +77,7 @@ pub struct Conversations {
     manager: ActorRef<ManagerMsg>,
     store: Store,
     committer: Committer,
+    ai: AiQueue,
     epoch: Instant,
 }
 
@@ -177,9 +179,23 @@ impl Conversations {
                 None => {
                     match find_or_create(&self.store, &self.committer, &channel, &event).await {
                         Ok(Resolved::Existing(id)) => id,
-                        Ok(Resolved::Created(id, message)) => {
+                        Ok(Resolved::Created(id, message, ai_active)) => {
                             self.remember_thread(key, id);
-                            return Ok(answered(InboundOutcome::Stored(message)));
+                            let seq = message.seq;
+                            let outcome = answered(InboundOutcome::Stored(message));
+                            if ai_active {
+                                let request = AiRequest {
+                                    workspace: channel.workspace_id,
+                                    conversation: id,
+                                    seq,
+                                    epoch: 0,
+                                };
+                                if !self.ai.offer(request) {
+                                    let _ =
+                                        self.tell(id, ConversationMsg::AiUnavailable { seq }).await;
+                                }
+                            }
+                            return Ok(outcome);
                         }
                         Ok(Resolved::Duplicate) => return Ok(answered(InboundOutcome::Duplicate)),
                         Err(Resolve::Lost) => continue,
@@ -238,7 +254,9 @@ enum Resolved {
     /// The thread has a conversation: the message is for its actor.
     Existing(ConversationId),
     /// The conversation was created with the message in it.
-    Created(ConversationId, Box<Message>),
+    /// The conversation was created with the message in it (and whether its AI is
+    /// active: the message is then for the AI pool).
+    Created(ConversationId, Box<Message>, bool),
     /// The message was stored before (in a conversation the thread no longer names).
     Duplicate,
 }
@@ -273,15 +291,18 @@ async fn find_or_create(
     let thread = event.thread.clone();
     let identities = contacts::identities(channel.kind(), event);
     let lookup = identities.clone();
-    let (existing, known_contact) = blocking(move || {
+    let (existing, known_contact, ai_mode) = blocking(move || {
         let store = store_in;
         let existing = store.conversation_by_thread(channel_id, &thread)?;
         if existing.is_some() {
-            return Ok((existing, None));
+            return Ok((existing, None, AiMode::Manual));
         }
         // One lead, several conversations: an identity the workspace already knows is
         // the same contact.
-        Ok((None, contacts::resolve(&store, ws, &lookup)?))
+        let contact = contacts::resolve(&store, ws, &lookup)?;
+        // Manual until the workspace's AI agent is enabled: nothing claims to answer.
+        let mode = crate::ai::config(&store, ws)?.new_conversation_mode();
+        Ok((None, contact, mode))
     })
     .await?;
     if let Some(id) = existing {
@@ -306,7 +327,7 @@ async fn find_or_create(
         tags: Vec::new(),
         campaign: None,
         unread_count: 0,
-        ai_mode: AiMode::Active,
+        ai_mode,
         created_at: now,
         last_activity_at: now,
         preview: String::new(),
@@ -316,6 +337,10 @@ async fn find_or_create(
         first_response_at: None,
         first_responder: None,
         closed_at: None,
+        last_inbound_seq: None,
+        ai_epoch: 0,
+        ai_day: 0,
+        ai_replies_today: 0,
     };
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
     let thread_key = catalogue::thread_conv(channel.id, &event.thread);
@@ -359,7 +384,11 @@ async fn find_or_create(
     metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => kind).increment(1);
     metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => kind)
         .increment(1);
-    Ok(Resolved::Created(conv.id, Box::new(message)))
+    Ok(Resolved::Created(
+        conv.id,
+        Box::new(message),
+        conv.ai_mode == AiMode::Active,
+    ))
 }
 
 /// Runs a store read on the blocking pool; a panic there is an internal failure.
@@ -393,6 +422,7 @@ pub struct ManagerArgs {
     pub store: Store,
     pub committer: Committer,
     pub outbound: OutboundPort,
+    pub ai: AiQueue,
     pub config: ManagerConfig,
 }
 
@@ -400,6 +430,7 @@ pub struct ManagerState {
     store: Store,
     committer: Committer,
     outbound: OutboundPort,
+    ai: AiQueue,
     config: ManagerConfig,
     live: Arc<DashMap<ConversationId, Arc<Live>>>,
     epoch: Instant,
@@ -422,6 +453,7 @@ impl Manager {
             store: args.store.clone(),
             committer: args.committer.clone(),
             outbound: args.outbound,
+            ai: args.ai.clone(),
             config: args.config,
             live: live.clone(),
             epoch,
@@ -437,6 +469,7 @@ impl Manager {
             manager,
             store: args.store,
             committer: args.committer,
+            ai: args.ai,
             epoch,
         })
     }
@@ -528,6 +561,7 @@ impl ManagerState {
             store: self.store.clone(),
             committer: self.committer.clone(),
             outbound: self.outbound.clone(),
+            ai: self.ai.clone(),
             queued: queued.clone(),
         };
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
@@ -708,6 +742,7 @@ mod tests {
             store: store.clone(),
             committer,
             outbound: Arc::new(crate::outbound::Nowhere),
+            ai: crate::ai::AiQueue::bounded(16).0,
             config,
         })
         .await

@@ -20,12 +20,35 @@ pub const CONNECTOR_CIRCUITS_OPEN: &str = "confab_connector_circuits_open";
 /// Counter: times a connector's circuit opened, by channel kind.
 pub const CONNECTOR_CIRCUIT_OPENED: &str = "confab_connector_circuit_opened_total";
 
+/// Gauge: lead messages waiting for the AI pool.
+pub const AI_QUEUE: &str = "confab_ai_queue_depth";
+/// Gauge: AI decisions being made (backend calls in flight).
+pub const AI_IN_FLIGHT: &str = "confab_ai_in_flight";
+/// Histogram: seconds from the quiet period's end to the AI's decision.
+pub const AI_DECISION_SECONDS: &str = "confab_ai_decision_seconds";
+/// Counter: AI decisions, by `decision` (answered, escalated, discarded).
+pub const AI_DECISIONS: &str = "confab_ai_decisions_total";
+
 /// Registers the help texts of the runtime's metrics, and of the search index's (the
 /// indexer actor reports them; the index crate only names them).
 pub fn describe() {
     use confab_index::metrics as index;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(LIVE_CONVERSATIONS, "Conversation actors in memory.");
+    describe_gauge!(AI_QUEUE, "Lead messages waiting for the AI pool.");
+    describe_gauge!(
+        AI_IN_FLIGHT,
+        "AI decisions being made (backend calls in flight)."
+    );
+    describe_histogram!(
+        AI_DECISION_SECONDS,
+        Unit::Seconds,
+        "Time to an AI decision, after the quiet period (knowledge retrieval and backend)."
+    );
+    describe_counter!(
+        AI_DECISIONS,
+        "AI decisions, by decision (answered, escalated, discarded)."
+    );
     describe_counter!(ACTIVATIONS, "Conversation actors activated from the store.");
     describe_counter!(PASSIVATIONS, "Idle conversation actors passivated.");
     describe_counter!(

@@ -76,6 +76,7 @@ fn message(conversation_id: ConversationId, seq: u64, text: String, at: i64) -> 
         reply_to: None,
         error: None,
         raw: None,
+        ai: None,
     }
 }
 

@@ -425,6 +425,10 @@ mod tests {
             first_response_at: None,
             first_responder: None,
             closed_at: None,
+            last_inbound_seq: None,
+            ai_epoch: 0,
+            ai_day: 0,
+            ai_replies_today: 0,
         }
     }
 

@@ -11,7 +11,9 @@ use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::{AgentId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
+use crate::ids::{
+    AgentId, ArticleId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId,
+};
 
 /// The keyspaces, in the order they are opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,10 +72,19 @@ pub enum Ks {
     /// workspace id ‖ channel kind ‖ provider profile id → contact id (identities that
     /// are neither a phone nor an email, such as LinkedIn's provider ids).
     ProfileContact,
+    /// workspace id → `ai::AiConfig`
+    AiConfig,
+    /// workspace id → `Vec<ai::EscalationRule>` (absent: the defaults)
+    AiRules,
+    /// workspace id ‖ article id → `ai::Article`
+    KbArticle,
+    /// conversation id ‖ seq of the lead's message ‖ ulid → `ai::AiReasoning`: every AI
+    /// decision about that message (answered, escalated, discarded).
+    AiLog,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 25] = [
+    pub const ALL: [Ks; 29] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -99,6 +110,10 @@ impl Ks {
         Ks::ConvStats,
         Ks::ChannelRuntime,
         Ks::ProfileContact,
+        Ks::AiConfig,
+        Ks::AiRules,
+        Ks::KbArticle,
+        Ks::AiLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +143,10 @@ impl Ks {
             Ks::ConvStats => "conv_stats",
             Ks::ChannelRuntime => "channel_runtime",
             Ks::ProfileContact => "profile_contact",
+            Ks::AiConfig => "ai_config",
+            Ks::AiRules => "ai_rules",
+            Ks::KbArticle => "kb_article",
+            Ks::AiLog => "ai_log",
         }
     }
 
@@ -179,6 +198,15 @@ pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {
 
 pub fn phone_contact(ws: WorkspaceId, phone: &str) -> Vec<u8> {
     join(&[&ws.to_bytes(), &key_text(phone)])
+}
+
+pub fn kb_article(ws: WorkspaceId, article: ArticleId) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &article.to_bytes()])
+}
+
+/// An AI decision about the lead's message `seq` (`id` orders several).
+pub fn ai_log(conv: ConversationId, seq: u64, id: MessageId) -> Vec<u8> {
+    join(&[&conv.to_bytes(), &seq.to_be_bytes(), &id.to_bytes()])
 }
 
 /// A provider profile id of a lead on a channel kind (`kind` as its name).

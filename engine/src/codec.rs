@@ -54,6 +54,7 @@ mod tests {
             reply_to: None,
             error: None,
             raw: None,
+            ai: None,
         }
     }
 

@@ -13,6 +13,8 @@ use crate::time::UnixMillis;
 pub enum NotificationReason {
     Assignment,
     Mention,
+    /// The AI handed the conversation to this agent.
+    Escalation,
 }
 
 /// What changed. Stored externally tagged; rendered on the wire by [`Delta::to_json`].

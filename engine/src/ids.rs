@@ -156,6 +156,10 @@ id_type!(
     /// One message of a conversation.
     MessageId
 );
+id_type!(
+    /// A knowledge-base article.
+    ArticleId
+);
 
 #[cfg(test)]
 mod tests {

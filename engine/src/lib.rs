@@ -4,6 +4,7 @@
 //! This crate knows nothing of actors, HTTP or search.
 
 pub mod admin;
+pub mod ai;
 pub mod analytics;
 pub mod catalogue;
 pub mod codec;

@@ -310,6 +310,18 @@ pub struct Conversation {
     pub first_responder: Option<Responder>,
     #[serde(default)]
     pub closed_at: Option<UnixMillis>,
+    /// The seq of the lead's last message: an AI answer to an older one is superseded.
+    #[serde(default)]
+    pub last_inbound_seq: Option<u64>,
+    /// Counts human interventions (a human message to the lead, a change of AI mode): an
+    /// AI decision prepared under an older count is discarded.
+    #[serde(default)]
+    pub ai_epoch: u64,
+    /// AI replies today (UTC day `ai_day`): the loop limit.
+    #[serde(default)]
+    pub ai_day: i64,
+    #[serde(default)]
+    pub ai_replies_today: u32,
 }
 
 /// Who answered a lead.
@@ -422,7 +434,7 @@ impl Delivery {
 }
 
 /// A message. JSON shape: the `message` object of the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: MessageId,
@@ -451,6 +463,9 @@ pub struct Message {
     /// The provider's payload of content shown as a placeholder (media, locations, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
+    /// Why the AI sent this message (or escalated, on a system message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<crate::ai::AiReasoning>,
 }
 
 #[cfg(test)]

@@ -158,6 +158,22 @@ impl Store {
         self.get(Ks::ChannelState, &id.to_bytes())
     }
 
+    /// Every value of a keyspace (small keyspaces only: settings, articles).
+    pub fn all<T: DeserializeOwned>(&self, ks: Ks) -> Result<Vec<T>> {
+        self.ks(ks)
+            .iter()
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
+    /// Every value under a key prefix, in key order.
+    pub fn with_prefix<T: DeserializeOwned>(&self, ks: Ks, prefix: &[u8]) -> Result<Vec<T>> {
+        self.ks(ks)
+            .prefix(prefix)
+            .map(|kv| codec::decode(&kv.value()?))
+            .collect()
+    }
+
     pub fn all_channels(&self) -> Result<Vec<Channel>> {
         self.ks(Ks::ChannelState)
             .iter()
@@ -378,6 +394,7 @@ mod tests {
             reply_to: None,
             error: None,
             raw: None,
+            ai: None,
         }
     }
 

@@ -62,6 +62,8 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
         .merge(routes::channels::routes())
+        .merge(routes::ai::routes())
+        .merge(routes::kb::routes())
         .merge(routes::agents::routes())
         .merge(routes::analytics::routes())
         .merge(routes::search::routes())

@@ -34,6 +34,7 @@ pub struct Config {
     pub stream: StreamConfig,
     pub whatsapp: WhatsappConfig,
     pub channels: ChannelsConfig,
+    pub ai: AiPoolConfig,
     pub search: SearchConfig,
 }
 
@@ -91,6 +92,31 @@ pub struct WhatsappConfig {
     pub max_send_attempts: u32,
     /// Messages per second per phone number (Meta's default is 80).
     pub messages_per_second: u32,
+}
+
+/// The AI agent pool (per process; each workspace configures its agent through the API).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AiPoolConfig {
+    /// AI decisions made at once.
+    pub concurrency: usize,
+    /// Lead messages waiting for the pool; past it conversations escalate to people.
+    pub queue_depth: usize,
+    /// Longest an OpenAI-compatible backend may take per attempt.
+    pub backend_timeout_ms: u64,
+    /// Attempts at the backend before escalating with `ai_backend_unavailable`.
+    pub backend_attempts: u32,
+}
+
+impl Default for AiPoolConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            queue_depth: 10_000,
+            backend_timeout_ms: 20_000,
+            backend_attempts: 3,
+        }
+    }
 }
 
 /// Every channel's connector, whatever its provider.
@@ -159,6 +185,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             whatsapp: WhatsappConfig::default(),
             channels: ChannelsConfig::default(),
+            ai: AiPoolConfig::default(),
             search: SearchConfig::default(),
         }
     }

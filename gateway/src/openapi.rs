@@ -91,6 +91,8 @@ pub enum PeriodParam {
         (name = "webhooks", description = "Called by providers; authenticated by signature."),
         (name = "inbox", description = "Conversations, messages and commands (agent token)."),
         (name = "contacts", description = "Leads' details."),
+        (name = "ai", description = "The AI agent: configuration, escalation rules, reasoning."),
+        (name = "knowledge", description = "The knowledge base the AI answers from."),
         (name = "channels", description = "Channels' health: status, last error, outbox, send budgets."),
         (name = "agents", description = "The workspace's agents."),
         (name = "analytics", description = "Conversation metrics."),

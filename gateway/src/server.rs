@@ -99,6 +99,12 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
             ..ConnectorSettings::default()
         },
         indexer: Some(indexer_config(config)),
+        ai: confab_actors::ai::AiSettings {
+            concurrency: config.ai.concurrency.max(1),
+            queue_depth: config.ai.queue_depth.max(1),
+            backend_timeout: Duration::from_millis(config.ai.backend_timeout_ms.max(1)),
+            backend_attempts: config.ai.backend_attempts.max(1),
+        },
     }
 }
 

@@ -17,6 +17,7 @@
 //! This crate knows nothing of actors or HTTP; the indexer actor drives the writer.
 
 pub mod error;
+pub mod knowledge;
 pub mod metrics;
 pub mod query;
 pub mod schema;
@@ -27,6 +28,7 @@ pub mod writer;
 mod tests;
 
 pub use error::{IndexError, Result};
+pub use knowledge::{ArticleDoc, KnowledgeHit, KnowledgeIndex};
 pub use query::{ParsedQuery, QueryError};
 pub use search::{Hit, HitField, SearchIndex, SearchPage, SearchRequest};
 pub use writer::{reindex, CatchUp, Writer, WriterOptions};

@@ -44,6 +44,10 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         first_response_at: None,
         first_responder: None,
         closed_at: None,
+        last_inbound_seq: None,
+        ai_epoch: 0,
+        ai_day: 0,
+        ai_replies_today: 0,
     }
 }
 
@@ -79,6 +83,7 @@ fn message(conv: &mut Conversation, text: &str, at: i64) -> Message {
         reply_to: None,
         error: None,
         raw: None,
+        ai: None,
     }
 }
 

@@ -51,6 +51,7 @@ async fn ai_replies(server: &TestServer, id: &str, text: &str) {
         agent_id: None,
         agent_name: None,
         mentions: Vec::new(),
+        ai: None,
     };
     server
         .server()

@@ -40,6 +40,7 @@ async fn each_command_is_one_update_and_repeating_it_changes_nothing() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     let id = conversation(&server, &tenant).await;
     let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
     let mut stream = StreamClient::connect(&server, &tenant.token).await;
@@ -151,6 +152,7 @@ async fn invalid_command_values_are_422_and_change_nothing() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     let other = server.provision(&graph).await;
     let id = conversation(&server, &tenant).await;
     let path = |cmd: &str| format!("/api/v1/conversations/{id}/{cmd}");
@@ -195,6 +197,7 @@ async fn a_human_reply_pauses_the_ai_and_records_the_first_response() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     let id = conversation(&server, &tenant).await;
     let (_, detail) = server
         .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
@@ -243,6 +246,7 @@ async fn mentions_in_notes_notify_each_mentioned_agent_and_never_reach_the_lead(
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     let id = conversation(&server, &tenant).await;
     let (bo, _) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
     let (cy, _) = second_agent(&server, &tenant, "Cy Diaz", "agent").await;

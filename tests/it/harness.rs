@@ -184,6 +184,32 @@ impl TestServer {
         }
     }
 
+    /// Enables the tenant's AI agent with a quiet period longer than any test: new
+    /// conversations start with the AI active, and it never answers during the test. For
+    /// tests of other features that expect the AI-active default.
+    pub async fn enable_ai_later(&self, tenant: &Tenant) {
+        let (status, config) = self
+            .put(
+                &tenant.token,
+                "/api/v1/ai/config",
+                json!({"enabled": true, "reply_delay_ms": 600_000}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{config}");
+    }
+
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        checked("PUT", path, response).await
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .http

@@ -61,6 +61,7 @@ async fn every_view_and_filter_lists_exactly_its_conversations_newest_first() {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     let t = &tenant.token;
     let c = conversations(&server, &tenant, 6).await;
     // Expected lists are newest first: c5 … c0.

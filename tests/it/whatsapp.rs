@@ -12,6 +12,7 @@ async fn setup() -> (TestServer, GraphStandIn, Tenant) {
     let server = TestServer::start().await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
+    server.enable_ai_later(&tenant).await;
     (server, graph, tenant)
 }
 

@@ -429,6 +429,7 @@ async fn send(
         agent_id: Some(agent.0.id),
         agent_name: Some(agent.0.name.clone()),
         mentions,
+        ai: None,
     };
     let message = app
         .runtime

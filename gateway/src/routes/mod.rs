@@ -2,12 +2,14 @@
 
 pub mod admin;
 pub mod agents;
+pub mod ai;
 pub mod analytics;
 pub mod channels;
 pub mod commands;
 pub mod contacts;
 pub mod conversations;
 pub mod health;
+pub mod kb;
 pub mod search;
 pub mod webhooks;
 

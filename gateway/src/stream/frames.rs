@@ -126,6 +126,7 @@ pub mod schema {
     pub enum NotificationReasonSchema {
         Assignment,
         Mention,
+        Escalation,
     }
 
     /// A delta: `conversation` for `conversation_*` kinds, `message` for `message_*`, the

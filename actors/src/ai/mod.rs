@@ -1,0 +1,626 @@
+//! The AI agent pool: answers leads beside the conversations, never inside them.
+//!
+//! After a lead's message is durable in a conversation whose AI mode is active, the
+//! conversation offers an [`AiRequest`] (the seq it answers) to the pool's bounded queue.
+//! The pool waits for a quiet period (several quick messages get one answer), then, with a
+//! permit of its bounded concurrency, reads the conversation, the workspace's configuration
+//! and rules, retrieves knowledge, asks the backend, applies the escalation rules, and
+//! hands an [`AiOutcome`] with its reasoning back to the conversation actor. The actor
+//! commits it only if the AI is still active and nothing human happened since that seq;
+//! otherwise it records a discard. A slow backend holds a permit, never an actor or the
+//! committer.
+
+pub mod builtin;
+pub mod openai;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_engine::ai::{
+    default_rules, fold, AiConfig, AiDecision, AiReasoning, AssignTo, BackendKind, EscalationRule,
+    KnowledgeRef, RuleContext, RuleThen,
+};
+use confab_engine::catalogue::Ks;
+use confab_engine::ids::{AgentId, ConversationId, WorkspaceId};
+use confab_engine::model::{Conversation, Direction, Message, Status};
+use confab_engine::store::Store;
+use confab_engine::time::now_millis;
+use confab_index::KnowledgeIndex;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::conversation::ConversationMsg;
+use crate::manager::Conversations;
+
+/// A lead's message the AI should consider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AiRequest {
+    pub workspace: WorkspaceId,
+    pub conversation: ConversationId,
+    pub seq: u64,
+    /// The conversation's `ai_epoch` when asked: a decision made under an older one is
+    /// discarded.
+    pub epoch: u64,
+}
+
+/// The pool's bounded queue, as conversations see it.
+#[derive(Clone)]
+pub struct AiQueue {
+    tx: mpsc::Sender<AiRequest>,
+}
+
+impl AiQueue {
+    pub fn bounded(depth: usize) -> (AiQueue, mpsc::Receiver<AiRequest>) {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        (AiQueue { tx }, rx)
+    }
+
+    /// Offers a request; false when the pool cannot take it (full or not running): the
+    /// conversation then escalates rather than wait in silence.
+    pub fn offer(&self, request: AiRequest) -> bool {
+        let taken = self.tx.try_send(request).is_ok();
+        if taken {
+            metrics::gauge!(crate::metrics::AI_QUEUE).increment(1.0);
+        }
+        taken
+    }
+}
+
+/// What the agent does about a lead's message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AiAction {
+    Reply(String),
+    Escalate(Escalation),
+    /// Nothing to send (an automatic reply): only the reasoning is kept.
+    Nothing,
+}
+
+/// An escalation, resolved: who gets the conversation and what changes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Escalation {
+    pub pause_ai: bool,
+    pub assignee: Option<AgentId>,
+    pub tags: Vec<String>,
+    pub status: Option<Status>,
+    pub notify: bool,
+}
+
+/// The pool's proposal, for the conversation actor to commit or discard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AiOutcome {
+    pub reasoning: AiReasoning,
+    pub action: AiAction,
+    /// The workspace's loop limit: AI replies per conversation per day.
+    pub max_replies_per_day: u32,
+    /// The conversation's `ai_epoch` the decision was made under.
+    pub epoch: u64,
+}
+
+/// The pool's settings.
+#[derive(Clone, Debug)]
+pub struct AiSettings {
+    /// Decisions made at once (backend calls in flight).
+    pub concurrency: usize,
+    /// Requests waiting for the pool before conversations escalate instead.
+    pub queue_depth: usize,
+    /// Longest an OpenAI-compatible backend may take per attempt.
+    pub backend_timeout: Duration,
+    /// Attempts at the backend before escalating with `ai_backend_unavailable`.
+    pub backend_attempts: u32,
+}
+
+impl Default for AiSettings {
+    fn default() -> Self {
+        AiSettings {
+            concurrency: 4,
+            queue_depth: 10_000,
+            backend_timeout: Duration::from_secs(20),
+            backend_attempts: 3,
+        }
+    }
+}
+
+/// The running pool: the knowledge index the API edits.
+#[derive(Clone)]
+pub struct AiPool {
+    pub knowledge: Arc<KnowledgeIndex>,
+    stopping: Arc<watch::Sender<bool>>,
+}
+
+struct Inner {
+    store: Store,
+    conversations: Conversations,
+    knowledge: Arc<KnowledgeIndex>,
+    http: reqwest::Client,
+    settings: AiSettings,
+    permits: Semaphore,
+    /// Conversations waiting for their quiet period: the latest seq and when it came.
+    waiting: DashMap<ConversationId, (AiRequest, Instant)>,
+    /// Round-robin position per workspace.
+    turns: DashMap<WorkspaceId, AtomicUsize>,
+    /// Turns true when the runtime stops: waiting and deciding end, nothing is sent.
+    stopping: watch::Receiver<bool>,
+}
+
+impl AiPool {
+    /// Builds the knowledge index from the store and starts taking requests.
+    pub async fn start(
+        store: Store,
+        conversations: Conversations,
+        http: reqwest::Client,
+        settings: AiSettings,
+        mut requests: mpsc::Receiver<AiRequest>,
+    ) -> crate::ActorResult<AiPool> {
+        let knowledge = Arc::new(
+            KnowledgeIndex::new()
+                .map_err(|e| crate::ActorError::Unavailable(format!("knowledge index: {e}")))?,
+        );
+        let (kb, store_in) = (knowledge.clone(), store.clone());
+        tokio::task::spawn_blocking(move || load_knowledge(&store_in, &kb))
+            .await
+            .map_err(|e| crate::ActorError::Unavailable(e.to_string()))??;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopping = Arc::new(stop_tx);
+        let inner = Arc::new(Inner {
+            store,
+            conversations,
+            knowledge: knowledge.clone(),
+            http,
+            permits: Semaphore::new(settings.concurrency.max(1)),
+            settings,
+            waiting: DashMap::new(),
+            turns: DashMap::new(),
+            stopping: stop_rx.clone(),
+        });
+        let mut stop = stop_rx;
+        tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    request = requests.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                metrics::gauge!(crate::metrics::AI_QUEUE).decrement(1.0);
+                let fresh = inner
+                    .waiting
+                    .insert(request.conversation, (request, Instant::now()))
+                    .is_none();
+                if fresh {
+                    tokio::spawn(inner.clone().run(request.conversation));
+                }
+            }
+        });
+        Ok(AiPool {
+            knowledge,
+            stopping,
+        })
+    }
+
+    /// Stops taking requests; decisions under way are dropped (their messages stay
+    /// unanswered, as if the process had stopped a moment earlier).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+}
+
+/// Indexes every stored article (the index is in memory: rebuilt at each start).
+fn load_knowledge(store: &Store, index: &KnowledgeIndex) -> crate::ActorResult<()> {
+    let articles = store.all::<confab_engine::ai::Article>(Ks::KbArticle)?;
+    let docs: Vec<_> = articles
+        .iter()
+        .map(|a| confab_index::ArticleDoc {
+            workspace: a.workspace_id,
+            id: a.id,
+            title: &a.title,
+            body: &a.body,
+            tags: &a.tags,
+        })
+        .collect();
+    index
+        .upsert(&docs)
+        .map_err(|e| crate::ActorError::Unavailable(format!("knowledge index: {e}")))
+}
+
+/// The workspace's AI configuration (defaults when never set). Blocking.
+pub fn config(store: &Store, ws: WorkspaceId) -> confab_engine::Result<AiConfig> {
+    Ok(store.get(Ks::AiConfig, &ws.to_bytes())?.unwrap_or_default())
+}
+
+/// The workspace's escalation rules (the defaults when never set). Blocking.
+pub fn rules(store: &Store, ws: WorkspaceId) -> confab_engine::Result<Vec<EscalationRule>> {
+    Ok(store
+        .get(Ks::AiRules, &ws.to_bytes())?
+        .unwrap_or_else(default_rules))
+}
+
+/// What the pool read to decide.
+struct Context {
+    config: AiConfig,
+    rules: Vec<EscalationRule>,
+    conv: Conversation,
+    /// The lead's messages since our last message, oldest first.
+    question: String,
+    /// Recent messages, oldest first (for a model's context).
+    history: Vec<Message>,
+}
+
+/// A backend's answer, before the rules.
+pub struct Proposed {
+    pub intent: String,
+    pub confidence: f64,
+    pub knowledge: Vec<KnowledgeRef>,
+    pub action: ProposedAction,
+    pub why: String,
+    pub backend: &'static str,
+    pub model: Option<String>,
+    /// A rule of the backend's own (`no_relevant_knowledge`, `ai_backend_unavailable`).
+    pub rule: Option<String>,
+}
+
+pub enum ProposedAction {
+    Reply(String),
+    Escalate,
+    Nothing,
+}
+
+impl Inner {
+    async fn run(self: Arc<Self>, conversation: ConversationId) {
+        let mut stop = self.stopping.clone();
+        tokio::select! {
+            () = self.clone().after_quiet(conversation) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// Waits until the conversation has been quiet for the reply delay, then decides.
+    async fn after_quiet(self: Arc<Self>, conversation: ConversationId) {
+        let Some(first) = self.waiting.get(&conversation).map(|w| w.0) else {
+            return;
+        };
+        let store = self.store.clone();
+        let delay = match tokio::task::spawn_blocking(move || config(&store, first.workspace)).await
+        {
+            Ok(Ok(config)) => Duration::from_millis(config.reply_delay_ms),
+            _ => Duration::ZERO,
+        };
+        let request = loop {
+            let Some((request, at)) = self.waiting.get(&conversation).map(|w| *w) else {
+                return;
+            };
+            let due = at + delay;
+            if Instant::now() >= due {
+                // Take it only if nothing newer came meanwhile.
+                if self
+                    .waiting
+                    .remove_if(&conversation, |_, w| w.1 == at)
+                    .is_some()
+                {
+                    break request;
+                }
+                continue;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        metrics::gauge!(crate::metrics::AI_IN_FLIGHT).increment(1.0);
+        let started = Instant::now();
+        let outcome = self.decide(request).await;
+        metrics::gauge!(crate::metrics::AI_IN_FLIGHT).decrement(1.0);
+        metrics::histogram!(crate::metrics::AI_DECISION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        let Some(outcome) = outcome else {
+            return;
+        };
+        if let Err(e) = self
+            .conversations
+            .tell(conversation, ConversationMsg::Ai(Box::new(outcome)))
+            .await
+        {
+            tracing::warn!(%conversation, error = %e, "cannot hand the AI's decision to the conversation");
+        }
+    }
+
+    async fn context(&self, request: AiRequest) -> confab_engine::Result<Option<Context>> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(conv) = store.conversation(request.conversation)? else {
+                return Ok(None);
+            };
+            let page = store.messages_before(request.conversation, Some(request.seq + 1), 20)?;
+            let mut history: Vec<Message> = page.items;
+            history.reverse();
+            let question: Vec<&str> = history
+                .iter()
+                .rev()
+                .filter(|m| !m.internal)
+                .take_while(|m| m.direction == Direction::Inbound)
+                .map(|m| m.text.as_str())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let question = question.join("\n");
+            Ok(Some(Context {
+                config: config(&store, request.workspace)?,
+                rules: rules(&store, request.workspace)?,
+                conv,
+                question,
+                history,
+            }))
+        })
+        .await
+        .unwrap_or_else(|e| Err(confab_engine::Error::Storage(e.to_string())))
+    }
+
+    async fn decide(&self, request: AiRequest) -> Option<AiOutcome> {
+        let started = Instant::now();
+        let context = match self.context(request).await {
+            Ok(Some(context)) => context,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(conversation = %request.conversation, error = %e, "the AI cannot read the conversation");
+                return None;
+            }
+        };
+        let proposed = if !context.config.enabled {
+            unavailable("ai_disabled", "the AI agent is disabled for this workspace")
+        } else if !context.config.schedule.answers_at(now_millis()) {
+            unavailable(
+                "outside_schedule",
+                "inside working hours the AI leaves conversations to people",
+            )
+        } else {
+            match context.config.backend {
+                BackendKind::Builtin => self.builtin(request.workspace, &context).await,
+                BackendKind::Openai => self.openai(request.workspace, &context).await,
+            }
+        };
+        Some(self.apply_rules(request, &context, proposed, started))
+    }
+
+    async fn retrieve(&self, ws: WorkspaceId, question: &str) -> Vec<confab_index::KnowledgeHit> {
+        let (kb, question) = (self.knowledge.clone(), question.to_owned());
+        match tokio::task::spawn_blocking(move || kb.search(ws, &question, 3)).await {
+            Ok(Ok(hits)) => hits,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "knowledge search failed");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn builtin(&self, ws: WorkspaceId, context: &Context) -> Proposed {
+        let intent = builtin::intent(&context.question);
+        let hits = self.retrieve(ws, &context.question).await;
+        let decision = builtin::decide(&context.config, &intent, &hits);
+        let knowledge = knowledge_refs(&hits);
+        let (action, why, confidence, rule) = match decision {
+            builtin::Proposal::Reply {
+                text,
+                confidence,
+                why,
+            } => (ProposedAction::Reply(text), why, confidence, None),
+            builtin::Proposal::Escalate { why, confidence } => {
+                let rule = matches!(
+                    intent.name,
+                    "question" | "pricing" | "meeting_request" | "other"
+                )
+                .then(|| "no_relevant_knowledge".to_owned());
+                (ProposedAction::Escalate, why, confidence, rule)
+            }
+            builtin::Proposal::Nothing { why } => {
+                (ProposedAction::Nothing, why, intent.confidence, None)
+            }
+        };
+        Proposed {
+            intent: intent.name.to_owned(),
+            confidence,
+            knowledge,
+            action,
+            why,
+            backend: "builtin",
+            model: None,
+            rule,
+        }
+    }
+
+    async fn openai(&self, ws: WorkspaceId, context: &Context) -> Proposed {
+        let hits = self.retrieve(ws, &context.question).await;
+        let knowledge = knowledge_refs(&hits);
+        let call = openai::Call {
+            settings: &context.config.openai,
+            instructions: &context.config.instructions,
+            knowledge: &hits,
+            history: &context.history,
+            timeout: self.settings.backend_timeout,
+            attempts: self.settings.backend_attempts,
+        };
+        match openai::ask(&self.http, call).await {
+            Ok(answer) => {
+                let escalate = answer.escalate
+                    || answer.confidence < context.config.confidence_threshold
+                    || answer.reply.trim().is_empty();
+                Proposed {
+                    intent: answer.intent,
+                    confidence: answer.confidence,
+                    knowledge,
+                    action: if escalate {
+                        ProposedAction::Escalate
+                    } else {
+                        ProposedAction::Reply(answer.reply)
+                    },
+                    why: answer.reason,
+                    backend: "openai",
+                    model: Some(context.config.openai.model.clone()),
+                    rule: None,
+                }
+            }
+            Err(e) => Proposed {
+                knowledge,
+                model: Some(context.config.openai.model.clone()),
+                backend: "openai",
+                ..unavailable(
+                    "ai_backend_unavailable",
+                    &format!("the AI backend did not answer: {e}"),
+                )
+            },
+        }
+    }
+
+    /// The escalation rules over the backend's proposal: the first rule that matches
+    /// escalates, whatever the backend proposed.
+    fn apply_rules(
+        &self,
+        request: AiRequest,
+        context: &Context,
+        proposed: Proposed,
+        started: Instant,
+    ) -> AiOutcome {
+        let folded = fold(&context.question);
+        let today = confab_engine::port::utc_day(now_millis());
+        let ai_replies_today = if context.conv.ai_day == today {
+            context.conv.ai_replies_today
+        } else {
+            0
+        };
+        let rule_context = RuleContext {
+            intent: &proposed.intent,
+            confidence: proposed.confidence,
+            folded_text: &folded,
+            ai_replies_today,
+            channel: context.conv.channel,
+            campaign: context.conv.campaign.as_deref(),
+        };
+        let matched = match proposed.action {
+            // A backend that could not run has nothing for rules to weigh.
+            ProposedAction::Escalate if proposed.backend == "none" => None,
+            ProposedAction::Nothing => None,
+            _ => context
+                .rules
+                .iter()
+                .find(|rule| rule.when.matches(&rule_context)),
+        };
+        let (decision, action, rule, why) = match (matched, proposed.action) {
+            (Some(rule), _) => (
+                AiDecision::Escalated,
+                AiAction::Escalate(self.resolve(request.workspace, &rule.then)),
+                Some(rule.name.clone()),
+                format!("rule \"{}\" applies; {}", rule.name, proposed.why),
+            ),
+            (None, ProposedAction::Reply(text)) => (
+                AiDecision::Answered,
+                AiAction::Reply(text),
+                None,
+                proposed.why,
+            ),
+            (None, ProposedAction::Escalate) => (
+                AiDecision::Escalated,
+                AiAction::Escalate(self.resolve(request.workspace, &RuleThen::default())),
+                proposed.rule,
+                proposed.why,
+            ),
+            (None, ProposedAction::Nothing) => {
+                (AiDecision::Discarded, AiAction::Nothing, None, proposed.why)
+            }
+        };
+        let counter = match decision {
+            AiDecision::Answered => "answered",
+            AiDecision::Escalated => "escalated",
+            AiDecision::Discarded => "discarded",
+        };
+        metrics::counter!(crate::metrics::AI_DECISIONS, "decision" => counter).increment(1);
+        AiOutcome {
+            reasoning: AiReasoning {
+                intent: proposed.intent,
+                confidence: proposed.confidence,
+                knowledge: proposed.knowledge,
+                rule,
+                decision,
+                why,
+                backend: proposed.backend.to_owned(),
+                model: proposed.model,
+                latency_ms: started.elapsed().as_millis() as u64,
+                answers_seq: request.seq,
+            },
+            action,
+            max_replies_per_day: context.config.max_replies_per_conversation_per_day,
+            epoch: request.epoch,
+        }
+    }
+
+    /// An escalation's assignee resolved (an agent of the workspace, or the next in turn).
+    fn resolve(&self, ws: WorkspaceId, then: &RuleThen) -> Escalation {
+        let assignee = match then.assign_to {
+            None => None,
+            Some(assign) => {
+                let agents = self.store.workspace_agents(ws).unwrap_or_default();
+                match assign {
+                    AssignTo::Agent(id) => agents.iter().find(|a| a.id == id).map(|a| a.id),
+                    AssignTo::RoundRobin if agents.is_empty() => None,
+                    AssignTo::RoundRobin => {
+                        let turn = self
+                            .turns
+                            .entry(ws)
+                            .or_default()
+                            .fetch_add(1, Ordering::Relaxed);
+                        Some(agents[turn % agents.len()].id)
+                    }
+                }
+            }
+        };
+        Escalation {
+            pause_ai: then.pause_ai,
+            assignee,
+            tags: then.tags.clone(),
+            status: then.status,
+            notify: then.notify,
+        }
+    }
+}
+
+/// A proposal to escalate because the agent cannot answer at all.
+fn unavailable(rule: &str, why: &str) -> Proposed {
+    Proposed {
+        intent: "unknown".into(),
+        confidence: 0.0,
+        knowledge: Vec::new(),
+        action: ProposedAction::Escalate,
+        why: why.to_owned(),
+        backend: "none",
+        model: None,
+        rule: Some(rule.to_owned()),
+    }
+}
+
+fn knowledge_refs(hits: &[confab_index::KnowledgeHit]) -> Vec<KnowledgeRef> {
+    hits.iter()
+        .map(|h| KnowledgeRef {
+            id: h.article,
+            title: h.title.clone(),
+            score: (h.score * 1000.0).round() / 1000.0,
+        })
+        .collect()
+}
+
+/// The reasoning of an escalation the conversation makes by itself (the pool could not
+/// take the request).
+pub fn unavailable_reasoning(seq: u64, why: &str) -> AiReasoning {
+    AiReasoning {
+        intent: "unknown".into(),
+        confidence: 0.0,
+        knowledge: Vec::new(),
+        rule: Some("ai_unavailable".into()),
+        decision: AiDecision::Escalated,
+        why: why.to_owned(),
+        backend: "none".into(),
+        model: None,
+        latency_ms: 0,
+        answers_seq: seq,
+    }
+}
