@@ -210,6 +210,17 @@ impl TestServer {
         checked("PUT", path, response).await
     }
 
+    pub async fn delete(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        checked("DELETE", path, response).await
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .http

@@ -4,6 +4,7 @@
 mod harness;
 mod process;
 
+mod ai;
 mod analytics;
 mod bad_input;
 mod channels;

@@ -334,10 +334,10 @@ impl Inner {
             let page = store.messages_before(request.conversation, Some(request.seq + 1), 20)?;
             let mut history: Vec<Message> = page.items;
             history.reverse();
+            // Since our last message (a reply, a note, an escalation): what is unanswered.
             let question: Vec<&str> = history
                 .iter()
                 .rev()
-                .filter(|m| !m.internal)
                 .take_while(|m| m.direction == Direction::Inbound)
                 .map(|m| m.text.as_str())
                 .collect::<Vec<_>>()
