@@ -120,6 +120,8 @@ fn register_initial() {
         actors::MAILBOX_MESSAGES,
         actors::MAILBOX_MAX,
         index::INDEX_LAG_OFFSETS,
+        actors::AI_QUEUE,
+        actors::AI_IN_FLIGHT,
         stream::WS_CLIENTS,
         stream::DELTA_PRUNED_THROUGH,
     ] {
@@ -133,8 +135,12 @@ fn register_initial() {
         index::INDEX_COMMIT_SECONDS,
         stream::DELTA_PUBLISH_TO_SEND_SECONDS,
         stream::INGEST_TO_SOCKET_SECONDS,
+        actors::AI_DECISION_SECONDS,
     ] {
         let _ = histogram!(name);
+    }
+    for decision in ["answered", "escalated", "discarded"] {
+        counter!(actors::AI_DECISIONS, "decision" => decision).increment(0);
     }
     for plan in [
         confab_engine::views::Plan::Empty,
