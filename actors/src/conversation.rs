@@ -354,6 +354,11 @@ impl ConversationState {
                 catalogue::ai_log(conv.id, reasoning.answers_seq, message.id),
                 reasoning,
             );
+            analytics::add_changes(
+                &mut set,
+                conv.workspace_id,
+                &analytics::ai_decision(reasoning.decision, None, reasoning.latency_ms, now),
+            );
             let today = utc_day(now);
             if conv.ai_day != today {
                 conv.ai_day = today;
@@ -714,6 +719,16 @@ impl ConversationState {
             catalogue::ai_log(self.conv.id, reasoning.answers_seq, MessageId::new()),
             &reasoning,
         );
+        analytics::add_changes(
+            &mut set,
+            self.conv.workspace_id,
+            &analytics::ai_decision(
+                reasoning.decision,
+                reasoning.rule.as_deref(),
+                reasoning.latency_ms,
+                now_millis(),
+            ),
+        );
         self.committer.commit(set).await?;
         Ok(())
     }
@@ -774,6 +789,16 @@ impl ConversationState {
             );
         store_state(&mut set, &self.conv, &conv);
         self.analytics(&mut set, &conv, &self.stats, now);
+        analytics::add_changes(
+            &mut set,
+            conv.workspace_id,
+            &analytics::ai_decision(
+                reasoning.decision,
+                reasoning.rule.as_deref(),
+                reasoning.latency_ms,
+                now,
+            ),
+        );
         set.delta(
             conv.workspace_id,
             conv.id,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AgentId, ArticleId, ConversationId, WorkspaceId};
+use crate::ids::{AgentId, ArticleId, ConversationId, FeedbackId, WorkspaceId};
 use crate::model::{AiMode, ChannelKind, Status};
 use crate::time::UnixMillis;
 
@@ -432,6 +432,31 @@ pub struct Article {
     /// A correction from an agent's feedback: the conversation and message it corrects.
     #[serde(default)]
     pub source: Option<(ConversationId, u64)>,
+}
+
+/// An agent's rating of an AI message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+/// Feedback on an AI message (`ai_feedback`): counted in analytics, shown with the
+/// reasoning; a correction becomes a knowledge-base article.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Feedback {
+    pub id: FeedbackId,
+    pub agent_id: AgentId,
+    pub rating: Rating,
+    pub correction: Option<String>,
+    /// The article the correction became.
+    pub article_id: Option<ArticleId>,
+    #[serde(with = "crate::time::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: UnixMillis,
 }
 
 #[cfg(test)]

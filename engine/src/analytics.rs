@@ -76,6 +76,94 @@ pub enum Stat {
     CsatSum = 9,
     OutboundAi = 10,
     OutboundHuman = 11,
+    /// AI decisions, filed under the day they were made.
+    AiAnswered = 12,
+    AiEscalated = 13,
+    AiDiscarded = 14,
+    /// Agents' feedback on AI messages, filed under the day it was given.
+    FeedbackUp = 15,
+    FeedbackDown = 16,
+    /// Sum of the latencies (ms) of answered and escalated AI decisions.
+    AiLatencyMillis = 17,
+}
+
+/// `ESCALATION_BASE + i`: escalations for [`ESCALATION_REASONS`]`[i]`.
+const ESCALATION_BASE: u8 = 30;
+/// Reasons escalations are counted by: the built-in rules and outcomes, then `custom`
+/// for the workspace's own rules (their names are free text, so not a counter each).
+pub const ESCALATION_REASONS: [&str; 11] = [
+    "human_request",
+    "complaint",
+    "opt_out",
+    "pricing_unanswered",
+    "no_relevant_knowledge",
+    "ai_backend_unavailable",
+    "ai_disabled",
+    "outside_schedule",
+    "reply_limit",
+    "ai_unavailable",
+    "custom",
+];
+/// `AI_LATENCY_BASE + bucket`: AI decisions in that latency bucket (see
+/// [`ai_latency_bucket`]).
+const AI_LATENCY_BASE: u8 = 215;
+const AI_LATENCY_BUCKETS: u8 = 40;
+const AI_LATENCY_GROWTH: f64 = 1.4;
+
+/// The latency bucket of an AI decision: 0 is under a millisecond, `b >= 1` is
+/// `[1.4^(b-1), 1.4^b)` ms.
+pub fn ai_latency_bucket(millis: u64) -> u8 {
+    if millis < 1 {
+        return 0;
+    }
+    let b = 1.0 + ((millis as f64).ln() / AI_LATENCY_GROWTH.ln()).floor();
+    (b as u64).min(u64::from(AI_LATENCY_BUCKETS - 1)) as u8
+}
+
+/// The counter additions of one AI decision made at `now` (pure; the conversation actor
+/// adds them to the set that records the decision).
+pub fn ai_decision(
+    decision: crate::ai::AiDecision,
+    rule: Option<&str>,
+    latency_ms: u64,
+    now: UnixMillis,
+) -> Vec<Change> {
+    use crate::ai::AiDecision;
+    let day = day_of(now);
+    let one = |stat: u8| Change { day, stat, by: 1 };
+    let mut out = Vec::new();
+    match decision {
+        AiDecision::Answered => out.push(one(Stat::AiAnswered as u8)),
+        AiDecision::Escalated => {
+            out.push(one(Stat::AiEscalated as u8));
+            let reason = rule
+                .and_then(|r| ESCALATION_REASONS.iter().position(|known| *known == r))
+                .unwrap_or(ESCALATION_REASONS.len() - 1);
+            out.push(one(ESCALATION_BASE + reason as u8));
+        }
+        AiDecision::Discarded => {
+            out.push(one(Stat::AiDiscarded as u8));
+            return out;
+        }
+    }
+    out.push(Change {
+        day,
+        stat: Stat::AiLatencyMillis as u8,
+        by: latency_ms.min(i64::MAX as u64) as i64,
+    });
+    out.push(one(AI_LATENCY_BASE + ai_latency_bucket(latency_ms)));
+    out
+}
+
+/// Adds `changes` of workspace `ws` to `set`.
+pub fn add_changes(set: &mut WriteSet, ws: WorkspaceId, changes: &[Change]) {
+    for change in changes {
+        set.add(
+            Ks::DayStat,
+            catalogue::day_stat(ws, change.day, change.stat),
+            change.by,
+        );
+    }
 }
 
 /// `CSAT_BASE + rating`: how many conversations carry that rating.
@@ -287,7 +375,43 @@ impl Totals {
             csat_distribution: CSAT_RANGE
                 .map(|r| (r.to_string(), self.get(CSAT_BASE + r)))
                 .collect(),
+            ai_answered: self.get(Stat::AiAnswered as u8),
+            ai_escalated: self.get(Stat::AiEscalated as u8),
+            ai_discarded: self.get(Stat::AiDiscarded as u8),
+            ai_answer_rate: ratio(
+                self.get(Stat::AiAnswered as u8),
+                self.get(Stat::AiAnswered as u8) + self.get(Stat::AiEscalated as u8),
+            ),
+            escalations_by_reason: ESCALATION_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.to_string(), self.get(ESCALATION_BASE + i as u8)))
+                .filter(|(_, n)| *n != 0)
+                .collect(),
+            ai_feedback_up: self.get(Stat::FeedbackUp as u8),
+            ai_feedback_down: self.get(Stat::FeedbackDown as u8),
+            median_ai_latency_ms: self.median_ai_latency(),
         }
+    }
+
+    fn median_ai_latency(&self) -> Option<f64> {
+        let buckets: Vec<(u8, i64)> = (0..AI_LATENCY_BUCKETS)
+            .map(|b| (b, self.get(AI_LATENCY_BASE + b)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total: i64 = buckets.iter().map(|(_, n)| n).sum();
+        let rank = (total + 1) / 2;
+        let mut seen = 0;
+        for (bucket, n) in buckets {
+            seen += n;
+            if total > 0 && seen >= rank {
+                return Some(match bucket {
+                    0 => 0.5,
+                    b => (AI_LATENCY_GROWTH.powf(f64::from(b) - 0.5) * 10.0).round() / 10.0,
+                });
+            }
+        }
+        None
     }
 
     fn median_first_response(&self) -> Option<f64> {
@@ -334,6 +458,20 @@ pub struct Report {
     pub csat_count: i64,
     pub csat_average: Option<f64>,
     pub csat_distribution: BTreeMap<String, i64>,
+    /// AI decisions made in the period.
+    pub ai_answered: i64,
+    pub ai_escalated: i64,
+    /// Answers dropped because a person took over first, or not due (automatic replies).
+    pub ai_discarded: i64,
+    /// Answered / (answered + escalated).
+    pub ai_answer_rate: Option<f64>,
+    /// Escalations by reason (built-in rules and outcomes; the workspace's own rules as
+    /// `custom`); reasons with none are left out.
+    pub escalations_by_reason: BTreeMap<String, i64>,
+    pub ai_feedback_up: i64,
+    pub ai_feedback_down: i64,
+    /// The median time to an AI decision (approximate: buckets 40 % wide).
+    pub median_ai_latency_ms: Option<f64>,
 }
 
 /// Sums `ws`'s buckets from day `from` through day `to` (inclusive).

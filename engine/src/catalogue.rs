@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use crate::ids::{
-    AgentId, ArticleId, ChannelId, ContactId, ConversationId, MessageId, WorkspaceId,
+    AgentId, ArticleId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId, WorkspaceId,
 };
 
 /// The keyspaces, in the order they are opened.
@@ -81,10 +81,12 @@ pub enum Ks {
     /// conversation id ‖ seq of the lead's message ‖ ulid → `ai::AiReasoning`: every AI
     /// decision about that message (answered, escalated, discarded).
     AiLog,
+    /// conversation id ‖ seq of the AI message ‖ feedback id → `ai::Feedback`
+    AiFeedback,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 29] = [
+    pub const ALL: [Ks; 30] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -114,6 +116,7 @@ impl Ks {
         Ks::AiRules,
         Ks::KbArticle,
         Ks::AiLog,
+        Ks::AiFeedback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +150,7 @@ impl Ks {
             Ks::AiRules => "ai_rules",
             Ks::KbArticle => "kb_article",
             Ks::AiLog => "ai_log",
+            Ks::AiFeedback => "ai_feedback",
         }
     }
 
@@ -206,6 +210,10 @@ pub fn kb_article(ws: WorkspaceId, article: ArticleId) -> Vec<u8> {
 
 /// An AI decision about the lead's message `seq` (`id` orders several).
 pub fn ai_log(conv: ConversationId, seq: u64, id: MessageId) -> Vec<u8> {
+    join(&[&conv.to_bytes(), &seq.to_be_bytes(), &id.to_bytes()])
+}
+
+pub fn ai_feedback(conv: ConversationId, seq: u64, id: FeedbackId) -> Vec<u8> {
     join(&[&conv.to_bytes(), &seq.to_be_bytes(), &id.to_bytes()])
 }
 

@@ -160,6 +160,10 @@ id_type!(
     /// A knowledge-base article.
     ArticleId
 );
+id_type!(
+    /// An agent's feedback on an AI message.
+    FeedbackId
+);
 
 #[cfg(test)]
 mod tests {

@@ -893,3 +893,119 @@ async fn ai_settings_knowledge_and_reasoning_belong_to_their_workspace() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn feedback_is_counted_and_a_correction_answers_the_next_similar_question() {
+    let (server, _graph, tenant) = setup().await;
+    configure(
+        &server,
+        &tenant,
+        json!({"enabled": true, "reply_delay_ms": 0, "confidence_threshold": 0.3}),
+    )
+    .await;
+    article(
+        &server,
+        &tenant,
+        "Pricing",
+        "The Pro plan costs 49 dollars per month.",
+    )
+    .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900001001",
+            "Nina",
+            "wamid.B1",
+            "Tell me about the Pro plan with annual billing?",
+        )
+        .await;
+    let id = conversation_of(&server, &tenant, "5511900001001").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let answer = message_where(&server, &tenant, &id, "the AI's answer", |m| {
+        m["sender"] == "ai"
+    })
+    .await;
+    assert!(answer["text"]
+        .as_str()
+        .expect("text")
+        .contains("49 dollars"));
+    let seq = answer["seq"].as_u64().expect("seq");
+
+    let path = format!("/api/v1/conversations/{id}/messages/{seq}/feedback");
+    let (status, feedback) = server
+        .post(
+            &tenant.token,
+            &path,
+            json!({"rating": "down", "correction": "With annual billing the Pro plan costs 39 dollars per month."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feedback}");
+    assert_eq!(feedback["rating"], "down");
+    assert_eq!(feedback["agent_id"], tenant.agent_id);
+    let article_id = feedback["article_id"]
+        .as_str()
+        .expect("an article")
+        .to_string();
+    let (_, created) = server
+        .get(&tenant.token, &format!("/api/v1/kb/articles/{article_id}"))
+        .await;
+    assert_eq!(
+        created["title"],
+        "Tell me about the Pro plan with annual billing?"
+    );
+    assert_eq!(created["source_conversation_id"], id);
+    let reasoning = decisions(&server, &tenant, &id, seq).await;
+    assert_eq!(reasoning["feedback"][0]["id"], feedback["id"]);
+    // Feedback is for the AI's messages only.
+    let (status, error) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages/1/feedback"),
+            json!({"rating": "up"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["code"], "not_an_ai_message");
+
+    server
+        .lead_says(
+            &tenant,
+            "5511900001002",
+            "Otto",
+            "wamid.B2",
+            "Anything on the Pro plan with annual billing?",
+        )
+        .await;
+    let other = conversation_of(&server, &tenant, "5511900001002").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let corrected = message_where(&server, &tenant, &other, "the corrected answer", |m| {
+        m["sender"] == "ai"
+    })
+    .await;
+    assert!(
+        corrected["text"]
+            .as_str()
+            .expect("text")
+            .contains("39 dollars"),
+        "{corrected}"
+    );
+    assert_eq!(corrected["ai"]["knowledge"][0]["id"], article_id);
+
+    let (status, report) = server
+        .get(&tenant.token, "/api/v1/analytics?period=today")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["ai_feedback_down"], 1);
+    assert_eq!(report["ai_feedback_up"], 0);
+    assert_eq!(report["ai_answered"], 2);
+    assert_eq!(report["ai_answer_rate"], 1.0);
+    assert!(
+        report["median_ai_latency_ms"].as_f64().is_some(),
+        "{report}"
+    );
+    server.shutdown().await;
+}

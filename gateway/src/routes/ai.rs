@@ -2,15 +2,19 @@
 //! each AI decision.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use confab_actors::ai;
 use confab_engine::ai::{
-    parse_hhmm, parse_offset, AiConfig, AiReasoning, BackendKind, EscalationRule, Phrases, Schedule,
+    parse_hhmm, parse_offset, AiConfig, AiReasoning, Article, BackendKind, EscalationRule,
+    Feedback, Phrases, Rating, Schedule,
 };
-use confab_engine::catalogue::Ks;
+use confab_engine::analytics::{self, Stat};
+use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::WriteSet;
-use confab_engine::ids::{ConversationId, WorkspaceId};
-use confab_engine::model::{AiMode, Role};
+use confab_engine::ids::{ArticleId, ConversationId, FeedbackId, WorkspaceId};
+use confab_engine::model::{AiMode, Role, Sender};
+use confab_engine::time::now_millis;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_config, put_config))
         .routes(routes!(show_rules, put_rules))
         .routes(routes!(reasoning))
+        .routes(routes!(feedback))
 }
 
 fn admin_only(agent: &AgentAuth) -> ApiResult<()> {
@@ -423,6 +428,8 @@ pub struct ReasoningView {
     /// Every AI decision about this message when it is the lead's (answered, escalated,
     /// discarded), oldest first.
     decisions: Vec<AiReasoning>,
+    /// Agents' feedback on this message, oldest first.
+    feedback: Vec<Feedback>,
 }
 
 /// The reasoning of an AI message, or the AI's decisions about a lead's message.
@@ -462,15 +469,146 @@ async fn reasoning(
         let mut prefix = conv.id.to_bytes().to_vec();
         prefix.extend_from_slice(&seq.to_be_bytes());
         let decisions: Vec<AiReasoning> = store.with_prefix(Ks::AiLog, &prefix)?;
-        Ok(Some((message, decisions)))
+        let feedback: Vec<Feedback> = store.with_prefix(Ks::AiFeedback, &prefix)?;
+        Ok(Some((message, decisions, feedback)))
     })
     .await?;
-    let Some((message, decisions)) = found else {
+    let Some((message, decisions, feedback)) = found else {
         return Err(ApiError::not_found("message"));
     };
     Ok(Json(ReasoningView {
         seq,
         ai: message.ai,
         decisions,
+        feedback,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackBody {
+    rating: Rating,
+    /// What the AI should have answered: becomes a knowledge-base article for the
+    /// question it answered, used from the next similar question on.
+    #[schema(min_length = 1, max_length = 5000, pattern = "\\S")]
+    correction: Option<String>,
+}
+
+/// Rates an AI message (any agent); a correction teaches the agent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages/{seq}/feedback",
+    tag = "ai",
+    security(("agent_token" = [])),
+    params(
+        ("id" = String, Path, description = "The conversation."),
+        ("seq" = u64, Path, description = "The AI message's sequence number."),
+    ),
+    request_body = FeedbackBody,
+    responses(
+        (status = 201, description = "Stored (and the correction indexed).", body = Feedback),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace, or no such message.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`not_an_ai_message`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `search_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn feedback(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path((id, seq)): Path<(String, String)>,
+    Body(body): Body<FeedbackBody>,
+) -> ApiResult<(StatusCode, Json<Feedback>)> {
+    let id: ConversationId = id
+        .parse()
+        .map_err(|_| ApiError::not_found("conversation"))?;
+    let seq: u64 = seq.parse().map_err(|_| ApiError::not_found("message"))?;
+    let correction = match body.correction {
+        Some(text) if text.trim().is_empty() || text.chars().count() > 5000 => {
+            return Err(invalid("`correction` is 1 to 5,000 characters"));
+        }
+        other => other.map(|t| t.trim().to_owned()),
+    };
+    let (store, ws) = (app.store.clone(), agent.0.workspace_id);
+    let found = blocking(move || {
+        let Some(conv) = store.conversation(id)?.filter(|c| c.workspace_id == ws) else {
+            return Ok(None);
+        };
+        let Some(message) = store.message(conv.id, seq)? else {
+            return Ok(None);
+        };
+        let question = match &message.ai {
+            Some(ai) => store.message(conv.id, ai.answers_seq)?.map(|m| m.text),
+            None => None,
+        };
+        Ok(Some((message, question)))
+    })
+    .await?;
+    let Some((message, question)) = found else {
+        return Err(ApiError::not_found("message"));
+    };
+    if message.sender != Sender::Ai {
+        return Err(ApiError::unprocessable(
+            "not_an_ai_message",
+            "feedback is for messages the AI sent",
+        ));
+    }
+    let now = now_millis();
+    let article_id = match &correction {
+        Some(text) => {
+            let title: String = question
+                .as_deref()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .unwrap_or("Correction")
+                .chars()
+                .take(200)
+                .collect();
+            let article = Article {
+                id: ArticleId::new(),
+                workspace_id: ws,
+                title,
+                body: text.clone(),
+                tags: vec!["correction".into()],
+                created_at: now,
+                updated_at: now,
+                source: Some((id, seq)),
+            };
+            super::kb::save(&app, &article).await?;
+            Some(article.id)
+        }
+        None => None,
+    };
+    let feedback = Feedback {
+        id: FeedbackId::new(),
+        agent_id: agent.0.id,
+        rating: body.rating,
+        correction,
+        article_id,
+        created_at: now,
+    };
+    let stat = match feedback.rating {
+        Rating::Up => Stat::FeedbackUp,
+        Rating::Down => Stat::FeedbackDown,
+    };
+    let mut set = WriteSet::new();
+    set.put(
+        Ks::AiFeedback,
+        catalogue::ai_feedback(id, seq, feedback.id),
+        &feedback,
+    );
+    analytics::add_changes(
+        &mut set,
+        ws,
+        &[analytics::Change {
+            day: analytics::day_of(now),
+            stat: stat as u8,
+            by: 1,
+        }],
+    );
+    app.committer.commit(set).await?;
+    Ok((StatusCode::CREATED, Json(feedback)))
 }
