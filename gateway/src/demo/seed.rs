@@ -237,6 +237,96 @@ impl AdminApi {
     }
 }
 
+/// The demo agency's knowledge base: what the built-in AI agent answers from.
+const KNOWLEDGE: [(&str, &str); 6] = [
+    (
+        "Pricing and retainer",
+        "Our lead generation retainer costs 2,500 dollars per month for one location, and 1,500 dollars per month for each extra location. There is no setup fee and no long contract: cancel with 30 days notice.",
+    ),
+    (
+        "Ad spend",
+        "Ad spend is separate from the retainer and is paid directly to Meta and Google from your own ad accounts. We recommend starting with at least 1,000 dollars of ad spend per month per location.",
+    ),
+    (
+        "What the offer includes",
+        "The offer includes campaign setup, landing pages, daily optimisation, a lead inbox answered within minutes, and a weekly report. The current offer for new clinics is still valid this month.",
+    ),
+    (
+        "Booking a call",
+        "You can book a 20 minute call with our team any weekday between 9:00 and 18:00. Reply with a day and time that suits you and we will send a calendar invite.",
+    ),
+    (
+        "Proposal",
+        "We send a written proposal within one business day after a short discovery call: goals, budget, channels and expected cost per lead.",
+    ),
+    (
+        "Results and case studies",
+        "Clinics we work with typically see 40 to 80 qualified leads per month per location within the first 60 days. We can share case studies from dental and aesthetic clinics.",
+    ),
+];
+
+/// Turns on the built-in AI agent and seeds its knowledge base, through the API like a
+/// workspace admin would; skipped when the workspace already has articles.
+async fn seed_ai(
+    client: &reqwest::Client,
+    base_url: &str,
+    agent_token: &str,
+) -> anyhow::Result<()> {
+    let url = |path: &str| format!("{base_url}{path}");
+    let listed: Value = client
+        .get(url("/api/v1/kb/articles"))
+        .bearer_auth(agent_token)
+        .send()
+        .await
+        .context("listing the knowledge base")?
+        .json()
+        .await
+        .context("reading the knowledge base")?;
+    if listed["items"]
+        .as_array()
+        .is_some_and(|items| !items.is_empty())
+    {
+        return Ok(());
+    }
+    for (title, body) in KNOWLEDGE {
+        let response = client
+            .post(url("/api/v1/kb/articles"))
+            .bearer_auth(agent_token)
+            .json(&json!({"title": title, "body": body, "tags": ["demo"]}))
+            .send()
+            .await
+            .context("adding a knowledge article")?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::CREATED,
+            "adding a knowledge article answered HTTP {}",
+            response.status()
+        );
+    }
+    let response = client
+        .put(url("/api/v1/ai/config"))
+        .bearer_auth(agent_token)
+        .json(&json!({
+            "enabled": true,
+            "backend": "builtin",
+            "default_mode": "active",
+            "reply_delay_ms": 2000,
+            "confidence_threshold": 0.4,
+        }))
+        .send()
+        .await
+        .context("enabling the AI agent")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "enabling the AI agent answered HTTP {}",
+        response.status()
+    );
+    tracing::info!(
+        "demo AI agent enabled with {} knowledge articles",
+        KNOWLEDGE.len()
+    );
+    Ok(())
+}
+
 fn field(object: &Value, name: &str) -> anyhow::Result<String> {
     object
         .get(name)
@@ -309,6 +399,8 @@ pub async fn ensure(
     if saved.is_some() && still.agent && still.channel {
         tracing::info!(%workspace_id, "reusing the demo workspace");
     }
+
+    seed_ai(&admin.client, server_base_url, &agent_token).await?;
 
     let state = DemoState {
         workspace_id,
