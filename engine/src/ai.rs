@@ -75,6 +75,14 @@ impl Default for Schedule {
 pub struct Phrases {
     pub greeting: String,
     pub thanks: String,
+    /// Asked once when the lead's first words are not a question the knowledge base
+    /// answers (a statement, an introduction).
+    #[serde(default = "default_clarify")]
+    pub clarify: String,
+}
+
+fn default_clarify() -> String {
+    "Thanks for the details! What would you like to know: pricing, what is included, or booking a call?".into()
 }
 
 impl Default for Phrases {
@@ -82,6 +90,7 @@ impl Default for Phrases {
         Phrases {
             greeting: "Hi! Thanks for reaching out. How can I help you today?".into(),
             thanks: "You're welcome! Anything else I can help with?".into(),
+            clarify: default_clarify(),
         }
     }
 }

@@ -238,8 +238,14 @@ pub enum Proposal {
     },
 }
 
-/// Decides on the lead's `text`, given the knowledge retrieved for it.
-pub fn decide(config: &AiConfig, intent: &Intent, knowledge: &[KnowledgeHit]) -> Proposal {
+/// Decides on the lead's `text`, given the knowledge retrieved for it. `clarified`: the
+/// agent already asked its clarifying question in this conversation.
+pub fn decide(
+    config: &AiConfig,
+    intent: &Intent,
+    knowledge: &[KnowledgeHit],
+    clarified: bool,
+) -> Proposal {
     match intent.name {
         "out_of_office" => Proposal::Nothing {
             why: "an automatic reply (out of office): nothing to answer".into(),
@@ -276,6 +282,18 @@ pub fn decide(config: &AiConfig, intent: &Intent, knowledge: &[KnowledgeHit]) ->
                     best.score * 100.0
                 ),
             },
+            // A statement (not a question) the knowledge does not cover: ask once what
+            // the lead wants to know, rather than hand over at the first words.
+            best if intent.name == "other"
+                && !clarified
+                && best.is_none_or(|b| b.score < config.confidence_threshold) =>
+            {
+                Proposal::Reply {
+                    text: config.phrases.clarify.clone(),
+                    confidence: intent.confidence,
+                    why: "not a question the knowledge base answers: asked what the lead wants to know (once)".into(),
+                }
+            }
             Some(best) => Proposal::Escalate {
                 why: format!(
                     "no knowledge answers it well enough: the best match, \"{}\", covers {:.0} % (threshold {:.0} %)",
@@ -338,25 +356,35 @@ mod tests {
             score,
         };
         let pricing = intent("How much is Pro?");
-        match decide(&config, &pricing, &[hit(0.8)]) {
+        match decide(&config, &pricing, &[hit(0.8)], false) {
             Proposal::Reply { text, .. } => assert_eq!(text, "The Pro plan costs 49 dollars."),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&config, &pricing, &[hit(0.2)]),
+            decide(&config, &pricing, &[hit(0.2)], false),
             Proposal::Escalate { .. }
         ));
         assert!(matches!(
-            decide(&config, &pricing, &[]),
+            decide(&config, &pricing, &[], false),
             Proposal::Escalate { .. }
         ));
         assert!(matches!(
-            decide(&config, &intent("STOP"), &[hit(0.9)]),
+            decide(&config, &intent("STOP"), &[hit(0.9)], false),
             Proposal::Escalate { .. }
         ));
         assert!(matches!(
-            decide(&config, &intent("Auto-reply: on vacation"), &[]),
+            decide(&config, &intent("Auto-reply: on vacation"), &[], false),
             Proposal::Nothing { .. }
+        ));
+        // A statement gets the clarifying question once, then goes to a person.
+        let statement = intent("We are a dental clinic with three locations");
+        match decide(&config, &statement, &[hit(0.1)], false) {
+            Proposal::Reply { text, .. } => assert_eq!(text, config.phrases.clarify),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&config, &statement, &[hit(0.1)], true),
+            Proposal::Escalate { .. }
         ));
     }
 }

@@ -23,7 +23,7 @@ use confab_engine::ai::{
 };
 use confab_engine::catalogue::Ks;
 use confab_engine::ids::{AgentId, ConversationId, WorkspaceId};
-use confab_engine::model::{Conversation, Direction, Message, Status};
+use confab_engine::model::{Conversation, Direction, Message, Sender, Status};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use confab_index::KnowledgeIndex;
@@ -398,7 +398,11 @@ impl Inner {
     async fn builtin(&self, ws: WorkspaceId, context: &Context) -> Proposed {
         let intent = builtin::intent(&context.question);
         let hits = self.retrieve(ws, &context.question).await;
-        let decision = builtin::decide(&context.config, &intent, &hits);
+        let clarified = context
+            .history
+            .iter()
+            .any(|m| m.sender == Sender::Ai && m.text == context.config.phrases.clarify);
+        let decision = builtin::decide(&context.config, &intent, &hits, clarified);
         let knowledge = knowledge_refs(&hits);
         let (action, why, confidence, rule) = match decision {
             builtin::Proposal::Reply {

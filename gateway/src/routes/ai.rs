@@ -275,7 +275,11 @@ async fn put_config(
         config.confidence_threshold = threshold;
     }
     if let Some(phrases) = body.phrases {
-        for (name, text) in [("greeting", &phrases.greeting), ("thanks", &phrases.thanks)] {
+        for (name, text) in [
+            ("greeting", &phrases.greeting),
+            ("thanks", &phrases.thanks),
+            ("clarify", &phrases.clarify),
+        ] {
             if text.trim().is_empty() || text.chars().count() > 1000 {
                 return Err(invalid(format!("`phrases.{name}` is 1 to 1000 characters")));
             }
