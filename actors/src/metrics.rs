@@ -28,6 +28,9 @@ pub const AI_IN_FLIGHT: &str = "confab_ai_in_flight";
 pub const AI_DECISION_SECONDS: &str = "confab_ai_decision_seconds";
 /// Counter: AI decisions, by `decision` (answered, escalated, discarded).
 pub const AI_DECISIONS: &str = "confab_ai_decisions_total";
+/// Counter: AI requests dropped before deciding, already superseded (the lead wrote
+/// again, a person stepped in).
+pub const AI_SKIPPED: &str = "confab_ai_skipped_total";
 
 /// Registers the help texts of the runtime's metrics, and of the search index's (the
 /// indexer actor reports them; the index crate only names them).
@@ -48,6 +51,10 @@ pub fn describe() {
     describe_counter!(
         AI_DECISIONS,
         "AI decisions, by decision (answered, escalated, discarded)."
+    );
+    describe_counter!(
+        AI_SKIPPED,
+        "AI requests dropped before deciding: already superseded by a newer message or a person."
     );
     describe_counter!(ACTIVATIONS, "Conversation actors activated from the store.");
     describe_counter!(PASSIVATIONS, "Idle conversation actors passivated.");

@@ -102,6 +102,7 @@ fn register_initial() {
         actors::PASSIVATIONS,
         actors::RESTARTS,
         actors::CONNECTOR_RESTARTS,
+        actors::AI_SKIPPED,
         index::INDEX_DOCUMENTS,
         index::INDEX_FAILURES,
         stream::WS_FRAMES_SENT,

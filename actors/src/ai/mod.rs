@@ -23,7 +23,7 @@ use confab_engine::ai::{
 };
 use confab_engine::catalogue::Ks;
 use confab_engine::ids::{AgentId, ConversationId, WorkspaceId};
-use confab_engine::model::{Conversation, Direction, Message, Sender, Status};
+use confab_engine::model::{AiMode, Conversation, Direction, Message, Sender, Status};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use confab_index::KnowledgeIndex;
@@ -141,6 +141,18 @@ struct Inner {
     turns: DashMap<WorkspaceId, AtomicUsize>,
     /// Turns true when the runtime stops: waiting and deciding end, nothing is sent.
     stopping: watch::Receiver<bool>,
+    /// Each workspace's configuration and rules, read at most once per [`SETTINGS_TTL`].
+    workspaces: DashMap<WorkspaceId, (Arc<Settings>, Instant)>,
+}
+
+/// How long a workspace's AI settings are used before they are read again: a change
+/// through the API applies within this.
+const SETTINGS_TTL: Duration = Duration::from_secs(1);
+
+/// A workspace's AI configuration and escalation rules.
+struct Settings {
+    config: AiConfig,
+    rules: Vec<EscalationRule>,
 }
 
 impl AiPool {
@@ -172,6 +184,7 @@ impl AiPool {
             waiting: DashMap::new(),
             turns: DashMap::new(),
             stopping: stop_rx.clone(),
+            workspaces: DashMap::new(),
         });
         let mut stop = stop_rx;
         tokio::spawn(async move {
@@ -247,6 +260,13 @@ struct Context {
     history: Vec<Message>,
 }
 
+/// What [`Inner::context`] found.
+enum Read {
+    Fresh(Box<Context>),
+    Stale,
+    Gone,
+}
+
 /// A backend's answer, before the rules.
 pub struct Proposed {
     pub intent: String,
@@ -280,11 +300,9 @@ impl Inner {
         let Some(first) = self.waiting.get(&conversation).map(|w| w.0) else {
             return;
         };
-        let store = self.store.clone();
-        let delay = match tokio::task::spawn_blocking(move || config(&store, first.workspace)).await
-        {
-            Ok(Ok(config)) => Duration::from_millis(config.reply_delay_ms),
-            _ => Duration::ZERO,
+        let delay = match self.settings(first.workspace).await {
+            Some(settings) => Duration::from_millis(settings.config.reply_delay_ms),
+            None => Duration::ZERO,
         };
         let request = loop {
             let Some((request, at)) = self.waiting.get(&conversation).map(|w| *w) else {
@@ -325,12 +343,53 @@ impl Inner {
         }
     }
 
-    async fn context(&self, request: AiRequest) -> confab_engine::Result<Option<Context>> {
+    /// The workspace's settings, from the cache while fresh.
+    async fn settings(&self, ws: WorkspaceId) -> Option<Arc<Settings>> {
+        if let Some(entry) = self.workspaces.get(&ws) {
+            if entry.1.elapsed() < SETTINGS_TTL {
+                return Some(entry.0.clone());
+            }
+        }
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            Ok::<_, confab_engine::Error>(Settings {
+                config: config(&store, ws)?,
+                rules: rules(&store, ws)?,
+            })
+        })
+        .await;
+        match read {
+            Ok(Ok(settings)) => {
+                let settings = Arc::new(settings);
+                self.workspaces
+                    .insert(ws, (settings.clone(), Instant::now()));
+                Some(settings)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(workspace = %ws, error = %e, "cannot read the AI settings");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// What deciding needs, or `Stale` when the request is already superseded (checked on
+    /// the conversation's state before anything else is read).
+    async fn context(&self, request: AiRequest) -> confab_engine::Result<Read> {
+        let Some(settings) = self.settings(request.workspace).await else {
+            return Ok(Read::Gone);
+        };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let Some(conv) = store.conversation(request.conversation)? else {
-                return Ok(None);
+                return Ok(Read::Gone);
             };
+            if conv.last_inbound_seq != Some(request.seq)
+                || conv.ai_epoch != request.epoch
+                || conv.ai_mode != AiMode::Active
+            {
+                return Ok(Read::Stale);
+            }
             let page = store.messages_before(request.conversation, Some(request.seq + 1), 20)?;
             let mut history: Vec<Message> = page.items;
             history.reverse();
@@ -345,13 +404,13 @@ impl Inner {
                 .rev()
                 .collect();
             let question = question.join("\n");
-            Ok(Some(Context {
-                config: config(&store, request.workspace)?,
-                rules: rules(&store, request.workspace)?,
+            Ok(Read::Fresh(Box::new(Context {
+                config: settings.config.clone(),
+                rules: settings.rules.clone(),
                 conv,
                 question,
                 history,
-            }))
+            })))
         })
         .await
         .unwrap_or_else(|e| Err(confab_engine::Error::Storage(e.to_string())))
@@ -360,8 +419,14 @@ impl Inner {
     async fn decide(&self, request: AiRequest) -> Option<AiOutcome> {
         let started = Instant::now();
         let context = match self.context(request).await {
-            Ok(Some(context)) => context,
-            Ok(None) => return None,
+            Ok(Read::Fresh(context)) => *context,
+            // Superseded already (the lead wrote again, a person stepped in): the newer
+            // state gets its own decision; deciding this one would be wasted work.
+            Ok(Read::Stale) => {
+                metrics::counter!(crate::metrics::AI_SKIPPED).increment(1);
+                return None;
+            }
+            Ok(Read::Gone) => return None,
             Err(e) => {
                 tracing::warn!(conversation = %request.conversation, error = %e, "the AI cannot read the conversation");
                 return None;

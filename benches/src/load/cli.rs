@@ -146,6 +146,12 @@ pub struct Args {
     /// `1.0`) or, as a whole number, an absolute count (e.g. `500`).
     #[arg(long, value_name = "RATIO_OR_COUNT", value_parser = parse_replies)]
     pub replies: Option<Replies>,
+    /// Enable the workspace's built-in AI agent (no quiet period, no daily reply limit)
+    /// with a knowledge article that matches the load's messages, so the AI answers every
+    /// message: compare ingest with and without it. Its decisions are in `/metrics`
+    /// (`confab_ai_decisions_total`, `confab_ai_decision_seconds`).
+    #[arg(long)]
+    pub ai: bool,
 
     /// Instead of the message load, open K idle subscribed WebSocket connections and
     /// report the server's RSS before and after, and bytes per connection.

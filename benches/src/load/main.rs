@@ -456,6 +456,10 @@ async fn run_load(
         "workspace {} channel {}",
         provisioned.workspace_id, channel.id
     ));
+    if args.ai {
+        provision::enable_ai(client, base_url, &provisioned.agent_token).await?;
+        log(format_args!("the built-in AI agent answers every message"));
+    }
     let server_pid = find_server_pid(base_url, args.server_pid);
     let (server_rss, own_rss) = rss_probes(server_pid);
     let rss_before = server_rss.as_ref().and_then(RssProbe::rss_bytes);

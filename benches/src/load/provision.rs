@@ -156,6 +156,40 @@ pub async fn provision(
     })
 }
 
+/// Enables the built-in AI agent for the load's workspace, answering every message (see
+/// `--ai`), through the API as a workspace admin would.
+pub async fn enable_ai(
+    client: &reqwest::Client,
+    base_url: &str,
+    agent_token: &str,
+) -> anyhow::Result<()> {
+    post(
+        client,
+        &format!("{base_url}/api/v1/kb/articles"),
+        agent_token,
+        &json!({"title": "load", "body": "This answers every load message."}),
+    )
+    .await
+    .context("adding the knowledge article")?;
+    let url = format!("{base_url}/api/v1/ai/config");
+    let response = client
+        .put(&url)
+        .bearer_auth(agent_token)
+        .json(&json!({
+            "enabled": true,
+            "reply_delay_ms": 0,
+            "confidence_threshold": 0.3,
+            "max_replies_per_conversation_per_day": 1000,
+        }))
+        .send()
+        .await
+        .with_context(|| format!("PUT {url}"))?;
+    if !response.status().is_success() {
+        bail!("PUT {url} answered {}", response.status());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
