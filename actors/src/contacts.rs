@@ -201,13 +201,19 @@ impl ContactsState {
         let conversations = tokio::task::spawn_blocking(move || store.contact_conversations(id))
             .await
             .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        // The edit is durable: a conversation that cannot be reached now does not undo it
+        // (its card keeps the old copy until the next edit).
         for conversation in conversations {
             let command = Command::ContactChanged(contact.clone());
-            self.conversations
+            if let Err(e) = self
+                .conversations
                 .request(conversation, |reply| {
                     ConversationMsg::Command(command, reply)
                 })
-                .await?;
+                .await
+            {
+                tracing::warn!(%conversation, error = %e, "a conversation did not take the contact's edit");
+            }
         }
         Ok(stored)
     }

@@ -293,12 +293,18 @@ impl ConversationState {
             contact: &self.conv.contact,
             agent_name: request.agent_name.as_deref(),
         };
-        let filled = template::fill(&request.text, &vars).map_err(|e| match e {
-            TemplateError::Unknown(_) => ActorError::invalid("unknown_variable", e.to_string()),
-            TemplateError::NoValue(_) => {
-                ActorError::invalid("variable_without_value", e.to_string())
-            }
-        })?;
+        // People's messages fill variables; the AI's text is sent as written (a model's
+        // `{{` is no variable, and a missing name must not silence the agent).
+        let filled = if request.sender == Sender::Ai {
+            request.text.clone()
+        } else {
+            template::fill(&request.text, &vars).map_err(|e| match e {
+                TemplateError::Unknown(_) => ActorError::invalid("unknown_variable", e.to_string()),
+                TemplateError::NoValue(_) => {
+                    ActorError::invalid("variable_without_value", e.to_string())
+                }
+            })?
+        };
         let text = filled.trim();
         if text.is_empty() {
             return Err(ActorError::invalid(
@@ -696,7 +702,7 @@ impl ConversationState {
                     agent_id: None,
                     agent_name: None,
                     mentions: Vec::new(),
-                    ai: Some(reasoning),
+                    ai: Some(reasoning.clone()),
                 };
                 match self.send(request).await {
                     Ok((_, Some(entry))) => {
@@ -704,6 +710,38 @@ impl ConversationState {
                         Ok(())
                     }
                     Ok((_, None)) => Ok(()),
+                    // The channel refuses the text (too long, the reply window closed…):
+                    // a person answers instead; the lead is never left in silence.
+                    Err(ActorError::Invalid { code, message }) => {
+                        reasoning.decision = AiDecision::Escalated;
+                        reasoning.rule = Some("ai_send_failed".into());
+                        reasoning.why = format!("the answer could not be sent ({code}: {message})");
+                        self.escalate(
+                            reasoning,
+                            Escalation {
+                                pause_ai: true,
+                                notify: true,
+                                ..Escalation::default()
+                            },
+                        )
+                        .await
+                    }
+                    Err(ActorError::WindowClosed) => {
+                        reasoning.decision = AiDecision::Escalated;
+                        reasoning.rule = Some("ai_send_failed".into());
+                        reasoning.why =
+                            "the channel's reply window is closed: only a person can follow up now"
+                                .into();
+                        self.escalate(
+                            reasoning,
+                            Escalation {
+                                pause_ai: true,
+                                notify: true,
+                                ..Escalation::default()
+                            },
+                        )
+                        .await
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -91,7 +91,7 @@ pub enum Stat {
 const ESCALATION_BASE: u8 = 30;
 /// Reasons escalations are counted by: the built-in rules and outcomes, then `custom`
 /// for the workspace's own rules (their names are free text, so not a counter each).
-pub const ESCALATION_REASONS: [&str; 11] = [
+pub const ESCALATION_REASONS: [&str; 12] = [
     "human_request",
     "complaint",
     "opt_out",
@@ -102,6 +102,7 @@ pub const ESCALATION_REASONS: [&str; 11] = [
     "outside_schedule",
     "reply_limit",
     "ai_unavailable",
+    "ai_send_failed",
     "custom",
 ];
 /// `AI_LATENCY_BASE + bucket`: AI decisions in that latency bucket (see

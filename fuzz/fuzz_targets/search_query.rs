@@ -115,6 +115,10 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         first_response_at: None,
         first_responder: None,
         closed_at: None,
+        last_inbound_seq: None,
+        ai_epoch: 0,
+        ai_day: 0,
+        ai_replies_today: 0,
     }
 }
 
@@ -136,6 +140,7 @@ fn message(conv: &Conversation, text: &str, i: i64) -> Message {
         reply_to: None,
         error: None,
         raw: None,
+        ai: None,
     }
 }
 

@@ -1009,3 +1009,65 @@ async fn feedback_is_counted_and_a_correction_answers_the_next_similar_question(
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_pool_and_an_unsendable_answer_escalate_instead_of_leaving_the_lead_waiting() {
+    let (server, graph, tenant, model) = openai_setup(|c| c.ai.queue_depth = 1).await;
+    *model.state.hold.lock().expect("lock") = true;
+    let arrived = model.state.arrived.notified();
+    tokio::pin!(arrived);
+    arrived.as_mut().enable();
+    server
+        .lead_says(
+            &tenant,
+            "5511900001101",
+            "Pia",
+            "wamid.U1",
+            "Tell me about onboarding?",
+        )
+        .await;
+    // The only place in the pool is taken by a decision the backend holds.
+    arrived.await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900001102",
+            "Rui",
+            "wamid.U2",
+            "Tell me about onboarding?",
+        )
+        .await;
+    let id = conversation_of(&server, &tenant, "5511900001102").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let escalation = message_where(&server, &tenant, &id, "the escalation", |m| {
+        m["sender"] == "system"
+    })
+    .await;
+    assert_eq!(escalation["ai"]["rule"], "ai_unavailable", "{escalation}");
+
+    // The held decision's answer is longer than the channel takes: escalated, not lost.
+    model.script(vec![ModelStandIn::answer(
+        &"x".repeat(5000),
+        "question",
+        0.9,
+        false,
+    )]);
+    model.state.release.add_permits(1);
+    let first = conversation_of(&server, &tenant, "5511900001101").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let escalation = message_where(&server, &tenant, &first, "the send failure", |m| {
+        m["sender"] == "system"
+    })
+    .await;
+    assert_eq!(escalation["ai"]["rule"], "ai_send_failed", "{escalation}");
+    assert!(escalation["ai"]["why"]
+        .as_str()
+        .expect("why")
+        .contains("text_too_long"));
+    assert!(graph.requests().is_empty());
+    server.shutdown().await;
+}

@@ -220,6 +220,10 @@ pub fn intent(text: &str) -> Intent {
     }
 }
 
+/// The reasoning of the clarifying question: also how the agent knows it asked it.
+pub const CLARIFY_WHY: &str =
+    "not a question the knowledge base answers: asked what the lead wants to know (once)";
+
 /// What the built-in backend proposes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Proposal {
@@ -291,7 +295,7 @@ pub fn decide(
                 Proposal::Reply {
                     text: config.phrases.clarify.clone(),
                     confidence: intent.confidence,
-                    why: "not a question the knowledge base answers: asked what the lead wants to know (once)".into(),
+                    why: CLARIFY_WHY.into(),
                 }
             }
             Some(best) => Proposal::Escalate {

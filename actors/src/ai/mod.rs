@@ -28,7 +28,7 @@ use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use confab_index::KnowledgeIndex;
 use dashmap::DashMap;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::conversation::ConversationMsg;
 use crate::manager::Conversations;
@@ -44,26 +44,52 @@ pub struct AiRequest {
     pub epoch: u64,
 }
 
-/// The pool's bounded queue, as conversations see it.
+/// A request with its place in the pool: the place is given back when the request is
+/// decided, dropped as superseded, or replaced by a newer one of its conversation.
+pub struct Queued {
+    request: AiRequest,
+    _place: Place,
+}
+
+/// One of the pool's `queue_depth` places, counted in `confab_ai_queue_depth`.
+struct Place(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::AI_QUEUE).decrement(1.0);
+    }
+}
+
+/// The pool's bounded queue, as conversations see it. Its bound counts every request
+/// from the offer until it is decided (waiting for its quiet period, for a permit, or
+/// being decided), so a slow backend fills it and conversations escalate instead of
+/// waiting in silence.
 #[derive(Clone)]
 pub struct AiQueue {
-    tx: mpsc::Sender<AiRequest>,
+    tx: mpsc::UnboundedSender<Queued>,
+    places: Arc<Semaphore>,
 }
 
 impl AiQueue {
-    pub fn bounded(depth: usize) -> (AiQueue, mpsc::Receiver<AiRequest>) {
-        let (tx, rx) = mpsc::channel(depth.max(1));
-        (AiQueue { tx }, rx)
+    pub fn bounded(depth: usize) -> (AiQueue, mpsc::UnboundedReceiver<Queued>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let places = Arc::new(Semaphore::new(depth.max(1)));
+        (AiQueue { tx, places }, rx)
     }
 
     /// Offers a request; false when the pool cannot take it (full or not running): the
     /// conversation then escalates rather than wait in silence.
     pub fn offer(&self, request: AiRequest) -> bool {
-        let taken = self.tx.try_send(request).is_ok();
-        if taken {
-            metrics::gauge!(crate::metrics::AI_QUEUE).increment(1.0);
-        }
-        taken
+        let Ok(permit) = self.places.clone().try_acquire_owned() else {
+            return false;
+        };
+        metrics::gauge!(crate::metrics::AI_QUEUE).increment(1.0);
+        self.tx
+            .send(Queued {
+                request,
+                _place: Place(permit),
+            })
+            .is_ok()
     }
 }
 
@@ -135,8 +161,9 @@ struct Inner {
     http: reqwest::Client,
     settings: AiSettings,
     permits: Semaphore,
-    /// Conversations waiting for their quiet period: the latest seq and when it came.
-    waiting: DashMap<ConversationId, (AiRequest, Instant)>,
+    /// Conversations waiting for their quiet period: the latest request (holding its
+    /// place in the queue) and when it came.
+    waiting: DashMap<ConversationId, (Arc<Queued>, Instant)>,
     /// Round-robin position per workspace.
     turns: DashMap<WorkspaceId, AtomicUsize>,
     /// Turns true when the runtime stops: waiting and deciding end, nothing is sent.
@@ -162,7 +189,7 @@ impl AiPool {
         conversations: Conversations,
         http: reqwest::Client,
         settings: AiSettings,
-        mut requests: mpsc::Receiver<AiRequest>,
+        mut requests: mpsc::UnboundedReceiver<Queued>,
     ) -> crate::ActorResult<AiPool> {
         let knowledge = Arc::new(
             KnowledgeIndex::new()
@@ -189,20 +216,22 @@ impl AiPool {
         let mut stop = stop_rx;
         tokio::spawn(async move {
             loop {
-                let request = tokio::select! {
-                    request = requests.recv() => match request {
-                        Some(request) => request,
+                let queued = tokio::select! {
+                    queued = requests.recv() => match queued {
+                        Some(queued) => queued,
                         None => break,
                     },
                     _ = stop.wait_for(|s| *s) => break,
                 };
-                metrics::gauge!(crate::metrics::AI_QUEUE).decrement(1.0);
+                let conversation = queued.request.conversation;
+                // A newer request of a conversation replaces the waiting one (and frees
+                // its place).
                 let fresh = inner
                     .waiting
-                    .insert(request.conversation, (request, Instant::now()))
+                    .insert(conversation, (Arc::new(queued), Instant::now()))
                     .is_none();
                 if fresh {
-                    tokio::spawn(inner.clone().run(request.conversation));
+                    tokio::spawn(inner.clone().run(conversation));
                 }
             }
         });
@@ -297,15 +326,16 @@ impl Inner {
 
     /// Waits until the conversation has been quiet for the reply delay, then decides.
     async fn after_quiet(self: Arc<Self>, conversation: ConversationId) {
-        let Some(first) = self.waiting.get(&conversation).map(|w| w.0) else {
+        let Some(first) = self.waiting.get(&conversation).map(|w| w.0.request) else {
             return;
         };
         let delay = match self.settings(first.workspace).await {
             Some(settings) => Duration::from_millis(settings.config.reply_delay_ms),
             None => Duration::ZERO,
         };
-        let request = loop {
-            let Some((request, at)) = self.waiting.get(&conversation).map(|w| *w) else {
+        let (queued, request) = loop {
+            let Some((queued, at)) = self.waiting.get(&conversation).map(|w| (w.0.clone(), w.1))
+            else {
                 return;
             };
             let due = at + delay;
@@ -316,12 +346,15 @@ impl Inner {
                     .remove_if(&conversation, |_, w| w.1 == at)
                     .is_some()
                 {
-                    break request;
+                    let request = queued.request;
+                    break (queued, request);
                 }
                 continue;
             }
             tokio::time::sleep_until(due.into()).await;
         };
+        // Holds the request's place in the queue until it is decided.
+        let _place = queued;
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
@@ -463,10 +496,12 @@ impl Inner {
     async fn builtin(&self, ws: WorkspaceId, context: &Context) -> Proposed {
         let intent = builtin::intent(&context.question);
         let hits = self.retrieve(ws, &context.question).await;
-        let clarified = context
-            .history
-            .iter()
-            .any(|m| m.sender == Sender::Ai && m.text == context.config.phrases.clarify);
+        let clarified = context.history.iter().any(|m| {
+            m.sender == Sender::Ai
+                && m.ai
+                    .as_ref()
+                    .is_some_and(|ai| ai.why == builtin::CLARIFY_WHY)
+        });
         let decision = builtin::decide(&context.config, &intent, &hits, clarified);
         let knowledge = knowledge_refs(&hits);
         let (action, why, confidence, rule) = match decision {

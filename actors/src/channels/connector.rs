@@ -378,6 +378,10 @@ impl SendTask {
                 }
             }
             if let Err(over) = self.link.reserve() {
+                if over.busy {
+                    wait(woken, jumped, &mut stopping, Some(Duration::from_secs(1))).await;
+                    continue;
+                }
                 let note = format!(
                     "daily_limit_reached: the channel's daily limit of {} messages is reached",
                     over.cap

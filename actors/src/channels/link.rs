@@ -46,6 +46,9 @@ pub struct OverCap {
     /// When the next UTC day starts (clock time).
     pub next_day: UnixMillis,
     pub fail: bool,
+    /// Today's last slots are held by sends under way: wait for them to settle (a failed
+    /// one gives its slot back) rather than give up on the day.
+    pub busy: bool,
 }
 
 pub struct Link {
@@ -197,6 +200,8 @@ impl Link {
             state.auth_failed = false;
             state.disconnected = false;
         }
+        // New limits are looked at again by the next send.
+        lock(&self.state).over_cap = false;
         self.wake.notify_waiters();
         self.changed();
     }
@@ -221,7 +226,15 @@ impl Link {
         let mut state = lock(&self.state);
         state.roll(now);
         if let Some(cap) = rules.per_day {
-            if state.sent.saturating_add(state.reserved) >= cap {
+            if state.sent < cap && state.sent.saturating_add(state.reserved) >= cap {
+                return Err(OverCap {
+                    cap,
+                    next_day: (utc_day(now) + 1) * DAY_MS,
+                    fail: false,
+                    busy: true,
+                });
+            }
+            if state.sent >= cap {
                 let newly = !state.over_cap;
                 state.over_cap = true;
                 state.last_error = Some(ChannelError {
@@ -237,6 +250,7 @@ impl Link {
                     cap,
                     next_day: (utc_day(now) + 1) * DAY_MS,
                     fail,
+                    busy: false,
                 });
             }
         }
@@ -253,6 +267,9 @@ impl Link {
         if accepted {
             state.sent = state.sent.saturating_add(1);
         }
+        drop(state);
+        // A slot was used or came back: a send waiting on today's last slots looks again.
+        self.wake.notify_waiters();
     }
 
     /// The provider accepted a send: the channel works.

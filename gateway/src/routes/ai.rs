@@ -284,7 +284,11 @@ async fn put_config(
                 return Err(invalid(format!("`phrases.{name}` is 1 to 1000 characters")));
             }
         }
-        config.phrases = phrases;
+        config.phrases = confab_engine::ai::Phrases {
+            greeting: phrases.greeting.trim().to_owned(),
+            thanks: phrases.thanks.trim().to_owned(),
+            clarify: phrases.clarify.trim().to_owned(),
+        };
     }
     if config.enabled
         && config.backend == BackendKind::Openai
