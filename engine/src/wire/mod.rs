@@ -1,3 +1,4 @@
 //! Providers' wire formats: pure parse / verify / normalize / build functions.
 
+pub mod openai;
 pub mod whatsapp;
