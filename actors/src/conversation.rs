@@ -627,11 +627,7 @@ impl ConversationState {
                 seq,
                 "the AI agent could not take the message (busy or not running)",
             ),
-            action: AiAction::Escalate(Escalation {
-                pause_ai: true,
-                notify: true,
-                ..Escalation::default()
-            }),
+            action: AiAction::Escalate(Escalation::to_people()),
             max_replies_per_day: 0,
             epoch: self.conv.ai_epoch,
         };
@@ -684,16 +680,7 @@ impl ConversationState {
                     reasoning.why = format!(
                         "the AI already answered {sent_today} times today in this conversation (limit {max_replies_per_day}): a person continues"
                     );
-                    return self
-                        .escalate(
-                            reasoning,
-                            Escalation {
-                                pause_ai: true,
-                                notify: true,
-                                ..Escalation::default()
-                            },
-                        )
-                        .await;
+                    return self.escalate(reasoning, Escalation::to_people()).await;
                 }
                 let request = OutboundRequest {
                     text,
@@ -712,35 +699,16 @@ impl ConversationState {
                     Ok((_, None)) => Ok(()),
                     // The channel refuses the text (too long, the reply window closed…):
                     // a person answers instead; the lead is never left in silence.
-                    Err(ActorError::Invalid { code, message }) => {
+                    Err(e @ (ActorError::Invalid { .. } | ActorError::WindowClosed)) => {
                         reasoning.decision = AiDecision::Escalated;
                         reasoning.rule = Some("ai_send_failed".into());
-                        reasoning.why = format!("the answer could not be sent ({code}: {message})");
-                        self.escalate(
-                            reasoning,
-                            Escalation {
-                                pause_ai: true,
-                                notify: true,
-                                ..Escalation::default()
-                            },
-                        )
-                        .await
-                    }
-                    Err(ActorError::WindowClosed) => {
-                        reasoning.decision = AiDecision::Escalated;
-                        reasoning.rule = Some("ai_send_failed".into());
-                        reasoning.why =
-                            "the channel's reply window is closed: only a person can follow up now"
-                                .into();
-                        self.escalate(
-                            reasoning,
-                            Escalation {
-                                pause_ai: true,
-                                notify: true,
-                                ..Escalation::default()
-                            },
-                        )
-                        .await
+                        reasoning.why = match &e {
+                            ActorError::Invalid { code, message } => {
+                                format!("the answer could not be sent ({code}: {message})")
+                            }
+                            other => format!("the answer could not be sent: {other}"),
+                        };
+                        self.escalate(reasoning, Escalation::to_people()).await
                     }
                     Err(e) => Err(e),
                 }

@@ -34,7 +34,19 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .to_string();
 
     assert!(server.conversations(&theirs.token).await.is_empty());
+    let (status, article) = server
+        .post(
+            &ours.token,
+            "/api/v1/kb/articles",
+            json!({"title": "Pricing", "body": "confidential pricing for Acme"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{article}");
+    let article = article["id"].as_str().expect("article").to_string();
     for path in [
+        format!("/api/v1/channels/{}", ours.channel_id),
+        format!("/api/v1/kb/articles/{article}"),
+        format!("/api/v1/conversations/{id}/messages/1/reasoning"),
         format!("/api/v1/conversations/{id}"),
         format!("/api/v1/conversations/{id}/messages"),
         format!("/api/v1/contacts/{contact}"),
@@ -54,6 +66,35 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server
+        .post(
+            &theirs.token,
+            &format!("/api/v1/conversations/{id}/messages/1/feedback"),
+            json!({"rating": "down", "correction": "hijack"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (status, _) in [
+        server
+            .put(
+                &theirs.token,
+                &format!("/api/v1/kb/articles/{article}"),
+                json!({"title": "x", "body": "hijack"}),
+            )
+            .await,
+        server
+            .delete(&theirs.token, &format!("/api/v1/kb/articles/{article}"))
+            .await,
+    ] {
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, list) = server.get(&theirs.token, "/api/v1/kb/articles").await;
+    assert_eq!(list["items"], json!([]));
+    let (_, channels) = server.get(&theirs.token, "/api/v1/channels").await;
+    assert!(
+        !channels.to_string().contains(&ours.channel_id),
+        "{channels}"
+    );
     assert_eq!(server.messages(&ours.token, &id).await.len(), 1);
     assert!(graph.requests().is_empty());
 

@@ -112,6 +112,17 @@ pub struct Escalation {
     pub notify: bool,
 }
 
+impl Escalation {
+    /// The plain hand-over: the AI paused and the assignee (if any) notified.
+    pub fn to_people() -> Escalation {
+        Escalation {
+            pause_ai: true,
+            notify: true,
+            ..Escalation::default()
+        }
+    }
+}
+
 /// The pool's proposal, for the conversation actor to commit or discard.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AiOutcome {
@@ -180,6 +191,8 @@ const SETTINGS_TTL: Duration = Duration::from_secs(1);
 struct Settings {
     config: AiConfig,
     rules: Vec<EscalationRule>,
+    /// The workspace's agents, for assignments.
+    agents: Vec<AgentId>,
 }
 
 impl AiPool {
@@ -282,6 +295,8 @@ pub fn rules(store: &Store, ws: WorkspaceId) -> confab_engine::Result<Vec<Escala
 struct Context {
     config: AiConfig,
     rules: Vec<EscalationRule>,
+    /// The workspace's agents, for assignments.
+    agents: Vec<AgentId>,
     conv: Conversation,
     /// The lead's messages since our last message, oldest first.
     question: String,
@@ -388,6 +403,7 @@ impl Inner {
             Ok::<_, confab_engine::Error>(Settings {
                 config: config(&store, ws)?,
                 rules: rules(&store, ws)?,
+                agents: store.workspace_agents(ws)?.iter().map(|a| a.id).collect(),
             })
         })
         .await;
@@ -440,6 +456,7 @@ impl Inner {
             Ok(Read::Fresh(Box::new(Context {
                 config: settings.config.clone(),
                 rules: settings.rules.clone(),
+                agents: settings.agents.clone(),
                 conv,
                 question,
                 history,
@@ -613,7 +630,7 @@ impl Inner {
         let (decision, action, rule, why) = match (matched, proposed.action) {
             (Some(rule), _) => (
                 AiDecision::Escalated,
-                AiAction::Escalate(self.resolve(request.workspace, &rule.then)),
+                AiAction::Escalate(self.resolve(request.workspace, &context.agents, &rule.then)),
                 Some(rule.name.clone()),
                 format!("rule \"{}\" applies; {}", rule.name, proposed.why),
             ),
@@ -625,7 +642,11 @@ impl Inner {
             ),
             (None, ProposedAction::Escalate) => (
                 AiDecision::Escalated,
-                AiAction::Escalate(self.resolve(request.workspace, &RuleThen::default())),
+                AiAction::Escalate(self.resolve(
+                    request.workspace,
+                    &context.agents,
+                    &RuleThen::default(),
+                )),
                 proposed.rule,
                 proposed.why,
             ),
@@ -658,25 +679,23 @@ impl Inner {
         }
     }
 
-    /// An escalation's assignee resolved (an agent of the workspace, or the next in turn).
-    fn resolve(&self, ws: WorkspaceId, then: &RuleThen) -> Escalation {
+    /// An escalation's assignee resolved among the workspace's `agents` (the one named, or
+    /// the next in turn).
+    fn resolve(&self, ws: WorkspaceId, agents: &[AgentId], then: &RuleThen) -> Escalation {
         let assignee = match then.assign_to {
             None => None,
-            Some(assign) => {
-                let agents = self.store.workspace_agents(ws).unwrap_or_default();
-                match assign {
-                    AssignTo::Agent(id) => agents.iter().find(|a| a.id == id).map(|a| a.id),
-                    AssignTo::RoundRobin if agents.is_empty() => None,
-                    AssignTo::RoundRobin => {
-                        let turn = self
-                            .turns
-                            .entry(ws)
-                            .or_default()
-                            .fetch_add(1, Ordering::Relaxed);
-                        Some(agents[turn % agents.len()].id)
-                    }
+            Some(assign) => match assign {
+                AssignTo::Agent(id) => agents.iter().find(|a| **a == id).copied(),
+                AssignTo::RoundRobin if agents.is_empty() => None,
+                AssignTo::RoundRobin => {
+                    let turn = self
+                        .turns
+                        .entry(ws)
+                        .or_default()
+                        .fetch_add(1, Ordering::Relaxed);
+                    Some(agents[turn % agents.len()])
                 }
-            }
+            },
         };
         Escalation {
             pause_ai: then.pause_ai,

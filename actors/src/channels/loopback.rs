@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::adapter::{Adapter, Refusal, SendFuture};
-use super::retry_after;
+use super::provider_answer;
 
 pub struct Loopback {
     channel_id: ChannelId,
@@ -135,24 +135,16 @@ impl Adapter for Loopback {
     ) -> SendFuture<'a> {
         Box::pin(async move {
             let url = format!("{}/send", self.config.base_url.trim_end_matches('/'));
-            let response = match http
+            let request = http
                 .post(url)
                 .bearer_auth(&self.config.secret)
-                .json(&json!({"to": request.thread, "text": request.text}))
-                .send()
-                .await
-            {
-                Ok(response) => response,
-                Err(e) => {
-                    return SendOutcome::Retryable {
-                        reason: format!("the provider could not be reached: {e}"),
-                        retry_after: None,
-                    }
-                }
+                .json(&json!({"to": request.thread, "text": request.text}));
+            let answer = match provider_answer(request).await {
+                Ok(answer) => answer,
+                Err(outcome) => return outcome,
             };
-            let status = response.status().as_u16();
-            let after = retry_after(response.headers());
-            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let (status, after) = (answer.status, answer.retry_after);
+            let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
             let reason = text(&body, "error").unwrap_or_else(|| format!("HTTP {status}"));
             match status {
                 200..=299 => match text(&body, "id") {

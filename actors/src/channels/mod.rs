@@ -26,7 +26,7 @@ use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::ids::{ChannelId, MessageId, WorkspaceId};
 use confab_engine::model::{Channel, ChannelKind};
 use confab_engine::outbox::OutboxEntry;
-use confab_engine::port::{ChannelHealth, ChannelRuntime};
+use confab_engine::port::{ChannelHealth, ChannelRuntime, SendOutcome};
 use confab_engine::store::Store;
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -346,8 +346,8 @@ impl Channels {
     }
 }
 
-/// The longest `Retry-After` a provider's answer can ask for that we honour as given.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// The delay a provider's `Retry-After` header asks for, in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -356,6 +356,39 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+/// A provider's HTTP answer to one send, read whole.
+pub(crate) struct ProviderAnswer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+}
+
+/// Sends one request to a provider and reads its answer; a provider that cannot be
+/// reached, or whose answer cannot be read, is a retryable outcome. Shared by adapters.
+pub(crate) async fn provider_answer(
+    request: reqwest::RequestBuilder,
+) -> Result<ProviderAnswer, SendOutcome> {
+    let retryable = |reason: String| SendOutcome::Retryable {
+        reason,
+        retry_after: None,
+    };
+    let response = request
+        .send()
+        .await
+        .map_err(|e| retryable(format!("the provider could not be reached: {e}")))?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| retryable(format!("reading the provider's answer failed: {e}")))?;
+    Ok(ProviderAnswer {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// What a connector needs from the rest of the engine.

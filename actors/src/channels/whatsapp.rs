@@ -10,7 +10,7 @@ use confab_engine::wire::whatsapp::{self as wire, WireError};
 use reqwest::header::HeaderMap;
 
 use super::adapter::{Adapter, Refusal, SendFuture};
-use super::retry_after;
+use super::provider_answer;
 
 pub struct Whatsapp {
     channel_id: ChannelId,
@@ -68,35 +68,20 @@ impl Adapter for Whatsapp {
     ) -> SendFuture<'a> {
         Box::pin(async move {
             let body = wire::text_message_body(&request.thread, &request.text);
-            let response = match http
+            let request = http
                 .post(&self.send_url)
                 .bearer_auth(&self.config.access_token)
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(response) => response,
-                Err(e) => {
-                    return SendOutcome::Retryable {
-                        reason: format!("the provider could not be reached: {e}"),
-                        retry_after: None,
-                    }
-                }
+                .json(&body);
+            let answer = match provider_answer(request).await {
+                Ok(answer) => answer,
+                Err(outcome) => return outcome,
             };
-            let status = response.status().as_u16();
-            let after = retry_after(response.headers());
-            match response.bytes().await {
-                Ok(bytes) => match wire::classify_send(status, &bytes) {
-                    SendOutcome::RateLimited { reason, .. } => SendOutcome::RateLimited {
-                        reason,
-                        retry_after: after,
-                    },
-                    outcome => outcome,
+            match wire::classify_send(answer.status, &answer.body) {
+                SendOutcome::RateLimited { reason, .. } => SendOutcome::RateLimited {
+                    reason,
+                    retry_after: answer.retry_after,
                 },
-                Err(e) => SendOutcome::Retryable {
-                    reason: format!("reading the provider's answer failed: {e}"),
-                    retry_after: None,
-                },
+                outcome => outcome,
             }
         })
     }
