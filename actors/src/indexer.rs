@@ -281,6 +281,7 @@ mod tests {
                     workspace: ws,
                     query: ParsedQuery::parse(word).expect("query"),
                     channel: None,
+                    intent: None,
                     since: None,
                     conversation: None,
                     offset: 0,

@@ -291,6 +291,7 @@ async fn find_or_create(
     let thread = event.thread.clone();
     let identities = contacts::identities(channel.kind(), event);
     let lookup = identities.clone();
+    let campaign = event.campaign.clone();
     let (existing, known_contact, ai_mode) = blocking(move || {
         let store = store_in;
         let existing = store.conversation_by_thread(channel_id, &thread)?;
@@ -301,7 +302,7 @@ async fn find_or_create(
         // the same contact.
         let contact = contacts::resolve(&store, ws, &lookup)?;
         // Manual until the workspace's AI agent is enabled: nothing claims to answer.
-        let mode = crate::ai::config(&store, ws)?.new_conversation_mode();
+        let mode = crate::ai::config(&store, ws)?.new_conversation_mode(campaign.as_deref());
         Ok((None, contact, mode))
     })
     .await?;

@@ -3,6 +3,8 @@
 //! and knowledge-base articles. The agent itself (the pool, the backends) lives in the
 //! actors crate; the knowledge index in the index crate.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, ArticleId, ConversationId, FeedbackId, WorkspaceId};
@@ -54,6 +56,7 @@ pub struct WorkingHours {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     pub mode: ScheduleMode,
+    /// An IANA time zone name (`America/Sao_Paulo`, daylight saving time included),
     /// `UTC`, or a fixed offset such as `-03:00`.
     pub timezone: String,
     pub working_hours: Vec<WorkingHours>,
@@ -115,6 +118,17 @@ pub struct AiConfig {
     pub confidence_threshold: f64,
     #[serde(default)]
     pub phrases: Phrases,
+    /// Per campaign (by name), whether the agent answers its conversations, whatever
+    /// `enabled` says: pilot the agent on one campaign, or keep it off another.
+    #[serde(default)]
+    pub campaigns: BTreeMap<String, CampaignAi>,
+}
+
+/// A campaign's override of the workspace's `enabled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CampaignAi {
+    pub enabled: bool,
 }
 
 impl Default for AiConfig {
@@ -130,6 +144,7 @@ impl Default for AiConfig {
             max_replies_per_conversation_per_day: 20,
             confidence_threshold: 0.5,
             phrases: Phrases::default(),
+            campaigns: BTreeMap::new(),
         }
     }
 }
@@ -137,13 +152,36 @@ impl Default for AiConfig {
 impl AiConfig {
     /// The AI mode a new conversation starts in: `manual` until the agent is enabled,
     /// so no conversation claims to be handled while nothing answers.
-    pub fn new_conversation_mode(&self) -> AiMode {
-        if self.enabled {
+    pub fn new_conversation_mode(&self, campaign: Option<&str>) -> AiMode {
+        if self.enabled_for(campaign) {
             self.default_mode
         } else {
             AiMode::Manual
         }
     }
+
+    /// Whether the agent answers a conversation of `campaign`: the campaign's override,
+    /// else the workspace's `enabled`.
+    pub fn enabled_for(&self, campaign: Option<&str>) -> bool {
+        campaign
+            .and_then(|c| self.campaigns.get(c))
+            .map_or(self.enabled, |o| o.enabled)
+    }
+}
+
+/// The time zone a schedule names: an IANA name (from the time zone database built into
+/// the binary, so a machine without `/usr/share/zoneinfo` reads it the same), `UTC`, `Z`
+/// or a fixed `±HH:MM`.
+pub fn time_zone(timezone: &str) -> Option<jiff::tz::TimeZone> {
+    if let Some(minutes) = parse_offset(timezone) {
+        let offset = jiff::tz::Offset::from_seconds(i32::try_from(minutes * 60).ok()?).ok()?;
+        return Some(jiff::tz::TimeZone::fixed(offset));
+    }
+    let name = timezone.trim();
+    if name.is_empty() || name.len() > 64 {
+        return None;
+    }
+    jiff::tz::TimeZone::get(name).ok()
 }
 
 /// A fixed offset from UTC in minutes, from `UTC`, `Z` or `±HH:MM`.
@@ -182,12 +220,13 @@ impl Schedule {
 
     /// Whether `now` falls in the working hours.
     pub fn working_at(&self, now: UnixMillis) -> bool {
-        let offset = parse_offset(&self.timezone).unwrap_or(0);
-        let local_minutes = now.div_euclid(60_000) + offset;
-        let day_index = local_minutes.div_euclid(24 * 60);
-        let minute = local_minutes.rem_euclid(24 * 60);
-        // 1970-01-01 was a Thursday (4).
-        let weekday = (day_index + 3).rem_euclid(7) + 1;
+        let zone = time_zone(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let Ok(instant) = jiff::Timestamp::from_millisecond(now) else {
+            return false;
+        };
+        let local = instant.to_zoned(zone);
+        let minute = i64::from(local.hour()) * 60 + i64::from(local.minute());
+        let weekday = i64::from(local.weekday().to_monday_one_offset());
         self.working_hours.iter().any(|w| {
             let (Some(from), Some(to)) = (parse_hhmm(&w.from), parse_hhmm(&w.to)) else {
                 return false;
@@ -549,8 +588,56 @@ mod tests {
     #[test]
     fn new_conversations_start_manual_until_the_agent_is_enabled() {
         let mut config = AiConfig::default();
-        assert_eq!(config.new_conversation_mode(), AiMode::Manual);
+        assert_eq!(config.new_conversation_mode(None), AiMode::Manual);
         config.enabled = true;
-        assert_eq!(config.new_conversation_mode(), AiMode::Active);
+        assert_eq!(config.new_conversation_mode(None), AiMode::Active);
+    }
+
+    #[test]
+    fn a_campaign_override_wins_over_the_workspace_switch() {
+        let mut config = AiConfig::default();
+        config
+            .campaigns
+            .insert("Pilot".into(), CampaignAi { enabled: true });
+        config
+            .campaigns
+            .insert("Enterprise".into(), CampaignAi { enabled: false });
+        assert!(config.enabled_for(Some("Pilot")));
+        assert!(!config.enabled_for(Some("Enterprise")));
+        assert!(!config.enabled_for(Some("Other")));
+        assert!(!config.enabled_for(None));
+        assert_eq!(config.new_conversation_mode(Some("Pilot")), AiMode::Active);
+        config.enabled = true;
+        assert!(config.enabled_for(Some("Other")));
+        assert!(!config.enabled_for(Some("Enterprise")));
+        assert_eq!(
+            config.new_conversation_mode(Some("Enterprise")),
+            AiMode::Manual
+        );
+    }
+
+    #[test]
+    fn iana_zones_follow_daylight_saving_time() {
+        let schedule = Schedule {
+            mode: ScheduleMode::OffHours,
+            timezone: "Europe/Berlin".into(),
+            working_hours: vec![WorkingHours {
+                days: vec![1, 2, 3, 4, 5],
+                from: "09:00".into(),
+                to: "18:00".into(),
+            }],
+        };
+        // Monday 2026-12-07 08:30 UTC = 09:30 in Berlin (CET, +01:00): working.
+        let winter = 1_796_632_200_000;
+        assert!(schedule.working_at(winter));
+        // Monday 2026-07-06 07:30 UTC = 09:30 in Berlin (CEST, +02:00): working; the same
+        // UTC time in winter (08:30 local) is not.
+        let summer = 1_783_323_000_000;
+        assert!(schedule.working_at(summer));
+        assert!(!schedule.working_at(winter - 3_600_000));
+        assert!(time_zone("America/Sao_Paulo").is_some());
+        assert!(time_zone("-03:00").is_some());
+        assert!(time_zone("Mars/Olympus").is_none());
+        assert!(time_zone("").is_none());
     }
 }

@@ -171,6 +171,7 @@ fuzz_target!(|data: &[u8]| {
         workspace: f.ours,
         query,
         channel: None,
+        intent: None,
         since: None,
         conversation: None,
         offset: (data.len() % 3) * 7,

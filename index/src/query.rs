@@ -244,6 +244,8 @@ pub struct ParsedQuery {
 
 #[derive(Clone, Debug)]
 enum Analyzed {
+    /// Every document (a search by filters alone).
+    All,
     Leaf(Leaf),
     And {
         must: Vec<Analyzed>,
@@ -319,6 +321,14 @@ impl ParsedQuery {
             QueryError("the query has no searchable words (letters or digits)".into())
         })?;
         Ok(ParsedQuery { root })
+    }
+
+    /// A query every document matches: a search by its filters alone (such as the AI's
+    /// intent), newest first.
+    pub fn everything() -> ParsedQuery {
+        ParsedQuery {
+            root: Analyzed::All,
+        }
     }
 
     /// What to highlight in a hit's text: the positive leaves' tokens.
@@ -431,6 +441,7 @@ fn analyze(node: &Node, terms: &mut usize) -> Result<Option<Analyzed>, QueryErro
 
 fn collect_highlights(node: &Analyzed, out: &mut Vec<Highlight>) {
     match node {
+        Analyzed::All => {}
         Analyzed::Leaf(Leaf::Term { token, fuzzy }) => {
             out.push(Highlight::Exact(token.clone()));
             if *fuzzy {
@@ -491,6 +502,7 @@ fn leaf_in_field(leaf: &Leaf, field: tantivy::schema::Field) -> Box<dyn Query> {
 
 fn compile(node: &Analyzed, fields: &Fields) -> Box<dyn Query> {
     match node {
+        Analyzed::All => Box::new(tantivy::query::AllQuery),
         Analyzed::Leaf(leaf) => {
             let per_field = fields
                 .searchable()

@@ -16,7 +16,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, TantivyDocument, Term};
 
 /// Bumped whenever fields or analysis change: an index with another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the analyzer of every full-text field.
 pub const ANALYZER: &str = "confab";
@@ -64,6 +64,9 @@ pub struct Fields {
     pub email: Field,
     pub phone: Field,
     pub tags: Field,
+    /// The intent the AI agent saw, on its answers and escalation notes (`pricing`,
+    /// `human_request` …): a filter, not searched as text.
+    pub intent: Field,
 }
 
 impl Fields {
@@ -108,6 +111,7 @@ pub fn build() -> (Schema, Fields) {
         email: b.add_text_field("email", full_text.clone()),
         phone: b.add_text_field("phone", full_text.clone()),
         tags: b.add_text_field("tags", full_text),
+        intent: b.add_text_field("intent", STRING),
     };
     (b.build(), fields)
 }
@@ -160,6 +164,9 @@ pub fn message_doc(fields: &Fields, ws: WorkspaceId, message: &Message) -> Tanti
     doc.add_text(fields.message, message.id.to_string());
     doc.add_bool(fields.internal, message.internal);
     doc.add_text(fields.text, &message.text);
+    if let Some(ai) = &message.ai {
+        doc.add_text(fields.intent, &ai.intent);
+    }
     doc
 }
 

@@ -76,6 +76,8 @@ pub struct SearchRequest {
     pub workspace: WorkspaceId,
     pub query: ParsedQuery,
     pub channel: Option<ChannelKind>,
+    /// Only the AI agent's messages and escalation notes about this intent.
+    pub intent: Option<String>,
     /// Only messages created at or after this, and conversations whose document time is
     /// at most [`crate::schema::CONVERSATION_AT_SLACK_MS`] before it (a conversation
     /// document's time may lag its last activity by that much): the caller checks a
@@ -312,6 +314,9 @@ impl SearchIndex {
         ];
         if let Some(channel) = request.channel {
             clauses.push(filter(term(fields.channel, channel.as_str())));
+        }
+        if let Some(intent) = &request.intent {
+            clauses.push(filter(term(fields.intent, intent)));
         }
         if let Some(conversation) = request.conversation {
             clauses.push(filter(term(fields.conversation, &conversation.to_string())));

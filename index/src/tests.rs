@@ -145,6 +145,7 @@ fn request(ws: WorkspaceId, q: &str) -> SearchRequest {
         workspace: ws,
         query: ParsedQuery::parse(q).expect("query parses"),
         channel: None,
+        intent: None,
         since: None,
         conversation: None,
         offset: 0,

@@ -596,6 +596,208 @@ async fn an_openai_compatible_backend_gets_the_exact_request_and_its_answer_is_s
     server.shutdown().await;
 }
 
+/// The id of a lead's conversation and the `seq` of its newest message satisfying `check`.
+async fn newest_where(
+    server: &TestServer,
+    tenant: &Tenant,
+    conversation: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, || async {
+        server
+            .messages(&tenant.token, conversation)
+            .await
+            .into_iter()
+            .rev()
+            .find(|m| check(m))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
+    let (server, graph, tenant, model) = openai_setup(|_| {}).await;
+    let (status, rules) = server
+        .put(
+            &tenant.token,
+            "/api/v1/ai/escalation-rules",
+            json!({"rules": [
+                {"name": "email pricing", "when": {"channel": "email", "intents": ["pricing"]},
+                 "then": {"tags": ["email-pricing"]}},
+                {"name": "spring", "when": {"campaign": "Spring Promo"}, "then": {"tags": ["spring"]}},
+                {"name": "unsure", "when": {"confidence_below": 0.6}, "then": {"tags": ["unsure"]}},
+                {"name": "chatty", "when": {"ai_replies_over": 1}, "then": {"tags": ["chatty"]}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rules}");
+    let escalated_by = |rule: &'static str| {
+        move |m: &Value| m["sender"] == "system" && m["ai"]["rule"] == rule
+    };
+
+    // A confident pricing answer on WhatsApp: the email-only rule does not apply.
+    model.script(vec![ModelStandIn::answer("49 a month.", "pricing", 0.9, false)]);
+    server
+        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R1", "Price?")
+        .await;
+    let id = conversation_of(&server, &tenant, "5511900000601").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    message_where(&server, &tenant, &id, "the first answer", |m| {
+        m["sender"] == "ai"
+    })
+    .await;
+
+    // Below the rule's confidence: escalated by `unsure`, nothing sent.
+    model.script(vec![ModelStandIn::answer("Maybe 49?", "pricing", 0.5, false)]);
+    server
+        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R2", "For ten seats?")
+        .await;
+    newest_where(&server, &tenant, &id, "the unsure escalation", escalated_by("unsure")).await;
+    let (_, conv) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(conv["tags"], json!(["unsure"]));
+    assert_eq!(graph.requests().len(), 1, "only the confident answer left");
+
+    // Resumed: a second answer today is allowed (1 reply so far), the third is over the
+    // rule's limit of 1.
+    server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/ai"),
+            json!({"mode": "active"}),
+        )
+        .await;
+    model.script(vec![ModelStandIn::answer("Yes, 199.", "pricing", 0.9, false)]);
+    server
+        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R3", "Team plan?")
+        .await;
+    wait_for("the second answer", || async {
+        let answers = server
+            .messages(&tenant.token, &id)
+            .await
+            .into_iter()
+            .filter(|m| m["sender"] == "ai")
+            .count();
+        (answers == 2).then_some(())
+    })
+    .await;
+    model.script(vec![ModelStandIn::answer("Sure.", "pricing", 0.9, false)]);
+    server
+        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R4", "Annual discount?")
+        .await;
+    newest_where(&server, &tenant, &id, "the chatty escalation", escalated_by("chatty")).await;
+    assert_eq!(graph.requests().len(), 2);
+
+    // A lead from the campaign's ad: escalated by `spring` whatever the model proposed.
+    model.script(vec![ModelStandIn::answer("49 a month.", "pricing", 0.95, false)]);
+    server
+        .lead_from_ad(&tenant, "5511900000602", "wamid.R5", "Price?", "Spring Promo")
+        .await;
+    let spring = conversation_of(&server, &tenant, "5511900000602").await;
+    assert_eq!(spring["campaign"], "Spring Promo");
+    let spring_id = spring["id"].as_str().expect("id");
+    newest_where(&server, &tenant, spring_id, "the campaign escalation", escalated_by("spring")).await;
+    assert_eq!(graph.requests().len(), 2, "nothing sent to the campaign's lead");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_campaign_can_pilot_the_agent_and_its_decisions_are_searchable_by_intent() {
+    let (server, graph, tenant) = setup().await;
+    // Off for the workspace, on for one campaign; working hours by IANA zone name.
+    configure(
+        &server,
+        &tenant,
+        json!({"enabled": false, "reply_delay_ms": 0,
+               "campaigns": {"Pilot": {"enabled": true}},
+               "schedule": {"mode": "always", "timezone": "America/Sao_Paulo", "working_hours": []}}),
+    )
+    .await;
+    let (status, error) = server
+        .put(
+            &tenant.token,
+            "/api/v1/ai/config",
+            json!({"schedule": {"mode": "off_hours", "timezone": "Mars/Olympus", "working_hours": []}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["error"]["code"], "invalid_timezone");
+    let (_, config) = server.get(&tenant.token, "/api/v1/ai/config").await;
+    assert_eq!(config["schedule"]["timezone"], "America/Sao_Paulo");
+    assert_eq!(config["campaigns"]["Pilot"]["enabled"], true);
+    article(
+        &server,
+        &tenant,
+        "Pricing",
+        "The Pro plan costs 49 dollars per month.",
+    )
+    .await;
+
+    server
+        .lead_from_ad(
+            &tenant,
+            "5511900000701",
+            "wamid.C1",
+            "How much does the Pro plan cost per month?",
+            "Pilot",
+        )
+        .await;
+    let pilot = conversation_of(&server, &tenant, "5511900000701").await;
+    assert_eq!(pilot["ai_mode"], "active", "{pilot}");
+    let pilot_id = pilot["id"].as_str().expect("id").to_string();
+    let answer = message_where(&server, &tenant, &pilot_id, "the pilot's answer", |m| {
+        m["sender"] == "ai"
+    })
+    .await;
+    graph.wait_requests(1).await;
+
+    server
+        .lead_says(
+            &tenant,
+            "5511900000702",
+            "Joao",
+            "wamid.C2",
+            "How much does the Pro plan cost per month?",
+        )
+        .await;
+    let other = conversation_of(&server, &tenant, "5511900000702").await;
+    assert_eq!(other["ai_mode"], "manual", "outside the pilot: {other}");
+
+    // The AI's decisions are found by intent, with or without words.
+    let search = |query: &'static str| {
+        let server = &server;
+        let token = tenant.token.clone();
+        async move {
+            let (status, page) = server
+                .get(&token, &format!("/api/v1/search?{query}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{query}: {page}");
+            page["items"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let found = wait_for("the answer indexed", || async {
+        let items = search("intent=pricing").await;
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["message_id"], answer["id"]);
+    assert_eq!(search("intent=pricing&q=dollars").await.len(), 1);
+    assert!(search("intent=pricing&q=salesforce").await.is_empty());
+    assert!(search("intent=greeting").await.is_empty());
+    let (status, error) = server
+        .get(&tenant.token, "/api/v1/search?intent=Pricing%21")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    let (status, _) = server.get(&tenant.token, "/api/v1/search").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_failing_or_malformed_backend_escalates_with_its_reason() {
     let (server, graph, tenant, model) = openai_setup(|c| {

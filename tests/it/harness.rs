@@ -281,6 +281,36 @@ impl TestServer {
         answer
     }
 
+    /// A lead's first text message from a click-to-WhatsApp ad whose headline is
+    /// `campaign`; asserts the 200.
+    pub async fn lead_from_ad(
+        &self,
+        tenant: &Tenant,
+        wa_id: &str,
+        wamid: &str,
+        text: &str,
+        campaign: &str,
+    ) -> Value {
+        let mut body = confab_engine::wire::whatsapp::inbound_text_webhook(
+            &tenant.phone_number_id,
+            wa_id,
+            "Lead",
+            wamid,
+            confab_engine::time::now_millis() / 1000,
+            text,
+        );
+        body["entry"][0]["changes"][0]["value"]["messages"][0]["referral"] = serde_json::json!({
+            "source_type": "ad", "source_id": "120210001", "headline": campaign,
+        });
+        let body = body.to_string();
+        let signature = confab_engine::wire::whatsapp::sign(&tenant.app_secret, body.as_bytes());
+        let (status, answer) = self
+            .post_webhook(tenant, body.as_bytes(), Some(signature))
+            .await;
+        assert_eq!(status, StatusCode::OK, "webhook answered {answer}");
+        answer
+    }
+
     pub async fn conversations(&self, token: &str) -> Vec<Value> {
         let (status, page) = self.get(token, "/api/v1/conversations?limit=200").await;
         assert_eq!(status, StatusCode::OK, "{page}");

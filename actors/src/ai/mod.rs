@@ -482,8 +482,14 @@ impl Inner {
                 return None;
             }
         };
-        let proposed = if !context.config.enabled {
-            unavailable("ai_disabled", "the AI agent is disabled for this workspace")
+        let proposed = if !context
+            .config
+            .enabled_for(context.conv.campaign.as_deref())
+        {
+            unavailable(
+                "ai_disabled",
+                "the AI agent is disabled for this workspace or campaign",
+            )
         } else if !context.config.schedule.answers_at(now_millis()) {
             unavailable(
                 "outside_schedule",

@@ -1,13 +1,15 @@
 //! The AI agent's settings (workspace admins), its escalation rules, and the reasoning of
 //! each AI decision.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use confab_actors::ai;
 use confab_engine::ai::{
-    parse_hhmm, parse_offset, AiConfig, AiReasoning, Article, BackendKind, EscalationRule,
-    Feedback, Phrases, Rating, Schedule,
+    parse_hhmm, time_zone, AiConfig, AiReasoning, Article, BackendKind, CampaignAi,
+    EscalationRule, Feedback, Phrases, Rating, Schedule,
 };
 use confab_engine::analytics::{self, Stat};
 use confab_engine::catalogue::{self, Ks};
@@ -69,6 +71,9 @@ pub struct AiConfigView {
     confidence_threshold: f64,
     /// The built-in backend's fixed phrases.
     phrases: Phrases,
+    /// Per campaign (by name): whether the agent answers its conversations, overriding
+    /// `enabled`.
+    campaigns: BTreeMap<String, CampaignAi>,
 }
 
 impl AiConfigView {
@@ -88,6 +93,7 @@ impl AiConfigView {
             max_replies_per_conversation_per_day: config.max_replies_per_conversation_per_day,
             confidence_threshold: config.confidence_threshold,
             phrases: config.phrases,
+            campaigns: config.campaigns,
         }
     }
 }
@@ -149,6 +155,8 @@ pub struct AiConfigBody {
     #[schema(minimum = 0, maximum = 1)]
     confidence_threshold: Option<f64>,
     phrases: Option<Phrases>,
+    /// Replaces the per-campaign overrides (at most 1000; `{}` removes them all).
+    campaigns: Option<BTreeMap<String, CampaignAi>>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -156,10 +164,10 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn check_schedule(schedule: &Schedule) -> ApiResult<()> {
-    if parse_offset(&schedule.timezone).is_none() {
+    if time_zone(&schedule.timezone).is_none() {
         return Err(ApiError::unprocessable(
             "invalid_timezone",
-            "`schedule.timezone` is `UTC` or an offset such as `-03:00`",
+            "`schedule.timezone` is an IANA time zone (`Europe/Berlin`), `UTC` or an offset such as `-03:00`",
         ));
     }
     if schedule.working_hours.len() > 50 {
@@ -290,7 +298,20 @@ async fn put_config(
             clarify: phrases.clarify.trim().to_owned(),
         };
     }
-    if config.enabled
+    if let Some(campaigns) = body.campaigns {
+        if campaigns.len() > 1000 {
+            return Err(invalid("at most 1000 `campaigns`"));
+        }
+        if campaigns
+            .keys()
+            .any(|c| c.trim().is_empty() || c.chars().count() > 200)
+        {
+            return Err(invalid("a campaign name is 1 to 200 characters"));
+        }
+        config.campaigns = campaigns;
+    }
+    let answers_somewhere = config.enabled || config.campaigns.values().any(|c| c.enabled);
+    if answers_somewhere
         && config.backend == BackendKind::Openai
         && (config.openai.base_url.is_empty() || config.openai.model.is_empty())
     {

@@ -41,6 +41,7 @@ struct Params {
     limit: usize,
     offset: usize,
     channel: Option<ChannelKind>,
+    intent: Option<String>,
     status: Option<Status>,
     since: Option<UnixMillis>,
     conversation: Option<ConversationId>,
@@ -58,6 +59,7 @@ fn parse_params(raw: Option<&str>, now: UnixMillis) -> ApiResult<Params> {
         limit: DEFAULT_LIMIT,
         offset: 0,
         channel: None,
+        intent: None,
         status: None,
         since: None,
         conversation: None,
@@ -83,6 +85,14 @@ fn parse_params(raw: Option<&str>, now: UnixMillis) -> ApiResult<Params> {
                     "linkedin" => ChannelKind::Linkedin,
                     _ => return Err(invalid("channel", value, "whatsapp, email or linkedin")),
                 })
+            }
+            "intent" => {
+                let valid = (1..=40).contains(&value.len())
+                    && value.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                if !valid {
+                    return Err(invalid("intent", value, "an intent such as `pricing`"));
+                }
+                p.intent = Some(value.to_owned())
             }
             "status" => {
                 p.status = Some(match value {
@@ -111,9 +121,17 @@ fn parse_params(raw: Option<&str>, now: UnixMillis) -> ApiResult<Params> {
             _ => {}
         }
     }
-    p.q = q.ok_or_else(|| {
-        ApiError::bad_request("invalid_query", "`q` is required: what to search for")
-    })?;
+    p.q = match (q, &p.intent) {
+        (Some(q), _) => q,
+        // A search by the AI's intent alone: its answers and escalations, newest first.
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`q` is required: what to search for",
+            ))
+        }
+    };
     Ok(p)
 }
 
@@ -181,7 +199,8 @@ fn item(hit: Hit, conv: Conversation) -> Item {
     tag = "search",
     security(("agent_token" = [])),
     params(
-        ("q" = String, Query, min_length = 1, max_length = 512, pattern = "\\S", description = "The query: words, \"phrases\", prefix*, -word, OR, parentheses; at most 512 characters and 32 terms."),
+        ("q" = Option<String>, Query, min_length = 1, max_length = 512, pattern = "\\S", description = "The query: words, \"phrases\", prefix*, -word, OR, parentheses; at most 512 characters and 32 terms. Required unless `intent` is given."),
+        ("intent" = Option<String>, Query, min_length = 1, max_length = 40, pattern = "^[a-z_]+$", description = "Only the AI agent's answers and escalation notes about this intent (`pricing`, `human_request` …)."),
         ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
         ("status" = Option<Status>, Query, description = "Only conversations in this status."),
         ("period" = Option<crate::openapi::PeriodParam>, Query, description = "Messages from `today`, this `week`, `month` or `all` (default)."),
@@ -218,7 +237,11 @@ async fn search(
 
 async fn run(agent: &AgentAuth, app: &AppState, raw: Option<&str>) -> ApiResult<Results> {
     let params = parse_params(raw, now_millis())?;
-    let query = ParsedQuery::parse(&params.q).map_err(confab_index::IndexError::from)?;
+    let query = if params.q.is_empty() && params.intent.is_some() {
+        ParsedQuery::everything()
+    } else {
+        ParsedQuery::parse(&params.q).map_err(confab_index::IndexError::from)?
+    };
     let index = app.runtime.search.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -240,6 +263,7 @@ async fn run(agent: &AgentAuth, app: &AppState, raw: Option<&str>) -> ApiResult<
         workspace: ws,
         query,
         channel: params.channel,
+        intent: params.intent.clone(),
         since: params.since,
         conversation: params.conversation,
         offset: params.offset,
