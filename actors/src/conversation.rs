@@ -39,10 +39,19 @@ pub enum ConversationMsg {
     Inbound(Box<InboundEvent>, RpcReplyPort<ActorResult<InboundOutcome>>),
     /// A message from an agent (or the AI): sent to the lead, or an internal note.
     Send(OutboundRequest, RpcReplyPort<ActorResult<Message>>),
-    /// The provider accepted message `seq` under `external_id`.
-    ProviderAccepted { seq: u64, external_id: String },
-    /// The provider refused message `seq` for good.
-    ProviderFailed { seq: u64, error: String },
+    /// The provider accepted message `seq` under `external_id`. Answered once that is
+    /// durable (the message has left the outbox).
+    ProviderAccepted {
+        seq: u64,
+        external_id: String,
+        done: RpcReplyPort<ActorResult<()>>,
+    },
+    /// The provider refused message `seq` for good. Answered once that is durable.
+    ProviderFailed {
+        seq: u64,
+        error: String,
+        done: RpcReplyPort<ActorResult<()>>,
+    },
     /// Message `seq` waits in the outbox for this reason (channel disabled, daily limit
     /// reached, credentials refused): shown as its error while it stays queued.
     SendHeld { seq: u64, note: String },
@@ -213,15 +222,23 @@ impl Actor for ConversationActor {
                     let _ = reply.send(Err(e));
                 }
             },
-            ConversationMsg::ProviderAccepted { seq, external_id } => {
-                if let Err(e) = state.accepted(seq, external_id).await {
+            ConversationMsg::ProviderAccepted {
+                seq,
+                external_id,
+                done,
+            } => {
+                let outcome = state.accepted(seq, external_id).await;
+                if let Err(e) = &outcome {
                     tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record the provider's acceptance");
                 }
+                let _ = done.send(outcome);
             }
-            ConversationMsg::ProviderFailed { seq, error } => {
-                if let Err(e) = state.delivery(seq, Delivery::Failed, Some(error)).await {
+            ConversationMsg::ProviderFailed { seq, error, done } => {
+                let outcome = state.delivery(seq, Delivery::Failed, Some(error)).await;
+                if let Err(e) = &outcome {
                     tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a send failure");
                 }
+                let _ = done.send(outcome);
             }
             ConversationMsg::SendHeld { seq, note } => {
                 if let Err(e) = state.held(seq, note).await {

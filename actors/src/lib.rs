@@ -91,14 +91,8 @@ impl Runtime {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| ActorError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
-        let ai = ai::AiPool::start(
-            store.clone(),
-            conversations.clone(),
-            http.clone(),
-            config.ai,
-            ai_requests,
-        )
-        .await?;
+        let ai =
+            ai::AiPool::start(store.clone(), conversations.clone(), config.ai, ai_requests).await?;
         let channels = channels::ChannelSupervisor::start(channels::ConnectorDeps {
             store: store.clone(),
             committer,

@@ -174,6 +174,16 @@ impl Store {
             .collect()
     }
 
+    /// How many keys start with `prefix` (values are not decoded).
+    pub fn count_prefix(&self, ks: Ks, prefix: &[u8]) -> Result<usize> {
+        let mut count = 0;
+        for kv in self.ks(ks).prefix(prefix) {
+            kv.key()?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     pub fn all_channels(&self) -> Result<Vec<Channel>> {
         self.ks(Ks::ChannelState)
             .iter()

@@ -106,6 +106,10 @@ pub struct AiPoolConfig {
     pub backend_timeout_ms: u64,
     /// Attempts at the backend before escalating with `ai_backend_unavailable`.
     pub backend_attempts: u32,
+    /// Whether workspaces may point the `openai` backend at private or local addresses
+    /// (a model served on this machine or network). Off: such URLs are refused, and
+    /// names that resolve to such addresses are not connected to.
+    pub allow_private_backends: bool,
 }
 
 impl Default for AiPoolConfig {
@@ -115,6 +119,7 @@ impl Default for AiPoolConfig {
             queue_depth: 10_000,
             backend_timeout_ms: 20_000,
             backend_attempts: 3,
+            allow_private_backends: false,
         }
     }
 }

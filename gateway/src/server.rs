@@ -104,6 +104,7 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
             queue_depth: config.ai.queue_depth.max(1),
             backend_timeout: Duration::from_millis(config.ai.backend_timeout_ms.max(1)),
             backend_attempts: config.ai.backend_attempts.max(1),
+            allow_private_backends: config.ai.allow_private_backends,
         },
     }
 }

@@ -517,7 +517,12 @@ async fn model_answer(
 async fn openai_setup(
     adjust: impl FnOnce(&mut confab_gateway::Config),
 ) -> (TestServer, GraphStandIn, Tenant, ModelStandIn) {
-    let server = TestServer::start_with(adjust).await;
+    // The stand-in listens on loopback, which only an operator's setting allows.
+    let server = TestServer::start_with(|c| {
+        c.ai.allow_private_backends = true;
+        adjust(c);
+    })
+    .await;
     let graph = GraphStandIn::start().await;
     let tenant = server.provision(&graph).await;
     let model = ModelStandIn::start().await;
@@ -632,12 +637,16 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{rules}");
-    let escalated_by = |rule: &'static str| {
-        move |m: &Value| m["sender"] == "system" && m["ai"]["rule"] == rule
-    };
+    let escalated_by =
+        |rule: &'static str| move |m: &Value| m["sender"] == "system" && m["ai"]["rule"] == rule;
 
     // A confident pricing answer on WhatsApp: the email-only rule does not apply.
-    model.script(vec![ModelStandIn::answer("49 a month.", "pricing", 0.9, false)]);
+    model.script(vec![ModelStandIn::answer(
+        "49 a month.",
+        "pricing",
+        0.9,
+        false,
+    )]);
     server
         .lead_says(&tenant, "5511900000601", "Ines", "wamid.R1", "Price?")
         .await;
@@ -651,11 +660,29 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
     .await;
 
     // Below the rule's confidence: escalated by `unsure`, nothing sent.
-    model.script(vec![ModelStandIn::answer("Maybe 49?", "pricing", 0.5, false)]);
+    model.script(vec![ModelStandIn::answer(
+        "Maybe 49?",
+        "pricing",
+        0.5,
+        false,
+    )]);
     server
-        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R2", "For ten seats?")
+        .lead_says(
+            &tenant,
+            "5511900000601",
+            "Ines",
+            "wamid.R2",
+            "For ten seats?",
+        )
         .await;
-    newest_where(&server, &tenant, &id, "the unsure escalation", escalated_by("unsure")).await;
+    newest_where(
+        &server,
+        &tenant,
+        &id,
+        "the unsure escalation",
+        escalated_by("unsure"),
+    )
+    .await;
     let (_, conv) = server
         .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
         .await;
@@ -671,7 +698,12 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
             json!({"mode": "active"}),
         )
         .await;
-    model.script(vec![ModelStandIn::answer("Yes, 199.", "pricing", 0.9, false)]);
+    model.script(vec![ModelStandIn::answer(
+        "Yes, 199.",
+        "pricing",
+        0.9,
+        false,
+    )]);
     server
         .lead_says(&tenant, "5511900000601", "Ines", "wamid.R3", "Team plan?")
         .await;
@@ -687,21 +719,56 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
     .await;
     model.script(vec![ModelStandIn::answer("Sure.", "pricing", 0.9, false)]);
     server
-        .lead_says(&tenant, "5511900000601", "Ines", "wamid.R4", "Annual discount?")
+        .lead_says(
+            &tenant,
+            "5511900000601",
+            "Ines",
+            "wamid.R4",
+            "Annual discount?",
+        )
         .await;
-    newest_where(&server, &tenant, &id, "the chatty escalation", escalated_by("chatty")).await;
+    newest_where(
+        &server,
+        &tenant,
+        &id,
+        "the chatty escalation",
+        escalated_by("chatty"),
+    )
+    .await;
     assert_eq!(graph.requests().len(), 2);
 
     // A lead from the campaign's ad: escalated by `spring` whatever the model proposed.
-    model.script(vec![ModelStandIn::answer("49 a month.", "pricing", 0.95, false)]);
+    model.script(vec![ModelStandIn::answer(
+        "49 a month.",
+        "pricing",
+        0.95,
+        false,
+    )]);
     server
-        .lead_from_ad(&tenant, "5511900000602", "wamid.R5", "Price?", "Spring Promo")
+        .lead_from_ad(
+            &tenant,
+            "5511900000602",
+            "wamid.R5",
+            "Price?",
+            "Spring Promo",
+        )
         .await;
     let spring = conversation_of(&server, &tenant, "5511900000602").await;
     assert_eq!(spring["campaign"], "Spring Promo");
     let spring_id = spring["id"].as_str().expect("id");
-    newest_where(&server, &tenant, spring_id, "the campaign escalation", escalated_by("spring")).await;
-    assert_eq!(graph.requests().len(), 2, "nothing sent to the campaign's lead");
+    newest_where(
+        &server,
+        &tenant,
+        spring_id,
+        "the campaign escalation",
+        escalated_by("spring"),
+    )
+    .await;
+    assert_eq!(
+        graph.requests().len(),
+        2,
+        "nothing sent to the campaign's lead"
+    );
     server.shutdown().await;
 }
 
@@ -772,9 +839,7 @@ async fn a_campaign_can_pilot_the_agent_and_its_decisions_are_searchable_by_inte
         let server = &server;
         let token = tenant.token.clone();
         async move {
-            let (status, page) = server
-                .get(&token, &format!("/api/v1/search?{query}"))
-                .await;
+            let (status, page) = server.get(&token, &format!("/api/v1/search?{query}")).await;
             assert_eq!(status, StatusCode::OK, "{query}: {page}");
             page["items"].as_array().cloned().unwrap_or_default()
         }
@@ -864,6 +929,35 @@ async fn a_failing_or_malformed_backend_escalates_with_its_reason() {
     })
     .await;
     assert_eq!(escalation["ai"]["rule"], "ai_backend_unavailable");
+
+    // An answer too large to be a chat completion is not read to its end.
+    let huge = ModelStandIn::answer(&"x".repeat(300 * 1024), "other", 0.9, false);
+    model.script(vec![huge.clone(), huge]);
+    server
+        .lead_says(
+            &tenant,
+            "5511900000603",
+            "Lia",
+            "wamid.F3",
+            "Is there a free trial?",
+        )
+        .await;
+    let id = conversation_of(&server, &tenant, "5511900000603").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let escalation = message_where(&server, &tenant, &id, "the escalation", |m| {
+        m["sender"] == "system"
+    })
+    .await;
+    assert_eq!(escalation["ai"]["rule"], "ai_backend_unavailable");
+    assert!(
+        escalation["ai"]["why"]
+            .as_str()
+            .expect("why")
+            .contains("bytes"),
+        "{escalation}"
+    );
     assert!(
         graph.requests().is_empty(),
         "nothing invented reached the lead"
@@ -1001,11 +1095,47 @@ async fn quick_messages_get_one_answer_after_the_quiet_period() {
 }
 
 #[tokio::test]
+async fn a_backend_on_a_private_address_is_refused_unless_the_operator_allows_it() {
+    let (server, _graph, tenant) = setup().await;
+    for url in [
+        "http://127.0.0.1:11434/v1",
+        "http://localhost:11434/v1",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8000/v1",
+        "http://10.0.0.7/v1",
+    ] {
+        let (status, error) = server
+            .put(
+                &tenant.token,
+                "/api/v1/ai/config",
+                json!({"openai": {"base_url": url, "model": "m"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {error}");
+        assert_eq!(error["error"]["code"], "private_address", "{url}");
+    }
+    let (_, config) = server.get(&tenant.token, "/api/v1/ai/config").await;
+    assert_eq!(config["openai"]["base_url"], "", "nothing was stored");
+    server.shutdown().await;
+
+    let allowed = TestServer::start_with(|c| c.ai.allow_private_backends = true).await;
+    let graph = GraphStandIn::start().await;
+    let tenant = allowed.provision(&graph).await;
+    configure(
+        &allowed,
+        &tenant,
+        json!({"openai": {"base_url": "http://127.0.0.1:11434/v1", "model": "llama3"}}),
+    )
+    .await;
+    allowed.shutdown().await;
+}
+
+#[tokio::test]
 async fn ai_settings_knowledge_and_reasoning_belong_to_their_workspace() {
     let (server, graph, ours) = setup().await;
     let theirs = server.provision(&graph).await;
     let article_id = article(&server, &ours, "Secret", "Our margin is 80 percent.").await;
-    configure(&server, &ours, json!({"enabled": true, "reply_delay_ms": 0, "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key": "sk-secret"}})).await;
+    configure(&server, &ours, json!({"enabled": true, "reply_delay_ms": 0, "openai": {"base_url": "https://models.example/v1", "model": "m", "api_key": "sk-secret"}})).await;
     let (_, config) = server.get(&ours.token, "/api/v1/ai/config").await;
     assert_eq!(config["openai"]["api_key_set"], true);
     assert!(

@@ -145,6 +145,9 @@ pub struct AiSettings {
     pub backend_timeout: Duration,
     /// Attempts at the backend before escalating with `ai_backend_unavailable`.
     pub backend_attempts: u32,
+    /// Whether backends may be on private or local addresses (a model on this machine or
+    /// network). Off by default: workspace admins choose the URL.
+    pub allow_private_backends: bool,
 }
 
 impl Default for AiSettings {
@@ -154,6 +157,7 @@ impl Default for AiSettings {
             queue_depth: 10_000,
             backend_timeout: Duration::from_secs(20),
             backend_attempts: 3,
+            allow_private_backends: false,
         }
     }
 }
@@ -162,6 +166,10 @@ impl Default for AiSettings {
 #[derive(Clone)]
 pub struct AiPool {
     pub knowledge: Arc<KnowledgeIndex>,
+    /// Held by whoever changes articles, from reading the stored article to indexing the
+    /// new one: two edits of one article cannot index in the other order than they were
+    /// stored.
+    pub knowledge_writes: Arc<tokio::sync::Mutex<()>>,
     stopping: Arc<watch::Sender<bool>>,
 }
 
@@ -200,7 +208,6 @@ impl AiPool {
     pub async fn start(
         store: Store,
         conversations: Conversations,
-        http: reqwest::Client,
         settings: AiSettings,
         mut requests: mpsc::UnboundedReceiver<Queued>,
     ) -> crate::ActorResult<AiPool> {
@@ -212,6 +219,9 @@ impl AiPool {
         tokio::task::spawn_blocking(move || load_knowledge(&store_in, &kb))
             .await
             .map_err(|e| crate::ActorError::Unavailable(e.to_string()))??;
+        let http = openai::client(settings.allow_private_backends).map_err(|e| {
+            crate::ActorError::Unavailable(format!("cannot build the AI's HTTP client: {e}"))
+        })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopping = Arc::new(stop_tx);
         let inner = Arc::new(Inner {
@@ -250,6 +260,7 @@ impl AiPool {
         });
         Ok(AiPool {
             knowledge,
+            knowledge_writes: Arc::default(),
             stopping,
         })
     }
@@ -482,10 +493,7 @@ impl Inner {
                 return None;
             }
         };
-        let proposed = if !context
-            .config
-            .enabled_for(context.conv.campaign.as_deref())
-        {
+        let proposed = if !context.config.enabled_for(context.conv.campaign.as_deref()) {
             unavailable(
                 "ai_disabled",
                 "the AI agent is disabled for this workspace or campaign",
@@ -567,6 +575,7 @@ impl Inner {
             history: &context.history,
             timeout: self.settings.backend_timeout,
             attempts: self.settings.backend_attempts,
+            allow_private: self.settings.allow_private_backends,
         };
         match openai::ask(&self.http, call).await {
             Ok(answer) => {

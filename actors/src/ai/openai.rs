@@ -5,6 +5,8 @@
 //! failed attempts are retried with backoff; when none succeeds the pool escalates with
 //! `ai_backend_unavailable`.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use confab_engine::ai::OpenAiSettings;
@@ -12,6 +14,84 @@ use confab_engine::model::{Direction, Message, Sender};
 use confab_engine::wire::openai::{parse_answer, Answer};
 use confab_index::KnowledgeHit;
 use serde_json::{json, Value};
+
+/// The longest answer read from a backend: a chat completion is a few kilobytes.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Whether `ip` is an address of this machine or of a private network (loopback,
+/// RFC 1918, carrier-grade NAT, link-local and cloud metadata, unique local, unspecified,
+/// multicast, broadcast): workspace admins choose the backend's URL, and must not reach the
+/// operator's internal services through it unless the operator allows it.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Why `url` may not be used as a backend when private addresses are not allowed: a
+/// literal private address or `localhost`. Names are checked again when they resolve.
+pub fn refused_host(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let private = match bare.parse::<IpAddr>() {
+        Ok(ip) => is_private(ip),
+        Err(_) => {
+            let name = bare.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    };
+    private.then(|| format!("{host} is a private or local address (allowed only with the server's `ai.allow_private_backends`)"))
+}
+
+/// Resolves names to public addresses only: a name that resolves to a private one (DNS
+/// rebinding included) is not connected to.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let public: Vec<SocketAddr> = found.filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{} resolves to no public address", name.as_str()).into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The client that calls backends: one that connects to public addresses only, unless
+/// the operator allows private ones (a model served on the same machine or network).
+pub fn client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder().pool_max_idle_per_host(16);
+    if allow_private {
+        builder.build()
+    } else {
+        builder.dns_resolver(Arc::new(PublicOnly)).build()
+    }
+}
 
 /// What one decision sends.
 pub struct Call<'a> {
@@ -21,6 +101,7 @@ pub struct Call<'a> {
     pub history: &'a [Message],
     pub timeout: Duration,
     pub attempts: u32,
+    pub allow_private: bool,
 }
 
 /// The answer format the model is told to follow.
@@ -59,12 +140,37 @@ pub fn request_body(call: &Call<'_>) -> Value {
     })
 }
 
+/// The answer's body, refused past [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(format!(
+                        "the backend's answer is over {MAX_ANSWER_BYTES} bytes"
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading the backend's answer failed: {e}")),
+        }
+    }
+}
+
 /// Asks the model, retrying failed attempts with backoff.
 pub async fn ask(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, String> {
     let url = format!(
         "{}/chat/completions",
         call.settings.base_url.trim_end_matches('/')
     );
+    if !call.allow_private {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| format!("the backend's URL: {e}"))?;
+        if let Some(why) = refused_host(&parsed) {
+            return Err(why);
+        }
+    }
     let body = request_body(&call);
     let mut last = String::new();
     for attempt in 0..call.attempts.max(1) {
@@ -83,10 +189,10 @@ pub async fn ask(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, Strin
             }
         };
         let status = response.status();
-        let bytes = match response.bytes().await {
+        let bytes = match read_capped(response).await {
             Ok(bytes) => bytes,
             Err(e) => {
-                last = format!("reading the backend's answer failed: {e}");
+                last = e;
                 continue;
             }
         };
@@ -104,4 +210,37 @@ pub async fn ask(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, Strin
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    #[test]
+    fn private_and_local_addresses_are_recognized() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_private(public.parse().expect("ip")), "{public}");
+        }
+        let refused = |u: &str| refused_host(&reqwest::Url::parse(u).expect("url")).is_some();
+        assert!(refused("http://127.0.0.1:11434/v1"));
+        assert!(refused("http://localhost:11434/v1"));
+        assert!(refused("http://[::1]/v1"));
+        assert!(refused("http://169.254.169.254/latest"));
+        assert!(!refused("https://api.openai.com/v1"));
+    }
 }

@@ -279,12 +279,19 @@ struct SendTask {
     connector: ActorRef<ConnectorMsg>,
 }
 
+/// How long a finished send waits for its conversation to record the outcome before it
+/// stops counting as under way (the conversation's store is failing, or it is stuck).
+const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+
 /// The longest a held send sleeps before looking again (a clock may have jumped, a day
 /// may have begun).
 const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
 impl SendTask {
     async fn run(self, entry: OutboxEntry) {
+        // The message stays marked as under way until its conversation has durably taken
+        // it out of the outbox: a connector restarted in between must not send it again.
+        let (done_tx, done_rx) = oneshot::channel();
         let report = match self.deliver(&entry).await {
             Delivered::Stopped => {
                 // The message stays in the outbox for the next start.
@@ -292,22 +299,32 @@ impl SendTask {
                 self.link.depth_done();
                 return;
             }
-            Delivered::Accepted(provider_id) => ConversationMsg::ProviderAccepted {
+            Delivered::Accepted(external_id) => ConversationMsg::ProviderAccepted {
                 seq: entry.seq,
-                external_id: provider_id,
+                external_id,
+                done: done_tx.into(),
             },
             Delivered::Failed(error) => ConversationMsg::ProviderFailed {
                 seq: entry.seq,
                 error,
+                done: done_tx.into(),
             },
         };
-        if let Err(e) = self
+        let told = self
             .deps
             .conversations
             .tell(entry.conversation_id, report)
-            .await
-        {
-            tracing::error!(conversation = %entry.conversation_id, error = %e, "cannot report a send outcome; the outbox will resend it");
+            .await;
+        let recorded = match told {
+            Ok(()) => match tokio::time::timeout(CONFIRM_WITHIN, done_rx).await {
+                Ok(Ok(outcome)) => outcome.map_err(|e| e.to_string()),
+                Ok(Err(_)) => Err("the conversation stopped before recording it".into()),
+                Err(_) => Err("the conversation did not record it in time".into()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = recorded {
+            tracing::error!(conversation = %entry.conversation_id, error = %e, "cannot record a send outcome; the outbox will resend it");
         }
         self.deps.registry.in_flight().remove(&entry.message_id);
         self.link.depth_done();

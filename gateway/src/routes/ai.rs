@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use confab_actors::ai;
 use confab_engine::ai::{
-    parse_hhmm, time_zone, AiConfig, AiReasoning, Article, BackendKind, CampaignAi,
-    EscalationRule, Feedback, Phrases, Rating, Schedule,
+    parse_hhmm, time_zone, AiConfig, AiReasoning, Article, BackendKind, CampaignAi, EscalationRule,
+    Feedback, Phrases, Rating, Schedule,
 };
 use confab_engine::analytics::{self, Stat};
 use confab_engine::catalogue::{self, Ks};
@@ -200,7 +200,7 @@ fn check_schedule(schedule: &Schedule) -> ApiResult<()> {
         (status = 403, description = "`admin_only`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`invalid_value`, `invalid_timezone`, `invalid_url`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`, `invalid_timezone`, `invalid_url`, `private_address` (a backend on a private or local address, unless the server allows it).", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
@@ -221,15 +221,24 @@ async fn put_config(
     if let Some(openai) = body.openai {
         if let Some(url) = openai.base_url {
             let url = url.trim().trim_end_matches('/').to_owned();
-            if !url.is_empty()
-                && reqwest::Url::parse(&url)
-                    .map(|u| !matches!(u.scheme(), "http" | "https"))
-                    .unwrap_or(true)
-            {
-                return Err(ApiError::unprocessable(
-                    "invalid_url",
-                    "`openai.base_url` must be an http(s) URL",
-                ));
+            if !url.is_empty() {
+                let parsed = reqwest::Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "invalid_url",
+                            "`openai.base_url` must be an http(s) URL",
+                        )
+                    })?;
+                if !app.config.ai.allow_private_backends {
+                    if let Some(why) = confab_actors::ai::openai::refused_host(&parsed) {
+                        return Err(ApiError::unprocessable(
+                            "private_address",
+                            format!("`openai.base_url`: {why}"),
+                        ));
+                    }
+                }
             }
             config.openai.base_url = url;
         }

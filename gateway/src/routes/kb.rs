@@ -175,13 +175,9 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<ArticleView>)> {
     let (title, text, tags) = checked(body)?;
     let ws = agent.0.workspace_id;
+    let _writing = app.runtime.ai.knowledge_writes.lock().await;
     let store = app.store.clone();
-    let count = blocking(move || {
-        Ok(store
-            .with_prefix::<Article>(Ks::KbArticle, &ws.to_bytes())?
-            .len())
-    })
-    .await?;
+    let count = blocking(move || store.count_prefix(Ks::KbArticle, &ws.to_bytes())).await?;
     if count >= MAX_ARTICLES {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -252,8 +248,9 @@ async fn replace(
     Path(id): Path<String>,
     Body(body): Body<ArticleBody>,
 ) -> ApiResult<Json<ArticleView>> {
-    let mut article = owned(&app, agent.0.workspace_id, &id).await?;
     let (title, text, tags) = checked(body)?;
+    let _writing = app.runtime.ai.knowledge_writes.lock().await;
+    let mut article = owned(&app, agent.0.workspace_id, &id).await?;
     article.title = title;
     article.body = text;
     article.tags = tags;
@@ -281,6 +278,7 @@ async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let _writing = app.runtime.ai.knowledge_writes.lock().await;
     let article = owned(&app, agent.0.workspace_id, &id).await?;
     let mut set = WriteSet::new();
     set.delete(
