@@ -83,10 +83,16 @@ pub enum Ks {
     AiLog,
     /// conversation id ‖ seq of the AI message ‖ feedback id → `ai::Feedback`
     AiFeedback,
+    /// SHA-256 of a browser session's secret → `auth::Session`
+    Session,
+    /// lowercased email → `auth::Login`: who signs in with it, and the password's hash
+    Login,
+    /// SHA-256 of an invitation's secret → `auth::Invite`
+    Invite,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 30] = [
+    pub const ALL: [Ks; 33] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -117,6 +123,9 @@ impl Ks {
         Ks::KbArticle,
         Ks::AiLog,
         Ks::AiFeedback,
+        Ks::Session,
+        Ks::Login,
+        Ks::Invite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +160,9 @@ impl Ks {
             Ks::KbArticle => "kb_article",
             Ks::AiLog => "ai_log",
             Ks::AiFeedback => "ai_feedback",
+            Ks::Session => "session",
+            Ks::Login => "login",
+            Ks::Invite => "invite",
         }
     }
 

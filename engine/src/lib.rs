@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod ai;
 pub mod analytics;
+pub mod auth;
 pub mod catalogue;
 pub mod codec;
 pub mod committer;

@@ -82,6 +82,11 @@ impl Store {
         &self.inner.db
     }
 
+    /// A consistent read-only view of the whole store as it is now.
+    pub fn snapshot(&self) -> fjall::Snapshot {
+        self.inner.db.snapshot()
+    }
+
     pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
         &self.inner.keyspaces[ks.index()]
     }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::TokenCache;
+use crate::auth::{SessionCache, TokenCache};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::routes;
@@ -27,6 +27,9 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub tickets: Tickets,
     pub tokens: TokenCache,
+    pub sessions: SessionCache,
+    /// Sign-in attempts: per email, and in all (each costs an argon2 hash).
+    pub logins: crate::routes::auth::LoginLimits,
     /// Turns true when the server begins shutting down; long-lived sessions watch it.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -65,6 +68,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::ai::routes())
         .merge(routes::kb::routes())
         .merge(routes::agents::routes())
+        .merge(routes::auth::routes())
         .merge(routes::analytics::routes())
         .merge(routes::search::routes())
         .merge(crate::openapi::routes())
@@ -79,9 +83,11 @@ pub fn router(app: AppState) -> Router {
     };
     let (routes, _) = routes.split_for_parts();
     routes
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::ui::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(app.config.http.clone()),

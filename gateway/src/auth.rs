@@ -1,12 +1,17 @@
-//! Authentication: agent tokens (hashed, cached) and the server admin token.
+//! Authentication: agent tokens (hashed, cached), browser sessions (an `HttpOnly`,
+//! `SameSite=Strict` cookie; state-changing requests authenticated by it must come from
+//! the server's own origin), and the server admin token.
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use confab_engine::admin::token_hash;
+use confab_engine::auth::{secret_key, Session};
+use confab_engine::catalogue::Ks;
 use confab_engine::model::Agent;
+use confab_engine::time::{now_millis, UnixMillis};
 use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
@@ -38,6 +43,121 @@ impl TokenCache {
     }
 }
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "confab_session";
+
+/// A session's agent and when the session ends.
+type SignedIn = (Arc<Agent>, UnixMillis);
+
+/// Signed-in browsers by the hash of their cookie's secret, so a request does not read
+/// the store to authenticate. Sign-out removes the entry and the stored session.
+#[derive(Clone, Default)]
+pub struct SessionCache {
+    sessions: Arc<DashMap<[u8; 32], SignedIn>>,
+}
+
+impl SessionCache {
+    /// The agent of a live session, if `secret` is one.
+    pub async fn agent(
+        &self,
+        app: &AppState,
+        secret: &str,
+    ) -> Result<Option<Arc<Agent>>, ApiError> {
+        let key = token_hash(secret);
+        let now = now_millis();
+        if let Some(entry) = self.sessions.get(&key) {
+            let (agent, expires_at) = entry.value();
+            if *expires_at > now {
+                return Ok(Some(agent.clone()));
+            }
+        }
+        let store = app.store.clone();
+        let found = crate::routes::blocking(move || {
+            let Some(session) = store.get::<Session>(Ks::Session, &key)? else {
+                return Ok(None);
+            };
+            Ok(store.agent(session.agent_id)?.map(|a| (a, session)))
+        })
+        .await?;
+        Ok(match found {
+            Some((agent, session)) if session.expires_at > now => {
+                let agent = Arc::new(agent);
+                self.sessions
+                    .insert(key, (agent.clone(), session.expires_at));
+                Some(agent)
+            }
+            _ => {
+                self.sessions.remove(&key);
+                None
+            }
+        })
+    }
+
+    /// Forgets a session (signed out).
+    pub fn forget(&self, secret: &str) {
+        self.sessions.remove(&token_hash(secret));
+    }
+}
+
+/// The session cookie's secret, if the request carries one.
+pub fn session_secret(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+}
+
+/// Whether a request authenticated by cookie may change anything: it must come from a page
+/// of this server (`Origin` is the server's own), or say so (`Sec-Fetch-Site:
+/// same-origin`). A page elsewhere cannot make the browser act with the cookie.
+pub fn same_origin(parts: &Parts) -> bool {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    match parts.headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        Some(Ok(origin)) => crate::stream::origin::allowed(origin, host, &[]),
+        Some(Err(_)) => false,
+        None => parts
+            .headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin"),
+    }
+}
+
+/// The agent a request's session cookie signs in, checked for a same-origin page when the
+/// request changes something (403 `cross_origin`).
+pub async fn cookie_agent(parts: &Parts, app: &AppState) -> Result<Option<Arc<Agent>>, ApiError> {
+    let Some(secret) = session_secret(parts) else {
+        return Ok(None);
+    };
+    let Some(agent) = app.sessions.agent(app, secret).await? else {
+        return Ok(None);
+    };
+    if !same_origin(parts) {
+        return Err(ApiError::forbidden(
+            "cross_origin",
+            "a request signed in by cookie must come from this server's own pages",
+        ));
+    }
+    Ok(Some(agent))
+}
+
+/// The store key of a session's secret (for sign-out).
+pub fn session_key(secret: &str) -> Vec<u8> {
+    secret_key(secret)
+}
+
 /// The `Bearer` token of a request, if it has one.
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -52,9 +172,14 @@ impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("an `Authorization: Bearer <token>` header is required")
-        })?;
+        let Some(token) = bearer(parts) else {
+            return match cookie_agent(parts, app).await? {
+                Some(agent) => Ok(AgentAuth(agent)),
+                None => Err(ApiError::unauthorized(
+                    "sign in, or send an `Authorization: Bearer <token>` header",
+                )),
+            };
+        };
         match app.tokens.agent(app, token).await? {
             Some(agent) => Ok(AgentAuth(agent)),
             None => Err(ApiError::unauthorized("the token is not valid")),

@@ -36,6 +36,17 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub ai: AiPoolConfig,
     pub search: SearchConfig,
+    pub auth: AuthConfig,
+}
+
+/// Browser sign-in.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Marks the session cookie `Secure` (sent over HTTPS only): set it when the server is
+    /// reached through a TLS proxy. A request whose `X-Forwarded-Proto` is `https` gets a
+    /// `Secure` cookie either way.
+    pub secure_cookies: bool,
 }
 
 /// Limits of the HTTP edge: how long a client may take to send a request, how large its
@@ -191,6 +202,7 @@ impl Default for Config {
             whatsapp: WhatsappConfig::default(),
             channels: ChannelsConfig::default(),
             ai: AiPoolConfig::default(),
+            auth: AuthConfig::default(),
             search: SearchConfig::default(),
         }
     }

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod ui;
 
 pub use config::Config;
 pub use server::{start, start_on, start_with_clock, Server};

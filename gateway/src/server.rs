@@ -186,6 +186,8 @@ pub async fn start_with_clock(
         hub,
         tickets: Tickets::default(),
         tokens: TokenCache::default(),
+        sessions: crate::auth::SessionCache::default(),
+        logins: crate::routes::auth::LoginLimits::new(),
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());

@@ -87,7 +87,7 @@ impl TestServer {
         config: Config,
         clock: confab_actors::SharedClock,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(config.listen).await.expect("bind");
         let server = confab_gateway::start_with_clock(config.clone(), listener, clock)
             .await
             .expect("server starts");
@@ -113,6 +113,17 @@ impl TestServer {
     }
 
     /// Graceful stop and start again on the same data directory (new port).
+    /// Restarts on the address it had (as a supervisor restarting the process would), so
+    /// clients reconnect to the same URL.
+    pub async fn restart_on_same_address(mut self) -> TestServer {
+        let server = self.server.take().expect("running");
+        let addr = server.addr();
+        server.shutdown().await.expect("clean shutdown");
+        let mut config = self.config.clone();
+        config.listen = addr;
+        Self::boot(self.dir.clone(), config).await
+    }
+
     pub async fn restart(mut self) -> TestServer {
         let server = self.server.take().expect("running");
         server.shutdown().await.expect("clean shutdown");

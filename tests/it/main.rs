@@ -7,6 +7,7 @@ mod process;
 mod ai;
 mod analytics;
 mod bad_input;
+mod browser;
 mod channels;
 mod commands;
 mod contract;

@@ -191,6 +191,9 @@ struct Inner {
     workspaces: DashMap<WorkspaceId, (Arc<Settings>, Instant)>,
 }
 
+/// A conversation whose lead never pauses is answered after this many reply delays.
+const MAX_WAIT_DELAYS: u32 = 4;
+
 /// How long a workspace's AI settings are used before they are read again: a change
 /// through the API applies within this.
 const SETTINGS_TTL: Duration = Duration::from_secs(1);
@@ -350,8 +353,11 @@ impl Inner {
         }
     }
 
-    /// Waits until the conversation has been quiet for the reply delay, then decides.
+    /// Waits until the conversation has been quiet for the reply delay, then decides. A
+    /// lead who keeps writing is answered at the latest [`MAX_WAIT_DELAYS`] delays after
+    /// the first unanswered message.
     async fn after_quiet(self: Arc<Self>, conversation: ConversationId) {
+        let since = Instant::now();
         let Some(first) = self.waiting.get(&conversation).map(|w| w.0.request) else {
             return;
         };
@@ -364,7 +370,7 @@ impl Inner {
             else {
                 return;
             };
-            let due = at + delay;
+            let due = (at + delay).min(since + delay * MAX_WAIT_DELAYS);
             if Instant::now() >= due {
                 // Take it only if nothing newer came meanwhile.
                 if self

@@ -418,9 +418,7 @@ impl SendTask {
                 wait(woken, jumped, &mut stopping, until).await;
                 continue;
             }
-            if let Some(limiter) = self.link.limiter() {
-                limiter.until_ready().await;
-            }
+            self.link.paced().await;
             let adapter = self.link.adapter();
             let outcome = adapter.send(&self.deps.http, &request).await;
             self.link

@@ -55,6 +55,9 @@ pub struct Link {
     channel: Mutex<Arc<Channel>>,
     adapter: Mutex<Arc<dyn Adapter>>,
     limiter: Mutex<Option<Arc<DefaultDirectRateLimiter>>>,
+    /// Sends wait for the pace one at a time, in turn: a backlog of sends does not wake
+    /// every waiting task at each free slot.
+    pace_turn: tokio::sync::Mutex<()>,
     circuit: Mutex<Circuit>,
     state: Mutex<LinkState>,
     /// Woken when something that held sends changes (enabled, credentials rotated).
@@ -99,6 +102,7 @@ impl Link {
         let link = Link {
             adapter: Mutex::new(adapter_for(&channel)),
             limiter: Mutex::new(None),
+            pace_turn: tokio::sync::Mutex::new(()),
             channel: Mutex::new(channel),
             circuit: Mutex::new(Circuit::new(settings.retry_max)),
             state: Mutex::new(LinkState {
@@ -136,8 +140,14 @@ impl Link {
         lock(&self.adapter).clone()
     }
 
-    pub fn limiter(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
-        lock(&self.limiter).clone()
+    /// Waits for the channel's per-second pace to allow one more send (first come, first
+    /// served).
+    pub async fn paced(&self) {
+        let Some(limiter) = lock(&self.limiter).clone() else {
+            return;
+        };
+        let _turn = self.pace_turn.lock().await;
+        limiter.until_ready().await;
     }
 
     /// The channel's rules: its kind's, the server's per-kind pace, its own limits.

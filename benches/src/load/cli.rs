@@ -146,12 +146,16 @@ pub struct Args {
     /// `1.0`) or, as a whole number, an absolute count (e.g. `500`).
     #[arg(long, value_name = "RATIO_OR_COUNT", value_parser = parse_replies)]
     pub replies: Option<Replies>,
-    /// Enable the workspace's built-in AI agent (no quiet period, no daily reply limit)
-    /// with a knowledge article that matches the load's messages, so the AI answers every
-    /// message: compare ingest with and without it. Its decisions are in `/metrics`
+    /// Enable the workspace's built-in AI agent (no daily reply limit) with a knowledge
+    /// article that matches the load's messages, so the AI answers every message: compare
+    /// ingest with and without it. Its decisions are in `/metrics`
     /// (`confab_ai_decisions_total`, `confab_ai_decision_seconds`).
     #[arg(long)]
     pub ai: bool,
+    /// With --ai: the agent's quiet period (`reply_delay_ms`): 0 answers as soon as it
+    /// can (the most AI work), 1500 is the product's default.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub ai_reply_delay_ms: u64,
 
     /// Instead of the message load, open K idle subscribed WebSocket connections and
     /// report the server's RSS before and after, and bytes per connection.

@@ -457,7 +457,13 @@ async fn run_load(
         provisioned.workspace_id, channel.id
     ));
     if args.ai {
-        provision::enable_ai(client, base_url, &provisioned.agent_token).await?;
+        provision::enable_ai(
+            client,
+            base_url,
+            &provisioned.agent_token,
+            args.ai_reply_delay_ms,
+        )
+        .await?;
         log(format_args!("the built-in AI agent answers every message"));
     }
     let server_pid = find_server_pid(base_url, args.server_pid);

@@ -162,6 +162,7 @@ pub async fn enable_ai(
     client: &reqwest::Client,
     base_url: &str,
     agent_token: &str,
+    reply_delay_ms: u64,
 ) -> anyhow::Result<()> {
     post(
         client,
@@ -177,7 +178,7 @@ pub async fn enable_ai(
         .bearer_auth(agent_token)
         .json(&json!({
             "enabled": true,
-            "reply_delay_ms": 0,
+            "reply_delay_ms": reply_delay_ms,
             "confidence_threshold": 0.3,
             "max_replies_per_conversation_per_day": 1000,
         }))

@@ -195,9 +195,13 @@ fn banner(b: &Banner<'_>) -> String {
     line(&rule);
     line("  Confab demo is running");
     line(&rule);
+    line(&format!("  Web inbox     http://{addr}/"));
     line(&format!(
-        "  API base      http://{addr}/api/v1   (the web inbox UI is not built yet)"
+        "                sign in as {} with the password {}",
+        seed::AGENT_EMAIL,
+        seed::AGENT_PASSWORD
     ));
+    line(&format!("  API base      http://{addr}/api/v1"));
     line(&format!(
         "  Workspace     {} ({})",
         seed::WORKSPACE_NAME,

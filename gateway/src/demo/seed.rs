@@ -19,6 +19,8 @@ pub const STATE_FILE: &str = "demo.json";
 pub const WORKSPACE_NAME: &str = "Northwind Growth Agency (demo)";
 pub const AGENT_NAME: &str = "Demo Admin";
 pub const AGENT_EMAIL: &str = "demo-admin@example.com";
+/// The demo agent's password in the web inbox (the demo is local and loopback-only).
+pub const AGENT_PASSWORD: &str = "confab-demo";
 pub const CHANNEL_NAME: &str = "WhatsApp (sandbox)";
 
 /// What the demo created, as kept in `demo.json`. Holds secrets: the file is private to
@@ -267,6 +269,28 @@ const KNOWLEDGE: [(&str, &str); 6] = [
 
 /// Turns on the built-in AI agent and seeds its knowledge base, through the API like a
 /// workspace admin would; skipped when the workspace already has articles.
+/// Lets the demo agent sign in to the web inbox with [`AGENT_EMAIL`] and
+/// [`AGENT_PASSWORD`].
+async fn set_password(
+    client: &reqwest::Client,
+    base_url: &str,
+    agent_token: &str,
+    agent_id: &str,
+) -> anyhow::Result<()> {
+    let url = format!("{base_url}/api/v1/agents/{agent_id}/password");
+    let response = client
+        .put(&url)
+        .bearer_auth(agent_token)
+        .json(&json!({"password": AGENT_PASSWORD}))
+        .send()
+        .await
+        .with_context(|| format!("PUT {url}"))?;
+    if !response.status().is_success() {
+        anyhow::bail!("PUT {url} answered {}", response.status());
+    }
+    Ok(())
+}
+
 async fn seed_ai(
     client: &reqwest::Client,
     base_url: &str,
@@ -401,6 +425,7 @@ pub async fn ensure(
     }
 
     seed_ai(&admin.client, server_base_url, &agent_token).await?;
+    set_password(&admin.client, server_base_url, &agent_token, &agent_id).await?;
 
     let state = DemoState {
         workspace_id,

@@ -8,7 +8,7 @@
 pub mod frames;
 mod hub;
 pub mod metrics;
-mod origin;
+pub(crate) mod origin;
 mod pruner;
 mod session;
 mod tickets;

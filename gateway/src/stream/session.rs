@@ -121,8 +121,12 @@ impl FromRequestParts<AppState> for StreamAuth {
             return Ok(StreamAuth(agent));
         }
         let Some(ticket) = ticket_param(parts.uri.query()) else {
+            // A signed-in browser (its origin was checked before this).
+            if let Some(agent) = crate::auth::cookie_agent(parts, app).await? {
+                return Ok(StreamAuth(agent));
+            }
             return Err(ApiError::unauthorized(
-                "an `Authorization: Bearer <token>` header or a `?ticket=` from POST /api/v1/stream/ticket is required",
+                "an `Authorization: Bearer <token>` header, a session cookie or a `?ticket=` from POST /api/v1/stream/ticket is required",
             ));
         };
         app.tickets.redeem(ticket).map(StreamAuth).ok_or_else(|| {

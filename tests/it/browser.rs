@@ -1,0 +1,748 @@
+//! The web inbox in a real browser: Debian's Chromium, headless, driven over WebDriver
+//! (`chromedriver`), against the real server on port 0 with the Graph API stand-in. Each
+//! test has its own browser profile; nothing is mocked on our side.
+//!
+//! `CONFAB_SCREENSHOTS=DIR` saves a screenshot of each pane to DIR (for reviews).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::harness::{wait_for, GraphStandIn, Tenant, TestServer};
+
+const PASSWORD: &str = "correct horse battery";
+const ENTER: char = '\u{E007}';
+const ESCAPE: char = '\u{E00C}';
+const ARROW_DOWN: char = '\u{E015}';
+
+/// A headless Chromium with its own WebDriver server and profile.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let mut driver =
+            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+                .arg("--port=0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("chromedriver (Debian's chromium-driver) must be installed");
+        let stdout = driver.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .expect("chromedriver started in time")
+        .expect("chromedriver's port");
+        // Keep reading its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-dev-shm-usage", "--window-size=1440,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill().await;
+    }
+
+    /// The first element matching `testid` (and `extra`, a CSS suffix), once it exists.
+    async fn find(&self, testid: &str) -> Element {
+        self.wait(&format!("[data-testid=\"{testid}\"]")).await
+    }
+
+    async fn wait(&self, css: &str) -> Element {
+        wait_for(&format!("`{css}` on the page"), || async {
+            self.client.find(Locator::Css(css)).await.ok()
+        })
+        .await
+    }
+
+    async fn all(&self, css: &str) -> Vec<Element> {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Waits until the page's text inside `css` contains `text`.
+    async fn wait_text(&self, css: &str, text: &str) {
+        wait_for(&format!("\"{text}\" in `{css}`"), || async {
+            for element in self.all(css).await {
+                if element.text().await.is_ok_and(|t| t.contains(text)) {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.attr(name).await.ok().flatten()
+    }
+
+    /// Types keys into whatever has the focus (page shortcuts).
+    async fn keys(&self, keys: &str) {
+        let mut actions = KeyActions::new("keyboard".into());
+        for key in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .expect("key actions");
+    }
+
+    async fn screenshot(&self, name: &str) {
+        if let Ok(dir) = std::env::var("CONFAB_SCREENSHOTS") {
+            let png = self.client.screenshot().await.expect("screenshot");
+            std::fs::write(format!("{dir}/{name}.png"), png).expect("write screenshot");
+        }
+    }
+
+    async fn sign_in(&self, server: &TestServer, email: &str, password: &str) {
+        self.client.goto(&server.url("/")).await.expect("open");
+        self.find("signin-email")
+            .await
+            .send_keys(email)
+            .await
+            .expect("email");
+        self.find("signin-password")
+            .await
+            .send_keys(password)
+            .await
+            .expect("password");
+        self.find("signin-submit")
+            .await
+            .click()
+            .await
+            .expect("submit");
+        self.find("conversation-list").await;
+    }
+}
+
+async fn set_password(server: &TestServer, token: &str, agent_id: &str) {
+    let (status, body) = server
+        .put(
+            token,
+            &format!("/api/v1/agents/{agent_id}/password"),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 204, "{body}");
+}
+
+async fn setup() -> (TestServer, GraphStandIn, Tenant) {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    set_password(&server, &tenant.token, &tenant.agent_id).await;
+    (server, graph, tenant)
+}
+
+fn row(id: &str) -> String {
+    format!("[data-testid=\"conversation-row\"][data-id=\"{id}\"]")
+}
+
+async fn conversation_id(server: &TestServer, tenant: &Tenant, phone: &str) -> String {
+    wait_for("the lead's conversation", || async {
+        server
+            .conversations(&tenant.token)
+            .await
+            .into_iter()
+            .find(|c| c["contact"]["phone"] == format!("+{phone}"))
+            .and_then(|c| c["id"].as_str().map(str::to_owned))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
+    let (server, graph, tenant) = setup().await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000901",
+            "Caio Prado",
+            "wamid.B1",
+            "Hello there",
+        )
+        .await;
+    let first = conversation_id(&server, &tenant, "5511900000901").await;
+    let browser = Browser::start().await;
+
+    // A wrong password is refused with the server's message; the right one signs in.
+    browser.client.goto(&server.url("/")).await.expect("open");
+    browser
+        .find("signin-email")
+        .await
+        .send_keys("ana@acme.test")
+        .await
+        .expect("email");
+    browser
+        .find("signin-password")
+        .await
+        .send_keys("not the password")
+        .await
+        .expect("password");
+    browser
+        .find("signin-submit")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    browser
+        .wait_text("[data-testid=\"signin-error\"]", "Wrong email or password")
+        .await;
+    browser.sign_in(&server, "ANA@acme.test", PASSWORD).await;
+    browser.wait(&row(&first)).await;
+    browser.wait_text(&row(&first), "Caio Prado").await;
+    // The session cookie is out of the page's reach.
+    let cookies = browser
+        .client
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("script");
+    assert!(
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("confab_session"),
+        "HttpOnly: {cookies}"
+    );
+
+    // A new lead appears in the list without a reload.
+    server
+        .lead_says(
+            &tenant,
+            "5511900000902",
+            "Bia Souza",
+            "wamid.B2",
+            "Oi, tudo bem?",
+        )
+        .await;
+    let second = conversation_id(&server, &tenant, "5511900000902").await;
+    browser.wait_text(&row(&second), "Oi, tudo bem?").await;
+
+    // Open the first; the lead writes again and the chat shows it live.
+    browser
+        .wait(&row(&first))
+        .await
+        .click()
+        .await
+        .expect("open");
+    browser
+        .wait_text(
+            "[data-testid=\"message\"][data-kind=\"lead\"]",
+            "Hello there",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000901",
+            "Caio Prado",
+            "wamid.B3",
+            "Are you there?",
+        )
+        .await;
+    browser
+        .wait_text(
+            "[data-testid=\"message\"][data-kind=\"lead\"]",
+            "Are you there?",
+        )
+        .await;
+    browser.screenshot("inbox-chat").await;
+
+    // A reply with a variable: the provider stand-in receives it filled in.
+    let input = browser.find("composer-input").await;
+    input
+        .send_keys("Hi {{first_name}}, how can I help?")
+        .await
+        .expect("type");
+    browser
+        .find("composer-send")
+        .await
+        .click()
+        .await
+        .expect("send");
+    let sent = graph.wait_requests(1).await;
+    assert_eq!(sent[0].body["text"]["body"], "Hi Caio, how can I help?");
+    browser
+        .wait_text(
+            "[data-testid=\"message\"][data-kind=\"agent\"]",
+            "Hi Caio, how can I help?",
+        )
+        .await;
+
+    // An unknown variable is refused with the server's error, and nothing is sent.
+    let input = browser.find("composer-input").await;
+    input
+        .send_keys("Your {{favourite_colour}}")
+        .await
+        .expect("type");
+    browser
+        .find("composer-send")
+        .await
+        .click()
+        .await
+        .expect("send");
+    browser
+        .wait_text("[data-testid=\"composer-error\"]", "favourite_colour")
+        .await;
+    assert_eq!(graph.requests().len(), 1);
+
+    // Signing out ends the session on the server: the old cookie no longer works.
+    browser.find("user-menu").await.click().await.expect("menu");
+    browser
+        .find("btn-signout")
+        .await
+        .click()
+        .await
+        .expect("sign out");
+    browser.find("signin-form").await;
+    let (status, _) = server.get(&tenant.token, "/api/v1/me").await;
+    assert_eq!(status.as_u16(), 200, "the token still works");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_conversation() {
+    let (server, _graph, tenant) = setup().await;
+    server.enable_ai_later(&tenant).await;
+    let (status, bea) = server
+        .post(
+            &tenant.token,
+            "/api/v1/agents",
+            json!({"name": "Bea Costa", "email": "bea@acme.test", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{bea}");
+    let bea_id = bea["id"].as_str().expect("id").to_string();
+    set_password(&server, &tenant.token, &bea_id).await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000911",
+            "Davi Lima",
+            "wamid.M1",
+            "I need a quote",
+        )
+        .await;
+    let id = conversation_id(&server, &tenant, "5511900000911").await;
+
+    let ana = Browser::start().await;
+    let other = Browser::start().await;
+    ana.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    other.sign_in(&server, "bea@acme.test", PASSWORD).await;
+    other.find("connection-status").await;
+    wait_for("Bea's stream to be live", || async {
+        (other
+            .attr("[data-testid=\"connection-status\"]", "data-state")
+            .await
+            .as_deref()
+            == Some("live"))
+        .then_some(())
+    })
+    .await;
+
+    ana.wait(&row(&id)).await.click().await.expect("open");
+    ana.find("chat").await;
+    // A note with a mention picked from the autocomplete.
+    ana.find("composer-mode-note")
+        .await
+        .click()
+        .await
+        .expect("note mode");
+    let input = ana.find("composer-input").await;
+    input
+        .send_keys("Can you take this, @Be")
+        .await
+        .expect("type");
+    ana.find("mention-option").await;
+    ana.wait_text("[data-testid=\"mention-option\"]", "Bea Costa")
+        .await;
+    input.send_keys(&ENTER.to_string()).await.expect("pick");
+    input.send_keys("?").await.expect("type");
+    ana.find("composer-send").await.click().await.expect("send");
+    ana.wait_text(
+        "[data-testid=\"message\"][data-kind=\"note\"]",
+        "@Bea Costa",
+    )
+    .await;
+    // Bea is notified live, in her own browser.
+    other
+        .wait_text("[data-testid=\"notifications-count\"]", "1")
+        .await;
+    other
+        .wait_text("[data-testid=\"toast\"]", "Davi Lima")
+        .await;
+
+    // Take over, then resume the AI.
+    ana.find("btn-take-over")
+        .await
+        .click()
+        .await
+        .expect("take over");
+    wait_for("the AI paused", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+            .await;
+        (c["ai_mode"] == "paused" && c["assignee_id"] == tenant.agent_id).then_some(())
+    })
+    .await;
+    ana.find("btn-resume-ai")
+        .await
+        .click()
+        .await
+        .expect("resume");
+    wait_for("the AI active again", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+            .await;
+        (c["ai_mode"] == "active").then_some(())
+    })
+    .await;
+
+    // Assign to Bea, tag, close: from the details panel.
+    ana.find("assignee-select")
+        .await
+        .select_by_value(&bea_id)
+        .await
+        .expect("assign");
+    let tag = ana.find("tag-input").await;
+    tag.send_keys("hot-lead").await.expect("tag");
+    tag.send_keys(&ENTER.to_string()).await.expect("add tag");
+    ana.wait_text("[data-testid=\"tag\"]", "hot-lead").await;
+    ana.screenshot("details-panel").await;
+    ana.find("btn-close").await.click().await.expect("close");
+    let closed: Value = wait_for("assigned, tagged and closed", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+            .await;
+        (c["status"] == "closed" && c["assignee_id"] == bea_id.as_str()).then_some(c)
+    })
+    .await;
+    assert_eq!(closed["tags"], json!(["hot-lead"]));
+    // Bea sees the assignment arrive too.
+    other
+        .wait_text("[data-testid=\"notifications-count\"]", "2")
+        .await;
+    ana.close().await;
+    other.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn filters_search_shortcuts_reasoning_and_a_reconnect_after_a_restart() {
+    let (server, _graph, tenant) = setup().await;
+    let (status, config) = server
+        .put(
+            &tenant.token,
+            "/api/v1/ai/config",
+            json!({"enabled": true, "reply_delay_ms": 0}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{config}");
+    let (status, _) = server
+        .post(
+            &tenant.token,
+            "/api/v1/kb/articles",
+            json!({"title": "Pricing", "body": "The Pro plan costs 49 dollars per month."}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201);
+    server
+        .lead_says(
+            &tenant,
+            "5511900000921",
+            "Elis Regina",
+            "wamid.S1",
+            "How much does the Pro plan cost per month?",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000922",
+            "Fabio Junior",
+            "wamid.S2",
+            "Quero cancelar",
+        )
+        .await;
+    let elis = conversation_id(&server, &tenant, "5511900000921").await;
+    let fabio = conversation_id(&server, &tenant, "5511900000922").await;
+    wait_for("the AI's answer", || async {
+        server
+            .messages(&tenant.token, &elis)
+            .await
+            .into_iter()
+            .find(|m| m["sender"] == "ai")
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&elis)).await;
+    browser.wait(&row(&fabio)).await;
+    wait_for("exact counts", || async {
+        (browser
+            .attr("[data-testid=\"count-all\"]", "data-count")
+            .await
+            .as_deref()
+            == Some("2"))
+        .then_some(())
+    })
+    .await;
+
+    // Quick filters: nothing is closed, nothing unassigned is mine.
+    browser
+        .find("filter-closed")
+        .await
+        .click()
+        .await
+        .expect("closed");
+    browser.find("list-empty").await;
+    browser.find("filter-all").await.click().await.expect("all");
+    browser.wait(&row(&elis)).await;
+
+    // `/` focuses the search; results are highlighted; Esc clears.
+    browser.keys("/").await;
+    let search = browser.find("search-input").await;
+    search.send_keys("dollars").await.expect("type");
+    browser
+        .wait_text("[data-testid=\"search-result\"]", "dollars")
+        .await;
+    let highlighted = browser
+        .all("[data-testid=\"search-result\"] b, [data-testid=\"search-result\"] mark")
+        .await;
+    assert!(!highlighted.is_empty(), "the match is highlighted");
+    browser.screenshot("search").await;
+    search.send_keys(&ESCAPE.to_string()).await.expect("escape");
+    wait_for("the search cleared", || async {
+        browser
+            .all("[data-testid=\"search-result\"]")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // ↓ and Enter open a conversation from the list (the focus is still in the search).
+    assert!(browser.all("[data-testid=\"chat\"]").await.is_empty());
+    browser.keys(&format!("{ARROW_DOWN}{ENTER}")).await;
+    browser.find("chat").await;
+    // `?` shows the shortcuts.
+    browser
+        .find("message-list")
+        .await
+        .click()
+        .await
+        .expect("focus chat");
+    browser.keys("?").await;
+    browser.find("shortcut-help").await;
+    browser.keys(&ESCAPE.to_string()).await;
+
+    // The AI's answer opens its reasoning.
+    browser.wait(&row(&elis)).await.click().await.expect("open");
+    browser
+        .find("open-reasoning")
+        .await
+        .click()
+        .await
+        .expect("reasoning");
+    browser
+        .wait_text("[data-testid=\"reasoning-intent\"]", "pricing")
+        .await;
+    browser
+        .wait_text("[data-testid=\"reasoning-knowledge\"]", "Pricing")
+        .await;
+    browser.screenshot("reasoning").await;
+
+    // The server restarts on the same address: the page reconnects by itself and goes on
+    // showing what happens.
+    let server = server.restart_on_same_address().await;
+
+    wait_for("the page live again", || async {
+        (browser
+            .attr("[data-testid=\"connection-status\"]", "data-state")
+            .await
+            .as_deref()
+            == Some("live"))
+        .then_some(())
+    })
+    .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000923",
+            "Gal Costa",
+            "wamid.S3",
+            "After the restart",
+        )
+        .await;
+    let gal = conversation_id(&server, &tenant, "5511900000923").await;
+    browser.wait_text(&row(&gal), "Gal Costa").await;
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_strict_policy_and_cookie_sessions_are_same_origin_only() {
+    let (server, _graph, tenant) = setup().await;
+    let http = reqwest::Client::new();
+    let page = http.get(server.url("/")).send().await.expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.expect("html");
+    assert!(!html.contains("<script>"), "no inline script");
+    let js = http
+        .get(server.url("/app.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("app.js");
+    assert_eq!(js.headers()["content-encoding"], "gzip");
+
+    // Sign in by API: an HttpOnly, SameSite=Strict cookie.
+    let login = http
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ana@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+    let origin = server.url("");
+    // Same origin: allowed. Another site's page: refused, and nothing changes.
+    let tag = |from: &'static str| {
+        let (http, session, origin, url) = (
+            http.clone(),
+            session.clone(),
+            origin.clone(),
+            server.url("/api/v1/agents/x/password"),
+        );
+        async move {
+            let origin = if from == "same" {
+                origin
+            } else {
+                "https://evil.example".into()
+            };
+            http.put(url)
+                .header("cookie", session)
+                .header("origin", origin)
+                .json(&json!({"password": "another password"}))
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    assert_eq!(
+        tag("same").await.status().as_u16(),
+        404,
+        "authenticated, no such agent"
+    );
+    let refused = tag("evil").await;
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "cross_origin");
+    // Sign-out ends the session server-side.
+    let out = http
+        .post(server.url("/api/v1/auth/logout"))
+        .header("cookie", &session)
+        .header("origin", &origin)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status().as_u16(), 204);
+    let me = http
+        .get(server.url("/api/v1/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status().as_u16(), 401);
+    // Wrong passwords are limited per email.
+    let mut limited = false;
+    for _ in 0..8 {
+        let attempt = http
+            .post(server.url("/api/v1/auth/login"))
+            .json(&json!({"email": "ana@acme.test", "password": "wrong password"}))
+            .send()
+            .await
+            .expect("login");
+        if attempt.status().as_u16() == 429 {
+            limited = true;
+            break;
+        }
+        assert_eq!(attempt.status().as_u16(), 401);
+    }
+    assert!(
+        limited,
+        "the sixth wrong password within a minute is refused"
+    );
+    let (status, _) = server.get(&tenant.token, "/api/v1/me").await;
+    assert_eq!(status.as_u16(), 200);
+    server.shutdown().await;
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env node
+// Browser walkthrough of the inbox in headless Chromium (Debian's /usr/bin/chromium),
+// against the dev server (`node dev-server.mjs --fake-auth`) or the real server.
+// Takes screenshots into SHOTS (default /tmp/ui-dev/shots) and fails on any console
+// error, page error or CSP violation.
+//
+// Env: SMOKE_URL (default http://127.0.0.1:5173), SMOKE_EMAIL, SMOKE_PASSWORD,
+//      SHOTS, CHROMIUM (default /usr/bin/chromium).
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const BASE = process.env.SMOKE_URL || 'http://127.0.0.1:5173';
+const EMAIL = process.env.SMOKE_EMAIL || 'demo-admin@example.com';
+const PASSWORD = process.env.SMOKE_PASSWORD || 'demo-password';
+const SHOTS = process.env.SHOTS || '/tmp/ui-dev/shots';
+mkdirSync(SHOTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+const page = await context.newPage();
+const problems = [];
+// 401 (signed out, wrong password) and 422 (unknown variable) are answers the walkthrough provokes.
+const expected = /Failed to load resource: the server responded with a status of (401|422)/;
+page.on('console', (m) => {
+  if ((m.type() === 'error' || m.type() === 'warning') && !expected.test(m.text())) problems.push(`console.${m.type()}: ${m.text()}`);
+});
+page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+
+let step = 0;
+const steps = [];
+async function check(name, fn) {
+  step++;
+  const t0 = Date.now();
+  try {
+    await fn();
+    steps.push(`ok   ${String(step).padStart(2, '0')} ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    steps.push(`FAIL ${String(step).padStart(2, '0')} ${name}: ${e.message.split('\n')[0]}`);
+    await shot(`fail-${step}`);
+  }
+}
+const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png` });
+const tid = (id) => page.locator(`[data-testid="${id}"]`);
+
+await check('sign-in page shows', async () => {
+  await page.goto(BASE + '/');
+  await tid('signin-form').waitFor();
+  await shot('01-signin');
+});
+
+await check('wrong password shows the server message', async () => {
+  await tid('signin-email').fill(EMAIL);
+  await tid('signin-password').fill('wrong');
+  await tid('signin-submit').click();
+  await tid('signin-error').waitFor();
+});
+
+await check('sign in with email and password', async () => {
+  await tid('signin-password').fill(PASSWORD);
+  await tid('signin-submit').click();
+  await tid('conversation-list').waitFor();
+  await tid('conversation-row').first().waitFor({ timeout: 10_000 });
+  await tid('connection-status').and(page.locator('[data-state="live"]')).waitFor({ timeout: 10_000 });
+});
+
+await check('quick filters and counts', async () => {
+  for (const v of ['mine', 'unassigned', 'closed', 'all']) {
+    await tid(`filter-${v}`).click();
+    await page.waitForFunction((view) => document.querySelector(`[data-testid="filter-${view}"]`)?.getAttribute('aria-selected') === 'true', v);
+  }
+  await page.waitForFunction(() => document.querySelector('[data-testid="count-all"]')?.dataset.count !== '');
+  await tid('conversation-row').first().waitFor();
+  await shot('02-inbox');
+});
+
+await check('advanced filters: channel and mode', async () => {
+  await tid('filters-toggle').click();
+  await tid('filter-channel').selectOption('whatsapp');
+  await tid('filter-mode').selectOption('ai_active');
+  await page.waitForTimeout(500);
+  await shot('03-filters');
+  await tid('filters-reset').click();
+  await tid('filters-toggle').click();
+  await tid('conversation-row').first().waitFor();
+});
+
+await check('keyboard: ↓ and Enter open a conversation', async () => {
+  await page.locator('body').click({ position: { x: 700, y: 450 } });
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('ArrowUp');
+  await page.keyboard.press('Enter');
+  await tid('chat').waitFor();
+  await tid('message').first().waitFor({ timeout: 10_000 });
+  await shot('04-conversation');
+});
+
+let convId = await tid('chat').getAttribute('data-conversation-id').catch(() => null);
+
+await check('reply with a variable is sent with the value filled in', async () => {
+  const before = await tid('message').count();
+  await tid('composer-input').fill('Hi {{first_name}}, thanks for writing! Our team will follow up shortly.');
+  await tid('composer-input').press('Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="message"]').length > n, before, { timeout: 10_000 });
+  const last = await tid('message').last().innerText();
+  if (last.includes('{{first_name}}')) throw new Error('the variable was not filled in: ' + last);
+});
+
+await check('an unknown variable shows the server error', async () => {
+  await tid('composer-input').fill('Hello {{favourite_colour}}');
+  await tid('composer-send').click();
+  await tid('composer-error').waitFor();
+  await shot('05-variable-error');
+  await tid('composer-input').fill('');
+});
+
+await check('note with an @mention', async () => {
+  await tid('composer-mode-note').click();
+  await tid('composer-input').click();
+  await page.keyboard.type('Please check this one @Dem');
+  await tid('mention-list').waitFor();
+  await page.keyboard.press('Enter');
+  await page.keyboard.type('thanks');
+  const text = await tid('composer-input').inputValue();
+  if (!text.includes('@Demo Admin')) throw new Error('mention not inserted: ' + text);
+  await shot('06-note-mention');
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid="message"][data-kind="note"]').last().waitFor({ timeout: 10_000 });
+  await tid('notifications-count').waitFor({ timeout: 5000 });
+  await tid('composer-mode-reply').click();
+});
+
+await check('take over, then resume AI', async () => {
+  await tid('btn-resume-ai').or(tid('btn-take-over')).first().waitFor();
+  if (await tid('btn-resume-ai').count()) {
+    await tid('btn-resume-ai').click();
+    await tid('btn-take-over').waitFor();
+  }
+  await tid('btn-take-over').click();
+  await tid('btn-resume-ai').waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-testid="chat-ai-mode"]')?.textContent.includes('Paused'));
+  await tid('btn-resume-ai').click();
+  await tid('btn-take-over').waitFor();
+});
+
+await check('assign, tag and close from the details panel', async () => {
+  const me = await page.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
+  await tid('assignee-select').selectOption('');
+  await page.waitForFunction(() => document.querySelector('[data-testid="assignee-select"]')?.value === '');
+  await tid('assignee-select').selectOption(me.agent.id);
+  await page.waitForFunction((id) => document.querySelector('[data-testid="assignee-select"]')?.value === id, me.agent.id);
+  await tid('tag-input').fill('vip');
+  await tid('tag-input').press('Enter');
+  await page.locator('[data-testid="tag"]', { hasText: 'vip' }).waitFor();
+  await shot('07-details');
+  await tid('btn-close').click();
+  await tid('btn-reopen').waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-testid="chat-status"]')?.textContent === 'Closed');
+  await tid('filter-closed').click();
+  await page.locator(`[data-testid="conversation-row"][data-id="${convId}"]`).waitFor({ timeout: 5000 });
+  await tid('btn-reopen').click();
+  await tid('btn-close').waitFor();
+  await tid('filter-all').click();
+});
+
+await check('an AI message opens its reasoning', async () => {
+  // Find a conversation with an AI reply or an escalation note.
+  const rows = await tid('conversation-row').count();
+  for (let i = 0; i < Math.min(rows, 8); i++) {
+    await tid('conversation-row').nth(i).click();
+    await tid('message').first().waitFor();
+    await page.waitForTimeout(300);
+    if (await tid('open-reasoning').count()) break;
+  }
+  await tid('open-reasoning').last().click();
+  await tid('reasoning-panel').waitFor();
+  await tid('reasoning-why').waitFor({ timeout: 5000 });
+  await shot('08-reasoning');
+  await page.keyboard.press('Escape');
+  await tid('details-panel').waitFor();
+});
+
+await check('search: / focuses, results are highlighted, Esc clears', async () => {
+  await page.locator('body').click({ position: { x: 700, y: 300 } });
+  await page.keyboard.press('/');
+  await page.waitForFunction(() => document.activeElement?.id === 'search-input');
+  await page.keyboard.type('pricing');
+  await tid('search-result').first().waitFor({ timeout: 5000 });
+  await page.locator('[data-testid="search-result"] mark').first().waitFor();
+  await shot('09-search');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Enter');
+  await tid('chat').waitFor();
+  await tid('search-input').focus();
+  await page.keyboard.press('Escape');
+  await tid('conversation-list').waitFor();
+});
+
+await check('? shows the shortcut help', async () => {
+  await page.locator('body').click({ position: { x: 700, y: 300 } });
+  await page.keyboard.press('?');
+  await tid('shortcut-help').waitFor();
+  await shot('10-shortcuts');
+  await page.keyboard.press('Escape');
+  await tid('shortcut-help').waitFor({ state: 'detached' });
+});
+
+await check('live: a new inbound message moves a conversation to the top', async () => {
+  const firstBefore = await tid('conversation-row').first().getAttribute('data-id');
+  const topAt = await page.evaluate(() => document.querySelector('[data-testid="conversation-row"] time')?.getAttribute('datetime'));
+  await page.waitForFunction((t) => {
+    const el = document.querySelector('[data-testid="conversation-row"] time');
+    return el && el.getAttribute('datetime') > t;
+  }, topAt, { timeout: 20_000 });
+  void firstBefore;
+});
+
+await check('analytics page', async () => {
+  await tid('nav-analytics').click();
+  await tid('analytics-page').waitFor();
+  await tid('kpi-response-time').waitFor();
+  await page.waitForSelector('svg.chart');
+  await page.waitForTimeout(500);
+  await shot('11-analytics');
+  await tid('nav-conversations').click();
+  await tid('conversation-list').waitFor();
+});
+
+await check('sign out', async () => {
+  await tid('user-menu').click();
+  await tid('btn-signout').click();
+  await tid('signin-form').waitFor();
+  await tid('signin-toggle-token').click();
+  await tid('signin-token').waitFor();
+});
+
+await browser.close();
+console.log(steps.join('\n'));
+if (problems.length) console.log('\nconsole problems:\n' + [...new Set(problems)].join('\n'));
+const failed = steps.filter((s) => s.startsWith('FAIL')).length;
+console.log(`\n${steps.length - failed} passed, ${failed + (problems.length ? 1 : 0)} failed`);
+process.exit(failed || problems.length ? 1 : 0);

@@ -1,0 +1,217 @@
+import { useEffect, useState, useRef } from 'preact/hooks';
+import { get } from '../api.js';
+import {
+  me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unseenNotifications,
+  activeIndex, list, searchQuery, searchState, setSearch, openConversation, reasoningFor, signOut, current,
+} from '../state.js';
+import { connection, startStream, stopStream } from '../stream.js';
+import { SignIn, AcceptInvite } from './SignIn.jsx';
+import { Sidebar } from './Sidebar.jsx';
+import { Chat } from './Chat.jsx';
+import { Details } from './Details.jsx';
+import { Reasoning } from './Reasoning.jsx';
+import { Analytics } from './Analytics.jsx';
+import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX } from './Icons.jsx';
+import { initials, shortTime } from '../util.js';
+
+export function App() {
+  const r = route.value;
+  useEffect(() => {
+    get('/api/v1/me', { quiet401: true }).then((m) => { me.value = m; }, () => { me.value = null; });
+  }, []);
+  if (r.page === 'invite' && !me.value) return <AcceptInvite code={r.code} />;
+  if (me.value === undefined) return <div class="splash" aria-busy="true">Loading…</div>;
+  if (me.value === null) return <SignIn />;
+  return <Shell />;
+}
+
+function Shell() {
+  const r = route.value;
+  const [help, setHelp] = useState(false);
+
+  useEffect(() => {
+    let cancelled = false;
+    bootstrap().then((head) => { if (!cancelled) startStream(head); });
+    return () => { cancelled = true; stopStream(); };
+  }, []);
+
+  useEffect(() => {
+    if (r.page === 'conversations') loadConversation(r.id);
+  }, [r.page, r.id]);
+
+  useEffect(() => {
+    const onKey = (e) => handleShortcut(e, setHelp);
+    addEventListener('keydown', onKey);
+    return () => removeEventListener('keydown', onKey);
+  }, []);
+
+  return (
+    <div class={`shell page-${r.page}`}>
+      <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>
+      <Rail onHelp={() => setHelp(true)} />
+      <ReconnectBanner />
+      {r.page === 'analytics' ? <Analytics /> : (
+        <div class="inbox">
+          <Sidebar />
+          <Chat />
+          {reasoningFor.value && current.value ? <Reasoning /> : <Details />}
+        </div>
+      )}
+      <Toasts />
+      {help && <HelpOverlay onClose={() => setHelp(false)} />}
+    </div>
+  );
+}
+
+const isTyping = (el) => el && (el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || (el.tagName === 'INPUT' && el.id !== 'search-input') || el.isContentEditable);
+
+function handleShortcut(e, setHelp) {
+  if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+  const el = document.activeElement;
+  const inSearch = el && el.id === 'search-input';
+  if (e.key === '/' && !isTyping(el) && !inSearch) {
+    e.preventDefault();
+    navigate(location.hash.startsWith('#/analytics') ? '#/conversations' : location.hash || '#/conversations');
+    requestAnimationFrame(() => document.getElementById('search-input')?.focus());
+    return;
+  }
+  if (e.key === '?' && !isTyping(el) && !inSearch) { e.preventDefault(); setHelp((h) => !h); return; }
+  if (route.value.page !== 'conversations' || isTyping(el)) return;
+  const searching = searchQuery.value.trim() !== '';
+  const total = searching ? searchState.value.items.length : list.items.length;
+  if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    if (el && el.tagName === 'BUTTON' && el.closest('[role=tablist]') && !inSearch) return;
+    e.preventDefault();
+    if (!total) return;
+    const d = e.key === 'ArrowDown' ? 1 : -1;
+    activeIndex.value = Math.max(0, Math.min(total - 1, activeIndex.value + d));
+    return;
+  }
+  if (e.key === 'Enter' && (inSearch || !el || el === document.body || el.getAttribute('role') === 'listbox')) {
+    const id = searching ? searchState.value.items[activeIndex.value]?.conversation_id : list.items[activeIndex.value]?.id;
+    if (id) { e.preventDefault(); openConversation(id); }
+    return;
+  }
+  if (e.key === 'Escape' && searching && !reasoningFor.value) { setSearch(''); }
+}
+
+function Rail({ onHelp }) {
+  const r = route.value;
+  const [bell, setBell] = useState(false);
+  const [menu, setMenu] = useState(false);
+  const agent = me.value.agent;
+  const state = connection.value;
+  return (
+    <nav class="rail" aria-label="Main">
+      <img class="rail-logo" src="favicon.svg" alt="Confab" width="30" height="30" />
+      <a href="#/conversations" class={`rail-btn${r.page === 'conversations' ? ' on' : ''}`} aria-current={r.page === 'conversations' ? 'page' : undefined} title="Conversations" data-testid="nav-conversations">
+        <IconInbox size={20} /><span class="sr-only">Conversations</span></a>
+      <a href="#/analytics" class={`rail-btn${r.page === 'analytics' ? ' on' : ''}`} aria-current={r.page === 'analytics' ? 'page' : undefined} title="Analytics" data-testid="nav-analytics">
+        <IconChart size={20} /><span class="sr-only">Analytics</span></a>
+      <div class="rail-spacer" />
+      <div class="rail-pop-wrap">
+        <button type="button" class="rail-btn" title="Notifications" aria-expanded={bell ? 'true' : 'false'} data-testid="notifications-bell"
+          onClick={() => { setBell(!bell); unseenNotifications.value = 0; }}>
+          <IconBell size={20} /><span class="sr-only">Notifications</span>
+          {unseenNotifications.value > 0 && <span class="rail-badge" data-testid="notifications-count">{unseenNotifications.value}</span>}
+        </button>
+        {bell && <NotificationList onClose={() => setBell(false)} />}
+      </div>
+      <button type="button" class="rail-btn" title="Keyboard shortcuts (?)" data-testid="btn-shortcuts" onClick={onHelp}><IconKeyboard size={20} /><span class="sr-only">Keyboard shortcuts</span></button>
+      <span class={`conn conn-${state}`} data-testid="connection-status" data-state={state} title={state === 'live' ? 'Live: updates arrive in real time' : 'Reconnecting…'}>
+        <span class="sr-only">{state === 'live' ? 'Live' : 'Reconnecting'}</span>
+      </span>
+      <div class="rail-pop-wrap">
+        <button type="button" class="rail-me" title={`${agent.name} (${agent.email})`} aria-expanded={menu ? 'true' : 'false'} data-testid="user-menu" onClick={() => setMenu(!menu)}>
+          {initials(agent.name)}</button>
+        {menu && (
+          <div class="popover rail-menu" role="menu">
+            <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
+            <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
+          </div>
+        )}
+      </div>
+    </nav>
+  );
+}
+
+function NotificationList({ onClose }) {
+  const ref = useRef(null);
+  useEffect(() => {
+    const onDoc = (e) => { if (ref.current && !ref.current.parentNode.contains(e.target)) onClose(); };
+    const onKey = (e) => { if (e.key === 'Escape') onClose(); };
+    document.addEventListener('mousedown', onDoc);
+    addEventListener('keydown', onKey);
+    return () => { document.removeEventListener('mousedown', onDoc); removeEventListener('keydown', onKey); };
+  }, []);
+  const items = notifications.value;
+  return (
+    <div class="popover notif-pop" ref={ref} data-testid="notifications-list">
+      <h2 class="pop-title">Notifications</h2>
+      {items.length === 0 && <p class="muted pad">Nothing yet. Mentions, assignments and escalations show up here.</p>}
+      <ul>
+        {items.map((n) => (
+          <li key={n.id}>
+            <button type="button" class="menu-item" onClick={() => { openConversation(n.conversation_id); onClose(); }}>
+              <span class={`nreason r-${n.reason}`}>{n.reason}</span>
+              <span class="ntext">{n.text}</span>
+              <time class="muted">{shortTime(n.at)}</time>
+            </button>
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function ReconnectBanner() {
+  const s = connection.value;
+  if (s === 'live' || s === 'connecting') return null;
+  return (
+    <div class="reconnect" role="status" data-testid="reconnect-indicator" data-state={s}>
+      <span class="spinner" aria-hidden="true" />
+      {s === 'offline' ? 'You are offline. Changes will appear when the connection is back.' : 'Connection lost. Reconnecting… (nothing is missed: updates resume where they stopped)'}
+    </div>
+  );
+}
+
+function Toasts() {
+  return (
+    <div class="toasts" aria-live="polite" aria-atomic="false" data-testid="toasts">
+      {toasts.value.map((t) => (
+        <div key={t.id} class={`toast t-${t.kind}`} role={t.kind === 'error' ? 'alert' : 'status'} data-testid="toast" data-kind={t.kind}>
+          <span>{t.text}</span>
+          {t.action && <button type="button" class="link-btn" onClick={() => { t.action.run(); dismissToast(t.id); }}>{t.action.label}</button>}
+          <button type="button" class="icon-btn sm" title="Dismiss" onClick={() => dismissToast(t.id)}><IconX size={12} /><span class="sr-only">Dismiss</span></button>
+        </div>
+      ))}
+    </div>
+  );
+}
+
+const SHORTCUTS = [
+  ['/', 'Focus search'], ['↑ ↓', 'Move in the list'], ['Enter', 'Open the highlighted conversation'], ['Esc', 'Clear search, close a panel'],
+  ['Enter', 'In the composer: send'], ['Shift + Enter', 'In the composer: new line'], ['@', 'In a note: mention a teammate'], ['?', 'Show this help'],
+];
+
+function HelpOverlay({ onClose }) {
+  const ref = useRef(null);
+  useEffect(() => {
+    const prev = document.activeElement;
+    ref.current?.focus();
+    const onKey = (e) => { if (e.key === 'Escape') { e.preventDefault(); onClose(); } };
+    addEventListener('keydown', onKey, true);
+    return () => { removeEventListener('keydown', onKey, true); prev?.focus?.(); };
+  }, []);
+  return (
+    <div class="overlay" onMouseDown={(e) => { if (e.target === e.currentTarget) onClose(); }}>
+      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="help-title" tabIndex={-1} ref={ref} data-testid="shortcut-help">
+        <header><h2 id="help-title">Keyboard shortcuts</h2>
+          <button type="button" class="icon-btn" title="Close (Esc)" onClick={onClose}><IconX size={16} /><span class="sr-only">Close</span></button></header>
+        <dl class="shortcuts">
+          {SHORTCUTS.map(([k, v]) => <div key={k + v}><dt>{k.split(' ').map((p) => (p === '+' ? ' + ' : <kbd key={p}>{p}</kbd>))}</dt><dd>{v}</dd></div>)}
+        </dl>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,180 @@
+import { useState, useRef, useEffect, useLayoutEffect } from 'preact/hooks';
+import { agents, sendMessage, me } from '../state.js';
+import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle } from './Icons.jsx';
+import { VARIABLES, hoursLeft, fullTime } from '../util.js';
+
+// A composer per conversation keeps its draft while the agent looks elsewhere.
+const drafts = new Map();
+
+export function Composer({ c }) {
+  const [mode, setMode] = useState('reply');
+  const [text, setText] = useState(drafts.get(c.id) || '');
+  const [error, setError] = useState(null);
+  const [sending, setSending] = useState(false);
+  const [picker, setPicker] = useState(false);
+  const [mention, setMention] = useState(null); // { start, query, index }
+  const ta = useRef(null);
+  const caret = useRef(null); // where the caret goes once an insertion has rendered
+  useLayoutEffect(() => {
+    const el = ta.current;
+    if (el && caret.current !== null) { el.focus(); el.selectionStart = el.selectionEnd = caret.current; caret.current = null; }
+  }, [text]);
+
+  useEffect(() => { setText(drafts.get(c.id) || ''); setError(null); setMention(null); setMode('reply'); }, [c.id]);
+  useEffect(() => { drafts.set(c.id, text); autosize(); }, [text]);
+
+  const autosize = () => {
+    const el = ta.current;
+    if (!el) return;
+    el.style.height = 'auto';
+    el.style.height = `${Math.min(200, el.scrollHeight)}px`;
+  };
+
+  const note = mode === 'note';
+  const window1 = c.reply_window;
+  const windowClosed = !note && window1 && window1.open === false;
+  const canSend = text.trim() && !sending && !windowClosed;
+
+  const insert = (snippet) => {
+    const el = ta.current;
+    const start = el ? el.selectionStart : text.length;
+    const end = el ? el.selectionEnd : text.length;
+    const next = text.slice(0, start) + snippet + text.slice(end);
+    caret.current = start + snippet.length;
+    setText(next);
+  };
+
+  const send = async () => {
+    if (!canSend) return;
+    setSending(true);
+    setError(null);
+    try {
+      await sendMessage(c.id, text.trim(), note);
+      setText('');
+      drafts.delete(c.id);
+    } catch (e) {
+      setError(e.message);
+    } finally {
+      setSending(false);
+      ta.current?.focus();
+    }
+  };
+
+  const candidates = mention ? agents.value.filter((a) => {
+    const q = mention.query.toLowerCase();
+    return a.name.toLowerCase().includes(q) || a.email.toLowerCase().startsWith(q);
+  }).slice(0, 6) : [];
+
+  const updateMention = (value, at) => {
+    if (!note) { setMention(null); return; }
+    const before = value.slice(0, at);
+    const m = /(^|\s)@([\p{L}\p{N}._-]*(?: [\p{L}\p{N}._-]*)?)$/u.exec(before);
+    if (m && m[2].length <= 30) setMention({ start: at - m[2].length - 1, query: m[2], index: 0 });
+    else setMention(null);
+  };
+
+  const pickMention = (agent) => {
+    const el = ta.current;
+    const at = el ? el.selectionStart : text.length;
+    const next = text.slice(0, mention.start) + '@' + agent.name + ' ' + text.slice(at);
+    caret.current = mention.start + agent.name.length + 2;
+    setText(next);
+    setMention(null);
+  };
+
+  const onKeyDown = (e) => {
+    if (mention && candidates.length) {
+      if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        const d = e.key === 'ArrowDown' ? 1 : -1;
+        setMention({ ...mention, index: (mention.index + d + candidates.length) % candidates.length });
+        return;
+      }
+      if (e.key === 'Enter' || e.key === 'Tab') { e.preventDefault(); pickMention(candidates[mention.index]); return; }
+      if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); setMention(null); return; }
+    }
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+    if (e.key === 'Escape') { e.currentTarget.blur(); }
+  };
+
+  return (
+    <section class={`composer-wrap${note ? ' is-note' : ''}`} aria-label="Composer">
+      {!note && <ReplyWindow c={c} />}
+      {c.ai_mode === 'active' && !note && (
+        <div class="ai-hint"><IconSparkle size={12} />The AI is answering this conversation. Sending a reply takes it over (the AI pauses).</div>
+      )}
+      <div class="composer" data-testid="composer">
+        <div class="composer-tabs" role="tablist" aria-label="Message type">
+          <button type="button" role="tab" aria-selected={!note ? 'true' : 'false'} class={!note ? 'on' : ''} data-testid="composer-mode-reply"
+            onClick={() => { setMode('reply'); setMention(null); }}>Reply</button>
+          <button type="button" role="tab" aria-selected={note ? 'true' : 'false'} class={note ? 'on' : ''} data-testid="composer-mode-note"
+            onClick={() => setMode('note')}><IconNote size={12} />Internal note</button>
+        </div>
+        <div class="composer-box">
+          <label for="composer-text" class="sr-only">{note ? 'Internal note' : 'Reply'}</label>
+          <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
+            placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : `Reply to the lead (Enter to send, Shift+Enter for a new line)`}
+            aria-invalid={error ? 'true' : 'false'} aria-describedby={error ? 'composer-error' : undefined}
+            onInput={(e) => { setText(e.currentTarget.value); setError(null); updateMention(e.currentTarget.value, e.currentTarget.selectionStart); }}
+            onKeyDown={onKeyDown} />
+          {mention && candidates.length > 0 && (
+            <ul class="popover mention-pop" role="listbox" aria-label="Mention a teammate" data-testid="mention-list">
+              {candidates.map((a, i) => (
+                <li key={a.id} role="option" aria-selected={i === mention.index ? 'true' : 'false'} class={i === mention.index ? 'active' : ''}
+                  data-testid="mention-option" onMouseDown={(e) => { e.preventDefault(); pickMention(a); }}>
+                  <strong>{a.name}</strong> <span class="muted">{a.email}</span>{a.id === me.value?.agent?.id && <span class="muted"> (you)</span>}
+                </li>
+              ))}
+            </ul>
+          )}
+          <div class="composer-bar">
+            <div class="var-wrap">
+              <button type="button" class="icon-btn" title="Insert a variable" aria-haspopup="true" aria-expanded={picker ? 'true' : 'false'}
+                data-testid="variable-picker" onClick={() => setPicker(!picker)}><IconBraces size={15} /><span class="var-label">Variables</span></button>
+              {picker && (
+                <ul class="popover var-pop" role="menu" data-testid="variable-menu" onKeyDown={(e) => { if (e.key === 'Escape') { e.stopPropagation(); setPicker(false); } }}>
+                  {VARIABLES.map((v) => (
+                    <li key={v.name} role="none">
+                      <button type="button" role="menuitem" data-testid={`variable-${v.name}`} onClick={() => { insert(`{{${v.name}}}`); setPicker(false); }}>
+                        <code>{`{{${v.name}}}`}</code><span class="muted">{v.label}</span>
+                      </button>
+                    </li>
+                  ))}
+                </ul>
+              )}
+            </div>
+            <span class="composer-hint muted">{note ? 'Notes never reach the lead' : ''}</span>
+            <button type="button" class={`btn ${note ? 'btn-note' : 'btn-primary'}`} disabled={!canSend} data-testid="composer-send" onClick={send}>
+              <IconSend size={14} />{sending ? 'Sending…' : note ? 'Add note' : 'Send'}
+            </button>
+          </div>
+        </div>
+        {error && <p id="composer-error" class="composer-error" role="alert" data-testid="composer-error"><IconAlert size={13} />{error}</p>}
+      </div>
+    </section>
+  );
+}
+
+function ReplyWindow({ c }) {
+  const [, force] = useState(0);
+  useEffect(() => { const t = setInterval(() => force((n) => n + 1), 60_000); return () => clearInterval(t); }, []);
+  const w = c.reply_window;
+  if (w === undefined || w === null || c.partial) return null; // null: the channel has no reply window
+  if (!w.open) {
+    return (
+      <div class="window window-closed" data-testid="reply-window" data-state="closed" role="status">
+        <IconAlert size={13} />The 24-hour WhatsApp window is closed: the lead last wrote {c.last_inbound_at ? fullTime(c.last_inbound_at) : 'long ago'}. Only a template message can be sent until they write again; notes still work.
+      </div>
+    );
+  }
+  if (!w.closes_at) {
+    return <div class="window" data-testid="reply-window" data-state="open" role="status"><IconClock size={13} />Reply window open</div>;
+  }
+  const left = hoursLeft(w.closes_at);
+  const soon = new Date(w.closes_at).getTime() - Date.now() < 3 * 3_600_000;
+  return (
+    <div class={`window${soon ? ' window-soon' : ''}`} data-testid="reply-window" data-state={soon ? 'closing' : 'open'} role="status">
+      <IconClock size={13} />Reply window open · closes in {left || 'a moment'} ({fullTime(w.closes_at)})
+    </div>
+  );
+}

@@ -1,0 +1,176 @@
+import { useState, useEffect } from 'preact/hooks';
+import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, me, openConversation } from '../state.js';
+import { get } from '../api.js';
+import { Avatar } from './Avatar.jsx';
+import { ChannelIcon, IconX, IconTag, IconExternal } from './Icons.jsx';
+import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, shortTime } from '../util.js';
+
+const CONTACT_FIELDS = [
+  ['name', 'Name', 'text'], ['email', 'Email', 'email'], ['phone', 'Phone', 'tel'], ['company', 'Company', 'text'], ['title', 'Title', 'text'],
+];
+
+export function Details() {
+  const c = current.value;
+  if (!c) return <aside class="details details-empty" aria-label="Details" />;
+  return (
+    <aside class="details" aria-label="Details" data-testid="details-panel">
+      <div class="details-head">
+        <Avatar contact={c.contact} size={56} />
+        <h2>{displayName(c.contact)}</h2>
+        <p class="muted">{[c.contact.title, c.contact.company].filter(Boolean).join(' · ') || '\u00a0'}</p>
+        <div class="quick-actions">
+          {c.status !== 'closed'
+            ? <button type="button" class="btn btn-primary" data-testid="btn-close" onClick={() => setStatus(c.id, 'closed')}>Close conversation</button>
+            : <button type="button" class="btn" data-testid="btn-reopen" onClick={() => setStatus(c.id, 'open')}>Reopen</button>}
+        </div>
+      </div>
+      <Section title="Conversation">
+        <dl class="kv">
+          <dt>Channel</dt><dd><ChannelIcon channel={c.channel} size={12} /> {CHANNEL_LABEL[c.channel] || c.channel}</dd>
+          <dt><label for="d-status">Status</label></dt>
+          <dd>
+            <select id="d-status" value={c.status} data-testid="status-select" onChange={(e) => setStatus(c.id, e.currentTarget.value)}>
+              {Object.entries(STATUS_LABEL).map(([v, l]) => <option key={v} value={v}>{l}</option>)}
+            </select>
+          </dd>
+          <dt><label for="d-assignee">Assigned to</label></dt>
+          <dd>
+            <select id="d-assignee" value={c.assignee_id || ''} data-testid="assignee-select" onChange={(e) => assign(c.id, e.currentTarget.value || null)}>
+              <option value="">Unassigned</option>
+              {agents.value.map((a) => <option key={a.id} value={a.id}>{a.name}{a.id === me.value?.agent?.id ? ' (you)' : ''}</option>)}
+              {c.assignee_id && !agentsById.value.has(c.assignee_id) && <option value={c.assignee_id}>Unknown agent</option>}
+            </select>
+          </dd>
+          <dt><label for="d-mode">AI mode</label></dt>
+          <dd>
+            <select id="d-mode" value={c.ai_mode} data-testid="ai-mode-select" onChange={(e) => setAiMode(c.id, e.currentTarget.value, null)}>
+              <option value="active">AI Active</option>
+              <option value="paused">AI Paused</option>
+              <option value="manual">Manual only</option>
+            </select>
+          </dd>
+          <dt>Campaign</dt><dd data-testid="detail-campaign">{c.campaign || <span class="muted">None</span>}</dd>
+          <dt>Started</dt><dd title={fullTime(c.created_at)}>{fullTime(c.created_at)}</dd>
+          {c.first_response_at && <><dt>First reply</dt><dd>{c.first_responder === 'ai' ? 'AI' : 'Human'}, {fullTime(c.first_response_at)}</dd></>}
+          {c.csat != null && <><dt>Satisfaction</dt><dd>{'★'.repeat(c.csat)}{'☆'.repeat(5 - c.csat)}</dd></>}
+        </dl>
+      </Section>
+      <Section title="Tags"><Tags c={c} /></Section>
+      <Section title="Contact">
+        <ContactFields c={c} />
+      </Section>
+      <LeadConversations c={c} />
+    </aside>
+  );
+}
+
+function Section({ title, children }) {
+  return <section class="d-section"><h3>{title}</h3>{children}</section>;
+}
+
+function Tags({ c }) {
+  const [text, setText] = useState('');
+  const add = async (t) => {
+    const tag = t.trim();
+    if (!tag) return;
+    setText('');
+    if (!c.tags.includes(tag)) await changeTags(c.id, [tag], []);
+  };
+  const suggestions = [...knownTags.value].filter((t) => !c.tags.includes(t));
+  return (
+    <div class="tags" data-testid="tags">
+      <div class="chips">
+        {c.tags.length === 0 && <span class="muted">No tags yet</span>}
+        {c.tags.map((t) => (
+          <span key={t} class="chip" data-testid="tag">{t}
+            <button type="button" title={`Remove tag ${t}`} data-testid="tag-remove" onClick={() => changeTags(c.id, [], [t])}><IconX size={11} /><span class="sr-only">Remove tag {t}</span></button>
+          </span>
+        ))}
+      </div>
+      <div class="tag-add">
+        <IconTag size={13} />
+        <label for="tag-input" class="sr-only">Add a tag</label>
+        <input id="tag-input" list="tag-suggestions" placeholder="Add a tag…" value={text} data-testid="tag-input"
+          onInput={(e) => setText(e.currentTarget.value)}
+          onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); add(text); } }} />
+        <datalist id="tag-suggestions">{suggestions.map((t) => <option key={t} value={t} />)}</datalist>
+        <button type="button" class="btn btn-sm" data-testid="tag-add" disabled={!text.trim()} onClick={() => add(text)}>Add</button>
+      </div>
+      {suggestions.length > 0 && (
+        <div class="suggest">
+          {suggestions.slice(0, 5).map((t) => <button key={t} type="button" class="chip chip-suggest" data-testid="tag-suggestion" onClick={() => add(t)}>+ {t}</button>)}
+        </div>
+      )}
+    </div>
+  );
+}
+
+function ContactFields({ c }) {
+  return (
+    <div class="contact-fields">
+      {CONTACT_FIELDS.map(([key, label, type]) => <ContactField key={`${c.contact.id}-${key}`} contact={c.contact} field={key} label={label} type={type} />)}
+    </div>
+  );
+}
+
+function ContactField({ contact, field, label, type }) {
+  const saved = contact[field] || '';
+  const [value, setValue] = useState(saved);
+  const [state, setState] = useState({ saving: false, error: null, ok: false });
+  useEffect(() => { setValue(saved); }, [saved]);
+  const save = async () => {
+    const v = value.trim();
+    if (v === saved) return;
+    setState({ saving: true, error: null, ok: false });
+    try {
+      await updateContact(contact.id, { [field]: v === '' ? null : v });
+      setState({ saving: false, error: null, ok: true });
+      setTimeout(() => setState((s) => ({ ...s, ok: false })), 1500);
+    } catch (e) {
+      setState({ saving: false, error: e.message, ok: false });
+    }
+  };
+  const id = `cf-${field}`;
+  return (
+    <div class={`cf${state.error ? ' has-error' : ''}`}>
+      <label for={id}>{label}</label>
+      <input id={id} type={type} value={value} placeholder="—" data-testid={`contact-${field}`} aria-invalid={state.error ? 'true' : 'false'}
+        onInput={(e) => setValue(e.currentTarget.value)} onBlur={save}
+        onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); e.currentTarget.blur(); } if (e.key === 'Escape') { setValue(saved); setState({ saving: false, error: null, ok: false }); } }} />
+      {state.saving && <span class="cf-state muted">Saving…</span>}
+      {state.ok && <span class="cf-state ok">Saved</span>}
+      {state.error && <span class="cf-error" role="alert">{state.error}</span>}
+    </div>
+  );
+}
+
+// "View lead": the contact's other conversations, on every channel.
+function LeadConversations({ c }) {
+  const [open, setOpen] = useState(false);
+  const [data, setData] = useState(null);
+  useEffect(() => { setOpen(false); setData(null); }, [c.contact.id]);
+  const load = async () => {
+    setOpen(!open);
+    if (!data) {
+      try { setData(await get(`/api/v1/contacts/${c.contact.id}`)); } catch (e) { setData({ error: e.message }); }
+    }
+  };
+  return (
+    <section class="d-section">
+      <button type="button" class="link-btn" aria-expanded={open ? 'true' : 'false'} data-testid="btn-view-lead" onClick={load}><IconExternal size={13} />View lead</button>
+      {open && data && (data.error ? <p class="error">{data.error}</p> : (
+        <ul class="lead-convs" data-testid="lead-conversations">
+          {data.conversations.map((cc) => (
+            <li key={cc.id}>
+              <button type="button" class={cc.id === c.id ? 'current' : ''} onClick={() => openConversation(cc.id)}>
+                <ChannelIcon channel={cc.channel} size={12} />
+                <span class="lead-prev">{cc.preview}</span>
+                <span class="muted">{STATUS_LABEL[cc.status]} · {shortTime(cc.last_activity_at)}</span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      ))}
+    </section>
+  );
+}

@@ -1,0 +1,153 @@
+import { useState } from 'preact/hooks';
+import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openConversation, route, knownTags, knownCampaigns } from '../state.js';
+import { ConversationList } from './ConversationList.jsx';
+import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
+import { Avatar } from './Avatar.jsx';
+import { snippetParts, shortTime, displayName, compactCount } from '../util.js';
+
+const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed: 'Closed' };
+
+export function Sidebar() {
+  const f = filters.value;
+  const [showFilters, setShowFilters] = useState(false);
+  const advanced = [f.channel, f.mode, f.campaign, f.period !== 'all' ? f.period : ''].filter(Boolean).length + f.tags.length;
+  const searching = searchQuery.value.trim() !== '';
+  return (
+    <aside class="sidebar" aria-label="Conversation list">
+      <div class="sidebar-head">
+        <h1 class="pane-title">Conversations</h1>
+        <button type="button" class={`icon-btn${showFilters || advanced ? ' on' : ''}`} aria-expanded={showFilters ? 'true' : 'false'}
+          aria-controls="adv-filters" title="Filters" data-testid="filters-toggle" onClick={() => setShowFilters(!showFilters)}>
+          <IconFilter size={16} /><span class="sr-only">Filters</span>
+          {advanced > 0 && <span class="dot-count">{advanced}</span>}
+        </button>
+      </div>
+      <SearchBox />
+      {!searching && (
+        <div class="views" role="tablist" aria-label="Quick filters">
+          {VIEWS.map((v) => {
+            const c = counts.value[v];
+            return (
+              <button key={v} type="button" role="tab" aria-selected={f.view === v ? 'true' : 'false'} class={`view-btn${f.view === v ? ' on' : ''}`}
+                data-testid={`filter-${v}`} onClick={() => setFilters({ view: v })}>
+                {VIEW_LABEL[v]}
+                <span class="view-count" data-testid={`count-${v}`} data-count={c ? c.n : ''} aria-label={c ? `${c.n}${c.more ? ' or more' : ''} conversations` : undefined}>{c ? `${compactCount(c.n)}${c.more ? '+' : ''}` : '·'}</span>
+              </button>
+            );
+          })}
+        </div>
+      )}
+      {showFilters && !searching && <AdvancedFilters />}
+      {searching ? <SearchResults /> : <ConversationList />}
+    </aside>
+  );
+}
+
+function SearchBox() {
+  return (
+    <div class="search" role="search">
+      <IconSearch size={15} className="search-icon" />
+      <label for="search-input" class="sr-only">Search conversations</label>
+      <input id="search-input" type="search" placeholder="Search conversations" autocomplete="off"
+        value={searchQuery.value} data-testid="search-input"
+        onInput={(e) => setSearch(e.currentTarget.value)}
+        onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); setSearch(''); e.currentTarget.blur(); } }} />
+      {searchQuery.value ? (
+        <button type="button" class="search-clear" title="Clear search (Esc)" data-testid="search-clear" onClick={() => setSearch('')}><IconX size={14} /><span class="sr-only">Clear search</span></button>
+      ) : <kbd class="search-kbd" aria-hidden="true">/</kbd>}
+    </div>
+  );
+}
+
+function Select({ label, value, onChange, options, testid }) {
+  return (
+    <label class="field-inline">
+      <span>{label}</span>
+      <select value={value} data-testid={testid} onChange={(e) => onChange(e.currentTarget.value)}>
+        {options.map(([v, l]) => <option key={v} value={v}>{l}</option>)}
+      </select>
+    </label>
+  );
+}
+
+function AdvancedFilters() {
+  const f = filters.value;
+  const [tagText, setTagText] = useState('');
+  const addTag = (t) => {
+    const tag = t.trim();
+    if (tag && !f.tags.includes(tag)) setFilters({ tags: [...f.tags, tag] });
+    setTagText('');
+  };
+  return (
+    <div id="adv-filters" class="adv-filters" data-testid="advanced-filters">
+      <Select label="Channel" value={f.channel} testid="filter-channel" onChange={(v) => setFilters({ channel: v })}
+        options={[['', 'All channels'], ['whatsapp', 'WhatsApp'], ['email', 'Email'], ['linkedin', 'LinkedIn']]} />
+      <Select label="Mode" value={f.mode} testid="filter-mode" onChange={(v) => setFilters({ mode: v })}
+        options={[['', 'All'], ['ai_active', 'AI-handled'], ['ai_paused', 'AI paused'], ['manual', 'Manual']]} />
+      <Select label="Period" value={f.period} testid="filter-period" onChange={(v) => setFilters({ period: v })}
+        options={[['all', 'All time'], ['today', 'Today'], ['week', 'Last 7 days'], ['month', 'Last 30 days']]} />
+      <label class="field-inline">
+        <span>Campaign</span>
+        <input list="campaign-options" value={f.campaign} placeholder="Any campaign" data-testid="filter-campaign"
+          onChange={(e) => setFilters({ campaign: e.currentTarget.value.trim() })} />
+        <datalist id="campaign-options">{[...knownCampaigns.value].map((c) => <option key={c} value={c} />)}</datalist>
+      </label>
+      <label class="field-inline">
+        <span>Tags</span>
+        <input list="tag-filter-options" value={tagText} placeholder="Add a tag…" data-testid="filter-tag-input"
+          onInput={(e) => setTagText(e.currentTarget.value)}
+          onChange={(e) => { if ([...knownTags.value].includes(e.currentTarget.value)) addTag(e.currentTarget.value); }}
+          onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); addTag(tagText); } }} />
+        <datalist id="tag-filter-options">{[...knownTags.value].map((t) => <option key={t} value={t} />)}</datalist>
+      </label>
+      {f.tags.length > 0 && (
+        <div class="chips">
+          {f.tags.map((t) => (
+            <span key={t} class="chip">{t}
+              <button type="button" title={`Remove ${t}`} onClick={() => setFilters({ tags: f.tags.filter((x) => x !== t) })}><IconX size={11} /><span class="sr-only">Remove filter {t}</span></button>
+            </span>
+          ))}
+        </div>
+      )}
+      <button type="button" class="link-btn" data-testid="filters-reset"
+        onClick={() => setFilters({ channel: '', mode: '', campaign: '', tags: [], period: 'all' })}>Reset filters</button>
+    </div>
+  );
+}
+
+const FIELD_LABEL = { text: 'Message', name: 'Name', company: 'Company', email: 'Email', phone: 'Phone', tags: 'Tags' };
+
+function SearchResults() {
+  const s = searchState.value;
+  const active = activeIndex.value;
+  const selected = route.value.id;
+  return (
+    <div class="search-results" role="listbox" aria-label="Search results" data-testid="search-results" data-count={s.items.length}
+      aria-busy={s.loading ? 'true' : 'false'}
+      onScroll={(e) => { const el = e.currentTarget; if (el.scrollTop + el.clientHeight > el.scrollHeight - 200) searchMore(); }}>
+      {s.error && <p class="list-empty error" role="alert">{s.error}</p>}
+      {!s.loading && !s.error && s.items.length === 0 && s.q && <p class="list-empty">No results for “{s.q}”.</p>}
+      {s.items.map((hit, i) => (
+        <div key={`${hit.conversation_id}-${hit.message_id || hit.field}-${i}`} role="option" id={`hit-${i}`}
+          aria-selected={hit.conversation_id === selected ? 'true' : 'false'}
+          class={`hit${i === active ? ' active' : ''}${hit.conversation_id === selected ? ' selected' : ''}`}
+          data-testid="search-result" data-conversation-id={hit.conversation_id}
+          onClick={() => { activeIndex.value = i; openConversation(hit.conversation_id); }}>
+          <Avatar contact={hit.contact} size={30} />
+          <div class="hit-main">
+            <div class="conv-top">
+              <span class="conv-name">{displayName(hit.contact)}</span>
+              <time class="conv-time">{shortTime(hit.created_at)}</time>
+            </div>
+            <div class="hit-snippet">
+              <span class="hit-field">{hit.internal ? 'Note' : FIELD_LABEL[hit.field] || hit.field}</span>
+              {snippetParts(hit.snippet).map((p, j) => (p.hit ? <mark key={j}>{p.text}</mark> : p.text))}
+            </div>
+          </div>
+          <ChannelIcon channel={hit.channel} size={12} />
+        </div>
+      ))}
+      {s.loading && <p class="list-empty">Searching…</p>}
+    </div>
+  );
+}

@@ -1,0 +1,467 @@
+// Application state (signals) and the actions that change it. Components read signals and
+// call actions; only this module talks to the REST API for inbox state, and the stream
+// module feeds it deltas through applyDelta.
+
+import { signal, computed, batch } from '@preact/signals';
+import { get, post, patch, qs, setUnauthorizedHandler } from './api.js';
+import { periodStart, displayName } from './util.js';
+
+// ---- session -------------------------------------------------------------------------
+export const me = signal(undefined); // undefined: checking; null: signed out; else /me body
+export const agents = signal([]);
+export const agentsById = computed(() => new Map(agents.value.map((a) => [a.id, a])));
+export const isAdmin = computed(() => me.value?.agent?.role === 'admin');
+
+setUnauthorizedHandler(() => {
+  if (me.value) toast('Your session ended. Sign in again.', 'warn');
+  me.value = null;
+});
+
+// ---- routing (hash) --------------------------------------------------------------------
+function parseHash() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [page, id] = h.split('/');
+  if (page === 'analytics') return { page: 'analytics' };
+  if (page === 'invite') return { page: 'invite', code: decodeURIComponent(id || '') };
+  return { page: 'conversations', id: id ? decodeURIComponent(id) : null };
+}
+export const route = signal(parseHash());
+addEventListener('hashchange', () => { route.value = parseHash(); });
+export function navigate(hash) {
+  if (location.hash !== hash) location.hash = hash;
+}
+export const openConversation = (id) => navigate(`#/conversations/${encodeURIComponent(id)}`);
+
+// A clock for relative times ("5m"): ticks every 30 s so rows age without a reload.
+export const clock = signal(Date.now());
+setInterval(() => { clock.value = Date.now(); }, 30_000);
+
+// ---- toasts and notifications -----------------------------------------------------------
+export const toasts = signal([]);
+let toastSeq = 0;
+export function toast(text, kind = 'info', action = null) {
+  const id = ++toastSeq;
+  toasts.value = [...toasts.value.slice(-2), { id, text, kind, action }];
+  setTimeout(() => dismissToast(id), kind === 'error' ? 8000 : kind === 'ok' ? 3500 : 6000);
+}
+export function dismissToast(id) { toasts.value = toasts.value.filter((t) => t.id !== id); }
+
+export const notifications = signal([]); // newest first
+export const unseenNotifications = signal(0);
+
+// ---- filters, list, counts ---------------------------------------------------------------
+export const VIEWS = ['mine', 'all', 'unassigned', 'closed'];
+export const filters = signal({ view: 'all', channel: '', mode: '', campaign: '', tags: [], period: 'all' });
+export const counts = signal({});
+export const knownTags = signal(new Set(['needs-human', 'opted-out', 'hot', 'vip', 'follow-up']));
+export const knownCampaigns = signal(new Set());
+
+// The list is large (up to 100k cards): kept in a mutable store, rendered through a version signal.
+export const list = { items: [], index: new Map(), head: 0, nextCursor: null, overrides: new Map() };
+export const listVersion = signal(0);
+export const listStatus = signal({ loading: false, error: null, more: false });
+export const activeIndex = signal(0); // keyboard highlight in the list or the search results
+
+const bump = () => { listVersion.value++; };
+
+function filterQuery(f, extra = {}) {
+  return qs({ view: f.view, channel: f.channel, mode: f.mode, campaign: f.campaign, tag: f.tags, period: f.period === 'all' ? '' : f.period, ...extra });
+}
+
+const MODE_OF = { ai_active: 'active', ai_paused: 'paused', manual: 'manual' };
+export function matches(card, f = filters.value, view = f.view) {
+  const myId = me.value?.agent?.id;
+  const closed = card.status === 'closed';
+  if (view === 'closed' ? !closed : closed) return false;
+  if (view === 'mine' && card.assignee_id !== myId) return false;
+  if (view === 'unassigned' && card.assignee_id) return false;
+  if (f.channel && card.channel !== f.channel) return false;
+  if (f.mode && card.ai_mode !== MODE_OF[f.mode]) return false;
+  if (f.campaign && card.campaign !== f.campaign) return false;
+  if (f.tags.length && !f.tags.every((t) => card.tags.includes(t))) return false;
+  const since = periodStart(f.period);
+  if (since !== null && new Date(card.last_activity_at).getTime() < since) return false;
+  return true;
+}
+
+// Newest activity first, ties by id, newest first (the server's order).
+const before = (a, b) => a.last_activity_at > b.last_activity_at || (a.last_activity_at === b.last_activity_at && a.id > b.id);
+
+function insertionPoint(card) {
+  let lo = 0, hi = list.items.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (before(list.items[mid], card)) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+function learn(card) {
+  let tagsChanged = false;
+  const tags = knownTags.value;
+  for (const t of card.tags) if (!tags.has(t)) { tags.add(t); tagsChanged = true; }
+  if (tagsChanged) knownTags.value = new Set(tags);
+  if (card.campaign && !knownCampaigns.value.has(card.campaign)) knownCampaigns.value = new Set([...knownCampaigns.value, card.campaign]);
+}
+
+let listGeneration = 0;
+let pendingCards = []; // deltas that arrived while the first page was loading
+let listLoading = false;
+
+export async function loadList() {
+  const gen = ++listGeneration;
+  listLoading = true;
+  pendingCards = [];
+  listStatus.value = { loading: true, error: null, more: false };
+  try {
+    const page = await get('/api/v1/conversations' + filterQuery(filters.value, { limit: 50 }));
+    if (gen !== listGeneration) return null;
+    list.items = [];
+    list.index = new Map();
+    list.overrides = new Map();
+    list.head = page.head;
+    list.nextCursor = page.next_cursor;
+    for (const card of page.items) { list.items.push(card); list.index.set(card.id, card); learn(card); }
+    listLoading = false;
+    for (const { card, offset } of pendingCards) if (offset > list.head) applyCardToList(card, offset);
+    pendingCards = [];
+    activeIndex.value = Math.min(activeIndex.value, Math.max(0, list.items.length - 1));
+    listStatus.value = { loading: false, error: null, more: !!list.nextCursor };
+    bump();
+    return page.head;
+  } catch (e) {
+    if (gen === listGeneration) {
+      listLoading = false;
+      listStatus.value = { loading: false, error: e.message, more: false };
+    }
+    return null;
+  }
+}
+
+let loadingMore = false;
+export async function loadMore() {
+  if (loadingMore || !list.nextCursor || listLoading) return;
+  loadingMore = true;
+  const gen = listGeneration;
+  try {
+    const page = await get('/api/v1/conversations' + filterQuery(filters.value, { limit: 100, cursor: list.nextCursor }));
+    if (gen !== listGeneration) return;
+    list.nextCursor = page.next_cursor;
+    for (const item of page.items) {
+      if (list.index.has(item.id)) continue;
+      const card = list.overrides.get(item.id) || item;
+      if (card !== item && !matches(card)) continue;
+      list.items.push(card);
+      list.index.set(card.id, card);
+      learn(card);
+    }
+    listStatus.value = { ...listStatus.value, more: !!list.nextCursor };
+    bump();
+  } catch (e) {
+    toast(`Could not load more conversations: ${e.message}`, 'error');
+  } finally {
+    loadingMore = false;
+  }
+}
+
+function applyCardToList(card, offset) {
+  if (listLoading) { pendingCards.push({ card, offset }); return; }
+  if (offset <= list.head) return; // already in the listing's snapshot
+  list.overrides.set(card.id, card);
+  if (list.index.has(card.id)) {
+    const old = list.index.get(card.id);
+    const at = list.items.indexOf(old);
+    if (at >= 0) list.items.splice(at, 1);
+    list.index.delete(card.id);
+  }
+  if (matches(card)) {
+    const at = insertionPoint(card);
+    if (at < list.items.length || !list.nextCursor) {
+      list.items.splice(at, 0, card);
+      list.index.set(card.id, card);
+    }
+  }
+  learn(card);
+  bump();
+}
+
+export function setFilters(patch1) {
+  filters.value = { ...filters.value, ...patch1 };
+  activeIndex.value = 0;
+  loadList();
+  refreshCounts(true);
+}
+
+let countTimer = null;
+let countInFlight = false;
+export function refreshCounts(now = false) {
+  if (countTimer) return;
+  countTimer = setTimeout(async () => {
+    countTimer = null;
+    if (countInFlight) { refreshCounts(); return; }
+    countInFlight = true;
+    const f = filters.value;
+    try {
+      const next = {};
+      if (!f.campaign && !f.tags.length && (!f.period || f.period === 'all')) {
+        // Exact, from the server's view counters (channel and mode filters only).
+        const c = await get('/api/v1/conversations/counts' + qs({ channel: f.channel, mode: f.mode }));
+        VIEWS.forEach((view) => { next[view] = { n: c[view], more: false }; });
+      } else {
+        // Counters do not cover tags, campaigns or periods: the first page's length
+        // stands in, with "+" when the view holds more.
+        const pages = await Promise.all(VIEWS.map((view) =>
+          get('/api/v1/conversations' + filterQuery({ ...f, view }, { limit: 100 }))));
+        VIEWS.forEach((view, i) => { next[view] = { n: pages[i].items.length, more: !!pages[i].next_cursor }; });
+      }
+      counts.value = next;
+    } catch { /* counts are a hint: the next change retries */ }
+    countInFlight = false;
+  }, now ? 0 : 1200);
+}
+
+// ---- the open conversation ----------------------------------------------------------------
+export const current = signal(null); // detail of the open conversation
+export const messages = signal([]); // ascending seq
+export const messagesStatus = signal({ loading: false, olderBefore: null, error: null });
+export const reasoningFor = signal(null); // seq of the message whose reasoning is shown
+
+let currentGen = 0;
+export async function loadConversation(id) {
+  const gen = ++currentGen;
+  reasoningFor.value = null;
+  if (!id) { current.value = null; messages.value = []; return; }
+  const cached = list.index.get(id);
+  if (cached && !searchQuery.value.trim()) {
+    const at = list.items.indexOf(cached);
+    if (at >= 0) activeIndex.value = at;
+  }
+  batch(() => {
+    current.value = cached ? { ...cached, partial: true } : null;
+    messages.value = [];
+    messagesStatus.value = { loading: true, olderBefore: null, error: null };
+  });
+  try {
+    const [detail, page] = await Promise.all([
+      get(`/api/v1/conversations/${id}`),
+      get(`/api/v1/conversations/${id}/messages?limit=50`),
+    ]);
+    if (gen !== currentGen) return;
+    batch(() => {
+      current.value = detail;
+      messages.value = page.items.slice().reverse();
+      messagesStatus.value = { loading: false, olderBefore: page.next_before, error: null };
+    });
+    if (detail.unread_count > 0) markRead(id);
+  } catch (e) {
+    if (gen !== currentGen) return;
+    messagesStatus.value = { loading: false, olderBefore: null, error: e.message };
+    if (e.status === 404) current.value = null;
+  }
+}
+
+export async function loadOlder() {
+  const c = current.value;
+  const st = messagesStatus.value;
+  if (!c || st.loading || !st.olderBefore) return false;
+  const gen = currentGen;
+  messagesStatus.value = { ...st, loading: true };
+  try {
+    const page = await get(`/api/v1/conversations/${c.id}/messages?limit=50&before=${st.olderBefore}`);
+    if (gen !== currentGen) return false;
+    const have = new Set(messages.value.map((m) => m.id));
+    const older = page.items.filter((m) => !have.has(m.id)).reverse();
+    batch(() => {
+      messages.value = [...older, ...messages.value];
+      messagesStatus.value = { loading: false, olderBefore: page.next_before, error: null };
+    });
+    return true;
+  } catch (e) {
+    messagesStatus.value = { ...st, loading: false, error: e.message };
+    return false;
+  }
+}
+
+let detailTimer = null;
+function refreshDetailSoon(id) {
+  clearTimeout(detailTimer);
+  detailTimer = setTimeout(async () => {
+    if (current.value?.id !== id) return;
+    try {
+      const d = await get(`/api/v1/conversations/${id}`);
+      if (current.value?.id === id) current.value = d;
+    } catch { /* the card from the stream is still shown */ }
+  }, 400);
+}
+
+const readTimers = new Map();
+export function markRead(id) {
+  clearTimeout(readTimers.get(id));
+  readTimers.set(id, setTimeout(() => {
+    readTimers.delete(id);
+    post(`/api/v1/conversations/${id}/read`).catch(() => {});
+  }, 300));
+  const card = list.index.get(id);
+  if (card && card.unread_count) { card.unread_count = 0; bump(); }
+}
+
+// ---- commands ------------------------------------------------------------------------------
+async function command(id, name, body, okText) {
+  try {
+    const card = await post(`/api/v1/conversations/${id}/${name}`, body);
+    if (current.value?.id === id && card && card.id) current.value = { ...current.value, ...card };
+    if (okText) toast(okText, 'ok');
+    return card;
+  } catch (e) {
+    toast(e.message, 'error');
+    return null;
+  }
+}
+export const setAiMode = (id, mode, text) => command(id, 'ai', { mode }, text);
+export const assign = (id, agentId) => command(id, 'assign', { agent_id: agentId || null },
+  agentId ? `Assigned to ${agentsById.value.get(agentId)?.name || 'agent'}` : 'Unassigned');
+export const setStatus = (id, status) => command(id, 'status', { status }, status === 'closed' ? 'Conversation closed' : `Marked ${status}`);
+export const changeTags = (id, add, remove) => command(id, 'tags', { add, remove });
+export async function takeOver(c) {
+  const myId = me.value?.agent?.id;
+  if (!c.assignee_id && myId) await command(c.id, 'assign', { agent_id: myId });
+  return setAiMode(c.id, 'paused', 'You took over: the AI is paused');
+}
+
+export async function sendMessage(id, text, internal) {
+  const msg = await post(`/api/v1/conversations/${id}/messages`, { text, internal });
+  if (current.value?.id === id) upsertMessage(msg);
+  return msg;
+}
+
+export async function updateContact(contactId, fields) {
+  const contact = await patch(`/api/v1/contacts/${contactId}`, fields);
+  const c = current.value;
+  if (c && c.contact.id === contactId) current.value = { ...c, contact: { ...c.contact, ...fields, ...pickContact(contact) } };
+  return contact;
+}
+const pickContact = ({ id, name, email, phone, company, title, avatar_url }) => ({ id, name, email, phone, company, title, avatar_url });
+
+function upsertMessage(msg) {
+  const list1 = messages.value;
+  const at = list1.findIndex((m) => m.id === msg.id);
+  if (at >= 0) {
+    const next = list1.slice();
+    next[at] = { ...list1[at], ...msg };
+    messages.value = next;
+    return;
+  }
+  const last = list1[list1.length - 1];
+  if (!last || msg.seq > last.seq) { messages.value = [...list1, msg]; return; }
+  const next = [...list1, msg].sort((a, b) => a.seq - b.seq);
+  messages.value = next;
+}
+
+// ---- channels -------------------------------------------------------------------------------
+export const channels = signal([]);
+export async function loadChannels() {
+  try { channels.value = (await get('/api/v1/channels')).channels; } catch { /* shown on demand */ }
+}
+
+// ---- search -----------------------------------------------------------------------------------
+export const searchQuery = signal('');
+export const searchState = signal({ loading: false, items: [], error: null, next: null, q: '' });
+let searchTimer = null;
+let searchGen = 0;
+export function setSearch(q) {
+  searchQuery.value = q;
+  activeIndex.value = 0;
+  clearTimeout(searchTimer);
+  if (!q.trim()) { searchGen++; searchState.value = { loading: false, items: [], error: null, next: null, q: '' }; return; }
+  searchState.value = { ...searchState.value, loading: true };
+  searchTimer = setTimeout(() => runSearch(q), 220);
+}
+async function runSearch(q, cursor = null) {
+  const gen = ++searchGen;
+  try {
+    const page = await get('/api/v1/search' + qs({ q, limit: 30, cursor }));
+    if (gen !== searchGen) return;
+    const items = cursor ? [...searchState.value.items, ...page.items] : page.items;
+    searchState.value = { loading: false, items, error: null, next: page.next_cursor, q };
+  } catch (e) {
+    if (gen === searchGen) searchState.value = { loading: false, items: [], error: e.message, next: null, q };
+  }
+}
+export function searchMore() {
+  const s = searchState.value;
+  if (s.next && !s.loading) { searchState.value = { ...s, loading: true }; runSearch(s.q, s.next); }
+}
+
+// ---- stream deltas -------------------------------------------------------------------------------
+export function applyDelta(d) {
+  switch (d.kind) {
+    case 'conversation_created':
+    case 'conversation_updated': {
+      const card = d.conversation;
+      applyCardToList(card, d.offset);
+      const c = current.value;
+      if (c && c.id === card.id) current.value = { ...c, ...card, partial: c.partial };
+      refreshCounts();
+      break;
+    }
+    case 'message_created':
+    case 'message_updated': {
+      const m = d.message;
+      const c = current.value;
+      if (c && c.id === m.conversation_id) {
+        upsertMessage(m);
+        if (d.kind === 'message_created' && m.direction === 'inbound') {
+          refreshDetailSoon(c.id);
+          if (document.visibilityState === 'visible') markRead(c.id);
+        }
+      }
+      break;
+    }
+    case 'notification': {
+      if (d.agent_id !== me.value?.agent?.id) break;
+      const by = agentsById.value.get(d.by_agent_id)?.name;
+      const card = list.index.get(d.conversation_id);
+      const who = card ? displayName(card.contact) : 'a conversation';
+      const text = d.reason === 'mention' ? `${by || 'Someone'} mentioned you in ${who}`
+        : d.reason === 'assignment' ? `${by ? by + ' assigned' : 'Assigned'} you ${who}`
+          : `Escalated to you: ${who}`;
+      notifications.value = [{ id: d.offset, text, reason: d.reason, at: d.at, conversation_id: d.conversation_id }, ...notifications.value].slice(0, 50);
+      unseenNotifications.value++;
+      toast(text, 'notify', { label: 'Open', run: () => openConversation(d.conversation_id) });
+      break;
+    }
+    case 'channel_updated': {
+      const ch = d.channel;
+      const had = channels.value.some((c) => c.id === ch.id);
+      channels.value = had ? channels.value.map((c) => (c.id === ch.id ? ch : c)) : [...channels.value, ch];
+      if (ch.status !== 'connected') toast(`Channel ${ch.name} is ${ch.status.replace('_', ' ')}`, 'warn');
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// After a resync (history gone) or a long sleep: reload what is on screen.
+export async function reloadVisible() {
+  const head = await loadList();
+  refreshCounts(true);
+  loadChannels();
+  if (current.value) loadConversation(current.value.id);
+  if (searchQuery.value.trim()) runSearch(searchQuery.value);
+  return head;
+}
+
+export async function bootstrap() {
+  try {
+    agents.value = (await get('/api/v1/agents')).items;
+  } catch { /* mentions and assignee names degrade to ids */ }
+  loadChannels();
+  refreshCounts(true);
+  return loadList();
+}
+
+export async function signOut() {
+  try { await post('/api/v1/auth/logout'); } catch { /* the session may already be gone */ }
+  me.value = null;
+}

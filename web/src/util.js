@@ -1,0 +1,119 @@
+// Small pure helpers: time formatting, initials, colours, snippets.
+
+const MIN = 60_000, HOUR = 3_600_000, DAY = 86_400_000;
+
+export function shortTime(iso, now = Date.now()) {
+  if (!iso) return '';
+  const t = new Date(iso);
+  const diff = now - t.getTime();
+  if (diff < MIN) return 'now';
+  if (diff < HOUR) return `${Math.floor(diff / MIN)}m`;
+  const today = new Date(now);
+  if (t.toDateString() === today.toDateString()) return t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (diff < 7 * DAY) return t.toLocaleDateString([], { weekday: 'short' });
+  return t.toLocaleDateString([], { day: 'numeric', month: 'short' });
+}
+
+export function clockTime(iso) {
+  return iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+}
+
+export function fullTime(iso) {
+  return iso ? new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
+}
+
+export function dayLabel(iso, now = Date.now()) {
+  const t = new Date(iso);
+  const d = new Date(now);
+  if (t.toDateString() === d.toDateString()) return 'Today';
+  if (t.toDateString() === new Date(now - DAY).toDateString()) return 'Yesterday';
+  return t.toLocaleDateString([], { weekday: 'long', day: 'numeric', month: 'long' });
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  if (seconds < 60) return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} d`;
+}
+
+export function hoursLeft(iso, now = Date.now()) {
+  const ms = new Date(iso).getTime() - now;
+  if (ms <= 0) return null;
+  if (ms < HOUR) return `${Math.max(1, Math.round(ms / MIN))} min`;
+  return `${Math.floor(ms / HOUR)} h`;
+}
+
+export function compactCount(n) {
+  if (n < 1000) return String(n);
+  if (n < 10_000) return `${(n / 1000).toFixed(1).replace(/\.0$/, '')}k`;
+  if (n < 1_000_000) return `${Math.round(n / 1000)}k`;
+  return `${(n / 1_000_000).toFixed(1).replace(/\.0$/, '')}M`;
+}
+
+export function percent(x) {
+  return x === null || x === undefined ? '—' : `${Math.round(x * 100)} %`;
+}
+
+export function displayName(contact) {
+  if (!contact) return 'Unknown';
+  return contact.name || contact.email || contact.phone || 'Unknown lead';
+}
+
+export function initials(name) {
+  const all = (name || '?').replace(/[^\p{L}\p{N} ]/gu, ' ').trim().split(/\s+/).filter(Boolean);
+  const lettered = all.filter((w) => /^\p{L}/u.test(w));
+  const words = lettered.length ? lettered : all;
+  if (!words.length) return '#';
+  return ((words[0][0] || '') + (words.length > 1 ? words[words.length - 1][0] : '')).toUpperCase();
+}
+
+const HUES = [12, 35, 150, 190, 215, 250, 280, 330];
+export function hueFor(id) {
+  let h = 0;
+  for (const ch of id || '') h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return HUES[h % HUES.length];
+}
+
+// The search snippet is HTML-escaped text with the matches in <b>…</b>: split it into
+// parts and unescape the entities; the caller renders them as text nodes only.
+export function snippetParts(snippet) {
+  const out = [];
+  const re = /<b>(.*?)<\/b>/gs;
+  let last = 0;
+  let m;
+  while ((m = re.exec(snippet || ''))) {
+    if (m.index > last) out.push({ text: unescapeHtml(snippet.slice(last, m.index)), hit: false });
+    out.push({ text: unescapeHtml(m[1]), hit: true });
+    last = re.lastIndex;
+  }
+  if (last < (snippet || '').length) out.push({ text: unescapeHtml(snippet.slice(last)), hit: false });
+  return out;
+}
+
+const ENTITIES = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#39;': "'", '&#x27;': "'", '&#x2F;': '/' };
+export function unescapeHtml(s) {
+  return s.replace(/&(?:amp|lt|gt|quot|#39|#x27|#x2F);/g, (e) => ENTITIES[e]);
+}
+
+export function periodStart(period, now = Date.now()) {
+  if (period === 'today') {
+    const d = new Date(now);
+    return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
+  }
+  if (period === 'week') return now - 7 * DAY;
+  if (period === 'month') return now - 30 * DAY;
+  return null;
+}
+
+export const CHANNEL_LABEL = { whatsapp: 'WhatsApp', email: 'Email', linkedin: 'LinkedIn' };
+export const MODE_LABEL = { active: 'AI Active', paused: 'AI Paused', manual: 'Manual only' };
+export const STATUS_LABEL = { open: 'Open', pending: 'Pending', closed: 'Closed' };
+export const VARIABLES = [
+  { name: 'first_name', label: 'First name' },
+  { name: 'last_name', label: 'Last name' },
+  { name: 'company', label: 'Company' },
+  { name: 'title', label: 'Job title' },
+  { name: 'agent_name', label: 'Your name' },
+];
