@@ -88,6 +88,29 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
     ] {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
+    // Our agent's password and invitations are not theirs to set (both are admins).
+    for (status, _) in [
+        server
+            .put(
+                &theirs.token,
+                &format!("/api/v1/agents/{}/password", ours.agent_id),
+                json!({"password": "their chosen password"}),
+            )
+            .await,
+        server
+            .post(
+                &theirs.token,
+                &format!("/api/v1/agents/{}/invite", ours.agent_id),
+                json!({}),
+            )
+            .await,
+    ] {
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, counts) = server
+        .get(&theirs.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(counts["all"], 0, "{counts}");
     let (_, list) = server.get(&theirs.token, "/api/v1/kb/articles").await;
     assert_eq!(list["items"], json!([]));
     let (_, channels) = server.get(&theirs.token, "/api/v1/channels").await;

@@ -1,29 +1,40 @@
 #!/usr/bin/env node
-// Browser walkthrough of the inbox in headless Chromium (Debian's /usr/bin/chromium),
-// against the dev server (`node dev-server.mjs --fake-auth`) or the real server.
-// Takes screenshots into SHOTS (default /tmp/ui-dev/shots) and fails on any console
-// error, page error or CSP violation.
+// Browser walkthrough of the inbox in headless Chromium (Debian's /usr/bin/chromium), against
+// the real Confab server: the page it serves itself (CONFAB_URL), or the dev server in front
+// of it (DEV_URL, `npm run dev`: the current web/dist from disk). Signs in with a real
+// account (the demo's by default), takes screenshots into SHOTS, and fails on any console
+// error or warning, page error or CSP violation.
 //
-// Env: SMOKE_URL (default http://127.0.0.1:5173), SMOKE_EMAIL, SMOKE_PASSWORD,
-//      SHOTS, CHROMIUM (default /usr/bin/chromium).
+// Env: CONFAB_URL (default http://127.0.0.1:18080), DEV_URL (optional: open the page there
+//      instead), CONFAB_EMAIL (default demo-admin@example.com), CONFAB_PASSWORD (default
+//      confab-demo), SHOTS (default /tmp/ui-dev/shots), CHROMIUM (default /usr/bin/chromium).
 
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
-const BASE = process.env.SMOKE_URL || 'http://127.0.0.1:5173';
-const EMAIL = process.env.SMOKE_EMAIL || 'demo-admin@example.com';
-const PASSWORD = process.env.SMOKE_PASSWORD || 'demo-password';
+const CONFAB_URL = (process.env.CONFAB_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '');
+const BASE = (process.env.DEV_URL || CONFAB_URL).replace(/\/+$/, '');
+const EMAIL = process.env.CONFAB_EMAIL || 'demo-admin@example.com';
+const PASSWORD = process.env.CONFAB_PASSWORD || 'confab-demo';
 const SHOTS = process.env.SHOTS || '/tmp/ui-dev/shots';
 mkdirSync(SHOTS, { recursive: true });
+console.log(`smoke: ${BASE}${process.env.DEV_URL ? ` (dev server → ${CONFAB_URL})` : ''} as ${EMAIL}, screenshots in ${SHOTS}`);
 
-const browser = await chromium.launch({
+// A fresh profile each run: no cookie or cache from an earlier one.
+const profile = mkdtempSync(path.join(tmpdir(), 'confab-smoke-'));
+const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  viewport: { width: 1440, height: 900 },
+  deviceScaleFactor: 1,
 });
-const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
-const page = await context.newPage();
+const page = context.pages()[0] || (await context.newPage());
 const problems = [];
-// 401 (signed out, wrong password) and 422 (unknown variable) are answers the walkthrough provokes.
+// 401 (GET /me while signed out, the wrong password) and 422 (unknown variable) are answers
+// the walkthrough provokes.
 const expected = /Failed to load resource: the server responded with a status of (401|422)/;
 page.on('console', (m) => {
   if ((m.type() === 'error' || m.type() === 'warning') && !expected.test(m.text())) problems.push(`console.${m.type()}: ${m.text()}`);
@@ -46,8 +57,13 @@ async function check(name, fn) {
 const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png` });
 const tid = (id) => page.locator(`[data-testid="${id}"]`);
 
-await check('sign-in page shows', async () => {
-  await page.goto(BASE + '/');
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+await check('sign-in page shows, with the security headers', async () => {
+  const answer = await page.goto(BASE + '/');
+  const h = answer.headers();
+  const want = { 'content-security-policy': CSP, 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' };
+  for (const [k, v] of Object.entries(want)) if (h[k] !== v) throw new Error(`${k}: ${h[k]}`);
   await tid('signin-form').waitFor();
   await shot('01-signin');
 });
@@ -81,7 +97,13 @@ await check('advanced filters: channel and mode', async () => {
   await tid('filters-toggle').click();
   await tid('filter-channel').selectOption('whatsapp');
   await tid('filter-mode').selectOption('ai_active');
-  await page.waitForTimeout(500);
+  // The All count follows the filters (exact from /conversations/counts): with the demo's
+  // few conversations it equals the filtered list's length.
+  await page.waitForFunction(() => {
+    const n = document.querySelector('[data-testid="count-all"]')?.dataset.count;
+    const list = document.querySelector('[data-testid="conversation-list"]')?.dataset.count;
+    return n !== '' && n === list;
+  }, null, { timeout: 5000 });
   await shot('03-filters');
   await tid('filters-reset').click();
   await tid('filters-toggle').click();
@@ -237,7 +259,8 @@ await check('sign out', async () => {
   await tid('signin-token').waitFor();
 });
 
-await browser.close();
+await context.close();
+rmSync(profile, { recursive: true, force: true });
 console.log(steps.join('\n'));
 if (problems.length) console.log('\nconsole problems:\n' + [...new Set(problems)].join('\n'));
 const failed = steps.filter((s) => s.startsWith('FAIL')).length;

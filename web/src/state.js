@@ -192,32 +192,48 @@ export function setFilters(patch1) {
   refreshCounts(true);
 }
 
+// Counts are refreshed at most every 1.2 s on deltas, and at once when the filters change
+// (`now`): a pending delayed refresh is brought forward, and a change while a request is in
+// flight runs another as soon as it returns, so the counts never stay on old filters.
 let countTimer = null;
 let countInFlight = false;
+let countAgain = false;
 export function refreshCounts(now = false) {
-  if (countTimer) return;
-  countTimer = setTimeout(async () => {
-    countTimer = null;
-    if (countInFlight) { refreshCounts(); return; }
-    countInFlight = true;
-    const f = filters.value;
-    try {
-      const next = {};
-      if (!f.campaign && !f.tags.length && (!f.period || f.period === 'all')) {
-        // Exact, from the server's view counters (channel and mode filters only).
-        const c = await get('/api/v1/conversations/counts' + qs({ channel: f.channel, mode: f.mode }));
-        VIEWS.forEach((view) => { next[view] = { n: c[view], more: false }; });
-      } else {
-        // Counters do not cover tags, campaigns or periods: the first page's length
-        // stands in, with "+" when the view holds more.
-        const pages = await Promise.all(VIEWS.map((view) =>
-          get('/api/v1/conversations' + filterQuery({ ...f, view }, { limit: 100 }))));
-        VIEWS.forEach((view, i) => { next[view] = { n: pages[i].items.length, more: !!pages[i].next_cursor }; });
-      }
-      counts.value = next;
-    } catch { /* counts are a hint: the next change retries */ }
-    countInFlight = false;
-  }, now ? 0 : 1200);
+  if (countInFlight) {
+    if (now) countAgain = 'now';
+    else if (!countAgain) countAgain = 'later';
+    return;
+  }
+  if (countTimer) {
+    if (!now) return;
+    clearTimeout(countTimer);
+  }
+  countTimer = setTimeout(runCounts, now ? 0 : 1200);
+}
+
+async function runCounts() {
+  countTimer = null;
+  countInFlight = true;
+  const f = filters.value;
+  try {
+    const next = {};
+    if (!f.campaign && !f.tags.length && (!f.period || f.period === 'all')) {
+      // Exact, from the server's view counters (channel and mode filters only).
+      const c = await get('/api/v1/conversations/counts' + qs({ channel: f.channel, mode: f.mode }));
+      VIEWS.forEach((view) => { next[view] = { n: c[view], more: false }; });
+    } else {
+      // Counters do not cover tags, campaigns or periods: the first page's length
+      // stands in, with "+" when the view holds more.
+      const pages = await Promise.all(VIEWS.map((view) =>
+        get('/api/v1/conversations' + filterQuery({ ...f, view }, { limit: 100 }))));
+      VIEWS.forEach((view, i) => { next[view] = { n: pages[i].items.length, more: !!pages[i].next_cursor }; });
+    }
+    if (filters.value === f) counts.value = next; // else a newer refresh follows
+  } catch { /* counts are a hint: the next change retries */ }
+  countInFlight = false;
+  const again = countAgain;
+  countAgain = false;
+  if (again || filters.value !== f) refreshCounts(again !== 'later');
 }
 
 // ---- the open conversation ----------------------------------------------------------------

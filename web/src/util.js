@@ -9,17 +9,28 @@ export function shortTime(iso, now = Date.now()) {
   if (diff < MIN) return 'now';
   if (diff < HOUR) return `${Math.floor(diff / MIN)}m`;
   const today = new Date(now);
-  if (t.toDateString() === today.toDateString()) return t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (t.toDateString() === today.toDateString()) return t.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
   if (diff < 7 * DAY) return t.toLocaleDateString([], { weekday: 'short' });
   return t.toLocaleDateString([], { day: 'numeric', month: 'short' });
 }
 
 export function clockTime(iso) {
-  return iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+  return iso ? new Date(iso).toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }) : '';
 }
 
 export function fullTime(iso) {
   return iso ? new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
+}
+
+// An analytics window [from, to) of whole UTC days, as the days it covers: "Nov 30 – Dec 6,
+// 2026", "Dec 6, 2026", or "until Dec 6, 2026" for all time (from the epoch).
+export function utcDaysLabel(fromIso, toIso) {
+  const day = (ms) => new Date(ms).toLocaleDateString([], { dateStyle: 'medium', timeZone: 'UTC' });
+  const from = Date.parse(fromIso), last = Date.parse(toIso) - 1;
+  if (Number.isNaN(from) || Number.isNaN(last)) return '';
+  if (from <= 0) return `until ${day(last)}`;
+  const a = day(from), b = day(last);
+  return a === b ? a : `${a} – ${b}`;
 }
 
 export function dayLabel(iso, now = Date.now()) {
@@ -117,3 +128,15 @@ export const VARIABLES = [
   { name: 'title', label: 'Job title' },
   { name: 'agent_name', label: 'Your name' },
 ];
+
+// Whether the page may show an image from `url` under the CSP (img-src 'self' data:): a
+// same-origin URL or a data: image. Anything else is never requested.
+export function loadableImage(url) {
+  if (typeof url !== 'string' || !url) return false;
+  if (/^data:image\//i.test(url)) return true;
+  try {
+    return new URL(url, location.href).origin === location.origin;
+  } catch {
+    return false;
+  }
+}

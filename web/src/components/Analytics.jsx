@@ -3,7 +3,7 @@ import { get, qs } from '../api.js';
 import { channels, loadChannels, isAdmin } from '../state.js';
 import { DailyBars, DailyLine, HBars, Split } from './Charts.jsx';
 import { ChannelIcon } from './Icons.jsx';
-import { duration, percent, fullTime, CHANNEL_LABEL } from '../util.js';
+import { duration, percent, fullTime, utcDaysLabel, CHANNEL_LABEL } from '../util.js';
 
 const PERIODS = [['today', 'Today'], ['week', 'Last 7 days'], ['month', 'Last 30 days'], ['all', 'All time']];
 const DAYS = 14;
@@ -62,7 +62,7 @@ export function Analytics() {
       <header class="analytics-head">
         <div>
           <h1>Analytics</h1>
-          <p class="muted">{a ? `${fullTime(a.from)} – ${fullTime(a.to)} (UTC days)` : 'Conversation metrics'}</p>
+          <p class="muted">{a ? `${utcDaysLabel(a.from, a.to)} (UTC days)` : 'Conversation metrics'}</p>
         </div>
         <div class="seg" role="tablist" aria-label="Period">
           {PERIODS.map(([v, l]) => (

@@ -3,7 +3,7 @@ import { current, messages, messagesStatus, loadOlder, agentsById, me, reasoning
 import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
-import { clockTime, fullTime, dayLabel, displayName, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { clockTime, fullTime, dayLabel, displayName, loadableImage, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
 
 export function Chat() {
   const c = current.value;
@@ -155,7 +155,7 @@ function Attachment({ m }) {
   const isImage = m.content_type === 'image' || m.content_type === 'sticker';
   return (
     <div class="attachment" data-testid="attachment" data-content-type={m.content_type}>
-      {isImage && link && <img src={link} alt={body.caption || 'image'} class="attachment-img" />}
+      {isImage && link && loadableImage(link) && <img src={link} alt={body.caption || 'image'} class="attachment-img" />}
       <div class="attachment-row">
         <IconPaperclip size={14} />
         <span class="attachment-name">{name}</span>
