@@ -352,6 +352,34 @@ pub fn counts(
     Ok(counts)
 }
 
+/// The workspace's tags (`FACET_TAG`) or campaigns (`FACET_CAMPAIGN`) with how many
+/// conversations carry each, most used first (ties by name), at most `limit`: read from
+/// the facet counters, one entry per distinct value.
+pub fn facet_values(
+    store: &Store,
+    ws: WorkspaceId,
+    kind: u8,
+    limit: usize,
+) -> Result<Vec<(String, u64)>> {
+    let mut prefix = ws.to_bytes().to_vec();
+    prefix.push(kind);
+    let mut values = Vec::new();
+    for kv in store.ks(Ks::FacetCount).prefix(&prefix) {
+        let (key, value) = kv.into_inner()?;
+        let count = decode_counter(&value);
+        // Values too long for a key are stored hashed: not a name to show.
+        let name = key
+            .get(prefix.len() + 2..)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok());
+        if let (Some(name), true) = (name, count > 0) {
+            values.push((name.to_owned(), count as u64));
+        }
+    }
+    values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    values.truncate(limit);
+    Ok(values)
+}
+
 fn load(snap: &Snapshot, store: &Store, id: ConversationId) -> Result<Option<Conversation>> {
     match snap.get(store.ks(Ks::ConvState), id.to_bytes())? {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),

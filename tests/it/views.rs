@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{GraphStandIn, Tenant, TestServer};
+use crate::harness::{wait_for, GraphStandIn, Tenant, TestServer};
 
 /// `n` conversations, oldest activity first; returns their ids in creation order.
 async fn conversations(server: &TestServer, tenant: &Tenant, n: usize) -> Vec<String> {
@@ -225,4 +225,84 @@ async fn paginating_while_new_activity_arrives_never_repeats_or_skips() {
     // A fresh listing shows the new activity and the new leads.
     let fresh = server.conversations(t).await;
     assert_eq!(fresh.len(), 10 + round);
+}
+
+#[tokio::test]
+async fn the_workspace_lists_its_tags_and_campaigns_with_their_counts() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let other = server.provision(&graph).await;
+    server
+        .lead_from_ad(&tenant, "5511900000801", "wamid.F1", "Hi", "Spring Promo")
+        .await;
+    server
+        .lead_from_ad(&tenant, "5511900000802", "wamid.F2", "Hi", "Spring Promo")
+        .await;
+    server
+        .lead_says(&tenant, "5511900000803", "Lead", "wamid.F3", "Hi")
+        .await;
+    let ids: Vec<String> = wait_for("three conversations", || async {
+        let cards = server.conversations(&tenant.token).await;
+        (cards.len() == 3).then(|| {
+            cards
+                .iter()
+                .map(|c| c["id"].as_str().expect("id").to_owned())
+                .collect()
+        })
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let tags = if i == 0 {
+            json!(["vip", "hot"])
+        } else {
+            json!(["hot"])
+        };
+        let (status, _) = server
+            .post(
+                &tenant.token,
+                &format!("/api/v1/conversations/{id}/tags"),
+                json!({"add": tags}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, tags) = server.get(&tenant.token, "/api/v1/tags").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        tags["items"],
+        json!([{"name": "hot", "count": 3}, {"name": "vip", "count": 1}])
+    );
+    let (_, campaigns) = server.get(&tenant.token, "/api/v1/campaigns").await;
+    assert_eq!(
+        campaigns["items"],
+        json!([{"name": "Spring Promo", "count": 2}])
+    );
+    // A tag removed everywhere is no longer listed; another workspace sees none of it.
+    let (status, _) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{}/tags", ids[0]),
+            json!({"remove": ["vip"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, tags) = server.get(&tenant.token, "/api/v1/tags").await;
+    assert_eq!(tags["items"], json!([{"name": "hot", "count": 3}]));
+    let (_, theirs) = server.get(&other.token, "/api/v1/tags").await;
+    assert_eq!(theirs["items"], json!([]));
+    let (_, counts) = server
+        .get(
+            &tenant.token,
+            "/api/v1/conversations/counts?channel=whatsapp",
+        )
+        .await;
+    assert_eq!(counts["all"], 3, "{counts}");
+    assert_eq!(counts["unassigned"], 3, "{counts}");
+    assert_eq!(counts["mine"], 0, "{counts}");
+    let (status, _) = server
+        .get(&tenant.token, "/api/v1/conversations/counts?tag=hot")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    server.shutdown().await;
 }

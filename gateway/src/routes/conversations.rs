@@ -24,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(counts))
+        .routes(routes!(tags))
+        .routes(routes!(campaigns))
         .routes(routes!(detail))
         .routes(routes!(messages, send))
 }
@@ -270,6 +272,62 @@ async fn counts(
     })
     .await?;
     Ok(Json(CountsView { counts, head }))
+}
+
+/// A tag or campaign and how many conversations carry it.
+#[derive(Serialize, ToSchema)]
+pub struct FacetValue {
+    name: String,
+    count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FacetList {
+    /// Most used first; at most 1,000.
+    items: Vec<FacetValue>,
+}
+
+async fn facet_list(app: &AppState, agent: &AgentAuth, kind: u8) -> ApiResult<Json<FacetList>> {
+    let (store, ws) = (app.store.clone(), agent.0.workspace_id);
+    let values = blocking(move || views::facet_values(&store, ws, kind, 1000)).await?;
+    Ok(Json(FacetList {
+        items: values
+            .into_iter()
+            .map(|(name, count)| FacetValue { name, count })
+            .collect(),
+    }))
+}
+
+/// The workspace's tags, with how many conversations carry each (filters, suggestions).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tags",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "Tags in use, most used first.", body = FacetList),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn tags(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Json<FacetList>> {
+    facet_list(&app, &agent, confab_engine::catalogue::FACET_TAG).await
+}
+
+/// The campaigns the workspace's leads came from, with how many conversations each.
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "Campaigns, most conversations first.", body = FacetList),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn campaigns(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Json<FacetList>> {
+    facet_list(&app, &agent, confab_engine::catalogue::FACET_CAMPAIGN).await
 }
 
 /// A conversation's reply window.
