@@ -33,9 +33,9 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const page = context.pages()[0] || (await context.newPage());
 const problems = [];
-// 401 (GET /me while signed out, the wrong password) and 422 (unknown variable) are answers
-// the walkthrough provokes.
-const expected = /Failed to load resource: the server responded with a status of (401|422)/;
+// 401 (GET /me while signed out, the wrong password), 422 (unknown variable) and 429 (the
+// sign-in limit, see submitSignIn) are answers the walkthrough provokes.
+const expected = /Failed to load resource: the server responded with a status of (401|422|429)/;
 page.on('console', (m) => {
   if ((m.type() === 'error' || m.type() === 'warning') && !expected.test(m.text())) problems.push(`console.${m.type()}: ${m.text()}`);
 });
@@ -51,7 +51,7 @@ async function check(name, fn) {
     steps.push(`ok   ${String(step).padStart(2, '0')} ${name} (${Date.now() - t0} ms)`);
   } catch (e) {
     steps.push(`FAIL ${String(step).padStart(2, '0')} ${name}: ${e.message.split('\n')[0]}`);
-    await shot(`fail-${step}`);
+    await shot(`fail-${step}`).catch(() => {});
   }
 }
 const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png` });
@@ -68,20 +68,44 @@ await check('sign-in page shows, with the security headers', async () => {
   await shot('01-signin');
 });
 
-await check('wrong password shows the server message', async () => {
+// The server allows five sign-in attempts a minute per account (then one every 12 s), so
+// runs back to back may meet the limit: a 429 waits and tries again (for up to ~80 s).
+async function submitSignIn(password) {
+  for (let attempt = 0; ; attempt++) {
+    await tid('signin-password').fill(password);
+    const answer = page.waitForResponse((r) => new URL(r.url()).pathname === '/api/v1/auth/login');
+    await tid('signin-submit').click();
+    const r = await answer;
+    if (r.status() !== 429 || attempt >= 6) return r;
+    if (attempt === 0) console.log('smoke: sign-in rate-limited by the server; waiting');
+    await page.waitForTimeout(13_000);
+  }
+}
+
+await check('wrong password is refused with a message', async () => {
   await tid('signin-email').fill(EMAIL);
-  await tid('signin-password').fill('wrong');
-  await tid('signin-submit').click();
-  await tid('signin-error').waitFor();
+  const r = await submitSignIn('wrong');
+  if (r.status() !== 401) throw new Error(`login answered ${r.status()}, not 401`);
+  const { code } = (await r.json()).error;
+  if (code !== 'invalid_credentials') throw new Error(`login answered ${code}`);
+  await page.locator('[data-testid="signin-error"]', { hasText: 'Wrong email or password' }).waitFor();
 });
 
 await check('sign in with email and password', async () => {
-  await tid('signin-password').fill(PASSWORD);
-  await tid('signin-submit').click();
+  const r = await submitSignIn(PASSWORD);
+  if (r.status() !== 200) throw new Error(`login answered ${r.status()}: ${await r.text()}`);
   await tid('conversation-list').waitFor();
   await tid('conversation-row').first().waitFor({ timeout: 10_000 });
   await tid('connection-status').and(page.locator('[data-state="live"]')).waitFor({ timeout: 10_000 });
 });
+
+if (!(await tid('conversation-list').count())) {
+  // Nothing else can work signed out.
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+  console.log(steps.join('\n') + '\n\nnot signed in: walkthrough stopped');
+  process.exit(1);
+}
 
 await check('quick filters and counts', async () => {
   for (const v of ['mine', 'unassigned', 'closed', 'all']) {
@@ -178,18 +202,29 @@ await check('assign, tag and close from the details panel', async () => {
   await tid('tag-input').press('Enter');
   await page.locator('[data-testid="tag"]', { hasText: 'vip' }).waitFor();
   await shot('07-details');
+  // The demo's simulated leads write in every few seconds, and an inbound message reopens a
+  // closed conversation: the close is checked on the server's answer, and the Closed view
+  // is allowed to miss it when the lead has written in meanwhile.
+  const closing = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes(`/conversations/${convId}/`) && r.request().postData()?.includes('"closed"'));
   await tid('btn-close').click();
-  await tid('btn-reopen').waitFor();
-  await page.waitForFunction(() => document.querySelector('[data-testid="chat-status"]')?.textContent === 'Closed');
+  const closed = await closing;
+  if (!closed.ok()) throw new Error(`close answered ${closed.status()}`);
   await tid('filter-closed').click();
-  await page.locator(`[data-testid="conversation-row"][data-id="${convId}"]`).waitFor({ timeout: 5000 });
-  await tid('btn-reopen').click();
+  try {
+    await page.locator(`[data-testid="conversation-row"][data-id="${convId}"]`).waitFor({ timeout: 5000 });
+  } catch (e) {
+    if ((await tid('chat-status').textContent()) === 'Closed') throw e;
+    console.log('smoke: the lead wrote in and reopened the conversation before the Closed check');
+  }
+  if (await tid('btn-reopen').count()) await tid('btn-reopen').click();
   await tid('btn-close').waitFor();
   await tid('filter-all').click();
 });
 
 await check('an AI message opens its reasoning', async () => {
   // Find a conversation with an AI reply or an escalation note.
+  await tid('filter-all').click();
+  await tid('conversation-row').first().waitFor();
   const rows = await tid('conversation-row').count();
   for (let i = 0; i < Math.min(rows, 8); i++) {
     await tid('conversation-row').nth(i).click();
@@ -231,6 +266,8 @@ await check('? shows the shortcut help', async () => {
 });
 
 await check('live: a new inbound message moves a conversation to the top', async () => {
+  await tid('filter-all').click();
+  await tid('conversation-row').first().waitFor();
   const firstBefore = await tid('conversation-row').first().getAttribute('data-id');
   const topAt = await page.evaluate(() => document.querySelector('[data-testid="conversation-row"] time')?.getAttribute('datetime'));
   await page.waitForFunction((t) => {
