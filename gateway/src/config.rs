@@ -121,6 +121,9 @@ pub struct AiPoolConfig {
     /// (a model served on this machine or network). Off: such URLs are refused, and
     /// names that resolve to such addresses are not connected to.
     pub allow_private_backends: bool,
+    /// AI decisions a second at most, over all workspaces (0: no limit): the pool's share
+    /// of the machine, so that ingest keeps its speed whatever the AI has to do.
+    pub max_decisions_per_second: u32,
 }
 
 impl Default for AiPoolConfig {
@@ -131,6 +134,7 @@ impl Default for AiPoolConfig {
             backend_timeout_ms: 20_000,
             backend_attempts: 3,
             allow_private_backends: false,
+            max_decisions_per_second: 200,
         }
     }
 }

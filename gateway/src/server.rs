@@ -105,6 +105,7 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
             backend_timeout: Duration::from_millis(config.ai.backend_timeout_ms.max(1)),
             backend_attempts: config.ai.backend_attempts.max(1),
             allow_private_backends: config.ai.allow_private_backends,
+            max_decisions_per_second: config.ai.max_decisions_per_second,
         },
     }
 }

@@ -26,7 +26,7 @@ const ARROW_DOWN: char = '\u{E015}';
 struct Browser {
     client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -76,7 +76,7 @@ impl Browser {
         Browser {
             client,
             driver,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -85,7 +85,7 @@ impl Browser {
         let _ = self.driver.kill().await;
     }
 
-    /// The first element matching `testid` (and `extra`, a CSS suffix), once it exists.
+    /// The first element with this `data-testid`, once it exists.
     async fn find(&self, testid: &str) -> Element {
         self.wait(&format!("[data-testid=\"{testid}\"]")).await
     }
@@ -161,6 +161,19 @@ impl Browser {
             .await
             .expect("submit");
         self.find("conversation-list").await;
+    }
+}
+
+impl Drop for Browser {
+    /// However the test ends (a failed assertion included), no browser process outlives
+    /// it: Chromium's processes are found by their profile directory, unique to this test.
+    fn drop(&mut self) {
+        let _ = self.driver.start_kill();
+        let _ = std::process::Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .status();
     }
 }
 

@@ -148,6 +148,8 @@ pub struct AiSettings {
     /// Whether backends may be on private or local addresses (a model on this machine or
     /// network). Off by default: workspace admins choose the URL.
     pub allow_private_backends: bool,
+    /// Decisions a second at most, over all workspaces (0: no limit).
+    pub max_decisions_per_second: u32,
 }
 
 impl Default for AiSettings {
@@ -158,6 +160,7 @@ impl Default for AiSettings {
             backend_timeout: Duration::from_secs(20),
             backend_attempts: 3,
             allow_private_backends: false,
+            max_decisions_per_second: 200,
         }
     }
 }
@@ -180,9 +183,14 @@ struct Inner {
     http: reqwest::Client,
     settings: AiSettings,
     permits: Semaphore,
+    /// At most `max_decisions_per_second` (none when 0).
+    pace: Option<governor::DefaultDirectRateLimiter>,
     /// Conversations waiting for their quiet period: the latest request (holding its
     /// place in the queue) and when it came.
     waiting: DashMap<ConversationId, (Arc<Queued>, Instant)>,
+    /// The newest lead message offered per conversation with a request under way: a
+    /// request for an older one is superseded, known without reading the store.
+    newest: DashMap<ConversationId, u64>,
     /// Round-robin position per workspace.
     turns: DashMap<WorkspaceId, AtomicUsize>,
     /// Turns true when the runtime stops: waiting and deciding end, nothing is sent.
@@ -190,6 +198,9 @@ struct Inner {
     /// Each workspace's configuration and rules, read at most once per [`SETTINGS_TTL`].
     workspaces: DashMap<WorkspaceId, (Arc<Settings>, Instant)>,
 }
+
+/// The lead's latest unanswered messages a decision reads as the question.
+const QUESTION_MESSAGES: usize = 5;
 
 /// A conversation whose lead never pauses is answered after this many reply delays.
 const MAX_WAIT_DELAYS: u32 = 4;
@@ -233,8 +244,11 @@ impl AiPool {
             knowledge: knowledge.clone(),
             http,
             permits: Semaphore::new(settings.concurrency.max(1)),
+            pace: std::num::NonZeroU32::new(settings.max_decisions_per_second)
+                .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
             settings,
             waiting: DashMap::new(),
+            newest: DashMap::new(),
             turns: DashMap::new(),
             stopping: stop_rx.clone(),
             workspaces: DashMap::new(),
@@ -250,6 +264,11 @@ impl AiPool {
                     _ = stop.wait_for(|s| *s) => break,
                 };
                 let conversation = queued.request.conversation;
+                inner
+                    .newest
+                    .entry(conversation)
+                    .and_modify(|seq| *seq = (*seq).max(queued.request.seq))
+                    .or_insert(queued.request.seq);
                 // A newer request of a conversation replaces the waiting one (and frees
                 // its place).
                 let fresh = inner
@@ -390,9 +409,18 @@ impl Inner {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
+        let newest = self.newest.get(&conversation).map(|n| *n);
+        if newest.is_some_and(|n| n > request.seq) {
+            // The lead wrote again: that message's request decides.
+            metrics::counter!(crate::metrics::AI_SKIPPED).increment(1);
+            return;
+        }
         metrics::gauge!(crate::metrics::AI_IN_FLIGHT).increment(1.0);
         let started = Instant::now();
         let outcome = self.decide(request).await;
+        // Nothing newer came meanwhile: forget the conversation until it asks again.
+        self.newest
+            .remove_if(&conversation, |_, n| *n <= request.seq);
         metrics::gauge!(crate::metrics::AI_IN_FLIGHT).decrement(1.0);
         metrics::histogram!(crate::metrics::AI_DECISION_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -459,11 +487,14 @@ impl Inner {
             let page = store.messages_before(request.conversation, Some(request.seq + 1), 20)?;
             let mut history: Vec<Message> = page.items;
             history.reverse();
-            // Since our last message (a reply, a note, an escalation): what is unanswered.
+            // Since our last message (a reply, a note, an escalation): what is unanswered,
+            // its latest few messages (a lead who wrote twenty lines in a row is answered
+            // on what they said last).
             let question: Vec<&str> = history
                 .iter()
                 .rev()
                 .take_while(|m| m.direction == Direction::Inbound)
+                .take(QUESTION_MESSAGES)
                 .map(|m| m.text.as_str())
                 .collect::<Vec<_>>()
                 .into_iter()
@@ -499,6 +530,14 @@ impl Inner {
                 return None;
             }
         };
+        // The pool's share of the machine: at most so many decisions a second, spent on
+        // requests still current, so that a flood of lead messages is stored at full speed
+        // and answered as the budget allows (each conversation's newest message; past the
+        // queue's depth, people). An answer that went stale meanwhile is discarded by the
+        // conversation.
+        if let Some(pace) = &self.pace {
+            pace.until_ready().await;
+        }
         let proposed = if !context.config.enabled_for(context.conv.campaign.as_deref()) {
             unavailable(
                 "ai_disabled",
