@@ -616,6 +616,27 @@ async fn filters_search_shortcuts_reasoning_and_a_reconnect_after_a_restart() {
         .await;
     browser.screenshot("reasoning").await;
 
+    // The analytics page: the manual's metrics, with the AI's share.
+    browser
+        .find("nav-analytics")
+        .await
+        .click()
+        .await
+        .expect("analytics");
+    browser.find("analytics-page").await;
+    browser
+        .wait_text("[data-testid=\"kpi-ai-answer-rate\"]", "%")
+        .await;
+    browser.find("channel-health").await;
+    browser.screenshot("analytics").await;
+    browser
+        .find("nav-conversations")
+        .await
+        .click()
+        .await
+        .expect("inbox");
+    browser.find("conversation-list").await;
+
     // The server restarts on the same address: the page reconnects by itself and goes on
     // showing what happens.
     let server = server.restart_on_same_address().await;

@@ -53,8 +53,32 @@ export const unseenNotifications = signal(0);
 export const VIEWS = ['mine', 'all', 'unassigned', 'closed'];
 export const filters = signal({ view: 'all', channel: '', mode: '', campaign: '', tags: [], period: 'all' });
 export const counts = signal({});
-export const knownTags = signal(new Set(['needs-human', 'opted-out', 'hot', 'vip', 'follow-up']));
-export const knownCampaigns = signal(new Set());
+// Tag and campaign suggestions: the server's lists (`GET /api/v1/tags`, `/api/v1/campaigns`,
+// most used first, with counts), then values seen on cards since the last fetch (a card can
+// carry a tag newer than the list), then a few common tags. Each fetch replaces what was
+// seen, so a tag removed everywhere drops out.
+const COMMON_TAGS = ['needs-human', 'opted-out', 'hot', 'vip', 'follow-up'];
+export const tagFacets = signal([]); // [{ name, count }] from the server
+export const campaignFacets = signal([]);
+const seenTags = signal(new Set());
+const seenCampaigns = signal(new Set());
+const union = (facets, seen, common = []) => new Set([...facets.map((f) => f.name), ...seen, ...common]);
+export const knownTags = computed(() => union(tagFacets.value, seenTags.value, COMMON_TAGS));
+export const knownCampaigns = computed(() => union(campaignFacets.value, seenCampaigns.value));
+
+let facetGen = 0;
+export async function loadFacets() {
+  const gen = ++facetGen;
+  const [tags, campaigns] = await Promise.all([
+    get('/api/v1/tags').catch(() => null),
+    get('/api/v1/campaigns').catch(() => null),
+  ]);
+  if (gen !== facetGen) return;
+  batch(() => {
+    if (tags) { tagFacets.value = tags.items; seenTags.value = new Set(); }
+    if (campaigns) { campaignFacets.value = campaigns.items; seenCampaigns.value = new Set(); }
+  });
+}
 
 // The list is large (up to 100k cards): kept in a mutable store, rendered through a version signal.
 export const list = { items: [], index: new Map(), head: 0, nextCursor: null, overrides: new Map() };
@@ -97,11 +121,10 @@ function insertionPoint(card) {
 }
 
 function learn(card) {
-  let tagsChanged = false;
   const tags = knownTags.value;
-  for (const t of card.tags) if (!tags.has(t)) { tags.add(t); tagsChanged = true; }
-  if (tagsChanged) knownTags.value = new Set(tags);
-  if (card.campaign && !knownCampaigns.value.has(card.campaign)) knownCampaigns.value = new Set([...knownCampaigns.value, card.campaign]);
+  const fresh = card.tags.filter((t) => !tags.has(t));
+  if (fresh.length) seenTags.value = new Set([...seenTags.value, ...fresh]);
+  if (card.campaign && !knownCampaigns.value.has(card.campaign)) seenCampaigns.value = new Set([...seenCampaigns.value, card.campaign]);
 }
 
 let listGeneration = 0;
@@ -208,7 +231,7 @@ export function refreshCounts(now = false) {
     if (!now) return;
     clearTimeout(countTimer);
   }
-  countTimer = setTimeout(runCounts, now ? 0 : 1200);
+  countTimer = setTimeout(runCounts, now ? 0 : 300);
 }
 
 async function runCounts() {
@@ -337,7 +360,11 @@ export const setAiMode = (id, mode, text) => command(id, 'ai', { mode }, text);
 export const assign = (id, agentId) => command(id, 'assign', { agent_id: agentId || null },
   agentId ? `Assigned to ${agentsById.value.get(agentId)?.name || 'agent'}` : 'Unassigned');
 export const setStatus = (id, status) => command(id, 'status', { status }, status === 'closed' ? 'Conversation closed' : `Marked ${status}`);
-export const changeTags = (id, add, remove) => command(id, 'tags', { add, remove });
+export async function changeTags(id, add, remove) {
+  const card = await command(id, 'tags', { add, remove });
+  if (card) loadFacets(); // counts moved; a tag removed everywhere leaves the list
+  return card;
+}
 export async function takeOver(c) {
   const myId = me.value?.agent?.id;
   if (!c.assignee_id && myId) await command(c.id, 'assign', { agent_id: myId });
@@ -435,15 +462,7 @@ export function applyDelta(d) {
     }
     case 'notification': {
       if (d.agent_id !== me.value?.agent?.id) break;
-      const by = agentsById.value.get(d.by_agent_id)?.name;
-      const card = list.index.get(d.conversation_id);
-      const who = card ? displayName(card.contact) : 'a conversation';
-      const text = d.reason === 'mention' ? `${by || 'Someone'} mentioned you in ${who}`
-        : d.reason === 'assignment' ? `${by ? by + ' assigned' : 'Assigned'} you ${who}`
-          : `Escalated to you: ${who}`;
-      notifications.value = [{ id: d.offset, text, reason: d.reason, at: d.at, conversation_id: d.conversation_id }, ...notifications.value].slice(0, 50);
-      unseenNotifications.value++;
-      toast(text, 'notify', { label: 'Open', run: () => openConversation(d.conversation_id) });
+      notify(d);
       break;
     }
     case 'channel_updated': {
@@ -456,6 +475,26 @@ export function applyDelta(d) {
     default:
       break;
   }
+}
+
+// A notification names the contact. The delta carries only the conversation id: the card
+// comes from the loaded list or the open conversation, else from the conversation's detail.
+async function notify(d) {
+  const id = d.conversation_id;
+  let contact = list.index.get(id)?.contact || (current.value?.id === id ? current.value.contact : null);
+  if (!contact) {
+    try { contact = (await get(`/api/v1/conversations/${encodeURIComponent(id)}`)).contact; } catch { /* named generically */ }
+  }
+  const by = agentsById.value.get(d.by_agent_id)?.name;
+  const who = contact ? displayName(contact) : 'a conversation';
+  const text = d.reason === 'mention' ? `${by || 'Someone'} mentioned you in ${who}`
+    : d.reason === 'assignment' ? `${by ? by + ' assigned' : 'Assigned'} you ${who}`
+      : `Escalated to you: ${who}`;
+  const entry = { id: d.offset, text, reason: d.reason, at: d.at, conversation_id: id };
+  // Newest first by stream offset: a detail fetch can finish after a later notification.
+  notifications.value = [entry, ...notifications.value].sort((a, b) => b.id - a.id).slice(0, 50);
+  unseenNotifications.value++;
+  toast(text, 'notify', { label: 'Open', run: () => openConversation(id) });
 }
 
 // After a resync (history gone) or a long sleep: reload what is on screen.
@@ -473,6 +512,7 @@ export async function bootstrap() {
     agents.value = (await get('/api/v1/agents')).items;
   } catch { /* mentions and assignee names degrade to ids */ }
   loadChannels();
+  loadFacets();
   refreshCounts(true);
   return loadList();
 }

@@ -96,7 +96,9 @@ export function Analytics() {
               <Split a={a.outbound_messages_ai} b={a.outbound_messages_human} aLabel="AI" bLabel="Humans" />
               <h3 class="card-sub">First responses</h3>
               <Split a={a.first_responses_by_ai} b={a.first_responses_by_human} aLabel="AI" bLabel="Humans" />
-              {days && <DailyBars days={days} label="Replies per day by AI and humans" series={[{ key: 'ai', label: 'AI', cls: 'bar-a' }, { key: 'human', label: 'humans', cls: 'bar-c' }]} format={(v) => Math.round(v)} />}
+              <h3 class="card-sub">Replies per day, last {DAYS} days</h3>
+              <Legend items={[['bar-a', 'AI'], ['bar-c', 'Humans']]} />
+              {days ? <DailyBars days={days} label="Replies per day by AI and humans" series={[{ key: 'ai', label: 'AI', cls: 'bar-a' }, { key: 'human', label: 'humans', cls: 'bar-c' }]} format={(v) => Math.round(v)} /> : <p class="muted">Loading…</p>}
             </div>
             <div class="card">
               <h2>Satisfaction</h2>

@@ -1,8 +1,8 @@
 import { useState, useEffect } from 'preact/hooks';
-import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, me, openConversation } from '../state.js';
+import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
-import { ChannelIcon, IconX, IconTag, IconExternal } from './Icons.jsx';
+import { ChannelIcon, IconX, IconTag, IconExternal, IconUser } from './Icons.jsx';
 import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, shortTime } from '../util.js';
 
 const CONTACT_FIELDS = [
@@ -11,7 +11,17 @@ const CONTACT_FIELDS = [
 
 export function Details() {
   const c = current.value;
-  if (!c) return <aside class="details details-empty" aria-label="Details" />;
+  if (!c) {
+    return (
+      <aside class="details details-empty" aria-label="Details">
+        <div class="empty-state">
+          <div class="empty-art" aria-hidden="true"><IconUser size={26} /></div>
+          <h2>No conversation open</h2>
+          <p>Its status, assignee, AI mode, tags and contact details show here.</p>
+        </div>
+      </aside>
+    );
+  }
   return (
     <aside class="details" aria-label="Details" data-testid="details-panel">
       <div class="details-head">
@@ -77,6 +87,7 @@ function Tags({ c }) {
     if (!c.tags.includes(tag)) await changeTags(c.id, [tag], []);
   };
   const suggestions = [...knownTags.value].filter((t) => !c.tags.includes(t));
+  const used = new Map(tagFacets.value.map((x) => [x.name, x.count]));
   return (
     <div class="tags" data-testid="tags">
       <div class="chips">
@@ -98,7 +109,8 @@ function Tags({ c }) {
       </div>
       {suggestions.length > 0 && (
         <div class="suggest">
-          {suggestions.slice(0, 5).map((t) => <button key={t} type="button" class="chip chip-suggest" data-testid="tag-suggestion" onClick={() => add(t)}>+ {t}</button>)}
+          {suggestions.slice(0, 5).map((t) => <button key={t} type="button" class="chip chip-suggest" data-testid="tag-suggestion"
+            title={used.has(t) ? `On ${used.get(t)} conversation${used.get(t) === 1 ? '' : 's'}` : undefined} onClick={() => add(t)}>+ {t}</button>)}
         </div>
       )}
     </div>

@@ -1,5 +1,5 @@
-import { useState } from 'preact/hooks';
-import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openConversation, route, knownTags, knownCampaigns } from '../state.js';
+import { useState, useEffect } from 'preact/hooks';
+import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openConversation, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
 import { ConversationList } from './ConversationList.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
 import { Avatar } from './Avatar.jsx';
@@ -78,6 +78,9 @@ function AdvancedFilters() {
     if (tag && !f.tags.includes(tag)) setFilters({ tags: [...f.tags, tag] });
     setTagText('');
   };
+  useEffect(() => { loadFacets(); }, []); // fresh lists each time the filters open
+  const tagCount = countsOf(tagFacets.value);
+  const campaignCount = countsOf(campaignFacets.value);
   return (
     <div id="adv-filters" class="adv-filters" data-testid="advanced-filters">
       <Select label="Channel" value={f.channel} testid="filter-channel" onChange={(v) => setFilters({ channel: v })}
@@ -90,7 +93,7 @@ function AdvancedFilters() {
         <span>Campaign</span>
         <input list="campaign-options" value={f.campaign} placeholder="Any campaign" data-testid="filter-campaign"
           onChange={(e) => setFilters({ campaign: e.currentTarget.value.trim() })} />
-        <datalist id="campaign-options">{[...knownCampaigns.value].map((c) => <option key={c} value={c} />)}</datalist>
+        <datalist id="campaign-options">{[...knownCampaigns.value].map((c) => <option key={c} value={c} label={conversationsLabel(campaignCount.get(c))} />)}</datalist>
       </label>
       <label class="field-inline">
         <span>Tags</span>
@@ -98,7 +101,7 @@ function AdvancedFilters() {
           onInput={(e) => setTagText(e.currentTarget.value)}
           onChange={(e) => { if ([...knownTags.value].includes(e.currentTarget.value)) addTag(e.currentTarget.value); }}
           onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); addTag(tagText); } }} />
-        <datalist id="tag-filter-options">{[...knownTags.value].map((t) => <option key={t} value={t} />)}</datalist>
+        <datalist id="tag-filter-options">{[...knownTags.value].filter((t) => !f.tags.includes(t)).map((t) => <option key={t} value={t} label={conversationsLabel(tagCount.get(t))} />)}</datalist>
       </label>
       {f.tags.length > 0 && (
         <div class="chips">
@@ -114,6 +117,9 @@ function AdvancedFilters() {
     </div>
   );
 }
+
+const countsOf = (facets) => new Map(facets.map((x) => [x.name, x.count]));
+const conversationsLabel = (n) => (n == null ? undefined : `${n} conversation${n === 1 ? '' : 's'}`);
 
 const FIELD_LABEL = { text: 'Message', name: 'Name', company: 'Company', email: 'Email', phone: 'Phone', tags: 'Tags' };
 
