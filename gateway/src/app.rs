@@ -87,12 +87,13 @@ pub fn router(app: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(crate::ui::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(app.config.http.clone()),
             crate::edge::guard,
         ))
+        // Outermost: the edge's own answers (408, 414, 431, 500) carry the headers too.
+        .layer(axum::middleware::from_fn(crate::ui::security_headers))
         .with_state(app)
 }
 

@@ -8,8 +8,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use confab_engine::admin::token_hash;
-use confab_engine::auth::{secret_key, Session};
+use confab_engine::auth::{login_key, secret_key, Login, Session};
 use confab_engine::catalogue::Ks;
+use confab_engine::ids::AgentId;
 use confab_engine::model::Agent;
 use confab_engine::time::{now_millis, UnixMillis};
 use dashmap::DashMap;
@@ -46,14 +47,22 @@ impl TokenCache {
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "confab_session";
 
-/// A session's agent and when the session ends.
-type SignedIn = (Arc<Agent>, UnixMillis);
+/// A session's agent, when it began and when it ends.
+#[derive(Clone)]
+struct SignedIn {
+    agent: Arc<Agent>,
+    created_at: UnixMillis,
+    expires_at: UnixMillis,
+}
 
 /// Signed-in browsers by the hash of their cookie's secret, so a request does not read
-/// the store to authenticate. Sign-out removes the entry and the stored session.
+/// the store to authenticate. Sign-out removes the entry and the stored session; a new
+/// password ends every session of the agent that began before it.
 #[derive(Clone, Default)]
 pub struct SessionCache {
     sessions: Arc<DashMap<[u8; 32], SignedIn>>,
+    /// When each agent's password last changed in this process (older sessions end).
+    password_changed: Arc<DashMap<AgentId, UnixMillis>>,
 }
 
 impl SessionCache {
@@ -65,10 +74,17 @@ impl SessionCache {
     ) -> Result<Option<Arc<Agent>>, ApiError> {
         let key = token_hash(secret);
         let now = now_millis();
-        if let Some(entry) = self.sessions.get(&key) {
-            let (agent, expires_at) = entry.value();
-            if *expires_at > now {
-                return Ok(Some(agent.clone()));
+        if let Some(entry) = self.sessions.get(&key).map(|e| e.value().clone()) {
+            let revoked = self
+                .password_changed
+                .get(&entry.agent.id)
+                .is_some_and(|at| *at > entry.created_at);
+            if entry.expires_at > now && !revoked {
+                return Ok(Some(entry.agent));
+            }
+            self.sessions.remove(&key);
+            if revoked {
+                return Ok(None);
             }
         }
         let store = app.store.clone();
@@ -76,26 +92,46 @@ impl SessionCache {
             let Some(session) = store.get::<Session>(Ks::Session, &key)? else {
                 return Ok(None);
             };
-            Ok(store.agent(session.agent_id)?.map(|a| (a, session)))
+            let Some(agent) = store.agent(session.agent_id)? else {
+                return Ok(None);
+            };
+            let login: Option<Login> = store.get(Ks::Login, &login_key(&agent.email))?;
+            let password_at = login
+                .filter(|l| l.agent_id == agent.id)
+                .map(|l| l.updated_at);
+            Ok(Some((agent, session, password_at)))
         })
         .await?;
         Ok(match found {
-            Some((agent, session)) if session.expires_at > now => {
+            Some((agent, session, password_at))
+                if session.expires_at > now
+                    && password_at.is_none_or(|at| at <= session.created_at) =>
+            {
                 let agent = Arc::new(agent);
-                self.sessions
-                    .insert(key, (agent.clone(), session.expires_at));
+                self.sessions.insert(
+                    key,
+                    SignedIn {
+                        agent: agent.clone(),
+                        created_at: session.created_at,
+                        expires_at: session.expires_at,
+                    },
+                );
                 Some(agent)
             }
-            _ => {
-                self.sessions.remove(&key);
-                None
-            }
+            _ => None,
         })
     }
 
     /// Forgets a session (signed out).
     pub fn forget(&self, secret: &str) {
         self.sessions.remove(&token_hash(secret));
+    }
+
+    /// The agent's password changed at `at`: their sessions begun before end.
+    pub fn password_changed(&self, agent: AgentId, at: UnixMillis) {
+        self.password_changed.insert(agent, at);
+        self.sessions
+            .retain(|_, s| s.agent.id != agent || s.created_at >= at);
     }
 }
 
@@ -132,6 +168,21 @@ pub fn same_origin(parts: &Parts) -> bool {
             .headers
             .get("sec-fetch-site")
             .is_some_and(|v| v.as_bytes() == b"same-origin"),
+    }
+}
+
+/// Whether a browser request comes from the server's own pages (`Origin` is this server),
+/// or from no page at all (no `Origin`: not a browser).
+pub fn own_origin(parts: &Parts) -> bool {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    match parts.headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(origin)) => crate::stream::origin::allowed(origin, host, &[]),
+        Some(Err(_)) => false,
     }
 }
 

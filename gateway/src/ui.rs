@@ -59,7 +59,7 @@ impl Asset {
         let gzip_ok = headers
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+            .is_some_and(accepts_gzip);
         match self.gzip.filter(|_| gzip_ok) {
             Some(body) => (
                 common,
@@ -70,6 +70,19 @@ impl Asset {
             None => (common, self.raw).into_response(),
         }
     }
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (`gzip;q=0` refuses it).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let quality = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        name.eq_ignore_ascii_case("gzip") && quality > 0.0
+    })
 }
 
 static INDEX: LazyLock<Asset> = LazyLock::new(|| {
@@ -124,8 +137,15 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 
 /// Adds the security headers to every answer.
 pub async fn security_headers(request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if api {
+        // Agents' data is not kept in the browser's cache after they sign out.
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -137,4 +157,18 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
             .or_insert(HeaderValue::from_static(value));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_sent_only_where_accepted() {
+        assert!(accepts_gzip("gzip, deflate, br"));
+        assert!(accepts_gzip("br;q=1.0, gzip;q=0.8"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+        assert!(!accepts_gzip(""));
+    }
 }

@@ -757,12 +757,60 @@ async fn the_page_is_served_with_a_strict_policy_and_cookie_sessions_are_same_or
         .await
         .expect("me");
     assert_eq!(me.status().as_u16(), 401);
-    // Wrong passwords are limited per email.
+
+    // Changing one's own password takes the current one, and ends the sessions begun
+    // before it.
+    let (status, refused) = server
+        .put(
+            &tenant.token,
+            &format!("/api/v1/agents/{}/password", tenant.agent_id),
+            json!({"password": "a brand new password"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 401, "{refused}");
+    let login = http
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ana@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let older = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let me = http
+        .get(server.url("/api/v1/me"))
+        .header("cookie", &older)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status().as_u16(), 200);
+    assert_eq!(me.headers()["cache-control"], "no-store");
+    let (status, body) = server
+        .put(
+            &tenant.token,
+            &format!("/api/v1/agents/{}/password", tenant.agent_id),
+            json!({"password": "a brand new password", "current_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 204, "{body}");
+    let me = http
+        .get(server.url("/api/v1/me"))
+        .header("cookie", &older)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status().as_u16(), 401, "the old session ended");
+
+    // Repeated wrong passwords are limited per email.
     let mut limited = false;
     for _ in 0..8 {
         let attempt = http
             .post(server.url("/api/v1/auth/login"))
-            .json(&json!({"email": "ana@acme.test", "password": "wrong password"}))
+            .json(&json!({"email": " ANA@acme.test", "password": "wrong password"}))
             .send()
             .await
             .expect("login");

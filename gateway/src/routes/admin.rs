@@ -58,7 +58,7 @@ pub struct NewWorkspace {
         nullable = false,
         min_length = 1,
         max_length = 200,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     name: Option<String>,
 }
@@ -121,7 +121,7 @@ pub struct NewAgent {
         nullable = false,
         min_length = 1,
         max_length = 200,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     name: Option<String>,
     #[schema(
@@ -208,7 +208,7 @@ pub struct NewChannel {
         nullable = false,
         min_length = 1,
         max_length = 200,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     name: Option<String>,
     #[schema(
@@ -216,7 +216,7 @@ pub struct NewChannel {
         nullable = false,
         min_length = 1,
         max_length = 64,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     phone_number_id: Option<String>,
     #[schema(
@@ -224,7 +224,7 @@ pub struct NewChannel {
         nullable = false,
         min_length = 1,
         max_length = 512,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     app_secret: Option<String>,
     #[schema(
@@ -232,7 +232,7 @@ pub struct NewChannel {
         nullable = false,
         min_length = 1,
         max_length = 512,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     verify_token: Option<String>,
     #[schema(
@@ -240,7 +240,7 @@ pub struct NewChannel {
         nullable = false,
         min_length = 1,
         max_length = 4096,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     access_token: Option<String>,
     /// The Graph API's base URL (http or https); Meta's when left out, empty or `null`.
@@ -382,22 +382,22 @@ impl ChannelView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^\\s\\u0085]")]
     name: Option<String>,
     /// `true` holds every send in the outbox (webhooks are still stored); `false` sends
     /// them.
     disabled: Option<bool>,
     /// WhatsApp: the number's id.
-    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 64, pattern = "[^\\s\\u0085]")]
     phone_number_id: Option<String>,
     /// WhatsApp: the app secret that signs webhooks.
-    #[schema(min_length = 1, max_length = 512, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
     app_secret: Option<String>,
     /// WhatsApp: the webhook verification token.
-    #[schema(min_length = 1, max_length = 512, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
     verify_token: Option<String>,
     /// WhatsApp: the Graph API access token.
-    #[schema(min_length = 1, max_length = 4096, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
     access_token: Option<String>,
     /// WhatsApp: the Graph API's base URL (http or https).
     api_base_url: Option<String>,

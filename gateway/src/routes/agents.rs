@@ -68,7 +68,7 @@ async fn list(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Json<A
 #[derive(Deserialize, ToSchema)]
 pub struct NewWorkspaceAgent {
     /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^\\s\\u0085]")]
     name: String,
     #[schema(max_length = 320, pattern = "^\\s*[^@\\s][^@]*@")]
     email: String,

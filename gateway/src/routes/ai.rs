@@ -528,7 +528,7 @@ pub struct FeedbackBody {
     rating: Rating,
     /// What the AI should have answered: becomes a knowledge-base article for the
     /// question it answered, used from the next similar question on.
-    #[schema(min_length = 1, max_length = 5000, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 5000, pattern = "[^\\s\\u0085]")]
     correction: Option<String>,
 }
 

@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use confab_engine::auth::{
     hash_password, login_key, new_secret, password_problem, secret_key, verify_password, Invite,
-    Login, Session, INVITE_MS, SESSION_MS,
+    Login, Session, INVITE_MS, PASSWORD_CHARS, SESSION_MS,
 };
 use confab_engine::catalogue::Ks;
 use confab_engine::committer::WriteSet;
 use confab_engine::ids::{AgentId, WorkspaceId};
 use confab_engine::model::{Agent, Role};
-use confab_engine::time::{now_millis, to_rfc3339};
+use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -47,7 +47,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Sign-in attempts allowed: per email, and in all.
 pub struct LoginLimits {
-    per_email: DefaultKeyedRateLimiter<String>,
+    per_email: DefaultKeyedRateLimiter<[u8; 32]>,
     all: DefaultDirectRateLimiter,
 }
 
@@ -73,15 +73,17 @@ impl LoginLimits {
                 "too many sign-in attempts: wait a minute and try again",
             )
         };
+        self.all.check().map_err(|_| limited())?;
         if let Some(email) = email {
             if self.per_email.len() > 100_000 {
                 self.per_email.retain_recent();
             }
-            self.per_email
-                .check_key(&email.trim().to_lowercase())
-                .map_err(|_| limited())?;
+            // Keyed by a digest of the email as the store keys it: case and spaces do
+            // not make another account, and long input costs no memory.
+            let key = confab_engine::admin::token_hash(&String::from_utf8_lossy(&login_key(email)));
+            self.per_email.check_key(&key).map_err(|_| limited())?;
         }
-        self.all.check().map_err(|_| limited())
+        Ok(())
     }
 }
 
@@ -220,6 +222,9 @@ async fn login(
     Body(body): Body<LoginBody>,
 ) -> ApiResult<Response> {
     if let Some(token) = body.token.as_deref().filter(|t| !t.is_empty()) {
+        if token.len() > 200 {
+            return Err(invalid_credentials());
+        }
         app.logins.check(None)?;
         let agent = app
             .tokens
@@ -234,6 +239,9 @@ async fn login(
             "sign in with `email` and `password`, or with `token`",
         ));
     };
+    if email.len() > 320 || password.chars().count() > *PASSWORD_CHARS.end() {
+        return Err(invalid_credentials());
+    }
     app.logins.check(Some(&email))?;
     let store = app.store.clone();
     let agent = blocking(move || {
@@ -309,7 +317,11 @@ pub struct PasswordBody {
 
 /// The `WriteSet` that gives `agent` the password `password` (hashed off the runtime):
 /// 409 `email_in_use` when another agent signs in with that email.
-async fn password_set(app: &AppState, agent: &Agent, password: String) -> ApiResult<WriteSet> {
+async fn password_set(
+    app: &AppState,
+    agent: &Agent,
+    password: String,
+) -> ApiResult<(WriteSet, UnixMillis)> {
     if let Some(problem) = password_problem(&password) {
         return Err(ApiError::unprocessable("invalid_password", problem));
     }
@@ -328,6 +340,7 @@ async fn password_set(app: &AppState, agent: &Agent, password: String) -> ApiRes
         ));
     }
     let mut set = WriteSet::new();
+    let now = now_millis();
     set.put(
         Ks::Login,
         login_key(&agent.email),
@@ -335,10 +348,10 @@ async fn password_set(app: &AppState, agent: &Agent, password: String) -> ApiRes
             agent_id,
             workspace_id: ws,
             password_hash: hash,
-            updated_at: now_millis(),
+            updated_at: now,
         },
     );
-    Ok(set)
+    Ok((set, now))
 }
 
 async fn workspace_agent(app: &AppState, ws: WorkspaceId, id: &str) -> ApiResult<Agent> {
@@ -351,7 +364,8 @@ async fn workspace_agent(app: &AppState, ws: WorkspaceId, id: &str) -> ApiResult
 }
 
 /// Sets or resets an agent's password: workspace admins for any agent of the workspace,
-/// agents for themselves (with `current_password` once they have one).
+/// anyone for themselves (with `current_password` once they have one). Every session of the
+/// agent begun before ends.
 #[utoipa::path(
     put,
     path = "/api/v1/agents/{id}/password",
@@ -367,7 +381,7 @@ async fn workspace_agent(app: &AppState, ws: WorkspaceId, id: &str) -> ApiResult
         (status = 404, description = "`not_found`: no such agent in the caller's workspace.", body = ErrorBody),
         (status = 409, description = "`email_in_use`: another agent signs in with this email.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`invalid_password`.", body = ErrorBody),
+        (status = 422, description = "`invalid_password`; `invalid_value`: `current_password` over 200 characters.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
@@ -377,6 +391,16 @@ async fn set_password(
     Path(id): Path<String>,
     Body(body): Body<PasswordBody>,
 ) -> ApiResult<StatusCode> {
+    if body
+        .current_password
+        .as_ref()
+        .is_some_and(|p| p.chars().count() > *PASSWORD_CHARS.end())
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "`current_password` is at most 200 characters",
+        ));
+    }
     let agent = workspace_agent(&app, caller.0.workspace_id, &id).await?;
     if agent.id != caller.0.id && caller.0.role != Role::Admin {
         return Err(ApiError::forbidden(
@@ -384,7 +408,9 @@ async fn set_password(
             "only workspace admins set other agents' passwords",
         ));
     }
-    if agent.id == caller.0.id && caller.0.role != Role::Admin {
+    // Anyone changing their own password proves they know the current one (a stolen
+    // session must not lock the owner out).
+    if agent.id == caller.0.id {
         app.logins.check(Some(&agent.email))?;
         let (store, email) = (app.store.clone(), agent.email.clone());
         let current = body.current_password.clone().unwrap_or_default();
@@ -397,8 +423,10 @@ async fn set_password(
             return Err(invalid_credentials());
         }
     }
-    let set = password_set(&app, &agent, body.password).await?;
+    let (set, at) = password_set(&app, &agent, body.password).await?;
     app.committer.commit(set).await?;
+    // Every session begun before the new password ends (the caller's own too).
+    app.sessions.password_changed(agent.id, at);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -515,7 +543,9 @@ async fn accept_invite(
                 "this invitation is unknown, already used or expired: ask your admin for a new one",
             )),
         };
-    let mut set = password_set(&app, &agent, body.password).await?;
+    let (mut set, at) = password_set(&app, &agent, body.password).await?;
     set.delete(Ks::Invite, key);
-    start_session(&app, &headers, &agent, set).await
+    let answer = start_session(&app, &headers, &agent, set).await?;
+    app.sessions.password_changed(agent.id, at);
+    Ok(answer)
 }

@@ -486,7 +486,7 @@ pub struct NewMessage {
         nullable = false,
         min_length = 1,
         max_length = 4096,
-        pattern = "\\S"
+        pattern = "[^\\s\\u0085]"
     )]
     text: Option<String>,
     /// An internal note: stored and streamed to agents, never sent; `@mentions` notify.

@@ -68,9 +68,9 @@ pub struct ArticleList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArticleBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^\\s\\u0085]")]
     title: String,
-    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 20000, pattern = "[^\\s\\u0085]")]
     body: String,
     #[serde(default)]
     tags: Vec<String>,

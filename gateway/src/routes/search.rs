@@ -199,7 +199,7 @@ fn item(hit: Hit, conv: Conversation) -> Item {
     tag = "search",
     security(("agent_token" = [])),
     params(
-        ("q" = Option<String>, Query, min_length = 1, max_length = 512, pattern = "\\S", description = "The query: words, \"phrases\", prefix*, -word, OR, parentheses; at most 512 characters and 32 terms. Required unless `intent` is given."),
+        ("q" = Option<String>, Query, min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]", description = "The query: words, \"phrases\", prefix*, -word, OR, parentheses; at most 512 characters and 32 terms. Required unless `intent` is given."),
         ("intent" = Option<String>, Query, min_length = 1, max_length = 40, pattern = "^[a-z_]+$", description = "Only the AI agent's answers and escalation notes about this intent (`pricing`, `human_request` …)."),
         ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
         ("status" = Option<Status>, Query, description = "Only conversations in this status."),

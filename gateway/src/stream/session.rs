@@ -121,9 +121,12 @@ impl FromRequestParts<AppState> for StreamAuth {
             return Ok(StreamAuth(agent));
         }
         let Some(ticket) = ticket_param(parts.uri.query()) else {
-            // A signed-in browser (its origin was checked before this).
-            if let Some(agent) = crate::auth::cookie_agent(parts, app).await? {
-                return Ok(StreamAuth(agent));
+            // A signed-in browser: its cookie opens the stream from this server's own
+            // pages only (`stream.allowed_origins` is for token and ticket clients).
+            if crate::auth::session_secret(parts).is_some() && crate::auth::own_origin(parts) {
+                if let Some(agent) = crate::auth::cookie_agent(parts, app).await? {
+                    return Ok(StreamAuth(agent));
+                }
             }
             return Err(ApiError::unauthorized(
                 "an `Authorization: Bearer <token>` header, a session cookie or a `?ticket=` from POST /api/v1/stream/ticket is required",
