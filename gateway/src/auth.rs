@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use confab_engine::admin::token_hash;
-use confab_engine::auth::{login_key, secret_key, Login, Session};
+use confab_engine::auth::{login_key, Login, Session};
 use confab_engine::catalogue::Ks;
 use confab_engine::ids::AgentId;
 use confab_engine::model::Agent;
@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::stream::origin;
 
 /// Agents by token hash, so a request does not read the store to authenticate.
 #[derive(Clone, Default)]
@@ -156,34 +157,26 @@ pub fn same_origin(parts: &Parts) -> bool {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    match parts.headers.get(header::ORIGIN).map(|v| v.to_str()) {
-        Some(Ok(origin)) => crate::stream::origin::allowed(origin, host, &[]),
-        Some(Err(_)) => false,
-        None => parts
+    origin::from_own_origin(parts).unwrap_or_else(|| {
+        parts
             .headers
             .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"same-origin"),
-    }
+            .is_some_and(|v| v.as_bytes() == b"same-origin")
+    })
 }
 
 /// Whether a browser request comes from the server's own pages (`Origin` is this server),
 /// or from no page at all (no `Origin`: not a browser).
 pub fn own_origin(parts: &Parts) -> bool {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    match parts.headers.get(header::ORIGIN).map(|v| v.to_str()) {
-        None => true,
-        Some(Ok(origin)) => crate::stream::origin::allowed(origin, host, &[]),
-        Some(Err(_)) => false,
-    }
+    origin::from_own_origin(parts).unwrap_or(true)
+}
+
+/// 403 `cross_origin`: a cookie sent along by another site's page.
+pub fn cross_origin() -> ApiError {
+    ApiError::forbidden(
+        "cross_origin",
+        "a request signed in by cookie must come from this server's own pages",
+    )
 }
 
 /// The agent a request's session cookie signs in, checked for a same-origin page when the
@@ -196,17 +189,9 @@ pub async fn cookie_agent(parts: &Parts, app: &AppState) -> Result<Option<Arc<Ag
         return Ok(None);
     };
     if !same_origin(parts) {
-        return Err(ApiError::forbidden(
-            "cross_origin",
-            "a request signed in by cookie must come from this server's own pages",
-        ));
+        return Err(cross_origin());
     }
     Ok(Some(agent))
-}
-
-/// The store key of a session's secret (for sign-out).
-pub fn session_key(secret: &str) -> Vec<u8> {
-    secret_key(secret)
 }
 
 /// The `Bearer` token of a request, if it has one.

@@ -22,7 +22,8 @@ struct Asset {
     raw: &'static [u8],
     gzip: Option<&'static [u8]>,
     content_type: &'static str,
-    etag: String,
+    /// `"<first 12 bytes of the SHA-256, hex>"`.
+    etag: HeaderValue,
 }
 
 impl Asset {
@@ -32,17 +33,18 @@ impl Asset {
             raw,
             gzip,
             content_type,
-            etag: format!("\"{}\"", hex::encode(&digest[..12])),
+            etag: HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+                .unwrap_or(HeaderValue::from_static("\"\"")),
         }
     }
 
     /// The asset, compressed when the browser accepts gzip; 304 when it has this version.
     fn answer(&self, headers: &HeaderMap) -> Response {
-        let etag = HeaderValue::from_str(&self.etag).unwrap_or(HeaderValue::from_static("\"\""));
+        let etag = self.etag.to_str().unwrap_or_default();
         let cached = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|tag| tag.trim() == self.etag));
+            .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
         let common = [
             (
                 header::CONTENT_TYPE,
@@ -51,7 +53,7 @@ impl Asset {
             // Names carry no version: the browser asks again each time (a 304 when unchanged).
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (header::VARY, HeaderValue::from_static("accept-encoding")),
-            (header::ETAG, etag),
+            (header::ETAG, self.etag.clone()),
         ];
         if cached {
             return (StatusCode::NOT_MODIFIED, common).into_response();

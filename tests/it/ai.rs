@@ -40,18 +40,6 @@ async fn article(server: &TestServer, tenant: &Tenant, title: &str, body: &str) 
     created["id"].as_str().expect("id").to_string()
 }
 
-/// The conversation of a lead (by wa_id), once it exists.
-async fn conversation_of(server: &TestServer, tenant: &Tenant, phone: &str) -> Value {
-    wait_for("the lead's conversation", || async {
-        server
-            .conversations(&tenant.token)
-            .await
-            .into_iter()
-            .find(|c| c["contact"]["phone"] == format!("+{phone}"))
-    })
-    .await
-}
-
 /// Waits until the conversation has a message satisfying `check`.
 async fn message_where(
     server: &TestServer,
@@ -97,7 +85,7 @@ async fn conversations_start_manual_until_the_agent_is_enabled_then_in_its_defau
     server
         .lead_says(&tenant, "5511900000101", "Ana", "wamid.M1", "Hi")
         .await;
-    let before = conversation_of(&server, &tenant, "5511900000101").await;
+    let before = server.conversation_of(&tenant, "5511900000101").await;
     assert_eq!(
         before["ai_mode"], "manual",
         "nothing claims to answer: {before}"
@@ -114,7 +102,7 @@ async fn conversations_start_manual_until_the_agent_is_enabled_then_in_its_defau
     server
         .lead_says(&tenant, "5511900000102", "Bia", "wamid.M2", "Hello!")
         .await;
-    let after = conversation_of(&server, &tenant, "5511900000102").await;
+    let after = server.conversation_of(&tenant, "5511900000102").await;
     let id = after["id"].as_str().expect("id");
     // The greeting is answered with the workspace's phrase, through the channel.
     let reply = message_where(&server, &tenant, id, "the AI's greeting", |m| {
@@ -184,7 +172,7 @@ async fn the_builtin_agent_answers_only_from_the_knowledge_base_and_explains_its
             "How much does the Pro plan cost per month?",
         )
         .await;
-    let conv = conversation_of(&server, &tenant, "5511900000201").await;
+    let conv = server.conversation_of(&tenant, "5511900000201").await;
     let id = conv["id"].as_str().expect("id");
     let reply = message_where(&server, &tenant, id, "the AI's answer", |m| {
         m["sender"] == "ai"
@@ -319,7 +307,7 @@ async fn escalation_rules_pause_assign_tag_and_notify_on_the_stream() {
         .await;
     let notification = deltas.last().expect("notification");
     assert_eq!(notification["agent_id"], tenant.agent_id);
-    let conv = conversation_of(&server, &tenant, "5511900000301").await;
+    let conv = server.conversation_of(&tenant, "5511900000301").await;
     assert_eq!(conv["ai_mode"], "paused");
     assert_eq!(conv["assignee_id"], tenant.agent_id);
     assert_eq!(conv["tags"], json!(["VIP"]));
@@ -345,7 +333,7 @@ async fn escalation_rules_pause_assign_tag_and_notify_on_the_stream() {
         )
         .await;
     let conv = wait_for("the second escalation", || async {
-        let c = conversation_of(&server, &tenant, "5511900000302").await;
+        let c = server.conversation_of(&tenant, "5511900000302").await;
         (c["ai_mode"] == "paused").then_some(c)
     })
     .await;
@@ -381,7 +369,7 @@ async fn opt_outs_and_auto_replies_get_no_answer_and_the_loop_limit_hands_over()
         .lead_says(&tenant, "5511900000401", "Fabi", "wamid.O1", "STOP")
         .await;
     let conv = wait_for("the opt-out", || async {
-        let c = conversation_of(&server, &tenant, "5511900000401").await;
+        let c = server.conversation_of(&tenant, "5511900000401").await;
         (c["ai_mode"] == "paused").then_some(c)
     })
     .await;
@@ -396,7 +384,7 @@ async fn opt_outs_and_auto_replies_get_no_answer_and_the_loop_limit_hands_over()
             "Automatic reply: I am out of office until Monday",
         )
         .await;
-    let id = conversation_of(&server, &tenant, "5511900000402").await["id"]
+    let id = server.conversation_of(&tenant, "5511900000402").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -416,7 +404,7 @@ async fn opt_outs_and_auto_replies_get_no_answer_and_the_loop_limit_hands_over()
                 text,
             )
             .await;
-        let id = conversation_of(&server, &tenant, "5511900000403").await["id"]
+        let id = server.conversation_of(&tenant, "5511900000403").await["id"]
             .as_str()
             .expect("id")
             .to_string();
@@ -562,7 +550,7 @@ async fn an_openai_compatible_backend_gets_the_exact_request_and_its_answer_is_s
             "What does Pro cost per month?",
         )
         .await;
-    let id = conversation_of(&server, &tenant, "5511900000501").await["id"]
+    let id = server.conversation_of(&tenant, "5511900000501").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -650,7 +638,7 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
     server
         .lead_says(&tenant, "5511900000601", "Ines", "wamid.R1", "Price?")
         .await;
-    let id = conversation_of(&server, &tenant, "5511900000601").await["id"]
+    let id = server.conversation_of(&tenant, "5511900000601").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -753,7 +741,7 @@ async fn rules_match_on_confidence_replies_today_channel_and_campaign() {
             "Spring Promo",
         )
         .await;
-    let spring = conversation_of(&server, &tenant, "5511900000602").await;
+    let spring = server.conversation_of(&tenant, "5511900000602").await;
     assert_eq!(spring["campaign"], "Spring Promo");
     let spring_id = spring["id"].as_str().expect("id");
     newest_where(
@@ -813,7 +801,7 @@ async fn a_campaign_can_pilot_the_agent_and_its_decisions_are_searchable_by_inte
             "Pilot",
         )
         .await;
-    let pilot = conversation_of(&server, &tenant, "5511900000701").await;
+    let pilot = server.conversation_of(&tenant, "5511900000701").await;
     assert_eq!(pilot["ai_mode"], "active", "{pilot}");
     let pilot_id = pilot["id"].as_str().expect("id").to_string();
     let answer = message_where(&server, &tenant, &pilot_id, "the pilot's answer", |m| {
@@ -831,7 +819,7 @@ async fn a_campaign_can_pilot_the_agent_and_its_decisions_are_searchable_by_inte
             "How much does the Pro plan cost per month?",
         )
         .await;
-    let other = conversation_of(&server, &tenant, "5511900000702").await;
+    let other = server.conversation_of(&tenant, "5511900000702").await;
     assert_eq!(other["ai_mode"], "manual", "outside the pilot: {other}");
 
     // The AI's decisions are found by intent, with or without words.
@@ -863,6 +851,27 @@ async fn a_campaign_can_pilot_the_agent_and_its_decisions_are_searchable_by_inte
     server.shutdown().await;
 }
 
+/// A lead asks about a free trial; the escalation note the AI leaves, once it exists.
+async fn escalation_after_trial_question(
+    server: &TestServer,
+    tenant: &Tenant,
+    wa_id: &str,
+    name: &str,
+    wamid: &str,
+) -> Value {
+    server
+        .lead_says(tenant, wa_id, name, wamid, "Is there a free trial?")
+        .await;
+    let id = server.conversation_of(tenant, wa_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    message_where(server, tenant, &id, "the escalation", |m| {
+        m["sender"] == "system"
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_failing_or_malformed_backend_escalates_with_its_reason() {
     let (server, graph, tenant, model) = openai_setup(|c| {
@@ -874,23 +883,9 @@ async fn a_failing_or_malformed_backend_escalates_with_its_reason() {
         (500, json!({"error": "overloaded"})),
         (500, json!({"error": "overloaded"})),
     ]);
-    server
-        .lead_says(
-            &tenant,
-            "5511900000601",
-            "Iris",
-            "wamid.F1",
-            "Is there a free trial?",
-        )
-        .await;
-    let id = conversation_of(&server, &tenant, "5511900000601").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let escalation = message_where(&server, &tenant, &id, "the escalation", |m| {
-        m["sender"] == "system"
-    })
-    .await;
+    let escalation =
+        escalation_after_trial_question(&server, &tenant, "5511900000601", "Iris", "wamid.F1")
+            .await;
     assert_eq!(escalation["ai"]["rule"], "ai_backend_unavailable");
     assert!(
         escalation["ai"]["why"]
@@ -911,45 +906,16 @@ async fn a_failing_or_malformed_backend_escalates_with_its_reason() {
             json!({"choices": [{"message": {"content": "still not JSON"}}]}),
         ),
     ]);
-    server
-        .lead_says(
-            &tenant,
-            "5511900000602",
-            "Juca",
-            "wamid.F2",
-            "Is there a free trial?",
-        )
-        .await;
-    let id = conversation_of(&server, &tenant, "5511900000602").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let escalation = message_where(&server, &tenant, &id, "the escalation", |m| {
-        m["sender"] == "system"
-    })
-    .await;
+    let escalation =
+        escalation_after_trial_question(&server, &tenant, "5511900000602", "Juca", "wamid.F2")
+            .await;
     assert_eq!(escalation["ai"]["rule"], "ai_backend_unavailable");
 
     // An answer too large to be a chat completion is not read to its end.
     let huge = ModelStandIn::answer(&"x".repeat(300 * 1024), "other", 0.9, false);
     model.script(vec![huge.clone(), huge]);
-    server
-        .lead_says(
-            &tenant,
-            "5511900000603",
-            "Lia",
-            "wamid.F3",
-            "Is there a free trial?",
-        )
-        .await;
-    let id = conversation_of(&server, &tenant, "5511900000603").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let escalation = message_where(&server, &tenant, &id, "the escalation", |m| {
-        m["sender"] == "system"
-    })
-    .await;
+    let escalation =
+        escalation_after_trial_question(&server, &tenant, "5511900000603", "Lia", "wamid.F3").await;
     assert_eq!(escalation["ai"]["rule"], "ai_backend_unavailable");
     assert!(
         escalation["ai"]["why"]
@@ -985,7 +951,7 @@ async fn an_ai_answer_never_lands_after_a_human_took_over() {
             .await;
         // The backend has the question and holds its answer.
         arrived.await;
-        let id = conversation_of(&server, &tenant, &phone).await["id"]
+        let id = server.conversation_of(&tenant, &phone).await["id"]
             .as_str()
             .expect("id")
             .to_string();
@@ -1074,7 +1040,7 @@ async fn quick_messages_get_one_answer_after_the_quiet_period() {
             )
             .await;
     }
-    let id = conversation_of(&server, &tenant, "5511900000801").await["id"]
+    let id = server.conversation_of(&tenant, "5511900000801").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1165,7 +1131,7 @@ async fn ai_settings_knowledge_and_reasoning_belong_to_their_workspace() {
             "What is your margin?",
         )
         .await;
-    let id = conversation_of(&server, &ours, "5511900000901").await["id"]
+    let id = server.conversation_of(&ours, "5511900000901").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1193,7 +1159,7 @@ async fn ai_settings_knowledge_and_reasoning_belong_to_their_workspace() {
             "What is your margin?",
         )
         .await;
-    let id = conversation_of(&server, &theirs, "5511900000902").await["id"]
+    let id = server.conversation_of(&theirs, "5511900000902").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1251,7 +1217,7 @@ async fn feedback_is_counted_and_a_correction_answers_the_next_similar_question(
             "Tell me about the Pro plan with annual billing?",
         )
         .await;
-    let id = conversation_of(&server, &tenant, "5511900001001").await["id"]
+    let id = server.conversation_of(&tenant, "5511900001001").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1310,7 +1276,7 @@ async fn feedback_is_counted_and_a_correction_answers_the_next_similar_question(
             "Anything on the Pro plan with annual billing?",
         )
         .await;
-    let other = conversation_of(&server, &tenant, "5511900001002").await["id"]
+    let other = server.conversation_of(&tenant, "5511900001002").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1369,7 +1335,7 @@ async fn a_full_pool_and_an_unsendable_answer_escalate_instead_of_leaving_the_le
             "Tell me about onboarding?",
         )
         .await;
-    let id = conversation_of(&server, &tenant, "5511900001102").await["id"]
+    let id = server.conversation_of(&tenant, "5511900001102").await["id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -1387,7 +1353,7 @@ async fn a_full_pool_and_an_unsendable_answer_escalate_instead_of_leaving_the_le
         false,
     )]);
     model.state.release.add_permits(1);
-    let first = conversation_of(&server, &tenant, "5511900001101").await["id"]
+    let first = server.conversation_of(&tenant, "5511900001101").await["id"]
         .as_str()
         .expect("id")
         .to_string();

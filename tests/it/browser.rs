@@ -136,6 +136,20 @@ impl Browser {
             .expect("key actions");
     }
 
+    /// Types `text` into the composer and sends it.
+    async fn compose_and_send(&self, text: &str) {
+        self.find("composer-input")
+            .await
+            .send_keys(text)
+            .await
+            .expect("type");
+        self.find("composer-send")
+            .await
+            .click()
+            .await
+            .expect("send");
+    }
+
     async fn screenshot(&self, name: &str) {
         if let Ok(dir) = std::env::var("CONFAB_SCREENSHOTS") {
             let png = self.client.screenshot().await.expect("screenshot");
@@ -200,16 +214,11 @@ fn row(id: &str) -> String {
     format!("[data-testid=\"conversation-row\"][data-id=\"{id}\"]")
 }
 
-async fn conversation_id(server: &TestServer, tenant: &Tenant, phone: &str) -> String {
-    wait_for("the lead's conversation", || async {
-        server
-            .conversations(&tenant.token)
-            .await
-            .into_iter()
-            .find(|c| c["contact"]["phone"] == format!("+{phone}"))
-            .and_then(|c| c["id"].as_str().map(str::to_owned))
-    })
-    .await
+async fn conversation_id(server: &TestServer, tenant: &Tenant, wa_id: &str) -> String {
+    server.conversation_of(tenant, wa_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -311,17 +320,9 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
     browser.screenshot("inbox-chat").await;
 
     // A reply with a variable: the provider stand-in receives it filled in.
-    let input = browser.find("composer-input").await;
-    input
-        .send_keys("Hi {{first_name}}, how can I help?")
-        .await
-        .expect("type");
     browser
-        .find("composer-send")
-        .await
-        .click()
-        .await
-        .expect("send");
+        .compose_and_send("Hi {{first_name}}, how can I help?")
+        .await;
     let sent = graph.wait_requests(1).await;
     assert_eq!(sent[0].body["text"]["body"], "Hi Caio, how can I help?");
     browser
@@ -332,17 +333,7 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
         .await;
 
     // An unknown variable is refused with the server's error, and nothing is sent.
-    let input = browser.find("composer-input").await;
-    input
-        .send_keys("Your {{favourite_colour}}")
-        .await
-        .expect("type");
-    browser
-        .find("composer-send")
-        .await
-        .click()
-        .await
-        .expect("send");
+    browser.compose_and_send("Your {{favourite_colour}}").await;
     browser
         .wait_text("[data-testid=\"composer-error\"]", "favourite_colour")
         .await;

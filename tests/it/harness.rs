@@ -322,6 +322,18 @@ impl TestServer {
         answer
     }
 
+    /// The conversation of the lead with WhatsApp id `wa_id`, once it exists.
+    pub async fn conversation_of(&self, tenant: &Tenant, wa_id: &str) -> Value {
+        let phone = format!("+{wa_id}");
+        wait_for("the lead's conversation", || async {
+            self.conversations(&tenant.token)
+                .await
+                .into_iter()
+                .find(|c| c["contact"]["phone"] == phone.as_str())
+        })
+        .await
+    }
+
     pub async fn conversations(&self, token: &str) -> Vec<Value> {
         let (status, page) = self.get(token, "/api/v1/conversations?limit=200").await;
         assert_eq!(status, StatusCode::OK, "{page}");

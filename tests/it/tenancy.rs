@@ -111,6 +111,21 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .get(&theirs.token, "/api/v1/conversations/counts")
         .await;
     assert_eq!(counts["all"], 0, "{counts}");
+    // Our tags and campaigns are ours to list.
+    let (status, _) = server
+        .post(
+            &ours.token,
+            &format!("/api/v1/conversations/{id}/tags"),
+            json!({"add": ["ours-only"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, tags) = server.get(&ours.token, "/api/v1/tags").await;
+    assert_eq!(tags["items"][0]["name"], "ours-only", "{tags}");
+    for path in ["/api/v1/tags", "/api/v1/campaigns"] {
+        let (_, list) = server.get(&theirs.token, path).await;
+        assert_eq!(list["items"], json!([]), "{path}: {list}");
+    }
     let (_, list) = server.get(&theirs.token, "/api/v1/kb/articles").await;
     assert_eq!(list["items"], json!([]));
     let (_, channels) = server.get(&theirs.token, "/api/v1/channels").await;

@@ -25,6 +25,7 @@ use confab_engine::model::{Agent, Role};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -80,7 +81,7 @@ impl LoginLimits {
             }
             // Keyed by a digest of the email as the store keys it: case and spaces do
             // not make another account, and long input costs no memory.
-            let key = confab_engine::admin::token_hash(&String::from_utf8_lossy(&login_key(email)));
+            let key: [u8; 32] = sha2::Sha256::digest(login_key(email)).into();
             self.per_email.check_key(&key).map_err(|_| limited())?;
         }
         Ok(())
@@ -274,10 +275,7 @@ async fn login(
 async fn logout(State(app): State<AppState>, parts: Parts) -> ApiResult<Response> {
     if let Some(secret) = session_secret(&parts) {
         if !crate::auth::same_origin(&parts) {
-            return Err(ApiError::forbidden(
-                "cross_origin",
-                "a request signed in by cookie must come from this server's own pages",
-            ));
+            return Err(crate::auth::cross_origin());
         }
         let mut set = WriteSet::new();
         set.delete(Ks::Session, secret_key(secret));

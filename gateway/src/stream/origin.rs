@@ -28,12 +28,11 @@ impl FromRequestParts<AppState> for AllowedOrigin {
             Some(Ok(origin)) => origin,
             Some(Err(_)) => "",
         };
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(Authority::as_str));
-        if allowed(origin, host, &app.config.stream.allowed_origins) {
+        if allowed(
+            origin,
+            request_host(parts),
+            &app.config.stream.allowed_origins,
+        ) {
             return Ok(AllowedOrigin);
         }
         tracing::info!(%origin, "stream refused: origin not allowed");
@@ -43,6 +42,25 @@ impl FromRequestParts<AppState> for AllowedOrigin {
                 "the origin {origin:?} may not open the stream (not this server's origin nor one in stream.allowed_origins)"
             ),
         ))
+    }
+}
+
+/// The host and port the request was addressed to: its `Host` header, else the target's
+/// authority.
+pub fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(Authority::as_str))
+}
+
+/// Whether the request's `Origin` is the server's own origin; `None` without an `Origin`
+/// header (not a page of any site).
+pub fn from_own_origin(parts: &Parts) -> Option<bool> {
+    match parts.headers.get(header::ORIGIN)?.to_str() {
+        Ok(origin) => Some(allowed(origin, request_host(parts), &[])),
+        Err(_) => Some(false),
     }
 }
 
