@@ -366,6 +366,7 @@ impl ConversationState {
             error: None,
             raw: None,
             ai: request.ai.clone(),
+            attachments: Vec::new(),
         };
         conv.next_seq += 1;
 
@@ -801,6 +802,7 @@ impl ConversationState {
             error: None,
             raw: None,
             ai: Some(reasoning.clone()),
+            attachments: Vec::new(),
         };
         conv.next_seq += 1;
         let mut set = WriteSet::new();
@@ -945,6 +947,7 @@ pub(crate) fn stage_inbound(
         error: None,
         raw: event.raw,
         ai: None,
+        attachments: event.attachments,
     };
     conv.next_seq += 1;
     conv.last_inbound_seq = Some(seq);

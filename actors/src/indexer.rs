@@ -250,6 +250,7 @@ mod tests {
             error: None,
             raw: None,
             ai: None,
+            attachments: Vec::new(),
         }
     }
 

@@ -77,6 +77,7 @@ fn message(conversation_id: ConversationId, seq: u64, text: String, at: i64) -> 
         error: None,
         raw: None,
         ai: None,
+        attachments: Vec::new(),
     }
 }
 

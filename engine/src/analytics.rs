@@ -340,6 +340,13 @@ impl Totals {
         *self.0.entry(stat).or_default() += by;
     }
 
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Totals) {
+        for (&stat, &by) in &other.0 {
+            self.add(stat, by);
+        }
+    }
+
     fn get(&self, stat: u8) -> i64 {
         self.0.get(&stat).copied().unwrap_or(0)
     }
@@ -490,6 +497,37 @@ pub fn read(store: &Store, ws: WorkspaceId, from: u32, to: u32) -> Result<Totals
         }
     }
     Ok(totals)
+}
+
+/// `ws`'s buckets from day `from` through day `to` (inclusive), summed per day: one entry
+/// for every day, oldest first, in one scan.
+pub fn read_days(store: &Store, ws: WorkspaceId, from: u32, to: u32) -> Result<Vec<(u32, Totals)>> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let mut days: Vec<(u32, Totals)> = (from..=to).map(|d| (d, Totals::default())).collect();
+    let start = catalogue::day_stat(ws, from, 0);
+    let end = catalogue::day_stat(ws, to, u8::MAX);
+    for kv in store.ks(Ks::DayStat).range(start..=end) {
+        let (key, value) = kv.into_inner()?;
+        // Key: workspace, day (4 bytes, big-endian), stat.
+        let Some((&stat, rest)) = key.split_last() else {
+            continue;
+        };
+        let Some(day) = rest
+            .len()
+            .checked_sub(4)
+            .and_then(|at| rest.get(at..))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+        else {
+            continue;
+        };
+        if let Some((_, totals)) = day.checked_sub(from).and_then(|i| days.get_mut(i as usize)) {
+            totals.add(stat, decode_counter(&value));
+        }
+    }
+    Ok(days)
 }
 
 /// A period of the API, resolved to whole UTC days.

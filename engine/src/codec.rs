@@ -55,6 +55,7 @@ mod tests {
             error: None,
             raw: None,
             ai: None,
+            attachments: Vec::new(),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct InboundEvent {
     /// The provider's payload for content we show as a placeholder.
     pub raw: Option<serde_json::Value>,
     pub reply_to: Option<String>,
+    /// The files that came with it.
+    pub attachments: Vec<crate::model::MessageAttachment>,
     /// Where the lead came from (an ad, a campaign).
     pub campaign: Option<String>,
     /// When the webhook carrying it reached the process (end-to-end latency metric).

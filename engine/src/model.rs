@@ -354,6 +354,21 @@ pub struct ConversationCard {
     pub created_at: UnixMillis,
     pub preview: String,
     pub contact: Contact,
+    /// The channel's reply window (WhatsApp's 24 hours), absent when it has none: free
+    /// text can be sent until `closes_at`; a `null` `closes_at` means the lead never
+    /// wrote, so the window is closed. (A conversation's detail replaces it with its own
+    /// `reply_window`, which adds `open`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_window: Option<CardWindow>,
+}
+
+/// The reply window on a conversation card; whether it is open follows from the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CardWindow {
+    #[serde(with = "crate::time::rfc3339_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub closes_at: Option<UnixMillis>,
 }
 
 impl Conversation {
@@ -372,6 +387,13 @@ impl Conversation {
             created_at: self.created_at,
             preview: self.preview.clone(),
             contact: self.contact.clone(),
+            reply_window: self
+                .channel
+                .rules()
+                .reply_window_ms
+                .map(|window| CardWindow {
+                    closes_at: self.last_inbound_at.map(|at| at.saturating_add(window)),
+                }),
         }
     }
 }
@@ -466,6 +488,25 @@ pub struct Message {
     /// Why the AI sent this message (or escalated, on a system message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai: Option<crate::ai::AiReasoning>,
+    /// The files that came with it, in order; file `i` is served at
+    /// `GET /api/v1/conversations/{id}/messages/{seq}/attachments/{i}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<MessageAttachment>,
+}
+
+/// A file that came with a message: what it is, and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageAttachment {
+    /// The file name the sender gave, if any.
+    pub name: Option<String>,
+    /// Its media type as the sender declared it (`image/jpeg`, `application/pdf`).
+    pub content_type: String,
+    /// Its size in bytes, when known before it is fetched.
+    pub size: Option<u64>,
+    /// The provider's id of the file, fetched through the channel on demand (WhatsApp's
+    /// media id); `null` when Confab stores the bytes itself.
+    pub media_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -269,6 +269,36 @@ impl Store {
         Ok(Page { items, next })
     }
 
+    /// Messages with `seq > after`, oldest first: the `limit` right after `after`; `next` is
+    /// the last one's `seq` when newer ones remain.
+    pub fn messages_since(
+        &self,
+        conv: ConversationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<Message, u64>> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let start = catalogue::conv_msg(conv, first);
+        let end = catalogue::conv_msg(conv, u64::MAX);
+        let mut items = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        for kv in self.ks(Ks::ConvMsg).range(start..=end) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(codec::decode::<Message>(&kv.value()?)?);
+        }
+        // With `limit` 0, newer messages start right after `after` itself.
+        let next = more.then(|| items.last().map_or(after, |m| m.seq));
+        Ok(Page { items, next })
+    }
+
     /// Every conversation in id order, starting strictly after `after`, at most `limit`:
     /// a full scan in pages (rebuilding derived data such as the search index).
     pub fn conversations_after(
@@ -410,7 +440,42 @@ mod tests {
             error: None,
             raw: None,
             ai: None,
+            attachments: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pages_after_a_seq_run_oldest_first_and_say_when_newer_remain() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Buffered).expect("committer");
+        let conv = ConversationId::new();
+        let mut set = WriteSet::new();
+        for seq in 1..=5 {
+            set.put(
+                Ks::ConvMsg,
+                catalogue::conv_msg(conv, seq),
+                &message(conv, seq),
+            );
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(committer.commit(set)).expect("commit");
+        let seqs = |page: &Page<Message, u64>| page.items.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let page = store.messages_since(conv, 1, 2).expect("page");
+        assert_eq!((seqs(&page), page.next), (vec![2, 3], Some(3)));
+        let page = store.messages_since(conv, 3, 2).expect("page");
+        assert_eq!((seqs(&page), page.next), (vec![4, 5], None));
+        let page = store.messages_since(conv, 2, 0).expect("page");
+        assert_eq!((seqs(&page), page.next), (vec![], Some(2)));
+        let page = store.messages_since(conv, 5, 3).expect("page");
+        assert_eq!((seqs(&page), page.next), (vec![], None));
+        let page = store.messages_since(conv, u64::MAX, 3).expect("page");
+        assert!(page.items.is_empty());
+        committer.close();
+        thread.join();
     }
 
     #[test]

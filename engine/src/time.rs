@@ -48,6 +48,27 @@ pub mod rfc3339 {
     }
 }
 
+/// Serde helper: an optional `UnixMillis` field rendered as RFC 3339 text or `null`.
+pub mod rfc3339_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_some(&super::to_rfc3339(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                super::parse_rfc3339(&s)
+                    .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
+            })
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

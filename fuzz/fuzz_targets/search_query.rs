@@ -141,6 +141,7 @@ fn message(conv: &Conversation, text: &str, i: i64) -> Message {
         error: None,
         raw: None,
         ai: None,
+    attachments: Vec::new(),
     }
 }
 

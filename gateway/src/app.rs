@@ -62,6 +62,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::admin::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::conversations::routes())
+        .merge(routes::attachments::routes())
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
         .merge(routes::channels::routes())

@@ -16,7 +16,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, TantivyDocument, Term};
 
 /// Bumped whenever fields or analysis change: an index with another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Name of the analyzer of every full-text field.
 pub const ANALYZER: &str = "confab";
@@ -52,6 +52,9 @@ pub struct Fields {
     pub conversation: Field,
     /// Stored only; absent on conversation documents.
     pub message: Field,
+    /// The message's `seq` in its conversation: stored only, absent on conversation
+    /// documents (a hit opens the conversation at that message).
+    pub seq: Field,
     pub channel: Field,
     /// Message: when it was created. Conversation: its last activity. Ranks (recency
     /// tie-break) and filters (`period`).
@@ -99,6 +102,7 @@ pub fn build() -> (Schema, Fields) {
         workspace: b.add_text_field("workspace", STRING),
         conversation: b.add_text_field("conversation", STRING | STORED),
         message: b.add_text_field("message", STORED),
+        seq: b.add_u64_field("seq", STORED),
         channel: b.add_text_field("channel", STRING),
         at: b.add_i64_field(
             "at",
@@ -162,6 +166,7 @@ pub fn message_doc(fields: &Fields, ws: WorkspaceId, message: &Message) -> Tanti
         message.created_at,
     );
     doc.add_text(fields.message, message.id.to_string());
+    doc.add_u64(fields.seq, message.seq);
     doc.add_bool(fields.internal, message.internal);
     doc.add_text(fields.text, &message.text);
     if let Some(ai) = &message.ai {

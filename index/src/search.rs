@@ -107,6 +107,8 @@ pub struct Hit {
     pub conversation_id: ConversationId,
     /// `None` for a conversation-level hit (contact or tags).
     pub message_id: Option<MessageId>,
+    /// The message's `seq`; `None` for a conversation-level hit.
+    pub seq: Option<u64>,
     /// HTML-escaped text with the matches in `<b>…</b>`.
     pub snippet: String,
     pub field: HitField,
@@ -342,6 +344,7 @@ impl SearchIndex {
         let text = |field: Field| doc.get_first(field).and_then(|v| v.as_str());
         let conversation_id = text(fields.conversation)?.parse().ok()?;
         let message_id = text(fields.message).and_then(|id| id.parse().ok());
+        let seq = doc.get_first(fields.seq).and_then(|v| v.as_u64());
         let at = doc
             .get_first(fields.at)
             .and_then(|v| v.as_i64())
@@ -386,6 +389,7 @@ impl SearchIndex {
         Some(Hit {
             conversation_id,
             message_id,
+            seq,
             snippet,
             field,
             at,

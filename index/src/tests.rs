@@ -84,6 +84,7 @@ fn message(conv: &mut Conversation, text: &str, at: i64) -> Message {
         error: None,
         raw: None,
         ai: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -192,6 +192,23 @@ async fn replies_closing_and_csat_make_the_workspace_figures() {
     let from = today["from"].as_str().expect("from").to_string();
     check(&analytics(&server, &tenant, &format!("from={from}")).await);
 
+    // Day by day: a week is seven days, oldest first; everything happened today, so the
+    // last day carries the week's figures and the others none.
+    let week = analytics(&server, &tenant, "period=week&interval=day").await;
+    check(&week);
+    let days = week["days"].as_array().expect("days");
+    assert_eq!(days.len(), 7, "{week}");
+    assert_eq!(days[6]["date"], from[..10]);
+    assert!(days
+        .windows(2)
+        .all(|d| d[0]["date"].as_str() < d[1]["date"].as_str()));
+    check(&days[6]);
+    for day in &days[..6] {
+        assert_eq!(day["conversations_opened"], 0, "{day}");
+        assert_eq!(day["outbound_messages_ai"], 0, "{day}");
+    }
+    assert!(analytics(&server, &tenant, "period=week").await["days"].is_null());
+
     // Another workspace sees only its own (nothing); the past is empty.
     let theirs = analytics(&server, &other, "period=all").await;
     assert_eq!(theirs["conversations_opened"], 0);
@@ -211,6 +228,8 @@ async fn replies_closing_and_csat_make_the_workspace_figures() {
         "from=yesterday",
         "period=week&to=2020-01-01T00:00:00Z",
         "from=2021-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
+        "period=all&interval=day",
+        "period=week&interval=hour",
     ] {
         let (status, body) = server
             .get(&tenant.token, &format!("/api/v1/analytics?{bad}"))

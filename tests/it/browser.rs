@@ -656,6 +656,99 @@ async fn filters_search_shortcuts_reasoning_and_a_reconnect_after_a_restart() {
     server.shutdown().await;
 }
 
+/// A 1×1 PNG.
+const PNG: [u8; 68] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x04, 0x00, 0x00, 0x00, 0xb5, 0x1c, 0x0c,
+    0x02, 0x00, 0x00, 0x00, 0x0b, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0x00, 0x00,
+    0x00, 0x06, 0x00, 0x02, 0x30, 0x81, 0xd0, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
+    0xae, 0x42, 0x60, 0x82,
+];
+
+#[tokio::test]
+async fn an_image_shows_in_the_chat_and_a_search_hit_opens_deep_history_at_the_message() {
+    let (server, graph, tenant) = setup().await;
+    let lead = "5511900000931";
+    // 70 messages: the one with the rare word is older than the newest page of 50.
+    for i in 0..70 {
+        let text = if i == 3 {
+            "Do you deliver to Zanzibar?".to_string()
+        } else {
+            format!("message number {i}")
+        };
+        server
+            .lead_says(&tenant, lead, "Hugo Lima", &format!("wamid.H{i}"), &text)
+            .await;
+    }
+    graph.add_media("media-png", "image/png", &PNG);
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551230000", "phone_number_id": tenant.phone_number_id},
+            "contacts": [{"profile": {"name": "Hugo Lima"}, "wa_id": lead}],
+            "messages": [{"from": lead, "id": "wamid.IMG", "timestamp": "1767225600", "type": "image",
+                          "image": {"id": "media-png", "mime_type": "image/png", "caption": "the gate"}}]}}]}]})
+    .to_string();
+    let signature = confab_engine::wire::whatsapp::sign(&tenant.app_secret, body.as_bytes());
+    let (status, answer) = server
+        .post_webhook(&tenant, body.as_bytes(), Some(signature))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let hugo = conversation_id(&server, &tenant, lead).await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&hugo)).await.click().await.expect("open");
+
+    // The image is fetched through the server (with the channel's token) and shown.
+    browser.wait("[data-testid=\"attachment-image\"]").await;
+    wait_for("the image decoded", || async {
+        let width = browser
+            .client
+            .execute(
+                "const i = document.querySelector('[data-testid=\"attachment-image\"]'); \
+                 return i && i.complete ? i.naturalWidth : 0;",
+                vec![],
+            )
+            .await
+            .expect("script");
+        (width.as_u64() == Some(1)).then_some(())
+    })
+    .await;
+    browser.screenshot("attachment").await;
+
+    // The hit for a message deep in the history opens the chat at that message.
+    assert!(browser
+        .all("[data-testid=\"message\"][data-seq=\"4\"]")
+        .await
+        .is_empty());
+    browser.keys("/").await;
+    browser
+        .find("search-input")
+        .await
+        .send_keys("zanzibar")
+        .await
+        .expect("type");
+    browser
+        .wait_text("[data-testid=\"search-result\"]", "Zanzibar")
+        .await;
+    browser
+        .wait("[data-testid=\"search-result\"][data-seq=\"4\"]")
+        .await
+        .click()
+        .await
+        .expect("open the hit");
+    browser
+        .wait_text(
+            "[data-testid=\"message\"][data-highlight=\"true\"]",
+            "Zanzibar",
+        )
+        .await;
+    browser.screenshot("search-hit").await;
+    browser.close().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_policy_and_cookie_sessions_are_same_origin_only() {
     let (server, _graph, tenant) = setup().await;

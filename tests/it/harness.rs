@@ -179,7 +179,7 @@ impl TestServer {
                     "phone_number_id": phone_number_id,
                     "app_secret": app_secret,
                     "verify_token": "verify-me",
-                    "access_token": "graph-access-token",
+                    "access_token": GRAPH_TOKEN,
                     "api_base_url": graph.base_url,
                 }),
             )
@@ -404,16 +404,29 @@ struct GraphState {
     requests: Mutex<Vec<GraphRequest>>,
     script: Mutex<VecDeque<(u16, Value)>>,
     issued: Mutex<Vec<String>>,
+    /// Media files by media id: (type, bytes), served with the access token only.
+    media: Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
+    /// Where the stand-in listens (the media URLs it names).
+    origin: Mutex<String>,
 }
+
+/// The access token every provisioned channel sends (see `TestServer::provision`).
+pub const GRAPH_TOKEN: &str = "graph-access-token";
 
 impl GraphStandIn {
     pub async fn start() -> GraphStandIn {
         let state = Arc::new(GraphState::default());
         let app = Router::new()
             .route("/v21.0/{phone_number_id}/messages", post(graph_send))
+            .route("/v21.0/{media_id}", axum::routing::get(graph_media_url))
+            .route(
+                "/lookaside/{media_id}",
+                axum::routing::get(graph_media_file),
+            )
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        *state.origin.lock().expect("lock") = format!("http://{addr}");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -426,6 +439,16 @@ impl GraphStandIn {
     /// The next answers, in order, before the default success.
     pub fn script(&self, answers: Vec<(u16, Value)>) {
         self.state.script.lock().expect("lock").extend(answers);
+    }
+
+    /// Keeps a media file the way the Graph API does: `GET /{media_id}` names a URL, which
+    /// serves the bytes to the same bearer token.
+    pub fn add_media(&self, media_id: &str, content_type: &str, bytes: &[u8]) {
+        self.state
+            .media
+            .lock()
+            .expect("lock")
+            .insert(media_id.into(), (content_type.into(), bytes.to_vec()));
     }
 
     /// Drops the answers still scripted: from now on every send succeeds.
@@ -443,6 +466,66 @@ impl GraphStandIn {
             (requests.len() >= n).then_some(requests)
         })
         .await
+    }
+}
+
+fn graph_authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {GRAPH_TOKEN}"))
+}
+
+fn graph_error(status: StatusCode, code: i64, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "OAuthException", "code": code}})),
+    )
+        .into_response()
+}
+
+/// `GET /{media-id}`: the media's short-lived URL, as the Graph API answers.
+async fn graph_media_url(
+    State(state): State<Arc<GraphState>>,
+    Path(media_id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !graph_authorized(&headers) {
+        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token");
+    }
+    let media = state.media.lock().expect("lock");
+    let Some((content_type, bytes)) = media.get(&media_id) else {
+        return graph_error(StatusCode::BAD_REQUEST, 100, "Unsupported get request");
+    };
+    let origin = state.origin.lock().expect("lock").clone();
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("{origin}/lookaside/{media_id}"),
+        "mime_type": content_type,
+        "sha256": "not-checked",
+        "file_size": bytes.len().to_string(),
+        "id": media_id,
+    }))
+    .into_response()
+}
+
+/// The media URL: the bytes, to the access token only.
+async fn graph_media_file(
+    State(state): State<Arc<GraphState>>,
+    Path(media_id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !graph_authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match state.media.lock().expect("lock").get(&media_id) {
+        Some((content_type, bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, content_type.clone())],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

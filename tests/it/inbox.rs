@@ -105,6 +105,71 @@ async fn conversations_and_messages_page_without_skipping_or_repeating() {
     .expect("a time");
     assert_eq!(closes - last_inbound, 24 * 60 * 60 * 1000);
     assert_eq!(detail["contact"]["phone"], "+49300000006");
+    // The card carries the same window, for lists and deltas.
+    let card = server
+        .conversations(&tenant.token)
+        .await
+        .into_iter()
+        .find(|c| c["id"] == id.as_str())
+        .expect("card");
+    assert_eq!(
+        card["reply_window"]["closes_at"],
+        detail["reply_window"]["closes_at"]
+    );
+
+    // Pages around a message (a search hit) and after it; seqs run 1..=5.
+    let page = |query: String| {
+        let server = &server;
+        let token = tenant.token.clone();
+        let id = id.clone();
+        async move {
+            let (status, page) = server
+                .get(
+                    &token,
+                    &format!("/api/v1/conversations/{id}/messages?{query}"),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{query}: {page}");
+            let seqs: Vec<u64> = page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|m| m["seq"].as_u64().expect("seq"))
+                .collect();
+            (
+                seqs,
+                page["next_before"].as_u64(),
+                page["next_after"].as_u64(),
+            )
+        }
+    };
+    assert_eq!(
+        page("limit=3&around=3".into()).await,
+        (vec![4, 3, 2], Some(2), Some(4))
+    );
+    assert_eq!(
+        page("limit=10&around=3".into()).await,
+        (vec![5, 4, 3, 2, 1], None, None)
+    );
+    assert_eq!(
+        page("limit=2&after=2".into()).await,
+        (vec![4, 3], Some(3), Some(4))
+    );
+    assert_eq!(
+        page("limit=2&after=4".into()).await,
+        (vec![5], Some(5), None)
+    );
+    assert_eq!(page("limit=2".into()).await, (vec![5, 4], Some(4), None));
+    for bad in ["around=3&before=4", "after=-1", "around=x"] {
+        let (status, error) = server
+            .get(
+                &tenant.token,
+                &format!("/api/v1/conversations/{id}/messages?{bad}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(error["error"]["code"], "invalid_query", "{bad}");
+    }
     server.shutdown().await;
 }
 

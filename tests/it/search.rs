@@ -135,12 +135,23 @@ async fn the_manuals_four_searches_find_the_conversation() {
         pricing[0]["snippet"],
         "Could you send the <b>pricing</b> for the enterprise plan?"
     );
+    // The hit names the message's seq: the page around it starts at the hit.
+    let seq = pricing[0]["seq"].as_u64().expect("seq on a message hit");
+    let (status, around) = server
+        .get(
+            &tenant.token,
+            &format!("/api/v1/conversations/{maria_id}/messages?around={seq}&limit=1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{around}");
+    assert_eq!(around["items"][0]["id"], pricing[0]["message_id"]);
     let acme = found(&server, &tenant.token, "Acme").await;
     assert!(
         acme[0]["message_id"].is_null(),
         "a conversation hit: {}",
         acme[0]
     );
+    assert!(acme[0]["seq"].is_null(), "{}", acme[0]);
     assert_eq!(acme[0]["contact"]["company"], "Acme Industries");
     server.shutdown().await;
 }

@@ -292,6 +292,133 @@ async fn batched_entries_and_unknown_types_are_all_stored() {
         .find(|m| m["external_id"] == "wamid.B3")
         .expect("image stored");
     assert!(image["text"].as_str().expect("text").contains("our office"));
+    assert_eq!(
+        image["attachments"],
+        json!([{"name": null, "content_type": "image/jpeg", "size": null, "media_id": "media-1"}])
+    );
+    server.shutdown().await;
+}
+
+/// Sends one media message from the lead; the stored message.
+async fn lead_sends_media(
+    server: &TestServer,
+    tenant: &Tenant,
+    wamid: &str,
+    kind: &str,
+    content: Value,
+) -> Value {
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551230000", "phone_number_id": tenant.phone_number_id},
+            "contacts": [{"profile": {"name": "Ana Lima"}, "wa_id": LEAD}],
+            "messages": [{"from": LEAD, "id": wamid, "timestamp": "1767225600", "type": kind, kind: content}]}}]}]})
+    .to_string();
+    let signature = whatsapp::sign(&tenant.app_secret, body.as_bytes());
+    let (status, answer) = server
+        .post_webhook(tenant, body.as_bytes(), Some(signature))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let conversation = only_conversation(server, tenant).await;
+    server
+        .messages(&tenant.token, conversation["id"].as_str().expect("id"))
+        .await
+        .into_iter()
+        .find(|m| m["external_id"] == wamid)
+        .expect("media message stored")
+}
+
+#[tokio::test]
+async fn media_files_are_fetched_from_the_graph_api_with_the_channels_token() {
+    let (server, graph, tenant) = setup().await;
+    let photo = b"\xff\xd8\xff\xe0 a tiny jpeg".to_vec();
+    graph.add_media("media-photo", "image/jpeg", &photo);
+    graph.add_media("media-pdf", "application/pdf", b"%PDF-1.7 quote");
+    let image = lead_sends_media(
+        &server,
+        &tenant,
+        "wamid.M1",
+        "image",
+        json!({"id": "media-photo", "mime_type": "image/jpeg", "caption": "my car"}),
+    )
+    .await;
+    let document = lead_sends_media(
+        &server,
+        &tenant,
+        "wamid.M2",
+        "document",
+        json!({"id": "media-pdf", "mime_type": "application/pdf", "filename": "Angebot März.pdf"}),
+    )
+    .await;
+    let gone = lead_sends_media(
+        &server,
+        &tenant,
+        "wamid.M3",
+        "audio",
+        json!({"id": "media-expired", "mime_type": "audio/ogg"}),
+    )
+    .await;
+    let url = |message: &Value, index: u32| {
+        server.url(&format!(
+            "/api/v1/conversations/{}/messages/{}/attachments/{index}",
+            message["conversation_id"].as_str().expect("conversation"),
+            message["seq"]
+        ))
+    };
+    let http = reqwest::Client::new();
+    let fetch = |url: String| http.get(url).bearer_auth(&tenant.token).send();
+
+    // An image is shown inline, sandboxed, with the bytes the provider keeps.
+    let answer = fetch(url(&image, 0)).await.expect("image");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let header = |answer: &reqwest::Response, name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header(&answer, "content-type").as_deref(),
+        Some("image/jpeg")
+    );
+    assert_eq!(
+        header(&answer, "content-disposition").as_deref(),
+        Some("inline")
+    );
+    assert_eq!(
+        header(&answer, "content-security-policy").as_deref(),
+        Some("default-src 'none'; sandbox")
+    );
+    assert_eq!(answer.bytes().await.expect("bytes").to_vec(), photo);
+
+    // A document is a download under its own name.
+    let answer = fetch(url(&document, 0)).await.expect("document");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        header(&answer, "content-disposition").as_deref(),
+        Some("attachment; filename=\"Angebot M_rz.pdf\"; filename*=UTF-8''Angebot%20M%C3%A4rz.pdf")
+    );
+    assert_eq!(&answer.bytes().await.expect("bytes")[..], b"%PDF-1.7 quote");
+
+    // The stand-in serves files to the channel's token only, so the two answers above
+    // prove it was sent. A file the provider no longer keeps:
+    let (status, error) =
+        crate::harness::status_json(fetch(url(&gone, 0)).await.expect("gone")).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("media_gone"))
+    );
+
+    // No such attachment, or a message without one.
+    for (message, index) in [(&image, 1), (&gone, 7)] {
+        let (status, error) =
+            crate::harness::status_json(fetch(url(message, index)).await.expect("missing")).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+    }
     server.shutdown().await;
 }
 

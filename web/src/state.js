@@ -261,15 +261,72 @@ async function runCounts() {
 
 // ---- the open conversation ----------------------------------------------------------------
 export const current = signal(null); // detail of the open conversation
-export const messages = signal([]); // ascending seq
-export const messagesStatus = signal({ loading: false, olderBefore: null, error: null });
+export const messages = signal([]); // ascending seq, one contiguous run of the history
+// olderBefore / newerAfter: the cursors of the pages before and after the loaded run (null at
+// the start / at the newest message); newerLive: messages arrived live past the loaded run.
+export const messagesStatus = signal({ loading: false, olderBefore: null, newerAfter: null, loadingNewer: false, newerLive: false, error: null });
 export const reasoningFor = signal(null); // seq of the message whose reasoning is shown
+// Where the message list scrolls once the messages render: { key, seq }, seq null = the
+// newest message. MessageList handles each key once (and highlights a seq briefly).
+export const scrollTarget = signal(null);
+export const highlightSeq = signal(null); // seq of the message highlighted after a jump
 
-let currentGen = 0;
+const PAGE = 50;
+const messagesPath = (id, params) => `/api/v1/conversations/${encodeURIComponent(id)}/messages` + qs({ limit: PAGE, ...params });
+let scrollKey = 0;
+const scrollToSeq = (seq) => { scrollTarget.value = { key: ++scrollKey, seq }; };
+
+let highlightTimer = null;
+export function flashMessage(seq) {
+  clearTimeout(highlightTimer);
+  highlightSeq.value = seq;
+  highlightTimer = setTimeout(() => { highlightSeq.value = null; }, 4000);
+}
+
+let currentGen = 0; // the detail
+let msgGen = 0; // the message pages: a newer load drops the answers of older ones
+let pageLoading = false; // a first page (newest or around a seq) is on its way
+// Messages that arrived live while a first page loaded or while the newest page is not
+// loaded (id → message): appended once the newest page is. Cleared when a request for
+// newer messages leaves, since its answer (or a later one) holds them.
+const liveBuffer = new Map();
+let jump = null; // { id, seq }: the message the next loadConversation(id) opens at
+
+function startMessages() {
+  pageLoading = true;
+  liveBuffer.clear();
+  messages.value = [];
+  highlightSeq.value = null;
+  messagesStatus.value = { loading: true, olderBefore: null, newerAfter: null, loadingNewer: false, newerLive: false, error: null };
+}
+
+function showPage(page, around) {
+  pageLoading = false;
+  const newerAfter = page.next_after ?? null;
+  messages.value = page.items.slice().reverse();
+  messagesStatus.value = { loading: false, olderBefore: page.next_before, newerAfter, loadingNewer: false, newerLive: newerAfter !== null && liveBuffer.size > 0, error: null };
+  if (newerAfter === null) mergeLive();
+  scrollToSeq(around);
+}
+
+// The newest page is loaded: append what arrived live after it.
+function mergeLive() {
+  if (!liveBuffer.size) return;
+  const list1 = messages.value;
+  const have = new Set(list1.map((m) => m.id));
+  const lastSeq = list1.length ? list1[list1.length - 1].seq : -Infinity;
+  const fresh = [...liveBuffer.values()].filter((m) => !have.has(m.id) && m.seq > lastSeq).sort((a, b) => a.seq - b.seq);
+  liveBuffer.clear();
+  if (fresh.length) messages.value = [...list1, ...fresh];
+}
+
 export async function loadConversation(id) {
   const gen = ++currentGen;
+  const mgen = ++msgGen;
   reasoningFor.value = null;
-  if (!id) { current.value = null; messages.value = []; return; }
+  const around = jump && jump.id === id ? jump.seq : null;
+  jump = null;
+  if (!id) { pageLoading = false; liveBuffer.clear(); current.value = null; messages.value = []; return; }
   const cached = list.index.get(id);
   if (cached && !searchQuery.value.trim()) {
     const at = list.items.indexOf(cached);
@@ -277,60 +334,116 @@ export async function loadConversation(id) {
   }
   batch(() => {
     current.value = cached ? { ...cached, partial: true } : null;
-    messages.value = [];
-    messagesStatus.value = { loading: true, olderBefore: null, error: null };
+    startMessages();
   });
   try {
     const [detail, page] = await Promise.all([
       get(`/api/v1/conversations/${id}`),
-      get(`/api/v1/conversations/${id}/messages?limit=50`),
+      get(messagesPath(id, { around })),
     ]);
     if (gen !== currentGen) return;
     batch(() => {
       current.value = detail;
-      messages.value = page.items.slice().reverse();
-      messagesStatus.value = { loading: false, olderBefore: page.next_before, error: null };
+      if (mgen === msgGen) showPage(page, around);
     });
     if (detail.unread_count > 0) markRead(id);
   } catch (e) {
     if (gen !== currentGen) return;
-    messagesStatus.value = { loading: false, olderBefore: null, error: e.message };
+    if (mgen === msgGen) {
+      pageLoading = false;
+      messagesStatus.value = { ...messagesStatus.value, loading: false, error: e.message };
+    }
     if (e.status === 404) current.value = null;
   }
+}
+
+// Reload the open conversation's messages only: the newest page (around = null) or the
+// page around a seq.
+async function loadPage(id, around) {
+  const mgen = ++msgGen;
+  startMessages();
+  try {
+    const page = await get(messagesPath(id, { around }));
+    if (mgen === msgGen) showPage(page, around);
+  } catch (e) {
+    if (mgen !== msgGen) return;
+    pageLoading = false;
+    messagesStatus.value = { ...messagesStatus.value, loading: false, error: e.message };
+  }
+}
+
+// Back to the newest messages (from a page deep in the history).
+export function loadLatest() {
+  const c = current.value;
+  if (c) loadPage(c.id, null);
+}
+
+// Open a conversation at one of its messages (a search hit): the page around its seq,
+// scrolled to it and highlighted. Already loaded: just scroll there.
+export function openMessage(id, seq) {
+  const r = route.value;
+  if (r.page === 'conversations' && r.id === id) {
+    if (!pageLoading && current.value?.id === id && messages.value.some((m) => m.seq === seq)) scrollToSeq(seq);
+    else loadPage(id, seq);
+    return;
+  }
+  jump = { id, seq };
+  openConversation(id);
+}
+
+// A search hit: a message hit (with its seq) opens at the message, others the conversation.
+export function openHit(hit) {
+  if (hit.message_id && typeof hit.seq === 'number') openMessage(hit.conversation_id, hit.seq);
+  else openConversation(hit.conversation_id);
 }
 
 export async function loadOlder() {
   const c = current.value;
   const st = messagesStatus.value;
-  if (!c || st.loading || !st.olderBefore) return false;
-  const gen = currentGen;
+  if (!c || st.loading || st.olderBefore === null || st.olderBefore === undefined) return false;
+  const mgen = msgGen;
   messagesStatus.value = { ...st, loading: true };
   try {
-    const page = await get(`/api/v1/conversations/${c.id}/messages?limit=50&before=${st.olderBefore}`);
-    if (gen !== currentGen) return false;
+    const page = await get(messagesPath(c.id, { before: st.olderBefore }));
+    if (mgen !== msgGen) return false;
     const have = new Set(messages.value.map((m) => m.id));
     const older = page.items.filter((m) => !have.has(m.id)).reverse();
     batch(() => {
       messages.value = [...older, ...messages.value];
-      messagesStatus.value = { loading: false, olderBefore: page.next_before, error: null };
+      messagesStatus.value = { ...messagesStatus.value, loading: false, olderBefore: page.next_before, error: null };
     });
     return true;
   } catch (e) {
-    messagesStatus.value = { ...st, loading: false, error: e.message };
+    if (mgen === msgGen) messagesStatus.value = { ...messagesStatus.value, loading: false, error: e.message };
     return false;
   }
 }
 
-let detailTimer = null;
-function refreshDetailSoon(id) {
-  clearTimeout(detailTimer);
-  detailTimer = setTimeout(async () => {
-    if (current.value?.id !== id) return;
-    try {
-      const d = await get(`/api/v1/conversations/${id}`);
-      if (current.value?.id === id) current.value = d;
-    } catch { /* the card from the stream is still shown */ }
-  }, 400);
+// The page after the loaded run (after a jump into the history), until the newest.
+export async function loadNewer() {
+  const c = current.value;
+  const st = messagesStatus.value;
+  if (!c || st.loading || st.loadingNewer || st.newerAfter === null) return false;
+  const mgen = msgGen;
+  liveBuffer.clear(); // this answer or a later one holds them
+  messagesStatus.value = { ...st, loadingNewer: true };
+  try {
+    const page = await get(messagesPath(c.id, { after: st.newerAfter }));
+    if (mgen !== msgGen) return false;
+    const have = new Set(messages.value.map((m) => m.id));
+    const newer = page.items.filter((m) => !have.has(m.id)).reverse();
+    const newerAfter = page.next_after ?? null;
+    batch(() => {
+      messages.value = [...messages.value, ...newer];
+      const now = messagesStatus.value;
+      messagesStatus.value = { ...now, loadingNewer: false, newerAfter, newerLive: newerAfter !== null && now.newerLive, error: null };
+      if (newerAfter === null) mergeLive();
+    });
+    return true;
+  } catch (e) {
+    if (mgen === msgGen) messagesStatus.value = { ...messagesStatus.value, loadingNewer: false, error: e.message };
+    return false;
+  }
 }
 
 const readTimers = new Map();
@@ -373,7 +486,11 @@ export async function takeOver(c) {
 
 export async function sendMessage(id, text, internal) {
   const msg = await post(`/api/v1/conversations/${id}/messages`, { text, internal });
-  if (current.value?.id === id) upsertMessage(msg);
+  if (current.value?.id === id) {
+    // Reading older history: show the newest page, which ends with this message.
+    if (messagesStatus.value.newerAfter !== null) loadLatest();
+    else upsertMessage(msg);
+  }
   return msg;
 }
 
@@ -385,6 +502,9 @@ export async function updateContact(contactId, fields) {
 }
 const pickContact = ({ id, name, email, phone, company, title, avatar_url }) => ({ id, name, email, phone, company, title, avatar_url });
 
+// A message from the stream (or just sent) into the open conversation, kept in seq order
+// and contiguous: past the loaded run while a first page loads or while the newest page is
+// not loaded, it waits in liveBuffer; before the loaded run, the older pages bring it.
 function upsertMessage(msg) {
   const list1 = messages.value;
   const at = list1.findIndex((m) => m.id === msg.id);
@@ -394,7 +514,15 @@ function upsertMessage(msg) {
     messages.value = next;
     return;
   }
+  const st = messagesStatus.value;
+  const first = list1[0];
   const last = list1[list1.length - 1];
+  if (pageLoading || (st.newerAfter !== null && (!last || msg.seq > last.seq))) {
+    liveBuffer.set(msg.id, { ...liveBuffer.get(msg.id), ...msg });
+    if (!pageLoading && !st.newerLive) messagesStatus.value = { ...st, newerLive: true };
+    return;
+  }
+  if (first && msg.seq < first.seq && st.olderBefore !== null && st.olderBefore !== undefined) return;
   if (!last || msg.seq > last.seq) { messages.value = [...list1, msg]; return; }
   const next = [...list1, msg].sort((a, b) => a.seq - b.seq);
   messages.value = next;
@@ -453,10 +581,8 @@ export function applyDelta(d) {
       const c = current.value;
       if (c && c.id === m.conversation_id) {
         upsertMessage(m);
-        if (d.kind === 'message_created' && m.direction === 'inbound') {
-          refreshDetailSoon(c.id);
-          if (document.visibilityState === 'visible') markRead(c.id);
-        }
+        // The reply window follows from the card (conversation_updated): no detail re-read.
+        if (d.kind === 'message_created' && m.direction === 'inbound' && document.visibilityState === 'visible') markRead(c.id);
       }
       break;
     }

@@ -56,6 +56,17 @@ export function hoursLeft(iso, now = Date.now()) {
   return `${Math.floor(ms / HOUR)} h`;
 }
 
+// A file size for people: "830 B", "12 KB", "1.4 MB" (binary units); '' when unknown.
+export function fileSize(bytes) {
+  if (typeof bytes !== 'number' || !(bytes >= 0)) return '';
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let v = bytes / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${v < 10 ? v.toFixed(1).replace(/\.0$/, '') : Math.round(v)} ${units[u]}`;
+}
+
 export function compactCount(n) {
   if (n < 1000) return String(n);
   if (n < 10_000) return `${(n / 1000).toFixed(1).replace(/\.0$/, '')}k`;

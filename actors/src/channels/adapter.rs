@@ -14,6 +14,24 @@ use reqwest::header::HeaderMap;
 /// A future an adapter's send returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
 
+/// A future an adapter's media fetch returns: the provider's answer carrying the file's
+/// bytes (its status checked), read by the caller as a stream.
+pub type MediaFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<reqwest::Response, MediaError>> + Send + 'a>>;
+
+/// Why a file could not be fetched from the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaError {
+    /// The provider does not know the file (any more: WhatsApp keeps media 30 days).
+    Gone,
+    /// The provider cannot be reached or failed; trying later may work.
+    Unavailable(String),
+    /// The provider refuses the channel's credentials.
+    AuthFailed(String),
+    /// This provider's files cannot be fetched by id.
+    Unsupported,
+}
+
 /// A provider: its webhook's authentication and format, and how one send is made and
 /// what the provider's answer means. No state beyond the channel's configuration; no
 /// retries, no pacing (the connector does both).
@@ -38,6 +56,40 @@ pub trait Adapter: Send + Sync + 'static {
         http: &'a reqwest::Client,
         request: &'a OutboundRequest,
     ) -> SendFuture<'a>;
+
+    /// The file the provider keeps under `media_id` (a message's attachment), with the
+    /// channel's credentials. Providers whose files come inside the message need not
+    /// implement it.
+    fn fetch_media<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        _media_id: &'a str,
+    ) -> MediaFuture<'a> {
+        Box::pin(async { Err(MediaError::Unsupported) })
+    }
+}
+
+/// Classifies a provider's answer to a media request by its HTTP status.
+pub async fn media_answer(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, MediaError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| MediaError::Unavailable(format!("the provider could not be reached: {e}")))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    Err(match status.as_u16() {
+        401 | 403 => {
+            MediaError::AuthFailed(format!("the provider refused the credentials ({status})"))
+        }
+        404 | 410 => MediaError::Gone,
+        // Graph API: an unknown or expired media id is a 400 with code 100.
+        400 => MediaError::Gone,
+        _ => MediaError::Unavailable(format!("the provider answered {status}")),
+    })
 }
 
 /// Why a webhook was refused.

@@ -91,6 +91,7 @@ impl Adapter for Loopback {
                 reply_to: None,
                 campaign: None,
                 received: None,
+                attachments: Vec::new(),
             });
         }
         for s in items("statuses") {

@@ -214,6 +214,9 @@ pub enum WebhookError {
 pub struct Channels {
     registry: ChannelRegistry,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Fetches attachments from providers: no limit on a whole download (files are
+    /// large), only on connecting and on each read.
+    media_http: reqwest::Client,
 }
 
 impl Channels {
@@ -244,6 +247,20 @@ impl Channels {
             .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?;
         rx.await
             .map_err(|_| ActorError::Unavailable("the channel supervisor has stopped".into()))?
+    }
+
+    /// The file a provider keeps for one of the channel's messages (`media_id` from the
+    /// message's attachment), as the provider's streaming answer.
+    pub async fn fetch_media(
+        &self,
+        id: ChannelId,
+        media_id: &str,
+    ) -> Result<reqwest::Response, adapter::MediaError> {
+        let link = self
+            .registry
+            .link(id)
+            .ok_or_else(|| adapter::MediaError::Unavailable("the channel is not running".into()))?;
+        link.adapter().fetch_media(&self.media_http, media_id).await
     }
 
     /// The health of one channel.
@@ -423,10 +440,17 @@ pub struct SupervisorState {
 impl ChannelSupervisor {
     pub async fn start(deps: ConnectorDeps) -> Result<Channels, ractor::SpawnErr> {
         let registry = deps.registry.clone();
+        let timeout = deps.settings.request_timeout;
+        let media_http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
         let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, deps).await?;
         Ok(Channels {
             registry,
             supervisor,
+            media_http,
         })
     }
 }

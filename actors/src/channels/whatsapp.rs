@@ -9,7 +9,7 @@ use confab_engine::port::{InboundBatch, OutboundRequest, SendOutcome};
 use confab_engine::wire::whatsapp::{self as wire, WireError};
 use reqwest::header::HeaderMap;
 
-use super::adapter::{Adapter, Refusal, SendFuture};
+use super::adapter::{media_answer, Adapter, MediaError, MediaFuture, Refusal, SendFuture};
 use super::provider_answer;
 
 pub struct Whatsapp {
@@ -83,6 +83,31 @@ impl Adapter for Whatsapp {
                 },
                 outcome => outcome,
             }
+        })
+    }
+
+    /// Two Graph API calls: `GET {api_base_url}/{media-id}` names a short-lived URL, which
+    /// is fetched with the same bearer token.
+    fn fetch_media<'a>(&'a self, http: &'a reqwest::Client, media_id: &'a str) -> MediaFuture<'a> {
+        Box::pin(async move {
+            let mut url = reqwest::Url::parse(&self.config.api_base_url)
+                .map_err(|e| MediaError::Unavailable(format!("bad api_base_url: {e}")))?;
+            url.path_segments_mut()
+                .map_err(|()| MediaError::Unavailable("bad api_base_url".into()))?
+                .pop_if_empty()
+                .push(media_id);
+            let answer = media_answer(http.get(url).bearer_auth(&self.config.access_token))
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| MediaError::Unavailable(format!("reading the media answer: {e}")))?;
+            let location = wire::parse_media_location(&answer)
+                .ok_or_else(|| MediaError::Unavailable("the media answer names no URL".into()))?;
+            media_answer(
+                http.get(&location.url)
+                    .bearer_auth(&self.config.access_token),
+            )
+            .await
         })
     }
 }

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::ids::ChannelId;
 use crate::inbound::{normalize_phone, InboundEvent};
-use crate::model::Delivery;
+use crate::model::{Delivery, MessageAttachment};
 use crate::port::{InboundBatch, SendOutcome, StatusReport};
 use crate::time::UnixMillis;
 
@@ -172,6 +172,9 @@ pub struct InboundMessage {
     /// The id of the message this one replies to (`context.id`).
     pub reply_to: Option<String>,
     pub referral: Option<Referral>,
+    /// The file of an image, video, audio, sticker or document message, fetched later
+    /// by its media id.
+    pub media: Option<MessageAttachment>,
 }
 
 /// A delivery report on a message we sent.
@@ -306,6 +309,7 @@ pub fn inbound_event(channel_id: ChannelId, m: InboundMessage) -> InboundEvent {
         reply_to: m.reply_to,
         campaign: m.referral.and_then(|r| r.campaign()),
         received: None,
+        attachments: m.media.into_iter().collect(),
     }
 }
 
@@ -386,6 +390,26 @@ fn parse_message(phone_number_id: &str, contacts: &[Value], msg: &Value) -> Opti
         raw,
         reply_to: id_at(msg, &["context", "id"]).map(str::to_owned),
         referral: parse_referral(msg),
+        media: media(kind, msg),
+    })
+}
+
+/// The file of a media message: its media id (fetched with the access token), type and
+/// name. `None` for other kinds and for media without a usable id.
+fn media(kind: &str, msg: &Value) -> Option<MessageAttachment> {
+    if !matches!(kind, "image" | "video" | "audio" | "sticker" | "document") {
+        return None;
+    }
+    let content = msg.get(kind)?;
+    let media_id = id_at(content, &["id"])?;
+    Some(MessageAttachment {
+        name: label_at(content, &["filename"]),
+        content_type: str_at(content, &["mime_type"])
+            .filter(|t| t.len() <= MAX_LABEL_CHARS)
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        size: None,
+        media_id: Some(media_id.to_owned()),
     })
 }
 
@@ -576,6 +600,38 @@ pub fn parse_send_response(http_status: u16, body: &[u8]) -> Result<String, Send
         code,
         message,
         retryable: !success && is_retryable(http_status, code),
+    })
+}
+
+/// Where a media file can be downloaded, from the Graph API's answer to
+/// `GET /{media-id}`: `{"url", "mime_type", "sha256", "file_size", "id"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaLocation {
+    /// Fetched with the same bearer token; valid for a few minutes.
+    pub url: String,
+    pub mime_type: Option<String>,
+    /// Bytes; a number or a numeric string (both are seen).
+    pub file_size: Option<u64>,
+}
+
+/// Reads the answer to `GET {api_base_url}/{media-id}`; `None` when it carries no URL.
+pub fn parse_media_location(body: &[u8]) -> Option<MediaLocation> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    let url = str_at(&json, &["url"])?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
+    }
+    let file_size = match json.get("file_size") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    Some(MediaLocation {
+        url: url.to_owned(),
+        mime_type: str_at(&json, &["mime_type"])
+            .filter(|t| t.len() <= MAX_LABEL_CHARS)
+            .map(str::to_owned),
+        file_size,
     })
 }
 
@@ -953,8 +1009,57 @@ mod tests {
                 raw: None,
                 reply_to: None,
                 referral: None,
+                media: None,
             }]
         );
+    }
+
+    #[test]
+    fn media_messages_name_their_file_by_media_id() {
+        let image = one_message(json!({"from": "5511", "id": "wamid.I", "type": "image",
+            "image": {"id": "m1", "mime_type": "image/jpeg", "caption": "my car"}}));
+        assert_eq!(
+            image.media,
+            Some(MessageAttachment {
+                name: None,
+                content_type: "image/jpeg".into(),
+                size: None,
+                media_id: Some("m1".into()),
+            })
+        );
+        let document = one_message(json!({"from": "5511", "id": "wamid.D", "type": "document",
+            "document": {"id": "m2", "filename": "quote.pdf"}}));
+        let file = document.media.expect("document media");
+        assert_eq!(file.name.as_deref(), Some("quote.pdf"));
+        assert_eq!(file.content_type, "application/octet-stream");
+        let no_id = one_message(json!({"from": "5511", "id": "wamid.N", "type": "image",
+            "image": {"caption": "lost"}}));
+        assert_eq!(no_id.media, None);
+        let location = one_message(json!({"from": "5511", "id": "wamid.L", "type": "location",
+            "location": {"latitude": 1.0, "longitude": 2.0, "id": "x"}}));
+        assert_eq!(location.media, None);
+    }
+
+    #[test]
+    fn media_locations_read_both_size_forms() {
+        let location = parse_media_location(
+            br#"{"messaging_product":"whatsapp","url":"https://lookaside.example/m1",
+                "mime_type":"image/jpeg","sha256":"ab","file_size":"303833","id":"m1"}"#,
+        )
+        .expect("location");
+        assert_eq!(location.url, "https://lookaside.example/m1");
+        assert_eq!(location.file_size, Some(303_833));
+        assert_eq!(
+            parse_media_location(br#"{"url":"https://x/y","file_size":12}"#)
+                .and_then(|l| l.file_size),
+            Some(12)
+        );
+        assert_eq!(
+            parse_media_location(br#"{"url":"file:///etc/passwd"}"#),
+            None
+        );
+        assert_eq!(parse_media_location(br#"{"error":{"code":100}}"#), None);
+        assert_eq!(parse_media_location(b"not json"), None);
     }
 
     #[test]

@@ -34,15 +34,35 @@ pub struct AnalyticsPage {
     to: String,
     #[serde(flatten)]
     report: Report,
+    /// With `interval=day`: the same figures for each UTC day of the period, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    days: Option<Vec<DayReport>>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct DayReport {
+    /// The UTC day, `2026-01-31`.
+    #[schema(format = Date)]
+    date: String,
+    #[serde(flatten)]
+    report: Report,
+}
+
+/// The longest period `interval=day` reports day by day.
+const MAX_DAYS: u32 = 400;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_query", message)
 }
 
 /// `period=today|week|month|all` (default `all`), or `from` and/or `to` (RFC 3339; the
-/// whole UTC days they fall in are counted).
-fn parse_query(raw: Option<&str>, now: UnixMillis) -> Result<(&'static str, Period), ApiError> {
+/// whole UTC days they fall in are counted), and `interval=day` for each day's figures:
+/// the period's name, its days, and whether each day is asked for.
+fn parse_query(
+    raw: Option<&str>,
+    now: UnixMillis,
+) -> Result<(&'static str, Period, bool), ApiError> {
+    let mut daily = false;
     let mut period = None;
     let (mut from, mut to) = (None, None);
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -72,10 +92,16 @@ fn parse_query(raw: Option<&str>, now: UnixMillis) -> Result<(&'static str, Peri
             }
             "from" => from = Some(time(&value)?),
             "to" => to = Some(time(&value)?),
+            "interval" if value == "day" => daily = true,
+            "interval" => {
+                return Err(invalid(format!(
+                    "`interval` can only be day, not {value:?}"
+                )))
+            }
             other => return Err(invalid(format!("unknown parameter `{other}`"))),
         }
     }
-    match (period, from, to) {
+    let (name, period) = match (period, from, to) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             Err(invalid("give either `period` or `from`/`to`, not both"))
         }
@@ -88,7 +114,16 @@ fn parse_query(raw: Option<&str>, now: UnixMillis) -> Result<(&'static str, Peri
             }
             Ok(("range", Period::Between(from, to)))
         }
+    }?;
+    if daily {
+        let (first, last) = period.days(now);
+        if period == Period::All || last.saturating_sub(first) >= MAX_DAYS {
+            return Err(invalid(format!(
+                "`interval=day` needs a period of at most {MAX_DAYS} days"
+            )));
+        }
     }
+    Ok((name, period, daily))
 }
 
 /// The conversation metrics of the caller's workspace for a period.
@@ -101,6 +136,7 @@ fn parse_query(raw: Option<&str>, now: UnixMillis) -> Result<(&'static str, Peri
         ("period" = Option<crate::openapi::PeriodParam>, Query, description = "`all` when left out; not with `from`/`to`."),
         ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; the whole UTC day it falls in counts."),
         ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; the whole UTC day it falls in counts."),
+        ("interval" = Option<String>, Query, description = "`day`: add the figures of each day (`days`); the period must be at most 400 days, so not `all`."),
     ),
     responses(
         (status = 200, description = "The period's figures.", body = AnalyticsPage),
@@ -115,11 +151,30 @@ async fn analytics_report(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<AnalyticsPage>> {
     let now = now_millis();
-    let (name, period) = parse_query(raw.as_deref(), now)?;
+    let (name, period, daily) = parse_query(raw.as_deref(), now)?;
     let (first, last) = period.days(now);
     let ws = agent.0.workspace_id;
     let store = app.store.clone();
-    let totals = blocking(move || analytics::read(&store, ws, first, last)).await?;
+    let (totals, days) = blocking(move || {
+        if !daily {
+            return analytics::read(&store, ws, first, last).map(|t| (t, None));
+        }
+        let days = analytics::read_days(&store, ws, first, last)?;
+        let mut totals = analytics::Totals::default();
+        for (_, day) in &days {
+            totals.merge(day);
+        }
+        Ok((totals, Some(days)))
+    })
+    .await?;
+    let days = days.map(|days| {
+        days.into_iter()
+            .map(|(day, totals)| DayReport {
+                date: to_rfc3339(analytics::start_of_day(day))[..10].to_owned(),
+                report: totals.report(),
+            })
+            .collect()
+    });
     // `all` reads every bucket there is; it reports from the first day of time.
     let last_shown = if period == Period::All {
         analytics::day_of(now)
@@ -132,6 +187,7 @@ async fn analytics_report(
         from: to_rfc3339(analytics::start_of_day(first)),
         to: to_rfc3339(analytics::start_of_day(last_shown.saturating_add(1))),
         report: totals.report(),
+        days,
     }))
 }
 
@@ -146,9 +202,13 @@ mod tests {
         assert_eq!(parse_query(None, NOW).expect("default").1, Period::All);
         assert_eq!(
             parse_query(Some("period=week"), NOW).expect("week"),
-            ("week", Period::Week)
+            ("week", Period::Week, false)
         );
-        let (name, period) = parse_query(
+        assert_eq!(
+            parse_query(Some("period=month&interval=day"), NOW).expect("daily"),
+            ("month", Period::Month, true)
+        );
+        let (name, period, _) = parse_query(
             Some("from=2024-01-01T00:00:00Z&to=2024-01-31T10:00:00Z"),
             NOW,
         )
@@ -161,6 +221,10 @@ mod tests {
             "period=week&from=2024-01-01T00:00:00Z",
             "from=2024-02-01T00:00:00Z&to=2024-01-01T00:00:00Z",
             "limit=3",
+            "interval=day",
+            "period=all&interval=day",
+            "period=week&interval=week",
+            "from=2020-01-01T00:00:00Z&to=2024-01-01T00:00:00Z&interval=day",
         ] {
             let e = parse_query(Some(bad), NOW).expect_err(bad);
             assert_eq!(e.code, "invalid_query", "{bad}");

@@ -395,8 +395,11 @@ async fn detail(
     let conv_id = conv.id;
     let stats =
         blocking(move || confab_engine::analytics::conversation_stats(&store, conv_id)).await?;
+    // The detail's own `reply_window` (with `open`) stands for the card's.
+    let mut card = conv.card();
+    card.reply_window = None;
     Ok(Json(ConversationDetail {
-        card: conv.card(),
+        card,
         workspace_id: conv.workspace_id,
         last_inbound_at: conv.last_inbound_at.map(to_rfc3339),
         whatsapp_window_open: (conv.channel == ChannelKind::Whatsapp)
@@ -419,9 +422,106 @@ pub struct MessagePage {
     items: Vec<Message>,
     /// Pass as `before` for older messages; `null` when there are none.
     next_before: Option<u64>,
+    /// Pass as `after` for newer messages; `null` when there are none, and always on the
+    /// newest page.
+    next_after: Option<u64>,
 }
 
-/// A conversation's messages, newest first.
+/// Which page of a conversation's messages a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MessageWindow {
+    /// The newest, or those with a smaller `seq` than the given one.
+    Before(Option<u64>),
+    /// Those right after the given `seq`.
+    After(u64),
+    /// Those around the given `seq` (a search hit), it included.
+    Around(u64),
+}
+
+fn message_window(raw: Option<&str>) -> Result<(MessageWindow, usize), ApiError> {
+    let mut window = None;
+    let mut limit = DEFAULT_LIMIT;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let seq = || {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_query",
+                    format!("`{key}` must be a message seq, not {value:?}"),
+                )
+            })
+        };
+        let given = match key.as_ref() {
+            "before" => MessageWindow::Before(Some(seq()?)),
+            "after" => MessageWindow::After(seq()?),
+            "around" => MessageWindow::Around(seq()?),
+            "limit" => {
+                limit = parse_limit(&value, MAX_LIMIT)?;
+                continue;
+            }
+            _ => continue,
+        };
+        if window.replace(given).is_some() {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                "give at most one of `before`, `after` and `around`",
+            ));
+        }
+    }
+    Ok((window.unwrap_or(MessageWindow::Before(None)), limit))
+}
+
+/// Reads one page of messages, newest first.
+fn message_page(
+    store: &confab_engine::store::Store,
+    conv: ConversationId,
+    window: MessageWindow,
+    limit: usize,
+) -> confab_engine::Result<MessagePage> {
+    match window {
+        MessageWindow::Before(before) => {
+            let older = store.messages_before(conv, before, limit)?;
+            Ok(MessagePage {
+                items: older.items,
+                next_before: older.next,
+                next_after: None,
+            })
+        }
+        MessageWindow::After(after) => {
+            let newer = store.messages_since(conv, after, limit)?;
+            let oldest = newer
+                .items
+                .first()
+                .map_or(after.saturating_add(1), |m| m.seq);
+            let has_older = !store
+                .messages_before(conv, Some(oldest), 1)?
+                .items
+                .is_empty();
+            Ok(MessagePage {
+                items: newer.items.into_iter().rev().collect(),
+                next_before: has_older.then_some(oldest),
+                next_after: newer.next,
+            })
+        }
+        MessageWindow::Around(seq) => {
+            let newer = store.messages_since(conv, seq, limit / 2)?;
+            let older = store.messages_before(
+                conv,
+                Some(seq.saturating_add(1)),
+                limit - newer.items.len(),
+            )?;
+            let mut items: Vec<Message> = newer.items.into_iter().rev().collect();
+            items.extend(older.items);
+            Ok(MessagePage {
+                items,
+                next_before: older.next,
+                next_after: newer.next,
+            })
+        }
+    }
+}
+
+/// A conversation's messages, newest first: the newest page, or the page before, after or
+/// around a `seq`.
 #[utoipa::path(
     get,
     path = "/api/v1/conversations/{id}/messages",
@@ -430,6 +530,8 @@ pub struct MessagePage {
     params(
         ("id" = String, Path, description = "The conversation."),
         ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a smaller `seq`."),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The `limit` messages right after this `seq` (newer ones follow with `next_after`). Not with `before` or `around`."),
+        ("around" = Option<i64>, Query, minimum = 0, description = "About `limit` messages centred on this `seq`, it included (a search hit). Not with `before` or `after`."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
     ),
     responses(
@@ -447,34 +549,11 @@ async fn messages(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<MessagePage>> {
     let conv = owned_conversation(&app, &agent, &id).await?;
-    let mut before = None;
-    let mut limit = DEFAULT_LIMIT;
-    for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "before" => {
-                before = Some(
-                    value
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(|seq| u64::try_from(seq).ok())
-                        .ok_or_else(|| {
-                            ApiError::unprocessable(
-                                "invalid_query",
-                                "`before` must be a message seq",
-                            )
-                        })?,
-                )
-            }
-            "limit" => limit = parse_limit(&value, MAX_LIMIT)?,
-            _ => {}
-        }
-    }
+    let (window, limit) = message_window(raw.as_deref())?;
     let store = app.store.clone();
-    let page = blocking(move || store.messages_before(conv.id, before, limit)).await?;
-    Ok(Json(MessagePage {
-        items: page.items,
-        next_before: page.next,
-    }))
+    Ok(Json(
+        blocking(move || message_page(&store, conv.id, window, limit)).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]

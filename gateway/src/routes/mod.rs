@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agents;
 pub mod ai;
 pub mod analytics;
+pub mod attachments;
 pub mod auth;
 pub mod channels;
 pub mod commands;

@@ -155,6 +155,9 @@ pub struct Item {
     conversation_id: ConversationId,
     /// `null` for a conversation-level hit (contact or tags).
     message_id: Option<MessageId>,
+    /// The message's `seq` (open the conversation `around` it); `null` for a
+    /// conversation-level hit.
+    seq: Option<u64>,
     /// The matching text with the matches between `<mark>` and `</mark>`.
     snippet: String,
     /// The field the snippet comes from: `text`, `name`, `company`, `email`, `phone` or
@@ -180,6 +183,7 @@ fn item(hit: Hit, conv: Conversation) -> Item {
     Item {
         conversation_id: hit.conversation_id,
         message_id: hit.message_id,
+        seq: hit.seq,
         snippet: hit.snippet,
         field: hit.field,
         created_at: to_rfc3339(created_at),

@@ -15,6 +15,7 @@ function lastDays(n) {
   for (let i = n - 1; i >= 0; i--) {
     const from = new Date(today - i * 86_400_000);
     out.push({
+      date: from.toISOString().slice(0, 10),
       from: from.toISOString(),
       label: from.toLocaleDateString([], { day: 'numeric', month: 'short', timeZone: 'UTC' }),
       short: from.toLocaleDateString([], { day: 'numeric', timeZone: 'UTC' }),
@@ -28,6 +29,7 @@ export function Analytics() {
   const [data, setData] = useState(null);
   const [error, setError] = useState(null);
   const [days, setDays] = useState(null);
+  const [daysError, setDaysError] = useState(null);
 
   useEffect(() => {
     let live = true;
@@ -36,21 +38,26 @@ export function Analytics() {
     return () => { live = false; };
   }, [period]);
 
-  // The API has no time series: one request per UTC day (a `from` in a day covers it whole).
+  // The 14-day series in one request: `interval=day` adds `days`, one report per UTC day
+  // of [from, to), oldest first; a day the answer lacks counts as empty.
   useEffect(() => {
     let live = true;
     const ds = lastDays(DAYS);
-    Promise.all(ds.map((d) => get('/api/v1/analytics' + qs({ from: d.from, to: d.from })).catch(() => null))).then((rows) => {
+    get('/api/v1/analytics' + qs({ from: ds[0].from, to: new Date().toISOString(), interval: 'day' })).then((page) => {
       if (!live) return;
-      setDays(ds.map((d, i) => ({
-        ...d,
-        opened: rows[i]?.conversations_opened || 0,
-        resolved: rows[i]?.conversations_resolved || 0,
-        ai: rows[i]?.outbound_messages_ai || 0,
-        human: rows[i]?.outbound_messages_human || 0,
-        frt: rows[i]?.avg_first_response_seconds ?? null,
-      })));
-    });
+      const byDate = new Map((page.days || []).map((d) => [String(d.date).slice(0, 10), d]));
+      setDays(ds.map((d) => {
+        const row = byDate.get(d.date);
+        return {
+          ...d,
+          opened: row?.conversations_opened || 0,
+          resolved: row?.conversations_resolved || 0,
+          ai: row?.outbound_messages_ai || 0,
+          human: row?.outbound_messages_human || 0,
+          frt: row?.avg_first_response_seconds ?? null,
+        };
+      }));
+    }, (e) => { if (live) setDaysError(e.message); });
     loadChannels();
     return () => { live = false; };
   }, []);
@@ -84,11 +91,11 @@ export function Analytics() {
             <div class="card">
               <h2>Conversations, last {DAYS} days</h2>
               <Legend items={[['bar-a', 'Opened'], ['bar-b', 'Resolved']]} />
-              {days ? <DailyBars days={days} label="Conversations opened and resolved per day" series={[{ key: 'opened', label: 'opened', cls: 'bar-a' }, { key: 'resolved', label: 'resolved', cls: 'bar-b' }]} format={(v) => Math.round(v)} /> : <p class="muted">Loading…</p>}
+              {days ? <DailyBars days={days} label="Conversations opened and resolved per day" series={[{ key: 'opened', label: 'opened', cls: 'bar-a' }, { key: 'resolved', label: 'resolved', cls: 'bar-b' }]} format={(v) => Math.round(v)} /> : <SeriesPending error={daysError} />}
             </div>
             <div class="card">
               <h2>Average first response, last {DAYS} days</h2>
-              {days ? <DailyLine days={days} valueKey="frt" label="Average first response time per day" format={(v) => duration(v)} /> : <p class="muted">Loading…</p>}
+              {days ? <DailyLine days={days} valueKey="frt" label="Average first response time per day" format={(v) => duration(v)} /> : <SeriesPending error={daysError} />}
             </div>
             <div class="card">
               <h2>AI vs manual</h2>
@@ -98,7 +105,7 @@ export function Analytics() {
               <Split a={a.first_responses_by_ai} b={a.first_responses_by_human} aLabel="AI" bLabel="Humans" />
               <h3 class="card-sub">Replies per day, last {DAYS} days</h3>
               <Legend items={[['bar-a', 'AI'], ['bar-c', 'Humans']]} />
-              {days ? <DailyBars days={days} label="Replies per day by AI and humans" series={[{ key: 'ai', label: 'AI', cls: 'bar-a' }, { key: 'human', label: 'humans', cls: 'bar-c' }]} format={(v) => Math.round(v)} /> : <p class="muted">Loading…</p>}
+              {days ? <DailyBars days={days} label="Replies per day by AI and humans" series={[{ key: 'ai', label: 'AI', cls: 'bar-a' }, { key: 'human', label: 'humans', cls: 'bar-c' }]} format={(v) => Math.round(v)} /> : <SeriesPending error={daysError} />}
             </div>
             <div class="card">
               <h2>Satisfaction</h2>
@@ -122,6 +129,10 @@ export function Analytics() {
       {isAdmin.value && <ChannelHealth />}
     </main>
   );
+}
+
+function SeriesPending({ error }) {
+  return error ? <p class="error" role="alert">Could not load the daily series: {error}</p> : <p class="muted">Loading…</p>;
 }
 
 function Kpi({ label, value, sub, testid }) {

@@ -2,7 +2,7 @@ import { useEffect, useState, useRef } from 'preact/hooks';
 import { get } from '../api.js';
 import {
   me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unseenNotifications,
-  activeIndex, list, searchQuery, searchState, setSearch, openConversation, reasoningFor, signOut, current,
+  activeIndex, list, searchQuery, searchState, setSearch, openConversation, openHit, reasoningFor, signOut, current,
 } from '../state.js';
 import { connection, startStream, stopStream } from '../stream.js';
 import { SignIn, AcceptInvite } from './SignIn.jsx';
@@ -88,7 +88,12 @@ function handleShortcut(e, setHelp) {
     return;
   }
   if (e.key === 'Enter' && (inSearch || !el || el === document.body || el.getAttribute('role') === 'listbox')) {
-    const id = searching ? searchState.value.items[activeIndex.value]?.conversation_id : list.items[activeIndex.value]?.id;
+    if (searching) {
+      const hit = searchState.value.items[activeIndex.value];
+      if (hit) { e.preventDefault(); openHit(hit); }
+      return;
+    }
+    const id = list.items[activeIndex.value]?.id;
     if (id) { e.preventDefault(); openConversation(id); }
     return;
   }

@@ -1,9 +1,12 @@
-import { useEffect, useRef, useLayoutEffect } from 'preact/hooks';
-import { current, messages, messagesStatus, loadOlder, agentsById, me, reasoningFor, setAiMode, takeOver } from '../state.js';
-import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock } from './Icons.jsx';
+import { useEffect, useRef, useLayoutEffect, useState } from 'preact/hooks';
+import {
+  current, messages, messagesStatus, loadOlder, loadNewer, loadLatest, scrollTarget, highlightSeq, flashMessage,
+  agentsById, me, reasoningFor, setAiMode, takeOver,
+} from '../state.js';
+import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
-import { clockTime, fullTime, dayLabel, displayName, loadableImage, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { clockTime, fullTime, dayLabel, displayName, loadableImage, fileSize, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
 
 export function Chat() {
   const c = current.value;
@@ -65,41 +68,73 @@ function MessageList({ c }) {
   const ref = useRef(null);
   const items = messages.value;
   const status = messagesStatus.value;
-  const stick = useRef(true);
+  const target = scrollTarget.value;
+  const highlight = highlightSeq.value;
+  const atNewest = status.newerAfter === null || status.newerAfter === undefined;
+  const stick = useRef(true); // follow the newest message
   const prevHeight = useRef(0);
   const prevFirst = useRef(null);
 
-  // Stay at the bottom as messages arrive (when the reader is there); keep the reading
-  // position when older messages are prepended.
+  // A new conversation starts at the bottom (before the effect below handles its messages).
+  useLayoutEffect(() => { stick.current = true; prevFirst.current = null; }, [c.id]);
+
+  // A scroll target (a search hit's message, or the newest after "Jump to latest") is acted
+  // on once. Otherwise: stay at the bottom as messages arrive (when the reader is there and
+  // the newest page is loaded); keep the reading position when older messages are
+  // prepended; messages appended after a jump leave the position alone.
   useLayoutEffect(() => {
     const el = ref.current;
     if (!el) return;
     const first = items[0]?.id;
-    if (prevFirst.current && first !== prevFirst.current && el.scrollHeight > prevHeight.current && !stick.current) {
+    if (target && !target.done) {
+      target.done = true;
+      if (target.seq === null) {
+        stick.current = true;
+        el.scrollTop = el.scrollHeight;
+      } else {
+        const node = el.querySelector(`[data-seq="${target.seq}"]`);
+        if (node) {
+          stick.current = false;
+          const box = el.getBoundingClientRect(), at = node.getBoundingClientRect();
+          el.scrollTop += at.top - box.top - Math.max(0, (el.clientHeight - at.height) / 2);
+          flashMessage(target.seq);
+        }
+      }
+    } else if (prevFirst.current && first !== prevFirst.current && el.scrollHeight > prevHeight.current && !stick.current) {
       el.scrollTop += el.scrollHeight - prevHeight.current;
-    } else if (stick.current) {
+    } else if (stick.current && atNewest) {
       el.scrollTop = el.scrollHeight;
     }
     prevFirst.current = first;
     prevHeight.current = el.scrollHeight;
-  }, [items]);
+    // After a jump, a page that does not reach below the fold loads the next one at once.
+    if (!atNewest && !status.loading && !status.loadingNewer && el.scrollHeight - el.scrollTop - el.clientHeight < 200) loadNewer();
+  }, [items, target]);
 
-  useEffect(() => { stick.current = true; prevFirst.current = null; }, [c.id]);
-
-  // The pane shrinks when a banner or a taller composer appears: stay at the bottom.
+  // The pane shrinks when a banner or a taller composer appears, and an image or a video
+  // takes its height once loaded: stay at the bottom.
   useEffect(() => {
     const el = ref.current;
     if (!el) return undefined;
-    const ro = new ResizeObserver(() => { if (stick.current) el.scrollTop = el.scrollHeight; });
+    const follow = () => { if (stick.current) el.scrollTop = el.scrollHeight; };
+    const ro = new ResizeObserver(follow);
     ro.observe(el);
-    return () => ro.disconnect();
+    el.addEventListener('load', follow, true);
+    el.addEventListener('loadedmetadata', follow, true);
+    return () => {
+      ro.disconnect();
+      el.removeEventListener('load', follow, true);
+      el.removeEventListener('loadedmetadata', follow, true);
+    };
   }, []);
 
   const onScroll = () => {
     const el = ref.current;
-    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+    const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
+    stick.current = fromBottom < 80 && atNewest;
     prevHeight.current = el.scrollHeight;
-    if (el.scrollTop < 120 && status.olderBefore && !status.loading) loadOlder();
+    if (el.scrollTop < 120 && status.olderBefore != null && !status.loading) loadOlder();
+    if (fromBottom < 200 && !atNewest && !status.loading && !status.loadingNewer) loadNewer();
   };
 
   let lastDay = null;
@@ -113,15 +148,22 @@ function MessageList({ c }) {
     const prev = items[i - 1];
     const grouped = prev && groupKey(prev) === groupKey(m) && new Date(m.created_at) - new Date(prev.created_at) < 5 * 60_000
       && new Date(prev.created_at).toDateString() === day;
-    out.push(<Message key={m.id} m={m} grouped={grouped} />);
+    out.push(<Message key={m.id} m={m} grouped={grouped} highlight={highlight !== null && m.seq === highlight} />);
   });
   return (
     <div class="messages" ref={ref} onScroll={onScroll} data-testid="message-list" aria-live="polite" aria-relevant="additions">
-      {status.olderBefore && <div class="older">{status.loading ? 'Loading earlier messages…' : <button type="button" class="link-btn" onClick={loadOlder}>Load earlier messages</button>}</div>}
-      {!status.olderBefore && items.length > 0 && <div class="conv-start">Start of the conversation · {fullTime(items[0].created_at)}</div>}
+      {status.olderBefore != null && <div class="older">{status.loading ? 'Loading earlier messages…' : <button type="button" class="link-btn" onClick={loadOlder}>Load earlier messages</button>}</div>}
+      {status.olderBefore == null && items.length > 0 && <div class="conv-start">Start of the conversation · {fullTime(items[0].created_at)}</div>}
       {status.error && <p class="error" role="alert">{status.error}</p>}
       {status.loading && items.length === 0 && <p class="muted center">Loading messages…</p>}
       {out}
+      {!atNewest && items.length > 0 && (
+        <>
+          <div class="older">{status.loadingNewer ? 'Loading newer messages…' : <button type="button" class="link-btn" onClick={loadNewer}>Load newer messages</button>}</div>
+          <button type="button" class={`jump-latest${status.newerLive ? ' live' : ''}`} data-testid="jump-latest" data-new={status.newerLive ? 'true' : 'false'} onClick={loadLatest}>
+            <IconArrowDown size={13} />{status.newerLive ? 'New messages' : 'Jump to latest'}</button>
+        </>
+      )}
     </div>
   );
 }
@@ -147,7 +189,54 @@ function Delivery({ m }) {
   return <span class={`tick tick-${m.delivery}`} title={label} data-testid="delivery" data-delivery={m.delivery}><Icon size={13} title={label} /></span>;
 }
 
-function Attachment({ m }) {
+// Files the server serves itself (`attachments`, one URL per index): images as thumbnails
+// that open the file, audio and video as players, anything else (or an image or a medium
+// that fails to load) as a download link.
+const INLINE_IMAGES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
+
+function Attachments({ m }) {
+  const cid = m.conversation_id || current.value?.id;
+  const base = `/api/v1/conversations/${encodeURIComponent(cid)}/messages/${m.seq}/attachments/`;
+  return <div class="atts">{m.attachments.map((a, i) => <AttachmentItem key={`${m.id}-${i}`} a={a} url={base + i} />)}</div>;
+}
+
+function AttachmentItem({ a, url }) {
+  const [failed, setFailed] = useState(false);
+  const type = String(a.content_type || '').split(';')[0].trim().toLowerCase();
+  const label = a.name || 'attachment';
+  const size = fileSize(a.size);
+  const fail = () => setFailed(true);
+  if (!failed && INLINE_IMAGES.has(type)) {
+    return (
+      <a href={url} target="_blank" rel="noopener" class="att att-image" title={a.name ? `${a.name} (opens in a new tab)` : 'Open the image in a new tab'}
+        data-testid="attachment" data-content-type={a.content_type}>
+        <img src={url} alt={a.name || 'Image'} loading="lazy" decoding="async" data-testid="attachment-image" onError={fail} />
+      </a>
+    );
+  }
+  const media = type.startsWith('audio/') ? 'audio' : type.startsWith('video/') ? 'video' : null;
+  if (!failed && media) {
+    const Media = media;
+    return (
+      <div class={`att att-${media}`} data-testid="attachment" data-content-type={a.content_type}>
+        <Media src={url} controls preload="metadata" onError={fail}>{label}</Media>
+        <a href={url} download={a.name || ''} class="att-caption" title="Download">
+          <IconDownload size={12} /><span class="att-name">{label}</span>{size && <span class="att-size">{size}</span>}
+        </a>
+      </div>
+    );
+  }
+  return (
+    <a href={url} download={a.name || ''} class="att att-file" title={`Download ${label}`} data-testid="attachment" data-content-type={a.content_type}>
+      <span class="att-icon"><IconFile size={18} /></span>
+      <span class="att-text"><span class="att-name">{label}</span>{size && <span class="att-size">{size}</span>}</span>
+      <IconDownload size={14} />
+    </a>
+  );
+}
+
+// Older messages without `attachments`: the media is described by `content_type` and `raw`.
+function LegacyAttachment({ m }) {
   if (!m.content_type || m.content_type === 'text') return null;
   const body = m.raw && typeof m.raw === 'object' ? (m.raw[m.content_type] || m.raw) : {};
   const link = typeof body.link === 'string' && /^https:\/\//.test(body.link) ? body.link : typeof body.url === 'string' && /^https:\/\//.test(body.url) ? body.url : null;
@@ -166,7 +255,7 @@ function Attachment({ m }) {
   );
 }
 
-function Message({ m, grouped }) {
+function Message({ m, grouped, highlight }) {
   const isSystem = m.sender === 'system';
   const isNote = m.internal && !isSystem;
   const isAi = m.sender === 'ai';
@@ -175,7 +264,8 @@ function Message({ m, grouped }) {
   const showReasoning = () => { reasoningFor.value = open ? null : m.seq; };
   if (isSystem) {
     return (
-      <div class={`sys-note${m.ai ? ' escalation' : ''}`} data-testid="message" data-kind="system" data-seq={m.seq}>
+      <div class={`sys-note${m.ai ? ' escalation' : ''}${highlight ? ' msg-highlight' : ''}`} data-testid="message" data-kind="system" data-seq={m.seq} data-id={m.id}
+        data-highlight={highlight ? 'true' : undefined}>
         <IconAlert size={14} />
         <span>{m.text}</span>
         <time dateTime={m.created_at}>{clockTime(m.created_at)}</time>
@@ -185,7 +275,8 @@ function Message({ m, grouped }) {
   }
   const kind = isNote ? 'note' : isAi ? 'ai' : out ? 'agent' : 'lead';
   return (
-    <div class={`msg ${out || isNote ? 'out' : 'in'} k-${kind}${grouped ? ' grouped' : ''}${open ? ' reasoning-open' : ''}`} data-testid="message" data-kind={kind} data-seq={m.seq} data-id={m.id}>
+    <div class={`msg ${out || isNote ? 'out' : 'in'} k-${kind}${grouped ? ' grouped' : ''}${open ? ' reasoning-open' : ''}${highlight ? ' msg-highlight' : ''}`}
+      data-testid="message" data-kind={kind} data-seq={m.seq} data-id={m.id} data-highlight={highlight ? 'true' : undefined}>
       {!grouped && (
         <div class="msg-sender">
           {isAi ? <span class="sender sender-ai"><IconSparkle size={11} />AI agent</span> : <span class="sender">{isNote ? `${senderName(m)} · note` : senderName(m)}</span>}
@@ -194,7 +285,7 @@ function Message({ m, grouped }) {
       <div class="bubble">
         {isNote && !grouped && <div class="note-label"><IconNote size={12} />Internal note · only your team sees this</div>}
         {m.text && <span class="msg-text">{m.text}</span>}
-        <Attachment m={m} />
+        {m.attachments?.length ? <Attachments m={m} /> : <LegacyAttachment m={m} />}
         <span class="msg-meta">
           {isAi && (
             <button type="button" class="ai-badge" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} title="View the AI's reasoning" onClick={showReasoning}>

@@ -31,8 +31,8 @@ export function Composer({ c }) {
   };
 
   const note = mode === 'note';
-  const window1 = c.reply_window;
-  const windowClosed = !note && window1 && window1.open === false;
+  const windowState = useReplyWindow(c.reply_window);
+  const windowClosed = !note && windowState === 'closed';
   const canSend = text.trim() && !sending && !windowClosed;
 
   const insert = (snippet) => {
@@ -99,7 +99,7 @@ export function Composer({ c }) {
 
   return (
     <section class={`composer-wrap${note ? ' is-note' : ''}`} aria-label="Composer">
-      {!note && <ReplyWindow c={c} />}
+      {!note && windowState && <ReplyWindow c={c} state={windowState} />}
       {c.ai_mode === 'active' && !note && (
         <div class="ai-hint"><IconSparkle size={12} />The AI is answering this conversation. Sending a reply takes it over (the AI pauses).</div>
       )}
@@ -155,26 +155,48 @@ export function Composer({ c }) {
   );
 }
 
-function ReplyWindow({ c }) {
+const HOUR = 3_600_000;
+const MAX_TIMEOUT = 2 ** 31 - 1; // setTimeout's longest wait
+
+// The reply window's state now: null (the channel has none, or an older server sent no
+// window), 'open', 'closing' (under 3 h left) or 'closed'. The card's window is
+// { closes_at } (null: the lead never wrote), the detail's { open, closes_at }: open is
+// computed from closes_at for both, and re-evaluated at closes_at (and every 30 s while
+// open, for the time left and after a sleep), so the banner closes without a reload.
+function useReplyWindow(w) {
   const [, force] = useState(0);
-  useEffect(() => { const t = setInterval(() => force((n) => n + 1), 60_000); return () => clearInterval(t); }, []);
-  const w = c.reply_window;
-  if (w === undefined || w === null || c.partial) return null; // null: the channel has no reply window
-  if (!w.open) {
+  const closesAt = w && w.closes_at ? Date.parse(w.closes_at) : NaN;
+  const now = Date.now();
+  const open = closesAt > now;
+  useEffect(() => {
+    if (!open) return undefined;
+    const tick = () => force((n) => n + 1);
+    const every = setInterval(tick, 30_000);
+    const at = setTimeout(tick, Math.min(MAX_TIMEOUT, Math.max(0, closesAt - Date.now()) + 25));
+    return () => { clearInterval(every); clearTimeout(at); };
+  }, [open, closesAt]);
+  if (!w) return null;
+  if (!open) return 'closed';
+  return closesAt - now < 3 * HOUR ? 'closing' : 'open';
+}
+
+function ReplyWindow({ c, state }) {
+  const closesAt = c.reply_window.closes_at;
+  const what = c.channel === 'whatsapp' ? 'The 24-hour WhatsApp window' : 'The reply window';
+  if (state === 'closed') {
     return (
       <div class="window window-closed" data-testid="reply-window" data-state="closed" role="status">
-        <IconAlert size={13} />The 24-hour WhatsApp window is closed: the lead last wrote {c.last_inbound_at ? fullTime(c.last_inbound_at) : 'long ago'}. Only a template message can be sent until they write again; notes still work.
+        <IconAlert size={13} />
+        {closesAt
+          ? `${what} closed ${fullTime(closesAt)}. Only a template message can be sent until the lead writes again; notes still work.`
+          : `${what} is closed: the lead has not written yet. Only a template message can be sent until they do; notes still work.`}
       </div>
     );
   }
-  if (!w.closes_at) {
-    return <div class="window" data-testid="reply-window" data-state="open" role="status"><IconClock size={13} />Reply window open</div>;
-  }
-  const left = hoursLeft(w.closes_at);
-  const soon = new Date(w.closes_at).getTime() - Date.now() < 3 * 3_600_000;
+  const left = hoursLeft(closesAt);
   return (
-    <div class={`window${soon ? ' window-soon' : ''}`} data-testid="reply-window" data-state={soon ? 'closing' : 'open'} role="status">
-      <IconClock size={13} />Reply window open · closes in {left || 'a moment'} ({fullTime(w.closes_at)})
+    <div class={`window${state === 'closing' ? ' window-soon' : ''}`} data-testid="reply-window" data-state={state} role="status">
+      <IconClock size={13} />Reply window open · closes in {left || 'a moment'} ({fullTime(closesAt)})
     </div>
   );
 }

@@ -37,6 +37,8 @@ export const IconLock = (p) => <Svg {...p}><rect x="4" y="11" width="16" height=
 export const IconTag = (p) => <Svg {...p}><path d="M20.6 13.4 13.4 20.6a2 2 0 0 1-2.8 0L3 13V3h10l7.6 7.6a2 2 0 0 1 0 2.8z" /><path d="M7.5 7.5h.01" /></Svg>;
 export const IconChevron = (p) => <Svg {...p}><path d="m6 9 6 6 6-6" /></Svg>;
 export const IconExternal = (p) => <Svg {...p}><path d="M15 3h6v6M10 14 21 3M18 13v6a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2h6" /></Svg>;
+export const IconFile = (p) => <Svg {...p}><path d="M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8z" /><path d="M14 3v5h5" /></Svg>;
+export const IconArrowDown = (p) => <Svg {...p}><path d="M12 5v14M6 13l6 6 6-6" /></Svg>;
 export const IconDownload = (p) => <Svg {...p}><path d="M21 15v4a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2v-4M7 10l5 5 5-5M12 15V3" /></Svg>;
 
 export const IconWhatsApp = (p) => (

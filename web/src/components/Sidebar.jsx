@@ -1,5 +1,5 @@
 import { useState, useEffect } from 'preact/hooks';
-import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openConversation, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
+import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
 import { ConversationList } from './ConversationList.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
 import { Avatar } from './Avatar.jsx';
@@ -137,8 +137,8 @@ function SearchResults() {
         <div key={`${hit.conversation_id}-${hit.message_id || hit.field}-${i}`} role="option" id={`hit-${i}`}
           aria-selected={hit.conversation_id === selected ? 'true' : 'false'}
           class={`hit${i === active ? ' active' : ''}${hit.conversation_id === selected ? ' selected' : ''}`}
-          data-testid="search-result" data-conversation-id={hit.conversation_id}
-          onClick={() => { activeIndex.value = i; openConversation(hit.conversation_id); }}>
+          data-testid="search-result" data-conversation-id={hit.conversation_id} data-seq={hit.message_id ? hit.seq : undefined}
+          onClick={() => { activeIndex.value = i; openHit(hit); }}>
           <Avatar contact={hit.contact} size={30} />
           <div class="hit-main">
             <div class="conv-top">
