@@ -60,9 +60,69 @@ pub fn secret_key(secret: &str) -> Vec<u8> {
     token_hash(secret).to_vec()
 }
 
-/// The store key of an email's login.
-pub fn login_key(email: &str) -> Vec<u8> {
+/// The email as logins are keyed: trimmed, lower-cased.
+fn email_key(email: &str) -> Vec<u8> {
     email.trim().to_lowercase().into_bytes()
+}
+
+/// Every login with this email starts with these bytes (the email and a 0 byte, which no
+/// email holds).
+pub fn login_prefix(email: &str) -> Vec<u8> {
+    let mut key = email_key(email);
+    key.push(0);
+    key
+}
+
+/// The store key of one agent's login. Agents of different workspaces may share an email
+/// (one person in two agencies, or someone naming another's address): each has a login of
+/// its own, so none can take or block another's.
+pub fn login_key(email: &str, agent: AgentId) -> Vec<u8> {
+    let mut key = login_prefix(email);
+    key.extend_from_slice(&agent.to_bytes());
+    key
+}
+
+/// Where a login was kept before logins were per agent (the email alone): still read, and
+/// moved to [`login_key`] when its password next changes.
+pub fn legacy_login_key(email: &str) -> Vec<u8> {
+    email_key(email)
+}
+
+/// Sign-in tries at most this many logins of one email (each costs a hash), the most
+/// recently changed first.
+pub const MAX_LOGINS_PER_EMAIL: usize = 8;
+
+/// The logins of an email, the most recently changed first, at most
+/// [`MAX_LOGINS_PER_EMAIL`].
+pub fn logins_for_email(store: &crate::store::Store, email: &str) -> crate::Result<Vec<Login>> {
+    let mut logins: Vec<Login> =
+        store.with_prefix(crate::catalogue::Ks::Login, &login_prefix(email))?;
+    if let Some(legacy) =
+        store.get::<Login>(crate::catalogue::Ks::Login, &legacy_login_key(email))?
+    {
+        if !logins.iter().any(|l| l.agent_id == legacy.agent_id) {
+            logins.push(legacy);
+        }
+    }
+    logins.sort_by_key(|l| std::cmp::Reverse(l.updated_at));
+    logins.truncate(MAX_LOGINS_PER_EMAIL);
+    Ok(logins)
+}
+
+/// The login of one agent, if it has a password.
+pub fn login_of(
+    store: &crate::store::Store,
+    email: &str,
+    agent: AgentId,
+) -> crate::Result<Option<Login>> {
+    if let Some(login) =
+        store.get::<Login>(crate::catalogue::Ks::Login, &login_key(email, agent))?
+    {
+        return Ok(Some(login));
+    }
+    Ok(store
+        .get::<Login>(crate::catalogue::Ks::Login, &legacy_login_key(email))?
+        .filter(|l| l.agent_id == agent))
 }
 
 /// Why a password is refused, if it is.
@@ -125,7 +185,18 @@ mod tests {
 
     #[test]
     fn emails_are_keyed_case_insensitively() {
-        assert_eq!(login_key(" Ana@Acme.io "), login_key("ana@acme.io"));
+        let agent = AgentId::new();
+        assert_eq!(
+            login_key(" Ana@Acme.io ", agent),
+            login_key("ana@acme.io", agent)
+        );
+        assert_ne!(
+            login_key("ana@acme.io", agent),
+            login_key("ana@acme.io", AgentId::new())
+        );
+        // One email's logins are never another's whose address it begins.
+        assert!(login_key("ana@acme.io", agent).starts_with(&login_prefix("ana@acme.io")));
+        assert!(!login_key("ana@acme.io", agent).starts_with(&login_prefix("ana@acme.i")));
         assert_ne!(secret_key("a"), secret_key("b"));
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use confab_engine::admin::token_hash;
-use confab_engine::auth::{login_key, Login, Session};
+use confab_engine::auth::{login_of, Session};
 use confab_engine::catalogue::Ks;
 use confab_engine::ids::AgentId;
 use confab_engine::model::Agent;
@@ -47,6 +47,28 @@ impl TokenCache {
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "confab_session";
+
+/// The session cookie's name over TLS: the `__Host-` prefix makes the browser refuse it
+/// unless it is `Secure`, for this host only and for every path, so a sibling subdomain
+/// cannot plant a session of its own.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-confab_session";
+
+/// Whether requests reach this server over TLS (its proxy says so, or the configuration).
+pub fn over_tls(config: &crate::config::Config, headers: &axum::http::HeaderMap) -> bool {
+    config.auth.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// The session cookie's name for a request over TLS or not.
+pub fn session_cookie_name(tls: bool) -> &'static str {
+    if tls {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// A session's agent, when it began and when it ends.
 #[derive(Clone)]
@@ -96,10 +118,7 @@ impl SessionCache {
             let Some(agent) = store.agent(session.agent_id)? else {
                 return Ok(None);
             };
-            let login: Option<Login> = store.get(Ks::Login, &login_key(&agent.email))?;
-            let password_at = login
-                .filter(|l| l.agent_id == agent.id)
-                .map(|l| l.updated_at);
+            let password_at = login_of(&store, &agent.email, agent.id)?.map(|l| l.updated_at);
             Ok(Some((agent, session, password_at)))
         })
         .await?;
@@ -136,8 +155,10 @@ impl SessionCache {
     }
 }
 
-/// The session cookie's secret, if the request carries one.
-pub fn session_secret(parts: &Parts) -> Option<&str> {
+/// The session cookie's secret, if the request carries one: over TLS only the `__Host-`
+/// cookie counts.
+pub fn session_secret<'a>(parts: &'a Parts, config: &crate::config::Config) -> Option<&'a str> {
+    let name = session_cookie_name(over_tls(config, &parts.headers));
     parts
         .headers
         .get_all(header::COOKIE)
@@ -145,9 +166,19 @@ pub fn session_secret(parts: &Parts) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .map(|(_, value)| value.trim())
         .filter(|value| !value.is_empty() && value.len() <= 128)
+}
+
+/// What the browser says of the page a request comes from (`Sec-Fetch-Site`, which no
+/// script can set): `Some(true)` for this server's own pages. Unlike comparing `Origin`
+/// with `Host`, it holds behind a proxy that rewrites `Host`.
+fn fetch_site_is_own(parts: &Parts) -> Option<bool> {
+    parts
+        .headers
+        .get("sec-fetch-site")
+        .map(|v| v.as_bytes() == b"same-origin")
 }
 
 /// Whether a request authenticated by cookie may change anything: it must come from a page
@@ -157,18 +188,17 @@ pub fn same_origin(parts: &Parts) -> bool {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
-    origin::from_own_origin(parts).unwrap_or_else(|| {
-        parts
-            .headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"same-origin")
-    })
+    fetch_site_is_own(parts)
+        .or_else(|| origin::from_own_origin(parts))
+        .unwrap_or(false)
 }
 
 /// Whether a browser request comes from the server's own pages (`Origin` is this server),
 /// or from no page at all (no `Origin`: not a browser).
 pub fn own_origin(parts: &Parts) -> bool {
-    origin::from_own_origin(parts).unwrap_or(true)
+    fetch_site_is_own(parts)
+        .or_else(|| origin::from_own_origin(parts))
+        .unwrap_or(true)
 }
 
 /// 403 `cross_origin`: a cookie sent along by another site's page.
@@ -182,7 +212,7 @@ pub fn cross_origin() -> ApiError {
 /// The agent a request's session cookie signs in, checked for a same-origin page when the
 /// request changes something (403 `cross_origin`).
 pub async fn cookie_agent(parts: &Parts, app: &AppState) -> Result<Option<Arc<Agent>>, ApiError> {
-    let Some(secret) = session_secret(parts) else {
+    let Some(secret) = session_secret(parts, &app.config) else {
         return Ok(None);
     };
     let Some(agent) = app.sessions.agent(app, secret).await? else {

@@ -19,6 +19,7 @@ mod inbox;
 mod metrics;
 mod powerloss;
 mod search;
+mod signin;
 mod stream;
 mod supervision;
 mod tenancy;

@@ -15,8 +15,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use confab_engine::auth::{
-    hash_password, login_key, new_secret, password_problem, secret_key, verify_password, Invite,
-    Login, Session, INVITE_MS, PASSWORD_CHARS, SESSION_MS,
+    hash_password, legacy_login_key, login_key, login_of, login_prefix, logins_for_email,
+    new_secret, password_problem, secret_key, verify_password, Invite, Login, Session, INVITE_MS,
+    PASSWORD_CHARS, SESSION_MS,
 };
 use confab_engine::catalogue::Ks;
 use confab_engine::committer::WriteSet;
@@ -32,7 +33,7 @@ use utoipa_axum::routes;
 
 use super::{blocking, Body};
 use crate::app::AppState;
-use crate::auth::{session_secret, AgentAuth, SESSION_COOKIE};
+use crate::auth::{session_cookie_name, session_secret, AgentAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::ErrorBody;
 
@@ -50,6 +51,31 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct LoginLimits {
     per_email: DefaultKeyedRateLimiter<[u8; 32]>,
     all: DefaultDirectRateLimiter,
+    /// Invitations being accepted: one acceptance at a time per invitation, so two
+    /// requests racing with one code cannot both set a password.
+    accepting: dashmap::DashSet<Vec<u8>>,
+}
+
+/// Holds an invitation while it is accepted; lets go when dropped.
+struct Accepting<'a> {
+    limits: &'a LoginLimits,
+    key: Vec<u8>,
+}
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.limits.accepting.remove(&self.key);
+    }
+}
+
+impl LoginLimits {
+    /// The invitation `key` for this request alone, or `None` while another accepts it.
+    fn accept(&self, key: &[u8]) -> Option<Accepting<'_>> {
+        self.accepting.insert(key.to_vec()).then(|| Accepting {
+            limits: self,
+            key: key.to_vec(),
+        })
+    }
 }
 
 impl LoginLimits {
@@ -58,6 +84,7 @@ impl LoginLimits {
         LoginLimits {
             // Five tries a minute for one account, then one every 12 s.
             per_email: RateLimiter::keyed(per_minute(5)),
+            accepting: dashmap::DashSet::new(),
             // An argon2 hash is tens of milliseconds of a core.
             all: RateLimiter::direct(
                 Quota::per_second(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))
@@ -81,7 +108,7 @@ impl LoginLimits {
             }
             // Keyed by a digest of the email as the store keys it: case and spaces do
             // not make another account, and long input costs no memory.
-            let key: [u8; 32] = sha2::Sha256::digest(login_key(email)).into();
+            let key: [u8; 32] = sha2::Sha256::digest(login_prefix(email)).into();
             self.per_email.check_key(&key).map_err(|_| limited())?;
         }
         Ok(())
@@ -160,18 +187,16 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("no such login, only timing").unwrap_or_default())
 }
 
-/// Whether requests reach this server over TLS (its proxy says so, or the configuration).
 fn over_tls(app: &AppState, headers: &HeaderMap) -> bool {
-    app.config.auth.secure_cookies
-        || headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    crate::auth::over_tls(&app.config, headers)
 }
 
-fn session_cookie(secret: &str, max_age_secs: i64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
+/// The session cookie; over TLS `Secure` and named with the `__Host-` prefix.
+fn session_cookie(secret: &str, max_age_secs: i64, tls: bool) -> HeaderValue {
+    let name = session_cookie_name(tls);
+    let secure = if tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+        "{name}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("confab_session=; Path=/; Max-Age=0"))
 }
@@ -246,14 +271,19 @@ async fn login(
     app.logins.check(Some(&email))?;
     let store = app.store.clone();
     let agent = blocking(move || {
-        let login: Option<Login> = store.get(Ks::Login, &login_key(&email))?;
-        let matches = match &login {
-            Some(l) => verify_password(&password, &l.password_hash),
-            None => verify_password(&password, dummy_hash()),
-        };
-        match login {
-            Some(login) if matches => store.agent(login.agent_id),
-            _ => Ok(None),
+        // Agents of several workspaces may share the email: the password picks the agent
+        // (the most recently changed login first when two share it too).
+        let logins = logins_for_email(&store, &email)?;
+        if logins.is_empty() {
+            verify_password(&password, dummy_hash());
+            return Ok(None);
+        }
+        match logins
+            .into_iter()
+            .find(|l| verify_password(&password, &l.password_hash))
+        {
+            Some(login) => store.agent(login.agent_id),
+            None => Ok(None),
         }
     })
     .await?
@@ -273,7 +303,7 @@ async fn login(
     )
 )]
 async fn logout(State(app): State<AppState>, parts: Parts) -> ApiResult<Response> {
-    if let Some(secret) = session_secret(&parts) {
+    if let Some(secret) = session_secret(&parts, &app.config) {
         if !crate::auth::same_origin(&parts) {
             return Err(crate::auth::cross_origin());
         }
@@ -313,8 +343,7 @@ pub struct PasswordBody {
     current_password: Option<String>,
 }
 
-/// The `WriteSet` that gives `agent` the password `password` (hashed off the runtime):
-/// 409 `email_in_use` when another agent signs in with that email.
+/// The `WriteSet` that gives `agent` the password `password` (hashed off the runtime).
 async fn password_set(
     app: &AppState,
     agent: &Agent,
@@ -325,23 +354,19 @@ async fn password_set(
     }
     let (store, email) = (app.store.clone(), agent.email.clone());
     let (agent_id, ws) = (agent.id, agent.workspace_id);
-    let (existing, hash) = blocking(move || {
-        let existing: Option<Login> = store.get(Ks::Login, &login_key(&email))?;
-        Ok((existing, hash_password(&password)?))
+    let (legacy, hash) = blocking(move || {
+        let legacy: Option<Login> = store.get(Ks::Login, &legacy_login_key(&email))?;
+        Ok((legacy, hash_password(&password)?))
     })
     .await?;
-    if existing.is_some_and(|l| l.agent_id != agent_id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "email_in_use",
-            "another agent signs in with this email",
-        ));
-    }
     let mut set = WriteSet::new();
+    if legacy.is_some_and(|l| l.agent_id == agent_id) {
+        set.delete(Ks::Login, legacy_login_key(&agent.email));
+    }
     let now = now_millis();
     set.put(
         Ks::Login,
-        login_key(&agent.email),
+        login_key(&agent.email, agent_id),
         &Login {
             agent_id,
             workspace_id: ws,
@@ -377,9 +402,9 @@ async fn workspace_agent(app: &AppState, ws: WorkspaceId, id: &str) -> ApiResult
         (status = 401, description = "`unauthorized`; `invalid_credentials`: `current_password` is wrong.", body = ErrorBody),
         (status = 403, description = "`admin_only`: another agent's password; `cross_origin`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such agent in the caller's workspace.", body = ErrorBody),
-        (status = 409, description = "`email_in_use`: another agent signs in with this email.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_password`; `invalid_value`: `current_password` over 200 characters.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts at one's own current password (shared with sign-in's limit for the email).", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
@@ -410,10 +435,10 @@ async fn set_password(
     // session must not lock the owner out).
     if agent.id == caller.0.id {
         app.logins.check(Some(&agent.email))?;
-        let (store, email) = (app.store.clone(), agent.email.clone());
+        let (store, email, agent_id) = (app.store.clone(), agent.email.clone(), agent.id);
         let current = body.current_password.clone().unwrap_or_default();
         let ok = blocking(move || {
-            let login: Option<Login> = store.get(Ks::Login, &login_key(&email))?;
+            let login = login_of(&store, &email, agent_id)?;
             Ok(login.is_none_or(|l| verify_password(&current, &l.password_hash)))
         })
         .await?;
@@ -509,7 +534,6 @@ pub struct AcceptInviteBody {
         (status = 200, description = "Password set and signed in: the `confab_session` cookie is set.", body = Me),
         (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
         (status = 401, description = "`invalid_invite`: unknown, used or expired.", body = ErrorBody),
-        (status = 409, description = "`email_in_use`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_password`.", body = ErrorBody),
         (status = 429, description = "`rate_limited`.", body = ErrorBody),
@@ -523,6 +547,16 @@ async fn accept_invite(
 ) -> ApiResult<Response> {
     app.logins.check(None)?;
     let key = secret_key(body.invite.trim());
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_invite",
+            "this invitation is unknown, already used or expired: ask your admin for a new one",
+        )
+    };
+    // Held until the invitation is deleted (or this fails): a second request with the same
+    // code finds it taken now, or gone once this one commits.
+    let _accepting = app.logins.accept(&key).ok_or_else(invalid)?;
     let store = app.store.clone();
     let lookup = key.clone();
     let found = blocking(move || {
@@ -532,15 +566,10 @@ async fn accept_invite(
         Ok(store.agent(invite.agent_id)?.map(|a| (a, invite)))
     })
     .await?;
-    let agent =
-        match found {
-            Some((agent, invite)) if invite.expires_at > now_millis() => agent,
-            _ => return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_invite",
-                "this invitation is unknown, already used or expired: ask your admin for a new one",
-            )),
-        };
+    let agent = match found {
+        Some((agent, invite)) if invite.expires_at > now_millis() => agent,
+        _ => return Err(invalid()),
+    };
     let (mut set, at) = password_set(&app, &agent, body.password).await?;
     set.delete(Ks::Invite, key);
     let answer = start_session(&app, &headers, &agent, set).await?;

@@ -123,7 +123,9 @@ impl FromRequestParts<AppState> for StreamAuth {
         let Some(ticket) = ticket_param(parts.uri.query()) else {
             // A signed-in browser: its cookie opens the stream from this server's own
             // pages only (`stream.allowed_origins` is for token and ticket clients).
-            if crate::auth::session_secret(parts).is_some() && crate::auth::own_origin(parts) {
+            if crate::auth::session_secret(parts, &app.config).is_some()
+                && crate::auth::own_origin(parts)
+            {
                 if let Some(agent) = crate::auth::cookie_agent(parts, app).await? {
                     return Ok(StreamAuth(agent));
                 }
