@@ -749,6 +749,115 @@ async fn an_image_shows_in_the_chat_and_a_search_hit_opens_deep_history_at_the_m
     server.shutdown().await;
 }
 
+/// Posts `total` leads' first messages in signed webhooks of `per_webhook` leads each, two
+/// webhooks at a time (the provider batches the same way).
+async fn many_leads(server: &TestServer, tenant: &Tenant, total: usize, per_webhook: usize) {
+    use futures_util::StreamExt;
+    let bodies: Vec<String> = (0..total.div_ceil(per_webhook))
+        .map(|batch| {
+            let leads = (batch * per_webhook..((batch + 1) * per_webhook).min(total)).map(|i| {
+                let wa_id = format!("55119{i:08}");
+                json!({"field": "messages", "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15551230000", "phone_number_id": tenant.phone_number_id},
+                    "contacts": [{"profile": {"name": format!("Lead {i}")}, "wa_id": wa_id}],
+                    "messages": [{"from": wa_id, "id": format!("wamid.V{i}"), "timestamp": "1767225600",
+                                  "type": "text", "text": {"body": format!("hello from lead {i}")}}]}})
+            });
+            json!({"object": "whatsapp_business_account",
+                   "entry": [{"id": "1", "changes": leads.collect::<Vec<_>>()}]})
+            .to_string()
+        })
+        .collect();
+    let mut pending = futures_util::stream::iter(bodies.into_iter().map(|body| async move {
+        let signature = confab_engine::wire::whatsapp::sign(&tenant.app_secret, body.as_bytes());
+        let (status, answer) = server
+            .post_webhook(tenant, body.as_bytes(), Some(signature))
+            .await;
+        assert_eq!(status.as_u16(), 200, "{answer}");
+    }))
+    .buffer_unordered(2);
+    while pending.next().await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_conversations_scroll_in_pages_with_a_bounded_page() {
+    const LEADS: usize = 100_000;
+    let (server, _graph, tenant) = setup().await;
+    let seeding = std::time::Instant::now();
+    many_leads(&server, &tenant, LEADS, 500).await;
+    eprintln!("seeded {LEADS} conversations in {:?}", seeding.elapsed());
+
+    let browser = Browser::start().await;
+    let opened = std::time::Instant::now();
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait("[data-testid=\"conversation-row\"]").await;
+    eprintln!("first rows {:?} after signing in began", opened.elapsed());
+    // The counts are exact, not the loaded rows.
+    wait_for("the count of all conversations", || async {
+        (browser
+            .attr("[data-testid=\"count-all\"]", "data-count")
+            .await
+            .as_deref()
+            == Some("100000"))
+        .then_some(())
+    })
+    .await;
+    // Scrolling to the end loads the next cursor page, again and again; the page keeps
+    // only the rows in view.
+    let loaded = || async {
+        browser
+            .attr("[data-testid=\"conversation-list\"]", "data-count")
+            .await
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let scrolling = std::time::Instant::now();
+    let mut seen = loaded().await;
+    for _ in 0..10 {
+        browser
+            .client
+            .execute(
+                "const l = document.querySelector('[data-testid=\"conversation-list\"]'); \
+                 l.scrollTop = l.scrollHeight;",
+                vec![],
+            )
+            .await
+            .expect("scroll");
+        seen = wait_for("the next page", || async {
+            let now = loaded().await;
+            (now > seen).then_some(now)
+        })
+        .await;
+        let rows = browser
+            .all("[data-testid=\"conversation-row\"]")
+            .await
+            .len();
+        assert!(rows <= 40, "{rows} rows in the page for {seen} loaded");
+    }
+    eprintln!(
+        "10 pages scrolled in {:?}, {seen} conversations loaded",
+        scrolling.elapsed()
+    );
+    // The newest lead is first, and the rows are in order of activity.
+    browser
+        .client
+        .execute(
+            "document.querySelector('[data-testid=\"conversation-list\"]').scrollTop = 0;",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+    browser
+        .wait_text(
+            "[data-testid=\"conversation-row\"]",
+            &format!("Lead {}", LEADS - 1),
+        )
+        .await;
+    browser.close().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_policy_and_cookie_sessions_are_same_origin_only() {
     let (server, _graph, tenant) = setup().await;
