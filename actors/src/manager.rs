@@ -787,6 +787,7 @@ mod tests {
             reply_to: None,
             campaign: None,
             received: None,
+            details: Default::default(),
             attachments: Vec::new(),
         }
     }

@@ -42,6 +42,7 @@ fn event(channel: ChannelId, lead: usize, n: u64) -> InboundEvent {
         reply_to: None,
         campaign: None,
         received: None,
+        details: Default::default(),
         attachments: Vec::new(),
     }
 }

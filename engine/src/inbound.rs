@@ -34,6 +34,39 @@ pub struct InboundEvent {
     pub campaign: Option<String>,
     /// When the webhook carrying it reached the process (end-to-end latency metric).
     pub received: Option<std::time::Instant>,
+    /// What some channels add (email's subject, threading hints, files).
+    pub details: EventDetails,
+}
+
+/// The parts of an inbound event only some channels have.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventDetails {
+    /// Email: the subject line (the conversation keeps its first).
+    pub subject: Option<String>,
+    /// The whole text when `text` is a shortened form of it (email without its quoted
+    /// history).
+    pub full_text: Option<String>,
+    /// Sent by a machine (an out-of-office, a list): stored, never answered by the AI and
+    /// does not reopen the conversation.
+    pub auto_reply: bool,
+    /// Where the message may belong, best first; the first that names a conversation of
+    /// the channel wins, else `thread` (a new conversation).
+    pub thread_hints: Vec<ThreadHint>,
+    /// A key under which later messages find this conversation ([`ThreadHint::Alias`]).
+    pub thread_alias: Option<Vec<u8>>,
+    /// Files whose bytes came with the message: stored with it, served by the API.
+    pub files: Vec<(crate::model::MessageAttachment, Vec<u8>)>,
+}
+
+/// A hint at the conversation an inbound message belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ThreadHint {
+    /// A conversation named by the message itself (email's reply token).
+    Conversation(crate::ids::ConversationId),
+    /// The provider id of a message this one answers (ours or the lead's).
+    Replies(String),
+    /// A conversation recorded under this key (sender and subject) within `within_ms`.
+    Alias { key: Vec<u8>, within_ms: i64 },
 }
 
 /// A delivery status for a provider message id we do not know (yet): kept in `ext_status`

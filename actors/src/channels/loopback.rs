@@ -91,6 +91,7 @@ impl Adapter for Loopback {
                 reply_to: None,
                 campaign: None,
                 received: None,
+                details: Default::default(),
                 attachments: Vec::new(),
             });
         }

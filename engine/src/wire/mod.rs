@@ -1,4 +1,5 @@
 //! Providers' wire formats: pure parse / verify / normalize / build functions.
 
+pub mod email;
 pub mod openai;
 pub mod whatsapp;

@@ -309,6 +309,7 @@ pub fn inbound_event(channel_id: ChannelId, m: InboundMessage) -> InboundEvent {
         reply_to: m.reply_to,
         campaign: m.referral.and_then(|r| r.campaign()),
         received: None,
+        details: Default::default(),
         attachments: m.media.into_iter().collect(),
     }
 }
