@@ -21,6 +21,7 @@ const PASSWORD: &str = "correct horse battery";
 const ENTER: char = '\u{E007}';
 const ESCAPE: char = '\u{E00C}';
 const ARROW_DOWN: char = '\u{E015}';
+const TAB: char = '\u{E004}';
 
 /// A headless Chromium with its own WebDriver server and profile.
 struct Browser {
@@ -745,6 +746,98 @@ async fn an_image_shows_in_the_chat_and_a_search_hit_opens_deep_history_at_the_m
         )
         .await;
     browser.screenshot("search-hit").await;
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_keyboard_reaches_every_pane_and_every_focus_is_visible() {
+    let (server, _graph, tenant) = setup().await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000941",
+            "Ines Brito",
+            "wamid.K1",
+            "Hello there",
+        )
+        .await;
+    let ines = conversation_id(&server, &tenant, "5511900000941").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&ines)).await.click().await.expect("open");
+    browser.find("composer-input").await;
+    // Start from the top of the page, then Tab until the focus comes back around.
+    browser
+        .client
+        .execute(
+            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
+        .await
+        .expect("blur");
+    let mut stops: Vec<Value> = Vec::new();
+    for _ in 0..80 {
+        browser.keys(&TAB.to_string()).await;
+        let stop = browser
+            .client
+            .execute(
+                "const e = document.activeElement; \
+                 if (!e || e === document.body) return null; \
+                 const drawn = (n) => { const s = getComputedStyle(n); \
+                   return (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) \
+                     || (s.boxShadow && s.boxShadow !== 'none'); }; \
+                 let ring = drawn(e); \
+                 /* A field without a border of its own shows focus on its frame. */ \
+                 for (let n = e.parentElement, i = 0; !ring && n && i < 3; n = n.parentElement, i++) { \
+                   const s = getComputedStyle(n); \
+                   ring = drawn(n) || parseFloat(s.borderTopWidth) >= 2; } \
+                 const testid = e.dataset.testid \
+                   || (e.closest('[data-testid]') && e.closest('[data-testid]').dataset.testid) || ''; \
+                 return {testid, tag: e.tagName, label: e.getAttribute('aria-label') || (e.textContent || '').trim().slice(0, 30), \
+                         ring, focusVisible: e.matches(':focus-visible')};",
+                vec![],
+            )
+            .await
+            .expect("focus");
+        if stop.is_null() {
+            continue;
+        }
+        if stops.first().is_some_and(|first| first == &stop) {
+            break;
+        }
+        stops.push(stop);
+    }
+    // The walk began wherever the browser's focus start was: read it from the rail.
+    let rail = stops
+        .iter()
+        .position(|s| s["testid"] == "nav-conversations")
+        .unwrap_or_else(|| panic!("the rail is not reached by Tab: {stops:?}"));
+    stops.rotate_left(rail);
+    let reached: Vec<&str> = stops.iter().filter_map(|s| s["testid"].as_str()).collect();
+    for needed in [
+        "nav-conversations",
+        "search-input",
+        "conversation-list",
+        "composer-input",
+        "status-select",
+        "assignee-select",
+        "tag-input",
+        "contact-name",
+    ] {
+        assert!(
+            reached.contains(&needed),
+            "{needed} is not reached by Tab: {reached:?}"
+        );
+    }
+    // Sidebar, then chat, then details: the order of the screen.
+    let at = |testid: &str| reached.iter().position(|r| *r == testid).expect("reached");
+    assert!(at("search-input") < at("composer-input"));
+    assert!(at("composer-input") < at("status-select"));
+    for stop in &stops {
+        assert_eq!(stop["focusVisible"], true, "{stop}");
+        assert_eq!(stop["ring"], true, "no visible focus on {stop}");
+    }
     browser.close().await;
     server.shutdown().await;
 }

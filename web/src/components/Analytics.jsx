@@ -3,6 +3,7 @@ import { get, qs } from '../api.js';
 import { channels, loadChannels, isAdmin } from '../state.js';
 import { DailyBars, DailyLine, HBars, Split } from './Charts.jsx';
 import { ChannelIcon } from './Icons.jsx';
+import { tabKeys } from '../focus.js';
 import { duration, percent, fullTime, utcDaysLabel, CHANNEL_LABEL } from '../util.js';
 
 const PERIODS = [['today', 'Today'], ['week', 'Last 7 days'], ['month', 'Last 30 days'], ['all', 'All time']];
@@ -65,15 +66,15 @@ export function Analytics() {
   const a = data;
   const reasons = a?.escalations_by_reason ? Object.entries(a.escalations_by_reason).sort((x, y) => y[1] - x[1]) : [];
   return (
-    <main class="analytics" aria-label="Analytics" data-testid="analytics-page">
+    <main class="analytics" id="analytics-main" tabIndex={-1} aria-label="Analytics" data-testid="analytics-page">
       <header class="analytics-head">
         <div>
           <h1>Analytics</h1>
           <p class="muted">{a ? `${utcDaysLabel(a.from, a.to)} (UTC days)` : 'Conversation metrics'}</p>
         </div>
-        <div class="seg" role="tablist" aria-label="Period">
+        <div class="seg" role="tablist" aria-label="Period" onKeyDown={tabKeys}>
           {PERIODS.map(([v, l]) => (
-            <button key={v} type="button" role="tab" aria-selected={period === v ? 'true' : 'false'} class={period === v ? 'on' : ''} data-testid={`period-${v}`} onClick={() => setPeriod(v)}>{l}</button>
+            <button key={v} type="button" role="tab" aria-selected={period === v ? 'true' : 'false'} tabIndex={period === v ? 0 : -1} class={period === v ? 'on' : ''} data-testid={`period-${v}`} onClick={() => setPeriod(v)}>{l}</button>
           ))}
         </div>
       </header>

@@ -1,4 +1,4 @@
-import { useEffect, useState, useRef } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useState, useRef } from 'preact/hooks';
 import { get } from '../api.js';
 import {
   me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unseenNotifications,
@@ -13,6 +13,7 @@ import { Reasoning } from './Reasoning.jsx';
 import { Analytics } from './Analytics.jsx';
 import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX } from './Icons.jsx';
 import { initials, shortTime } from '../util.js';
+import { menuKeys, trapTab, keepFocus } from '../focus.js';
 
 export function App() {
   const r = route.value;
@@ -47,7 +48,9 @@ function Shell() {
 
   return (
     <div class={`shell page-${r.page}`}>
-      <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>
+      {r.page === 'analytics'
+        ? <a href="#analytics-main" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('analytics-main')?.focus(); }}>Skip to content</a>
+        : <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>}
       <Rail onHelp={() => setHelp(true)} />
       <ReconnectBanner />
       {r.page === 'analytics' ? <Analytics /> : (
@@ -69,6 +72,8 @@ function handleShortcut(e, setHelp) {
   if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
   const el = document.activeElement;
   const inSearch = el && el.id === 'search-input';
+  // A modal dialog (the help) keeps the keyboard: only `?` (which closes it) gets through.
+  if (document.querySelector('[aria-modal="true"]') && e.key !== '?') return;
   if (e.key === '/' && !isTyping(el) && !inSearch) {
     e.preventDefault();
     navigate(location.hash.startsWith('#/analytics') ? '#/conversations' : location.hash || '#/conversations');
@@ -80,7 +85,10 @@ function handleShortcut(e, setHelp) {
   const searching = searchQuery.value.trim() !== '';
   const total = searching ? searchState.value.items.length : list.items.length;
   if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
-    if (el && el.tagName === 'BUTTON' && el.closest('[role=tablist]') && !inSearch) return;
+    // ↑ ↓ move in the list from the sidebar (search box, list) or from nowhere; elsewhere they
+    // keep their own meaning (scrolling the messages or the details, menus, tabs).
+    const fromList = !el || el === document.body || el.closest('.sidebar');
+    if (!fromList || el?.closest('[role=tablist]')) return;
     e.preventDefault();
     if (!total) return;
     const d = e.key === 'ArrowDown' ? 1 : -1;
@@ -104,6 +112,8 @@ function Rail({ onHelp }) {
   const r = route.value;
   const [bell, setBell] = useState(false);
   const [menu, setMenu] = useState(false);
+  const bellRef = useRef(null);
+  const meRef = useRef(null);
   const agent = me.value.agent;
   const state = connection.value;
   return (
@@ -114,50 +124,65 @@ function Rail({ onHelp }) {
       <a href="#/analytics" class={`rail-btn${r.page === 'analytics' ? ' on' : ''}`} aria-current={r.page === 'analytics' ? 'page' : undefined} title="Analytics" data-testid="nav-analytics">
         <IconChart size={20} /><span class="sr-only">Analytics</span></a>
       <div class="rail-spacer" />
-      <div class="rail-pop-wrap">
-        <button type="button" class="rail-btn" title="Notifications" aria-expanded={bell ? 'true' : 'false'} data-testid="notifications-bell"
-          onClick={() => { setBell(!bell); unseenNotifications.value = 0; }}>
+      <div class="rail-pop-wrap" onFocusOut={(e) => { if (bell && e.relatedTarget && !e.currentTarget.contains(e.relatedTarget)) setBell(false); }}>
+        <button type="button" class="rail-btn" title="Notifications" aria-expanded={bell ? 'true' : 'false'} aria-controls="notif-pop" data-testid="notifications-bell"
+          ref={bellRef} onClick={() => { setBell(!bell); unseenNotifications.value = 0; }}>
           <IconBell size={20} /><span class="sr-only">Notifications</span>
           {unseenNotifications.value > 0 && <span class="rail-badge" data-testid="notifications-count">{unseenNotifications.value}</span>}
         </button>
-        {bell && <NotificationList onClose={() => setBell(false)} />}
+        {bell && <NotificationList onClose={(refocus) => { setBell(false); if (refocus) bellRef.current?.focus(); }} />}
       </div>
-      <button type="button" class="rail-btn" title="Keyboard shortcuts (?)" data-testid="btn-shortcuts" onClick={onHelp}><IconKeyboard size={20} /><span class="sr-only">Keyboard shortcuts</span></button>
+      <button type="button" class="rail-btn" title="Keyboard shortcuts (?)" aria-haspopup="dialog" data-testid="btn-shortcuts" onClick={onHelp}><IconKeyboard size={20} /><span class="sr-only">Keyboard shortcuts</span></button>
       <span class={`conn conn-${state}`} data-testid="connection-status" data-state={state} title={state === 'live' ? 'Live: updates arrive in real time' : 'Reconnecting…'}>
         <span class="sr-only">{state === 'live' ? 'Live' : 'Reconnecting'}</span>
       </span>
       <div class="rail-pop-wrap">
-        <button type="button" class="rail-me" title={`${agent.name} (${agent.email})`} aria-expanded={menu ? 'true' : 'false'} data-testid="user-menu" onClick={() => setMenu(!menu)}>
+        <button type="button" class="rail-me" title={`${agent.name} (${agent.email})`} aria-label={`Account: ${agent.name}`} aria-haspopup="menu"
+          aria-expanded={menu ? 'true' : 'false'} aria-controls="user-menu-list" data-testid="user-menu" ref={meRef} onClick={() => setMenu(!menu)}>
           {initials(agent.name)}</button>
-        {menu && (
-          <div class="popover rail-menu" role="menu">
-            <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
-            <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
-          </div>
-        )}
+        {menu && <UserMenu agent={agent} onClose={(refocus) => { setMenu(false); if (refocus) meRef.current?.focus(); }} />}
       </div>
     </nav>
+  );
+}
+
+// The account menu: the focus moves to its first item; ↑ ↓ move, Esc or Tab close it and
+// return the focus to the button, a click elsewhere closes it.
+function UserMenu({ agent, onClose }) {
+  const ref = useRef(null);
+  useLayoutEffect(() => {
+    ref.current?.querySelector('[role=menuitem]')?.focus();
+    const onDoc = (e) => { if (ref.current && !ref.current.parentNode.contains(e.target)) onClose(false); };
+    document.addEventListener('mousedown', onDoc);
+    return () => document.removeEventListener('mousedown', onDoc);
+  }, []);
+  return (
+    <div class="popover rail-menu" role="menu" id="user-menu-list" aria-label="Account" ref={ref} onKeyDown={(e) => menuKeys(e, () => onClose(true))}>
+      <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
+      <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
+    </div>
   );
 }
 
 function NotificationList({ onClose }) {
   const ref = useRef(null);
   useEffect(() => {
-    const onDoc = (e) => { if (ref.current && !ref.current.parentNode.contains(e.target)) onClose(); };
-    const onKey = (e) => { if (e.key === 'Escape') onClose(); };
+    const onDoc = (e) => { if (ref.current && !ref.current.parentNode.contains(e.target)) onClose(false); };
+    // Esc closes; the focus goes back to the bell if it was in the list.
+    const onKey = (e) => { if (e.key === 'Escape') onClose(!!ref.current?.contains(document.activeElement)); };
     document.addEventListener('mousedown', onDoc);
     addEventListener('keydown', onKey);
     return () => { document.removeEventListener('mousedown', onDoc); removeEventListener('keydown', onKey); };
   }, []);
   const items = notifications.value;
   return (
-    <div class="popover notif-pop" ref={ref} data-testid="notifications-list">
-      <h2 class="pop-title">Notifications</h2>
+    <div class="popover notif-pop" id="notif-pop" role="region" aria-labelledby="notif-title" ref={ref} data-testid="notifications-list">
+      <h2 class="pop-title" id="notif-title">Notifications</h2>
       {items.length === 0 && <p class="muted pad">Nothing yet. Mentions, assignments and escalations show up here.</p>}
       <ul>
         {items.map((n) => (
           <li key={n.id}>
-            <button type="button" class="menu-item" onClick={() => { openConversation(n.conversation_id); onClose(); }}>
+            <button type="button" class="menu-item" onClick={() => { openConversation(n.conversation_id); onClose(true); }}>
               <span class={`nreason r-${n.reason}`}>{n.reason}</span>
               <span class="ntext">{n.text}</span>
               <time class="muted">{shortTime(n.at)}</time>
@@ -182,17 +207,21 @@ function ReconnectBanner() {
 
 function Toasts() {
   return (
-    <div class="toasts" aria-live="polite" aria-atomic="false" data-testid="toasts">
+    <div class="toasts" role="status" aria-live="polite" aria-atomic="false" data-testid="toasts">
       {toasts.value.map((t) => (
-        <div key={t.id} class={`toast t-${t.kind}`} role={t.kind === 'error' ? 'alert' : 'status'} data-testid="toast" data-kind={t.kind}>
+        <div key={t.id} class={`toast t-${t.kind}`} role={t.kind === 'error' ? 'alert' : undefined} data-testid="toast" data-kind={t.kind}>
           <span>{t.text}</span>
-          {t.action && <button type="button" class="link-btn" onClick={() => { t.action.run(); dismissToast(t.id); }}>{t.action.label}</button>}
-          <button type="button" class="icon-btn sm" title="Dismiss" onClick={() => dismissToast(t.id)}><IconX size={12} /><span class="sr-only">Dismiss</span></button>
+          {t.action && <button type="button" class="link-btn" onClick={() => keepFocus(nextToastButton, () => { t.action.run(); dismissToast(t.id); })}>{t.action.label}</button>}
+          <button type="button" class="icon-btn sm" title="Dismiss" onClick={() => keepFocus(nextToastButton, () => dismissToast(t.id))}><IconX size={12} /><span class="sr-only">Dismiss notification</span></button>
         </div>
       ))}
     </div>
   );
 }
+
+// After a toast's button: the next toast's Dismiss, if any (else the focus stays where the
+// action put it, or the page's start).
+const nextToastButton = () => document.querySelector('[data-testid="toasts"] .icon-btn');
 
 const SHORTCUTS = [
   ['/', 'Focus search'], ['↑ ↓', 'Move in the list'], ['Enter', 'Open the highlighted conversation'], ['Esc', 'Clear search, close a panel'],
@@ -201,10 +230,14 @@ const SHORTCUTS = [
 
 function HelpOverlay({ onClose }) {
   const ref = useRef(null);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const prev = document.activeElement;
     ref.current?.focus();
-    const onKey = (e) => { if (e.key === 'Escape') { e.preventDefault(); onClose(); } };
+    // Modal: Tab stays in the dialog; Esc closes it and the focus returns to where it was.
+    const onKey = (e) => {
+      if (e.key === 'Escape') { e.preventDefault(); onClose(); return; }
+      trapTab(e, ref.current);
+    };
     addEventListener('keydown', onKey, true);
     return () => { removeEventListener('keydown', onKey, true); prev?.focus?.(); };
   }, []);

@@ -7,6 +7,7 @@ import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, 
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
 import { clockTime, fullTime, dayLabel, displayName, loadableImage, fileSize, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { keepFocus } from '../focus.js';
 
 export function Chat() {
   const c = current.value;
@@ -32,6 +33,9 @@ export function Chat() {
 
 function ChatHeader({ c }) {
   const mode = c.ai_mode;
+  // The buttons change with the mode: the focus moves to the first of the new ones.
+  const group = useRef(null);
+  const act = (run) => keepFocus(() => group.current?.querySelector('button'), run);
   return (
     <header class="chat-head">
       <Avatar contact={c.contact} size={34} />
@@ -44,19 +48,19 @@ function ChatHeader({ c }) {
           <span class={`pill mode-${mode}`} data-testid="chat-ai-mode">{mode === 'active' && <IconSparkle size={10} />}{MODE_LABEL[mode]}</span>
         </div>
       </div>
-      <div class="ai-actions" role="group" aria-label="AI mode">
+      <div class="ai-actions" role="group" aria-label="AI mode" ref={group}>
         {mode === 'active' && (
           <>
-            <button type="button" class="btn" data-testid="btn-take-over" onClick={() => takeOver(c)} title="Pause the AI and assign the conversation to you">
+            <button type="button" class="btn" data-testid="btn-take-over" onClick={() => act(() => takeOver(c))} title="Pause the AI and assign the conversation to you">
               <IconHand size={14} />Take over</button>
-            <button type="button" class="btn" data-testid="btn-pause-ai" onClick={() => setAiMode(c.id, 'paused', 'AI paused')}><IconPause size={13} />Pause AI</button>
+            <button type="button" class="btn" data-testid="btn-pause-ai" onClick={() => act(() => setAiMode(c.id, 'paused', 'AI paused'))}><IconPause size={13} />Pause AI</button>
           </>
         )}
         {mode !== 'active' && (
-          <button type="button" class="btn btn-ai" data-testid="btn-resume-ai" onClick={() => setAiMode(c.id, 'active', 'AI resumed')}><IconPlay size={12} />Resume AI</button>
+          <button type="button" class="btn btn-ai" data-testid="btn-resume-ai" onClick={() => act(() => setAiMode(c.id, 'active', 'AI resumed'))}><IconPlay size={12} />Resume AI</button>
         )}
         {mode !== 'manual' && (
-          <button type="button" class="btn btn-quiet" data-testid="btn-manual-only" onClick={() => setAiMode(c.id, 'manual', 'Manual only: the AI will not answer')} title="No AI involvement in this conversation">
+          <button type="button" class="btn btn-quiet" data-testid="btn-manual-only" onClick={() => act(() => setAiMode(c.id, 'manual', 'Manual only: the AI will not answer'))} title="No AI involvement in this conversation">
             <IconLock size={13} />Manual only</button>
         )}
       </div>
@@ -128,6 +132,10 @@ function MessageList({ c }) {
     };
   }, []);
 
+  // The load buttons go away once they have done their work: the focus stays in the list.
+  const keep = (run) => () => { ref.current?.focus({ preventScroll: true }); run(); };
+  const announce = useNewMessages(c, items, atNewest);
+
   const onScroll = () => {
     const el = ref.current;
     const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
@@ -150,22 +158,50 @@ function MessageList({ c }) {
       && new Date(prev.created_at).toDateString() === day;
     out.push(<Message key={m.id} m={m} grouped={grouped} highlight={highlight !== null && m.seq === highlight} />);
   });
+  // The list is a focusable region (keyboard scrolling); it is not a live region itself (that
+  // would read out every page of history): new messages are announced by the status below.
   return (
-    <div class="messages" ref={ref} onScroll={onScroll} data-testid="message-list" aria-live="polite" aria-relevant="additions">
-      {status.olderBefore != null && <div class="older">{status.loading ? 'Loading earlier messages…' : <button type="button" class="link-btn" onClick={loadOlder}>Load earlier messages</button>}</div>}
-      {status.olderBefore == null && items.length > 0 && <div class="conv-start">Start of the conversation · {fullTime(items[0].created_at)}</div>}
-      {status.error && <p class="error" role="alert">{status.error}</p>}
-      {status.loading && items.length === 0 && <p class="muted center">Loading messages…</p>}
-      {out}
-      {!atNewest && items.length > 0 && (
-        <>
-          <div class="older">{status.loadingNewer ? 'Loading newer messages…' : <button type="button" class="link-btn" onClick={loadNewer}>Load newer messages</button>}</div>
-          <button type="button" class={`jump-latest${status.newerLive ? ' live' : ''}`} data-testid="jump-latest" data-new={status.newerLive ? 'true' : 'false'} onClick={loadLatest}>
-            <IconArrowDown size={13} />{status.newerLive ? 'New messages' : 'Jump to latest'}</button>
-        </>
-      )}
-    </div>
+    <>
+      <div class="messages" ref={ref} onScroll={onScroll} data-testid="message-list" role="region" aria-label="Messages" tabIndex={0}>
+        {status.olderBefore != null && <div class="older">{status.loading ? 'Loading earlier messages…' : <button type="button" class="link-btn" onClick={keep(loadOlder)}>Load earlier messages</button>}</div>}
+        {status.olderBefore == null && items.length > 0 && <div class="conv-start">Start of the conversation · {fullTime(items[0].created_at)}</div>}
+        {status.error && <p class="error" role="alert">{status.error}</p>}
+        {status.loading && items.length === 0 && <p class="muted center">Loading messages…</p>}
+        {out}
+        {!atNewest && items.length > 0 && (
+          <>
+            <div class="older">{status.loadingNewer ? 'Loading newer messages…' : <button type="button" class="link-btn" onClick={keep(loadNewer)}>Load newer messages</button>}</div>
+            <button type="button" class={`jump-latest${status.newerLive ? ' live' : ''}`} data-testid="jump-latest" data-new={status.newerLive ? 'true' : 'false'} onClick={keep(loadLatest)}>
+              <IconArrowDown size={13} />{status.newerLive ? 'New messages' : 'Jump to latest'}</button>
+          </>
+        )}
+      </div>
+      <div class="sr-only" role="status" aria-live="polite" aria-atomic="true">{announce}</div>
+    </>
   );
+}
+
+// Messages that arrive in the open conversation (appended after the newest one seen), for
+// the live region: not the history that loads, nor a switch of conversation, nor the
+// agent's own messages. The last three at most.
+function useNewMessages(c, items, atNewest) {
+  const [text, setText] = useState('');
+  const seen = useRef({ cid: null, last: null });
+  useEffect(() => {
+    const prev = seen.current;
+    const last = items.length ? items[items.length - 1].id : null;
+    if (prev.cid !== c.id) setText('');
+    else if (atNewest && prev.last && last !== prev.last) {
+      const at = items.findIndex((m) => m.id === prev.last);
+      const mine = me.value?.agent?.id;
+      const fresh = at < 0 ? [] : items.slice(at + 1).filter((m) => !(m.agent_id && m.agent_id === mine));
+      if (fresh.length) {
+        setText(fresh.slice(-3).map((m) => `${m.sender === 'system' ? 'System' : senderName(m)}${m.internal && m.sender !== 'system' ? ' (note)' : ''}: ${m.text || 'attachment'}`).join('\n'));
+      }
+    }
+    seen.current = { cid: c.id, last };
+  }, [c.id, items]);
+  return text;
 }
 
 // Consecutive messages of one sender within minutes form a group: the name shows once.
@@ -249,7 +285,7 @@ function LegacyAttachment({ m }) {
         <IconPaperclip size={14} />
         <span class="attachment-name">{name}</span>
         <span class="attachment-kind">{m.content_type}</span>
-        {link && <a href={link} target="_blank" rel="noopener noreferrer" download class="icon-btn sm" title="Download"><IconDownload size={14} /><span class="sr-only">Download</span></a>}
+        {link && <a href={link} target="_blank" rel="noopener noreferrer" download class="icon-btn sm" title="Download"><IconDownload size={14} /><span class="sr-only">Download {name}</span></a>}
       </div>
     </div>
   );
@@ -269,7 +305,8 @@ function Message({ m, grouped, highlight }) {
         <IconAlert size={14} />
         <span>{m.text}</span>
         <time dateTime={m.created_at}>{clockTime(m.created_at)}</time>
-        {m.ai && <button type="button" class="link-btn" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} onClick={showReasoning}>Why?</button>}
+        {m.ai && <button type="button" class="link-btn" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} aria-controls={open ? 'reasoning-panel' : undefined}
+          aria-label={`Why? The AI's reasoning for this escalation, ${clockTime(m.created_at)}`} onClick={showReasoning}>Why?</button>}
       </div>
     );
   }
@@ -288,7 +325,8 @@ function Message({ m, grouped, highlight }) {
         {m.attachments?.length ? <Attachments m={m} /> : <LegacyAttachment m={m} />}
         <span class="msg-meta">
           {isAi && (
-            <button type="button" class="ai-badge" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} title="View the AI's reasoning" onClick={showReasoning}>
+            <button type="button" class="ai-badge" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} aria-controls={open ? 'reasoning-panel' : undefined} title="View the AI's reasoning"
+              aria-label={`Why? The AI's reasoning for its message of ${clockTime(m.created_at)}`} onClick={showReasoning}>
               <IconSparkle size={10} />Why?</button>
           )}
           {!isNote && <ChannelIcon channel={m.channel} size={11} />}

@@ -2,6 +2,7 @@ import { useState, useRef, useEffect, useLayoutEffect } from 'preact/hooks';
 import { agents, sendMessage, me } from '../state.js';
 import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle } from './Icons.jsx';
 import { VARIABLES, hoursLeft, fullTime } from '../util.js';
+import { tabKeys, menuKeys } from '../focus.js';
 
 // A composer per conversation keeps its draft while the agent looks elsewhere.
 const drafts = new Map();
@@ -14,6 +15,8 @@ export function Composer({ c }) {
   const [picker, setPicker] = useState(false);
   const [mention, setMention] = useState(null); // { start, query, index }
   const ta = useRef(null);
+  const pickerBtn = useRef(null);
+  const varMenu = useRef(null);
   const caret = useRef(null); // where the caret goes once an insertion has rendered
   useLayoutEffect(() => {
     const el = ta.current;
@@ -22,6 +25,17 @@ export function Composer({ c }) {
 
   useEffect(() => { setText(drafts.get(c.id) || ''); setError(null); setMention(null); setMode('reply'); }, [c.id]);
   useEffect(() => { drafts.set(c.id, text); autosize(); }, [text]);
+
+  // The variables menu: the focus moves to its first item; Esc or Tab close it (focus back
+  // on its button), and so does a click elsewhere.
+  useLayoutEffect(() => {
+    if (!picker) return undefined;
+    varMenu.current?.querySelector('[role=menuitem]')?.focus();
+    const onDoc = (e) => { if (varMenu.current && !varMenu.current.parentNode.contains(e.target)) setPicker(false); };
+    document.addEventListener('mousedown', onDoc);
+    return () => document.removeEventListener('mousedown', onDoc);
+  }, [picker]);
+  const closePicker = () => { setPicker(false); pickerBtn.current?.focus(); };
 
   const autosize = () => {
     const el = ta.current;
@@ -104,10 +118,10 @@ export function Composer({ c }) {
         <div class="ai-hint"><IconSparkle size={12} />The AI is answering this conversation. Sending a reply takes it over (the AI pauses).</div>
       )}
       <div class="composer" data-testid="composer">
-        <div class="composer-tabs" role="tablist" aria-label="Message type">
-          <button type="button" role="tab" aria-selected={!note ? 'true' : 'false'} class={!note ? 'on' : ''} data-testid="composer-mode-reply"
+        <div class="composer-tabs" role="tablist" aria-label="Message type" onKeyDown={tabKeys}>
+          <button type="button" role="tab" aria-selected={!note ? 'true' : 'false'} tabIndex={note ? -1 : 0} aria-controls="composer-text" class={!note ? 'on' : ''} data-testid="composer-mode-reply"
             onClick={() => { setMode('reply'); setMention(null); }}>Reply</button>
-          <button type="button" role="tab" aria-selected={note ? 'true' : 'false'} class={note ? 'on' : ''} data-testid="composer-mode-note"
+          <button type="button" role="tab" aria-selected={note ? 'true' : 'false'} tabIndex={note ? 0 : -1} aria-controls="composer-text" class={note ? 'on' : ''} data-testid="composer-mode-note"
             onClick={() => setMode('note')}><IconNote size={12} />Internal note</button>
         </div>
         <div class="composer-box">
@@ -115,12 +129,14 @@ export function Composer({ c }) {
           <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
             placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : `Reply to the lead (Enter to send, Shift+Enter for a new line)`}
             aria-invalid={error ? 'true' : 'false'} aria-describedby={error ? 'composer-error' : undefined}
+            aria-autocomplete={note ? 'list' : undefined} aria-controls={mention && candidates.length ? 'mention-list' : undefined}
+            aria-activedescendant={mention && candidates.length ? `mention-${mention.index}` : undefined}
             onInput={(e) => { setText(e.currentTarget.value); setError(null); updateMention(e.currentTarget.value, e.currentTarget.selectionStart); }}
             onKeyDown={onKeyDown} />
           {mention && candidates.length > 0 && (
-            <ul class="popover mention-pop" role="listbox" aria-label="Mention a teammate" data-testid="mention-list">
+            <ul class="popover mention-pop" id="mention-list" role="listbox" aria-label="Mention a teammate" data-testid="mention-list">
               {candidates.map((a, i) => (
-                <li key={a.id} role="option" aria-selected={i === mention.index ? 'true' : 'false'} class={i === mention.index ? 'active' : ''}
+                <li key={a.id} id={`mention-${i}`} role="option" aria-selected={i === mention.index ? 'true' : 'false'} class={i === mention.index ? 'active' : ''}
                   data-testid="mention-option" onMouseDown={(e) => { e.preventDefault(); pickMention(a); }}>
                   <strong>{a.name}</strong> <span class="muted">{a.email}</span>{a.id === me.value?.agent?.id && <span class="muted"> (you)</span>}
                 </li>
@@ -129,10 +145,11 @@ export function Composer({ c }) {
           )}
           <div class="composer-bar">
             <div class="var-wrap">
-              <button type="button" class="icon-btn" title="Insert a variable" aria-haspopup="true" aria-expanded={picker ? 'true' : 'false'}
+              <button type="button" class="icon-btn" title="Insert a variable" aria-haspopup="menu" aria-expanded={picker ? 'true' : 'false'}
+                aria-controls={picker ? 'variable-menu' : undefined} ref={pickerBtn}
                 data-testid="variable-picker" onClick={() => setPicker(!picker)}><IconBraces size={15} /><span class="var-label">Variables</span></button>
               {picker && (
-                <ul class="popover var-pop" role="menu" data-testid="variable-menu" onKeyDown={(e) => { if (e.key === 'Escape') { e.stopPropagation(); setPicker(false); } }}>
+                <ul class="popover var-pop" id="variable-menu" role="menu" aria-label="Variables" data-testid="variable-menu" ref={varMenu} onKeyDown={(e) => menuKeys(e, closePicker)}>
                   {VARIABLES.map((v) => (
                     <li key={v.name} role="none">
                       <button type="button" role="menuitem" data-testid={`variable-${v.name}`} onClick={() => { insert(`{{${v.name}}}`); setPicker(false); }}>

@@ -60,7 +60,7 @@ export function ConversationList() {
   }
 
   return (
-    <div class="conv-list" ref={ref} onScroll={onScroll} role="listbox" aria-label="Conversations" tabIndex={0}
+    <div class="conv-list" id="conv-list" ref={ref} onScroll={onScroll} role="listbox" aria-label="Conversations" tabIndex={0}
       aria-activedescendant={items[active] ? `conv-${items[active].id}` : undefined} data-testid="conversation-list" data-count={total}>
       {status.error && <p class="list-empty error" role="alert">{status.error}</p>}
       {!status.loading && !status.error && total === 0 && (

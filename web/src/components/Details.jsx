@@ -1,9 +1,10 @@
-import { useState, useEffect } from 'preact/hooks';
+import { useState, useEffect, useRef } from 'preact/hooks';
 import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconX, IconTag, IconExternal, IconUser } from './Icons.jsx';
 import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, shortTime } from '../util.js';
+import { keepFocus } from '../focus.js';
 
 const CONTACT_FIELDS = [
   ['name', 'Name', 'text'], ['email', 'Email', 'email'], ['phone', 'Phone', 'tel'], ['company', 'Company', 'text'], ['title', 'Title', 'text'],
@@ -80,21 +81,28 @@ function Section({ title, children }) {
 
 function Tags({ c }) {
   const [text, setText] = useState('');
+  const box = useRef(null);
   const add = async (t) => {
     const tag = t.trim();
     if (!tag) return;
     setText('');
     if (!c.tags.includes(tag)) await changeTags(c.id, [tag], []);
   };
+  // A tag's remove button, a suggestion and Add go away (or off) once used: the focus moves
+  // to the neighbouring one of the same kind, else to the tag input.
+  const near = (testid, i) => () => {
+    const all = box.current ? box.current.querySelectorAll(`[data-testid="${testid}"]`) : [];
+    return all[i] || all[i - 1] || document.getElementById('tag-input');
+  };
   const suggestions = [...knownTags.value].filter((t) => !c.tags.includes(t));
   const used = new Map(tagFacets.value.map((x) => [x.name, x.count]));
   return (
-    <div class="tags" data-testid="tags">
+    <div class="tags" data-testid="tags" ref={box}>
       <div class="chips">
         {c.tags.length === 0 && <span class="muted">No tags yet</span>}
-        {c.tags.map((t) => (
+        {c.tags.map((t, i) => (
           <span key={t} class="chip" data-testid="tag">{t}
-            <button type="button" title={`Remove tag ${t}`} data-testid="tag-remove" onClick={() => changeTags(c.id, [], [t])}><IconX size={11} /><span class="sr-only">Remove tag {t}</span></button>
+            <button type="button" title={`Remove tag ${t}`} data-testid="tag-remove" onClick={() => keepFocus(near('tag-remove', i), () => changeTags(c.id, [], [t]))}><IconX size={11} /><span class="sr-only">Remove tag {t}</span></button>
           </span>
         ))}
       </div>
@@ -105,12 +113,12 @@ function Tags({ c }) {
           onInput={(e) => setText(e.currentTarget.value)}
           onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); add(text); } }} />
         <datalist id="tag-suggestions">{suggestions.map((t) => <option key={t} value={t} />)}</datalist>
-        <button type="button" class="btn btn-sm" data-testid="tag-add" disabled={!text.trim()} onClick={() => add(text)}>Add</button>
+        <button type="button" class="btn btn-sm" data-testid="tag-add" disabled={!text.trim()} onClick={() => keepFocus(() => document.getElementById('tag-input'), () => add(text))}>Add</button>
       </div>
       {suggestions.length > 0 && (
         <div class="suggest">
-          {suggestions.slice(0, 5).map((t) => <button key={t} type="button" class="chip chip-suggest" data-testid="tag-suggestion"
-            title={used.has(t) ? `On ${used.get(t)} conversation${used.get(t) === 1 ? '' : 's'}` : undefined} onClick={() => add(t)}>+ {t}</button>)}
+          {suggestions.slice(0, 5).map((t, i) => <button key={t} type="button" class="chip chip-suggest" data-testid="tag-suggestion" aria-label={`Add tag ${t}`}
+            title={used.has(t) ? `On ${used.get(t)} conversation${used.get(t) === 1 ? '' : 's'}` : undefined} onClick={() => keepFocus(near('tag-suggestion', i), () => add(t))}>+ {t}</button>)}
         </div>
       )}
     </div>
@@ -169,9 +177,9 @@ function LeadConversations({ c }) {
   };
   return (
     <section class="d-section">
-      <button type="button" class="link-btn" aria-expanded={open ? 'true' : 'false'} data-testid="btn-view-lead" onClick={load}><IconExternal size={13} />View lead</button>
+      <button type="button" class="link-btn" aria-expanded={open ? 'true' : 'false'} aria-controls="lead-conversations" data-testid="btn-view-lead" onClick={load}><IconExternal size={13} />View lead</button>
       {open && data && (data.error ? <p class="error">{data.error}</p> : (
-        <ul class="lead-convs" data-testid="lead-conversations">
+        <ul class="lead-convs" id="lead-conversations" aria-label="The lead's conversations" data-testid="lead-conversations">
           {data.conversations.map((cc) => (
             <li key={cc.id}>
               <button type="button" class={cc.id === c.id ? 'current' : ''} onClick={() => openConversation(cc.id)}>

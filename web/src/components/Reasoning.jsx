@@ -1,4 +1,4 @@
-import { useState, useEffect } from 'preact/hooks';
+import { useState, useEffect, useRef } from 'preact/hooks';
 import { current, messages, reasoningFor, agentsById, toast } from '../state.js';
 import { get, post } from '../api.js';
 import { IconX, IconThumbUp, IconThumbDown, IconSparkle } from './Icons.jsx';
@@ -12,6 +12,10 @@ export function Reasoning() {
   const [data, setData] = useState(null);
   const [error, setError] = useState(null);
   const msg = messages.value.find((m) => m.seq === seq);
+  const panel = useRef(null);
+  const seqRef = useRef(seq);
+  seqRef.current = seq;
+  const hasFocus = useRef(false); // the focus is in the panel (kept while it unmounts)
 
   const load = async () => {
     try {
@@ -23,12 +27,25 @@ export function Reasoning() {
   useEffect(() => {
     const onKey = (e) => { if (e.key === 'Escape' && !e.defaultPrevented) reasoningFor.value = null; };
     addEventListener('keydown', onKey);
-    return () => removeEventListener('keydown', onKey);
+    return () => {
+      removeEventListener('keydown', onKey);
+      // Closed (Esc, the close button) with the focus inside: it returns to the message's
+      // "Why?" button rather than to <body>.
+      if (hasFocus.current) {
+        const at = seqRef.current;
+        requestAnimationFrame(() => {
+          if (document.activeElement && document.activeElement !== document.body) return;
+          document.querySelector(`[data-testid="message-list"] [data-seq="${at}"] [data-testid="open-reasoning"]`)?.focus();
+        });
+      }
+    };
   }, []);
 
   const ai = data?.ai || msg?.ai;
   return (
-    <aside class="details reasoning" aria-label="AI reasoning" data-testid="reasoning-panel" data-seq={seq}>
+    <aside class="details reasoning" id="reasoning-panel" aria-label="AI reasoning" data-testid="reasoning-panel" data-seq={seq} ref={panel}
+      onFocusIn={() => { hasFocus.current = true; }}
+      onFocusOut={(e) => { if (e.relatedTarget && !panel.current?.contains(e.relatedTarget)) hasFocus.current = false; }}>
       <header class="reasoning-head">
         <h2><IconSparkle size={14} />AI reasoning</h2>
         <button type="button" class="icon-btn" title="Close (Esc)" data-testid="reasoning-close" onClick={() => { reasoningFor.value = null; }}><IconX size={16} /><span class="sr-only">Close</span></button>

@@ -4,6 +4,7 @@ import { ConversationList } from './ConversationList.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
 import { Avatar } from './Avatar.jsx';
 import { snippetParts, shortTime, displayName, compactCount } from '../util.js';
+import { tabKeys, keepFocus } from '../focus.js';
 
 const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed: 'Closed' };
 
@@ -24,12 +25,12 @@ export function Sidebar() {
       </div>
       <SearchBox />
       {!searching && (
-        <div class="views" role="tablist" aria-label="Quick filters">
+        <div class="views" role="tablist" aria-label="Quick filters" onKeyDown={tabKeys}>
           {VIEWS.map((v) => {
             const c = counts.value[v];
             return (
-              <button key={v} type="button" role="tab" aria-selected={f.view === v ? 'true' : 'false'} class={`view-btn${f.view === v ? ' on' : ''}`}
-                data-testid={`filter-${v}`} onClick={() => setFilters({ view: v })}>
+              <button key={v} type="button" role="tab" aria-selected={f.view === v ? 'true' : 'false'} tabIndex={f.view === v ? 0 : -1} aria-controls="conv-list"
+                class={`view-btn${f.view === v ? ' on' : ''}`} data-testid={`filter-${v}`} onClick={() => setFilters({ view: v })}>
                 {VIEW_LABEL[v]}
                 <span class="view-count" data-testid={`count-${v}`} data-count={c ? c.n : ''} aria-label={c ? `${c.n}${c.more ? ' or more' : ''} conversations` : undefined}>{c ? `${compactCount(c.n)}${c.more ? '+' : ''}` : '·'}</span>
               </button>
@@ -43,17 +44,27 @@ export function Sidebar() {
   );
 }
 
+// The search box is a combobox over its results: ↑ ↓ move the highlight (the page's
+// shortcut), aria-activedescendant names the highlighted hit, Enter opens it. Esc clears
+// the search and keeps the focus here (↑ ↓ Enter then work on the list); Esc in an empty
+// box leaves it.
 function SearchBox() {
+  const searching = searchQuery.value.trim() !== '';
+  const hits = searchState.value.items.length;
+  const active = activeIndex.value;
   return (
     <div class="search" role="search">
       <IconSearch size={15} className="search-icon" />
       <label for="search-input" class="sr-only">Search conversations</label>
       <input id="search-input" type="search" placeholder="Search conversations" autocomplete="off"
+        role="combobox" aria-autocomplete="list" aria-expanded={searching ? 'true' : 'false'} aria-controls={searching ? 'search-results' : undefined}
+        aria-activedescendant={searching && active < hits ? `hit-${active}` : undefined}
         value={searchQuery.value} data-testid="search-input"
         onInput={(e) => setSearch(e.currentTarget.value)}
-        onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); setSearch(''); e.currentTarget.blur(); } }} />
+        onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); if (searchQuery.value) setSearch(''); else e.currentTarget.blur(); } }} />
       {searchQuery.value ? (
-        <button type="button" class="search-clear" title="Clear search (Esc)" data-testid="search-clear" onClick={() => setSearch('')}><IconX size={14} /><span class="sr-only">Clear search</span></button>
+        <button type="button" class="search-clear" title="Clear search (Esc)" data-testid="search-clear"
+          onClick={() => { setSearch(''); document.getElementById('search-input')?.focus(); }}><IconX size={14} /><span class="sr-only">Clear search</span></button>
       ) : <kbd class="search-kbd" aria-hidden="true">/</kbd>}
     </div>
   );
@@ -97,7 +108,7 @@ function AdvancedFilters() {
       </label>
       <label class="field-inline">
         <span>Tags</span>
-        <input list="tag-filter-options" value={tagText} placeholder="Add a tag…" data-testid="filter-tag-input"
+        <input id="filter-tag-input" list="tag-filter-options" value={tagText} placeholder="Add a tag…" data-testid="filter-tag-input"
           onInput={(e) => setTagText(e.currentTarget.value)}
           onChange={(e) => { if ([...knownTags.value].includes(e.currentTarget.value)) addTag(e.currentTarget.value); }}
           onKeyDown={(e) => { if (e.key === 'Enter') { e.preventDefault(); addTag(tagText); } }} />
@@ -107,7 +118,8 @@ function AdvancedFilters() {
         <div class="chips">
           {f.tags.map((t) => (
             <span key={t} class="chip">{t}
-              <button type="button" title={`Remove ${t}`} onClick={() => setFilters({ tags: f.tags.filter((x) => x !== t) })}><IconX size={11} /><span class="sr-only">Remove filter {t}</span></button>
+              <button type="button" title={`Remove ${t}`}
+                onClick={() => keepFocus(() => document.getElementById('filter-tag-input'), () => setFilters({ tags: f.tags.filter((x) => x !== t) }))}><IconX size={11} /><span class="sr-only">Remove filter {t}</span></button>
             </span>
           ))}
         </div>
@@ -128,14 +140,14 @@ function SearchResults() {
   const active = activeIndex.value;
   const selected = route.value.id;
   return (
-    <div class="search-results" role="listbox" aria-label="Search results" data-testid="search-results" data-count={s.items.length}
+    <div class="search-results" id="search-results" role="listbox" aria-label="Search results" data-testid="search-results" data-count={s.items.length}
       aria-busy={s.loading ? 'true' : 'false'}
       onScroll={(e) => { const el = e.currentTarget; if (el.scrollTop + el.clientHeight > el.scrollHeight - 200) searchMore(); }}>
       {s.error && <p class="list-empty error" role="alert">{s.error}</p>}
       {!s.loading && !s.error && s.items.length === 0 && s.q && <p class="list-empty">No results for “{s.q}”.</p>}
       {s.items.map((hit, i) => (
         <div key={`${hit.conversation_id}-${hit.message_id || hit.field}-${i}`} role="option" id={`hit-${i}`}
-          aria-selected={hit.conversation_id === selected ? 'true' : 'false'}
+          aria-selected={i === active ? 'true' : 'false'}
           class={`hit${i === active ? ' active' : ''}${hit.conversation_id === selected ? ' selected' : ''}`}
           data-testid="search-result" data-conversation-id={hit.conversation_id} data-seq={hit.message_id ? hit.seq : undefined}
           onClick={() => { activeIndex.value = i; openHit(hit); }}>
