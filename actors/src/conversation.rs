@@ -195,7 +195,7 @@ impl Actor for ConversationActor {
             ConversationMsg::Inbound(event, reply) => {
                 let outcome = state.inbound(*event).await;
                 let stored = match &outcome {
-                    Ok(InboundOutcome::Stored(message)) => Some(message.seq),
+                    Ok(InboundOutcome::Stored(message)) if !message.auto_reply => Some(message.seq),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
@@ -367,6 +367,9 @@ impl ConversationState {
             raw: None,
             ai: request.ai.clone(),
             attachments: Vec::new(),
+            subject: None,
+            full_text: None,
+            auto_reply: false,
         };
         conv.next_seq += 1;
 
@@ -403,10 +406,10 @@ impl ConversationState {
             thread: conv.external_thread.clone(),
             text: message.text.clone(),
             created_at: now,
-            address: None,
-            subject: None,
-            in_reply_to: None,
-            references: Vec::new(),
+            address: conv.contact.email.clone(),
+            subject: conv.subject.clone(),
+            in_reply_to: conv.references.last().cloned(),
+            references: conv.references.clone(),
             attachments: Vec::new(),
         });
         if let Some(entry) = &outbox {
@@ -615,7 +618,18 @@ impl ConversationState {
                 conv_id,
                 DeltaBody::MessageUpdated(message),
             );
+        // Email: our message joins the thread's references (the lead's answer names it).
+        let mut conv = None;
+        if self.conv.channel.rules().threads_by_references {
+            let mut next = self.conv.clone();
+            remember_reference(&mut next, &external_id);
+            store_state(&mut set, &self.conv, &next);
+            conv = Some(next);
+        }
         self.committer.commit(set).await?;
+        if let Some(conv) = conv {
+            self.conv = conv;
+        }
         Ok(())
     }
 
@@ -803,6 +817,9 @@ impl ConversationState {
             raw: None,
             ai: Some(reasoning.clone()),
             attachments: Vec::new(),
+            subject: None,
+            full_text: None,
+            auto_reply: false,
         };
         conv.next_seq += 1;
         let mut set = WriteSet::new();
@@ -929,6 +946,15 @@ pub(crate) fn stage_inbound(
     } else {
         now
     };
+    let details = event.details;
+    // Files whose bytes came with the message are stored beside it, after the provider's.
+    let mut attachments = event.attachments;
+    let first_file = attachments.len();
+    let mut files = Vec::with_capacity(details.files.len());
+    for (attachment, bytes) in details.files {
+        attachments.push(attachment);
+        files.push(bytes);
+    }
     let message = Message {
         id: MessageId::new(),
         conversation_id: conv.id,
@@ -947,16 +973,43 @@ pub(crate) fn stage_inbound(
         error: None,
         raw: event.raw,
         ai: None,
-        attachments: event.attachments,
+        attachments,
+        subject: details.subject.clone(),
+        full_text: details.full_text,
+        auto_reply: details.auto_reply,
     };
     conv.next_seq += 1;
-    conv.last_inbound_seq = Some(seq);
     conv.unread_count = conv.unread_count.saturating_add(1);
     conv.preview = preview(&message.text);
-    conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
-    conv.first_inbound_at.get_or_insert(sent_at);
-    if conv.status == Status::Closed {
-        conv.status = Status::Open;
+    // A machine's message (an out-of-office) is kept but changes nothing the lead's own
+    // answer would: no reopening, no AI answer, no reply window.
+    if !message.auto_reply {
+        conv.last_inbound_seq = Some(seq);
+        conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
+        conv.first_inbound_at.get_or_insert(sent_at);
+        if conv.status == Status::Closed {
+            conv.status = Status::Open;
+        }
+    }
+    if conv.subject.is_none() {
+        conv.subject = details.subject;
+    }
+    if conv.channel.rules().threads_by_references {
+        remember_reference(conv, &event.provider_message_id);
+    }
+    if let Some(alias) = &details.thread_alias {
+        set.put(
+            Ks::ThreadAlias,
+            catalogue::thread_alias(conv.channel_id, alias),
+            &confab_engine::inbound::ThreadAliasValue {
+                conversation: conv.id,
+                at: now,
+            },
+        );
+    }
+    for (i, bytes) in files.into_iter().enumerate() {
+        let index = u32::try_from(first_file + i).unwrap_or(u32::MAX);
+        set.put_raw(Ks::Blob, catalogue::blob(message.id, index), bytes);
     }
     if conv.campaign.is_none() {
         conv.campaign = event.campaign;
@@ -972,6 +1025,19 @@ pub(crate) fn stage_inbound(
         .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
         .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
     message
+}
+
+/// Adds a provider message id to the thread's references (email), keeping the newest.
+pub(crate) fn remember_reference(conv: &mut Conversation, provider_id: &str) {
+    if conv.references.iter().any(|r| r == provider_id) {
+        return;
+    }
+    conv.references.push(provider_id.to_owned());
+    let excess = conv
+        .references
+        .len()
+        .saturating_sub(confab_engine::wire::email::MAX_REFERENCES);
+    conv.references.drain(..excess);
 }
 
 /// Moves the conversation's last activity to `now` and stores the new state, keeping the

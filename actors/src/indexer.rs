@@ -251,6 +251,9 @@ mod tests {
             raw: None,
             ai: None,
             attachments: Vec::new(),
+            subject: None,
+            full_text: None,
+            auto_reply: false,
         }
     }
 

@@ -16,7 +16,7 @@ use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::contacts;
 use confab_engine::delta::DeltaBody;
 use confab_engine::ids::{ChannelId, ConversationId};
-use confab_engine::inbound::InboundEvent;
+use confab_engine::inbound::{InboundEvent, ThreadAliasValue, ThreadHint};
 use confab_engine::model::{AiMode, Channel, Conversation, Message, Status};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
@@ -169,8 +169,18 @@ impl Conversations {
     pub async fn inbound(
         &self,
         channel: Arc<Channel>,
-        event: InboundEvent,
+        mut event: InboundEvent,
     ) -> ActorResult<oneshot::Receiver<ActorResult<InboundOutcome>>> {
+        if !event.details.thread_hints.is_empty() {
+            let (store, channel_id) = (self.store.clone(), channel.id);
+            let hints = std::mem::take(&mut event.details.thread_hints);
+            let found = tokio::task::spawn_blocking(move || thread_of(&store, channel_id, &hints))
+                .await
+                .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+            if let Some(thread) = found {
+                event.thread = thread;
+            }
+        }
         let key = (channel.id, event.thread.clone());
         for _ in 0..RESOLVE_ATTEMPTS {
             let known = self.threads.get(&key).map(|id| *id);
@@ -342,6 +352,8 @@ async fn find_or_create(
         ai_epoch: 0,
         ai_day: 0,
         ai_replies_today: 0,
+        subject: None,
+        references: Vec::new(),
     };
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
     let thread_key = catalogue::thread_conv(channel.id, &event.thread);
@@ -385,11 +397,40 @@ async fn find_or_create(
     metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => kind).increment(1);
     metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => kind)
         .increment(1);
-    Ok(Resolved::Created(
-        conv.id,
-        Box::new(message),
-        conv.ai_mode == AiMode::Active,
-    ))
+    let ai_active = conv.ai_mode == AiMode::Active && !message.auto_reply;
+    Ok(Resolved::Created(conv.id, Box::new(message), ai_active))
+}
+
+/// The thread of the first hint that names a conversation of `channel`, if any (see
+/// [`ThreadHint`]).
+fn thread_of(
+    store: &Store,
+    channel: ChannelId,
+    hints: &[ThreadHint],
+) -> confab_engine::Result<Option<String>> {
+    let now = now_millis();
+    for hint in hints {
+        let conversation = match hint {
+            ThreadHint::Conversation(id) => Some(*id),
+            ThreadHint::Replies(provider_id) => store
+                .message_by_external_id(channel, provider_id)?
+                .map(|(conversation, _)| conversation),
+            ThreadHint::Alias { key, within_ms } => store
+                .get::<ThreadAliasValue>(Ks::ThreadAlias, &catalogue::thread_alias(channel, key))?
+                .filter(|alias| now.saturating_sub(alias.at) <= *within_ms)
+                .map(|alias| alias.conversation),
+        };
+        if let Some(conv) = conversation
+            .map(|id| store.conversation(id))
+            .transpose()?
+            .flatten()
+        {
+            if conv.channel_id == channel {
+                return Ok(Some(conv.external_thread));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Runs a store read on the blocking pool; a panic there is an internal failure.

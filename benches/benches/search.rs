@@ -78,6 +78,9 @@ fn message(conversation_id: ConversationId, seq: u64, text: String, at: i64) -> 
         raw: None,
         ai: None,
         attachments: Vec::new(),
+        subject: None,
+        full_text: None,
+        auto_reply: false,
     }
 }
 

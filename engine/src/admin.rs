@@ -85,14 +85,20 @@ pub fn new_channel(
         disabled: false,
         limits: Default::default(),
     };
+    let set = channel_set(&channel);
+    (channel, set)
+}
+
+/// The writes that store a new channel.
+pub fn channel_set(channel: &Channel) -> WriteSet {
     let mut set = WriteSet::new();
-    set.put(Ks::ChannelState, channel.id.to_bytes().to_vec(), &channel)
+    set.put(Ks::ChannelState, channel.id.to_bytes().to_vec(), channel)
         .put_raw(
             Ks::WsChannel,
-            catalogue::ws_channel(workspace_id, channel.id),
+            catalogue::ws_channel(channel.workspace_id, channel.id),
             Vec::new(),
         );
-    (channel, set)
+    set
 }
 
 #[cfg(test)]

@@ -606,6 +606,8 @@ mod tests {
             ai_epoch: 0,
             ai_day: 0,
             ai_replies_today: 0,
+            subject: None,
+            references: Vec::new(),
         }
     }
 

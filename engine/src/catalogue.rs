@@ -85,14 +85,19 @@ pub enum Ks {
     AiFeedback,
     /// SHA-256 of a browser session's secret → `auth::Session`
     Session,
-    /// lowercased email → `auth::Login`: who signs in with it, and the password's hash
+    /// lowercased email ‖ 0 ‖ agent id → `auth::Login`: the agent's password hash
     Login,
     /// SHA-256 of an invitation's secret → `auth::Invite`
     Invite,
+    /// channel id ‖ alias (email: sender ‖ subject digest) → `ThreadAlias`: the
+    /// conversation that last used it, and when
+    ThreadAlias,
+    /// message id ‖ attachment index → the bytes of a file that came with a message
+    Blob,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 33] = [
+    pub const ALL: [Ks; 35] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -126,6 +131,8 @@ impl Ks {
         Ks::Session,
         Ks::Login,
         Ks::Invite,
+        Ks::ThreadAlias,
+        Ks::Blob,
     ];
 
     pub fn name(self) -> &'static str {
@@ -163,6 +170,8 @@ impl Ks {
             Ks::Session => "session",
             Ks::Login => "login",
             Ks::Invite => "invite",
+            Ks::ThreadAlias => "thread_alias",
+            Ks::Blob => "blob",
         }
     }
 
@@ -253,6 +262,16 @@ pub fn conv_msg(conv: ConversationId, seq: u64) -> Vec<u8> {
 
 pub fn ext_msg(channel: ChannelId, provider_id: &str) -> Vec<u8> {
     join(&[&channel.to_bytes(), &key_text(provider_id)])
+}
+
+/// `thread_alias` key: a channel's alias (see `inbound::ThreadHint::Alias`).
+pub fn thread_alias(channel: ChannelId, alias: &[u8]) -> Vec<u8> {
+    join(&[&channel.to_bytes(), alias])
+}
+
+/// `blob` key: file `index` of message `message`.
+pub fn blob(message: MessageId, index: u32) -> Vec<u8> {
+    join(&[&message.to_bytes(), &index.to_be_bytes()])
 }
 
 /// Value of `ext_msg`: where the provider's message lives.

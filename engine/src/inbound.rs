@@ -58,6 +58,13 @@ pub struct EventDetails {
     pub files: Vec<(crate::model::MessageAttachment, Vec<u8>)>,
 }
 
+/// What a thread alias names (`thread_alias`): the conversation that last used it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadAliasValue {
+    pub conversation: crate::ids::ConversationId,
+    pub at: UnixMillis,
+}
+
 /// A hint at the conversation an inbound message belongs to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ThreadHint {

@@ -59,6 +59,9 @@ pub struct ChannelRules {
     pub per_day: Option<u32>,
     /// Whether we may write first (start a thread the lead has not opened).
     pub starts_threads: bool,
+    /// Whether replies name the thread's earlier messages (email's `In-Reply-To` and
+    /// `References`): the conversation keeps their ids.
+    pub threads_by_references: bool,
 }
 
 /// Where a conversation's reply window stands.
@@ -98,14 +101,26 @@ impl ChannelKind {
                 per_second: Some(80),
                 per_day: None,
                 starts_threads: false,
+                threads_by_references: false,
             },
-            // Until their adapters (Email, LinkedIn) state their own limits.
-            ChannelKind::Email | ChannelKind::Linkedin => ChannelRules {
+            // A mailbox: no window; mail providers cap a mailbox's day (Gmail ~500 to
+            // 2,000), so channels set `daily_limit`; a few a second keeps relays friendly.
+            ChannelKind::Email => ChannelRules {
+                reply_window_ms: None,
+                max_text_chars: 100_000,
+                per_second: Some(5),
+                per_day: None,
+                starts_threads: true,
+                threads_by_references: true,
+            },
+            // Until its adapter states its own limits.
+            ChannelKind::Linkedin => ChannelRules {
                 reply_window_ms: None,
                 max_text_chars: 4096,
                 per_second: None,
                 per_day: None,
                 starts_threads: true,
+                threads_by_references: false,
             },
         }
     }
@@ -156,6 +171,48 @@ pub struct WhatsappConfig {
     pub api_base_url: String,
 }
 
+/// How a mail connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MailSecurity {
+    /// Plain connection upgraded with STARTTLS (SMTP 587, IMAP 143): required, never
+    /// optional.
+    Starttls,
+    /// TLS from the first byte (SMTP 465, IMAP 993).
+    Tls,
+    /// No encryption: loopback only, unless the server's configuration allows it.
+    None,
+}
+
+/// A mail server and the account on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailServer {
+    pub host: String,
+    pub port: u16,
+    pub security: MailSecurity,
+    pub username: String,
+    pub password: String,
+    /// IMAP: the mailbox read (`INBOX`).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+}
+
+/// An email channel: one address, sent from over SMTP, read over IMAP and/or an
+/// inbound-parse webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailConfig {
+    /// The address mail is sent from and replies come to (`sales@agency.example`).
+    pub address: String,
+    pub display_name: Option<String>,
+    /// Signs `POST /webhooks/email/{id}` (HMAC) or is its Basic password (SendGrid).
+    pub inbound_secret: Option<String>,
+    pub smtp: MailServer,
+    pub imap: Option<MailServer>,
+    /// Keys the reply tokens of `Reply-To` (generated, never shown).
+    pub token_key: String,
+}
+
 /// A test-only provider speaking a trivial JSON format over HTTP (see the actors crate's
 /// `channels::loopback`): proves the channel port without any provider's name. It poses as
 /// the kind it names.
@@ -173,6 +230,7 @@ pub struct LoopbackConfig {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChannelConfig {
     Whatsapp(WhatsappConfig),
+    Email(EmailConfig),
     #[cfg(feature = "loopback")]
     Loopback(LoopbackConfig),
 }
@@ -181,6 +239,7 @@ impl ChannelConfig {
     pub fn kind(&self) -> ChannelKind {
         match self {
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
+            ChannelConfig::Email(_) => ChannelKind::Email,
             #[cfg(feature = "loopback")]
             ChannelConfig::Loopback(c) => c.poses_as,
         }
@@ -189,8 +248,7 @@ impl ChannelConfig {
     pub fn whatsapp_mut(&mut self) -> Option<&mut WhatsappConfig> {
         match self {
             ChannelConfig::Whatsapp(config) => Some(config),
-            #[cfg(feature = "loopback")]
-            ChannelConfig::Loopback(_) => None,
+            _ => None,
         }
     }
 
@@ -198,8 +256,22 @@ impl ChannelConfig {
     pub fn whatsapp(&self) -> Option<&WhatsappConfig> {
         match self {
             ChannelConfig::Whatsapp(config) => Some(config),
-            #[cfg(feature = "loopback")]
-            ChannelConfig::Loopback(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The email settings, for an email channel.
+    pub fn email(&self) -> Option<&EmailConfig> {
+        match self {
+            ChannelConfig::Email(config) => Some(config),
+            _ => None,
+        }
+    }
+
+    pub fn email_mut(&mut self) -> Option<&mut EmailConfig> {
+        match self {
+            ChannelConfig::Email(config) => Some(config),
+            _ => None,
         }
     }
 }
@@ -322,6 +394,13 @@ pub struct Conversation {
     pub ai_day: i64,
     #[serde(default)]
     pub ai_replies_today: u32,
+    /// Email: the thread's subject (its first message's).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Email: the thread's newest message ids (ours and the lead's), oldest first, for
+    /// `In-Reply-To` and `References`.
+    #[serde(default)]
+    pub references: Vec<String>,
 }
 
 /// Who answered a lead.
@@ -492,6 +571,17 @@ pub struct Message {
     /// `GET /api/v1/conversations/{id}/messages/{seq}/attachments/{i}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<MessageAttachment>,
+    /// Email: the subject line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The whole text when `text` is shortened (an email without its quoted history and
+    /// signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_text: Option<String>,
+    /// Sent by a machine (an out-of-office, a mailing list): never answered by the AI,
+    /// and it does not reopen the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_reply: bool,
 }
 
 /// A file that came with a message: what it is, and where its bytes are.

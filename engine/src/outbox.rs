@@ -40,6 +40,7 @@ impl OutboxEntry {
     pub fn request(&self) -> OutboundRequest {
         OutboundRequest {
             message_id: self.message_id,
+            conversation_id: self.conversation_id,
             channel_id: self.channel_id,
             thread: self.thread.clone(),
             to: self.address.clone(),

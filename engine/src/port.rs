@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChannelId, MessageId};
+use crate::ids::{ChannelId, ConversationId, MessageId};
 use crate::inbound::InboundEvent;
 use crate::model::{ChannelKind, Delivery};
 use crate::time::UnixMillis;
@@ -63,6 +63,7 @@ pub struct Attachment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundRequest {
     pub message_id: MessageId,
+    pub conversation_id: ConversationId,
     pub channel_id: ChannelId,
     /// The conversation's provider thread: the lead's `wa_id` on WhatsApp, a thread or
     /// chat id elsewhere. Not necessarily an address.

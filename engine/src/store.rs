@@ -65,7 +65,15 @@ impl Store {
             .iter()
             .map(|ks| {
                 db.keyspace(ks.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                    let options =
+                        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+                    // Files (megabytes each) live in blob files beside the tree, so
+                    // compactions do not rewrite them.
+                    if *ks == Ks::Blob {
+                        options.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+                    } else {
+                        options
+                    }
                 })
             })
             .collect::<fjall::Result<Vec<_>>>()?;
@@ -441,6 +449,9 @@ mod tests {
             raw: None,
             ai: None,
             attachments: Vec::new(),
+            subject: None,
+            full_text: None,
+            auto_reply: false,
         }
     }
 

@@ -142,6 +142,9 @@ fn message(conv: &Conversation, text: &str, i: i64) -> Message {
         raw: None,
         ai: None,
     attachments: Vec::new(),
+    subject: None,
+    full_text: None,
+    auto_reply: false,
     }
 }
 

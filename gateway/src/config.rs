@@ -37,6 +37,27 @@ pub struct Config {
     pub ai: AiPoolConfig,
     pub search: SearchConfig,
     pub auth: AuthConfig,
+    pub email: EmailConfig,
+}
+
+/// Email channels.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Whether channels may use `security: "none"` (no TLS) with a mail server that is not
+    /// on loopback: their passwords would cross the network in clear.
+    pub allow_insecure: bool,
+    /// Largest message taken, by webhook or from IMAP (attachments included), in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            allow_insecure: false,
+            max_message_bytes: 25 * 1024 * 1024,
+        }
+    }
 }
 
 /// Browser sign-in.
@@ -208,6 +229,7 @@ impl Default for Config {
             ai: AiPoolConfig::default(),
             auth: AuthConfig::default(),
             search: SearchConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }

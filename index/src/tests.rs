@@ -48,6 +48,8 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         ai_epoch: 0,
         ai_day: 0,
         ai_replies_today: 0,
+        subject: None,
+        references: Vec::new(),
     }
 }
 
@@ -85,6 +87,9 @@ fn message(conv: &mut Conversation, text: &str, at: i64) -> Message {
         raw: None,
         ai: None,
         attachments: Vec::new(),
+        subject: None,
+        full_text: None,
+        auto_reply: false,
     }
 }
 

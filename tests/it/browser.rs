@@ -32,27 +32,41 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let mut driver =
-            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
-                .arg("--port=0")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("chromedriver (Debian's chromium-driver) must be installed");
-        let stdout = driver.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+        // Under a loaded machine chromedriver has been seen to exit before it listens: a
+        // new one is started (three tries), and what it said is shown if none comes up.
+        let mut said = Vec::new();
+        let mut started = None;
+        for _ in 0..3 {
+            let mut driver = Command::new(
+                std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()),
+            )
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) must be installed");
+            let stdout = driver.stdout.take().expect("stdout");
+            let mut lines = BufReader::new(stdout).lines();
+            let port = tokio::time::timeout(Duration::from_secs(20), async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                        return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                    }
+                    said.push(line);
                 }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(port) = port {
+                started = Some((driver, lines, port));
+                break;
             }
-            None
-        })
-        .await
-        .expect("chromedriver started in time")
-        .expect("chromedriver's port");
+        }
+        let (driver, mut lines, port) =
+            started.unwrap_or_else(|| panic!("chromedriver did not start: {said:?}"));
         // Keep reading its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let profile = tempfile::tempdir().expect("profile dir");

@@ -15,6 +15,7 @@ mod crashloop;
 mod demo;
 mod durability;
 mod edge;
+mod email;
 mod inbox;
 mod metrics;
 mod powerloss;

@@ -14,6 +14,10 @@ use reqwest::header::HeaderMap;
 /// A future an adapter's send returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
 
+/// A future an adapter's [`Adapter::normalize`] returns.
+pub type NormalizeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<bytes::Bytes, Refusal>> + Send + 'a>>;
+
 /// A future an adapter's media fetch returns: the provider's answer carrying the file's
 /// bytes (its status checked), read by the caller as a stream.
 pub type MediaFuture<'a> =
@@ -44,6 +48,16 @@ pub trait Adapter: Send + Sync + 'static {
     /// when the request is not a valid handshake.
     fn handshake(&self, _query: &HashMap<String, String>) -> Option<String> {
         None
+    }
+
+    /// A verified webhook body in the form `parse` reads, given its `Content-Type` (a
+    /// provider's form wrapping the message, say). The body as it is by default.
+    fn normalize<'a>(
+        &'a self,
+        _content_type: Option<&'a str>,
+        body: bytes::Bytes,
+    ) -> NormalizeFuture<'a> {
+        Box::pin(async move { Ok(body) })
     }
 
     /// A verified webhook body as the port's batch. Only a body that is not this
@@ -132,6 +146,9 @@ pub fn adapter_for(channel: &Channel) -> Arc<dyn Adapter> {
     match &channel.config {
         ChannelConfig::Whatsapp(config) => {
             Arc::new(super::whatsapp::Whatsapp::new(channel.id, config.clone()))
+        }
+        ChannelConfig::Email(config) => {
+            Arc::new(super::email::Email::new(channel.id, config.clone()))
         }
         #[cfg(feature = "loopback")]
         ChannelConfig::Loopback(config) => {

@@ -11,6 +11,7 @@
 pub mod adapter;
 pub mod circuit;
 pub mod connector;
+pub mod email;
 pub mod link;
 #[cfg(feature = "loopback")]
 pub mod loopback;
@@ -315,8 +316,16 @@ impl Channels {
         received: Instant,
     ) -> Result<WebhookReport, WebhookError> {
         let link = self.kind_link(id, kind)?;
-        link.adapter()
+        let adapter = link.adapter();
+        adapter
             .verify(headers, &body)
+            .map_err(WebhookError::Refused)?;
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let body = adapter
+            .normalize(content_type, body)
+            .await
             .map_err(WebhookError::Refused)?;
         let connector = self.registry.connector(id).ok_or_else(|| {
             WebhookError::Actor(ActorError::Unavailable(

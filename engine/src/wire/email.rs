@@ -135,8 +135,9 @@ pub fn verify_basic(secret: &str, authorization: Option<&str>) -> Result<(), Ema
     }
 }
 
-/// Standard base64 (with or without padding), for Basic credentials.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// Standard base64 (with or without padding): Basic credentials, SMTP AUTH.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text.bytes().filter(|&c| c != b'=') {

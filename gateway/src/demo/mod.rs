@@ -8,6 +8,7 @@
 pub mod leads;
 pub mod sandbox;
 pub mod seed;
+pub mod smtp_sink;
 
 use std::fmt::Write as _;
 use std::future::Future;

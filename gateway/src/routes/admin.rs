@@ -6,8 +6,8 @@ use axum::Json;
 use confab_engine::admin;
 use confab_engine::ids::{AgentId, ChannelId, WorkspaceId};
 use confab_engine::model::{
-    Channel, ChannelConfig, ChannelKind, OverDailyCap, Role, WhatsappConfig,
-    WHATSAPP_DEFAULT_API_BASE,
+    Channel, ChannelConfig, ChannelKind, EmailConfig, MailSecurity, MailServer, OverDailyCap, Role,
+    WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -200,8 +200,11 @@ async fn create_agent(
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewChannel {
-    /// `whatsapp` (`email` and `linkedin` are not available yet).
-    #[schema(required = true, nullable = false, pattern = "^whatsapp$")]
+    /// `whatsapp` or `email` (`linkedin` is not available yet). The other fields are those
+    /// of the kind: `phone_number_id`, `app_secret`, `verify_token`, `access_token`,
+    /// `api_base_url` for WhatsApp; `address`, `display_name`, `inbound_secret`, `smtp`,
+    /// `imap`, `daily_limit` for email.
+    #[schema(required = true, nullable = false, pattern = "^(whatsapp|email)$")]
     kind: Option<String>,
     #[schema(
         required = true,
@@ -211,40 +214,58 @@ pub struct NewChannel {
         pattern = "[^\\s\\u0085]"
     )]
     name: Option<String>,
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 64,
-        pattern = "[^\\s\\u0085]"
-    )]
+    /// WhatsApp (required).
+    #[schema(min_length = 1, max_length = 64, pattern = "[^\\s\\u0085]")]
     phone_number_id: Option<String>,
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 512,
-        pattern = "[^\\s\\u0085]"
-    )]
+    /// WhatsApp (required).
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
     app_secret: Option<String>,
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 512,
-        pattern = "[^\\s\\u0085]"
-    )]
+    /// WhatsApp (required).
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
     verify_token: Option<String>,
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 4096,
-        pattern = "[^\\s\\u0085]"
-    )]
+    /// WhatsApp (required).
+    #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
     access_token: Option<String>,
-    /// The Graph API's base URL (http or https); Meta's when left out, empty or `null`.
+    /// WhatsApp: the Graph API's base URL (http or https); Meta's when left out, empty or
+    /// `null`.
     api_base_url: Option<String>,
+    /// Email (required): the address mail is sent from and replies come to.
+    #[schema(max_length = 320)]
+    address: Option<String>,
+    /// Email: the name shown with the address.
+    #[schema(max_length = 200)]
+    display_name: Option<String>,
+    /// Email: signs `POST /webhooks/email/{id}` (HMAC-SHA256), or is its HTTP Basic
+    /// password (SendGrid); without it the channel takes no webhooks (IMAP only).
+    #[schema(max_length = 512)]
+    inbound_secret: Option<String>,
+    /// Email (required): the server mail is sent through.
+    smtp: Option<MailServerInput>,
+    /// Email: the mailbox read for replies (IDLE, else polling).
+    imap: Option<MailServerInput>,
+    /// Email: messages sent a UTC day at most (the mailbox provider's cap).
+    #[schema(minimum = 1)]
+    daily_limit: Option<u32>,
+}
+
+/// A mail server and the account on it. Secrets are never shown.
+#[derive(Deserialize, ToSchema)]
+pub struct MailServerInput {
+    #[schema(min_length = 1, max_length = 253)]
+    host: String,
+    #[schema(minimum = 1, maximum = 65535)]
+    port: u16,
+    /// `starttls`, `tls`, or `none` (loopback only, unless the server's configuration allows it).
+    security: MailSecurity,
+    #[serde(default)]
+    #[schema(max_length = 320)]
+    username: String,
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    password: String,
+    /// IMAP: the mailbox read, `INBOX` when left out.
+    #[schema(max_length = 200)]
+    mailbox: Option<String>,
 }
 
 /// Creates a channel of the workspace and starts its connector. Secrets are never shown.
@@ -274,7 +295,9 @@ async fn create_channel(
     Body(body): Body<NewChannel>,
 ) -> ApiResult<(StatusCode, Json<ChannelView>)> {
     let workspace_id = existing_workspace(&app, &workspace_id).await?;
-    let name = required("name", body.name, MAX_NAME)?;
+    let mut body = body;
+    let name = required("name", body.name.take(), MAX_NAME)?;
+    let daily_limit = body.daily_limit;
     let config = match body.kind.as_deref() {
         Some("whatsapp") => {
             let api_base_url = base_url(body.api_base_url)?;
@@ -286,10 +309,11 @@ async fn create_channel(
                 api_base_url,
             })
         }
-        Some("email") | Some("linkedin") => {
+        Some("email") => ChannelConfig::Email(email_config(&app, &mut body)?),
+        Some("linkedin") => {
             return Err(ApiError::unprocessable(
                 "unsupported_channel_kind",
-                "email and LinkedIn channels are not available yet",
+                "LinkedIn channels are not available yet",
             ))
         }
         Some(other) => {
@@ -305,10 +329,99 @@ async fn create_channel(
             ))
         }
     };
-    let (channel, set) = admin::new_channel(workspace_id, &name, config);
+    let (mut channel, _) = admin::new_channel(workspace_id, &name, config);
+    if channel.kind() == ChannelKind::Email {
+        channel.limits.per_day = daily_limit;
+    }
+    let set = admin::channel_set(&channel);
     app.committer.commit(set).await?;
     app.runtime.channels.start(channel.clone()).await?;
     Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
+}
+
+/// An email channel's settings from the request: 422 `missing_field`, `invalid_email`,
+/// `insecure_mail_server` (no TLS to a server off loopback, unless the configuration
+/// allows it).
+fn email_config(app: &AppState, body: &mut NewChannel) -> ApiResult<EmailConfig> {
+    let address = required("address", body.address.take(), 320)?.to_lowercase();
+    let valid = address.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') || domain == "localhost"
+    }) && !address.contains(|c: char| c.is_whitespace() || c.is_control() || c == '+');
+    if !valid {
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "`address` must be an email address without `+` (replies come to address+token)",
+        ));
+    }
+    let server = |field: &'static str,
+                  input: Option<MailServerInput>|
+     -> ApiResult<Option<MailServer>> {
+        let Some(input) = input else {
+            return Ok(None);
+        };
+        let host = input.host.trim().to_owned();
+        if host.is_empty()
+            || host.len() > 253
+            || host.contains(|c: char| c.is_whitespace() || c == '/')
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                format!("`{field}.host` must be a host name or address"),
+            ));
+        }
+        if input.port == 0 {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                format!("`{field}.port` must be from 1 to 65535"),
+            ));
+        }
+        if input.security == MailSecurity::None
+            && !app.config.email.allow_insecure
+            && !is_loopback(&host)
+        {
+            return Err(ApiError::unprocessable(
+                "insecure_mail_server",
+                format!("`{field}.security: none` sends the password in clear: only for a server on this machine (or set email.allow_insecure)"),
+            ));
+        }
+        Ok(Some(MailServer {
+            host,
+            port: input.port,
+            security: input.security,
+            username: input.username,
+            password: input.password,
+            mailbox: input
+                .mailbox
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .or_else(|| (field == "imap").then(|| "INBOX".to_owned())),
+        }))
+    };
+    let smtp = server("smtp", body.smtp.take())?.ok_or_else(|| {
+        ApiError::unprocessable("missing_field", "`smtp` is required for an email channel")
+    })?;
+    let imap = server("imap", body.imap.take())?;
+    Ok(EmailConfig {
+        address,
+        display_name: body
+            .display_name
+            .take()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty()),
+        inbound_secret: body.inbound_secret.take().filter(|s| !s.is_empty()),
+        smtp,
+        imap,
+        token_key: confab_engine::auth::new_secret(),
+    })
+}
+
+/// Whether `host` is this machine (a name or a loopback address).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The Graph API base URL given (trimmed, without a trailing `/`), Meta's when left out,
@@ -339,11 +452,42 @@ pub struct ChannelView {
     pub name: String,
     pub phone_number_id: String,
     pub api_base_url: String,
+    /// Email: the address mail is sent from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Email: the SMTP server (`host:port`, security), never its credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<MailServerView>,
+    /// Email: the IMAP server and mailbox read, never its credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap: Option<MailServerView>,
     /// Where the provider posts its webhooks.
     pub webhook_path: String,
     /// A disabled channel stores its webhooks; its sends wait in the outbox.
     pub disabled: bool,
     pub limits: LimitsConfig,
+}
+
+/// A mail server as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct MailServerView {
+    pub host: String,
+    pub port: u16,
+    pub security: MailSecurity,
+    pub username: String,
+    pub mailbox: Option<String>,
+}
+
+impl MailServerView {
+    fn of(server: &MailServer) -> MailServerView {
+        MailServerView {
+            host: server.host.clone(),
+            port: server.port,
+            security: server.security,
+            username: server.username.clone(),
+            mailbox: server.mailbox.clone(),
+        }
+    }
 }
 
 /// A channel's own send limits (`null`: its kind's default).
@@ -366,6 +510,13 @@ impl ChannelView {
                 .map(|c| c.phone_number_id.clone())
                 .unwrap_or_default(),
             api_base_url: whatsapp.map(|c| c.api_base_url.clone()).unwrap_or_default(),
+            address: channel.config.email().map(|c| c.address.clone()),
+            smtp: channel.config.email().map(|c| MailServerView::of(&c.smtp)),
+            imap: channel
+                .config
+                .email()
+                .and_then(|c| c.imap.as_ref())
+                .map(MailServerView::of),
             webhook_path: format!("/webhooks/{}/{}", channel.kind().as_str(), channel.id),
             disabled: channel.disabled,
             limits: LimitsConfig {

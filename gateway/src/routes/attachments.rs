@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use confab_actors::channels::adapter::MediaError;
+use confab_engine::catalogue::{self, Ks};
 use confab_engine::model::MessageAttachment;
 use futures_util::stream;
 
@@ -106,11 +107,26 @@ async fn attachment(
     };
     let store = app.store.clone();
     let message = blocking(move || store.message(conv.id, seq)).await?;
-    let attachment = message
-        .and_then(|m| m.attachments.into_iter().nth(index))
+    let (message_id, attachment) = message
+        .and_then(|m| {
+            let id = m.id;
+            m.attachments.into_iter().nth(index).map(|a| (id, a))
+        })
         .ok_or_else(|| ApiError::not_found("attachment"))?;
     let Some(media_id) = attachment.media_id.as_deref() else {
-        return Err(ApiError::not_found("attachment"));
+        // Bytes that came with the message (email) are stored beside it.
+        let store = app.store.clone();
+        let key = catalogue::blob(message_id, u32::try_from(index).unwrap_or(u32::MAX));
+        let bytes = blocking(move || store.get_raw(Ks::Blob, &key))
+            .await?
+            .ok_or_else(|| ApiError::not_found("attachment"))?;
+        let content_type = served_type(&attachment, None);
+        return Ok(file_response(
+            Body::from(bytes::Bytes::copy_from_slice(&bytes)),
+            &content_type,
+            attachment.name.as_deref(),
+            Some(bytes.len() as u64),
+        ));
     };
     let upstream = app
         .runtime
@@ -141,21 +157,33 @@ async fn attachment(
             Err(e) => Some((Err(e), None)),
         }
     });
-    let mut response = Body::from_stream(body).into_response();
+    Ok(file_response(
+        Body::from_stream(body),
+        &content_type,
+        attachment.name.as_deref(),
+        length,
+    ))
+}
+
+/// A file's answer: its type, inline or as a download, sandboxed.
+fn file_response(
+    body: Body,
+    content_type: &str,
+    name: Option<&str>,
+    length: Option<u64>,
+) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     let typed = |value: String| {
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
     };
     headers.insert(
         header::CONTENT_DISPOSITION,
-        typed(disposition(
-            shown_inline(&content_type),
-            attachment.name.as_deref(),
-        )),
+        typed(disposition(shown_inline(content_type), name)),
     );
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
+        HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     if let Some(length) = length {
@@ -165,7 +193,7 @@ async fn attachment(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; sandbox"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

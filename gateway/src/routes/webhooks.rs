@@ -25,7 +25,69 @@ use crate::error::{ApiError, ApiResult};
 use crate::openapi::ErrorBody;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(whatsapp_verify, whatsapp_receive))
+    OpenApiRouter::new()
+        .routes(routes!(whatsapp_verify, whatsapp_receive))
+        .routes(routes!(email_receive))
+}
+
+/// A raw RFC 5322 message (`message/rfc822`), or SendGrid's Inbound Parse form
+/// (`multipart/form-data` with the message in `email`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawEmail(pub Vec<u8>);
+
+/// Receives one email for an email channel: the raw message signed with
+/// `X-Confab-Signature-256`, or SendGrid's Inbound Parse form ("POST the raw, full MIME
+/// message") with the channel's `inbound_secret` as the HTTP Basic password. Answered once
+/// stored; a bounce marks the message it names failed.
+#[utoipa::path(
+    post,
+    path = "/webhooks/email/{channel_id}",
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The channel."),
+        ("X-Confab-Signature-256" = Option<String>, Header, description = "`sha256=` + hex HMAC-SHA256 of the raw body, keyed by the channel's inbound secret (for `message/rfc822` bodies)."),
+    ),
+    request_body(content = RawEmail, content_type = "message/rfc822"),
+    responses(
+        (status = 200, description = "The message is durably stored (or was before).", body = WebhookStored),
+        (status = 400, description = "`not_a_message`, `not_raw_mime`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`missing_signature`, `invalid_signature`, `no_inbound_secret`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `email.max_message_bytes`.", body = ErrorBody),
+        (status = 422, description = "`invalid_items`: the message has no sender address.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`: retry later.", body = ErrorBody),
+    )
+)]
+async fn email_receive(
+    State(app): State<AppState>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<impl IntoResponse> {
+    // Its own limit (`email.max_message_bytes`, not `max_body_bytes`): mail carries its
+    // attachments.
+    let limit = app.config.email.max_message_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the message is larger than {limit} bytes (email.max_message_bytes)"),
+            ))
+        }
+    };
+    let received = Instant::now();
+    receive(
+        &app,
+        ChannelKind::Email,
+        &channel_id,
+        &headers,
+        Ok(body),
+        received,
+    )
+    .await
 }
 
 /// What a webhook stored: every item of the body is durable when this is answered.

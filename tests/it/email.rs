@@ -1,0 +1,715 @@
+//! The email channel end to end: signed webhooks and SendGrid's form in, threading like a
+//! mail client, replies out over real SMTP to a loopback server (the demo's sink), retries
+//! on 4xx, failures on 5xx, bounces and auto-replies.
+
+use axum::http::StatusCode;
+use confab_engine::wire::email;
+use confab_gateway::demo::smtp_sink::{Received, SmtpSink};
+use serde_json::{json, Value};
+
+use crate::harness::{status_json, wait_for, GraphStandIn, TestServer};
+
+const ADDRESS: &str = "sales@agency.example";
+const SECRET: &str = "inbound-secret-for-tests";
+
+struct Mailbox {
+    token: String,
+    channel_id: String,
+    workspace_id: String,
+    sink: SmtpSink,
+}
+
+/// A workspace with an email channel sending through a fresh SMTP sink.
+async fn mailbox(server: &TestServer) -> Mailbox {
+    let sink = SmtpSink::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sink");
+    sink.require_auth("sales", "smtp-password");
+    let (status, ws) = server
+        .admin_post("/api/v1/admin/workspaces", json!({"name": "Mail Agency"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let workspace_id = ws["id"].as_str().expect("id").to_owned();
+    let (status, agent) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{workspace_id}/agents"),
+            json!({"name": "Eva Agent", "email": "eva@agency.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let (status, channel) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{workspace_id}/channels"),
+            json!({
+                "kind": "email",
+                "name": "Sales mailbox",
+                "address": ADDRESS,
+                "display_name": "Agency Sales",
+                "inbound_secret": SECRET,
+                "smtp": {"host": "127.0.0.1", "port": sink.addr.port(), "security": "none",
+                         "username": "sales", "password": "smtp-password"},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    assert_eq!(channel["kind"], "email");
+    assert_eq!(channel["address"], ADDRESS);
+    assert!(
+        !channel.to_string().contains("smtp-password") && !channel.to_string().contains(SECRET),
+        "secrets are never shown: {channel}"
+    );
+    Mailbox {
+        token: agent["token"].as_str().expect("token").to_owned(),
+        channel_id: channel["id"].as_str().expect("id").to_owned(),
+        workspace_id,
+        sink,
+    }
+}
+
+async fn post_raw(server: &TestServer, mailbox: &Mailbox, raw: &str) -> (StatusCode, Value) {
+    let answer = server
+        .http
+        .post(server.url(&format!("/webhooks/email/{}", mailbox.channel_id)))
+        .header("content-type", "message/rfc822")
+        .header(email::SIGNATURE_HEADER, email::sign(SECRET, raw.as_bytes()))
+        .body(raw.to_owned())
+        .send()
+        .await
+        .expect("webhook");
+    status_json(answer).await
+}
+
+/// A plain message from `from` with these headers.
+fn mail(from: &str, message_id: &str, subject: &str, extra: &str, body: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {ADDRESS}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n\
+         Date: Mon, 5 Jan 2026 10:00:00 +0000\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+async fn stored(server: &TestServer, mailbox: &Mailbox, raw: &str) {
+    let (status, answer) = post_raw(server, mailbox, raw).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+async fn conversations(server: &TestServer, mailbox: &Mailbox) -> Vec<Value> {
+    server.conversations(&mailbox.token).await
+}
+
+async fn reply(server: &TestServer, mailbox: &Mailbox, conversation: &str, text: &str) -> Value {
+    let (status, message) = server
+        .post(
+            &mailbox.token,
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            json!({ "text": text }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{message}");
+    message
+}
+
+/// The value of header `name` in a raw message (unfolded).
+fn header(data: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(data)
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
+    text.split("\r\n\r\n").next()?.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+async fn next_mail(sink: &SmtpSink, n: usize) -> Received {
+    wait_for(&format!("{n} mails at the SMTP sink"), || async {
+        sink.received().get(n - 1).cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_lead_writes_we_reply_over_smtp_and_their_answer_threads_into_the_same_conversation() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "Maria Souza <Maria.Souza@gmail.com>",
+            "first@mail.gmail.com",
+            "Pricing for 50 seats",
+            "",
+            "Hi, what does it cost?\r\n\r\nMaria\r\n-- \r\nMaria Souza, Acme",
+        ),
+    )
+    .await;
+    let list = conversations(&server, &mailbox).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let conversation = list[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(list[0]["channel"], "email");
+    assert_eq!(list[0]["contact"]["email"], "maria.souza@gmail.com");
+    assert_eq!(list[0]["contact"]["name"], "Maria Souza");
+    assert_eq!(list[0]["preview"], "Hi, what does it cost? Maria");
+    let messages = server.messages(&mailbox.token, &conversation).await;
+    assert_eq!(messages[0]["subject"], "Pricing for 50 seats");
+    assert_eq!(messages[0]["text"], "Hi, what does it cost?\n\nMaria");
+    assert!(messages[0]["full_text"]
+        .as_str()
+        .is_some_and(|t| t.contains("Maria Souza, Acme")));
+
+    // Our reply leaves over SMTP, threaded in the lead's client.
+    let sent = reply(
+        &server,
+        &mailbox,
+        &conversation,
+        "Hi {{first_name}}, 49 dollars a seat.",
+    )
+    .await;
+    let received = next_mail(&mailbox.sink, 1).await;
+    assert_eq!(received.to, vec!["maria.souza@gmail.com"]);
+    assert_eq!(received.from, ADDRESS);
+    assert_eq!(received.user.as_deref(), Some("sales"));
+    let data = &received.data;
+    assert_eq!(
+        header(data, "Subject").as_deref(),
+        Some("Re: Pricing for 50 seats")
+    );
+    assert_eq!(
+        header(data, "In-Reply-To").as_deref(),
+        Some("<first@mail.gmail.com>")
+    );
+    assert_eq!(
+        header(data, "References").as_deref(),
+        Some("<first@mail.gmail.com>")
+    );
+    assert!(header(data, "From").is_some_and(|f| f.contains("Agency Sales") && f.contains(ADDRESS)));
+    let reply_to = header(data, "Reply-To").expect("Reply-To");
+    assert!(reply_to.contains("sales+"), "{reply_to}");
+    let our_id = header(data, "Message-ID").expect("Message-ID");
+    assert!(String::from_utf8_lossy(data).contains("Hi Maria, 49 dollars a seat."));
+    let sent_id = sent["id"].as_str().expect("id");
+    let message = wait_for("the reply marked sent", || async {
+        server
+            .messages(&mailbox.token, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == sent_id && m["delivery"] == "sent")
+    })
+    .await;
+    assert_eq!(
+        message["external_id"].as_str().map(|id| format!("<{id}>")),
+        Some(our_id.clone())
+    );
+
+    // The lead answers in their client: In-Reply-To names our message.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "Maria Souza <maria.souza@gmail.com>",
+            "second@mail.gmail.com",
+            "Re: Pricing for 50 seats",
+            &format!("In-Reply-To: {our_id}\r\nReferences: <first@mail.gmail.com> {our_id}\r\n"),
+            "Great, send the contract.\r\n\r\nOn Mon, 5 Jan 2026 at 11:00, Agency Sales wrote:\r\n> Hi Maria, 49 dollars a seat.",
+        ),
+    )
+    .await;
+    // Only the reply token (a new subject, no references): still the same conversation.
+    let token_address = reply_to
+        .rsplit('<')
+        .next()
+        .map(|a| a.trim_end_matches('>').to_owned())
+        .expect("address");
+    stored(
+        &server,
+        &mailbox,
+        &format!(
+            "From: maria.souza@gmail.com\r\nTo: {token_address}\r\nSubject: One more thing\r\n\
+             Message-ID: <third@mail.gmail.com>\r\n\r\nCan we start Monday?\r\n"
+        ),
+    )
+    .await;
+    let list = conversations(&server, &mailbox).await;
+    assert_eq!(list.len(), 1, "one conversation: {list:?}");
+    let messages = server.messages(&mailbox.token, &conversation).await;
+    let texts: Vec<&str> = messages.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert!(texts.contains(&"Great, send the contract."), "{texts:?}");
+    assert!(texts.contains(&"Can we start Monday?"), "{texts:?}");
+
+    // The next reply names the whole thread.
+    reply(&server, &mailbox, &conversation, "Monday works.").await;
+    let second = next_mail(&mailbox.sink, 2).await;
+    assert_eq!(
+        header(&second.data, "In-Reply-To").as_deref(),
+        Some("<third@mail.gmail.com>")
+    );
+    let references = header(&second.data, "References").expect("References");
+    for id in [
+        "<first@mail.gmail.com>",
+        our_id.as_str(),
+        "<second@mail.gmail.com>",
+        "<third@mail.gmail.com>",
+    ] {
+        assert!(references.contains(id), "{id} in {references}");
+    }
+    // A redelivered message stores nothing new.
+    let (status, answer) = post_raw(
+        &server,
+        &mailbox,
+        &format!(
+            "From: maria.souza@gmail.com\r\nTo: {token_address}\r\nSubject: One more thing\r\n\
+             Message-ID: <third@mail.gmail.com>\r\n\r\nCan we start Monday?\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn subjects_thread_one_sender_only_and_unsigned_mail_is_refused() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "a@lead.example",
+            "a1@lead.example",
+            "Demo request",
+            "",
+            "Hello",
+        ),
+    )
+    .await;
+    // Same sender, same subject after Re:, no headers: the same conversation.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "a@lead.example",
+            "a2@lead.example",
+            "RE: Demo request",
+            "",
+            "Again",
+        ),
+    )
+    .await;
+    // Another sender with the same subject: never merged.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "b@lead.example",
+            "b1@lead.example",
+            "Re: Demo request",
+            "",
+            "Me too",
+        ),
+    )
+    .await;
+    let list = conversations(&server, &mailbox).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+
+    let raw = mail("c@lead.example", "c1@lead.example", "Unsigned", "", "x");
+    let answer = server
+        .http
+        .post(server.url(&format!("/webhooks/email/{}", mailbox.channel_id)))
+        .header("content-type", "message/rfc822")
+        .header(
+            email::SIGNATURE_HEADER,
+            email::sign("wrong secret", raw.as_bytes()),
+        )
+        .body(raw.clone())
+        .send()
+        .await
+        .expect("webhook");
+    let (status, error) = status_json(answer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["error"]["code"], "invalid_signature");
+    let (status, error) = post_raw(&server, &mailbox, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, error) = post_raw(&server, &mailbox, "Subject: nobody\r\n\r\nx").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(
+        conversations(&server, &mailbox).await.len(),
+        2,
+        "nothing stored"
+    );
+
+    // SendGrid's Inbound Parse form, the secret as the Basic password; the reply token only
+    // in the envelope.
+    let boundary = "xYzZY";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"envelope\"\r\n\r\n{{\"to\":[\"{ADDRESS}\"],\"from\":\"d@lead.example\"}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\n{}\r\n--{boundary}--\r\n",
+        mail("d@lead.example", "d1@lead.example", "Via SendGrid", "", "Hi from SendGrid")
+    );
+    let send_form = |password: &'static str| {
+        let (http, url, form) = (
+            server.http.clone(),
+            server.url(&format!("/webhooks/email/{}", mailbox.channel_id)),
+            form.clone(),
+        );
+        async move {
+            let answer = http
+                .post(url)
+                .basic_auth("confab", Some(password))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(form)
+                .send()
+                .await
+                .expect("form");
+            status_json(answer).await
+        }
+    };
+    assert_eq!(send_form("wrong").await.0, StatusCode::UNAUTHORIZED);
+    let (status, answer) = send_form(SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["stored"], 1);
+    let list = conversations(&server, &mailbox).await;
+    assert!(
+        list.iter()
+            .any(|c| c["contact"]["email"] == "d@lead.example"),
+        "{list:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn smtp_451_is_retried_once_sent_550_fails_and_a_bounce_fails_the_message() {
+    let server = TestServer::start_with(|config| {
+        config.channels.retry_base_ms = 20;
+    })
+    .await;
+    let mailbox = mailbox(&server).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail("lead@lead.example", "l1@lead.example", "Hello", "", "Hi"),
+    )
+    .await;
+    let conversation = conversations(&server, &mailbox).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    mailbox.sink.script(&["451 4.3.0 Try again later"]);
+    let first = reply(&server, &mailbox, &conversation, "First answer").await;
+    next_mail(&mailbox.sink, 1).await;
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    wait_for("the first answer sent", || async {
+        server
+            .messages(&mailbox.token, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == first_id.as_str() && m["delivery"] == "sent")
+    })
+    .await;
+    assert_eq!(mailbox.sink.received().len(), 1, "sent once");
+
+    mailbox
+        .sink
+        .script(&["550 5.1.1 <lead@lead.example>: Recipient address rejected"]);
+    let second = reply(&server, &mailbox, &conversation, "Second answer").await;
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let failed = wait_for("the second answer failed", || async {
+        server
+            .messages(&mailbox.token, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == second_id.as_str() && m["delivery"] == "failed")
+    })
+    .await;
+    assert!(
+        failed["error"].as_str().is_some_and(|e| e.contains("550")),
+        "{failed}"
+    );
+
+    // A bounce for the first answer, days later: it failed after all.
+    let our_id = email::outbound_message_id(first_id.parse().expect("id"), ADDRESS);
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.example\r\nTo: {ADDRESS}\r\nSubject: Undelivered Mail\r\n\
+         Message-ID: <bounce-1@mx.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n\
+         Final-Recipient: rfc822; lead@lead.example\r\nAction: failed\r\nStatus: 5.2.2\r\n\
+         Diagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n\r\n\
+         --B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{our_id}>\r\n\r\n--B--\r\n"
+    );
+    let (status, answer) = post_raw(&server, &mailbox, &bounce).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["statuses"], 1, "{answer}");
+    let bounced = wait_for("the bounce applied", || async {
+        server
+            .messages(&mailbox.token, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == first_id.as_str() && m["delivery"] == "failed")
+    })
+    .await;
+    assert!(
+        bounced["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Mailbox full")),
+        "{bounced}"
+    );
+    assert_eq!(
+        server.messages(&mailbox.token, &conversation).await.len(),
+        3,
+        "the bounce is not a message"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_out_of_office_is_kept_but_never_answered_nor_reopens() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    let (status, _) = server
+        .put(
+            &mailbox.token,
+            "/api/v1/ai/config",
+            json!({"enabled": true, "reply_delay_ms": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "kim@doe.example",
+            "k1@doe.example",
+            "Your offer",
+            "",
+            "Tell me more",
+        ),
+    )
+    .await;
+    let conversation = conversations(&server, &mailbox).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let decided = |seq: u64| {
+        let (server, token, conversation) = (&server, mailbox.token.clone(), conversation.clone());
+        async move {
+            let (status, view) = server
+                .get(
+                    &token,
+                    &format!("/api/v1/conversations/{conversation}/messages/{seq}/reasoning"),
+                )
+                .await;
+            status == StatusCode::OK && view["decisions"].as_array().is_some_and(|d| !d.is_empty())
+        }
+    };
+    wait_for("the AI's decision on the lead's mail", || async {
+        decided(1).await.then_some(())
+    })
+    .await;
+    let (status, closed) = server
+        .post(
+            &mailbox.token,
+            &format!("/api/v1/conversations/{conversation}/status"),
+            json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "kim@doe.example",
+            "k2@doe.example",
+            "Automatic reply: Your offer",
+            "Auto-Submitted: auto-replied\r\nIn-Reply-To: <k1@doe.example>\r\n",
+            "I am out of the office until Monday.",
+        ),
+    )
+    .await;
+    let messages = server.messages(&mailbox.token, &conversation).await;
+    let ooo = messages
+        .iter()
+        .find(|m| m["external_id"] == "k2@doe.example")
+        .expect("the auto-reply is stored")
+        .clone();
+    assert_eq!(ooo["auto_reply"], true);
+    let (_, detail) = server
+        .get(
+            &mailbox.token,
+            &format!("/api/v1/conversations/{conversation}"),
+        )
+        .await;
+    assert_eq!(detail["status"], "closed", "an auto-reply does not reopen");
+    // The lead's own next mail is decided on; the auto-reply before it never was.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "kim@doe.example",
+            "k3@doe.example",
+            "Re: Your offer",
+            "",
+            "Back now: price?",
+        ),
+    )
+    .await;
+    let latest = server
+        .messages(&mailbox.token, &conversation)
+        .await
+        .into_iter()
+        .find(|m| m["external_id"] == "k3@doe.example")
+        .expect("stored");
+    let latest_seq = latest["seq"].as_u64().expect("seq");
+    wait_for("the AI's decision on the lead's next mail", || async {
+        decided(latest_seq).await.then_some(())
+    })
+    .await;
+    assert!(
+        !decided(ooo["seq"].as_u64().expect("seq")).await,
+        "no AI decision on an auto-reply"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn attachments_are_stored_and_served_and_one_lead_on_two_channels_is_one_contact() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/email/apple-attachment.eml"),
+    )
+    .expect("fixture");
+    stored(&server, &mailbox, &raw).await;
+    let conversation = conversations(&server, &mailbox).await[0].clone();
+    let id = conversation["id"].as_str().expect("id");
+    let message = server.messages(&mailbox.token, id).await[0].clone();
+    assert_eq!(
+        message["attachments"],
+        json!([{"name": "Angebot März.pdf", "content_type": "application/pdf", "size": 28, "media_id": null}])
+    );
+    let answer = server
+        .http
+        .get(server.url(&format!(
+            "/api/v1/conversations/{id}/messages/{}/attachments/0",
+            message["seq"]
+        )))
+        .bearer_auth(&mailbox.token)
+        .send()
+        .await
+        .expect("file");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        &answer.bytes().await.expect("bytes")[..],
+        b"%PDF-1.4 fake pdf for tests\n"
+    );
+
+    // The same person wrote on WhatsApp before; once the agent records their address, their
+    // email lands on the same contact.
+    let (status, whatsapp) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/channels", mailbox.workspace_id),
+            json!({"kind": "whatsapp", "name": "WA", "phone_number_id": "555", "app_secret": "wa-secret",
+                   "verify_token": "v", "access_token": "t"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{whatsapp}");
+    let body = confab_engine::wire::whatsapp::inbound_text_webhook(
+        "555",
+        "5511987654321",
+        "Lia Costa",
+        "wamid.LIA",
+        confab_engine::time::now_millis() / 1000,
+        "Oi!",
+    )
+    .to_string();
+    let answer = server
+        .http
+        .post(server.url(&format!(
+            "/webhooks/whatsapp/{}",
+            whatsapp["id"].as_str().expect("id")
+        )))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            confab_engine::wire::whatsapp::sign("wa-secret", body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let lia = conversations(&server, &mailbox)
+        .await
+        .into_iter()
+        .find(|c| c["channel"] == "whatsapp")
+        .expect("the WhatsApp conversation");
+    let contact = lia["contact"]["id"].as_str().expect("contact").to_owned();
+    let answer = server
+        .http
+        .patch(server.url(&format!("/api/v1/contacts/{contact}")))
+        .bearer_auth(&mailbox.token)
+        .json(&json!({"email": "lia.costa@example.com"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(answer.status(), StatusCode::OK);
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "Lia Costa <Lia.Costa@example.com>",
+            "lia-1@example.com",
+            "By email now",
+            "",
+            "Hi again",
+        ),
+    )
+    .await;
+    let by_email = conversations(&server, &mailbox)
+        .await
+        .into_iter()
+        .find(|c| c["channel"] == "email" && c["contact"]["email"] == "lia.costa@example.com")
+        .expect("the email conversation");
+    assert_eq!(
+        by_email["contact"]["id"],
+        contact.as_str(),
+        "one contact: {by_email}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn provisioning_refuses_plaintext_to_a_remote_server_and_incomplete_settings() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let path = format!("/api/v1/admin/workspaces/{}/channels", tenant.workspace_id);
+    for (body, code) in [
+        (
+            json!({"kind": "email", "name": "x", "address": ADDRESS,
+                   "smtp": {"host": "smtp.example.com", "port": 25, "security": "none"}}),
+            "insecure_mail_server",
+        ),
+        (
+            json!({"kind": "email", "name": "x", "address": ADDRESS}),
+            "missing_field",
+        ),
+        (
+            json!({"kind": "email", "name": "x", "address": "sales+x@agency.example",
+                   "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"}}),
+            "invalid_email",
+        ),
+    ] {
+        let (status, error) = server.admin_post(&path, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["error"]["code"], code, "{body}");
+    }
+    server.shutdown().await;
+}
