@@ -276,10 +276,11 @@ impl Actor for ConversationActor {
 impl ConversationState {
     async fn inbound(&mut self, event: InboundEvent) -> ActorResult<InboundOutcome> {
         let now = now_millis();
+        let activity = activity_time(&event, now);
         let mut conv = self.conv.clone();
         let mut set = WriteSet::new();
         let message = stage_inbound(&mut conv, event, now, &mut set);
-        touch(&mut set, &self.conv, &mut conv, now);
+        touch(&mut set, &self.conv, &mut conv, activity);
         self.analytics(&mut set, &conv, &self.stats, now);
         set.delta(
             conv.workspace_id,
@@ -1025,6 +1026,16 @@ pub(crate) fn stage_inbound(
         .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
         .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
     message
+}
+
+/// When an inbound message makes its conversation active: now, or its own time for mail
+/// imported from the past.
+pub(crate) fn activity_time(event: &InboundEvent, now: UnixMillis) -> UnixMillis {
+    if event.details.imported && event.sent_at > 0 {
+        event.sent_at.min(now)
+    } else {
+        now
+    }
 }
 
 /// Adds a provider message id to the thread's references (email), keeping the newest.

@@ -321,6 +321,7 @@ async fn find_or_create(
     }
 
     let now = now_millis();
+    let activity = crate::conversation::activity_time(event, now);
     let mut set = WriteSet::new();
     let contact = match known_contact {
         Some(stored) => stored.contact,
@@ -339,8 +340,8 @@ async fn find_or_create(
         campaign: None,
         unread_count: 0,
         ai_mode,
-        created_at: now,
-        last_activity_at: now,
+        created_at: activity,
+        last_activity_at: activity,
         preview: String::new(),
         last_inbound_at: None,
         next_seq: 1,

@@ -264,6 +264,12 @@ pub fn ext_msg(channel: ChannelId, provider_id: &str) -> Vec<u8> {
     join(&[&channel.to_bytes(), &key_text(provider_id)])
 }
 
+/// `channel_runtime` key of an email channel's mailbox cursor (beside the channel's own
+/// runtime, which is keyed by the channel id alone).
+pub fn imap_cursor(channel: ChannelId) -> Vec<u8> {
+    join(&[&channel.to_bytes(), b"/imap"])
+}
+
 /// `thread_alias` key: a channel's alias (see `inbound::ThreadHint::Alias`).
 pub fn thread_alias(channel: ChannelId, alias: &[u8]) -> Vec<u8> {
     join(&[&channel.to_bytes(), alias])

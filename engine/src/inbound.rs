@@ -56,6 +56,9 @@ pub struct EventDetails {
     pub thread_alias: Option<Vec<u8>>,
     /// Files whose bytes came with the message: stored with it, served by the API.
     pub files: Vec<(crate::model::MessageAttachment, Vec<u8>)>,
+    /// Read from the past (a mailbox's first sync), not live: the conversation's activity
+    /// is the message's own time, so old mail does not rise to the top of today.
+    pub imported: bool,
 }
 
 /// What a thread alias names (`thread_alias`): the conversation that last used it.

@@ -49,6 +49,15 @@ pub struct EmailConfig {
     pub allow_insecure: bool,
     /// Largest message taken, by webhook or from IMAP (attachments included), in bytes.
     pub max_message_bytes: usize,
+    /// Between two reads of a connected mailbox whose server has no IDLE.
+    pub poll_interval_secs: u64,
+    /// Longest an IMAP IDLE lasts before it is renewed.
+    pub idle_timeout_secs: u64,
+    /// A mailbox read for the first time (or renumbered) is imported back this many days.
+    pub first_sync_days: u32,
+    /// First reconnect delay of a mailbox, doubled per failure up to `max_backoff_secs`.
+    pub reconnect_ms: u64,
+    pub max_backoff_secs: u64,
 }
 
 impl Default for EmailConfig {
@@ -56,6 +65,11 @@ impl Default for EmailConfig {
         Self {
             allow_insecure: false,
             max_message_bytes: 25 * 1024 * 1024,
+            poll_interval_secs: 60,
+            idle_timeout_secs: 25 * 60,
+            first_sync_days: 30,
+            reconnect_ms: 1_000,
+            max_backoff_secs: 300,
         }
     }
 }

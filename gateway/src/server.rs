@@ -96,6 +96,14 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
             retry_base: Duration::from_millis(config.channels.retry_base_ms.max(1)),
             retry_max: Duration::from_millis(config.channels.retry_max_ms.max(1)),
             clock,
+            mailbox: confab_actors::channels::imap::MailboxSettings {
+                poll_interval: Duration::from_secs(config.email.poll_interval_secs.max(1)),
+                idle_timeout: Duration::from_secs(config.email.idle_timeout_secs.max(1)),
+                max_message_bytes: config.email.max_message_bytes,
+                first_sync_days: config.email.first_sync_days,
+                backoff: Duration::from_millis(config.email.reconnect_ms.max(1)),
+                max_backoff: Duration::from_secs(config.email.max_backoff_secs.max(1)),
+            },
             ..ConnectorSettings::default()
         },
         indexer: Some(indexer_config(config)),

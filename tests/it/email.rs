@@ -713,3 +713,254 @@ async fn provisioning_refuses_plaintext_to_a_remote_server_and_incomplete_settin
     }
     server.shutdown().await;
 }
+
+/// A mailbox channel reading `dovecot` over IMAP (and sending to a fresh sink).
+async fn imap_mailbox(
+    server: &TestServer,
+    dovecot: &crate::dovecot::Dovecot,
+    password: &str,
+) -> Mailbox {
+    let sink = SmtpSink::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sink");
+    let (status, ws) = server
+        .admin_post("/api/v1/admin/workspaces", json!({"name": "IMAP Agency"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let workspace_id = ws["id"].as_str().expect("id").to_owned();
+    let (status, agent) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{workspace_id}/agents"),
+            json!({"name": "Ivo Agent", "email": "ivo@agency.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let (status, channel) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{workspace_id}/channels"),
+            json!({
+                "kind": "email",
+                "name": "Connected mailbox",
+                "address": ADDRESS,
+                "smtp": {"host": "127.0.0.1", "port": sink.addr.port(), "security": "none"},
+                "imap": {"host": "127.0.0.1", "port": dovecot.port, "security": "none",
+                         "username": crate::dovecot::USER, "password": password},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    assert_eq!(channel["imap"]["mailbox"], "INBOX");
+    Mailbox {
+        token: agent["token"].as_str().expect("token").to_owned(),
+        channel_id: channel["id"].as_str().expect("id").to_owned(),
+        workspace_id,
+        sink,
+    }
+}
+
+/// Every message of the workspace's conversations, by Message-ID (its `external_id`).
+async fn stored_ids(server: &TestServer, mailbox: &Mailbox) -> Vec<String> {
+    let mut ids = Vec::new();
+    for conversation in conversations(server, mailbox).await {
+        for message in server
+            .messages(&mailbox.token, conversation["id"].as_str().expect("id"))
+            .await
+        {
+            if let Some(id) = message["external_id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+async fn wait_stored(server: &TestServer, mailbox: &Mailbox, expected: &[&str]) {
+    let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    let what = format!("exactly {expected:?} stored");
+    wait_for(&what, || async {
+        (stored_ids(server, mailbox).await == expected).then_some(())
+    })
+    .await;
+}
+
+fn dated(from: &str, id: &str, subject: &str, date: &str, body: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {ADDRESS}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: {date}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_connected_mailbox_is_read_over_imap_without_skipping_or_repeating_across_drops_restarts_and_renumbering(
+) {
+    let dovecot = crate::dovecot::Dovecot::start().await;
+    // Mail from 40 days ago, there before the channel is connected.
+    let old = confab_engine::time::now_millis() - 40 * confab_engine::port::DAY_MS;
+    let old_date = time::OffsetDateTime::from_unix_timestamp(old / 1000)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc2822)
+        .expect("rfc 2822");
+    dovecot.deliver(&dated(
+        "old@lead.example",
+        "old-1@lead.example",
+        "Last month",
+        &old_date,
+        "An old question",
+    ));
+    let server = TestServer::start_with(|config| {
+        config.email.reconnect_ms = 50;
+    })
+    .await;
+    let mailbox = imap_mailbox(&server, &dovecot, crate::dovecot::PASSWORD).await;
+    wait_stored(&server, &mailbox, &["old-1@lead.example"]).await;
+
+    // Live mail arrives through IDLE; the old conversation keeps its own time.
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .expect("rfc 2822");
+    let delivered = std::time::Instant::now();
+    dovecot.deliver(&dated(
+        "new@lead.example",
+        "new-1@lead.example",
+        "Today",
+        &now,
+        "A new question",
+    ));
+    wait_stored(
+        &server,
+        &mailbox,
+        &["new-1@lead.example", "old-1@lead.example"],
+    )
+    .await;
+    eprintln!("IMAP-delivered to stored: {:?}", delivered.elapsed());
+    let list = conversations(&server, &mailbox).await;
+    assert_eq!(list[0]["contact"]["email"], "new@lead.example", "{list:?}");
+    let old_activity =
+        confab_engine::time::parse_rfc3339(list[1]["last_activity_at"].as_str().expect("time"))
+            .expect("time");
+    assert!(
+        old_activity < confab_engine::time::now_millis() - 39 * confab_engine::port::DAY_MS,
+        "imported mail does not rise to today: {}",
+        list[1]
+    );
+    let old_message = &server
+        .messages(&mailbox.token, list[1]["id"].as_str().expect("id"))
+        .await[0];
+    assert_eq!(
+        confab_engine::time::parse_rfc3339(old_message["created_at"].as_str().expect("time"))
+            .map(|t| t / 1000),
+        Some(old / 1000)
+    );
+
+    // Our own sent copy in the mailbox is not a lead's message.
+    dovecot.deliver(&dated(
+        ADDRESS,
+        "ours-1@agency.example",
+        "Re: Today",
+        &now,
+        "our reply",
+    ));
+    // The server drops the connection: mail delivered meanwhile comes once.
+    dovecot.kick();
+    dovecot.deliver(&dated(
+        "new@lead.example",
+        "new-2@lead.example",
+        "Re: Today",
+        &now,
+        "After the drop",
+    ));
+    wait_stored(
+        &server,
+        &mailbox,
+        &[
+            "new-1@lead.example",
+            "new-2@lead.example",
+            "old-1@lead.example",
+        ],
+    )
+    .await;
+
+    // Confab restarts while idling; mail delivered around it comes once.
+    dovecot.deliver(&dated(
+        "new@lead.example",
+        "new-3@lead.example",
+        "Re: Today",
+        &now,
+        "Around the restart",
+    ));
+    let server = server.restart().await;
+    dovecot.deliver(&dated(
+        "new@lead.example",
+        "new-4@lead.example",
+        "Re: Today",
+        &now,
+        "After the restart",
+    ));
+    wait_stored(
+        &server,
+        &mailbox,
+        &[
+            "new-1@lead.example",
+            "new-2@lead.example",
+            "new-3@lead.example",
+            "new-4@lead.example",
+            "old-1@lead.example",
+        ],
+    )
+    .await;
+
+    // The mailbox is renumbered: read anew, nothing doubled.
+    dovecot.renumber(4242);
+    dovecot.kick();
+    dovecot.deliver(&dated(
+        "new@lead.example",
+        "new-5@lead.example",
+        "Re: Today",
+        &now,
+        "Renumbered",
+    ));
+    wait_stored(
+        &server,
+        &mailbox,
+        &[
+            "new-1@lead.example",
+            "new-2@lead.example",
+            "new-3@lead.example",
+            "new-4@lead.example",
+            "new-5@lead.example",
+            "old-1@lead.example",
+        ],
+    )
+    .await;
+    assert_eq!(conversations(&server, &mailbox).await.len(), 2);
+    let (status, health) = server
+        .get(
+            &mailbox.token,
+            &format!("/api/v1/channels/{}", mailbox.channel_id),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "connected", "{health}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_mailbox_password_shows_in_the_channels_health_and_sending_goes_on() {
+    let dovecot = crate::dovecot::Dovecot::start().await;
+    let server = TestServer::start().await;
+    let mailbox = imap_mailbox(&server, &dovecot, "not the password").await;
+    let health = wait_for("the mailbox's refusal in the health", || async {
+        let (_, health) = server
+            .get(
+                &mailbox.token,
+                &format!("/api/v1/channels/{}", mailbox.channel_id),
+            )
+            .await;
+        (health["last_error"]["code"] == "imap_auth_failed").then_some(health)
+    })
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    server.shutdown().await;
+}

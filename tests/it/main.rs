@@ -13,6 +13,7 @@ mod commands;
 mod contract;
 mod crashloop;
 mod demo;
+mod dovecot;
 mod durability;
 mod edge;
 mod email;

@@ -60,6 +60,8 @@ pub struct ConnectorState {
     queues: HashMap<String, VecDeque<OutboxEntry>>,
     /// Threads with a send under way.
     busy: HashSet<String>,
+    /// The task reading the channel's connected mailbox (email with IMAP).
+    mailbox: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for Connector {
@@ -89,15 +91,47 @@ impl Actor for Connector {
             myself.cast(ConnectorMsg::Send(entry))?;
         }
         args.link.set_running(true);
+        let inbound = Inbound {
+            link: args.link,
+            deps: args.deps,
+            pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let has_mailbox = inbound
+            .link
+            .channel()
+            .config
+            .email()
+            .is_some_and(|c| c.imap.is_some());
+        let mailbox = has_mailbox.then(|| {
+            let reader = tokio::spawn(super::imap::run(
+                inbound.clone(),
+                inbound.deps.settings.mailbox.clone(),
+                inbound.deps.registry.stopping(),
+            ));
+            inbound
+                .deps
+                .registry
+                .replace_reader(channel_id, reader.abort_handle());
+            reader
+        });
         Ok(ConnectorState {
-            inbound: Inbound {
-                link: args.link,
-                deps: args.deps,
-                pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
-            },
+            inbound,
             queues: HashMap::new(),
             busy: HashSet::new(),
+            mailbox,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectorMsg>,
+        state: &mut ConnectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A restarted connector starts its own reader; the mailbox's cursor is durable.
+        if let Some(mailbox) = state.mailbox.take() {
+            mailbox.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -143,9 +177,9 @@ impl Actor for Connector {
 
 /// What handling a webhook needs: shared, so each webhook runs on a task of its own.
 #[derive(Clone)]
-struct Inbound {
-    link: Arc<Link>,
-    deps: ConnectorDeps,
+pub(super) struct Inbound {
+    pub(super) link: Arc<Link>,
+    pub(super) deps: ConnectorDeps,
     /// Serializes the read-modify-write of statuses kept for messages not yet known.
     pending_statuses: Arc<tokio::sync::Mutex<()>>,
 }
@@ -157,6 +191,15 @@ impl Inbound {
             .adapter()
             .parse(body)
             .map_err(|e| ActorError::invalid(e.code, e.message))?;
+        self.batch(batch, received).await
+    }
+
+    /// Routes everything a batch carries (from a webhook, or read from a mailbox).
+    pub(super) async fn batch(
+        &self,
+        batch: confab_engine::port::InboundBatch,
+        received: Instant,
+    ) -> ActorResult<Vec<Pending>> {
         let channel = self.link.channel();
         let mut pending = Vec::with_capacity(batch.messages.len() + batch.statuses.len() + 2);
         if batch.rejected > 0 {

@@ -82,6 +82,9 @@ struct LinkState {
     over_cap: bool,
     auth_failed: bool,
     disconnected: bool,
+    /// Why mail cannot be read (a connected mailbox's IMAP connection), while it cannot:
+    /// sending is not affected, so the channel is degraded, not disconnected.
+    receive_error: Option<ChannelError>,
     last_error: Option<ChannelError>,
 }
 
@@ -369,6 +372,31 @@ impl Link {
             .increment(by);
     }
 
+    /// Records whether the channel can read its mail (`None`: it can), and publishes the
+    /// health when that changes.
+    pub async fn set_receive_error(&self, error: Option<(&str, String)>) {
+        let now = self.clock.now();
+        let changed = {
+            let mut state = lock(&self.state);
+            let before = state
+                .receive_error
+                .as_ref()
+                .map(|e| (e.code.clone(), e.message.clone()));
+            let after = error
+                .as_ref()
+                .map(|(code, message)| (code.to_string(), message.clone()));
+            state.receive_error = error.map(|(code, message)| ChannelError {
+                code: code.to_owned(),
+                message,
+                at: now,
+            });
+            before != after
+        };
+        if changed {
+            self.publish().await;
+        }
+    }
+
     pub fn health(&self) -> ChannelHealth {
         let channel = self.channel();
         let rules = self.rules();
@@ -383,7 +411,8 @@ impl Link {
             ChannelStatus::AuthFailed
         } else if state.disconnected || !running {
             ChannelStatus::Disconnected
-        } else if circuit != CircuitState::Closed || state.over_cap {
+        } else if circuit != CircuitState::Closed || state.over_cap || state.receive_error.is_some()
+        {
             ChannelStatus::Degraded
         } else {
             ChannelStatus::Connected
@@ -396,7 +425,7 @@ impl Link {
                         .into(),
                 at: now,
             }),
-            (error, _) => error.clone(),
+            (error, _) => error.clone().or_else(|| state.receive_error.clone()),
         };
         ChannelHealth {
             id: channel.id,

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod circuit;
 pub mod connector;
 pub mod email;
+pub mod imap;
 pub mod link;
 #[cfg(feature = "loopback")]
 pub mod loopback;
@@ -60,6 +61,8 @@ pub struct ConnectorSettings {
     pub restart_window: Duration,
     /// What daily budgets count days by.
     pub clock: SharedClock,
+    /// How email channels read their connected mailboxes.
+    pub mailbox: imap::MailboxSettings,
 }
 
 impl Default for ConnectorSettings {
@@ -73,6 +76,7 @@ impl Default for ConnectorSettings {
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            mailbox: imap::MailboxSettings::default(),
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct ChannelRegistry {
     connectors: Arc<DashMap<ChannelId, ActorRef<ConnectorMsg>>>,
     /// Outbound messages a send task is working on, across connector restarts.
     in_flight: Arc<DashMap<MessageId, ChannelId>>,
+    /// Each email channel's mailbox reader: a restarted connector (even after a panic,
+    /// which skips `post_stop`) replaces the one before.
+    readers: Arc<DashMap<ChannelId, tokio::task::AbortHandle>>,
     /// Turns true when the channels stop: held sends give up waiting (their messages stay
     /// in the outbox for the next start).
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
@@ -96,6 +103,7 @@ impl Default for ChannelRegistry {
             links: Arc::default(),
             connectors: Arc::default(),
             in_flight: Arc::default(),
+            readers: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
@@ -130,6 +138,13 @@ impl ChannelRegistry {
 
     pub(crate) fn in_flight(&self) -> &DashMap<MessageId, ChannelId> {
         &self.in_flight
+    }
+
+    /// Makes `reader` the channel's mailbox reader, stopping the one before.
+    pub(crate) fn replace_reader(&self, channel: ChannelId, reader: tokio::task::AbortHandle) {
+        if let Some(old) = self.readers.insert(channel, reader) {
+            old.abort();
+        }
     }
 }
 

@@ -699,6 +699,7 @@ pub fn inbound_event(
                 .iter()
                 .map(|f| (attachment_of(f), f.bytes.clone()))
                 .collect(),
+            imported: false,
         },
     }
 }
