@@ -119,6 +119,8 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         ai_epoch: 0,
         ai_day: 0,
         ai_replies_today: 0,
+        subject: None,
+        references: Vec::new(),
     }
 }
 

@@ -169,6 +169,10 @@ pub fn message_doc(fields: &Fields, ws: WorkspaceId, message: &Message) -> Tanti
     doc.add_u64(fields.seq, message.seq);
     doc.add_bool(fields.internal, message.internal);
     doc.add_text(fields.text, &message.text);
+    // Email: the subject is searched with the body.
+    if let Some(subject) = &message.subject {
+        doc.add_text(fields.text, subject);
+    }
     if let Some(ai) = &message.ai {
         doc.add_text(fields.intent, &ai.intent);
     }

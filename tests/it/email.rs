@@ -264,6 +264,26 @@ async fn a_lead_writes_we_reply_over_smtp_and_their_answer_threads_into_the_same
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["duplicates"], 1, "{answer}");
+
+    // Search finds mail by its subject, and the lead by address and name.
+    for (q, field) in [
+        ("pricing", "text"),
+        ("maria.souza@gmail.com", "email"),
+        ("Souza", "name"),
+    ] {
+        let hit = wait_for(&format!("a hit for {q}"), || async {
+            let (status, page) = server
+                .get(&mailbox.token, &format!("/api/v1/search?q={q}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["field"] == field).cloned())
+        })
+        .await;
+        assert_eq!(hit["conversation_id"], conversation.as_str(), "{q}: {hit}");
+        assert_eq!(hit["channel"], "email");
+    }
     server.shutdown().await;
 }
 

@@ -78,9 +78,35 @@ export function percent(x) {
   return x === null || x === undefined ? '—' : `${Math.round(x * 100)} %`;
 }
 
+// A contact without a name goes by its email's local part ("maria.souza" for
+// maria.souza@gmail.com, initials MS), else its phone.
 export function displayName(contact) {
   if (!contact) return 'Unknown';
-  return contact.name || contact.email || contact.phone || 'Unknown lead';
+  return (contact.name && contact.name.trim()) || emailLocalPart(contact.email) || contact.phone || 'Unknown lead';
+}
+
+export function emailLocalPart(email) {
+  if (typeof email !== 'string') return '';
+  const e = email.trim();
+  const at = e.lastIndexOf('@');
+  return at > 0 ? e.slice(0, at) : e;
+}
+
+// The address a conversation reaches the contact at: the email for email, the phone for
+// WhatsApp; '' when unknown or for other channels.
+export function contactAddress(c) {
+  if (!c || !c.contact) return '';
+  if (c.channel === 'email') return c.contact.email || '';
+  if (c.channel === 'whatsapp') return c.contact.phone || '';
+  return '';
+}
+
+// An email subject without its reply/forward prefixes ("Re: Fwd: AW: Pricing" → "pricing"),
+// whitespace collapsed and lower-cased, for comparing the subjects of a thread.
+const SUBJECT_PREFIX = /^\s*(?:(?:re|fwd?|aw|wg|sv|antw|tr)(?:\s*\[\d+\]|\s*\(\d+\))?\s*[:：]\s*)+/iu;
+export function subjectKey(subject) {
+  if (typeof subject !== 'string') return '';
+  return subject.replace(SUBJECT_PREFIX, '').replace(/\s+/g, ' ').trim().toLowerCase();
 }
 
 export function initials(name) {

@@ -157,7 +157,7 @@ function ChannelHealth() {
           <tbody>
             {list.map((ch) => (
               <tr key={ch.id} data-testid="channel-row" data-status={ch.status}>
-                <td><ChannelIcon channel={ch.kind} size={13} /> {ch.name} <span class="muted">{CHANNEL_LABEL[ch.kind]}</span></td>
+                <td><ChannelIcon channel={ch.kind} size={13} /> {ch.name} <span class="muted">{CHANNEL_LABEL[ch.kind] || ch.kind}</span></td>
                 <td><span class={`pill h-${STATUS_CLASS[ch.status] || 'mid'}`}>{ch.status.replace('_', ' ')}</span></td>
                 <td>{ch.circuit.replace('_', ' ')}</td>
                 <td>{ch.outbox_depth}</td>

@@ -6,7 +6,7 @@ import {
 import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
-import { clockTime, fullTime, dayLabel, displayName, loadableImage, fileSize, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { clockTime, fullTime, dayLabel, displayName, contactAddress, subjectKey, loadableImage, fileSize, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
 import { keepFocus } from '../focus.js';
 
 export function Chat() {
@@ -36,6 +36,7 @@ function ChatHeader({ c }) {
   // The buttons change with the mode: the focus moves to the first of the new ones.
   const group = useRef(null);
   const act = (run) => keepFocus(() => group.current?.querySelector('button'), run);
+  const address = contactAddress(c);
   return (
     <header class="chat-head">
       <Avatar contact={c.contact} size={34} />
@@ -43,6 +44,7 @@ function ChatHeader({ c }) {
         <h2>{displayName(c.contact)}</h2>
         <div class="chat-sub">
           <ChannelIcon channel={c.channel} size={12} /> {CHANNEL_LABEL[c.channel] || c.channel}
+          {address && <> · <span class="chat-address" data-testid="chat-address" title={address}>{address}</span></>}
           {c.contact.company && <> · {c.contact.company}</>}
           <span class={`pill s-${c.status}`} data-testid="chat-status">{STATUS_LABEL[c.status]}</span>
           <span class={`pill mode-${mode}`} data-testid="chat-ai-mode">{mode === 'active' && <IconSparkle size={10} />}{MODE_LABEL[mode]}</span>
@@ -146,6 +148,7 @@ function MessageList({ c }) {
   };
 
   let lastDay = null;
+  let lastSubject = null; // the thread's subject so far (without Re:/Fwd:), for email messages
   const out = [];
   items.forEach((m, i) => {
     const day = new Date(m.created_at).toDateString();
@@ -156,7 +159,13 @@ function MessageList({ c }) {
     const prev = items[i - 1];
     const grouped = prev && groupKey(prev) === groupKey(m) && new Date(m.created_at) - new Date(prev.created_at) < 5 * 60_000
       && new Date(prev.created_at).toDateString() === day;
-    out.push(<Message key={m.id} m={m} grouped={grouped} highlight={highlight !== null && m.seq === highlight} />);
+    let showSubject = false;
+    if (typeof m.subject === 'string' && m.subject.trim()) {
+      const key = subjectKey(m.subject);
+      showSubject = key !== lastSubject;
+      lastSubject = key;
+    }
+    out.push(<Message key={m.id} m={m} grouped={grouped} showSubject={showSubject} highlight={highlight !== null && m.seq === highlight} />);
   });
   // The list is a focusable region (keyboard scrolling); it is not a live region itself (that
   // would read out every page of history): new messages are announced by the status below.
@@ -273,7 +282,7 @@ function AttachmentItem({ a, url }) {
 
 // Older messages without `attachments`: the media is described by `content_type` and `raw`.
 function LegacyAttachment({ m }) {
-  if (!m.content_type || m.content_type === 'text') return null;
+  if (!m.content_type || m.content_type === 'text' || m.content_type === 'email') return null;
   const body = m.raw && typeof m.raw === 'object' ? (m.raw[m.content_type] || m.raw) : {};
   const link = typeof body.link === 'string' && /^https:\/\//.test(body.link) ? body.link : typeof body.url === 'string' && /^https:\/\//.test(body.url) ? body.url : null;
   const name = body.filename || body.caption || body.mime_type || m.content_type;
@@ -291,7 +300,24 @@ function LegacyAttachment({ m }) {
   );
 }
 
-function Message({ m, grouped, highlight }) {
+// An email shown without its quoted history and signature (`text`) carries the whole mail
+// in `full_text`: a disclosure button reveals it below the message.
+function QuotedText({ m }) {
+  const [open, setOpen] = useState(false);
+  const id = `quoted-${m.id}`;
+  return (
+    <div class="quoted">
+      <button type="button" class="quoted-toggle" data-testid="show-quoted" aria-expanded={open ? 'true' : 'false'} aria-controls={id}
+        onClick={() => setOpen(!open)}>
+        {open ? 'Hide quoted text' : 'Show quoted text'}</button>
+      {open && <div class="quoted-text" id={id} data-testid="quoted-text">{m.full_text}</div>}
+    </div>
+  );
+}
+
+const AUTO_REPLY_TITLE = 'Sent by a machine (out-of-office, mailing list): the AI does not answer it';
+
+function Message({ m, grouped, showSubject, highlight }) {
   const isSystem = m.sender === 'system';
   const isNote = m.internal && !isSystem;
   const isAi = m.sender === 'ai';
@@ -321,9 +347,17 @@ function Message({ m, grouped, highlight }) {
       )}
       <div class="bubble">
         {isNote && !grouped && <div class="note-label"><IconNote size={12} />Internal note · only your team sees this</div>}
+        {showSubject && <div class="msg-subject" data-testid="message-subject" title="Subject">{m.subject}</div>}
         {m.text && <span class="msg-text">{m.text}</span>}
+        {typeof m.full_text === 'string' && m.full_text && <QuotedText m={m} />}
         {m.attachments?.length ? <Attachments m={m} /> : <LegacyAttachment m={m} />}
         <span class="msg-meta">
+          {m.auto_reply === true && (
+            <>
+              <span class="auto-badge" data-testid="auto-reply-badge" title={AUTO_REPLY_TITLE}>Auto-reply</span>
+              <span class="sr-only">({AUTO_REPLY_TITLE})</span>
+            </>
+          )}
           {isAi && (
             <button type="button" class="ai-badge" data-testid="open-reasoning" aria-expanded={open ? 'true' : 'false'} aria-controls={open ? 'reasoning-panel' : undefined} title="View the AI's reasoning"
               aria-label={`Why? The AI's reasoning for its message of ${clockTime(m.created_at)}`} onClick={showReasoning}>

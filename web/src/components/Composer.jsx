@@ -127,7 +127,7 @@ export function Composer({ c }) {
         <div class="composer-box">
           <label for="composer-text" class="sr-only">{note ? 'Internal note' : 'Reply'}</label>
           <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
-            placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : `Reply to the lead (Enter to send, Shift+Enter for a new line)`}
+            placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : replyPlaceholder(c)}
             aria-invalid={error ? 'true' : 'false'} aria-describedby={error ? 'composer-error' : undefined}
             aria-autocomplete={note ? 'list' : undefined} aria-controls={mention && candidates.length ? 'mention-list' : undefined}
             aria-activedescendant={mention && candidates.length ? `mention-${mention.index}` : undefined}
@@ -170,6 +170,13 @@ export function Composer({ c }) {
       </div>
     </section>
   );
+}
+
+// Email has no reply window (no `reply_window` on its card): the reply goes out as a mail.
+function replyPlaceholder(c) {
+  const keys = '(Enter to send, Shift+Enter for a new line)';
+  if (c.channel === 'email') return c.contact?.email ? `Reply by email to ${c.contact.email} ${keys}` : `Reply by email ${keys}`;
+  return `Reply to the lead ${keys}`;
 }
 
 const HOUR = 3_600_000;

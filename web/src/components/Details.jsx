@@ -3,7 +3,7 @@ import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, 
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconX, IconTag, IconExternal, IconUser } from './Icons.jsx';
-import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, shortTime } from '../util.js';
+import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, contactAddress, shortTime } from '../util.js';
 import { keepFocus } from '../focus.js';
 
 const CONTACT_FIELDS = [
@@ -28,6 +28,7 @@ export function Details() {
       <div class="details-head">
         <Avatar contact={c.contact} size={56} />
         <h2>{displayName(c.contact)}</h2>
+        {contactAddress(c) && <p class="details-address" data-testid="detail-address">{contactAddress(c)}</p>}
         <p class="muted">{[c.contact.title, c.contact.company].filter(Boolean).join(' · ') || '\u00a0'}</p>
         <div class="quick-actions">
           {c.status !== 'closed'

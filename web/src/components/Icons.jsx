@@ -49,8 +49,16 @@ export const IconLinkedIn = (p) => (
   <Svg {...p} fill="currentColor"><path d="M20.4 2H3.6A1.6 1.6 0 0 0 2 3.6v16.8A1.6 1.6 0 0 0 3.6 22h16.8a1.6 1.6 0 0 0 1.6-1.6V3.6A1.6 1.6 0 0 0 20.4 2zM8 19H5V9.5h3zM6.5 8.2a1.7 1.7 0 1 1 0-3.5 1.7 1.7 0 0 1 0 3.5zM19 19h-3v-4.6c0-1.1 0-2.5-1.5-2.5s-1.8 1.2-1.8 2.4V19h-3V9.5h2.9v1.3a3.1 3.1 0 0 1 2.8-1.5c3 0 3.6 2 3.6 4.6z" /></Svg>
 );
 
+// A chat bubble, for a channel this page does not know yet.
+export const IconChat = (p) => <Svg {...p}><path d="M21 12a8 8 0 0 1-11.7 7.1L4 20l1-4.6A8 8 0 1 1 21 12z" /></Svg>;
+
+const CHANNELS = {
+  whatsapp: ['WhatsApp', IconWhatsApp],
+  email: ['Email', IconEmail],
+  linkedin: ['LinkedIn', IconLinkedIn],
+};
+
 export function ChannelIcon({ channel, size = 14 }) {
-  const label = { whatsapp: 'WhatsApp', email: 'Email', linkedin: 'LinkedIn' }[channel] || channel;
-  const Icon = channel === 'whatsapp' ? IconWhatsApp : channel === 'linkedin' ? IconLinkedIn : IconEmail;
+  const [label, Icon] = CHANNELS[channel] || [channel || 'Channel', IconChat];
   return <span class={`chan chan-${channel}`} title={label}><Icon size={size} title={label} /></span>;
 }
