@@ -856,6 +856,108 @@ async fn the_keyboard_reaches_every_pane_and_every_focus_is_visible() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_invitation_link_lets_a_new_agent_choose_a_password_and_work() {
+    let (server, _graph, tenant) = setup().await;
+    let (status, agent) = server
+        .post(
+            &tenant.token,
+            "/api/v1/agents",
+            json!({"name": "Caio Lima", "email": "caio@acme.test", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{agent}");
+    let agent_id = agent["id"].as_str().expect("id").to_owned();
+    let (status, invite) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/agents/{agent_id}/invite"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{invite}");
+    let url = invite["url"].as_str().expect("url");
+    server
+        .lead_says(&tenant, "5511900000951", "Rita Lee", "wamid.I1", "Hello")
+        .await;
+    let rita = conversation_id(&server, &tenant, "5511900000951").await;
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&server.url(url))
+        .await
+        .expect("open the link");
+    browser.find("invite-form").await;
+    // Two different passwords are refused before anything is sent.
+    browser
+        .find("invite-password")
+        .await
+        .send_keys("a good long password")
+        .await
+        .expect("type");
+    browser
+        .find("invite-password-again")
+        .await
+        .send_keys("a different password")
+        .await
+        .expect("type");
+    browser
+        .find("invite-submit")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    browser.find("invite-error").await;
+    let again = browser.find("invite-password-again").await;
+    again.clear().await.expect("clear");
+    again.send_keys("a good long password").await.expect("type");
+    browser
+        .find("invite-submit")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    // Signed in: the workspace's inbox, and the new password signs in by API too.
+    browser.wait(&row(&rita)).await;
+    let (status, me) = status_json_of(
+        server
+            .http
+            .post(server.url("/api/v1/auth/login"))
+            .json(&json!({"email": "caio@acme.test", "password": "a good long password"}))
+            .send()
+            .await
+            .expect("login"),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["agent"]["id"], agent_id.as_str());
+    // The link works once.
+    browser
+        .client
+        .goto(&server.url(url))
+        .await
+        .expect("open again");
+    let (status, _) = status_json_of(
+        server
+            .http
+            .post(server.url("/api/v1/auth/accept-invite"))
+            .json(&json!({"invite": invite["invite"], "password": "yet another password"}))
+            .send()
+            .await
+            .expect("accept"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    browser.close().await;
+    server.shutdown().await;
+}
+
+async fn status_json_of(response: reqwest::Response) -> (u16, Value) {
+    let (status, body) = crate::harness::status_json(response).await;
+    (status.as_u16(), body)
+}
+
 /// Posts `total` leads' first messages in signed webhooks of `per_webhook` leads each, two
 /// webhooks at a time (the provider batches the same way).
 async fn many_leads(server: &TestServer, tenant: &Tenant, total: usize, per_webhook: usize) {
