@@ -967,7 +967,7 @@ async fn a_connected_mailbox_is_read_over_imap_without_skipping_or_repeating_acr
 }
 
 #[tokio::test]
-async fn a_refused_mailbox_password_shows_in_the_channels_health_and_sending_goes_on() {
+async fn a_refused_mailbox_password_shows_in_the_channels_health_until_it_is_rotated() {
     let dovecot = crate::dovecot::Dovecot::start().await;
     let server = TestServer::start().await;
     let mailbox = imap_mailbox(&server, &dovecot, "not the password").await;
@@ -982,5 +982,97 @@ async fn a_refused_mailbox_password_shows_in_the_channels_health_and_sending_goe
     })
     .await;
     assert_eq!(health["status"], "degraded", "{health}");
+
+    // Rotating the password reconnects at once; the mailbox is read.
+    let path = format!(
+        "/api/v1/admin/workspaces/{}/channels/{}",
+        mailbox.workspace_id, mailbox.channel_id
+    );
+    let (status, wrong_kind) = server
+        .admin_patch(&path, json!({"access_token": "a WhatsApp setting"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong_kind}");
+    let (status, channel) = server
+        .admin_patch(
+            &path,
+            json!({"imap": {"host": "127.0.0.1", "port": dovecot.port, "security": "none",
+                            "username": crate::dovecot::USER, "password": crate::dovecot::PASSWORD}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{channel}");
+    assert!(!channel.to_string().contains(crate::dovecot::PASSWORD));
+    dovecot.deliver(&mail(
+        "late@lead.example",
+        "late-1@lead.example",
+        "Hello",
+        "",
+        "Now you can read me",
+    ));
+    wait_stored(&server, &mailbox, &["late-1@lead.example"]).await;
+    let health = wait_for("the channel connected", || async {
+        let (_, health) = server
+            .get(
+                &mailbox.token,
+                &format!("/api/v1/channels/{}", mailbox.channel_id),
+            )
+            .await;
+        (health["status"] == "connected").then_some(health)
+    })
+    .await;
+    assert!(health["last_error"].is_null(), "{health}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_daily_limit_holds_mail_for_tomorrow() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    let path = format!(
+        "/api/v1/admin/workspaces/{}/channels/{}",
+        mailbox.workspace_id, mailbox.channel_id
+    );
+    let (status, channel) = server
+        .admin_patch(&path, json!({"limits": {"per_day": 1}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{channel}");
+    stored(
+        &server,
+        &mailbox,
+        &mail("lead@lead.example", "d1@lead.example", "Hello", "", "Hi"),
+    )
+    .await;
+    let conversation = conversations(&server, &mailbox).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    reply(&server, &mailbox, &conversation, "First").await;
+    next_mail(&mailbox.sink, 1).await;
+    let second = reply(&server, &mailbox, &conversation, "Second").await;
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let held = wait_for("the second mail held by the daily limit", || async {
+        server
+            .messages(&mailbox.token, &conversation)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == second_id.as_str() && m["error"].as_str().is_some())
+    })
+    .await;
+    assert_eq!(held["delivery"], "queued", "{held}");
+    assert!(
+        held["error"].as_str().is_some_and(|e| e.contains("daily")),
+        "{held}"
+    );
+    let (_, health) = server
+        .get(
+            &mailbox.token,
+            &format!("/api/v1/channels/{}", mailbox.channel_id),
+        )
+        .await;
+    assert_eq!(health["limits"]["sent_today"], 1, "{health}");
+    assert_eq!(
+        mailbox.sink.received().len(),
+        1,
+        "the second waits for tomorrow"
+    );
     server.shutdown().await;
 }

@@ -96,12 +96,7 @@ impl Actor for Connector {
             deps: args.deps,
             pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
         };
-        let has_mailbox = inbound
-            .link
-            .channel()
-            .config
-            .email()
-            .is_some_and(|c| c.imap.is_some());
+        let has_mailbox = inbound.link.channel().config.email().is_some();
         let mailbox = has_mailbox.then(|| {
             let reader = tokio::spawn(super::imap::run(
                 inbound.clone(),

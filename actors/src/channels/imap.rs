@@ -76,6 +76,8 @@ enum Failure {
     Other(String),
     /// The channel is stopping.
     Stopped,
+    /// The mailbox's settings changed: connect again with the new ones, at once.
+    Changed,
 }
 
 impl From<async_imap::error::Error> for Failure {
@@ -90,8 +92,8 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-/// Reads the channel's mailbox until `stop` turns true. Returns at once when the channel
-/// has no IMAP account.
+/// Reads the channel's mailbox until `stop` turns true; while the channel has no IMAP
+/// account, waits for one to be configured.
 pub(super) async fn run(
     inbound: Inbound,
     settings: MailboxSettings,
@@ -104,7 +106,11 @@ pub(super) async fn run(
         }
         let channel = inbound.link.channel();
         let Some(server) = channel.config.email().and_then(|c| c.imap.clone()) else {
-            return;
+            // No mailbox (yet): one may be added to the channel.
+            tokio::select! {
+                _ = inbound.link.wake.notified() => continue,
+                _ = stop.changed() => return,
+            }
         };
         let started = Instant::now();
         let failure = match connect(&server, &mut stop).await {
@@ -113,6 +119,10 @@ pub(super) async fn run(
         };
         let (code, message) = match failure {
             Failure::Stopped => return,
+            Failure::Changed => {
+                delay = settings.backoff;
+                continue;
+            }
             Failure::Auth(reason) => ("imap_auth_failed", reason),
             Failure::Other(reason) => ("imap_disconnected", reason),
         };
@@ -233,11 +243,15 @@ async fn read(
                 return Err(Failure::Stopped);
             }
             session = if idle {
-                wait_idle(session, settings.idle_timeout, stop).await?
+                wait_idle(inbound, server, session, settings.idle_timeout, stop).await?
             } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(settings.poll_interval) => {}
-                    _ = stop.changed() => return Err(Failure::Stopped),
+                let deadline = tokio::time::Instant::now() + settings.poll_interval;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = inbound.link.wake.notified() => changed(inbound, server)?,
+                        _ = stop.changed() => return Err(Failure::Stopped),
+                    }
                 }
                 session.noop().await?;
                 session
@@ -251,20 +265,49 @@ async fn read(
     }
 }
 
-/// Waits in IDLE until the server has news, the IDLE times out or the channel stops.
+/// `Err(Changed)` when the channel's mailbox settings are no longer `server`.
+fn changed(inbound: &Inbound, server: &MailServer) -> Result<(), Failure> {
+    let now = inbound
+        .link
+        .channel()
+        .config
+        .email()
+        .and_then(|c| c.imap.clone());
+    if now.as_ref() == Some(server) {
+        Ok(())
+    } else {
+        Err(Failure::Changed)
+    }
+}
+
+/// Waits in IDLE until the server has news, the IDLE times out, the mailbox's settings
+/// change or the channel stops.
 async fn wait_idle(
+    inbound: &Inbound,
+    server: &MailServer,
     session: Session,
     timeout: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Session, Failure> {
     let mut idle = session.idle();
     idle.init().await?;
-    let (wait, interrupt) = idle.wait_with_timeout(timeout);
-    let woke = tokio::select! {
-        woke = wait => Some(woke?),
-        _ = stop.changed() => None,
+    let woke = {
+        let (wait, interrupt) = idle.wait_with_timeout(timeout);
+        tokio::pin!(wait);
+        let woke = loop {
+            tokio::select! {
+                woke = &mut wait => break Some(woke?),
+                _ = inbound.link.wake.notified() => {
+                    if changed(inbound, server).is_err() {
+                        return Err(Failure::Changed);
+                    }
+                }
+                _ = stop.changed() => break None,
+            }
+        };
+        drop(interrupt);
+        woke
     };
-    drop(interrupt);
     // A connection lost while idling reads as an interrupt we did not make.
     if matches!(woke, Some(IdleResponse::ManualInterrupt)) {
         return Err(Failure::Other(

@@ -284,7 +284,7 @@ pub struct MailServerInput {
         (status = 404, description = "`not_found`: no such workspace.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_channel_kind`, `unsupported_channel_kind`, `invalid_value`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_channel_kind`, `unsupported_channel_kind`, `invalid_value`, `invalid_email`, `insecure_mail_server`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
     )
 )]
@@ -353,54 +353,19 @@ fn email_config(app: &AppState, body: &mut NewChannel) -> ApiResult<EmailConfig>
             "`address` must be an email address without `+` (replies come to address+token)",
         ));
     }
-    let server = |field: &'static str,
-                  input: Option<MailServerInput>|
-     -> ApiResult<Option<MailServer>> {
-        let Some(input) = input else {
-            return Ok(None);
-        };
-        let host = input.host.trim().to_owned();
-        if host.is_empty()
-            || host.len() > 253
-            || host.contains(|c: char| c.is_whitespace() || c == '/')
-        {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
-                format!("`{field}.host` must be a host name or address"),
-            ));
-        }
-        if input.port == 0 {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
-                format!("`{field}.port` must be from 1 to 65535"),
-            ));
-        }
-        if input.security == MailSecurity::None
-            && !app.config.email.allow_insecure
-            && !is_loopback(&host)
-        {
-            return Err(ApiError::unprocessable(
-                "insecure_mail_server",
-                format!("`{field}.security: none` sends the password in clear: only for a server on this machine (or set email.allow_insecure)"),
-            ));
-        }
-        Ok(Some(MailServer {
-            host,
-            port: input.port,
-            security: input.security,
-            username: input.username,
-            password: input.password,
-            mailbox: input
-                .mailbox
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty())
-                .or_else(|| (field == "imap").then(|| "INBOX".to_owned())),
-        }))
-    };
-    let smtp = server("smtp", body.smtp.take())?.ok_or_else(|| {
-        ApiError::unprocessable("missing_field", "`smtp` is required for an email channel")
-    })?;
-    let imap = server("imap", body.imap.take())?;
+    let smtp = body
+        .smtp
+        .take()
+        .map(|input| mail_server(app, "smtp", input))
+        .transpose()?
+        .ok_or_else(|| {
+            ApiError::unprocessable("missing_field", "`smtp` is required for an email channel")
+        })?;
+    let imap = body
+        .imap
+        .take()
+        .map(|input| mail_server(app, "imap", input))
+        .transpose()?;
     Ok(EmailConfig {
         address,
         display_name: body
@@ -412,6 +377,51 @@ fn email_config(app: &AppState, body: &mut NewChannel) -> ApiResult<EmailConfig>
         smtp,
         imap,
         token_key: confab_engine::auth::new_secret(),
+    })
+}
+
+/// A mail server's settings from the request: 422 `invalid_value`, or
+/// `insecure_mail_server` for no TLS to a server off loopback (unless the configuration
+/// allows it).
+fn mail_server(
+    app: &AppState,
+    field: &'static str,
+    input: MailServerInput,
+) -> ApiResult<MailServer> {
+    let host = input.host.trim().to_owned();
+    if host.is_empty() || host.len() > 253 || host.contains(|c: char| c.is_whitespace() || c == '/')
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("`{field}.host` must be a host name or address"),
+        ));
+    }
+    if input.port == 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("`{field}.port` must be from 1 to 65535"),
+        ));
+    }
+    if input.security == MailSecurity::None
+        && !app.config.email.allow_insecure
+        && !is_loopback(&host)
+    {
+        return Err(ApiError::unprocessable(
+            "insecure_mail_server",
+            format!("`{field}.security: none` sends the password in clear: only for a server on this machine (or set email.allow_insecure)"),
+        ));
+    }
+    Ok(MailServer {
+        host,
+        port: input.port,
+        security: input.security,
+        username: input.username,
+        password: input.password,
+        mailbox: input
+            .mailbox
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .or_else(|| (field == "imap").then(|| "INBOX".to_owned())),
     })
 }
 
@@ -552,6 +562,16 @@ pub struct ChannelPatch {
     access_token: Option<String>,
     /// WhatsApp: the Graph API's base URL (http or https).
     api_base_url: Option<String>,
+    /// Email: the name shown with the address.
+    #[schema(max_length = 200)]
+    display_name: Option<String>,
+    /// Email: a new secret for `POST /webhooks/email/{id}`.
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
+    inbound_secret: Option<String>,
+    /// Email: the SMTP server and account, replaced whole.
+    smtp: Option<MailServerInput>,
+    /// Email: the IMAP server and account, replaced whole (the mailbox reconnects).
+    imap: Option<MailServerInput>,
     limits: Option<LimitsPatch>,
 }
 
@@ -608,7 +628,7 @@ fn limit(
         (status = 404, description = "`not_found`: no such workspace, or no such channel in it.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_value`: a credential of another provider, or a limit out of range.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `invalid_url`, `invalid_value`: a credential of another provider, or a limit out of range; `insecure_mail_server`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
     )
 )]
@@ -645,12 +665,31 @@ async fn update_channel(
         }
     }
     let api_base_url = patch.api_base_url.map(|u| base_url(Some(u))).transpose()?;
-    if current.config.whatsapp().is_none() && (!given.is_empty() || api_base_url.is_some()) {
+    let mail_given = patch.display_name.is_some()
+        || patch.inbound_secret.is_some()
+        || patch.smtp.is_some()
+        || patch.imap.is_some();
+    if (current.config.whatsapp().is_none() && (!given.is_empty() || api_base_url.is_some()))
+        || (current.config.email().is_none() && mail_given)
+    {
         return Err(ApiError::unprocessable(
             "invalid_value",
             format!("a {} channel has no such settings", current.kind().as_str()),
         ));
     }
+    let inbound_secret = patch
+        .inbound_secret
+        .map(|s| required("inbound_secret", Some(s), 512))
+        .transpose()?;
+    let display_name = patch.display_name.map(|n| n.trim().to_owned());
+    let smtp = patch
+        .smtp
+        .map(|input| mail_server(&app, "smtp", input))
+        .transpose()?;
+    let imap = patch
+        .imap
+        .map(|input| mail_server(&app, "imap", input))
+        .transpose()?;
     let limits = match patch.limits {
         Some(l) => Some((
             limit("per_second", l.per_second, 10_000)?,
@@ -689,6 +728,20 @@ async fn update_channel(
             }
             if let Some(url) = api_base_url {
                 config.api_base_url = url;
+            }
+        }
+        if let Some(config) = channel.config.email_mut() {
+            if let Some(secret) = inbound_secret {
+                config.inbound_secret = Some(secret);
+            }
+            if let Some(name) = display_name {
+                config.display_name = (!name.is_empty()).then_some(name);
+            }
+            if let Some(smtp) = smtp {
+                config.smtp = smtp;
+            }
+            if let Some(imap) = imap {
+                config.imap = Some(imap);
             }
         }
     });
