@@ -28,8 +28,29 @@ async fn the_demo_seeds_a_workspace_and_leads_write_in_through_the_webhook() {
             .cloned()
     })
     .await;
-    assert_eq!(first["channel"], "whatsapp");
+    assert!(
+        first["channel"] == "whatsapp" || first["channel"] == "email",
+        "{first}"
+    );
     assert!(first["contact"]["name"].is_string());
+    // The demo mailbox is there beside the WhatsApp sandbox.
+    let response = http
+        .get(format!("{}/api/v1/channels", process.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("channels");
+    let (_, channels) = status_json(response).await;
+    let kinds: Vec<&str> = channels["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"whatsapp") && kinds.contains(&"email"),
+        "{channels}"
+    );
     assert!(
         dir.path().join("demo.json").exists(),
         "seed state kept for restarts"

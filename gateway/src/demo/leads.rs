@@ -1,8 +1,8 @@
 //! Simulated leads: a handful of prospects of a lead-generation agency writing in over
-//! WhatsApp. Every few seconds one of them sends the next line of their little script, and
-//! when an agent answers one of them (the sandbox sees the send), that lead often writes back.
-//! Everything goes through [`WebhookSender`], so it takes the same signed webhook path as
-//! real Meta traffic.
+//! WhatsApp, and two by email. Every few seconds one of them sends the next line of their
+//! little script, and when an agent answers one of them (the sandbox or the SMTP sink sees
+//! the send), that lead often writes back. Everything goes through the same signed webhook
+//! paths as real traffic: [`WebhookSender`] for Meta's, [`Mailer`] for raw email.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::sandbox::{SentMessage, WebhookSender};
+use super::smtp_sink::Received;
 
 /// A prospect and what they will say.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Lead {
     pub name: &'static str,
     /// WhatsApp id: the phone number in international format, without `+`.
     pub wa_id: &'static str,
+    /// Writes by email from this address instead of on WhatsApp.
+    pub email: Option<&'static str>,
     /// Unprompted lines, sent in order.
     pub script: &'static [&'static str],
     /// Answers to an agent's message, used in turn.
@@ -31,6 +34,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "Ana Lima",
         wa_id: "5511987654321",
+        email: None,
         script: &[
             "Hi! I saw your ad about lead generation for clinics. Is the offer still valid?",
             "We're a dental clinic with 3 locations in São Paulo.",
@@ -47,6 +51,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "James Carter",
         wa_id: "14155550123",
+        email: None,
         script: &[
             "Hey, got your email about the outbound campaign audit.",
             "We're doing about 40 demos a month and want to double that.",
@@ -63,6 +68,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "Priya Nair",
         wa_id: "919820012345",
+        email: Some("priya@launchpad-saas.example"),
         script: &[
             "Hello, we need help with Google Ads for our SaaS launch.",
             "Budget is around $5k/month to start.",
@@ -78,6 +84,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "Lukas Becker",
         wa_id: "4915112345678",
+        email: Some("lukas.becker@sensorwerk.example"),
         script: &[
             "Hi, is this the agency that does LinkedIn outreach?",
             "We sell industrial sensors, mostly to manufacturers in the DACH region.",
@@ -93,6 +100,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "Sofia Rossi",
         wa_id: "393331234567",
+        email: None,
         script: &[
             "Buongiorno! A friend recommended you for lead gen.",
             "We run a boutique hotel group and want more direct bookings.",
@@ -108,6 +116,7 @@ pub const LEADS: [Lead; 6] = [
     Lead {
         name: "Tom Okafor",
         wa_id: "2348031234567",
+        email: None,
         script: &[
             "Hi, I filled in the form on your website yesterday.",
             "We're a fintech startup looking for our first 100 business customers.",
@@ -176,24 +185,35 @@ impl Drop for LeadSimulator {
 pub fn start(
     webhooks: WebhookSender,
     sent: broadcast::Receiver<SentMessage>,
+    mail: Mailer,
+    mailed: broadcast::Receiver<Received>,
     progress: &[usize],
 ) -> LeadSimulator {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(simulate(
-        webhooks,
+        Wires { webhooks, mail },
         sent,
+        mailed,
         stopped,
         Playbook::new(StdRng::from_entropy(), progress),
     ));
     LeadSimulator { stop, task }
 }
 
-async fn simulate(
+/// How leads reach the inbox: WhatsApp's webhook, or mail.
+struct Wires {
     webhooks: WebhookSender,
+    mail: Mailer,
+}
+
+async fn simulate(
+    mut wires: Wires,
     mut sent: broadcast::Receiver<SentMessage>,
+    mut mailed: broadcast::Receiver<Received>,
     mut stopped: watch::Receiver<bool>,
     mut playbook: Playbook,
 ) -> Vec<usize> {
+    let mut sink_open = true;
     let mut next_write = Instant::now() + FIRST_WRITE_AFTER;
     // Replies being "typed": each finishes after its delay with the lead and the text.
     let mut typing: JoinSet<(&'static Lead, &'static str)> = JoinSet::new();
@@ -203,12 +223,26 @@ async fn simulate(
             () = until_stopped(&mut stopped) => break,
             () = tokio::time::sleep_until(next_write) => {
                 let (lead, text) = playbook.next_line();
-                write(&webhooks, lead, text, "lead wrote in").await;
+                write(&mut wires, lead, text, "lead wrote in").await;
                 next_write = Instant::now() + playbook.write_interval();
             }
             Some(Ok((lead, text))) = typing.join_next() => {
-                write(&webhooks, lead, text, "lead replied to the agent").await;
+                write(&mut wires, lead, text, "lead replied to the agent").await;
             }
+            mail = mailed.recv(), if sink_open => match mail {
+                Ok(mail) => {
+                    let Some(to) = mail.to.first() else { continue };
+                    wires.mail.answered(to, &mail.data);
+                    if let Some((lead, text, delay)) = playbook.reply_to(to) {
+                        typing.spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            (lead, text)
+                        });
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => sink_open = false,
+            },
             message = sent.recv(), if sandbox_open => match message {
                 Ok(message) => {
                     if let Some((lead, text, delay)) = playbook.reply_to(&message.to) {
@@ -234,10 +268,110 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn write(webhooks: &WebhookSender, lead: &Lead, text: &str, what: &'static str) {
-    match webhooks.inbound_text(lead.wa_id, lead.name, text).await {
+async fn write(wires: &mut Wires, lead: &'static Lead, text: &str, what: &'static str) {
+    if let Some(address) = lead.email {
+        match wires.mail.send(lead.name, address, text).await {
+            Ok(id) => {
+                tracing::info!(lead = lead.name, address, message_id = %id, text, "{what} by email")
+            }
+            Err(e) => {
+                tracing::warn!(lead = lead.name, error = %e, "a simulated lead's email failed")
+            }
+        }
+        return;
+    }
+    match wires
+        .webhooks
+        .inbound_text(lead.wa_id, lead.name, text)
+        .await
+    {
         Ok(wamid) => tracing::info!(lead = lead.name, wa_id = lead.wa_id, %wamid, text, "{what}"),
         Err(e) => tracing::warn!(lead = lead.name, error = %e, "a simulated lead's webhook failed"),
+    }
+}
+
+/// Email leads' outbox: raw RFC 5322 messages, signed and posted to the email webhook,
+/// threaded like a mail client (a subject per lead, `In-Reply-To` and `References` naming
+/// the agency's last mail to them).
+pub struct Mailer {
+    client: reqwest::Client,
+    url: String,
+    secret: String,
+    /// The agency's address, the messages' `To`.
+    to: String,
+    /// Per lead address: the agency's last Message-ID to them, and how many they sent.
+    threads: std::collections::HashMap<String, (Option<String>, u32)>,
+}
+
+impl Mailer {
+    pub fn new(url: &str, secret: &str, to: &str) -> anyhow::Result<Mailer> {
+        Ok(Mailer {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+            to: to.to_owned(),
+            threads: Default::default(),
+        })
+    }
+
+    /// Remembers the agency's mail to `to` (a lead's reply names it).
+    fn answered(&mut self, to: &str, data: &[u8]) {
+        if let Ok(mail) = confab_engine::wire::email::parse(data, i64::MAX / 2) {
+            self.threads.entry(to.to_owned()).or_default().0 = Some(mail.message_id);
+        }
+    }
+
+    /// The raw message a lead sends; its Message-ID.
+    fn compose(&mut self, name: &str, from: &str, text: &str) -> (String, String) {
+        let (ours, sent) = self.threads.entry(from.to_owned()).or_default();
+        *sent += 1;
+        let domain = from.rsplit('@').next().unwrap_or("lead.example");
+        let id = format!(
+            "demo-{}-{}@{domain}",
+            *sent,
+            rand::thread_rng().gen::<u32>()
+        );
+        let subject = if *sent == 1 && ours.is_none() {
+            "Lead generation enquiry".to_owned()
+        } else {
+            "Re: Lead generation enquiry".to_owned()
+        };
+        let threading = match ours {
+            Some(ours) => format!("In-Reply-To: <{ours}>\r\nReferences: <{ours}>\r\n"),
+            None => String::new(),
+        };
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        let raw = format!(
+            "From: {name} <{from}>\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+             Date: {date}\r\n{threading}MIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\r\n-- \r\n{name}\r\n",
+            self.to
+        );
+        (raw, id)
+    }
+
+    /// Sends one email from a lead through the webhook; its Message-ID.
+    async fn send(&mut self, name: &str, from: &str, text: &str) -> anyhow::Result<String> {
+        let (raw, id) = self.compose(name, from, text);
+        let signature = confab_engine::wire::email::sign(&self.secret, raw.as_bytes());
+        let response = self
+            .client
+            .post(&self.url)
+            .header("content-type", "message/rfc822")
+            .header(confab_engine::wire::email::SIGNATURE_HEADER, signature)
+            .body(raw)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::OK,
+            "the email webhook answered HTTP {}",
+            response.status()
+        );
+        Ok(id)
     }
 }
 
@@ -284,8 +418,10 @@ impl Playbook {
 
     /// Whether the lead the agent wrote to answers, with what and after how long. Messages to
     /// numbers that are not simulated leads go unanswered.
-    fn reply_to(&mut self, wa_id: &str) -> Option<(&'static Lead, &'static str, Duration)> {
-        let i = LEADS.iter().position(|lead| lead.wa_id == wa_id)?;
+    fn reply_to(&mut self, to: &str) -> Option<(&'static Lead, &'static str, Duration)> {
+        let i = LEADS
+            .iter()
+            .position(|lead| lead.wa_id == to || lead.email == Some(to))?;
         if !self.rng.gen_bool(REPLY_PROBABILITY) {
             return None;
         }
@@ -375,6 +511,39 @@ mod tests {
             assert!(LEADS[0].replies.contains(&text));
             assert!(REPLY_DELAY_MS.contains(&(delay.as_millis() as u64)));
         }
+    }
+
+    #[test]
+    fn mailed_leads_thread_their_answers_to_the_agencys_mail() {
+        use confab_engine::wire::email;
+        let now = 4_000_000_000_000;
+        let mut mailer =
+            Mailer::new("http://127.0.0.1:1", "secret", "hello@agency.example").expect("mailer");
+        let (first, id) = mailer.compose("Priya Nair", "priya@launchpad.example", "Hi there");
+        let parsed = email::parse(first.as_bytes(), now).expect("parses");
+        assert_eq!(parsed.message_id, id);
+        assert_eq!(parsed.from_name.as_deref(), Some("Priya Nair"));
+        assert_eq!(parsed.subject.as_deref(), Some("Lead generation enquiry"));
+        assert_eq!(
+            parsed.reply_text, "Hi there",
+            "the signature is not the message"
+        );
+        assert!(parsed.replies_to.is_empty());
+        mailer.answered(
+            "priya@launchpad.example",
+            b"From: hello@agency.example\r\nMessage-ID: <ours-1@agency.example>\r\n\r\nok",
+        );
+        let (second, _) = mailer.compose("Priya Nair", "priya@launchpad.example", "Thanks");
+        let parsed = email::parse(second.as_bytes(), now).expect("parses");
+        assert_eq!(parsed.replies_to, vec!["ours-1@agency.example".to_owned()]);
+        assert_eq!(
+            parsed.subject.as_deref(),
+            Some("Re: Lead generation enquiry")
+        );
+        let mut playbook = Playbook::new(StdRng::seed_from_u64(2), &[]);
+        assert!((0..20).any(|_| playbook
+            .reply_to("lukas.becker@sensorwerk.example")
+            .is_some_and(|(lead, _, _)| lead.name == "Lukas Becker")));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::server::Server;
 use sandbox::{Sandbox, SandboxConfig};
 use seed::DemoState;
+use smtp_sink::SmtpSink;
 
 /// Where the demo keeps its data unless told otherwise, so it never mixes with a real
 /// install in the default `./confab-data`.
@@ -51,9 +52,18 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
             .context("reading the demo state panicked")?
     };
     let sandbox_listener = bind_sandbox(saved.as_ref()).await?;
+    let sink = start_sink(saved.as_ref()).await?;
 
     let server = crate::server::start(config).await?;
-    let setup = set_up(&server, &data_dir, &admin_token, saved, sandbox_listener).await;
+    let setup = set_up(
+        &server,
+        &data_dir,
+        &admin_token,
+        saved,
+        sandbox_listener,
+        &sink,
+    )
+    .await;
     let (state, sandbox) = match setup {
         Ok(ready) => ready,
         Err(e) => {
@@ -63,9 +73,24 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
             return Err(e);
         }
     };
+    let mailbox = state
+        .mailbox
+        .clone()
+        .context("the demo mailbox was not provisioned")?;
+    let mailer = leads::Mailer::new(
+        &format!(
+            "http://{}/webhooks/email/{}",
+            reachable(server.addr()),
+            mailbox.id
+        ),
+        &mailbox.inbound_secret,
+        seed::MAILBOX_ADDRESS,
+    )?;
     let leads = leads::start(
         sandbox.webhooks(),
         sandbox.subscribe(),
+        mailer,
+        sink.subscribe(),
         &state.script_progress,
     );
 
@@ -78,6 +103,7 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
             state: &state,
             admin_token: generated_admin_token.then_some(admin_token.as_str()),
             sandbox_base_url: &sandbox.base_url,
+            smtp_sink: Some(sink.addr),
         })
     );
 
@@ -111,6 +137,7 @@ async fn set_up(
     admin_token: &str,
     saved: Option<DemoState>,
     sandbox_listener: TcpListener,
+    sink: &SmtpSink,
 ) -> anyhow::Result<(DemoState, Sandbox)> {
     let base_url = format!("http://{}", reachable(server.addr()));
     let sandbox_addr = sandbox_listener.local_addr()?;
@@ -121,6 +148,7 @@ async fn set_up(
         admin_token,
         saved,
         &sandbox::base_url(sandbox_addr),
+        sink.addr.port(),
     )
     .await
     .context("cannot provision the demo workspace")?;
@@ -155,6 +183,19 @@ async fn bind_sandbox(saved: Option<&DemoState>) -> anyhow::Result<TcpListener> 
         .context("cannot bind the WhatsApp sandbox on 127.0.0.1")
 }
 
+/// Starts the SMTP sink the demo mailbox sends to, where it listened before if it can.
+async fn start_sink(saved: Option<&DemoState>) -> anyhow::Result<SmtpSink> {
+    if let Some(port) = saved.and_then(|s| s.mailbox.as_ref()).map(|m| m.smtp_port) {
+        match SmtpSink::start((Ipv4Addr::LOCALHOST, port).into()).await {
+            Ok(sink) => return Ok(sink),
+            Err(e) => tracing::warn!(port, error = %e, "the SMTP sink's previous port is taken"),
+        }
+    }
+    SmtpSink::start((Ipv4Addr::LOCALHOST, 0).into())
+        .await
+        .context("cannot bind the demo's SMTP sink on 127.0.0.1")
+}
+
 /// The address a local client uses to reach a server listening on `addr`: a wildcard
 /// address (`0.0.0.0`, `::`) is not something to connect to.
 fn reachable(addr: SocketAddr) -> SocketAddr {
@@ -178,6 +219,8 @@ struct Banner<'a> {
     /// Printed only when the demo generated it: a token the user configured is theirs.
     admin_token: Option<&'a str>,
     sandbox_base_url: &'a str,
+    /// Where the demo mailbox's mail goes.
+    smtp_sink: Option<SocketAddr>,
 }
 
 /// What the demo prints once it is ready: where things are, the tokens, and commands to
@@ -213,6 +256,14 @@ fn banner(b: &Banner<'_>) -> String {
         b.state.channel.id, b.sandbox_base_url
     ));
     line("                (loopback only: no real WhatsApp message leaves this machine)");
+    if let (Some(mailbox), Some(sink)) = (&b.state.mailbox, b.smtp_sink) {
+        line(&format!(
+            "  Email         channel {} ({}), sending to the built-in SMTP sink at {sink}",
+            mailbox.id,
+            seed::MAILBOX_ADDRESS
+        ));
+        line("                (loopback only: no real mail leaves this machine)");
+    }
     line(&format!("  Agent token   {token}"));
     match b.admin_token {
         Some(admin) => line(&format!(
@@ -230,11 +281,12 @@ fn banner(b: &Banner<'_>) -> String {
     line(&dir_line);
     line("                The demo reuses its workspace on restart; delete the directory to start over.");
     line("");
-    line("  Simulated leads write in every 2-5 s through the signed webhook");
+    line("  Simulated leads write in every 2-5 s through the signed webhooks");
     line(&format!(
-        "  POST /webhooks/whatsapp/{}; answer one and they may write back.",
+        "  POST /webhooks/whatsapp/{} (and /webhooks/email/… for the two who email);",
         b.state.channel.id
     ));
+    line("  answer one and they may write back.");
     line("");
     line("  Try it (jq is optional: drop `| jq` to see raw JSON):");
     line("");
@@ -286,6 +338,11 @@ mod tests {
                 api_base_url: "http://127.0.0.1:4000".into(),
             },
             script_progress: Vec::new(),
+            mailbox: Some(seed::DemoMailbox {
+                id: "MB".into(),
+                inbound_secret: "s3cr3t-mail".into(),
+                smtp_port: 2525,
+            }),
         }
     }
 
@@ -299,6 +356,7 @@ mod tests {
             state: &state,
             admin_token: Some("cfb_admin"),
             sandbox_base_url: "http://127.0.0.1:4000",
+            smtp_sink: Some("127.0.0.1:2525".parse().expect("addr")),
         });
         for expected in [
             "http://127.0.0.1:8080/api/v1",
@@ -308,6 +366,7 @@ mod tests {
             "ws://127.0.0.1:8080/api/v1/stream",
             "{\"type\":\"subscribe\",\"since\":null}",
             "/webhooks/whatsapp/CH",
+            "channel MB (hello@northwind-growth.example), sending to the built-in SMTP sink at 127.0.0.1:2525",
             DEMO_DATA_DIR,
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
@@ -326,6 +385,7 @@ mod tests {
             state: &state,
             admin_token: None,
             sandbox_base_url: "http://127.0.0.1:4000",
+            smtp_sink: None,
         });
         assert!(text.contains("the one you configured"));
         assert!(!text.contains("demo-only"));

@@ -22,6 +22,9 @@ pub const AGENT_EMAIL: &str = "demo-admin@example.com";
 /// The demo agent's password in the web inbox (the demo is local and loopback-only).
 pub const AGENT_PASSWORD: &str = "confab-demo";
 pub const CHANNEL_NAME: &str = "WhatsApp (sandbox)";
+pub const MAILBOX_NAME: &str = "Email (demo mailbox)";
+/// The demo mailbox's address: leads write to it, replies leave from it.
+pub const MAILBOX_ADDRESS: &str = "hello@northwind-growth.example";
 
 /// What the demo created, as kept in `demo.json`. Holds secrets: the file is private to
 /// its owner where the platform allows.
@@ -36,6 +39,19 @@ pub struct DemoState {
     /// instead of having every lead say hello again.
     #[serde(default)]
     pub script_progress: Vec<usize>,
+    /// The demo's email channel (absent in states saved before it existed).
+    #[serde(default)]
+    pub mailbox: Option<DemoMailbox>,
+}
+
+/// The demo's email channel: leads write in through its signed webhook, its mail goes to
+/// the built-in SMTP sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DemoMailbox {
+    pub id: String,
+    pub inbound_secret: String,
+    /// Where the SMTP sink listened; the demo tries to listen there again.
+    pub smtp_port: u16,
 }
 
 /// The demo's WhatsApp channel and the credentials the sandbox plays Meta with.
@@ -134,6 +150,7 @@ struct Still {
     workspace: bool,
     agent: bool,
     channel: bool,
+    mailbox: bool,
 }
 
 /// Checks the remembered ids against the store: the workspace exists, the token still
@@ -160,10 +177,17 @@ fn check(store: &Store, state: &DemoState, sandbox_base_url: &str) -> anyhow::Re
         }),
         Err(_) => false,
     };
+    let mailbox = match state.mailbox.as_ref().map(|m| m.id.parse::<ChannelId>()) {
+        Some(Ok(id)) => store.channel(id)?.is_some_and(|channel| {
+            channel.workspace_id == workspace_id && channel.config.email().is_some()
+        }),
+        _ => false,
+    };
     Ok(Still {
         workspace: true,
         agent,
         channel,
+        mailbox,
     })
 }
 
@@ -212,6 +236,52 @@ impl AdminApi {
             )
             .await?;
         Ok((field(&created, "id")?, field(&created, "token")?))
+    }
+
+    /// PATCHes `body` onto `path`; anything but a 200 is an error.
+    async fn patch(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .client
+            .patch(&url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PATCH {url}"))?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::OK,
+            "PATCH {path} answered HTTP {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    /// Creates the demo mailbox, sending to the SMTP sink on `smtp_port`.
+    async fn create_mailbox(
+        &self,
+        workspace_id: &str,
+        smtp_port: u16,
+    ) -> anyhow::Result<DemoMailbox> {
+        let inbound_secret = hex::encode(rand::thread_rng().gen::<[u8; 16]>());
+        let created = self
+            .create(
+                &format!("/api/v1/admin/workspaces/{workspace_id}/channels"),
+                json!({
+                    "kind": "email",
+                    "name": MAILBOX_NAME,
+                    "address": MAILBOX_ADDRESS,
+                    "display_name": "Northwind Growth",
+                    "inbound_secret": inbound_secret,
+                    "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+                }),
+            )
+            .await?;
+        Ok(DemoMailbox {
+            id: field(&created, "id")?,
+            inbound_secret,
+            smtp_port,
+        })
     }
 
     /// Creates the channel described by `channel` and returns it with its new id.
@@ -369,6 +439,7 @@ pub async fn ensure(
     admin_token: &str,
     saved: Option<DemoState>,
     sandbox_base_url: &str,
+    smtp_port: u16,
 ) -> anyhow::Result<DemoState> {
     let still = match &saved {
         Some(state) => {
@@ -421,6 +492,28 @@ pub async fn ensure(
             channel
         }
     };
+    let mailbox = match saved.as_ref().and_then(|s| s.mailbox.clone()) {
+        Some(mailbox) if still.mailbox => {
+            if mailbox.smtp_port != smtp_port {
+                // The sink could not get its old port back: the mailbox follows it.
+                admin
+                    .patch(
+                        &format!("/api/v1/admin/workspaces/{workspace_id}/channels/{}", mailbox.id),
+                        json!({"smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"}}),
+                    )
+                    .await?;
+            }
+            DemoMailbox {
+                smtp_port,
+                ..mailbox
+            }
+        }
+        _ => {
+            let mailbox = admin.create_mailbox(&workspace_id, smtp_port).await?;
+            tracing::info!(channel_id = %mailbox.id, "demo email channel created");
+            mailbox
+        }
+    };
     if saved.is_some() && still.agent && still.channel {
         tracing::info!(%workspace_id, "reusing the demo workspace");
     }
@@ -434,6 +527,7 @@ pub async fn ensure(
         agent_token,
         channel,
         script_progress,
+        mailbox: Some(mailbox),
     };
     let dir = data_dir.to_owned();
     let to_save = state.clone();
@@ -454,6 +548,11 @@ mod tests {
             agent_token: "cfb_token".into(),
             channel: DemoChannel::generate("http://127.0.0.1:4000"),
             script_progress: vec![2, 0, 5],
+            mailbox: Some(DemoMailbox {
+                id: "01JGZZZZZZZZZZZZZZZZZZZZZX".into(),
+                inbound_secret: "s3cr3t-mail".into(),
+                smtp_port: 2525,
+            }),
         }
     }
 
