@@ -15,8 +15,8 @@ use confab_engine::delta::{DeltaBody, NotificationReason};
 use confab_engine::ids::{AgentId, ConversationId, MessageId};
 use confab_engine::inbound::{InboundEvent, PendingStatus};
 use confab_engine::model::{
-    AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message, Responder,
-    Sender, Status,
+    AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
+    MessageAttachment, Responder, Sender, Status,
 };
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::port::utc_day;
@@ -127,6 +127,9 @@ pub struct OutboundRequest {
     pub mentions: Vec<AgentId>,
     /// For the AI's messages: why it sent this (kept on the message and in the log).
     pub ai: Option<AiReasoning>,
+    /// Files sent with it (a channel whose rules say `sends_files`, or a note): stored
+    /// with the message, read again by the connector when it sends.
+    pub files: Vec<(MessageAttachment, Vec<u8>)>,
 }
 
 pub struct ConversationActor;
@@ -345,6 +348,15 @@ impl ConversationState {
         if !request.internal && window.is_some_and(|w| !w.open) {
             return Err(ActorError::WindowClosed);
         }
+        if !request.internal && !request.files.is_empty() && !rules.sends_files {
+            return Err(ActorError::invalid(
+                "attachments_unsupported",
+                format!(
+                    "files cannot be sent on {} from Confab yet",
+                    self.conv.channel.as_str()
+                ),
+            ));
+        }
 
         let mut conv = self.conv.clone();
         let mut stats = self.stats;
@@ -367,7 +379,7 @@ impl ConversationState {
             error: None,
             raw: None,
             ai: request.ai.clone(),
-            attachments: Vec::new(),
+            attachments: request.files.iter().map(|(a, _)| a.clone()).collect(),
             subject: None,
             full_text: None,
             auto_reply: false,
@@ -376,6 +388,10 @@ impl ConversationState {
 
         let mut set = WriteSet::new();
         set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
+        for (i, (_, bytes)) in request.files.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            set.put_raw(Ks::Blob, catalogue::blob(message.id, index), bytes.clone());
+        }
         if let Some(reasoning) = &request.ai {
             set.put(
                 Ks::AiLog,
@@ -411,7 +427,7 @@ impl ConversationState {
             subject: conv.subject.clone(),
             in_reply_to: conv.references.last().cloned(),
             references: conv.references.clone(),
-            attachments: Vec::new(),
+            attachments: message.attachments.clone(),
         });
         if let Some(entry) = &outbox {
             // A reply to the lead: the conversation now waits for the lead's answer.
@@ -723,6 +739,7 @@ impl ConversationState {
                     agent_name: None,
                     mentions: Vec::new(),
                     ai: Some(reasoning.clone()),
+                    files: Vec::new(),
                 };
                 match self.send(request).await {
                     Ok((_, Some(entry))) => {
@@ -1047,7 +1064,7 @@ pub(crate) fn remember_reference(conv: &mut Conversation, provider_id: &str) {
     let excess = conv
         .references
         .len()
-        .saturating_sub(confab_engine::wire::email::MAX_REFERENCES);
+        .saturating_sub(confab_engine::model::MAX_THREAD_REFERENCES);
     conv.references.drain(..excess);
 }
 

@@ -62,6 +62,8 @@ pub struct ChannelRules {
     /// Whether replies name the thread's earlier messages (email's `In-Reply-To` and
     /// `References`): the conversation keeps their ids.
     pub threads_by_references: bool,
+    /// Whether files can be sent with a reply (email attachments).
+    pub sends_files: bool,
 }
 
 /// Where a conversation's reply window stands.
@@ -102,6 +104,7 @@ impl ChannelKind {
                 per_day: None,
                 starts_threads: false,
                 threads_by_references: false,
+                sends_files: false,
             },
             // A mailbox: no window; mail providers cap a mailbox's day (Gmail ~500 to
             // 2,000), so channels set `daily_limit`; a few a second keeps relays friendly.
@@ -112,6 +115,7 @@ impl ChannelKind {
                 per_day: None,
                 starts_threads: true,
                 threads_by_references: true,
+                sends_files: true,
             },
             // Until its adapter states its own limits.
             ChannelKind::Linkedin => ChannelRules {
@@ -121,6 +125,7 @@ impl ChannelKind {
                 per_day: None,
                 starts_threads: true,
                 threads_by_references: false,
+                sends_files: false,
             },
         }
     }
@@ -170,6 +175,10 @@ pub struct WhatsappConfig {
     pub access_token: String,
     pub api_base_url: String,
 }
+
+/// How many provider message ids a conversation keeps for its replies' references (the
+/// newest; email's `References`).
+pub const MAX_THREAD_REFERENCES: usize = 20;
 
 /// How a mail connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

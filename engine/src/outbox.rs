@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ConversationId, MessageId, WorkspaceId};
-use crate::port::{Attachment, OutboundRequest};
+use crate::model::MessageAttachment;
+use crate::port::OutboundRequest;
 use crate::time::UnixMillis;
 
 /// What a connector needs to send one message. Committed in the same batch as the message,
@@ -31,8 +32,9 @@ pub struct OutboxEntry {
     pub in_reply_to: Option<String>,
     #[serde(default)]
     pub references: Vec<String>,
+    /// The message's files (their bytes are in `blob`, read by the connector at send).
     #[serde(default)]
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<MessageAttachment>,
 }
 
 impl OutboxEntry {
@@ -48,7 +50,7 @@ impl OutboxEntry {
             subject: self.subject.clone(),
             in_reply_to: self.in_reply_to.clone(),
             references: self.references.clone(),
-            attachments: self.attachments.clone(),
+            attachments: Vec::new(),
         }
     }
 }

@@ -51,12 +51,12 @@ pub enum AccountEvent {
     AuthFailed { reason: String },
 }
 
-/// A file sent with a message, fetched by the adapter from `url`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub name: String,
+/// A file sent with a message: the connector reads it from the store for the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundFile {
+    pub name: Option<String>,
     pub content_type: String,
-    pub url: String,
+    pub bytes: Vec<u8>,
 }
 
 /// One message to send, with what any channel may need. Built from an `OutboxEntry`.
@@ -78,7 +78,7 @@ pub struct OutboundRequest {
     pub in_reply_to: Option<String>,
     /// Email: the thread's earlier message ids (`References`).
     pub references: Vec<String>,
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<OutboundFile>,
 }
 
 /// What a provider said to one send attempt, classified once by the adapter so that the

@@ -52,6 +52,7 @@ async fn ai_replies(server: &TestServer, id: &str, text: &str) {
         agent_name: None,
         mentions: Vec::new(),
         ai: None,
+        files: Vec::new(),
     };
     server
         .server()

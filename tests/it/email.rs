@@ -1076,3 +1076,97 @@ async fn the_daily_limit_holds_mail_for_tomorrow() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reply_carries_files_as_attachments_and_whatsapp_refuses_them() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "lead@lead.example",
+            "f1@lead.example",
+            "The offer",
+            "",
+            "Send it please",
+        ),
+    )
+    .await;
+    let conversation = conversations(&server, &mailbox).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    // "%PDF-1.4 our offer\n"
+    let pdf = "JVBERi0xLjQgb3VyIG9mZmVyCg==";
+    let (status, message) = server
+        .post(
+            &mailbox.token,
+            &path,
+            json!({"text": "Here it is.", "attachments": [
+                {"name": "offer.pdf", "content_type": "application/pdf", "data": pdf}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{message}");
+    assert_eq!(
+        message["attachments"],
+        json!([{"name": "offer.pdf", "content_type": "application/pdf", "size": 19, "media_id": null}])
+    );
+    let sent = next_mail(&mailbox.sink, 1).await;
+    let data = String::from_utf8_lossy(&sent.data).into_owned();
+    assert!(data.contains("multipart/mixed"), "{data}");
+    assert!(data.contains("filename=\"offer.pdf\""), "{data}");
+    assert!(data.contains("Here it is."), "{data}");
+    // The lead's mail client sees the file: our own parser reads it back.
+    let parsed = email::parse(&sent.data, i64::MAX / 2).expect("parses");
+    assert_eq!(parsed.files.len(), 1);
+    assert_eq!(parsed.files[0].bytes, b"%PDF-1.4 our offer\n");
+    let answer = server
+        .http
+        .get(server.url(&format!("{path}/{}/attachments/0", message["seq"])))
+        .bearer_auth(&mailbox.token)
+        .send()
+        .await
+        .expect("file");
+    assert_eq!(
+        &answer.bytes().await.expect("bytes")[..],
+        b"%PDF-1.4 our offer\n"
+    );
+
+    for (body, code) in [
+        (
+            json!({"text": "x", "attachments": [{"name": "a.pdf", "data": "not base64!"}]}),
+            "invalid_attachment",
+        ),
+        (
+            json!({"text": "x", "attachments": [{"name": "a.pdf", "content_type": "pdf", "data": pdf}]}),
+            "invalid_attachment",
+        ),
+    ] {
+        let (status, error) = server.post(&mailbox.token, &path, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(error["error"]["code"], code);
+    }
+
+    // WhatsApp cannot send files from Confab yet: refused, nothing stored; a note keeps them.
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    server
+        .lead_says(&tenant, "5511987650000", "Wanda", "wamid.F1", "Hi")
+        .await;
+    let wa = server.conversation_of(&tenant, "5511987650000").await;
+    let wa_path = format!(
+        "/api/v1/conversations/{}/messages",
+        wa["id"].as_str().expect("id")
+    );
+    let with_file = |internal: bool| json!({"text": "file", "internal": internal, "attachments": [{"name": "a.pdf", "data": pdf}]});
+    let (status, error) = server.post(&tenant.token, &wa_path, with_file(false)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["code"], "attachments_unsupported");
+    let (status, note) = server.post(&tenant.token, &wa_path, with_file(true)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{note}");
+    assert_eq!(note["attachments"][0]["name"], "a.pdf");
+    assert!(graph.requests().is_empty(), "nothing sent to the lead");
+    server.shutdown().await;
+}

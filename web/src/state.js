@@ -484,8 +484,11 @@ export async function takeOver(c) {
   return setAiMode(c.id, 'paused', 'You took over: the AI is paused');
 }
 
-export async function sendMessage(id, text, internal) {
-  const msg = await post(`/api/v1/conversations/${id}/messages`, { text, internal });
+// `attachments`: [{ name, content_type?, data (base64) }], sent only when there are some.
+export async function sendMessage(id, text, internal, attachments) {
+  const body = { text, internal };
+  if (attachments && attachments.length) body.attachments = attachments;
+  const msg = await post(`/api/v1/conversations/${id}/messages`, body);
   if (current.value?.id === id) {
     // Reading older history: show the newest page, which ends with this message.
     if (messagesStatus.value.newerAfter !== null) loadLatest();

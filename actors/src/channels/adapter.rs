@@ -141,6 +141,23 @@ impl Refusal {
     }
 }
 
+/// The task that reads a channel's inbound when its provider must be read rather than
+/// only calling back (an email channel's mailbox; it waits while none is configured), for
+/// the connector to run; `None` for webhook-only providers.
+pub(super) fn reader_for(
+    channel: &Channel,
+    inbound: &super::connector::Inbound,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+    match &channel.config {
+        ChannelConfig::Email(_) => Some(Box::pin(super::imap::run(
+            inbound.clone(),
+            inbound.deps.settings.mailbox.clone(),
+            inbound.deps.registry.stopping(),
+        ))),
+        _ => None,
+    }
+}
+
 /// The adapter of a channel's provider.
 pub fn adapter_for(channel: &Channel) -> Arc<dyn Adapter> {
     match &channel.config {

@@ -60,7 +60,7 @@ pub struct ConnectorState {
     queues: HashMap<String, VecDeque<OutboxEntry>>,
     /// Threads with a send under way.
     busy: HashSet<String>,
-    /// The task reading the channel's connected mailbox (email with IMAP).
+    /// The task reading the channel's inbound when its provider must be read (a mailbox).
     mailbox: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -96,13 +96,9 @@ impl Actor for Connector {
             deps: args.deps,
             pending_statuses: Arc::new(tokio::sync::Mutex::new(())),
         };
-        let has_mailbox = inbound.link.channel().config.email().is_some();
-        let mailbox = has_mailbox.then(|| {
-            let reader = tokio::spawn(super::imap::run(
-                inbound.clone(),
-                inbound.deps.settings.mailbox.clone(),
-                inbound.deps.registry.stopping(),
-            ));
+        let channel = inbound.link.channel();
+        let mailbox = super::adapter::reader_for(&channel, &inbound).map(|reader| {
+            let reader = tokio::spawn(reader);
             inbound
                 .deps
                 .registry
@@ -397,13 +393,48 @@ impl SendTask {
             .await;
     }
 
+    /// The bytes of the message's files, stored with it.
+    async fn files(
+        &self,
+        entry: &OutboxEntry,
+    ) -> Result<Vec<confab_engine::port::OutboundFile>, String> {
+        let store = self.deps.store.clone();
+        let (message, attachments) = (entry.message_id, entry.attachments.clone());
+        tokio::task::spawn_blocking(move || {
+            attachments
+                .into_iter()
+                .enumerate()
+                .map(|(i, attachment)| {
+                    let key = catalogue::blob(message, u32::try_from(i).unwrap_or(u32::MAX));
+                    match store.get_raw(Ks::Blob, &key) {
+                        Ok(Some(bytes)) => Ok(confab_engine::port::OutboundFile {
+                            name: attachment.name,
+                            content_type: attachment.content_type,
+                            bytes: bytes.to_vec(),
+                        }),
+                        Ok(None) => Err(format!("attachment {i} of the message is missing")),
+                        Err(e) => Err(format!("reading attachment {i}: {e}")),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// The provider's id for the message, or why it failed for good; or the channels
     /// stopped while it waited.
     async fn deliver(&self, entry: &OutboxEntry) -> Delivered {
         let settings = &self.deps.settings;
         let mut stopping = self.deps.registry.stopping();
         let kind = self.link.channel().kind().as_str();
-        let request = entry.request();
+        let mut request = entry.request();
+        if !entry.attachments.is_empty() {
+            match self.files(entry).await {
+                Ok(files) => request.attachments = files,
+                Err(reason) => return Delivered::Failed(reason),
+            }
+        }
         let mut attempt = 0u32;
         let mut shown: Option<String> = None;
         loop {

@@ -12,7 +12,7 @@ use confab_engine::port::{InboundBatch, OutboundRequest, SendOutcome, StatusRepo
 use confab_engine::time::now_millis;
 use confab_engine::wire::email::{self as wire, EmailError};
 use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -128,10 +128,25 @@ impl Email {
                     .join(" "),
             );
         }
-        builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(request.text.clone())
-            .map_err(|e| e.to_string())
+        if request.attachments.is_empty() {
+            return builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(request.text.clone())
+                .map_err(|e| e.to_string());
+        }
+        let mut mixed = MultiPart::mixed().singlepart(SinglePart::plain(request.text.clone()));
+        for file in &request.attachments {
+            let content_type = ContentType::parse(&file.content_type).unwrap_or(
+                ContentType::parse("application/octet-stream").map_err(|e| e.to_string())?,
+            );
+            mixed = mixed.singlepart(
+                lettre::message::Attachment::new(
+                    file.name.clone().unwrap_or_else(|| "attachment".to_owned()),
+                )
+                .body(file.bytes.clone(), content_type),
+            );
+        }
+        builder.multipart(mixed).map_err(|e| e.to_string())
     }
 }
 

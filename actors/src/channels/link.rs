@@ -82,7 +82,7 @@ struct LinkState {
     over_cap: bool,
     auth_failed: bool,
     disconnected: bool,
-    /// Why mail cannot be read (a connected mailbox's IMAP connection), while it cannot:
+    /// Why inbound cannot be read (a connected mailbox's connection), while it cannot:
     /// sending is not affected, so the channel is degraded, not disconnected.
     receive_error: Option<ChannelError>,
     last_error: Option<ChannelError>,

@@ -24,9 +24,6 @@ pub const SUBJECT_THREAD_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Longest text kept of one message (a mailing-list digest can be megabytes).
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
 
-/// How many ids of a thread `References` carries (the newest).
-pub const MAX_REFERENCES: usize = 20;
-
 /// Why a message could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {

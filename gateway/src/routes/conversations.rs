@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use confab_actors::{ConversationMsg, OutboundRequest};
 use confab_engine::ids::ConversationId;
-use confab_engine::model::{AiMode, ChannelKind, Conversation, ConversationCard, Message, Sender};
+use confab_engine::model::{
+    AiMode, ChannelKind, Conversation, ConversationCard, Message, MessageAttachment, Sender,
+};
 use confab_engine::time::{now_millis, to_rfc3339, UnixMillis};
 use confab_engine::views::{self, Filter, Position, View};
 use serde::{Deserialize, Serialize};
@@ -571,6 +573,72 @@ pub struct NewMessage {
     /// An internal note: stored and streamed to agents, never sent; `@mentions` notify.
     #[serde(default)]
     internal: bool,
+    /// Files sent with the reply (email; 422 `attachments_unsupported` on other
+    /// channels) or kept with a note: at most 10, within `max_body_bytes` in all.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    attachments: Vec<NewAttachment>,
+}
+
+/// A file to send, its bytes in base64.
+#[derive(Deserialize, ToSchema)]
+pub struct NewAttachment {
+    /// The file name the lead sees.
+    #[schema(min_length = 1, max_length = 200, pattern = "[^\\s\\u0085]")]
+    name: String,
+    /// Its media type (`application/pdf`); `application/octet-stream` when left out.
+    #[schema(max_length = 200)]
+    content_type: Option<String>,
+    /// The bytes, base64 (standard alphabet).
+    data: String,
+}
+
+/// The files of a new message, decoded: 422 `invalid_attachment` for a bad name, type or
+/// base64, or more than 10.
+fn files(attachments: Vec<NewAttachment>) -> ApiResult<Vec<(MessageAttachment, Vec<u8>)>> {
+    let invalid = |message: String| ApiError::unprocessable("invalid_attachment", message);
+    if attachments.len() > 10 {
+        return Err(invalid("at most 10 attachments".into()));
+    }
+    attachments
+        .into_iter()
+        .map(|a| {
+            let name = a.name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "an attachment's `name` is 1 to 200 characters, no control characters".into(),
+                ));
+            }
+            let content_type = a
+                .content_type
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "application/octet-stream".to_owned());
+            let plain = content_type.split_once('/').is_some_and(|(x, y)| {
+                !x.is_empty()
+                    && !y.is_empty()
+                    && content_type
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"/.+-_".contains(&c))
+            });
+            if !plain || content_type.len() > 200 {
+                return Err(invalid(format!(
+                    "{content_type:?} is not a media type (`application/pdf`)"
+                )));
+            }
+            let bytes = confab_engine::wire::email::base64_decode(&a.data)
+                .ok_or_else(|| invalid(format!("the data of {name:?} is not base64")))?;
+            Ok((
+                MessageAttachment {
+                    name: Some(name),
+                    content_type,
+                    size: Some(bytes.len() as u64),
+                    media_id: None,
+                },
+                bytes,
+            ))
+        })
+        .collect()
 }
 
 /// Sends a reply to the lead (queued for the provider: answered once durable) or adds an
@@ -590,7 +658,7 @@ pub struct NewMessage {
         (status = 409, description = "`whatsapp_window_closed`: only a template may be sent now.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`missing_field`, `empty_text`, `text_too_long`, `unknown_variable`, `variable_without_value`, `invalid_value`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `empty_text`, `text_too_long`, `unknown_variable`, `variable_without_value`, `invalid_value`, `invalid_attachment`, `attachments_unsupported`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
     )
 )]
@@ -604,6 +672,7 @@ async fn send(
     let text = body
         .text
         .ok_or_else(|| ApiError::unprocessable("missing_field", "`text` is required"))?;
+    let files = files(body.attachments)?;
     let mentions = if body.internal && text.contains('@') {
         let store = app.store.clone();
         let ws = agent.0.workspace_id;
@@ -620,6 +689,7 @@ async fn send(
         agent_name: Some(agent.0.name.clone()),
         mentions,
         ai: None,
+        files,
     };
     let message = app
         .runtime

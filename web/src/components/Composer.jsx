@@ -1,11 +1,21 @@
 import { useState, useRef, useEffect, useLayoutEffect } from 'preact/hooks';
 import { agents, sendMessage, me } from '../state.js';
-import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle } from './Icons.jsx';
-import { VARIABLES, hoursLeft, fullTime } from '../util.js';
+import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle, IconPaperclip, IconFile, IconX } from './Icons.jsx';
+import { VARIABLES, hoursLeft, fullTime, fileSize, CHANNEL_LABEL } from '../util.js';
 import { tabKeys, menuKeys } from '../focus.js';
 
-// A composer per conversation keeps its draft while the agent looks elsewhere.
+// A composer per conversation keeps its draft (and its picked files) while the agent looks
+// elsewhere.
 const drafts = new Map();
+const pendingFiles = new Map(); // conversation id → [{ key, file, name, size, type }]
+let fileKey = 0;
+
+// The server takes at most 10 files, and a JSON body under 4 MiB (max_body_bytes): base64
+// grows the bytes by 4/3, so 2.9 MiB of files (shown as "2.9 MB", the units of fileSize)
+// leaves room for the text and the rest of the body.
+const MAX_FILES = 10;
+const MAX_FILE_BYTES = Math.round(2.9 * 1024 * 1024);
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 export function Composer({ c }) {
   const [mode, setMode] = useState('reply');
@@ -14,7 +24,14 @@ export function Composer({ c }) {
   const [sending, setSending] = useState(false);
   const [picker, setPicker] = useState(false);
   const [mention, setMention] = useState(null); // { start, query, index }
+  const [files, setFilesState] = useState(() => pendingFiles.get(c.id) || []);
   const ta = useRef(null);
+  const fileInput = useRef(null);
+  const attachBtn = useRef(null);
+  const fileList = useRef(null);
+  const focusChip = useRef(null); // after a removal: the index of the chip whose × takes the focus
+  const convId = useRef(c.id);
+  convId.current = c.id;
   const pickerBtn = useRef(null);
   const varMenu = useRef(null);
   const caret = useRef(null); // where the caret goes once an insertion has rendered
@@ -23,7 +40,7 @@ export function Composer({ c }) {
     if (el && caret.current !== null) { el.focus(); el.selectionStart = el.selectionEnd = caret.current; caret.current = null; }
   }, [text]);
 
-  useEffect(() => { setText(drafts.get(c.id) || ''); setError(null); setMention(null); setMode('reply'); }, [c.id]);
+  useEffect(() => { setText(drafts.get(c.id) || ''); setFilesState(pendingFiles.get(c.id) || []); setError(null); setMention(null); setMode('reply'); }, [c.id]);
   useEffect(() => { drafts.set(c.id, text); autosize(); }, [text]);
 
   // The variables menu: the focus moves to its first item; Esc or Tab close it (focus back
@@ -37,6 +54,16 @@ export function Composer({ c }) {
   }, [picker]);
   const closePicker = () => { setPicker(false); pickerBtn.current?.focus(); };
 
+  // A removed chip leaves the focus on the next chip's × (else the previous one's, else the
+  // attach button or the text).
+  useLayoutEffect(() => {
+    if (focusChip.current === null) return;
+    const i = focusChip.current;
+    focusChip.current = null;
+    const buttons = fileList.current ? [...fileList.current.querySelectorAll('[data-testid=attachment-remove]')] : [];
+    (buttons[Math.min(i, buttons.length - 1)] || attachBtn.current || ta.current)?.focus();
+  }, [files]);
+
   const autosize = () => {
     const el = ta.current;
     if (!el) return;
@@ -47,7 +74,44 @@ export function Composer({ c }) {
   const note = mode === 'note';
   const windowState = useReplyWindow(c.reply_window);
   const windowClosed = !note && windowState === 'closed';
-  const canSend = text.trim() && !sending && !windowClosed;
+  // Files go out with replies on email only; notes keep them on every channel.
+  const email = c.channel === 'email';
+  const canAttach = note || email;
+  const filesBlocked = !note && !email && files.length > 0;
+  const canSend = text.trim() && !sending && !windowClosed && !filesBlocked;
+  const channelName = CHANNEL_LABEL[c.channel] || c.channel || 'this channel';
+
+  const setFiles = (next) => {
+    setFilesState(next);
+    if (next.length) pendingFiles.set(c.id, next);
+    else pendingFiles.delete(c.id);
+  };
+
+  // Picked files join the chips while they fit the limits; the others are named in the error.
+  const addFiles = (picked) => {
+    const next = files.slice();
+    let total = next.reduce((n, f) => n + f.size, 0);
+    const tooMany = [];
+    const tooBig = [];
+    for (const file of picked) {
+      if (next.some((f) => f.name === file.name && f.size === file.size && f.file.lastModified === file.lastModified)) continue; // picked again
+      if (next.length >= MAX_FILES) { tooMany.push(file.name); continue; }
+      if (total + file.size > MAX_FILE_BYTES) { tooBig.push(file.name); continue; }
+      next.push({ key: ++fileKey, file, name: file.name, size: file.size, type: file.type });
+      total += file.size;
+    }
+    if (next.length !== files.length) setFiles(next);
+    const problems = [];
+    if (tooMany.length) problems.push(`At most ${MAX_FILES} files per message: ${names(tooMany)} not attached.`);
+    if (tooBig.length) problems.push(`Files can total at most ${fileSize(MAX_FILE_BYTES)} per message: ${names(tooBig)} not attached.`);
+    setError(problems.length ? problems.join(' ') : null);
+  };
+
+  const removeFile = (i) => {
+    focusChip.current = i;
+    setFiles(files.filter((_, j) => j !== i));
+    setError(null);
+  };
 
   const insert = (snippet) => {
     const el = ta.current;
@@ -60,14 +124,34 @@ export function Composer({ c }) {
 
   const send = async () => {
     if (!canSend) return;
+    const id = c.id;
+    const body = text.trim();
+    const sent = files;
+    const total = sent.reduce((n, f) => n + f.size, 0);
+    if (sent.length > MAX_FILES) { setError(`At most ${MAX_FILES} files per message: remove ${sent.length - MAX_FILES}.`); return; }
+    if (total > MAX_FILE_BYTES) { setError(`Files can total at most ${fileSize(MAX_FILE_BYTES)} per message (these are ${fileSize(total)}): remove some.`); return; }
     setSending(true);
     setError(null);
     try {
-      await sendMessage(c.id, text.trim(), note);
-      setText('');
-      drafts.delete(c.id);
+      let attachments;
+      if (sent.length) {
+        attachments = await Promise.all(sent.map(async (f) => {
+          const a = { name: f.name, data: await readBase64(f.file) };
+          if (f.type) a.content_type = f.type;
+          return a;
+        }));
+        if (jsonBytes({ text: body, internal: note, attachments }) >= MAX_BODY_BYTES) {
+          throw new Error('The message is too large to send: text and files must stay under 4 MB in all. Remove a file.');
+        }
+      }
+      await sendMessage(id, body, note, attachments);
+      drafts.delete(id);
+      pendingFiles.delete(id);
+      if (convId.current === id) { setText(''); setFilesState([]); }
     } catch (e) {
-      setError(e.message);
+      setError(e.code === 'payload_too_large' || e.status === 413
+        ? 'The message is too large for the server: text and files must stay under 4 MB in all. Remove a file and try again.'
+        : e.message);
     } finally {
       setSending(false);
       ta.current?.focus();
@@ -125,6 +209,24 @@ export function Composer({ c }) {
             onClick={() => setMode('note')}><IconNote size={12} />Internal note</button>
         </div>
         <div class="composer-box">
+          {files.length > 0 && (
+            <ul class="composer-files" aria-label={note ? 'Files kept with the note' : 'Files sent with the reply'} ref={fileList}>
+              {files.map((f, i) => (
+                <li key={f.key} class="file-chip" data-testid="attachment-chip">
+                  <IconFile size={13} />
+                  <span class="file-chip-name" title={f.name}>{f.name}</span>
+                  <span class="file-chip-size">{fileSize(f.size)}</span>
+                  <button type="button" class="icon-btn sm" aria-label={`Remove ${f.name}`} title={`Remove ${f.name}`} disabled={sending}
+                    data-testid="attachment-remove" onClick={() => removeFile(i)}><IconX size={12} /></button>
+                </li>
+              ))}
+            </ul>
+          )}
+          {filesBlocked && (
+            <p class="files-hint" id="attachments-hint" role="status" data-testid="attachments-hint">
+              <IconAlert size={13} />Files go only with internal notes on {channelName}. Switch to Internal note, or remove the files to send this reply.
+            </p>
+          )}
           <label for="composer-text" class="sr-only">{note ? 'Internal note' : 'Reply'}</label>
           <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
             placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : replyPlaceholder(c)}
@@ -160,8 +262,17 @@ export function Composer({ c }) {
                 </ul>
               )}
             </div>
+            {canAttach && (
+              <>
+                <button type="button" class="icon-btn" title="Attach files" aria-label="Attach files" ref={attachBtn} disabled={sending}
+                  data-testid="attach-button" onClick={() => fileInput.current?.click()}><IconPaperclip size={15} /></button>
+                <input type="file" multiple hidden tabIndex={-1} ref={fileInput} data-testid="attach-input"
+                  onChange={(e) => { const input = e.currentTarget; addFiles([...(input.files || [])]); input.value = ''; }} />
+              </>
+            )}
             <span class="composer-hint muted">{note ? 'Notes never reach the lead' : ''}</span>
-            <button type="button" class={`btn ${note ? 'btn-note' : 'btn-primary'}`} disabled={!canSend} data-testid="composer-send" onClick={send}>
+            <button type="button" class={`btn ${note ? 'btn-note' : 'btn-primary'}`} disabled={!canSend} data-testid="composer-send" onClick={send}
+              title={filesBlocked ? `Files go only with internal notes on ${channelName}` : undefined} aria-describedby={filesBlocked ? 'attachments-hint' : undefined}>
               <IconSend size={14} />{sending ? 'Sending…' : note ? 'Add note' : 'Send'}
             </button>
           </div>
@@ -170,6 +281,31 @@ export function Composer({ c }) {
       </div>
     </section>
   );
+}
+
+// A file's bytes as standard base64 (the data: URL without its `data:…;base64,` prefix).
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => {
+      const url = typeof r.result === 'string' ? r.result : '';
+      const at = url.indexOf(',');
+      resolve(at >= 0 ? url.slice(at + 1) : '');
+    };
+    r.onerror = () => reject(new Error(`Could not read ${file.name}. Remove it and attach it again.`));
+    r.readAsDataURL(file);
+  });
+}
+
+// The UTF-8 size of a JSON body.
+const jsonBytes = (body) => new TextEncoder().encode(JSON.stringify(body)).length;
+
+// "a.pdf", "a.pdf and b.png", "a.pdf, b.png and 3 more"
+function names(list) {
+  const shown = list.slice(0, 2);
+  const rest = list.length - shown.length;
+  if (rest > 0) return `${shown.join(', ')} and ${rest} more`;
+  return shown.join(' and ');
 }
 
 // Email has no reply window (no `reply_window` on its card): the reply goes out as a mail.
