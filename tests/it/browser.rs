@@ -958,6 +958,90 @@ async fn status_json_of(response: reqwest::Response) -> (u16, Value) {
     (status.as_u16(), body)
 }
 
+#[tokio::test]
+async fn an_agent_attaches_a_file_to_an_email_reply_in_the_composer() {
+    use confab_gateway::demo::smtp_sink::SmtpSink;
+    let (server, _graph, tenant) = setup().await;
+    let sink = SmtpSink::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sink");
+    let secret = "browser-mail-secret";
+    let (status, channel) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/channels", tenant.workspace_id),
+            json!({"kind": "email", "name": "Mail", "address": "sales@acme.test",
+                   "inbound_secret": secret,
+                   "smtp": {"host": "127.0.0.1", "port": sink.addr.port(), "security": "none"}}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{channel}");
+    let raw = "From: Lena Park <lena@park.example>\r\nTo: sales@acme.test\r\nSubject: Brochure\r\n\
+               Message-ID: <lena-1@park.example>\r\n\r\nCould you send the brochure?\r\n";
+    let answer = server
+        .http
+        .post(server.url(&format!(
+            "/webhooks/email/{}",
+            channel["id"].as_str().expect("id")
+        )))
+        .header("content-type", "message/rfc822")
+        .header(
+            confab_engine::wire::email::SIGNATURE_HEADER,
+            confab_engine::wire::email::sign(secret, raw.as_bytes()),
+        )
+        .body(raw)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(answer.status().as_u16(), 200);
+    let lena = server
+        .conversations(&tenant.token)
+        .await
+        .into_iter()
+        .find(|c| c["contact"]["email"] == "lena@park.example")
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .expect("Lena's conversation");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("brochure.pdf");
+    std::fs::write(&file, b"%PDF-1.4 the brochure\n").expect("file");
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&lena)).await.click().await.expect("open");
+    browser
+        .find("attach-input")
+        .await
+        .send_keys(&file.display().to_string())
+        .await
+        .expect("pick the file");
+    browser
+        .wait_text("[data-testid=\"attachment-chip\"]", "brochure.pdf")
+        .await;
+    browser.compose_and_send("Here is our brochure.").await;
+    let mail = wait_for("the mail at the SMTP sink", || async {
+        sink.received().first().cloned()
+    })
+    .await;
+    let parsed = confab_engine::wire::email::parse(&mail.data, i64::MAX / 2).expect("parses");
+    assert_eq!(
+        parsed.files.len(),
+        1,
+        "{:?}",
+        String::from_utf8_lossy(&mail.data)
+    );
+    assert_eq!(parsed.files[0].name.as_deref(), Some("brochure.pdf"));
+    assert_eq!(parsed.files[0].bytes, b"%PDF-1.4 the brochure\n");
+    assert!(parsed.text.contains("Here is our brochure."));
+    // The sent message shows its file in the chat.
+    browser
+        .wait_text(
+            "[data-testid=\"message\"][data-kind=\"agent\"] [data-testid=\"attachment\"]",
+            "brochure.pdf",
+        )
+        .await;
+    browser.close().await;
+    server.shutdown().await;
+}
+
 /// Posts `total` leads' first messages in signed webhooks of `per_webhook` leads each, two
 /// webhooks at a time (the provider batches the same way).
 async fn many_leads(server: &TestServer, tenant: &Tenant, total: usize, per_webhook: usize) {

@@ -726,6 +726,21 @@ async fn provisioning_refuses_plaintext_to_a_remote_server_and_incomplete_settin
                    "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"}}),
             "invalid_email",
         ),
+        (
+            json!({"kind": "email", "name": "x", "address": ADDRESS, "access_token": "t",
+                   "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"}}),
+            "invalid_value",
+        ),
+        (
+            json!({"kind": "whatsapp", "name": "x", "phone_number_id": "1", "app_secret": "s",
+                   "verify_token": "v", "access_token": "t", "daily_limit": 5}),
+            "invalid_value",
+        ),
+        (
+            json!({"kind": "email", "name": "x", "address": ADDRESS, "daily_limit": 0,
+                   "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"}}),
+            "invalid_value",
+        ),
     ] {
         let (status, error) = server.admin_post(&path, body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
@@ -840,6 +855,9 @@ async fn a_connected_mailbox_is_read_over_imap_without_skipping_or_repeating_acr
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc2822)
         .expect("rfc 2822");
+    // An agent's browser is subscribed: the message reaches it as a delta.
+    let mut stream = crate::harness::StreamClient::connect(&server, &mailbox.token).await;
+    stream.subscribe(None).await;
     let delivered = std::time::Instant::now();
     dovecot.deliver(&dated(
         "new@lead.example",
@@ -848,13 +866,22 @@ async fn a_connected_mailbox_is_read_over_imap_without_skipping_or_repeating_acr
         &now,
         "A new question",
     ));
+    stream
+        .deltas_until(|d| {
+            d["kind"] == "message_created" && d["message"]["external_id"] == "new-1@lead.example"
+        })
+        .await;
+    eprintln!(
+        "IMAP-delivered (doveadm save) to the stream's message_created: {:?}",
+        delivered.elapsed()
+    );
+    stream.close().await;
     wait_stored(
         &server,
         &mailbox,
         &["new-1@lead.example", "old-1@lead.example"],
     )
     .await;
-    eprintln!("IMAP-delivered to stored: {:?}", delivered.elapsed());
     let list = conversations(&server, &mailbox).await;
     assert_eq!(list[0]["contact"]["email"], "new@lead.example", "{list:?}");
     let old_activity =

@@ -160,7 +160,12 @@ async fn conversations_and_messages_page_without_skipping_or_repeating() {
         (vec![5], Some(5), None)
     );
     assert_eq!(page("limit=2".into()).await, (vec![5, 4], Some(4), None));
-    for bad in ["around=3&before=4", "after=-1", "around=x"] {
+    for bad in [
+        "around=3&before=4",
+        "after=-1",
+        "around=x",
+        "before=9223372036854775808",
+    ] {
         let (status, error) = server
             .get(
                 &tenant.token,

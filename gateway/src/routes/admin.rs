@@ -244,7 +244,7 @@ pub struct NewChannel {
     /// Email: the mailbox read for replies (IDLE, else polling).
     imap: Option<MailServerInput>,
     /// Email: messages sent a UTC day at most (the mailbox provider's cap).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000000)]
     daily_limit: Option<u32>,
 }
 
@@ -298,8 +298,23 @@ async fn create_channel(
     let mut body = body;
     let name = required("name", body.name.take(), MAX_NAME)?;
     let daily_limit = body.daily_limit;
+    if daily_limit.is_some_and(|n| !(1..=10_000_000).contains(&n)) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "`daily_limit` is a whole number from 1 to 10,000,000",
+        ));
+    }
     let config = match body.kind.as_deref() {
         Some("whatsapp") => {
+            let email_fields = body.address.is_some()
+                || body.display_name.is_some()
+                || body.inbound_secret.is_some()
+                || body.smtp.is_some()
+                || body.imap.is_some()
+                || body.daily_limit.is_some();
+            if email_fields {
+                return Err(other_kinds_settings("whatsapp"));
+            }
             let api_base_url = base_url(body.api_base_url)?;
             ChannelConfig::Whatsapp(WhatsappConfig {
                 phone_number_id: required("phone_number_id", body.phone_number_id, 64)?,
@@ -309,7 +324,17 @@ async fn create_channel(
                 api_base_url,
             })
         }
-        Some("email") => ChannelConfig::Email(email_config(&app, &mut body)?),
+        Some("email") => {
+            let whatsapp_fields = body.phone_number_id.is_some()
+                || body.app_secret.is_some()
+                || body.verify_token.is_some()
+                || body.access_token.is_some()
+                || body.api_base_url.is_some();
+            if whatsapp_fields {
+                return Err(other_kinds_settings("email"));
+            }
+            ChannelConfig::Email(email_config(&app, &mut body)?)
+        }
         Some("linkedin") => {
             return Err(ApiError::unprocessable(
                 "unsupported_channel_kind",
@@ -339,6 +364,14 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
 }
 
+/// 422 `invalid_value`: settings of another kind of channel than `kind`.
+fn other_kinds_settings(kind: &str) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_value",
+        format!("a {kind} channel has no such settings (they belong to another kind of channel)"),
+    )
+}
+
 /// An email channel's settings from the request: 422 `missing_field`, `invalid_email`,
 /// `insecure_mail_server` (no TLS to a server off loopback, unless the configuration
 /// allows it).
@@ -366,6 +399,17 @@ fn email_config(app: &AppState, body: &mut NewChannel) -> ApiResult<EmailConfig>
         .take()
         .map(|input| mail_server(app, "imap", input))
         .transpose()?;
+    for (name, value, max) in [
+        ("display_name", body.display_name.as_ref(), 200),
+        ("inbound_secret", body.inbound_secret.as_ref(), 512),
+    ] {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            return Err(ApiError::unprocessable(
+                "field_too_long",
+                format!("`{name}` is at most {max} characters"),
+            ));
+        }
+    }
     Ok(EmailConfig {
         address,
         display_name: body
@@ -401,6 +445,18 @@ fn mail_server(
             "invalid_value",
             format!("`{field}.port` must be from 1 to 65535"),
         ));
+    }
+    for (name, value, max) in [
+        ("username", Some(&input.username), 320),
+        ("password", Some(&input.password), 1024),
+        ("mailbox", input.mailbox.as_ref(), 200),
+    ] {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            return Err(ApiError::unprocessable(
+                "field_too_long",
+                format!("`{field}.{name}` is at most {max} characters"),
+            ));
+        }
     }
     if input.security == MailSecurity::None
         && !app.config.email.allow_insecure
@@ -682,6 +738,15 @@ async fn update_channel(
         .map(|s| required("inbound_secret", Some(s), 512))
         .transpose()?;
     let display_name = patch.display_name.map(|n| n.trim().to_owned());
+    if display_name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 200)
+    {
+        return Err(ApiError::unprocessable(
+            "field_too_long",
+            "`display_name` is at most 200 characters",
+        ));
+    }
     let smtp = patch
         .smtp
         .map(|input| mail_server(&app, "smtp", input))

@@ -444,13 +444,18 @@ fn message_window(raw: Option<&str>) -> Result<(MessageWindow, usize), ApiError>
     let mut window = None;
     let mut limit = DEFAULT_LIMIT;
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        // A seq as the document states it: a non-negative 64-bit signed integer.
         let seq = || {
-            value.parse::<u64>().map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_query",
-                    format!("`{key}` must be a message seq, not {value:?}"),
-                )
-            })
+            value
+                .parse::<i64>()
+                .ok()
+                .and_then(|seq| u64::try_from(seq).ok())
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_query",
+                        format!("`{key}` must be a message seq, not {value:?}"),
+                    )
+                })
         };
         let given = match key.as_ref() {
             "before" => MessageWindow::Before(Some(seq()?)),
