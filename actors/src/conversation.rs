@@ -16,10 +16,10 @@ use confab_engine::ids::{AgentId, ConversationId, MessageId};
 use confab_engine::inbound::{InboundEvent, PendingStatus};
 use confab_engine::model::{
     AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
-    MessageAttachment, Responder, Sender, Status,
+    MessageAttachment, MessageEdit, Reaction, Responder, Sender, Status,
 };
 use confab_engine::outbox::OutboxEntry;
-use confab_engine::port::utc_day;
+use confab_engine::port::{utc_day, Change};
 use confab_engine::store::Store;
 use confab_engine::template::{self, TemplateError, Variables};
 use confab_engine::time::{now_millis, UnixMillis};
@@ -44,7 +44,21 @@ pub enum ConversationMsg {
     ProviderAccepted {
         seq: u64,
         external_id: String,
+        /// The provider thread a conversation we started now has.
+        thread: Option<String>,
         done: RpcReplyPort<ActorResult<()>>,
+    },
+    /// The provider reports a change to message `seq` (a reaction, an edit, a deletion).
+    Changed {
+        seq: u64,
+        change: Change,
+        at: UnixMillis,
+        reply: RpcReplyPort<ActorResult<()>>,
+    },
+    /// The lead read the thread: our messages sent up to `at` (`0`: all) are read.
+    ThreadRead {
+        at: UnixMillis,
+        reply: RpcReplyPort<ActorResult<()>>,
     },
     /// The provider refused message `seq` for good. Answered once that is durable.
     ProviderFailed {
@@ -198,7 +212,11 @@ impl Actor for ConversationActor {
             ConversationMsg::Inbound(event, reply) => {
                 let outcome = state.inbound(*event).await;
                 let stored = match &outcome {
-                    Ok(InboundOutcome::Stored(message)) if !message.auto_reply => Some(message.seq),
+                    Ok(InboundOutcome::Stored(message))
+                        if !message.auto_reply && !message.sent_elsewhere =>
+                    {
+                        Some(message.seq)
+                    }
                     _ => None,
                 };
                 let _ = reply.send(outcome);
@@ -228,13 +246,25 @@ impl Actor for ConversationActor {
             ConversationMsg::ProviderAccepted {
                 seq,
                 external_id,
+                thread,
                 done,
             } => {
-                let outcome = state.accepted(seq, external_id).await;
+                let outcome = state.accepted(seq, external_id, thread).await;
                 if let Err(e) = &outcome {
                     tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record the provider's acceptance");
                 }
                 let _ = done.send(outcome);
+            }
+            ConversationMsg::Changed {
+                seq,
+                change,
+                at,
+                reply,
+            } => {
+                let _ = reply.send(state.changed(seq, change, at).await);
+            }
+            ConversationMsg::ThreadRead { at, reply } => {
+                let _ = reply.send(state.thread_read(at).await);
             }
             ConversationMsg::ProviderFailed { seq, error, done } => {
                 let outcome = state.delivery(seq, Delivery::Failed, Some(error)).await;
@@ -277,11 +307,41 @@ impl Actor for ConversationActor {
 }
 
 impl ConversationState {
-    async fn inbound(&mut self, event: InboundEvent) -> ActorResult<InboundOutcome> {
+    async fn inbound(&mut self, mut event: InboundEvent) -> ActorResult<InboundOutcome> {
         let now = now_millis();
         let activity = activity_time(&event, now);
         let mut conv = self.conv.clone();
         let mut set = WriteSet::new();
+        if let Some(thread) = event.details.adopt_thread.take() {
+            adopt_thread(&mut conv, thread, &mut set);
+        }
+        if event.details.from_us {
+            if let Some(mut ours) = self.echo_of(&event).await? {
+                // Our own send, seen again before the provider's answer named it: the
+                // message is already here; it gets its provider id now.
+                let ext_key = catalogue::ext_msg(conv.channel_id, &event.provider_message_id);
+                ours.external_id = Some(event.provider_message_id);
+                set.require_absent(Ks::ExtMsg, ext_key.clone())
+                    .put_raw(
+                        Ks::ExtMsg,
+                        ext_key,
+                        catalogue::ext_msg_value(conv.id, ours.seq),
+                    )
+                    .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, ours.seq), &ours)
+                    .delta(conv.workspace_id, conv.id, DeltaBody::MessageUpdated(ours));
+                if conv != self.conv {
+                    store_state(&mut set, &self.conv, &conv);
+                }
+                return match self.committer.commit(set).await {
+                    Ok(_) => {
+                        self.conv = conv;
+                        Ok(InboundOutcome::Duplicate)
+                    }
+                    Err(EngineError::AlreadyExists) => Ok(InboundOutcome::Duplicate),
+                    Err(e) => Err(e.into()),
+                };
+            }
+        }
         let message = stage_inbound(&mut conv, event, now, &mut set);
         touch(&mut set, &self.conv, &mut conv, activity);
         self.analytics(&mut set, &conv, &self.stats, now);
@@ -298,7 +358,12 @@ impl ConversationState {
         match self.committer.commit(set).await {
             Ok(_) => {
                 self.conv = conv;
-                metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => self.conv.channel.as_str()).increment(1);
+                let direction = if message.sent_elsewhere {
+                    "outbound"
+                } else {
+                    "inbound"
+                };
+                metrics::counter!(crate::metrics::MESSAGES, "direction" => direction, "channel" => self.conv.channel.as_str()).increment(1);
                 Ok(InboundOutcome::Stored(Box::new(message)))
             }
             Err(EngineError::AlreadyExists) => Ok(InboundOutcome::Duplicate),
@@ -383,6 +448,10 @@ impl ConversationState {
             subject: None,
             full_text: None,
             auto_reply: false,
+            sent_elsewhere: false,
+            reactions: Vec::new(),
+            edits: Vec::new(),
+            deleted_at: None,
         };
         conv.next_seq += 1;
 
@@ -428,6 +497,7 @@ impl ConversationState {
             in_reply_to: conv.references.last().cloned(),
             references: conv.references.clone(),
             attachments: message.attachments.clone(),
+            start_with: conv.awaiting_thread.clone(),
         });
         if let Some(entry) = &outbox {
             // A reply to the lead: the conversation now waits for the lead's answer.
@@ -596,7 +666,128 @@ impl ConversationState {
         analytics::record(set, Some(before), Snapshot { conv, stats }, now);
     }
 
-    async fn accepted(&mut self, seq: u64, external_id: String) -> ActorResult<()> {
+    /// Our outbound message this echo of one of ours sent from elsewhere repeats: one
+    /// not yet named by the provider, with the same text, among the newest.
+    async fn echo_of(&self, event: &InboundEvent) -> ActorResult<Option<Message>> {
+        let store = self.store.clone();
+        let conv_id = self.conv.id;
+        let recent = tokio::task::spawn_blocking(move || {
+            store.messages_before(conv_id, None, ECHO_LOOKBACK)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let text = event.text.trim();
+        Ok(recent.items.into_iter().find(|m| {
+            m.direction == Direction::Outbound
+                && !m.internal
+                && !m.sent_elsewhere
+                && m.external_id.is_none()
+                && m.delivery.is_some_and(|d| d != Delivery::Failed)
+                && m.text.trim() == text
+        }))
+    }
+
+    /// Records a provider's change to message `seq`.
+    async fn changed(&mut self, seq: u64, change: Change, at: UnixMillis) -> ActorResult<()> {
+        let store = self.store.clone();
+        let conv_id = self.conv.id;
+        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some(mut message) = message else {
+            return Ok(());
+        };
+        let at = if at > 0 { at } else { now_millis() };
+        let before = message.clone();
+        match change {
+            Change::Reaction { emoji, from_lead } => {
+                let by = if from_lead {
+                    Sender::Lead
+                } else {
+                    Sender::Agent
+                };
+                message.reactions.retain(|r| r.by != by);
+                let emoji: String = emoji.chars().take(MAX_REACTION_CHARS).collect();
+                if !emoji.is_empty() {
+                    message.reactions.push(Reaction { emoji, by, at });
+                }
+            }
+            Change::Edited { text } => {
+                if text != message.text {
+                    let earlier = std::mem::replace(&mut message.text, text);
+                    message.edits.push(MessageEdit { text: earlier, at });
+                    let excess = message.edits.len().saturating_sub(MAX_EDITS);
+                    message.edits.drain(..excess);
+                }
+            }
+            Change::Deleted => {
+                message.deleted_at.get_or_insert(at);
+            }
+        }
+        if message == before {
+            return Ok(());
+        }
+        let mut set = WriteSet::new();
+        set.put(Ks::ConvMsg, catalogue::conv_msg(conv_id, seq), &message)
+            .delta(
+                self.conv.workspace_id,
+                conv_id,
+                DeltaBody::MessageUpdated(message),
+            );
+        self.committer.commit(set).await?;
+        Ok(())
+    }
+
+    /// The lead read the thread: our messages sent up to `at` (`0`: all) move to read.
+    async fn thread_read(&mut self, at: UnixMillis) -> ActorResult<()> {
+        let store = self.store.clone();
+        let conv_id = self.conv.id;
+        let recent = tokio::task::spawn_blocking(move || {
+            store.messages_before(conv_id, None, READ_LOOKBACK)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let mut set = WriteSet::new();
+        let mut changed = false;
+        for mut message in recent.items {
+            let Some(current) = message.delivery else {
+                continue;
+            };
+            if current == Delivery::Read {
+                // Everything before it was read too.
+                break;
+            }
+            if at > 0 && message.created_at > at {
+                continue;
+            }
+            if !matches!(current, Delivery::Sent | Delivery::Delivered) {
+                continue;
+            }
+            message.delivery = Some(Delivery::Read);
+            set.put(
+                Ks::ConvMsg,
+                catalogue::conv_msg(conv_id, message.seq),
+                &message,
+            )
+            .delta(
+                self.conv.workspace_id,
+                conv_id,
+                DeltaBody::MessageUpdated(message),
+            );
+            changed = true;
+        }
+        if changed {
+            self.committer.commit(set).await?;
+        }
+        Ok(())
+    }
+
+    async fn accepted(
+        &mut self,
+        seq: u64,
+        external_id: String,
+        thread: Option<String>,
+    ) -> ActorResult<()> {
         let store = self.store.clone();
         let (conv_id, channel_id) = (self.conv.id, self.conv.channel_id);
         let ext = external_id.clone();
@@ -636,13 +827,18 @@ impl ConversationState {
                 DeltaBody::MessageUpdated(message),
             );
         // Email: our message joins the thread's references (the lead's answer names it).
-        let mut conv = None;
-        if self.conv.channel.rules().threads_by_references {
-            let mut next = self.conv.clone();
+        let mut next = self.conv.clone();
+        if next.channel.rules().threads_by_references {
             remember_reference(&mut next, &external_id);
-            store_state(&mut set, &self.conv, &next);
-            conv = Some(next);
         }
+        // A conversation we started: the provider named its thread.
+        if let Some(thread) = thread {
+            adopt_thread(&mut next, thread, &mut set);
+        }
+        let conv = (next != self.conv).then(|| {
+            store_state(&mut set, &self.conv, &next);
+            next
+        });
         self.committer.commit(set).await?;
         if let Some(conv) = conv {
             self.conv = conv;
@@ -838,6 +1034,10 @@ impl ConversationState {
             subject: None,
             full_text: None,
             auto_reply: false,
+            sent_elsewhere: false,
+            reactions: Vec::new(),
+            edits: Vec::new(),
+            deleted_at: None,
         };
         conv.next_seq += 1;
         let mut set = WriteSet::new();
@@ -973,18 +1173,23 @@ pub(crate) fn stage_inbound(
         attachments.push(attachment);
         files.push(bytes);
     }
+    let from_us = details.from_us;
     let message = Message {
         id: MessageId::new(),
         conversation_id: conv.id,
         seq,
-        direction: Direction::Inbound,
-        sender: Sender::Lead,
+        direction: if from_us {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        },
+        sender: if from_us { Sender::Agent } else { Sender::Lead },
         agent_id: None,
         text: event.text,
         internal: false,
         channel: conv.channel,
         created_at: sent_at,
-        delivery: None,
+        delivery: from_us.then_some(Delivery::Sent),
         external_id: Some(event.provider_message_id.clone()),
         content_type: event.content_type,
         reply_to: event.reply_to,
@@ -995,13 +1200,33 @@ pub(crate) fn stage_inbound(
         subject: details.subject.clone(),
         full_text: details.full_text,
         auto_reply: details.auto_reply,
+        sent_elsewhere: from_us,
+        reactions: Vec::new(),
+        edits: Vec::new(),
+        deleted_at: None,
     };
     conv.next_seq += 1;
-    conv.unread_count = conv.unread_count.saturating_add(1);
     conv.preview = preview(&message.text);
+    if from_us {
+        // A person wrote to the lead on the provider: like a reply from Confab, it hands
+        // the conversation to people and any AI answer being prepared is stale.
+        if conv.ai_mode == AiMode::Active {
+            conv.ai_mode = AiMode::Paused;
+        }
+        conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
+        if conv.status == Status::Open {
+            conv.status = Status::Pending;
+        }
+        if conv.first_inbound_at.is_some() && conv.first_response_at.is_none() {
+            conv.first_response_at = Some(sent_at);
+            conv.first_responder = Some(Responder::Human);
+        }
+    } else {
+        conv.unread_count = conv.unread_count.saturating_add(1);
+    }
     // A machine's message (an out-of-office) is kept but changes nothing the lead's own
     // answer would: no reopening, no AI answer, no reply window.
-    if !message.auto_reply {
+    if !message.auto_reply && !from_us {
         conv.last_inbound_seq = Some(seq);
         conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
         conv.first_inbound_at.get_or_insert(sent_at);
@@ -1043,6 +1268,27 @@ pub(crate) fn stage_inbound(
         .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
         .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
     message
+}
+
+/// A conversation we started takes the provider thread `thread` as its own: later
+/// messages of the thread find it directly, and the hint that led there is withdrawn.
+pub(crate) fn adopt_thread(conv: &mut Conversation, thread: String, set: &mut WriteSet) {
+    let Some(lead) = conv.awaiting_thread.take() else {
+        return;
+    };
+    set.delete(
+        Ks::ThreadAlias,
+        catalogue::thread_alias(
+            conv.channel_id,
+            &confab_engine::inbound::awaiting_key(&lead),
+        ),
+    )
+    .put_raw(
+        Ks::ThreadConv,
+        catalogue::thread_conv(conv.channel_id, &thread),
+        conv.id.to_bytes().to_vec(),
+    );
+    conv.external_thread = thread;
 }
 
 /// When an inbound message makes its conversation active: now, or its own time for mail
@@ -1101,6 +1347,15 @@ pub fn normalize_tags(tags: Vec<String>) -> ActorResult<Vec<String>> {
     }
     Ok(out)
 }
+
+/// How many of a conversation's newest messages an echo of ours is looked for among.
+const ECHO_LOOKBACK: usize = 50;
+/// How many of a conversation's newest messages a read receipt moves to read at most.
+const READ_LOOKBACK: usize = 200;
+/// Earlier texts an edited message keeps.
+const MAX_EDITS: usize = 20;
+/// Longest reaction kept, in characters.
+const MAX_REACTION_CHARS: usize = 16;
 
 pub fn preview(text: &str) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -254,6 +254,10 @@ mod tests {
             subject: None,
             full_text: None,
             auto_reply: false,
+            sent_elsewhere: false,
+            reactions: Vec::new(),
+            edits: Vec::new(),
+            deleted_at: None,
         }
     }
 

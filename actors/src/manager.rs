@@ -16,8 +16,8 @@ use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::contacts;
 use confab_engine::delta::DeltaBody;
 use confab_engine::ids::{ChannelId, ConversationId};
-use confab_engine::inbound::{InboundEvent, ThreadAliasValue, ThreadHint};
-use confab_engine::model::{AiMode, Channel, Conversation, Message, Status};
+use confab_engine::inbound::{awaiting_key, InboundEvent, ThreadAliasValue, ThreadHint};
+use confab_engine::model::{AiMode, Channel, Contact, Conversation, Message, Status};
 use confab_engine::store::Store;
 use confab_engine::time::now_millis;
 use dashmap::DashMap;
@@ -177,8 +177,13 @@ impl Conversations {
             let found = tokio::task::spawn_blocking(move || thread_of(&store, channel_id, &hints))
                 .await
                 .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
-            if let Some(thread) = found {
-                event.thread = thread;
+            if let Some((thread, adopt)) = found {
+                // A conversation we started takes the provider's thread as its own.
+                if adopt && thread != event.thread {
+                    event.details.adopt_thread = Some(std::mem::replace(&mut event.thread, thread));
+                } else {
+                    event.thread = thread;
+                }
             }
         }
         let key = (channel.id, event.thread.clone());
@@ -217,6 +222,37 @@ impl Conversations {
             return self
                 .submit(id, |reply| ConversationMsg::Inbound(Box::new(event), reply))
                 .await;
+        }
+        Err(ActorError::Unavailable(
+            "the conversation could not be created: too much contention".into(),
+        ))
+    }
+
+    /// The conversation with the lead whose provider id is `lead` on `channel`: the one
+    /// the channel already has with them, else a new one without messages, waiting for
+    /// the provider to name its thread (the first message sent opens it). Returns the
+    /// conversation and whether it was created.
+    pub async fn start(
+        &self,
+        channel: Arc<Channel>,
+        lead: String,
+        name: Option<String>,
+    ) -> ActorResult<(ConversationId, bool)> {
+        if !channel.rules().starts_threads {
+            return Err(ActorError::invalid(
+                "cannot_start_conversation",
+                format!(
+                    "a {} channel cannot write to a lead first",
+                    channel.kind().as_str()
+                ),
+            ));
+        }
+        for _ in 0..RESOLVE_ATTEMPTS {
+            match start_or_find(&self.store, &self.committer, &channel, &lead, name.clone()).await {
+                Ok(found) => return Ok(found),
+                Err(Resolve::Lost) => continue,
+                Err(Resolve::Failed(e)) => return Err(e),
+            }
         }
         Err(ActorError::Unavailable(
             "the conversation could not be created: too much contention".into(),
@@ -325,7 +361,17 @@ async fn find_or_create(
     let mut set = WriteSet::new();
     let contact = match known_contact {
         Some(stored) => stored.contact,
-        None => contacts::stage_new(&mut set, ws, event.contact_name.clone(), &identities, now),
+        None => {
+            let details = &event.details;
+            let seed = Contact {
+                name: event.contact_name.clone(),
+                title: details.headline.clone(),
+                avatar_url: details.avatar_url.clone(),
+                profile_url: details.profile_url.clone(),
+                ..Contact::default()
+            };
+            contacts::stage_new(&mut set, ws, seed, &identities, now)
+        }
     };
     let mut conv = Conversation {
         id: ConversationId::new(),
@@ -355,6 +401,7 @@ async fn find_or_create(
         ai_replies_today: 0,
         subject: None,
         references: Vec::new(),
+        awaiting_thread: None,
     };
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
     let thread_key = catalogue::thread_conv(channel.id, &event.thread);
@@ -402,15 +449,142 @@ async fn find_or_create(
     Ok(Resolved::Created(conv.id, Box::new(message), ai_active))
 }
 
+/// [`Conversations::start`]'s one attempt: an existing conversation of the channel with
+/// the lead, or a new one (with the contact when the workspace does not know the lead),
+/// its provisional thread and the alias the lead's first message finds it by.
+async fn start_or_find(
+    store: &Store,
+    committer: &Committer,
+    channel: &Arc<Channel>,
+    lead: &str,
+    name: Option<String>,
+) -> Result<(ConversationId, bool), Resolve> {
+    let ws = channel.workspace_id;
+    let identity = contacts::Identity::Profile {
+        kind: channel.kind(),
+        id: lead.to_owned(),
+    };
+    let thread = confab_engine::inbound::provisional_thread(lead);
+    let (store_in, channel_id, lookup) = (store.clone(), channel.id, identity.clone());
+    let probe_thread = thread.clone();
+    let (existing, known_contact, ai_mode) = blocking(move || {
+        let store = store_in;
+        if let Some(id) = store.conversation_by_thread(channel_id, &probe_thread)? {
+            return Ok((Some(id), None, AiMode::Manual));
+        }
+        let contact = contacts::resolve(&store, ws, std::slice::from_ref(&lookup))?;
+        if let Some(contact) = &contact {
+            // The lead wrote on this channel before: that conversation goes on.
+            for id in store.contact_conversations(contact.contact.id)? {
+                if store
+                    .conversation(id)?
+                    .is_some_and(|c| c.channel_id == channel_id)
+                {
+                    return Ok((Some(id), None, AiMode::Manual));
+                }
+            }
+        }
+        let mode = crate::ai::config(&store, ws)?.new_conversation_mode(None);
+        Ok((None, contact, mode))
+    })
+    .await?;
+    if let Some(id) = existing {
+        return Ok((id, false));
+    }
+    let now = now_millis();
+    let mut set = WriteSet::new();
+    let contact = match known_contact {
+        Some(stored) => stored.contact,
+        None => contacts::stage_new(
+            &mut set,
+            ws,
+            Contact {
+                name,
+                ..Contact::default()
+            },
+            std::slice::from_ref(&identity),
+            now,
+        ),
+    };
+    let conv = Conversation {
+        id: ConversationId::new(),
+        workspace_id: ws,
+        channel_id: channel.id,
+        channel: channel.kind(),
+        external_thread: thread.clone(),
+        contact,
+        status: Status::Open,
+        assignee_id: None,
+        tags: Vec::new(),
+        campaign: None,
+        unread_count: 0,
+        ai_mode,
+        created_at: now,
+        last_activity_at: now,
+        preview: String::new(),
+        last_inbound_at: None,
+        next_seq: 1,
+        first_inbound_at: None,
+        first_response_at: None,
+        first_responder: None,
+        closed_at: None,
+        last_inbound_seq: None,
+        ai_epoch: 0,
+        ai_day: 0,
+        ai_replies_today: 0,
+        subject: None,
+        references: Vec::new(),
+        awaiting_thread: Some(lead.to_owned()),
+    };
+    let thread_key = catalogue::thread_conv(channel.id, &thread);
+    set.require_absent(Ks::ThreadConv, thread_key.clone())
+        .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
+        .put(
+            Ks::ThreadAlias,
+            catalogue::thread_alias(channel.id, &awaiting_key(lead)),
+            &ThreadAliasValue {
+                conversation: conv.id,
+                at: now,
+            },
+        )
+        .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
+        .put_raw(
+            Ks::ContactConv,
+            catalogue::contact_conv(conv.contact.id, conv.id),
+            Vec::new(),
+        )
+        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
+    confab_engine::views::update(&mut set, None, &conv);
+    let stats = confab_engine::analytics::ConversationStats::default();
+    confab_engine::analytics::record(
+        &mut set,
+        None,
+        confab_engine::analytics::Snapshot {
+            conv: &conv,
+            stats: &stats,
+        },
+        now,
+    );
+    match committer.commit(set).await {
+        Ok(_) => {}
+        Err(confab_engine::Error::AlreadyExists) => return Err(Resolve::Lost),
+        Err(e) => return Err(e.into()),
+    }
+    metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => conv.channel.as_str())
+        .increment(1);
+    Ok((conv.id, true))
+}
+
 /// The thread of the first hint that names a conversation of `channel`, if any (see
-/// [`ThreadHint`]).
+/// [`ThreadHint`]), and whether that conversation awaits the message's thread as its own.
 fn thread_of(
     store: &Store,
     channel: ChannelId,
     hints: &[ThreadHint],
-) -> confab_engine::Result<Option<String>> {
+) -> confab_engine::Result<Option<(String, bool)>> {
     let now = now_millis();
     for hint in hints {
+        let adopt = matches!(hint, ThreadHint::Awaiting(_));
         let conversation = match hint {
             ThreadHint::Conversation(id) => Some(*id),
             ThreadHint::Replies(provider_id) => store
@@ -420,6 +594,12 @@ fn thread_of(
                 .get::<ThreadAliasValue>(Ks::ThreadAlias, &catalogue::thread_alias(channel, key))?
                 .filter(|alias| now.saturating_sub(alias.at) <= *within_ms)
                 .map(|alias| alias.conversation),
+            ThreadHint::Awaiting(lead) => store
+                .get::<ThreadAliasValue>(
+                    Ks::ThreadAlias,
+                    &catalogue::thread_alias(channel, &awaiting_key(lead)),
+                )?
+                .map(|alias| alias.conversation),
         };
         if let Some(conv) = conversation
             .map(|id| store.conversation(id))
@@ -427,7 +607,8 @@ fn thread_of(
             .flatten()
         {
             if conv.channel_id == channel {
-                return Ok(Some(conv.external_thread));
+                let adopt = adopt && conv.awaiting_thread.is_some();
+                return Ok(Some((conv.external_thread, adopt)));
             }
         }
     }

@@ -9,6 +9,13 @@ pub const CONVERSATIONS_CREATED: &str = "confab_conversations_created_total";
 pub const MESSAGES: &str = "confab_messages_total";
 /// Counter: webhook items that can never be stored (no usable id or sender), by channel kind.
 pub const WEBHOOK_ITEMS_REJECTED: &str = "confab_webhook_items_rejected_total";
+/// Counter: webhook events acknowledged and not used (kinds we do not use, changes to
+/// messages we do not know), by channel kind.
+pub const WEBHOOK_ITEMS_IGNORED: &str = "confab_webhook_items_ignored_total";
+/// Counter: messages a channel's gap repair found that its webhooks had not delivered.
+pub const REPAIRED_MESSAGES: &str = "confab_channel_repaired_messages_total";
+/// Counter: gap repair runs, by channel kind and outcome (`ok`, `failed`).
+pub const REPAIR_RUNS: &str = "confab_channel_repair_runs_total";
 /// Gauge: messages queued in live conversation actors' mailboxes, summed (sampled at scrape).
 pub const MAILBOX_MESSAGES: &str = "confab_conversation_mailbox_messages";
 /// Gauge: the deepest single conversation mailbox (sampled at scrape).
@@ -73,6 +80,18 @@ pub fn describe() {
     describe_counter!(
         WEBHOOK_ITEMS_REJECTED,
         "Webhook items that can never be stored (no usable id or sender), by channel kind."
+    );
+    describe_counter!(
+        WEBHOOK_ITEMS_IGNORED,
+        "Webhook events acknowledged and not used (kinds not used, changes to unknown messages), by channel kind."
+    );
+    describe_counter!(
+        REPAIRED_MESSAGES,
+        "Messages a channel's gap repair stored that no webhook had delivered, by channel kind."
+    );
+    describe_counter!(
+        REPAIR_RUNS,
+        "Gap repair runs, by channel kind and outcome (ok, failed)."
     );
     describe_gauge!(
         MAILBOX_MESSAGES,

@@ -81,6 +81,10 @@ fn message(conversation_id: ConversationId, seq: u64, text: String, at: i64) -> 
         subject: None,
         full_text: None,
         auto_reply: false,
+        sent_elsewhere: false,
+        reactions: Vec::new(),
+        edits: Vec::new(),
+        deleted_at: None,
     }
 }
 

@@ -608,6 +608,7 @@ mod tests {
             ai_replies_today: 0,
             subject: None,
             references: Vec::new(),
+            awaiting_thread: None,
         }
     }
 

@@ -270,6 +270,12 @@ pub fn imap_cursor(channel: ChannelId) -> Vec<u8> {
     join(&[&channel.to_bytes(), b"/imap"])
 }
 
+/// `channel_runtime` key of a channel's gap repair cursor (until when its provider's
+/// history was read back).
+pub fn repair_cursor(channel: ChannelId) -> Vec<u8> {
+    join(&[&channel.to_bytes(), b"/repair"])
+}
+
 /// `thread_alias` key: a channel's alias (see `inbound::ThreadHint::Alias`).
 pub fn thread_alias(channel: ChannelId, alias: &[u8]) -> Vec<u8> {
     join(&[&channel.to_bytes(), alias])

@@ -79,18 +79,18 @@ pub fn resolve(
 }
 
 /// Stages a new contact of `ws` into `set`, claiming each of its identities (the set is
-/// refused if another contact claimed one first).
+/// refused if another contact claimed one first). `seed` holds what else is known of the
+/// lead (a name, a picture); its id is replaced.
 pub fn stage_new(
     set: &mut WriteSet,
     ws: WorkspaceId,
-    name: Option<String>,
+    seed: Contact,
     identities: &[Identity],
     now: UnixMillis,
 ) -> Contact {
     let mut contact = Contact {
         id: ContactId::new(),
-        name,
-        ..Contact::default()
+        ..seed
     };
     for identity in identities {
         match identity {

@@ -59,6 +59,16 @@ pub struct EventDetails {
     /// Read from the past (a mailbox's first sync), not live: the conversation's activity
     /// is the message's own time, so old mail does not rise to the top of today.
     pub imported: bool,
+    /// Written by the account's own user on the provider directly (LinkedIn typed by a
+    /// person): an outbound message, unless it is the echo of one of ours.
+    pub from_us: bool,
+    /// The lead's profile page, picture and headline, when the provider gives them.
+    pub profile_url: Option<String>,
+    pub avatar_url: Option<String>,
+    pub headline: Option<String>,
+    /// Set by the router: the provider thread of a conversation we started
+    /// ([`ThreadHint::Awaiting`]), which the conversation adopts.
+    pub adopt_thread: Option<String>,
 }
 
 /// What a thread alias names (`thread_alias`): the conversation that last used it.
@@ -77,6 +87,23 @@ pub enum ThreadHint {
     Replies(String),
     /// A conversation recorded under this key (sender and subject) within `within_ms`.
     Alias { key: Vec<u8>, within_ms: i64 },
+    /// A conversation we started toward this lead (provider id) whose provider thread is
+    /// not known yet: the message's thread becomes its thread.
+    Awaiting(String),
+}
+
+/// The thread alias key under which a conversation we started waits for its provider
+/// thread ([`ThreadHint::Awaiting`]).
+pub fn awaiting_key(lead: &str) -> Vec<u8> {
+    let mut key = b"awaiting\0".to_vec();
+    key.extend_from_slice(lead.as_bytes());
+    key
+}
+
+/// The provisional thread of a conversation started toward `lead`, until the provider
+/// names the real one.
+pub fn provisional_thread(lead: &str) -> String {
+    format!("new:{lead}")
 }
 
 /// A delivery status for a provider message id we do not know (yet): kept in `ext_status`

@@ -64,6 +64,9 @@ pub struct ChannelRules {
     pub threads_by_references: bool,
     /// Whether files can be sent with a reply (email attachments).
     pub sends_files: bool,
+    /// The least time between two sends of one sender identity (a LinkedIn account:
+    /// bursts get it restricted); `None`: only `per_second` paces.
+    pub min_interval_ms: Option<u64>,
 }
 
 /// Where a conversation's reply window stands.
@@ -105,6 +108,7 @@ impl ChannelKind {
                 starts_threads: false,
                 threads_by_references: false,
                 sends_files: false,
+                min_interval_ms: None,
             },
             // A mailbox: no window; mail providers cap a mailbox's day (Gmail ~500 to
             // 2,000), so channels set `daily_limit`; a few a second keeps relays friendly.
@@ -116,16 +120,19 @@ impl ChannelKind {
                 starts_threads: true,
                 threads_by_references: true,
                 sends_files: true,
+                min_interval_ms: None,
             },
-            // Until its adapter states its own limits.
+            // An account through Unipile: LinkedIn restricts accounts that send more than
+            // ~100 messages a day or in bursts, so a conservative cap and spacing.
             ChannelKind::Linkedin => ChannelRules {
                 reply_window_ms: None,
-                max_text_chars: 4096,
+                max_text_chars: 8000,
                 per_second: None,
-                per_day: None,
+                per_day: Some(LINKEDIN_DAILY_LIMIT),
                 starts_threads: true,
                 threads_by_references: false,
-                sends_files: false,
+                sends_files: true,
+                min_interval_ms: Some(u64::from(LINKEDIN_MIN_INTERVAL_SECS) * 1000),
             },
         }
     }
@@ -138,6 +145,11 @@ impl ChannelKind {
         }
     }
 }
+
+/// A LinkedIn account's default daily send cap.
+pub const LINKEDIN_DAILY_LIMIT: u32 = 100;
+/// A LinkedIn account's default least spacing between two sends, in seconds.
+pub const LINKEDIN_MIN_INTERVAL_SECS: u32 = 20;
 
 /// What happens to a message once the channel's daily cap is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,6 +174,9 @@ pub struct ChannelLimits {
     pub per_day: Option<u32>,
     #[serde(default)]
     pub over_daily_cap: OverDailyCap,
+    /// The least seconds between two sends; `None`: the kind's default, `Some(0)`: none.
+    #[serde(default)]
+    pub min_interval_secs: Option<u32>,
 }
 
 /// Default Graph API base for WhatsApp Cloud API sends.
@@ -222,6 +237,19 @@ pub struct EmailConfig {
     pub token_key: String,
 }
 
+/// A LinkedIn account connected through Unipile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedinConfig {
+    /// Unipile's id of the connected account.
+    pub account_id: String,
+    /// The account's Unipile API (`https://apiX.unipile.com:PORT`).
+    pub api_base_url: String,
+    /// Sent as `X-API-KEY`.
+    pub api_key: String,
+    /// Expected in the webhook's `Unipile-Auth` header.
+    pub webhook_secret: String,
+}
+
 /// A test-only provider speaking a trivial JSON format over HTTP (see the actors crate's
 /// `channels::loopback`): proves the channel port without any provider's name. It poses as
 /// the kind it names.
@@ -240,6 +268,7 @@ pub struct LoopbackConfig {
 pub enum ChannelConfig {
     Whatsapp(WhatsappConfig),
     Email(EmailConfig),
+    Linkedin(LinkedinConfig),
     #[cfg(feature = "loopback")]
     Loopback(LoopbackConfig),
 }
@@ -249,6 +278,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
             ChannelConfig::Email(_) => ChannelKind::Email,
+            ChannelConfig::Linkedin(_) => ChannelKind::Linkedin,
             #[cfg(feature = "loopback")]
             ChannelConfig::Loopback(c) => c.poses_as,
         }
@@ -283,6 +313,21 @@ impl ChannelConfig {
             _ => None,
         }
     }
+
+    /// The LinkedIn settings, for a LinkedIn channel.
+    pub fn linkedin(&self) -> Option<&LinkedinConfig> {
+        match self {
+            ChannelConfig::Linkedin(config) => Some(config),
+            _ => None,
+        }
+    }
+
+    pub fn linkedin_mut(&mut self) -> Option<&mut LinkedinConfig> {
+        match self {
+            ChannelConfig::Linkedin(config) => Some(config),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +358,9 @@ impl Channel {
         if let Some(per_day) = self.limits.per_day {
             rules.per_day = Some(per_day);
         }
+        if let Some(secs) = self.limits.min_interval_secs {
+            rules.min_interval_ms = (secs > 0).then(|| u64::from(secs) * 1000);
+        }
         rules
     }
 }
@@ -328,6 +376,9 @@ pub struct Contact {
     pub company: Option<String>,
     pub title: Option<String>,
     pub avatar_url: Option<String>,
+    /// The lead's profile page on the provider (LinkedIn), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_url: Option<String>,
 }
 
 /// Stored form of a contact (the JSON form hides the workspace).
@@ -410,6 +461,10 @@ pub struct Conversation {
     /// `In-Reply-To` and `References`.
     #[serde(default)]
     pub references: Vec<String>,
+    /// A conversation we started before the provider named its thread: the lead's
+    /// provider id, until the thread is known (`external_thread` is then provisional).
+    #[serde(default)]
+    pub awaiting_thread: Option<String>,
 }
 
 /// Who answered a lead.
@@ -591,6 +646,47 @@ pub struct Message {
     /// and it does not reopen the conversation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_reply: bool,
+    /// Ours, but written on the provider directly (a person typing in LinkedIn), not
+    /// through Confab.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sent_elsewhere: bool,
+    /// Reactions, in the order they came (one per person: a new one replaces theirs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+    /// Earlier texts of an edited message, oldest first (`text` is the current one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<MessageEdit>,
+    /// When the message was deleted on the provider: marked, its text kept for agents.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339_option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub deleted_at: Option<UnixMillis>,
+}
+
+/// A reaction to a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Reaction {
+    pub emoji: String,
+    /// `lead`, or `agent` for the account's own user.
+    pub by: Sender,
+    #[serde(with = "crate::time::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: UnixMillis,
+}
+
+/// A message's text before an edit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageEdit {
+    pub text: String,
+    /// When it was replaced.
+    #[serde(with = "crate::time::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: UnixMillis,
 }
 
 /// A file that came with a message: what it is, and where its bytes are.

@@ -35,6 +35,10 @@ pub struct OutboxEntry {
     /// The message's files (their bytes are in `blob`, read by the connector at send).
     #[serde(default)]
     pub attachments: Vec<MessageAttachment>,
+    /// The lead's provider id while the conversation has no provider thread yet (one we
+    /// start): this message opens it.
+    #[serde(default)]
+    pub start_with: Option<String>,
 }
 
 impl OutboxEntry {
@@ -51,6 +55,7 @@ impl OutboxEntry {
             in_reply_to: self.in_reply_to.clone(),
             references: self.references.clone(),
             attachments: Vec::new(),
+            start_with: self.start_with.clone(),
         }
     }
 }

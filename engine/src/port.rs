@@ -26,6 +26,41 @@ pub struct InboundBatch {
     pub skipped: usize,
     /// Items that can never be stored (no usable id or sender): answered, not retried.
     pub rejected: usize,
+    /// Changes to messages already sent or received (a reaction, an edit, a deletion).
+    pub changes: Vec<MessageChange>,
+    /// The lead read the thread: our messages in it up to `at` are read.
+    pub reads: Vec<ThreadRead>,
+    /// Events this channel does not use (acknowledged and counted, never an error).
+    pub ignored: usize,
+}
+
+/// A change the provider reports on a message it carried, ours or the lead's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageChange {
+    /// The changed message's provider id.
+    pub provider_message_id: String,
+    pub change: Change,
+    /// When it changed, provider time; `0` if unknown.
+    pub at: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Someone reacted (`from_lead`: the lead, else the account's own user); an empty
+    /// `emoji` takes the reaction back.
+    Reaction { emoji: String, from_lead: bool },
+    /// The text was edited to this (the earlier text is kept in the message's history).
+    Edited { text: String },
+    /// The message was deleted on the provider (marked, never erased).
+    Deleted,
+}
+
+/// The lead read the thread: our messages sent up to `at` are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadRead {
+    pub thread: String,
+    /// Provider time; `0` if unknown (everything sent so far).
+    pub at: UnixMillis,
 }
 
 /// A delivery report on a message we sent.
@@ -79,14 +114,21 @@ pub struct OutboundRequest {
     /// Email: the thread's earlier message ids (`References`).
     pub references: Vec<String>,
     pub attachments: Vec<OutboundFile>,
+    /// The lead's provider id when the conversation has no provider thread yet (one we
+    /// start): the adapter opens the thread with this message.
+    pub start_with: Option<String>,
 }
 
 /// What a provider said to one send attempt, classified once by the adapter so that the
 /// connector treats every provider alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// Accepted under the provider's message id.
-    Accepted { provider_id: String },
+    /// Accepted under the provider's message id; `thread` names the provider thread a
+    /// started conversation now has.
+    Accepted {
+        provider_id: String,
+        thread: Option<String>,
+    },
     /// Failed for a reason that may pass (5xx, timeout, unreachable): retried with backoff,
     /// no sooner than `retry_after` when the provider said so. Counts toward opening the
     /// circuit.
@@ -111,7 +153,7 @@ impl SendOutcome {
     /// A one-line description for logs and a message's error.
     pub fn reason(&self) -> &str {
         match self {
-            SendOutcome::Accepted { provider_id } => provider_id,
+            SendOutcome::Accepted { provider_id, .. } => provider_id,
             SendOutcome::Retryable { reason, .. }
             | SendOutcome::RateLimited { reason, .. }
             | SendOutcome::Permanent { reason, .. }
@@ -183,6 +225,10 @@ pub struct ChannelError {
 pub struct LimitsView {
     pub per_second: Option<u32>,
     pub per_day: Option<u32>,
+    /// The least time between two sends of the account, in seconds (LinkedIn punishes
+    /// bursts); `null`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interval_secs: Option<u32>,
     /// Messages accepted by the provider this UTC day.
     pub sent_today: u32,
 }

@@ -99,6 +99,7 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
             company: Some(text.split(' ').rev().take(2).collect::<Vec<_>>().join(" ")),
             title: None,
             avatar_url: None,
+            profile_url: None,
         },
         status: Status::Open,
         assignee_id: None,
@@ -121,6 +122,7 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         ai_replies_today: 0,
         subject: None,
         references: Vec::new(),
+        awaiting_thread: None,
     }
 }
 
@@ -147,6 +149,10 @@ fn message(conv: &Conversation, text: &str, i: i64) -> Message {
     subject: None,
     full_text: None,
     auto_reply: false,
+    sent_elsewhere: false,
+    reactions: Vec::new(),
+    edits: Vec::new(),
+    deleted_at: None,
     }
 }
 

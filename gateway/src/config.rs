@@ -38,6 +38,27 @@ pub struct Config {
     pub search: SearchConfig,
     pub auth: AuthConfig,
     pub email: EmailConfig,
+    pub linkedin: LinkedinConfig,
+}
+
+/// LinkedIn channels (through Unipile).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkedinConfig {
+    /// Between two gap repairs of an account (one also runs at start and when the
+    /// account runs again): its chats' recent messages are read back from Unipile.
+    pub repair_interval_secs: u64,
+    /// Each repair also reads back this much before the previous one.
+    pub repair_overlap_secs: u64,
+}
+
+impl Default for LinkedinConfig {
+    fn default() -> Self {
+        Self {
+            repair_interval_secs: 300,
+            repair_overlap_secs: 600,
+        }
+    }
 }
 
 /// Email channels.
@@ -244,6 +265,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             search: SearchConfig::default(),
             email: EmailConfig::default(),
+            linkedin: LinkedinConfig::default(),
         }
     }
 }

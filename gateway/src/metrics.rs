@@ -157,6 +157,11 @@ fn register_initial() {
         let channel = kind.as_str();
         counter!(actors::CONVERSATIONS_CREATED, "channel" => channel).increment(0);
         counter!(actors::WEBHOOK_ITEMS_REJECTED, "channel" => channel).increment(0);
+        counter!(actors::WEBHOOK_ITEMS_IGNORED, "channel" => channel).increment(0);
+        counter!(actors::REPAIRED_MESSAGES, "channel" => channel).increment(0);
+        for outcome in ["ok", "failed"] {
+            counter!(actors::REPAIR_RUNS, "channel" => channel, "outcome" => outcome).increment(0);
+        }
         for direction in ["inbound", "outbound"] {
             counter!(actors::MESSAGES, "direction" => direction, "channel" => channel).increment(0);
         }

@@ -104,6 +104,11 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
                 backoff: Duration::from_millis(config.email.reconnect_ms.max(1)),
                 max_backoff: Duration::from_secs(config.email.max_backoff_secs.max(1)),
             },
+            repair: confab_actors::channels::linkedin::RepairSettings {
+                interval: Duration::from_secs(config.linkedin.repair_interval_secs.max(1)),
+                overlap: Duration::from_secs(config.linkedin.repair_overlap_secs),
+                ..Default::default()
+            },
             ..ConnectorSettings::default()
         },
         indexer: Some(indexer_config(config)),

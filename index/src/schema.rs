@@ -16,7 +16,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, TantivyDocument, Term};
 
 /// Bumped whenever fields or analysis change: an index with another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Name of the analyzer of every full-text field.
 pub const ANALYZER: &str = "confab";
@@ -197,6 +197,7 @@ pub fn conversation_content(ws: WorkspaceId, card: &ConversationCard) -> u64 {
     for value in [
         &contact.name,
         &contact.company,
+        &contact.title,
         &contact.email,
         &contact.phone,
     ] {
@@ -225,6 +226,8 @@ pub fn conversation_doc(
     let optional = [
         (fields.name, &contact.name),
         (fields.company, &contact.company),
+        // A headline (LinkedIn's "Head of Growth at Acme") is searched like the company.
+        (fields.company, &contact.title),
         (fields.email, &contact.email),
         (fields.phone, &contact.phone),
     ];

@@ -50,6 +50,7 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         ai_replies_today: 0,
         subject: None,
         references: Vec::new(),
+        awaiting_thread: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn contact(name: &str, company: &str, email: &str, phone: &str) -> Contact {
         company: Some(company.into()),
         title: None,
         avatar_url: None,
+        profile_url: None,
     }
 }
 
@@ -90,6 +92,10 @@ fn message(conv: &mut Conversation, text: &str, at: i64) -> Message {
         subject: None,
         full_text: None,
         auto_reply: false,
+        sent_elsewhere: false,
+        reactions: Vec::new(),
+        edits: Vec::new(),
+        deleted_at: None,
     }
 }
 

@@ -29,11 +29,11 @@ async fn the_demo_seeds_a_workspace_and_leads_write_in_through_the_webhook() {
     })
     .await;
     assert!(
-        first["channel"] == "whatsapp" || first["channel"] == "email",
+        ["whatsapp", "email", "linkedin"].contains(&first["channel"].as_str().unwrap_or("")),
         "{first}"
     );
     assert!(first["contact"]["name"].is_string());
-    // The demo mailbox is there beside the WhatsApp sandbox.
+    // The demo mailbox and the LinkedIn account are there beside the WhatsApp sandbox.
     let response = http
         .get(format!("{}/api/v1/channels", process.base))
         .bearer_auth(&token)
@@ -48,9 +48,18 @@ async fn the_demo_seeds_a_workspace_and_leads_write_in_through_the_webhook() {
         .filter_map(|c| c["kind"].as_str())
         .collect();
     assert!(
-        kinds.contains(&"whatsapp") && kinds.contains(&"email"),
+        kinds.contains(&"whatsapp") && kinds.contains(&"email") && kinds.contains(&"linkedin"),
         "{channels}"
     );
+    // The LinkedIn account's Unipile stand-in answers: its gap repair reads the history
+    // and the channel stays connected.
+    let linkedin = channels["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["kind"] == "linkedin")
+        .expect("the LinkedIn channel");
+    assert_eq!(linkedin["status"], "connected", "{linkedin}");
     assert!(
         dir.path().join("demo.json").exists(),
         "seed state kept for restarts"

@@ -18,6 +18,7 @@ mod durability;
 mod edge;
 mod email;
 mod inbox;
+mod linkedin;
 mod metrics;
 mod powerloss;
 mod search;

@@ -68,6 +68,15 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Writing first on another workspace's channel: it does not exist for them.
+    let (status, _) = server
+        .post(
+            &theirs.token,
+            "/api/v1/conversations",
+            json!({"channel_id": ours.channel_id, "to": {"provider_id": "ACoAAX"}, "text": "hijack"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = server
         .post(
             &theirs.token,

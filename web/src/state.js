@@ -503,7 +503,15 @@ export async function updateContact(contactId, fields) {
   if (c && c.contact.id === contactId) current.value = { ...c, contact: { ...c.contact, ...fields, ...pickContact(contact) } };
   return contact;
 }
-const pickContact = ({ id, name, email, phone, company, title, avatar_url }) => ({ id, name, email, phone, company, title, avatar_url });
+const pickContact = ({ id, name, email, phone, company, title, avatar_url, profile_url }) => ({ id, name, email, phone, company, title, avatar_url, profile_url });
+
+// Writes to a lead first, on a channel that can (LinkedIn): `to` is { provider_id, name? }.
+// Answers { conversation (card), message, created } (created false: the channel already
+// had a conversation with the lead and the message went there); the stream brings the card
+// to the list. Errors throw (ApiError), for the caller to show.
+export function startConversation(channelId, to, text) {
+  return post('/api/v1/conversations', { channel_id: channelId, to, text });
+}
 
 // A message from the stream (or just sent) into the open conversation, kept in seq order
 // and contiguous: past the loaded run while a first page loads or while the newest page is
@@ -513,7 +521,9 @@ function upsertMessage(msg) {
   const at = list1.findIndex((m) => m.id === msg.id);
   if (at >= 0) {
     const next = list1.slice();
-    next[at] = { ...list1[at], ...msg };
+    // The server leaves out empty reactions and edits and a null deleted_at: their absence
+    // in an update clears them.
+    next[at] = { ...list1[at], reactions: undefined, edits: undefined, deleted_at: undefined, ...msg };
     messages.value = next;
     return;
   }
@@ -534,7 +544,10 @@ function upsertMessage(msg) {
 // ---- channels -------------------------------------------------------------------------------
 export const channels = signal([]);
 export async function loadChannels() {
-  try { channels.value = (await get('/api/v1/channels')).channels; } catch { /* shown on demand */ }
+  try {
+    const r = await get('/api/v1/channels');
+    channels.value = Array.isArray(r) ? r : r.channels || [];
+  } catch { /* shown on demand */ }
 }
 
 // ---- search -----------------------------------------------------------------------------------

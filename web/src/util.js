@@ -156,6 +156,8 @@ export function periodStart(period, now = Date.now()) {
 }
 
 export const CHANNEL_LABEL = { whatsapp: 'WhatsApp', email: 'Email', linkedin: 'LinkedIn' };
+// A channel kind for sentences ("Sent from LinkedIn", "Deleted on LinkedIn").
+export const channelName = (kind) => CHANNEL_LABEL[kind] || kind || 'the provider';
 export const MODE_LABEL = { active: 'AI Active', paused: 'AI Paused', manual: 'Manual only' };
 export const STATUS_LABEL = { open: 'Open', pending: 'Pending', closed: 'Closed' };
 export const VARIABLES = [
@@ -175,5 +177,16 @@ export function loadableImage(url) {
     return new URL(url, location.href).origin === location.origin;
   } catch {
     return false;
+  }
+}
+
+// An http(s) URL to link to (a contact's profile), else '' (never javascript: or data:).
+export function webUrl(url) {
+  if (typeof url !== 'string' || !url) return '';
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : '';
+  } catch {
+    return '';
   }
 }

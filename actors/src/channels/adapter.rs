@@ -142,8 +142,9 @@ impl Refusal {
 }
 
 /// The task that reads a channel's inbound when its provider must be read rather than
-/// only calling back (an email channel's mailbox; it waits while none is configured), for
-/// the connector to run; `None` for webhook-only providers.
+/// only calling back (an email channel's mailbox, which waits while none is configured; a
+/// LinkedIn account's gap repair), for the connector to run; `None` for webhook-only
+/// providers.
 pub(super) fn reader_for(
     channel: &Channel,
     inbound: &super::connector::Inbound,
@@ -152,6 +153,11 @@ pub(super) fn reader_for(
         ChannelConfig::Email(_) => Some(Box::pin(super::imap::run(
             inbound.clone(),
             inbound.deps.settings.mailbox.clone(),
+            inbound.deps.registry.stopping(),
+        ))),
+        ChannelConfig::Linkedin(_) => Some(Box::pin(super::linkedin::repair(
+            inbound.clone(),
+            inbound.deps.settings.repair.clone(),
             inbound.deps.registry.stopping(),
         ))),
         _ => None,
@@ -166,6 +172,9 @@ pub fn adapter_for(channel: &Channel) -> Arc<dyn Adapter> {
         }
         ChannelConfig::Email(config) => {
             Arc::new(super::email::Email::new(channel.id, config.clone()))
+        }
+        ChannelConfig::Linkedin(config) => {
+            Arc::new(super::linkedin::Linkedin::new(channel.id, config.clone()))
         }
         #[cfg(feature = "loopback")]
         ChannelConfig::Loopback(config) => {

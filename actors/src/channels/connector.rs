@@ -25,7 +25,7 @@ use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::WriteSet;
 use confab_engine::inbound::PendingStatus;
 use confab_engine::outbox::OutboxEntry;
-use confab_engine::port::{SendOutcome, StatusReport};
+use confab_engine::port::{MessageChange, SendOutcome, StatusReport, ThreadRead};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
 use tokio::sync::futures::Notified;
@@ -215,10 +215,85 @@ impl Inbound {
         for status in batch.statuses {
             pending.push(self.status(status).await?);
         }
+        let mut ignored = batch.ignored;
+        for change in batch.changes {
+            match self.change(change).await? {
+                Some(done) => pending.push(done),
+                None => ignored += 1,
+            }
+        }
+        for read in batch.reads {
+            match self.read(read).await? {
+                Some(done) => pending.push(done),
+                None => ignored += 1,
+            }
+        }
+        if ignored > 0 {
+            metrics::counter!(crate::metrics::WEBHOOK_ITEMS_IGNORED, "channel" => channel.kind().as_str())
+                .increment(ignored as u64);
+            pending.push(Pending::Ignored(ignored));
+        }
         for event in &batch.account {
             self.link.on_account(event);
         }
         Ok(pending)
+    }
+
+    /// Routes a change to the message it names; `None` when no message has that id (a
+    /// change to one from before the channel was connected).
+    async fn change(&self, change: MessageChange) -> ActorResult<Option<Pending>> {
+        let store = self.deps.store.clone();
+        let channel_id = self.link.channel().id;
+        let provider_id = change.provider_message_id.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            store.message_by_external_id(channel_id, &provider_id)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some((conversation, seq)) = found else {
+            return Ok(None);
+        };
+        let (tx, rx) = oneshot::channel();
+        self.deps
+            .conversations
+            .tell(
+                conversation,
+                ConversationMsg::Changed {
+                    seq,
+                    change: change.change,
+                    at: change.at,
+                    reply: tx.into(),
+                },
+            )
+            .await?;
+        Ok(Some(Pending::Status(rx)))
+    }
+
+    /// Routes a read receipt to the thread's conversation; `None` for a thread we do not
+    /// know.
+    async fn read(&self, read: ThreadRead) -> ActorResult<Option<Pending>> {
+        let store = self.deps.store.clone();
+        let channel_id = self.link.channel().id;
+        let thread = read.thread.clone();
+        let found =
+            tokio::task::spawn_blocking(move || store.conversation_by_thread(channel_id, &thread))
+                .await
+                .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let Some(conversation) = found else {
+            return Ok(None);
+        };
+        let (tx, rx) = oneshot::channel();
+        self.deps
+            .conversations
+            .tell(
+                conversation,
+                ConversationMsg::ThreadRead {
+                    at: read.at,
+                    reply: tx.into(),
+                },
+            )
+            .await?;
+        Ok(Some(Pending::Status(rx)))
     }
 
     /// Routes a status to the message it reports on, or keeps it until that message's id
@@ -333,9 +408,10 @@ impl SendTask {
                 self.link.depth_done();
                 return;
             }
-            Delivered::Accepted(external_id) => ConversationMsg::ProviderAccepted {
+            Delivered::Accepted(external_id, thread) => ConversationMsg::ProviderAccepted {
                 seq: entry.seq,
                 external_id,
+                thread,
                 done: done_tx.into(),
             },
             Delivered::Failed(error) => ConversationMsg::ProviderFailed {
@@ -458,6 +534,12 @@ impl SendTask {
                     wait(woken, jumped, &mut stopping, None).await;
                     continue;
                 }
+                Gate::Disconnected => {
+                    let note = "disconnected: the account is disconnected at the provider; the message waits in the outbox and goes when it runs again".to_owned();
+                    self.hold(entry, note, &mut shown).await;
+                    wait(woken, jumped, &mut stopping, None).await;
+                    continue;
+                }
                 Gate::Paused(pause) => {
                     wait(woken, jumped, &mut stopping, Some(pause)).await;
                     continue;
@@ -493,10 +575,13 @@ impl SendTask {
             self.link
                 .settle(matches!(outcome, SendOutcome::Accepted { .. }));
             let (code, reason, retry_after) = match outcome {
-                SendOutcome::Accepted { provider_id } => {
+                SendOutcome::Accepted {
+                    provider_id,
+                    thread,
+                } => {
                     metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "accepted").increment(1);
                     self.link.on_accepted();
-                    return Delivered::Accepted(provider_id);
+                    return Delivered::Accepted(provider_id, thread);
                 }
                 SendOutcome::Permanent { reason, .. } => {
                     metrics::counter!(crate::metrics::CONNECTOR_SENDS, "channel" => kind, "outcome" => "failed").increment(1);
@@ -539,7 +624,8 @@ impl SendTask {
 
 /// How a send task ended.
 enum Delivered {
-    Accepted(String),
+    /// The provider's id for the message, and the thread it opened (if it did).
+    Accepted(String, Option<String>),
     Failed(String),
     /// The channels stopped while the message waited: it stays in the outbox.
     Stopped,

@@ -350,6 +350,7 @@ impl Adapter for Email {
                         request.message_id,
                         &self.config.address,
                     ),
+                    thread: None,
                 },
                 Err(e) => classify(&e),
             }

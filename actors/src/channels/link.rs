@@ -35,6 +35,8 @@ pub enum Gate {
     Go,
     /// An admin disabled the channel: wait until enabled.
     Disabled,
+    /// The provider says the account is disconnected: wait until it runs again.
+    Disconnected,
     /// The circuit is open: wait this long (or until woken).
     Paused(Duration),
 }
@@ -57,11 +59,15 @@ pub struct Link {
     limiter: Mutex<Option<Arc<DefaultDirectRateLimiter>>>,
     /// Sends wait for the pace one at a time, in turn: a backlog of sends does not wake
     /// every waiting task at each free slot.
-    pace_turn: tokio::sync::Mutex<()>,
+    /// When the last send left, for the least spacing between sends; held in turn.
+    pace_turn: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     circuit: Mutex<Circuit>,
     state: Mutex<LinkState>,
     /// Woken when something that held sends changes (enabled, credentials rotated).
     pub wake: Notify,
+    /// Woken when the provider says the account runs again after it did not, or its
+    /// credentials change: what it missed meanwhile is read back (gap repair).
+    pub reconnected: Notify,
     /// Outbound messages of this channel not yet finished (queued, held or sending).
     depth: AtomicU64,
     /// Whether a connector runs for the channel.
@@ -105,7 +111,7 @@ impl Link {
         let link = Link {
             adapter: Mutex::new(adapter_for(&channel)),
             limiter: Mutex::new(None),
-            pace_turn: tokio::sync::Mutex::new(()),
+            pace_turn: tokio::sync::Mutex::new(None),
             channel: Mutex::new(channel),
             circuit: Mutex::new(Circuit::new(settings.retry_max)),
             state: Mutex::new(LinkState {
@@ -115,6 +121,7 @@ impl Link {
                 ..LinkState::default()
             }),
             wake: Notify::new(),
+            reconnected: Notify::new(),
             depth: AtomicU64::new(0),
             // A link is made for a connector about to start.
             running: AtomicBool::new(true),
@@ -143,14 +150,22 @@ impl Link {
         lock(&self.adapter).clone()
     }
 
-    /// Waits for the channel's per-second pace to allow one more send (first come, first
-    /// served).
+    /// Waits for the channel's pace to allow one more send (first come, first served):
+    /// its per-second rate and the least spacing between two sends.
     pub async fn paced(&self) {
-        let Some(limiter) = lock(&self.limiter).clone() else {
+        let limiter = lock(&self.limiter).clone();
+        let spacing = self.rules().min_interval_ms.map(Duration::from_millis);
+        if limiter.is_none() && spacing.is_none() {
             return;
-        };
-        let _turn = self.pace_turn.lock().await;
-        limiter.until_ready().await;
+        }
+        let mut last = self.pace_turn.lock().await;
+        if let (Some(spacing), Some(at)) = (spacing, *last) {
+            tokio::time::sleep_until(at + spacing).await;
+        }
+        if let Some(limiter) = limiter {
+            limiter.until_ready().await;
+        }
+        *last = Some(tokio::time::Instant::now());
     }
 
     /// The channel's rules: its kind's, the server's per-kind pace, its own limits.
@@ -216,12 +231,18 @@ impl Link {
         // New limits are looked at again by the next send.
         lock(&self.state).over_cap = false;
         self.wake.notify_waiters();
+        if credentials_changed {
+            self.reconnected.notify_waiters();
+        }
         self.changed();
     }
 
     pub fn gate(&self) -> Gate {
         if self.channel().disabled {
             return Gate::Disabled;
+        }
+        if lock(&self.state).disconnected {
+            return Gate::Disconnected;
         }
         let pause = lock(&self.circuit).wait(Instant::now());
         if pause.is_zero() {
@@ -327,11 +348,16 @@ impl Link {
     pub fn on_account(self: &Arc<Self>, event: &AccountEvent) {
         match event {
             AccountEvent::Connected => {
-                {
+                let was_down = {
                     let mut state = lock(&self.state);
+                    let was_down = state.auth_failed || state.disconnected;
                     state.auth_failed = false;
                     state.disconnected = false;
                     state.last_error = None;
+                    was_down
+                };
+                if was_down {
+                    self.reconnected.notify_waiters();
                 }
                 if lock(&self.circuit).reset() {
                     self.circuit_gauge(-1.0);
@@ -438,6 +464,9 @@ impl Link {
             limits: LimitsView {
                 per_second: rules.per_second,
                 per_day: rules.per_day,
+                min_interval_secs: rules
+                    .min_interval_ms
+                    .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
                 sent_today: state.sent,
             },
         }

@@ -150,7 +150,10 @@ impl Adapter for Loopback {
             let reason = text(&body, "error").unwrap_or_else(|| format!("HTTP {status}"));
             match status {
                 200..=299 => match text(&body, "id") {
-                    Some(provider_id) => SendOutcome::Accepted { provider_id },
+                    Some(provider_id) => SendOutcome::Accepted {
+                        provider_id,
+                        thread: None,
+                    },
                     None => SendOutcome::Permanent {
                         code: "no_message_id".into(),
                         reason: "the answer carries no message id".into(),

@@ -1,8 +1,8 @@
 //! Channels: one generic connector actor per channel account, the adapters of the
 //! providers behind it, and their supervisor.
 //!
-//! A provider is an [`adapter::Adapter`] in one file (`whatsapp`, and the test-only
-//! `loopback`); the [`connector`] does everything else the same way for all of them:
+//! A provider is an [`adapter::Adapter`] in one file (`whatsapp`, `email`, `linkedin`, and
+//! the test-only `loopback`); the [`connector`] does everything else the same way for all of them:
 //! queues per thread, pacing and daily budgets, retries with backoff, the circuit breaker,
 //! outbox replay, status routing and health (see [`link`]). The supervisor restarts a
 //! crashed connector (within a budget); a connector rebuilds its send queue from the
@@ -14,6 +14,7 @@ pub mod connector;
 pub mod email;
 pub mod imap;
 pub mod link;
+pub mod linkedin;
 #[cfg(feature = "loopback")]
 pub mod loopback;
 pub mod whatsapp;
@@ -63,6 +64,8 @@ pub struct ConnectorSettings {
     pub clock: SharedClock,
     /// How email channels read their connected mailboxes.
     pub mailbox: imap::MailboxSettings,
+    /// How LinkedIn channels read back what their webhooks missed.
+    pub repair: linkedin::RepairSettings,
 }
 
 impl Default for ConnectorSettings {
@@ -77,6 +80,7 @@ impl Default for ConnectorSettings {
             restart_window: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
             mailbox: imap::MailboxSettings::default(),
+            repair: linkedin::RepairSettings::default(),
         }
     }
 }
@@ -170,13 +174,16 @@ pub struct WebhookReport {
     pub skipped: usize,
     /// Items that can never be stored (no usable id or sender): answered, not retried.
     pub rejected: usize,
+    /// Events the channel does not use, or about messages it does not know.
+    pub ignored: usize,
 }
 
 impl WebhookReport {
     /// True when the body held items and every one of them can never be stored: the
     /// provider must be told (4xx), since retrying the same body cannot help.
     pub fn only_rejected(&self) -> bool {
-        self.rejected > 0 && self.stored + self.duplicates + self.statuses + self.skipped == 0
+        self.rejected > 0
+            && self.stored + self.duplicates + self.statuses + self.skipped + self.ignored == 0
     }
 }
 
@@ -190,6 +197,8 @@ pub enum Pending {
     Skipped(usize),
     /// This many items can never be stored.
     Rejected(usize),
+    /// This many items were acknowledged and not used.
+    Ignored(usize),
 }
 
 /// Waits until every item of a webhook is durable (or one failed).
@@ -210,6 +219,7 @@ pub async fn wait_all(pending: Vec<Pending>) -> ActorResult<WebhookReport> {
             Pending::Applied => report.statuses += 1,
             Pending::Skipped(n) => report.skipped += n,
             Pending::Rejected(n) => report.rejected += n,
+            Pending::Ignored(n) => report.ignored += n,
         }
     }
     Ok(report)

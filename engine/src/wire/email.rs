@@ -696,7 +696,7 @@ pub fn inbound_event(
                 .iter()
                 .map(|f| (attachment_of(f), f.bytes.clone()))
                 .collect(),
-            imported: false,
+            ..EventDetails::default()
         },
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod email;
 pub mod openai;
+pub mod unipile;
 pub mod whatsapp;

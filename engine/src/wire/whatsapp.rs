@@ -320,7 +320,10 @@ pub fn inbound_event(channel_id: ChannelId, m: InboundMessage) -> InboundEvent {
 /// the rest (a closed window, a bad recipient) are permanent.
 pub fn classify_send(http_status: u16, body: &[u8]) -> SendOutcome {
     match parse_send_response(http_status, body) {
-        Ok(wamid) => SendOutcome::Accepted { provider_id: wamid },
+        Ok(wamid) => SendOutcome::Accepted {
+            provider_id: wamid,
+            thread: None,
+        },
         Err(e) if http_status == 401 || e.code == Some(AUTH_FAILED) => {
             SendOutcome::AuthFailed { reason: e.message }
         }
@@ -800,7 +803,8 @@ mod tests {
         assert_eq!(
             classify_send(200, ok),
             SendOutcome::Accepted {
-                provider_id: "wamid.X".into()
+                provider_id: "wamid.X".into(),
+                thread: None,
             }
         );
         let expired = br#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190}}"#;

@@ -1,5 +1,5 @@
 //! Simulated leads: a handful of prospects of a lead-generation agency writing in over
-//! WhatsApp, and two by email. Every few seconds one of them sends the next line of their
+//! WhatsApp, two by email and one on LinkedIn. Every few seconds one of them sends the next line of their
 //! little script, and when an agent answers one of them (the sandbox or the SMTP sink sees
 //! the send), that lead often writes back. Everything goes through the same signed webhook
 //! paths as real traffic: [`WebhookSender`] for Meta's, [`Mailer`] for raw email.
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::sandbox::{SentMessage, WebhookSender};
 use super::smtp_sink::Received;
+use super::unipile::{LinkedinSent, LinkedinWriter};
 
 /// A prospect and what they will say.
 #[derive(Debug)]
@@ -24,17 +25,20 @@ pub struct Lead {
     pub wa_id: &'static str,
     /// Writes by email from this address instead of on WhatsApp.
     pub email: Option<&'static str>,
+    /// Writes on LinkedIn as this member (provider id) instead.
+    pub linkedin: Option<&'static str>,
     /// Unprompted lines, sent in order.
     pub script: &'static [&'static str],
     /// Answers to an agent's message, used in turn.
     pub replies: &'static [&'static str],
 }
 
-pub const LEADS: [Lead; 6] = [
+pub const LEADS: [Lead; 7] = [
     Lead {
         name: "Ana Lima",
         wa_id: "5511987654321",
         email: None,
+        linkedin: None,
         script: &[
             "Hi! I saw your ad about lead generation for clinics. Is the offer still valid?",
             "We're a dental clinic with 3 locations in São Paulo.",
@@ -52,6 +56,7 @@ pub const LEADS: [Lead; 6] = [
         name: "James Carter",
         wa_id: "14155550123",
         email: None,
+        linkedin: None,
         script: &[
             "Hey, got your email about the outbound campaign audit.",
             "We're doing about 40 demos a month and want to double that.",
@@ -69,6 +74,7 @@ pub const LEADS: [Lead; 6] = [
         name: "Priya Nair",
         wa_id: "919820012345",
         email: Some("priya@launchpad-saas.example"),
+        linkedin: None,
         script: &[
             "Hello, we need help with Google Ads for our SaaS launch.",
             "Budget is around $5k/month to start.",
@@ -85,6 +91,7 @@ pub const LEADS: [Lead; 6] = [
         name: "Lukas Becker",
         wa_id: "4915112345678",
         email: Some("lukas.becker@sensorwerk.example"),
+        linkedin: None,
         script: &[
             "Hi, is this the agency that does LinkedIn outreach?",
             "We sell industrial sensors, mostly to manufacturers in the DACH region.",
@@ -101,6 +108,7 @@ pub const LEADS: [Lead; 6] = [
         name: "Sofia Rossi",
         wa_id: "393331234567",
         email: None,
+        linkedin: None,
         script: &[
             "Buongiorno! A friend recommended you for lead gen.",
             "We run a boutique hotel group and want more direct bookings.",
@@ -117,6 +125,7 @@ pub const LEADS: [Lead; 6] = [
         name: "Tom Okafor",
         wa_id: "2348031234567",
         email: None,
+        linkedin: None,
         script: &[
             "Hi, I filled in the form on your website yesterday.",
             "We're a fintech startup looking for our first 100 business customers.",
@@ -127,6 +136,23 @@ pub const LEADS: [Lead; 6] = [
             "Great, that works for us.",
             "I'm free Monday at 10am WAT for a call.",
             "Thanks for the quick response!",
+        ],
+    },
+    Lead {
+        name: "Mei Chen",
+        wa_id: "6591234567",
+        email: None,
+        linkedin: Some("ACoAADEMOMEICHEN"),
+        script: &[
+            "Hi! Loved your post on outbound for B2B marketplaces.",
+            "I lead growth at a logistics marketplace, 40 people.",
+            "Do you run LinkedIn campaigns for founders' personal profiles too?",
+            "What would a first month look like?",
+        ],
+        replies: &[
+            "That sounds reasonable. Who would write the posts?",
+            "Ok, happy to try a pilot.",
+            "Thanks! Let's talk next week.",
         ],
     },
 ];
@@ -182,38 +208,45 @@ impl Drop for LeadSimulator {
 
 /// Starts the leads writing in through `webhooks`, each from where `progress` (as returned
 /// by [`LeadSimulator::stop`]) says it was; `sent` tells them when an agent answered.
-pub fn start(
-    webhooks: WebhookSender,
-    sent: broadcast::Receiver<SentMessage>,
-    mail: Mailer,
-    mailed: broadcast::Receiver<Received>,
-    progress: &[usize],
-) -> LeadSimulator {
+pub fn start(wires: Wires, heard: Heard, progress: &[usize]) -> LeadSimulator {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(simulate(
-        Wires { webhooks, mail },
-        sent,
-        mailed,
+        wires,
+        heard,
         stopped,
         Playbook::new(StdRng::from_entropy(), progress),
     ));
     LeadSimulator { stop, task }
 }
 
-/// How leads reach the inbox: WhatsApp's webhook, or mail.
-struct Wires {
-    webhooks: WebhookSender,
-    mail: Mailer,
+/// How leads reach the inbox: WhatsApp's webhook, mail, or Unipile's webhook.
+pub struct Wires {
+    pub webhooks: WebhookSender,
+    pub mail: Mailer,
+    pub linkedin: LinkedinWriter,
+}
+
+/// How leads hear an agent: what the sandbox, the SMTP sink and the Unipile stand-in saw
+/// sent.
+pub struct Heard {
+    pub sent: broadcast::Receiver<SentMessage>,
+    pub mailed: broadcast::Receiver<Received>,
+    pub linkedin: broadcast::Receiver<LinkedinSent>,
 }
 
 async fn simulate(
     mut wires: Wires,
-    mut sent: broadcast::Receiver<SentMessage>,
-    mut mailed: broadcast::Receiver<Received>,
+    heard: Heard,
     mut stopped: watch::Receiver<bool>,
     mut playbook: Playbook,
 ) -> Vec<usize> {
+    let Heard {
+        mut sent,
+        mut mailed,
+        linkedin: mut messaged,
+    } = heard;
     let mut sink_open = true;
+    let mut unipile_open = true;
     let mut next_write = Instant::now() + FIRST_WRITE_AFTER;
     // Replies being "typed": each finishes after its delay with the lead and the text.
     let mut typing: JoinSet<(&'static Lead, &'static str)> = JoinSet::new();
@@ -243,6 +276,18 @@ async fn simulate(
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => sink_open = false,
             },
+            message = messaged.recv(), if unipile_open => match message {
+                Ok(message) => {
+                    if let Some((lead, text, delay)) = playbook.reply_to(&message.to) {
+                        typing.spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            (lead, text)
+                        });
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => unipile_open = false,
+            },
             message = sent.recv(), if sandbox_open => match message {
                 Ok(message) => {
                     if let Some((lead, text, delay)) = playbook.reply_to(&message.to) {
@@ -269,6 +314,17 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 }
 
 async fn write(wires: &mut Wires, lead: &'static Lead, text: &str, what: &'static str) {
+    if let Some(member) = lead.linkedin {
+        match wires.linkedin.write(member, lead.name, text).await {
+            Ok(id) => {
+                tracing::info!(lead = lead.name, member, message_id = %id, text, "{what} on LinkedIn")
+            }
+            Err(e) => {
+                tracing::warn!(lead = lead.name, error = %e, "a simulated lead's LinkedIn message failed")
+            }
+        }
+        return;
+    }
     if let Some(address) = lead.email {
         match wires.mail.send(lead.name, address, text).await {
             Ok(id) => {
@@ -419,9 +475,9 @@ impl Playbook {
     /// Whether the lead the agent wrote to answers, with what and after how long. Messages to
     /// numbers that are not simulated leads go unanswered.
     fn reply_to(&mut self, to: &str) -> Option<(&'static Lead, &'static str, Duration)> {
-        let i = LEADS
-            .iter()
-            .position(|lead| lead.wa_id == to || lead.email == Some(to))?;
+        let i = LEADS.iter().position(|lead| {
+            lead.wa_id == to || lead.email == Some(to) || lead.linkedin == Some(to)
+        })?;
         if !self.rng.gen_bool(REPLY_PROBABILITY) {
             return None;
         }

@@ -1,7 +1,9 @@
-//! `confab demo`: the real server, plus everything needed to see it work without a Meta
-//! account. It provisions a demo workspace through the admin API ([`seed`]), gives it a
-//! WhatsApp channel whose Graph API is a loopback [`sandbox`] that answers sends and reports
-//! delivery statuses, and lets simulated [`leads`] write in through the signed webhook path.
+//! `confab demo`: the real server, plus everything needed to see it work without a Meta,
+//! mail or LinkedIn account. It provisions a demo workspace through the admin API
+//! ([`seed`]), gives it a WhatsApp channel whose Graph API is a loopback [`sandbox`] that
+//! answers sends and reports delivery statuses, an email channel sending to a loopback
+//! [`smtp_sink`], a LinkedIn channel whose Unipile API is a loopback [`unipile`] stand-in,
+//! and lets simulated [`leads`] write in through the channels' webhook paths.
 //! Nothing here reaches into the engine: all traffic takes the same HTTP routes as in
 //! production, which is the point of the demo.
 
@@ -9,6 +11,7 @@ pub mod leads;
 pub mod sandbox;
 pub mod seed;
 pub mod smtp_sink;
+pub mod unipile;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -53,6 +56,12 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
     };
     let sandbox_listener = bind_sandbox(saved.as_ref()).await?;
     let sink = start_sink(saved.as_ref()).await?;
+    // The Unipile stand-in plays the remembered account (or a new one, created with it).
+    let linkedin = saved
+        .as_ref()
+        .and_then(|s| s.linkedin.clone())
+        .unwrap_or_else(seed::DemoLinkedin::generate);
+    let unipile = unipile::UnipileSandbox::start(&linkedin.account_id, &linkedin.api_key).await?;
 
     let server = crate::server::start(config).await?;
     let setup = set_up(
@@ -62,6 +71,7 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
         saved,
         sandbox_listener,
         &sink,
+        (&linkedin, &unipile.base_url),
     )
     .await;
     let (state, sandbox) = match setup {
@@ -86,11 +96,29 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
         &mailbox.inbound_secret,
         seed::MAILBOX_ADDRESS,
     )?;
+    let account = state
+        .linkedin
+        .clone()
+        .context("the demo LinkedIn channel was not provisioned")?;
+    unipile.connect(
+        format!(
+            "http://{}/webhooks/linkedin/{}",
+            reachable(server.addr()),
+            account.id
+        ),
+        account.webhook_secret.clone(),
+    );
     let leads = leads::start(
-        sandbox.webhooks(),
-        sandbox.subscribe(),
-        mailer,
-        sink.subscribe(),
+        leads::Wires {
+            webhooks: sandbox.webhooks(),
+            mail: mailer,
+            linkedin: unipile.writer(),
+        },
+        leads::Heard {
+            sent: sandbox.subscribe(),
+            mailed: sink.subscribe(),
+            linkedin: unipile.subscribe(),
+        },
         &state.script_progress,
     );
 
@@ -104,6 +132,7 @@ pub async fn run(mut config: Config, signal: impl Future<Output = ()>) -> anyhow
             admin_token: generated_admin_token.then_some(admin_token.as_str()),
             sandbox_base_url: &sandbox.base_url,
             smtp_sink: Some(sink.addr),
+            unipile_base_url: Some(&unipile.base_url),
         })
     );
 
@@ -138,6 +167,7 @@ async fn set_up(
     saved: Option<DemoState>,
     sandbox_listener: TcpListener,
     sink: &SmtpSink,
+    (linkedin, unipile_base_url): (&seed::DemoLinkedin, &str),
 ) -> anyhow::Result<(DemoState, Sandbox)> {
     let base_url = format!("http://{}", reachable(server.addr()));
     let sandbox_addr = sandbox_listener.local_addr()?;
@@ -147,8 +177,12 @@ async fn set_up(
         &base_url,
         admin_token,
         saved,
-        &sandbox::base_url(sandbox_addr),
-        sink.addr.port(),
+        seed::StandIns {
+            sandbox_base_url: &sandbox::base_url(sandbox_addr),
+            smtp_port: sink.addr.port(),
+            linkedin,
+            unipile_base_url,
+        },
     )
     .await
     .context("cannot provision the demo workspace")?;
@@ -221,6 +255,8 @@ struct Banner<'a> {
     sandbox_base_url: &'a str,
     /// Where the demo mailbox's mail goes.
     smtp_sink: Option<SocketAddr>,
+    /// Where the demo LinkedIn account's Unipile stand-in listens.
+    unipile_base_url: Option<&'a str>,
 }
 
 /// What the demo prints once it is ready: where things are, the tokens, and commands to
@@ -264,6 +300,13 @@ fn banner(b: &Banner<'_>) -> String {
         ));
         line("                (loopback only: no real mail leaves this machine)");
     }
+    if let (Some(account), Some(url)) = (&b.state.linkedin, b.unipile_base_url) {
+        line(&format!(
+            "  LinkedIn      channel {}, through the built-in Unipile stand-in at {url}",
+            account.id
+        ));
+        line("                (loopback only: no real LinkedIn message leaves this machine)");
+    }
     line(&format!("  Agent token   {token}"));
     match b.admin_token {
         Some(admin) => line(&format!(
@@ -283,7 +326,7 @@ fn banner(b: &Banner<'_>) -> String {
     line("");
     line("  Simulated leads write in every 2-5 s through the signed webhooks");
     line(&format!(
-        "  POST /webhooks/whatsapp/{} (and /webhooks/email/… for the two who email);",
+        "  POST /webhooks/whatsapp/{} (/webhooks/email/… and /webhooks/linkedin/… for the others);",
         b.state.channel.id
     ));
     line("  answer one and they may write back.");
@@ -343,6 +386,12 @@ mod tests {
                 inbound_secret: "s3cr3t-mail".into(),
                 smtp_port: 2525,
             }),
+            linkedin: Some(seed::DemoLinkedin {
+                id: "LI".into(),
+                account_id: "acc".into(),
+                api_key: "s3cr3t-key".into(),
+                webhook_secret: "s3cr3t-hook".into(),
+            }),
         }
     }
 
@@ -357,6 +406,7 @@ mod tests {
             admin_token: Some("cfb_admin"),
             sandbox_base_url: "http://127.0.0.1:4000",
             smtp_sink: Some("127.0.0.1:2525".parse().expect("addr")),
+            unipile_base_url: Some("http://127.0.0.1:4001"),
         });
         for expected in [
             "http://127.0.0.1:8080/api/v1",
@@ -367,6 +417,7 @@ mod tests {
             "{\"type\":\"subscribe\",\"since\":null}",
             "/webhooks/whatsapp/CH",
             "channel MB (hello@northwind-growth.example), sending to the built-in SMTP sink at 127.0.0.1:2525",
+            "channel LI, through the built-in Unipile stand-in at http://127.0.0.1:4001",
             DEMO_DATA_DIR,
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
@@ -386,6 +437,7 @@ mod tests {
             admin_token: None,
             sandbox_base_url: "http://127.0.0.1:4000",
             smtp_sink: None,
+            unipile_base_url: None,
         });
         assert!(text.contains("the one you configured"));
         assert!(!text.contains("demo-only"));

@@ -23,6 +23,7 @@ pub const AGENT_EMAIL: &str = "demo-admin@example.com";
 pub const AGENT_PASSWORD: &str = "confab-demo";
 pub const CHANNEL_NAME: &str = "WhatsApp (sandbox)";
 pub const MAILBOX_NAME: &str = "Email (demo mailbox)";
+pub const LINKEDIN_NAME: &str = "LinkedIn (demo account)";
 /// The demo mailbox's address: leads write to it, replies leave from it.
 pub const MAILBOX_ADDRESS: &str = "hello@northwind-growth.example";
 
@@ -42,6 +43,44 @@ pub struct DemoState {
     /// The demo's email channel (absent in states saved before it existed).
     #[serde(default)]
     pub mailbox: Option<DemoMailbox>,
+    /// The demo's LinkedIn channel (absent in states saved before it existed).
+    #[serde(default)]
+    pub linkedin: Option<DemoLinkedin>,
+}
+
+/// The demo's LinkedIn account: its Unipile stand-in answers with these credentials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DemoLinkedin {
+    /// Empty until the channel is created.
+    pub id: String,
+    pub account_id: String,
+    pub api_key: String,
+    pub webhook_secret: String,
+}
+
+impl DemoLinkedin {
+    pub fn generate() -> Self {
+        let mut rng = rand::thread_rng();
+        let mut secret = || hex::encode(rng.gen::<[u8; 16]>());
+        let (account_id, api_key, webhook_secret) = (secret(), secret(), secret());
+        Self {
+            id: String::new(),
+            account_id: format!("demo-{}", &account_id[..12]),
+            api_key,
+            webhook_secret,
+        }
+    }
+}
+
+/// The loopback stand-ins the demo's channels talk to.
+pub struct StandIns<'a> {
+    /// The WhatsApp sandbox's base URL.
+    pub sandbox_base_url: &'a str,
+    /// The SMTP sink's port.
+    pub smtp_port: u16,
+    /// The LinkedIn account the Unipile stand-in plays, and where it listens.
+    pub linkedin: &'a DemoLinkedin,
+    pub unipile_base_url: &'a str,
 }
 
 /// The demo's email channel: leads write in through its signed webhook, its mail goes to
@@ -151,6 +190,7 @@ struct Still {
     agent: bool,
     channel: bool,
     mailbox: bool,
+    linkedin: bool,
 }
 
 /// Checks the remembered ids against the store: the workspace exists, the token still
@@ -183,11 +223,26 @@ fn check(store: &Store, state: &DemoState, sandbox_base_url: &str) -> anyhow::Re
         }),
         _ => false,
     };
+    let linkedin = match state.linkedin.as_ref() {
+        Some(saved) => match saved.id.parse::<ChannelId>() {
+            Ok(id) => store.channel(id)?.is_some_and(|channel| {
+                channel.workspace_id == workspace_id
+                    && channel.config.linkedin().is_some_and(|c| {
+                        c.account_id == saved.account_id
+                            && c.api_key == saved.api_key
+                            && c.webhook_secret == saved.webhook_secret
+                    })
+            }),
+            Err(_) => false,
+        },
+        None => false,
+    };
     Ok(Still {
         workspace: true,
         agent,
         channel,
         mailbox,
+        linkedin,
     })
 }
 
@@ -282,6 +337,32 @@ impl AdminApi {
             inbound_secret,
             smtp_port,
         })
+    }
+
+    /// Creates the demo LinkedIn channel, its Unipile API at `api_base_url`.
+    async fn create_linkedin(
+        &self,
+        workspace_id: &str,
+        mut account: DemoLinkedin,
+        api_base_url: &str,
+    ) -> anyhow::Result<DemoLinkedin> {
+        let created = self
+            .create(
+                &format!("/api/v1/admin/workspaces/{workspace_id}/channels"),
+                json!({
+                    "kind": "linkedin",
+                    "name": LINKEDIN_NAME,
+                    "account_id": account.account_id,
+                    "api_base_url": api_base_url,
+                    "api_key": account.api_key,
+                    "webhook_secret": account.webhook_secret,
+                    // A lively demo: LinkedIn's real spacing (20 s) would feel broken here.
+                    "min_interval_secs": 2,
+                }),
+            )
+            .await?;
+        account.id = field(&created, "id")?;
+        Ok(account)
     }
 
     /// Creates the channel described by `channel` and returns it with its new id.
@@ -438,9 +519,14 @@ pub async fn ensure(
     server_base_url: &str,
     admin_token: &str,
     saved: Option<DemoState>,
-    sandbox_base_url: &str,
-    smtp_port: u16,
+    stand_ins: StandIns<'_>,
 ) -> anyhow::Result<DemoState> {
+    let StandIns {
+        sandbox_base_url,
+        smtp_port,
+        linkedin,
+        unipile_base_url,
+    } = stand_ins;
     let still = match &saved {
         Some(state) => {
             let (store, state, url) = (store.clone(), state.clone(), sandbox_base_url.to_owned());
@@ -514,6 +600,28 @@ pub async fn ensure(
             mailbox
         }
     };
+    let linkedin = match saved.as_ref().and_then(|s| s.linkedin.clone()) {
+        Some(account) if still.linkedin => {
+            // The stand-in listens on a new port each run: the channel follows it.
+            admin
+                .patch(
+                    &format!(
+                        "/api/v1/admin/workspaces/{workspace_id}/channels/{}",
+                        account.id
+                    ),
+                    json!({"api_base_url": unipile_base_url}),
+                )
+                .await?;
+            account
+        }
+        _ => {
+            let account = admin
+                .create_linkedin(&workspace_id, linkedin.clone(), unipile_base_url)
+                .await?;
+            tracing::info!(channel_id = %account.id, "demo LinkedIn channel created");
+            account
+        }
+    };
     if saved.is_some() && still.agent && still.channel {
         tracing::info!(%workspace_id, "reusing the demo workspace");
     }
@@ -528,6 +636,7 @@ pub async fn ensure(
         channel,
         script_progress,
         mailbox: Some(mailbox),
+        linkedin: Some(linkedin),
     };
     let dir = data_dir.to_owned();
     let to_save = state.clone();
@@ -552,6 +661,10 @@ mod tests {
                 id: "01JGZZZZZZZZZZZZZZZZZZZZZX".into(),
                 inbound_secret: "s3cr3t-mail".into(),
                 smtp_port: 2525,
+            }),
+            linkedin: Some(DemoLinkedin {
+                id: "01JGZZZZZZZZZZZZZZZZZZZZZW".into(),
+                ..DemoLinkedin::generate()
             }),
         }
     }

@@ -6,8 +6,8 @@ use axum::Json;
 use confab_engine::admin;
 use confab_engine::ids::{AgentId, ChannelId, WorkspaceId};
 use confab_engine::model::{
-    Channel, ChannelConfig, ChannelKind, EmailConfig, MailSecurity, MailServer, OverDailyCap, Role,
-    WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
+    Channel, ChannelConfig, ChannelKind, EmailConfig, LinkedinConfig, MailSecurity, MailServer,
+    OverDailyCap, Role, WhatsappConfig, WHATSAPP_DEFAULT_API_BASE,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -200,11 +200,16 @@ async fn create_agent(
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewChannel {
-    /// `whatsapp` or `email` (`linkedin` is not available yet). The other fields are those
-    /// of the kind: `phone_number_id`, `app_secret`, `verify_token`, `access_token`,
-    /// `api_base_url` for WhatsApp; `address`, `display_name`, `inbound_secret`, `smtp`,
-    /// `imap`, `daily_limit` for email.
-    #[schema(required = true, nullable = false, pattern = "^(whatsapp|email)$")]
+    /// `whatsapp`, `email` or `linkedin`. The other fields are those of the kind:
+    /// `phone_number_id`, `app_secret`, `verify_token`, `access_token`, `api_base_url` for
+    /// WhatsApp; `address`, `display_name`, `inbound_secret`, `smtp`, `imap`, `daily_limit`
+    /// for email; `account_id`, `api_base_url`, `api_key`, `webhook_secret`,
+    /// `daily_limit`, `min_interval_secs` for LinkedIn (through Unipile).
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^(whatsapp|email|linkedin)$"
+    )]
     kind: Option<String>,
     #[schema(
         required = true,
@@ -227,8 +232,21 @@ pub struct NewChannel {
     #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
     access_token: Option<String>,
     /// WhatsApp: the Graph API's base URL (http or https); Meta's when left out, empty or
-    /// `null`.
+    /// `null`. LinkedIn (required): the account's Unipile API (`https://apiN.unipile.com:PORT`).
     api_base_url: Option<String>,
+    /// LinkedIn (required): Unipile's id of the connected account.
+    #[schema(min_length = 1, max_length = 256, pattern = "[^\\s\\u0085]")]
+    account_id: Option<String>,
+    /// LinkedIn (required): the Unipile API key, sent as `X-API-KEY`.
+    #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
+    api_key: Option<String>,
+    /// LinkedIn (required): the secret Unipile sends in the webhook's `Unipile-Auth` header.
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
+    webhook_secret: Option<String>,
+    /// LinkedIn: the least seconds between two sends of the account (default 20; `0`:
+    /// none).
+    #[schema(minimum = 0, maximum = 86400)]
+    min_interval_secs: Option<u32>,
     /// Email (required): the address mail is sent from and replies come to.
     #[schema(max_length = 320)]
     address: Option<String>,
@@ -243,7 +261,8 @@ pub struct NewChannel {
     smtp: Option<MailServerInput>,
     /// Email: the mailbox read for replies (IDLE, else polling).
     imap: Option<MailServerInput>,
-    /// Email: messages sent a UTC day at most (the mailbox provider's cap).
+    /// Email, LinkedIn: messages sent a UTC day at most (the mailbox provider's cap; a
+    /// LinkedIn account's defaults to 100).
     #[schema(minimum = 1, maximum = 10000000)]
     daily_limit: Option<u32>,
 }
@@ -304,15 +323,31 @@ async fn create_channel(
             "`daily_limit` is a whole number from 1 to 10,000,000",
         ));
     }
+    if body
+        .min_interval_secs
+        .is_some_and(|n| n > MAX_MIN_INTERVAL_SECS)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("`min_interval_secs` is a whole number from 0 to {MAX_MIN_INTERVAL_SECS}"),
+        ));
+    }
+    let email_fields = body.address.is_some()
+        || body.display_name.is_some()
+        || body.inbound_secret.is_some()
+        || body.smtp.is_some()
+        || body.imap.is_some();
+    let linkedin_fields = body.account_id.is_some()
+        || body.api_key.is_some()
+        || body.webhook_secret.is_some()
+        || body.min_interval_secs.is_some();
+    let whatsapp_fields = body.phone_number_id.is_some()
+        || body.app_secret.is_some()
+        || body.verify_token.is_some()
+        || body.access_token.is_some();
     let config = match body.kind.as_deref() {
         Some("whatsapp") => {
-            let email_fields = body.address.is_some()
-                || body.display_name.is_some()
-                || body.inbound_secret.is_some()
-                || body.smtp.is_some()
-                || body.imap.is_some()
-                || body.daily_limit.is_some();
-            if email_fields {
+            if email_fields || linkedin_fields || body.daily_limit.is_some() {
                 return Err(other_kinds_settings("whatsapp"));
             }
             let api_base_url = base_url(body.api_base_url)?;
@@ -325,21 +360,22 @@ async fn create_channel(
             })
         }
         Some("email") => {
-            let whatsapp_fields = body.phone_number_id.is_some()
-                || body.app_secret.is_some()
-                || body.verify_token.is_some()
-                || body.access_token.is_some()
-                || body.api_base_url.is_some();
-            if whatsapp_fields {
+            if whatsapp_fields || linkedin_fields || body.api_base_url.is_some() {
                 return Err(other_kinds_settings("email"));
             }
             ChannelConfig::Email(email_config(&app, &mut body)?)
         }
         Some("linkedin") => {
-            return Err(ApiError::unprocessable(
-                "unsupported_channel_kind",
-                "LinkedIn channels are not available yet",
-            ))
+            if whatsapp_fields || email_fields {
+                return Err(other_kinds_settings("linkedin"));
+            }
+            let api_base_url = required("api_base_url", body.api_base_url.take(), 2048)?;
+            ChannelConfig::Linkedin(LinkedinConfig {
+                account_id: required("account_id", body.account_id.take(), 256)?,
+                api_base_url: base_url(Some(api_base_url))?,
+                api_key: required("api_key", body.api_key.take(), 4096)?,
+                webhook_secret: required("webhook_secret", body.webhook_secret.take(), 512)?,
+            })
         }
         Some(other) => {
             return Err(ApiError::unprocessable(
@@ -355,14 +391,18 @@ async fn create_channel(
         }
     };
     let (mut channel, _) = admin::new_channel(workspace_id, &name, config);
-    if channel.kind() == ChannelKind::Email {
+    if matches!(channel.kind(), ChannelKind::Email | ChannelKind::Linkedin) {
         channel.limits.per_day = daily_limit;
     }
+    channel.limits.min_interval_secs = body.min_interval_secs;
     let set = admin::channel_set(&channel);
     app.committer.commit(set).await?;
     app.runtime.channels.start(channel.clone()).await?;
     Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
 }
+
+/// The longest least spacing between sends a channel may ask for: a day.
+const MAX_MIN_INTERVAL_SECS: u32 = 86_400;
 
 /// 422 `invalid_value`: settings of another kind of channel than `kind`.
 fn other_kinds_settings(kind: &str) -> ApiError {
@@ -521,6 +561,9 @@ pub struct ChannelView {
     /// Email: the address mail is sent from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// LinkedIn: Unipile's id of the connected account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
     /// Email: the SMTP server (`host:port`, security), never its credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp: Option<MailServerView>,
@@ -562,11 +605,14 @@ pub struct LimitsConfig {
     pub per_second: Option<u32>,
     pub per_day: Option<u32>,
     pub over_daily_cap: OverDailyCap,
+    /// The least seconds between two sends (`0`: none).
+    pub min_interval_secs: Option<u32>,
 }
 
 impl ChannelView {
     pub fn of(channel: &Channel) -> ChannelView {
         let whatsapp = channel.config.whatsapp();
+        let linkedin = channel.config.linkedin();
         ChannelView {
             id: channel.id,
             workspace_id: channel.workspace_id,
@@ -575,8 +621,12 @@ impl ChannelView {
             phone_number_id: whatsapp
                 .map(|c| c.phone_number_id.clone())
                 .unwrap_or_default(),
-            api_base_url: whatsapp.map(|c| c.api_base_url.clone()).unwrap_or_default(),
+            api_base_url: whatsapp
+                .map(|c| c.api_base_url.clone())
+                .or_else(|| linkedin.map(|c| c.api_base_url.clone()))
+                .unwrap_or_default(),
             address: channel.config.email().map(|c| c.address.clone()),
+            account_id: linkedin.map(|c| c.account_id.clone()),
             smtp: channel.config.email().map(|c| MailServerView::of(&c.smtp)),
             imap: channel
                 .config
@@ -589,6 +639,7 @@ impl ChannelView {
                 per_second: channel.limits.per_second,
                 per_day: channel.limits.per_day,
                 over_daily_cap: channel.limits.over_daily_cap,
+                min_interval_secs: channel.limits.min_interval_secs,
             },
         }
     }
@@ -628,6 +679,12 @@ pub struct ChannelPatch {
     smtp: Option<MailServerInput>,
     /// Email: the IMAP server and account, replaced whole (the mailbox reconnects).
     imap: Option<MailServerInput>,
+    /// LinkedIn: a new Unipile API key.
+    #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
+    api_key: Option<String>,
+    /// LinkedIn: a new secret for the webhook's `Unipile-Auth` header.
+    #[schema(min_length = 1, max_length = 512, pattern = "[^\\s\\u0085]")]
+    webhook_secret: Option<String>,
     limits: Option<LimitsPatch>,
 }
 
@@ -643,6 +700,10 @@ pub struct LimitsPatch {
     per_day: Option<Option<u32>>,
     /// `wait` (the message goes the next UTC day) or `fail` (`daily_limit_reached`).
     over_daily_cap: Option<OverDailyCap>,
+    /// The least seconds between two sends (`0`: none; `null`: the kind's default).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
+    min_interval_secs: Option<Option<u32>>,
 }
 
 /// Tells a field sent as `null` (Some(None)) from one not sent (None).
@@ -725,8 +786,19 @@ async fn update_channel(
         || patch.inbound_secret.is_some()
         || patch.smtp.is_some()
         || patch.imap.is_some();
-    if (current.config.whatsapp().is_none() && (!given.is_empty() || api_base_url.is_some()))
+    let api_key = patch
+        .api_key
+        .map(|s| required("api_key", Some(s), 4096))
+        .transpose()?;
+    let webhook_secret = patch
+        .webhook_secret
+        .map(|s| required("webhook_secret", Some(s), 512))
+        .transpose()?;
+    let is_linkedin = current.config.linkedin().is_some();
+    if (current.config.whatsapp().is_none() && !given.is_empty())
+        || (current.config.whatsapp().is_none() && !is_linkedin && api_base_url.is_some())
         || (current.config.email().is_none() && mail_given)
+        || (!is_linkedin && (api_key.is_some() || webhook_secret.is_some()))
     {
         return Err(ApiError::unprocessable(
             "invalid_value",
@@ -756,11 +828,22 @@ async fn update_channel(
         .map(|input| mail_server(&app, "imap", input))
         .transpose()?;
     let limits = match patch.limits {
-        Some(l) => Some((
-            limit("per_second", l.per_second, 10_000)?,
-            limit("per_day", l.per_day, 10_000_000)?,
-            l.over_daily_cap,
-        )),
+        Some(l) => {
+            if l.min_interval_secs
+                .is_some_and(|n| n.is_some_and(|n| n > MAX_MIN_INTERVAL_SECS))
+            {
+                return Err(ApiError::unprocessable(
+                    "invalid_value",
+                    format!("`limits.min_interval_secs` is a whole number from 0 to {MAX_MIN_INTERVAL_SECS}, or null"),
+                ));
+            }
+            Some((
+                limit("per_second", l.per_second, 10_000)?,
+                limit("per_day", l.per_day, 10_000_000)?,
+                l.over_daily_cap,
+                l.min_interval_secs,
+            ))
+        }
         None => None,
     };
     let disabled = patch.disabled;
@@ -771,7 +854,10 @@ async fn update_channel(
         if let Some(disabled) = disabled {
             channel.disabled = disabled;
         }
-        if let Some((per_second, per_day, over)) = limits {
+        if let Some((per_second, per_day, over, min_interval)) = limits {
+            if let Some(min_interval) = min_interval {
+                channel.limits.min_interval_secs = min_interval;
+            }
             if let Some(per_second) = per_second {
                 channel.limits.per_second = per_second;
             }
@@ -790,6 +876,17 @@ async fn update_channel(
                     "verify_token" => config.verify_token = value,
                     _ => config.access_token = value,
                 }
+            }
+            if let Some(url) = api_base_url.clone() {
+                config.api_base_url = url;
+            }
+        }
+        if let Some(config) = channel.config.linkedin_mut() {
+            if let Some(key) = api_key {
+                config.api_key = key;
+            }
+            if let Some(secret) = webhook_secret {
+                config.webhook_secret = secret;
             }
             if let Some(url) = api_base_url {
                 config.api_base_url = url;

@@ -4,7 +4,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use confab_actors::{ConversationMsg, OutboundRequest};
-use confab_engine::ids::ConversationId;
+use confab_engine::ids::{ChannelId, ConversationId};
 use confab_engine::model::{
     AiMode, ChannelKind, Conversation, ConversationCard, Message, MessageAttachment, Sender,
 };
@@ -24,7 +24,7 @@ use crate::openapi::ErrorBody;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
+        .routes(routes!(list, start))
         .routes(routes!(counts))
         .routes(routes!(tags))
         .routes(routes!(campaigns))
@@ -644,6 +644,159 @@ fn files(attachments: Vec<NewAttachment>) -> ApiResult<Vec<(MessageAttachment, V
             ))
         })
         .collect()
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewConversation {
+    /// The channel to write on (one of the caller's workspace).
+    #[schema(required = true, nullable = false)]
+    channel_id: Option<String>,
+    /// Who to write to.
+    #[schema(required = true, nullable = false)]
+    to: Option<Recipient>,
+    /// The first message, as for a reply (variables filled in).
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 8000,
+        pattern = "[^\\s\\u0085]"
+    )]
+    text: Option<String>,
+    /// Files sent with it, where the channel sends files.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    attachments: Vec<NewAttachment>,
+}
+
+/// A lead to write to, by the channel's id for them.
+#[derive(Deserialize, ToSchema)]
+pub struct Recipient {
+    /// The lead's provider id (LinkedIn's `ACoAA…` member id).
+    #[schema(min_length = 1, max_length = 256, pattern = "[^\\s\\u0085]")]
+    provider_id: Option<String>,
+    /// Their name, for a lead the workspace does not know yet.
+    #[schema(max_length = 200)]
+    name: Option<String>,
+}
+
+/// A conversation started (or found) and its first message.
+#[derive(Serialize, ToSchema)]
+pub struct StartedConversation {
+    pub conversation: ConversationCard,
+    /// Queued for the provider; sending it opens the provider's thread.
+    pub message: Message,
+    /// `false` when the channel already had a conversation with the lead: the message went
+    /// there.
+    pub created: bool,
+}
+
+/// Writes to a lead first: starts a conversation on a channel that can (LinkedIn: a new
+/// chat through Unipile), or continues the one the channel already has with the lead. The
+/// message is queued like a reply; the conversation takes the provider's thread once the
+/// provider opened it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    request_body = NewConversation,
+    responses(
+        (status = 201, description = "Created, with its first message queued.", body = StartedConversation),
+        (status = 202, description = "The channel already had a conversation with the lead: the message is queued there.", body = StartedConversation),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `cannot_start_conversation` (the channel cannot write first), `empty_text`, `text_too_long`, `unknown_variable`, `variable_without_value`, `invalid_attachment`, `attachments_unsupported`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn start(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Body(body): Body<NewConversation>,
+) -> ApiResult<(StatusCode, Json<StartedConversation>)> {
+    let channel_id: ChannelId = body
+        .channel_id
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "`channel_id` is required"))?
+        .parse()
+        .map_err(|_| ApiError::not_found("channel"))?;
+    let channel = app
+        .runtime
+        .channels
+        .get(channel_id)
+        .filter(|c| c.workspace_id == agent.0.workspace_id)
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    let to = body
+        .to
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "`to` is required"))?;
+    let lead = to
+        .provider_id
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "`to.provider_id` is required"))?;
+    if lead.len() > 256 || lead.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "`to.provider_id` is at most 256 bytes without spaces",
+        ));
+    }
+    let name = to
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::unprocessable(
+            "field_too_long",
+            "`to.name` is at most 200 characters",
+        ));
+    }
+    let text = body
+        .text
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "`text` is required"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "empty_text",
+            "the message text is empty",
+        ));
+    }
+    let files = files(body.attachments)?;
+    let (id, created) = app.runtime.conversations.start(channel, lead, name).await?;
+    let request = OutboundRequest {
+        text,
+        internal: false,
+        sender: Sender::Agent,
+        agent_id: Some(agent.0.id),
+        agent_name: Some(agent.0.name.clone()),
+        mentions: Vec::new(),
+        ai: None,
+        files,
+    };
+    let message = app
+        .runtime
+        .conversations
+        .request(id, |reply| ConversationMsg::Send(request, reply))
+        .await?;
+    let store = app.store.clone();
+    let conversation = blocking(move || store.conversation(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?
+        .card();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(StartedConversation {
+            conversation,
+            message,
+            created,
+        }),
+    ))
 }
 
 /// Sends a reply to the lead (queued for the provider: answered once durable) or adds an

@@ -28,6 +28,55 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(whatsapp_verify, whatsapp_receive))
         .routes(routes!(email_receive))
+        .routes(routes!(linkedin_receive))
+}
+
+/// A Unipile webhook body: a messaging event (`message_received`, `message_read`,
+/// `message_reaction`, `message_edited`, `message_deleted`) or an account status, in
+/// either of Unipile's shapes.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct UnipileWebhook(pub serde_json::Value);
+
+/// Receives a Unipile webhook for a LinkedIn channel: the lead's messages, ours written on
+/// LinkedIn directly, reads, reactions, edits, deletions and the account's status. The
+/// `Unipile-Auth` header must carry the channel's webhook secret. Answered once all of it
+/// is durable; events Confab does not use are acknowledged and counted.
+#[utoipa::path(
+    post,
+    path = "/webhooks/linkedin/{channel_id}",
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The channel."),
+        ("Unipile-Auth" = String, Header, description = "The channel's webhook secret."),
+    ),
+    request_body(content = UnipileWebhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Everything in the body is durably stored (or was before).", body = WebhookStored),
+        (status = 400, description = "`not_a_webhook`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`missing_secret`, `invalid_secret`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 422, description = "`invalid_items`: the event can never be stored (no message or chat id).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`: retry later.", body = ErrorBody),
+    )
+)]
+async fn linkedin_receive(
+    State(app): State<AppState>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let received = Instant::now();
+    receive(
+        &app,
+        ChannelKind::Linkedin,
+        &channel_id,
+        &headers,
+        body,
+        received,
+    )
+    .await
 }
 
 /// A raw RFC 5322 message (`message/rfc822`), or SendGrid's Inbound Parse form
@@ -103,6 +152,9 @@ pub struct WebhookStored {
     skipped: usize,
     /// Items that can never be stored (no usable id or sender).
     rejected: usize,
+    /// Events acknowledged and not used (kinds Confab does not use, changes to messages it
+    /// does not know).
+    ignored: usize,
 }
 
 /// A WhatsApp Cloud API webhook body, as Meta sends it (`object`, `entry[].changes[]`).
@@ -268,6 +320,7 @@ async fn store_webhook(
             statuses: report.statuses,
             skipped: report.skipped,
             rejected: report.rejected,
+            ignored: report.ignored,
         }),
     ))
 }

@@ -72,8 +72,10 @@ function handleShortcut(e, setHelp) {
   if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
   const el = document.activeElement;
   const inSearch = el && el.id === 'search-input';
-  // A modal dialog (the help) keeps the keyboard: only `?` (which closes it) gets through.
-  if (document.querySelector('[aria-modal="true"]') && e.key !== '?') return;
+  // A modal dialog keeps the keyboard: only `?` gets through, to close the help (over
+  // another dialog, such as New conversation, it would open a second one).
+  const modal = document.querySelector('[aria-modal="true"]');
+  if (modal && !(e.key === '?' && modal.dataset.testid === 'shortcut-help')) return;
   if (e.key === '/' && !isTyping(el) && !inSearch) {
     e.preventDefault();
     navigate(location.hash.startsWith('#/analytics') ? '#/conversations' : location.hash || '#/conversations');

@@ -3,10 +3,10 @@ import {
   current, messages, messagesStatus, loadOlder, loadNewer, loadLatest, scrollTarget, highlightSeq, flashMessage,
   agentsById, me, reasoningFor, setAiMode, takeOver,
 } from '../state.js';
-import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown } from './Icons.jsx';
+import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown, IconTrash } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
-import { clockTime, fullTime, dayLabel, displayName, contactAddress, subjectKey, loadableImage, fileSize, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { clockTime, fullTime, dayLabel, displayName, contactAddress, subjectKey, loadableImage, fileSize, channelName, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
 import { keepFocus } from '../focus.js';
 
 export function Chat() {
@@ -214,12 +214,14 @@ function useNewMessages(c, items, atNewest) {
 }
 
 // Consecutive messages of one sender within minutes form a group: the name shows once.
-const groupKey = (m) => `${m.sender}|${m.agent_id || ''}|${m.internal}`;
+// Messages typed on the provider itself (`sent_elsewhere`) form their own groups.
+const groupKey = (m) => `${m.sender}|${m.agent_id || ''}|${m.internal}|${m.sent_elsewhere === true}`;
 
 function senderName(m) {
   if (m.sender === 'lead') return displayName(current.value?.contact);
   if (m.sender === 'ai') return 'AI agent';
   if (m.sender === 'system') return 'System';
+  if (m.sent_elsewhere === true) return `Sent from ${channelName(m.channel)}`;
   if (m.agent_id && m.agent_id === me.value?.agent?.id) return 'You';
   return agentsById.value.get(m.agent_id)?.name || 'Agent';
 }
@@ -317,7 +319,49 @@ function QuotedText({ m }) {
 
 const AUTO_REPLY_TITLE = 'Sent by a machine (out-of-office, mailing list): the AI does not answer it';
 
+// Ours, but typed by a person on the provider directly (LinkedIn), not through Confab: the
+// channel stands where an agent's name would.
+function SentElsewhere({ m }) {
+  const where = channelName(m.channel);
+  return (
+    <span class="sender sender-elsewhere" data-testid="sent-elsewhere" title={`Typed directly on ${where}, not through Confab`}>
+      <ChannelIcon channel={m.channel} size={11} decorative />Sent from {where}</span>
+  );
+}
+
+// Reactions (one per person), as chips under the bubble.
+const REACTED_BY = { lead: 'Lead', agent: 'Agent' };
+function Reactions({ reactions }) {
+  return (
+    <div class="reactions" data-testid="reactions">
+      {reactions.map((r, i) => {
+        const label = `${REACTED_BY[r.by] || 'Someone'} reacted ${r.emoji}`;
+        return <span key={`${r.by}-${i}`} class={`reaction by-${r.by}`} role="img" aria-label={label} title={label} data-testid="reaction" data-by={r.by} data-emoji={r.emoji}>{r.emoji}</span>;
+      })}
+    </div>
+  );
+}
+
+// An edited message's earlier texts (oldest first), shown from its "edited" button; each
+// with the time it was replaced.
+function EditHistory({ m }) {
+  return (
+    <div class="edits" id={`edits-${m.id}`} data-testid="edit-history">
+      <div class="edits-title">Earlier versions, oldest first</div>
+      <ol>
+        {m.edits.map((e, i) => (
+          <li key={i} data-testid="edit-version">
+            <span class="edit-text">{e.text}</span>
+            <time dateTime={e.at} title={fullTime(e.at)}>replaced {clockTime(e.at)}</time>
+          </li>
+        ))}
+      </ol>
+    </div>
+  );
+}
+
 function Message({ m, grouped, showSubject, highlight }) {
+  const [showEdits, setShowEdits] = useState(false);
   const isSystem = m.sender === 'system';
   const isNote = m.internal && !isSystem;
   const isAi = m.sender === 'ai';
@@ -337,18 +381,30 @@ function Message({ m, grouped, showSubject, highlight }) {
     );
   }
   const kind = isNote ? 'note' : isAi ? 'ai' : out ? 'agent' : 'lead';
+  const elsewhere = m.sent_elsewhere === true && !isNote;
+  const deleted = !!m.deleted_at;
+  const edits = Array.isArray(m.edits) ? m.edits.length : 0;
+  const reactions = Array.isArray(m.reactions) ? m.reactions : [];
   return (
-    <div class={`msg ${out || isNote ? 'out' : 'in'} k-${kind}${grouped ? ' grouped' : ''}${open ? ' reasoning-open' : ''}${highlight ? ' msg-highlight' : ''}`}
-      data-testid="message" data-kind={kind} data-seq={m.seq} data-id={m.id} data-highlight={highlight ? 'true' : undefined}>
+    <div class={`msg ${out || isNote ? 'out' : 'in'} k-${kind}${elsewhere ? ' elsewhere' : ''}${deleted ? ' deleted' : ''}${grouped ? ' grouped' : ''}${open ? ' reasoning-open' : ''}${highlight ? ' msg-highlight' : ''}`}
+      data-testid="message" data-kind={kind} data-seq={m.seq} data-id={m.id} data-highlight={highlight ? 'true' : undefined}
+      data-sent-elsewhere={elsewhere ? 'true' : undefined} data-deleted={deleted ? 'true' : undefined}>
       {!grouped && (
         <div class="msg-sender">
-          {isAi ? <span class="sender sender-ai"><IconSparkle size={11} />AI agent</span> : <span class="sender">{isNote ? `${senderName(m)} · note` : senderName(m)}</span>}
+          {isAi ? <span class="sender sender-ai"><IconSparkle size={11} />AI agent</span>
+            : elsewhere ? <SentElsewhere m={m} />
+              : <span class="sender">{isNote ? `${senderName(m)} · note` : senderName(m)}</span>}
         </div>
       )}
       <div class="bubble">
         {isNote && !grouped && <div class="note-label"><IconNote size={12} />Internal note · only your team sees this</div>}
+        {deleted && (
+          <div class="deleted-label" data-testid="deleted" title={`Deleted on ${channelName(m.channel)} ${fullTime(m.deleted_at)}; the text stays here for your team`}>
+            <IconTrash size={12} />Deleted on {channelName(m.channel)}</div>
+        )}
         {showSubject && <div class="msg-subject" data-testid="message-subject" title="Subject">{m.subject}</div>}
         {m.text && <span class="msg-text">{m.text}</span>}
+        {edits > 0 && showEdits && <EditHistory m={m} />}
         {typeof m.full_text === 'string' && m.full_text && <QuotedText m={m} />}
         {m.attachments?.length ? <Attachments m={m} /> : <LegacyAttachment m={m} />}
         <span class="msg-meta">
@@ -364,10 +420,16 @@ function Message({ m, grouped, showSubject, highlight }) {
               <IconSparkle size={10} />Why?</button>
           )}
           {!isNote && <ChannelIcon channel={m.channel} size={11} />}
+          {edits > 0 && (
+            <button type="button" class="edited-btn" data-testid="edited" aria-expanded={showEdits ? 'true' : 'false'} aria-controls={showEdits ? `edits-${m.id}` : undefined}
+              aria-label={`Edited, ${edits} earlier version${edits === 1 ? '' : 's'}`} title={showEdits ? 'Hide the earlier versions' : 'Show the earlier versions'}
+              onClick={() => setShowEdits(!showEdits)}>edited</button>
+          )}
           <time dateTime={m.created_at} title={fullTime(m.created_at)}>{clockTime(m.created_at)}</time>
           <Delivery m={m} />
         </span>
       </div>
+      {reactions.length > 0 && <Reactions reactions={reactions} />}
       {m.error && <div class="msg-error" role="status"><IconAlert size={12} />{m.error}</div>}
     </div>
   );

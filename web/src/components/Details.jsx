@@ -2,8 +2,8 @@ import { useState, useEffect, useRef } from 'preact/hooks';
 import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
-import { ChannelIcon, IconX, IconTag, IconExternal, IconUser } from './Icons.jsx';
-import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, contactAddress, shortTime } from '../util.js';
+import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn } from './Icons.jsx';
+import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, contactAddress, shortTime, webUrl } from '../util.js';
 import { keepFocus } from '../focus.js';
 
 const CONTACT_FIELDS = [
@@ -23,12 +23,19 @@ export function Details() {
       </aside>
     );
   }
+  const profile = webUrl(c.contact.profile_url);
   return (
     <aside class="details" aria-label="Details" data-testid="details-panel">
       <div class="details-head">
         <Avatar contact={c.contact} size={56} />
         <h2>{displayName(c.contact)}</h2>
         {contactAddress(c) && <p class="details-address" data-testid="detail-address">{contactAddress(c)}</p>}
+        {profile && (
+          <p class="details-profile">
+            <a href={profile} target="_blank" rel="noopener noreferrer" data-testid="profile-link">
+              <IconLinkedIn size={13} />LinkedIn profile<IconExternal size={11} /><span class="sr-only"> (opens in a new tab)</span></a>
+          </p>
+        )}
         <p class="muted">{[c.contact.title, c.contact.company].filter(Boolean).join(' · ') || '\u00a0'}</p>
         <div class="quick-actions">
           {c.status !== 'closed'

@@ -40,6 +40,8 @@ export const IconExternal = (p) => <Svg {...p}><path d="M15 3h6v6M10 14 21 3M18 
 export const IconFile = (p) => <Svg {...p}><path d="M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8z" /><path d="M14 3v5h5" /></Svg>;
 export const IconArrowDown = (p) => <Svg {...p}><path d="M12 5v14M6 13l6 6 6-6" /></Svg>;
 export const IconDownload = (p) => <Svg {...p}><path d="M21 15v4a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2v-4M7 10l5 5 5-5M12 15V3" /></Svg>;
+export const IconPlus = (p) => <Svg {...p}><path d="M12 5v14M5 12h14" /></Svg>;
+export const IconTrash = (p) => <Svg {...p}><path d="M3 6h18M8 6V4h8v2M6 6l1 14h10l1-14M10 11v5M14 11v5" /></Svg>;
 
 export const IconWhatsApp = (p) => (
   <Svg {...p} fill="currentColor"><path d="M12 2a10 10 0 0 0-8.6 15.1L2 22l5-1.3A10 10 0 1 0 12 2zm0 18.2a8.2 8.2 0 0 1-4.2-1.2l-.3-.2-3 .8.8-2.9-.2-.3A8.2 8.2 0 1 1 12 20.2zm4.5-6.1c-.2-.1-1.5-.7-1.7-.8s-.4-.1-.6.1l-.8 1c-.1.2-.3.2-.5.1a6.7 6.7 0 0 1-3.3-2.9c-.2-.4.3-.4.8-1.3.1-.2 0-.3 0-.4l-.8-1.8c-.2-.5-.4-.4-.6-.4h-.5a1 1 0 0 0-.7.3 3 3 0 0 0-.9 2.2 5.2 5.2 0 0 0 1.1 2.7 11.8 11.8 0 0 0 4.5 4c1.7.7 2.4.8 3.2.6a2.8 2.8 0 0 0 1.8-1.3 2.3 2.3 0 0 0 .2-1.3c-.1-.1-.2-.2-.5-.3z" /></Svg>
@@ -58,7 +60,9 @@ const CHANNELS = {
   linkedin: ['LinkedIn', IconLinkedIn],
 };
 
-export function ChannelIcon({ channel, size = 14 }) {
+// `decorative`: next to text that already names the channel (no title, hidden from screen readers).
+export function ChannelIcon({ channel, size = 14, decorative = false }) {
   const [label, Icon] = CHANNELS[channel] || [channel || 'Channel', IconChat];
-  return <span class={`chan chan-${channel}`} title={label}><Icon size={size} title={label} /></span>;
+  const title = decorative ? undefined : label;
+  return <span class={`chan chan-${channel}`} title={title}><Icon size={size} title={title} /></span>;
 }

@@ -1,6 +1,7 @@
 import { useState, useEffect } from 'preact/hooks';
 import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
 import { ConversationList } from './ConversationList.jsx';
+import { NewConversation } from './NewConversation.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
 import { Avatar } from './Avatar.jsx';
 import { snippetParts, shortTime, displayName, compactCount } from '../util.js';
@@ -17,11 +18,14 @@ export function Sidebar() {
     <aside class="sidebar" aria-label="Conversation list">
       <div class="sidebar-head">
         <h1 class="pane-title">Conversations</h1>
-        <button type="button" class={`icon-btn${showFilters || advanced ? ' on' : ''}`} aria-expanded={showFilters ? 'true' : 'false'}
-          aria-controls="adv-filters" title="Filters" data-testid="filters-toggle" onClick={() => setShowFilters(!showFilters)}>
-          <IconFilter size={16} /><span class="sr-only">Filters</span>
-          {advanced > 0 && <span class="dot-count">{advanced}</span>}
-        </button>
+        <div class="sidebar-actions">
+          <NewConversation />
+          <button type="button" class={`icon-btn${showFilters || advanced ? ' on' : ''}`} aria-expanded={showFilters ? 'true' : 'false'}
+            aria-controls="adv-filters" title="Filters" data-testid="filters-toggle" onClick={() => setShowFilters(!showFilters)}>
+            <IconFilter size={16} /><span class="sr-only">Filters</span>
+            {advanced > 0 && <span class="dot-count">{advanced}</span>}
+          </button>
+        </div>
       </div>
       <SearchBox />
       {!searching && (
