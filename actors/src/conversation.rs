@@ -1260,6 +1260,17 @@ pub(crate) fn stage_inbound(
     if conv.contact.name.is_none() {
         conv.contact.name = event.contact_name;
     }
+    // What the provider tells of the lead fills what the conversation's copy lacks (a
+    // conversation started by us knew only the lead's id).
+    for (field, value) in [
+        (&mut conv.contact.profile_url, details.profile_url),
+        (&mut conv.contact.avatar_url, details.avatar_url),
+        (&mut conv.contact.title, details.headline),
+    ] {
+        if field.is_none() {
+            *field = value;
+        }
+    }
     if let Some(received) = event.received {
         set.received_at(received);
     }

@@ -1314,3 +1314,136 @@ async fn the_page_is_served_with_a_strict_policy_and_cookie_sessions_are_same_or
     assert_eq!(status.as_u16(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_linkedin_conversation_starts_from_the_dialog_and_shows_what_happened_on_linkedin() {
+    use crate::linkedin::{lead, linkedin_channel, now_text, us, Unipile, ACCOUNT};
+    use confab_engine::wire::unipile::message_webhook;
+
+    let (server, _graph, tenant) = setup().await;
+    let unipile = Unipile::start().await;
+    linkedin_channel(&server, &tenant, &unipile, json!({})).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+
+    // Writing first: the dialog, then the conversation it opens.
+    browser
+        .find("new-conversation")
+        .await
+        .click()
+        .await
+        .expect("open the dialog");
+    browser.find("new-conversation-dialog").await;
+    let member = lead(9);
+    for (field, value) in [
+        ("new-conversation-member", member.provider_id.as_str()),
+        ("new-conversation-name", member.name.as_str()),
+        (
+            "new-conversation-text",
+            "Hello {{first_name}}, saw your talk",
+        ),
+    ] {
+        browser
+            .find(field)
+            .await
+            .send_keys(value)
+            .await
+            .expect("type");
+    }
+    browser
+        .find("new-conversation-send")
+        .await
+        .click()
+        .await
+        .expect("send");
+    let sends = unipile.wait_sends(1).await;
+    assert_eq!(sends[0].path, "/api/v1/chats");
+    assert_eq!(
+        sends[0].fields.get("text").map(String::as_str),
+        Some("Hello Lead, saw your talk")
+    );
+    let chat = browser.find("chat").await;
+    let id = chat
+        .attr("data-conversation-id")
+        .await
+        .expect("attr")
+        .expect("the opened conversation");
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Hello Lead, saw your talk")
+        .await;
+
+    // The lead answers in the chat Unipile opened; the account's user answers on LinkedIn
+    // itself; the lead reacts to that, edits and deletes their own message.
+    let chat_id = "chat-new-msg-out-1";
+    let answer = message_webhook(
+        ACCOUNT,
+        &us(),
+        &member,
+        chat_id,
+        "in-9",
+        "Thanks! Call me?",
+        false,
+        &now_text(),
+    );
+    assert_eq!(unipile.post(&answer).await.0.as_u16(), 200);
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Thanks! Call me?")
+        .await;
+    let typed = message_webhook(
+        ACCOUNT,
+        &us(),
+        &member,
+        chat_id,
+        "typed-9",
+        "Calling you now",
+        true,
+        &now_text(),
+    );
+    assert_eq!(unipile.post(&typed).await.0.as_u16(), 200);
+    browser
+        .wait("[data-testid=\"message\"][data-sent-elsewhere=\"true\"]")
+        .await;
+    browser
+        .wait_text("[data-testid=\"sent-elsewhere\"]", "LinkedIn")
+        .await;
+    let base = json!({"account_id": ACCOUNT, "account_info": {"user_id": us().provider_id}, "timestamp": now_text()});
+    for extra in [
+        json!({"event": "message_reaction", "message_id": "typed-9", "reaction": "👍",
+               "reaction_sender": {"attendee_provider_id": member.provider_id}}),
+        json!({"event": "message_edited", "message_id": "in-9", "message": "Thanks! Call me tomorrow?"}),
+        json!({"event": "message_deleted", "message_id": "in-9"}),
+    ] {
+        let mut body = base.clone();
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        assert_eq!(unipile.post(&body).await.0.as_u16(), 200);
+    }
+    browser
+        .wait("[data-testid=\"reaction\"][data-by=\"lead\"]")
+        .await;
+    browser.wait("[data-testid=\"edited\"]").await;
+    browser
+        .wait("[data-testid=\"message\"][data-deleted=\"true\"] [data-testid=\"deleted\"]")
+        .await;
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Thanks! Call me tomorrow?")
+        .await;
+    // The lead's profile, learnt from their answer, is one click away.
+    let link = browser.find("profile-link").await;
+    assert_eq!(
+        link.attr("href").await.expect("attr").as_deref(),
+        member.profile_url.as_deref()
+    );
+    assert_eq!(
+        link.attr("rel").await.expect("attr").as_deref(),
+        Some("noopener noreferrer")
+    );
+    browser.screenshot("linkedin").await;
+    let (_, detail) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(detail["ai_mode"], "manual", "{detail}");
+    browser.close().await;
+    server.shutdown().await;
+}

@@ -19,14 +19,14 @@ use tokio::net::TcpListener;
 use crate::harness::{wait_for, GraphStandIn, StreamClient, Tenant, TestServer};
 
 const API_KEY: &str = "unipile-api-key";
-const ACCOUNT: &str = "acc-linkedin-1";
+pub(crate) const ACCOUNT: &str = "acc-linkedin-1";
 
 /// One request the stand-in received.
 #[derive(Clone, Debug)]
-struct UnipileRequest {
-    path: String,
+pub(crate) struct UnipileRequest {
+    pub(crate) path: String,
     api_key: Option<String>,
-    fields: HashMap<String, String>,
+    pub(crate) fields: HashMap<String, String>,
     /// (file name, content type, bytes)
     files: Vec<(String, String, Vec<u8>)>,
 }
@@ -40,7 +40,7 @@ struct Chat {
 }
 
 #[derive(Default)]
-struct UnipileState {
+pub(crate) struct UnipileState {
     requests: Mutex<Vec<UnipileRequest>>,
     /// Answers to sends, in order, before the default success: (status, body, Retry-After).
     script: Mutex<VecDeque<(u16, Value, Option<u64>)>>,
@@ -55,13 +55,13 @@ struct UnipileState {
 }
 
 #[derive(Clone)]
-struct Unipile {
+pub(crate) struct Unipile {
     base_url: String,
-    state: Arc<UnipileState>,
+    pub(crate) state: Arc<UnipileState>,
     http: reqwest::Client,
 }
 
-fn us() -> Member {
+pub(crate) fn us() -> Member {
     Member {
         provider_id: "ACoAAUS".into(),
         name: "Sam Seller".into(),
@@ -69,7 +69,7 @@ fn us() -> Member {
     }
 }
 
-fn lead(n: u32) -> Member {
+pub(crate) fn lead(n: u32) -> Member {
     Member {
         provider_id: format!("ACoAALEAD{n}"),
         name: format!("Lead Number{n}"),
@@ -77,12 +77,12 @@ fn lead(n: u32) -> Member {
     }
 }
 
-fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     confab_engine::time::to_rfc3339(confab_engine::time::now_millis())
 }
 
 impl Unipile {
-    async fn start() -> Unipile {
+    pub(crate) async fn start() -> Unipile {
         let state = Arc::new(UnipileState::default());
         let app = Router::new()
             .route("/api/v1/chats", post(start_chat).get(list_chats))
@@ -120,7 +120,7 @@ impl Unipile {
         self.requests()
     }
 
-    async fn wait_sends(&self, n: usize) -> Vec<UnipileRequest> {
+    pub(crate) async fn wait_sends(&self, n: usize) -> Vec<UnipileRequest> {
         wait_for(&format!("{n} sends at the Unipile stand-in"), || async {
             let sends = self.sends();
             (sends.len() >= n).then_some(sends)
@@ -157,7 +157,7 @@ impl Unipile {
         post_webhook(&self.http, &url, secret, body).await
     }
 
-    async fn post(&self, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, body: &Value) -> (StatusCode, Value) {
         let secret = self
             .state
             .webhook
@@ -399,7 +399,7 @@ struct Setup {
     secret: String,
 }
 
-async fn linkedin_channel(
+pub(crate) async fn linkedin_channel(
     server: &TestServer,
     tenant: &Tenant,
     unipile: &Unipile,
