@@ -313,7 +313,8 @@ impl ConversationState {
         let mut conv = self.conv.clone();
         let mut set = WriteSet::new();
         if let Some(thread) = event.details.adopt_thread.take() {
-            adopt_thread(&mut conv, thread, &mut set);
+            // The router found no conversation of this thread before choosing this one.
+            adopt_thread(&mut conv, thread, true, &mut set);
         }
         if event.details.from_us {
             if let Some(mut ours) = self.echo_of(&event).await? {
@@ -666,8 +667,11 @@ impl ConversationState {
         analytics::record(set, Some(before), Snapshot { conv, stats }, now);
     }
 
-    /// Our outbound message this echo of one of ours sent from elsewhere repeats: one
-    /// not yet named by the provider, with the same text, among the newest.
+    /// The message of ours this event (ours, written on the provider) echoes when the
+    /// provider's webhook beat its answer to our send: the oldest of ours among the newest
+    /// whose request is at the provider right now, not yet named by it, with the same
+    /// text (whitespace aside). A held or paced message is not on the wire, so a person
+    /// typing the same words on LinkedIn meanwhile is not mistaken for it.
     async fn echo_of(&self, event: &InboundEvent) -> ActorResult<Option<Message>> {
         let store = self.store.clone();
         let conv_id = self.conv.id;
@@ -676,14 +680,16 @@ impl ConversationState {
         })
         .await
         .map_err(|e| ActorError::Unavailable(e.to_string()))??;
-        let text = event.text.trim();
-        Ok(recent.items.into_iter().find(|m| {
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = words(&event.text);
+        Ok(recent.items.into_iter().rev().find(|m| {
             m.direction == Direction::Outbound
                 && !m.internal
                 && !m.sent_elsewhere
                 && m.external_id.is_none()
-                && m.delivery.is_some_and(|d| d != Delivery::Failed)
-                && m.text.trim() == text
+                && m.delivery == Some(Delivery::Queued)
+                && self.outbound.is_sending(m.id)
+                && words(&m.text) == text
         }))
     }
 
@@ -791,11 +797,19 @@ impl ConversationState {
         let store = self.store.clone();
         let (conv_id, channel_id) = (self.conv.id, self.conv.channel_id);
         let ext = external_id.clone();
-        let (message, pending) = tokio::task::spawn_blocking(move || {
+        let opened = thread.clone();
+        let (message, pending, chat_taken) = tokio::task::spawn_blocking(move || {
             let message = store.message(conv_id, seq)?;
             let pending: Option<PendingStatus> =
                 store.get(Ks::ExtStatus, &catalogue::ext_msg(channel_id, &ext))?;
-            Ok::<_, EngineError>((message, pending))
+            // A thread another conversation already has (its lead wrote there first).
+            let taken = match &opened {
+                Some(thread) => store
+                    .conversation_by_thread(channel_id, thread)?
+                    .is_some_and(|other| other != conv_id),
+                None => false,
+            };
+            Ok::<_, EngineError>((message, pending, taken))
         })
         .await
         .map_err(|e| ActorError::Unavailable(e.to_string()))??;
@@ -833,7 +847,7 @@ impl ConversationState {
         }
         // A conversation we started: the provider named its thread.
         if let Some(thread) = thread {
-            adopt_thread(&mut next, thread, &mut set);
+            adopt_thread(&mut next, thread, !chat_taken, &mut set);
         }
         let conv = (next != self.conv).then(|| {
             store_state(&mut set, &self.conv, &next);
@@ -1281,9 +1295,15 @@ pub(crate) fn stage_inbound(
     message
 }
 
-/// A conversation we started takes the provider thread `thread` as its own: later
-/// messages of the thread find it directly, and the hint that led there is withdrawn.
-pub(crate) fn adopt_thread(conv: &mut Conversation, thread: String, set: &mut WriteSet) {
+/// A conversation we started takes the provider thread `thread` as its own: its replies
+/// go there, the hint that led there is withdrawn, and (when `claim`: no other
+/// conversation has the thread) later messages of the thread find it directly.
+pub(crate) fn adopt_thread(
+    conv: &mut Conversation,
+    thread: String,
+    claim: bool,
+    set: &mut WriteSet,
+) {
     let Some(lead) = conv.awaiting_thread.take() else {
         return;
     };
@@ -1293,12 +1313,14 @@ pub(crate) fn adopt_thread(conv: &mut Conversation, thread: String, set: &mut Wr
             conv.channel_id,
             &confab_engine::inbound::awaiting_key(&lead),
         ),
-    )
-    .put_raw(
-        Ks::ThreadConv,
-        catalogue::thread_conv(conv.channel_id, &thread),
-        conv.id.to_bytes().to_vec(),
     );
+    if claim {
+        set.put_raw(
+            Ks::ThreadConv,
+            catalogue::thread_conv(conv.channel_id, &thread),
+            conv.id.to_bytes().to_vec(),
+        );
+    }
     conv.external_thread = thread;
 }
 

@@ -174,9 +174,11 @@ impl Conversations {
         if !event.details.thread_hints.is_empty() {
             let (store, channel_id) = (self.store.clone(), channel.id);
             let hints = std::mem::take(&mut event.details.thread_hints);
-            let found = tokio::task::spawn_blocking(move || thread_of(&store, channel_id, &hints))
-                .await
-                .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+            let own = event.thread.clone();
+            let found =
+                tokio::task::spawn_blocking(move || thread_of(&store, channel_id, &own, &hints))
+                    .await
+                    .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
             if let Some((thread, adopt)) = found {
                 // A conversation we started takes the provider's thread as its own.
                 if adopt && thread != event.thread {
@@ -238,7 +240,7 @@ impl Conversations {
         lead: String,
         name: Option<String>,
     ) -> ActorResult<(ConversationId, bool)> {
-        if !channel.rules().starts_threads {
+        if !channel.rules().starts_by_profile_id {
             return Err(ActorError::invalid(
                 "cannot_start_conversation",
                 format!(
@@ -443,7 +445,12 @@ async fn find_or_create(
     }
     let kind = conv.channel.as_str();
     metrics::counter!(crate::metrics::CONVERSATIONS_CREATED, "channel" => kind).increment(1);
-    metrics::counter!(crate::metrics::MESSAGES, "direction" => "inbound", "channel" => kind)
+    let direction = if message.sent_elsewhere {
+        "outbound"
+    } else {
+        "inbound"
+    };
+    metrics::counter!(crate::metrics::MESSAGES, "direction" => direction, "channel" => kind)
         .increment(1);
     let ai_active = conv.ai_mode == AiMode::Active && !message.auto_reply;
     Ok(Resolved::Created(conv.id, Box::new(message), ai_active))
@@ -580,11 +587,17 @@ async fn start_or_find(
 fn thread_of(
     store: &Store,
     channel: ChannelId,
+    own: &str,
     hints: &[ThreadHint],
 ) -> confab_engine::Result<Option<(String, bool)>> {
     let now = now_millis();
     for hint in hints {
         let adopt = matches!(hint, ThreadHint::Awaiting(_));
+        // A thread with a conversation of its own stays there: only a new thread can be
+        // the one a conversation we started waits for.
+        if adopt && store.conversation_by_thread(channel, own)?.is_some() {
+            continue;
+        }
         let conversation = match hint {
             ThreadHint::Conversation(id) => Some(*id),
             ThreadHint::Replies(provider_id) => store

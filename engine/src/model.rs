@@ -59,6 +59,9 @@ pub struct ChannelRules {
     pub per_day: Option<u32>,
     /// Whether we may write first (start a thread the lead has not opened).
     pub starts_threads: bool,
+    /// Whether Confab can write first to a lead named by their provider id
+    /// (`POST /api/v1/conversations`: LinkedIn opens a chat).
+    pub starts_by_profile_id: bool,
     /// Whether replies name the thread's earlier messages (email's `In-Reply-To` and
     /// `References`): the conversation keeps their ids.
     pub threads_by_references: bool,
@@ -106,6 +109,7 @@ impl ChannelKind {
                 per_second: Some(80),
                 per_day: None,
                 starts_threads: false,
+                starts_by_profile_id: false,
                 threads_by_references: false,
                 sends_files: false,
                 min_interval_ms: None,
@@ -118,6 +122,7 @@ impl ChannelKind {
                 per_second: Some(5),
                 per_day: None,
                 starts_threads: true,
+                starts_by_profile_id: false,
                 threads_by_references: true,
                 sends_files: true,
                 min_interval_ms: None,
@@ -130,6 +135,7 @@ impl ChannelKind {
                 per_second: None,
                 per_day: Some(LINKEDIN_DAILY_LIMIT),
                 starts_threads: true,
+                starts_by_profile_id: true,
                 threads_by_references: false,
                 sends_files: true,
                 min_interval_ms: Some(u64::from(LINKEDIN_MIN_INTERVAL_SECS) * 1000),

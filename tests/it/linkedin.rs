@@ -52,6 +52,8 @@ pub(crate) struct UnipileState {
     webhook: Mutex<Option<(String, String)>>,
     /// Post the echo of each accepted send to Confab before answering the send.
     echo_first: Mutex<bool>,
+    /// The account's source status `GET /api/v1/accounts/{id}` reports (`OK` when unset).
+    account_status: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -86,6 +88,7 @@ impl Unipile {
         let state = Arc::new(UnipileState::default());
         let app = Router::new()
             .route("/api/v1/chats", post(start_chat).get(list_chats))
+            .route("/api/v1/accounts/{account_id}", axum::routing::get(account))
             .route(
                 "/api/v1/chats/{chat_id}/messages",
                 post(send_in_chat).get(list_messages),
@@ -340,6 +343,23 @@ async fn start_chat(
     body: bytes::Bytes,
 ) -> Response {
     answer_send(&state, "/api/v1/chats".into(), &headers, body, None).await
+}
+
+async fn account(
+    State(state): State<Arc<UnipileState>>,
+    Path(account_id): Path<String>,
+) -> Response {
+    let status = state
+        .account_status
+        .lock()
+        .expect("lock")
+        .clone()
+        .unwrap_or_else(|| "OK".into());
+    Json(
+        json!({"object": "Account", "id": account_id, "type": "LINKEDIN",
+                "sources": [{"id": format!("{account_id}_MESSAGING"), "status": status}]}),
+    )
+    .into_response()
 }
 
 async fn list_chats(
@@ -867,7 +887,8 @@ async fn a_429_with_retry_after_is_sent_once_later_and_a_refused_key_marks_the_c
 
 #[tokio::test]
 async fn a_disconnected_account_holds_sends_which_go_in_order_when_it_runs_again() {
-    let s = setup(|_| {}, json!({})).await;
+    // Repairs (and, while the account is down, probes of it) every second.
+    let s = setup(|c| c.linkedin.repair_interval_secs = 1, json!({})).await;
     let mut stream = StreamClient::connect(&s.server, &s.tenant.token).await;
     stream.subscribe(None).await;
     s.lead_writes(6, "chat-6", "in-1", "Hello").await;
@@ -876,6 +897,7 @@ async fn a_disconnected_account_holds_sends_which_go_in_order_when_it_runs_again
         .expect("id")
         .to_owned();
 
+    *s.unipile.state.account_status.lock().expect("lock") = Some("STOPPED".into());
     let (status, _) = s
         .unipile
         .post(&account_status_webhook(ACCOUNT, "STOPPED"))
@@ -907,6 +929,7 @@ async fn a_disconnected_account_holds_sends_which_go_in_order_when_it_runs_again
     assert!(s.unipile.sends().is_empty());
 
     // Unipile's newer event shape: the account runs again.
+    *s.unipile.state.account_status.lock().expect("lock") = None;
     let running = json!({"id": "evt-1", "created_at": now_text(), "account_id": ACCOUNT, "type": "account.status.updated", "payload": {"status": "running"}});
     let (status, _) = s.unipile.post(&running).await;
     assert_eq!(status, StatusCode::OK);
@@ -930,6 +953,53 @@ async fn a_disconnected_account_holds_sends_which_go_in_order_when_it_runs_again
     })
     .await;
     stream.close().await;
+
+    // Down again, and the server restarts meanwhile: the message still waits. The
+    // "running" webhook is lost this time; asking Unipile for the account finds it back.
+    *s.unipile.state.account_status.lock().expect("lock") = Some("ERROR".into());
+    s.unipile
+        .post(&account_status_webhook(ACCOUNT, "ERROR"))
+        .await;
+    s.health_until("disconnected", |h| h["status"] == "disconnected")
+        .await;
+    let third = s.reply(&id, "three").await;
+    s.message_until(&id, &third, "held", |m| {
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("disconnected"))
+    })
+    .await;
+    let Setup {
+        server,
+        tenant,
+        unipile,
+        channel,
+        secret,
+    } = s;
+    let s = Setup {
+        server: server.restart().await,
+        tenant,
+        unipile,
+        channel,
+        secret,
+    };
+    let h = s
+        .health_until("the channel", |h| h["outbox_depth"] == 1)
+        .await;
+    assert_eq!(
+        h["status"], "disconnected",
+        "still down after a restart: {h}"
+    );
+    assert_eq!(s.unipile.sends().len(), 2);
+    *s.unipile.state.account_status.lock().expect("lock") = None;
+    s.message_until(
+        &id,
+        &third,
+        "sent once Unipile says the account runs",
+        |m| m["delivery"] == "sent",
+    )
+    .await;
+    assert_eq!(s.unipile.sends().len(), 3);
     s.server.shutdown().await;
 }
 

@@ -437,6 +437,7 @@ impl SendTask {
             tracing::error!(conversation = %entry.conversation_id, error = %e, "cannot record a send outcome; the outbox will resend it");
         }
         self.deps.registry.in_flight().remove(&entry.message_id);
+        self.deps.registry.sending().remove(&entry.message_id);
         self.link.depth_done();
         // The connector may have been restarted since: tell whichever one runs now.
         let current = self
@@ -570,10 +571,22 @@ impl SendTask {
                 continue;
             }
             self.link.paced().await;
+            // The pace may have kept it a while: what holds sends is looked at again.
+            if self.link.gate() != Gate::Go {
+                self.link.settle(false);
+                continue;
+            }
             let adapter = self.link.adapter();
+            let sending = self.deps.registry.sending();
+            sending.insert(entry.message_id);
             let outcome = adapter.send(&self.deps.http, &request).await;
             self.link
                 .settle(matches!(outcome, SendOutcome::Accepted { .. }));
+            // Accepted: the conversation records the id next (an echo until then is
+            // still recognized by the text); otherwise it is no longer on the wire.
+            if !matches!(outcome, SendOutcome::Accepted { .. }) {
+                sending.remove(&entry.message_id);
+            }
             let (code, reason, retry_after) = match outcome {
                 SendOutcome::Accepted {
                     provider_id,

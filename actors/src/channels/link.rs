@@ -57,9 +57,9 @@ pub struct Link {
     channel: Mutex<Arc<Channel>>,
     adapter: Mutex<Arc<dyn Adapter>>,
     limiter: Mutex<Option<Arc<DefaultDirectRateLimiter>>>,
-    /// Sends wait for the pace one at a time, in turn: a backlog of sends does not wake
-    /// every waiting task at each free slot.
-    /// When the last send left, for the least spacing between sends; held in turn.
+    /// Sends wait for the pace one at a time, in turn (a backlog of sends does not wake
+    /// every waiting task at each free slot); it holds when the last send was let through
+    /// (for the least spacing between sends).
     pace_turn: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     circuit: Mutex<Circuit>,
     state: Mutex<LinkState>,
@@ -117,6 +117,12 @@ impl Link {
             state: Mutex::new(LinkState {
                 day: runtime.day,
                 sent: runtime.sent_today,
+                // The provider said the account was disconnected and has not said
+                // otherwise since: sends keep waiting after a restart.
+                disconnected: runtime
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.code == "disconnected"),
                 last_error: runtime.last_error.clone(),
                 ..LinkState::default()
             }),
@@ -224,9 +230,9 @@ impl Link {
             if closed {
                 self.circuit_gauge(-1.0);
             }
-            let mut state = lock(&self.state);
-            state.auth_failed = false;
-            state.disconnected = false;
+            // The account's own state at the provider (disconnected) is the provider's to
+            // change: only its word, a probe or a successful send clears it.
+            lock(&self.state).auth_failed = false;
         }
         // New limits are looked at again by the next send.
         lock(&self.state).over_cap = false;

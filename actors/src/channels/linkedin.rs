@@ -193,12 +193,22 @@ pub(super) async fn repair(
         if *stopping.borrow_and_update() {
             return;
         }
-        // While the account is down Unipile has nothing new to give; it says when it runs.
-        if !matches!(
+        // While the account is down Unipile has nothing new to give. It says when it
+        // runs again; in case that webhook is lost, the account is asked directly.
+        let down = matches!(
             link.health().status,
             confab_engine::port::ChannelStatus::Disconnected
                 | confab_engine::port::ChannelStatus::AuthFailed
-        ) {
+        );
+        if down {
+            if probe_account(&inbound).await == Some(true) {
+                tracing::info!(channel = %link.channel().id, "Unipile says the account runs again");
+                link.on_account(&confab_engine::port::AccountEvent::Connected);
+                // `on_account` wakes this loop too, but the wake-up armed above predates
+                // it: repair at once.
+                continue;
+            }
+        } else {
             match repair_once(&inbound, &settings).await {
                 Ok(found) => {
                     metrics::counter!(crate::metrics::REPAIR_RUNS, "channel" => kind, "outcome" => "ok").increment(1);
@@ -225,6 +235,16 @@ pub(super) async fn repair(
     }
 }
 
+/// Whether Unipile says the channel's account runs (`GET /api/v1/accounts/{id}`);
+/// `None` when it cannot tell.
+async fn probe_account(inbound: &Inbound) -> Option<bool> {
+    let channel = inbound.link.channel();
+    let config = channel.config.linkedin()?;
+    let url = api_url(config, &["accounts", &config.account_id]).ok()?;
+    let body = get(&inbound.deps.http, config, url).await.ok()?;
+    wire::account_running(&body)
+}
+
 /// One repair: every message of the chats active since the cursor, stored (or found
 /// stored) before the cursor moves. Returns how many were new.
 async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usize, String> {
@@ -247,9 +267,11 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
     let since_text = to_rfc3339(since);
     let http = &inbound.deps.http;
 
+    // Whether everything since `since` was read: only then does the cursor move.
+    let mut complete = true;
     let mut chats: Vec<ListedChat> = Vec::new();
     let mut page_cursor: Option<String> = None;
-    for _ in 0..settings.max_pages {
+    for page in 1..=settings.max_pages {
         let mut url = api_url(&config, &["chats"])?;
         {
             let mut query = url.query_pairs_mut();
@@ -261,15 +283,19 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
                 query.append_pair("cursor", c);
             }
         }
-        let body = get(http, &config, url).await?;
-        let page = wire::chat_list(&body).ok_or("Unipile's chat list is unreadable")?;
+        let body = get(http, &config, url).await.map_err(|(_, e)| e)?;
+        let listed = wire::chat_list(&body).ok_or("Unipile's chat list is unreadable")?;
         chats.extend(
-            page.items
+            listed
+                .items
                 .into_iter()
                 .filter(|c| c.timestamp == 0 || c.timestamp >= since),
         );
-        match page.cursor {
-            Some(next) if !next.is_empty() => page_cursor = Some(next),
+        match listed.cursor {
+            Some(next) if !next.is_empty() => {
+                complete &= page < settings.max_pages;
+                page_cursor = Some(next);
+            }
             _ => break,
         }
     }
@@ -278,7 +304,7 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
     for chat in &chats {
         let mut chat_events: Vec<InboundEvent> = Vec::new();
         let mut page_cursor: Option<String> = None;
-        for _ in 0..settings.max_pages {
+        for page in 1..=settings.max_pages {
             let mut url = api_url(&config, &["chats", &chat.id, "messages"])?;
             {
                 let mut query = url.query_pairs_mut();
@@ -289,20 +315,32 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
                     query.append_pair("cursor", c);
                 }
             }
-            let body = get(http, &config, url).await?;
-            let page = wire::message_list(&body, channel.id, chat)
+            let body = match get(http, &config, url).await {
+                Ok(body) => body,
+                // A chat deleted since it was listed has nothing left to repair.
+                Err((Some(404 | 410), _)) => {
+                    tracing::debug!(chat = %chat.id, "a listed chat is gone");
+                    break;
+                }
+                Err((_, e)) => return Err(e),
+            };
+            let listed = wire::message_list(&body, channel.id, chat)
                 .ok_or("Unipile's message list is unreadable")?;
-            let older = page
+            let older = listed
                 .items
                 .iter()
                 .any(|m| m.sent_at > 0 && m.sent_at < since);
             chat_events.extend(
-                page.items
+                listed
+                    .items
                     .into_iter()
                     .filter(|m| m.sent_at == 0 || m.sent_at >= since),
             );
-            match page.cursor {
-                Some(next) if !next.is_empty() && !older => page_cursor = Some(next),
+            match listed.cursor {
+                Some(next) if !next.is_empty() && !older => {
+                    complete &= page < settings.max_pages;
+                    page_cursor = Some(next);
+                }
                 _ => break,
             }
         }
@@ -331,6 +369,12 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
             .map_err(|e| e.to_string())?
             .stored
     };
+    if !complete {
+        // More than one repair's worth: the next one starts from the same point again
+        // (what this one stored is deduplicated then).
+        tracing::warn!(channel = %channel.id, "gap repair read its page limit: the cursor stays");
+        return Ok(found);
+    }
     let mut set = WriteSet::new();
     set.put(
         Ks::ChannelRuntime,
@@ -346,25 +390,29 @@ async fn repair_once(inbound: &Inbound, settings: &RepairSettings) -> Result<usi
     Ok(found)
 }
 
-/// One `GET` of Unipile's API, its body when it answers 2xx.
+/// One `GET` of Unipile's API: its body when it answers 2xx, else its status (when it
+/// answered) and why.
 async fn get(
     http: &reqwest::Client,
     config: &LinkedinConfig,
     url: reqwest::Url,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, (Option<u16>, String)> {
     let response = http
         .get(url)
         .header(wire::API_KEY_HEADER, &config.api_key)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("Unipile could not be reached: {e}"))?;
+        .map_err(|e| (None, format!("Unipile could not be reached: {e}")))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("Unipile answered {status} to a history read"));
+        return Err((
+            Some(status.as_u16()),
+            format!("Unipile answered {status} to a history read"),
+        ));
     }
     response
         .bytes()
         .await
-        .map_err(|e| format!("reading Unipile's answer: {e}"))
+        .map_err(|e| (None, format!("reading Unipile's answer: {e}")))
 }

@@ -93,6 +93,8 @@ pub struct ChannelRegistry {
     connectors: Arc<DashMap<ChannelId, ActorRef<ConnectorMsg>>>,
     /// Outbound messages a send task is working on, across connector restarts.
     in_flight: Arc<DashMap<MessageId, ChannelId>>,
+    /// Outbound messages whose request is at the provider right now.
+    sending: Arc<dashmap::DashSet<MessageId>>,
     /// Each email channel's mailbox reader: a restarted connector (even after a panic,
     /// which skips `post_stop`) replaces the one before.
     readers: Arc<DashMap<ChannelId, tokio::task::AbortHandle>>,
@@ -107,6 +109,7 @@ impl Default for ChannelRegistry {
             links: Arc::default(),
             connectors: Arc::default(),
             in_flight: Arc::default(),
+            sending: Arc::default(),
             readers: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
@@ -144,6 +147,10 @@ impl ChannelRegistry {
         &self.in_flight
     }
 
+    pub(crate) fn sending(&self) -> &dashmap::DashSet<MessageId> {
+        &self.sending
+    }
+
     /// Makes `reader` the channel's mailbox reader, stopping the one before.
     pub(crate) fn replace_reader(&self, channel: ChannelId, reader: tokio::task::AbortHandle) {
         if let Some(old) = self.readers.insert(channel, reader) {
@@ -161,6 +168,10 @@ impl Outbound for ChannelRegistry {
             Some(connector) if connector.cast(ConnectorMsg::Send(entry)).is_ok() => {}
             _ => tracing::warn!(%channel, "no running connector: the message waits in the outbox"),
         }
+    }
+
+    fn is_sending(&self, message: MessageId) -> bool {
+        self.sending.contains(&message)
     }
 }
 

@@ -140,8 +140,13 @@ pub fn inbound_batch(
                         from_lead,
                     }
                 }
-                "message_edited" => Change::Edited {
-                    text: text(&value, "message").unwrap_or_default(),
+                "message_edited" => match text(&value, "message") {
+                    Some(text) => Change::Edited { text },
+                    // An edit that does not say the new text changes nothing we know.
+                    None => {
+                        batch.ignored += 1;
+                        return Ok(batch);
+                    }
                 },
                 _ => Change::Deleted,
             };
@@ -243,7 +248,13 @@ fn message_event(value: &Value, channel_id: ChannelId, own: Option<&str>) -> Opt
         })
         .unwrap_or_default();
     let reply_to = value.get("quoted").and_then(|q| id(q, "id"));
-    Some(event(
+    // A conversation we started waits for a one-to-one chat with its lead, never a group.
+    let group = flag(value, "is_group")
+        || value
+            .get("attendees")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 2);
+    let mut event = event(
         channel_id,
         thread,
         provider_message_id,
@@ -253,7 +264,11 @@ fn message_event(value: &Value, channel_id: ChannelId, own: Option<&str>) -> Opt
         from_us,
         attachments,
         reply_to,
-    ))
+    );
+    if group {
+        event.details.thread_hints.clear();
+    }
+    Some(event)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -328,6 +343,23 @@ fn attachment(value: &Value, message_id: &str) -> Option<MessageAttachment> {
         size: value.get("file_size").and_then(Value::as_u64),
         media_id: Some(format!("{message_id}/{attachment_id}")),
     })
+}
+
+/// Whether `GET /api/v1/accounts/{account_id}` says the account runs: `Some(true)` when
+/// every source is `OK` (or `RUNNING`), `Some(false)` when one is not, `None` when the
+/// answer is unreadable.
+pub fn account_running(body: &[u8]) -> Option<bool> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let sources = value.get("sources")?.as_array()?;
+    let statuses: Vec<String> = sources.iter().filter_map(|s| text(s, "status")).collect();
+    if statuses.is_empty() {
+        return None;
+    }
+    Some(
+        statuses
+            .iter()
+            .all(|s| matches!(account_event(s), Some(AccountEvent::Connected))),
+    )
 }
 
 /// A chat the account has, as `GET /api/v1/chats` lists it.
@@ -772,6 +804,16 @@ mod tests {
             classify_send(422, refused, None),
             SendOutcome::Permanent { code, .. } if code == "invalid_recipient"
         ));
+    }
+
+    #[test]
+    fn an_accounts_sources_say_whether_it_runs() {
+        let ok = br#"{"object":"Account","id":"acc-1","type":"LINKEDIN","sources":[{"id":"acc-1_MESSAGING","status":"OK"}]}"#;
+        assert_eq!(account_running(ok), Some(true));
+        let stopped = br#"{"sources":[{"id":"a","status":"OK"},{"id":"b","status":"STOPPED"}]}"#;
+        assert_eq!(account_running(stopped), Some(false));
+        assert_eq!(account_running(b"{}"), None);
+        assert_eq!(account_running(b"not json"), None);
     }
 
     #[test]

@@ -781,6 +781,18 @@ async fn update_channel(
             given.push((field, required(field, Some(value), max)?));
         }
     }
+    // Meta's default fills an empty WhatsApp base URL; a LinkedIn account has no default.
+    if current.config.linkedin().is_some()
+        && patch
+            .api_base_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+    {
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            "`api_base_url` cannot be empty for a LinkedIn channel",
+        ));
+    }
     let api_base_url = patch.api_base_url.map(|u| base_url(Some(u))).transpose()?;
     let mail_given = patch.display_name.is_some()
         || patch.inbound_secret.is_some()
