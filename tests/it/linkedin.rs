@@ -539,9 +539,19 @@ impl Setup {
 #[tokio::test]
 async fn a_leads_message_is_stored_once_whether_it_came_by_webhook_by_repair_or_both() {
     let s = setup(|c| c.linkedin.repair_interval_secs = 1, json!({})).await;
-    let (status, first) = s
-        .lead_writes(1, "chat-1", "in-1", "Hi, saw your post")
-        .await;
+    // Unipile names the sender's headline too.
+    let mut body = message_webhook(
+        ACCOUNT,
+        &us(),
+        &lead(1),
+        "chat-1",
+        "in-1",
+        "Hi, saw your post",
+        false,
+        &now_text(),
+    );
+    body["sender"]["attendee_specifics"] = json!({"occupation": "Head of Growth at Zephyrlabs"});
+    let (status, first) = s.unipile.post(&body).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["stored"], 1);
     let (status, again) = s
@@ -560,6 +570,40 @@ async fn a_leads_message_is_stored_once_whether_it_came_by_webhook_by_repair_or_
         conversation["contact"]["profile_url"],
         "https://www.linkedin.com/in/lead1"
     );
+    assert_eq!(
+        conversation["contact"]["title"],
+        "Head of Growth at Zephyrlabs"
+    );
+    // LinkedIn in the inbox's filters and in search (by the headline's company).
+    let (status, page) = s
+        .server
+        .get(&s.tenant.token, "/api/v1/conversations?channel=linkedin")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["id"], id.as_str(), "{page}");
+    let (_, page) = s
+        .server
+        .get(&s.tenant.token, "/api/v1/conversations?channel=whatsapp")
+        .await;
+    assert!(
+        page["items"].as_array().is_some_and(|i| i.is_empty()),
+        "{page}"
+    );
+    wait_for("the lead found by their headline", || async {
+        let (_, hits) = s
+            .server
+            .get(
+                &s.tenant.token,
+                "/api/v1/search?q=zephyrlabs&channel=linkedin",
+            )
+            .await;
+        hits["items"]
+            .as_array()?
+            .iter()
+            .any(|h| h["conversation_id"] == id.as_str())
+            .then_some(())
+    })
+    .await;
 
     // The same message in the chat's history, and two the webhooks never brought.
     s.unipile
