@@ -671,7 +671,7 @@ impl ConversationState {
     /// provider's webhook beat its answer to our send: the oldest of ours among the newest
     /// whose request is at the provider right now, not yet named by it, with the same
     /// text (whitespace aside). A held or paced message is not on the wire, so a person
-    /// typing the same words on LinkedIn meanwhile is not mistaken for it.
+    /// typing the same words on the provider meanwhile is not mistaken for it.
     async fn echo_of(&self, event: &InboundEvent) -> ActorResult<Option<Message>> {
         let store = self.store.clone();
         let conv_id = self.conv.id;

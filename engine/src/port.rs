@@ -225,7 +225,7 @@ pub struct ChannelError {
 pub struct LimitsView {
     pub per_second: Option<u32>,
     pub per_day: Option<u32>,
-    /// The least time between two sends of the account, in seconds (LinkedIn punishes
+    /// The least time between two sends of the account, in seconds (some providers punish
     /// bursts); `null`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_interval_secs: Option<u32>,
