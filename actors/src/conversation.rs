@@ -693,13 +693,20 @@ impl ConversationState {
         }))
     }
 
-    /// Records a provider's change to message `seq`.
-    async fn changed(&mut self, seq: u64, change: Change, at: UnixMillis) -> ActorResult<()> {
+    /// Message `seq` of this conversation as stored (read off the async runtime).
+    async fn stored_message(&self, seq: u64) -> ActorResult<Option<Message>> {
         let store = self.store.clone();
         let conv_id = self.conv.id;
-        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
+        tokio::task::spawn_blocking(move || store.message(conv_id, seq))
             .await
-            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+            .map_err(|e| ActorError::Unavailable(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    /// Records a provider's change to message `seq`.
+    async fn changed(&mut self, seq: u64, change: Change, at: UnixMillis) -> ActorResult<()> {
+        let conv_id = self.conv.id;
+        let message = self.stored_message(seq).await?;
         let Some(mut message) = message else {
             return Ok(());
         };
@@ -1101,11 +1108,8 @@ impl ConversationState {
     }
 
     async fn held(&mut self, seq: u64, note: String) -> ActorResult<()> {
-        let store = self.store.clone();
         let conv_id = self.conv.id;
-        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
-            .await
-            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let message = self.stored_message(seq).await?;
         let Some(mut message) = message else {
             return Ok(());
         };
@@ -1130,11 +1134,8 @@ impl ConversationState {
         status: Delivery,
         error: Option<String>,
     ) -> ActorResult<()> {
-        let store = self.store.clone();
         let conv_id = self.conv.id;
-        let message = tokio::task::spawn_blocking(move || store.message(conv_id, seq))
-            .await
-            .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        let message = self.stored_message(seq).await?;
         let Some(mut message) = message else {
             return Ok(());
         };

@@ -19,7 +19,7 @@ use confab_engine::ids::{ChannelId, ConversationId};
 use confab_engine::inbound::{awaiting_key, InboundEvent, ThreadAliasValue, ThreadHint};
 use confab_engine::model::{AiMode, Channel, Contact, Conversation, Message, Status};
 use confab_engine::store::Store;
-use confab_engine::time::now_millis;
+use confab_engine::time::{now_millis, UnixMillis};
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
@@ -375,59 +375,10 @@ async fn find_or_create(
             contacts::stage_new(&mut set, ws, seed, &identities, now)
         }
     };
-    let mut conv = Conversation {
-        id: ConversationId::new(),
-        workspace_id: ws,
-        channel_id: channel.id,
-        channel: channel.kind(),
-        external_thread: event.thread.clone(),
-        contact,
-        status: Status::Open,
-        assignee_id: None,
-        tags: Vec::new(),
-        campaign: None,
-        unread_count: 0,
-        ai_mode,
-        created_at: activity,
-        last_activity_at: activity,
-        preview: String::new(),
-        last_inbound_at: None,
-        next_seq: 1,
-        first_inbound_at: None,
-        first_response_at: None,
-        first_responder: None,
-        closed_at: None,
-        last_inbound_seq: None,
-        ai_epoch: 0,
-        ai_day: 0,
-        ai_replies_today: 0,
-        subject: None,
-        references: Vec::new(),
-        awaiting_thread: None,
-    };
+    let mut conv = fresh_conversation(channel, event.thread.clone(), contact, ai_mode, activity);
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
-    let thread_key = catalogue::thread_conv(channel.id, &event.thread);
-    set.require_absent(Ks::ThreadConv, thread_key.clone())
-        .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
-        .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
-        .put_raw(
-            Ks::ContactConv,
-            catalogue::contact_conv(conv.contact.id, conv.id),
-            Vec::new(),
-        )
-        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()))
-        .delta(ws, conv.id, DeltaBody::MessageCreated(message.clone()));
-    confab_engine::views::update(&mut set, None, &conv);
-    let stats = confab_engine::analytics::ConversationStats::default();
-    confab_engine::analytics::record(
-        &mut set,
-        None,
-        confab_engine::analytics::Snapshot {
-            conv: &conv,
-            stats: &stats,
-        },
-        now,
-    );
+    stage_created(&mut set, &conv, now);
+    set.delta(ws, conv.id, DeltaBody::MessageCreated(message.clone()));
     match committer.commit(set).await {
         Ok(_) => {}
         Err(confab_engine::Error::AlreadyExists) => {
@@ -454,6 +405,78 @@ async fn find_or_create(
         .increment(1);
     let ai_active = conv.ai_mode == AiMode::Active && !message.auto_reply;
     Ok(Resolved::Created(conv.id, Box::new(message), ai_active))
+}
+
+/// A new conversation of `channel` on the provider thread `thread`, with no messages yet,
+/// created (and last active) at `at`.
+fn fresh_conversation(
+    channel: &Channel,
+    thread: String,
+    contact: Contact,
+    ai_mode: AiMode,
+    at: UnixMillis,
+) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        workspace_id: channel.workspace_id,
+        channel_id: channel.id,
+        channel: channel.kind(),
+        external_thread: thread,
+        contact,
+        status: Status::Open,
+        assignee_id: None,
+        tags: Vec::new(),
+        campaign: None,
+        unread_count: 0,
+        ai_mode,
+        created_at: at,
+        last_activity_at: at,
+        preview: String::new(),
+        last_inbound_at: None,
+        next_seq: 1,
+        first_inbound_at: None,
+        first_response_at: None,
+        first_responder: None,
+        closed_at: None,
+        last_inbound_seq: None,
+        ai_epoch: 0,
+        ai_day: 0,
+        ai_replies_today: 0,
+        subject: None,
+        references: Vec::new(),
+        awaiting_thread: None,
+    }
+}
+
+/// Adds a new conversation's creation to `set`: its thread (insert-if-absent: a batch that
+/// loses the race writes nothing), its state, the contact's link to it, its view entries
+/// and analytics, and `conversation_created`.
+fn stage_created(set: &mut WriteSet, conv: &Conversation, now: UnixMillis) {
+    let thread_key = catalogue::thread_conv(conv.channel_id, &conv.external_thread);
+    set.require_absent(Ks::ThreadConv, thread_key.clone())
+        .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
+        .put(Ks::ConvState, conv.id.to_bytes().to_vec(), conv)
+        .put_raw(
+            Ks::ContactConv,
+            catalogue::contact_conv(conv.contact.id, conv.id),
+            Vec::new(),
+        )
+        .delta(
+            conv.workspace_id,
+            conv.id,
+            DeltaBody::ConversationCreated(conv.card()),
+        );
+    confab_engine::views::update(set, None, conv);
+    let stats = confab_engine::analytics::ConversationStats::default();
+    confab_engine::analytics::record(
+        set,
+        None,
+        confab_engine::analytics::Snapshot {
+            conv,
+            stats: &stats,
+        },
+        now,
+    );
 }
 
 /// [`Conversations::start`]'s one attempt: an existing conversation of the channel with
@@ -514,64 +537,18 @@ async fn start_or_find(
         ),
     };
     let conv = Conversation {
-        id: ConversationId::new(),
-        workspace_id: ws,
-        channel_id: channel.id,
-        channel: channel.kind(),
-        external_thread: thread.clone(),
-        contact,
-        status: Status::Open,
-        assignee_id: None,
-        tags: Vec::new(),
-        campaign: None,
-        unread_count: 0,
-        ai_mode,
-        created_at: now,
-        last_activity_at: now,
-        preview: String::new(),
-        last_inbound_at: None,
-        next_seq: 1,
-        first_inbound_at: None,
-        first_response_at: None,
-        first_responder: None,
-        closed_at: None,
-        last_inbound_seq: None,
-        ai_epoch: 0,
-        ai_day: 0,
-        ai_replies_today: 0,
-        subject: None,
-        references: Vec::new(),
         awaiting_thread: Some(lead.to_owned()),
+        ..fresh_conversation(channel, thread, contact, ai_mode, now)
     };
-    let thread_key = catalogue::thread_conv(channel.id, &thread);
-    set.require_absent(Ks::ThreadConv, thread_key.clone())
-        .put_raw(Ks::ThreadConv, thread_key, conv.id.to_bytes().to_vec())
-        .put(
-            Ks::ThreadAlias,
-            catalogue::thread_alias(channel.id, &awaiting_key(lead)),
-            &ThreadAliasValue {
-                conversation: conv.id,
-                at: now,
-            },
-        )
-        .put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv)
-        .put_raw(
-            Ks::ContactConv,
-            catalogue::contact_conv(conv.contact.id, conv.id),
-            Vec::new(),
-        )
-        .delta(ws, conv.id, DeltaBody::ConversationCreated(conv.card()));
-    confab_engine::views::update(&mut set, None, &conv);
-    let stats = confab_engine::analytics::ConversationStats::default();
-    confab_engine::analytics::record(
-        &mut set,
-        None,
-        confab_engine::analytics::Snapshot {
-            conv: &conv,
-            stats: &stats,
+    set.put(
+        Ks::ThreadAlias,
+        catalogue::thread_alias(channel.id, &awaiting_key(lead)),
+        &ThreadAliasValue {
+            conversation: conv.id,
+            at: now,
         },
-        now,
     );
+    stage_created(&mut set, &conv, now);
     match committer.commit(set).await {
         Ok(_) => {}
         Err(confab_engine::Error::AlreadyExists) => return Err(Resolve::Lost),
