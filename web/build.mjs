@@ -1,4 +1,4 @@
-// Builds the inbox into dist/: index.html, app.js, app.css (and their .gz), favicon.svg.
+// Builds the inbox into dist/: index.html, app.js, app.css (and their .gz), favicon.svg, sw.js.
 // Deterministic: no hashes, no timestamps, no source maps, pinned esbuild; CI rebuilds
 // and diffs the committed dist/ against the result.
 // Usage: node build.mjs [--watch]
@@ -32,6 +32,8 @@ const options = {
 await mkdir(dist, { recursive: true });
 await copyFile(path.join(here, 'src/index.html'), path.join(dist, 'index.html'));
 await copyFile(path.join(here, 'src/favicon.svg'), path.join(dist, 'favicon.svg'));
+// The service worker (Web Push): a classic script, copied as it is (small, no imports).
+await copyFile(path.join(here, 'src/sw.js'), path.join(dist, 'sw.js'));
 if (watch) {
   const ctx = await esbuild.context(options);
   await ctx.watch();

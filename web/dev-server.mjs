@@ -3,7 +3,7 @@
 //
 // The Confab server serves the page itself (web/dist embedded at build time). This server
 // exists so that UI changes show without rebuilding the Rust binary: it
-// - serves web/dist/ from disk (index.html, app.js, app.css, favicon.svg; `npm run dev`
+// - serves web/dist/ from disk (index.html, app.js, app.css, favicon.svg, sw.js; `npm run dev`
 //   rebuilds them on change) with the same security headers the server sends, so a CSP
 //   mistake shows up in development too;
 // - proxies everything else (/api/*, /healthz, /readyz, the /api/v1/stream WebSocket
@@ -46,6 +46,7 @@ const STATIC = {
   '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
   '/app.css': ['app.css', 'text/css; charset=utf-8'],
   '/favicon.svg': ['favicon.svg', 'image/svg+xml'],
+  '/sw.js': ['sw.js', 'text/javascript; charset=utf-8'],
 };
 
 function sendError(res, status, code, message) {

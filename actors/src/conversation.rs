@@ -18,6 +18,7 @@ use confab_engine::model::{
     AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
     MessageAttachment, MessageEdit, Reaction, Responder, Sender, Status,
 };
+use confab_engine::notify::TIMER_OVERDUE;
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::port::{utc_day, Change};
 use confab_engine::store::Store;
@@ -29,6 +30,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::ai::{unavailable_reasoning, AiAction, AiOutcome, AiQueue, AiRequest, Escalation};
 use crate::error::{ActorError, ActorResult};
+use crate::notify::{self, Event, Notifier, To};
 use crate::outbound::OutboundPort;
 
 /// Characters of the last message shown on the conversation card.
@@ -85,6 +87,8 @@ pub enum ConversationMsg {
     Ai(Box<AiOutcome>),
     /// The AI pool could not take the lead's message `seq`: escalate to a person.
     AiUnavailable { seq: u64 },
+    /// A durable timer of this conversation is due (`confab_engine::notify` kinds).
+    Timer { kind: u8, due: UnixMillis },
     /// Stop after everything queued before this message is handled.
     Passivate,
     /// Makes the actor panic: lets tests and operators exercise supervision.
@@ -157,6 +161,7 @@ pub struct ConversationArgs {
     pub ai: AiQueue,
     /// This actor's mailbox depth, shared with the handle that sends to it.
     pub queued: Arc<AtomicI64>,
+    pub notifier: Notifier,
 }
 
 pub struct ConversationState {
@@ -168,6 +173,7 @@ pub struct ConversationState {
     outbound: OutboundPort,
     ai: AiQueue,
     queued: Arc<AtomicI64>,
+    notifier: Notifier,
 }
 
 impl Actor for ConversationActor {
@@ -198,6 +204,7 @@ impl Actor for ConversationActor {
             outbound: args.outbound,
             ai: args.ai,
             queued: args.queued,
+            notifier: args.notifier,
         })
     }
 
@@ -231,6 +238,11 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::AiUnavailable { seq } => {
                 state.ai_unavailable(seq).await;
+            }
+            ConversationMsg::Timer { kind, due } => {
+                if let Err(e) = state.timer(kind, due).await {
+                    tracing::warn!(conversation = %state.conv.id, error = %e, "could not handle a due timer");
+                }
             }
             ConversationMsg::Send(request, reply) => match state.send(request).await {
                 Ok((message, outbox)) => {
@@ -344,6 +356,27 @@ impl ConversationState {
             }
         }
         let message = stage_inbound(&mut conv, event, now, &mut set);
+        let from_lead = !message.sent_elsewhere && !message.auto_reply;
+        let mut staged = notify::Staged::default();
+        if from_lead {
+            let target = self.notifier.response_target_ms(conv.workspace_id)?;
+            notify::arm_overdue(&mut set, &mut conv, self.notifier.now(), target);
+            if let Some(assignee) = conv.assignee_id {
+                staged = self
+                    .notifier
+                    .stage(
+                        &mut set,
+                        Event {
+                            reason: NotificationReason::NewMessage,
+                            conv: &conv,
+                            message: Some(&message),
+                            by_agent: None,
+                        },
+                        To::Agents(vec![assignee]),
+                    )
+                    .await?;
+            }
+        }
         touch(&mut set, &self.conv, &mut conv, activity);
         self.analytics(&mut set, &conv, &self.stats, now);
         set.delta(
@@ -359,6 +392,7 @@ impl ConversationState {
         match self.committer.commit(set).await {
             Ok(_) => {
                 self.conv = conv;
+                staged.committed();
                 let direction = if message.sent_elsewhere {
                     "outbound"
                 } else {
@@ -501,6 +535,8 @@ impl ConversationState {
             start_with: conv.awaiting_thread.clone(),
         });
         if let Some(entry) = &outbox {
+            // Answered: the lead no longer waits.
+            notify::disarm_overdue(&mut set, &mut conv);
             // A reply to the lead: the conversation now waits for the lead's answer.
             conv.preview = preview(&message.text);
             if conv.status == Status::Open {
@@ -543,21 +579,24 @@ impl ConversationState {
             conv.id,
             DeltaBody::ConversationUpdated(conv.card()),
         );
-        if request.internal {
-            for agent_id in &request.mentions {
-                set.delta(
-                    conv.workspace_id,
-                    conv.id,
-                    DeltaBody::Notification {
-                        agent_id: *agent_id,
+        let mut staged = notify::Staged::default();
+        if request.internal && !request.mentions.is_empty() {
+            staged = self
+                .notifier
+                .stage(
+                    &mut set,
+                    Event {
                         reason: NotificationReason::Mention,
-                        message_id: Some(message.id),
-                        by_agent_id: request.agent_id,
+                        conv: &conv,
+                        message: Some(&message),
+                        by_agent: request.agent_id,
                     },
-                );
-            }
+                    To::Agents(request.mentions.clone()),
+                )
+                .await?;
         }
         self.committer.commit(set).await?;
+        staged.committed();
         self.conv = conv;
         self.stats = stats;
         if !request.internal {
@@ -569,17 +608,12 @@ impl ConversationState {
     async fn command(&mut self, command: Command) -> ActorResult<ConversationCard> {
         let mut conv = self.conv.clone();
         let mut stats = self.stats;
-        let mut notify = None;
+        let mut assigned = None;
         match command {
             Command::Assign { agent_id, by } => {
                 if conv.assignee_id != agent_id {
                     conv.assignee_id = agent_id;
-                    notify = agent_id.map(|agent_id| DeltaBody::Notification {
-                        agent_id,
-                        reason: NotificationReason::Assignment,
-                        message_id: None,
-                        by_agent_id: by,
-                    });
+                    assigned = agent_id.map(|agent| (agent, by));
                 }
             }
             Command::Tags { add, remove } => {
@@ -636,10 +670,24 @@ impl ConversationState {
             );
         }
         self.analytics(&mut set, &conv, &stats, now_millis());
-        if let Some(notification) = notify {
-            set.delta(conv.workspace_id, conv.id, notification);
+        let mut staged = notify::Staged::default();
+        if let Some((agent, by)) = assigned {
+            staged = self
+                .notifier
+                .stage(
+                    &mut set,
+                    Event {
+                        reason: NotificationReason::Assignment,
+                        conv: &conv,
+                        message: None,
+                        by_agent: by,
+                    },
+                    To::Agents(vec![agent]),
+                )
+                .await?;
         }
         self.committer.commit(set).await?;
+        staged.committed();
         let resumed = self.conv.ai_mode != AiMode::Active && conv.ai_mode == AiMode::Active;
         self.conv = conv;
         self.stats = stats;
@@ -1090,19 +1138,57 @@ impl ConversationState {
             conv.id,
             DeltaBody::ConversationUpdated(conv.card()),
         );
+        let mut staged = notify::Staged::default();
         if let (true, Some(agent_id)) = (escalation.notify, conv.assignee_id) {
-            set.delta(
-                conv.workspace_id,
-                conv.id,
-                DeltaBody::Notification {
-                    agent_id,
-                    reason: NotificationReason::Escalation,
-                    message_id: None,
-                    by_agent_id: None,
-                },
-            );
+            staged = self
+                .notifier
+                .stage(
+                    &mut set,
+                    Event {
+                        reason: NotificationReason::Escalation,
+                        conv: &conv,
+                        message: None,
+                        by_agent: None,
+                    },
+                    To::Agents(vec![agent_id]),
+                )
+                .await?;
         }
         self.committer.commit(set).await?;
+        staged.committed();
+        self.conv = conv;
+        Ok(())
+    }
+
+    /// A durable timer is due. Overdue: the lead has waited past the response target
+    /// since `due` was armed; the assignee hears of it if the conversation is still open.
+    /// A timer the conversation no longer knows (answered since, re-armed) only goes.
+    async fn timer(&mut self, kind: u8, due: UnixMillis) -> ActorResult<()> {
+        let mut set = WriteSet::new();
+        set.delete(Ks::Timer, catalogue::timer(due, kind, self.conv.id));
+        let mut conv = self.conv.clone();
+        let mut staged = notify::Staged::default();
+        if kind == TIMER_OVERDUE && conv.overdue_at == Some(due) {
+            conv.overdue_at = None;
+            if let (Status::Open, Some(assignee)) = (conv.status, conv.assignee_id) {
+                staged = self
+                    .notifier
+                    .stage(
+                        &mut set,
+                        Event {
+                            reason: NotificationReason::Overdue,
+                            conv: &conv,
+                            message: None,
+                            by_agent: None,
+                        },
+                        To::Agents(vec![assignee]),
+                    )
+                    .await?;
+            }
+            set.put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv);
+        }
+        self.committer.commit(set).await?;
+        staged.committed();
         self.conv = conv;
         Ok(())
     }

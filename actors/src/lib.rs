@@ -13,6 +13,7 @@ pub mod error;
 pub mod indexer;
 pub mod manager;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub struct RuntimeConfig {
     /// The search indexer; `None` runs without search.
     pub indexer: Option<IndexerConfig>,
     pub ai: ai::AiSettings,
+    pub notify: notify::NotifySettings,
 }
 
 /// The running actor system.
@@ -49,7 +51,13 @@ pub struct Runtime {
     pub channels: Channels,
     /// The search index (`None` when the runtime runs without an indexer).
     pub search: Option<SearchIndex>,
+    /// Agents' notifications: settings, read marks, push subscriptions.
+    pub notifier: notify::Notifier,
+    /// The server's VAPID key pair (Web Push).
+    pub vapid: notify::push::Vapid,
     indexer: Option<ActorRef<indexer::IndexerMsg>>,
+    /// The notification delivery workers and the timer task.
+    background: std::sync::Arc<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Runtime {
@@ -70,11 +78,20 @@ impl Runtime {
         };
         let registry = ChannelRegistry::default();
         let (ai_queue, ai_requests) = ai::AiQueue::bounded(config.ai.queue_depth);
+        let clock = config.connectors.clock.clone();
+        let notifier = notify::Notifier::new(
+            store.clone(),
+            committer.clone(),
+            clock.clone(),
+            config.notify.email.is_some(),
+        );
+        let vapid = notify::push::Vapid::load_or_create(&store, &committer).await?;
         let conversations = manager::Manager::start(manager::ManagerArgs {
             store: store.clone(),
             committer: committer.clone(),
             outbound: std::sync::Arc::new(registry.clone()),
             ai: ai_queue,
+            notifier: notifier.clone(),
             config: config.conversations,
         })
         .await
@@ -93,6 +110,40 @@ impl Runtime {
             .map_err(|e| ActorError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
         let ai =
             ai::AiPool::start(store.clone(), conversations.clone(), config.ai, ai_requests).await?;
+        let tick = config.notify.tick;
+        let mut background = vec![tokio::spawn(notify::timers::run(
+            store.clone(),
+            committer.clone(),
+            conversations.clone(),
+            clock.clone(),
+            tick,
+        ))];
+        background.push(tokio::spawn(
+            notify::push::PushWorker {
+                store: store.clone(),
+                committer: committer.clone(),
+                clock: clock.clone(),
+                vapid: vapid.clone(),
+                settings: config.notify.push.clone(),
+                http: http.clone(),
+                public_url: config.notify.public_url.clone(),
+                tick,
+            }
+            .run(),
+        ));
+        if let Some(relay) = config.notify.email.clone() {
+            background.push(tokio::spawn(
+                notify::email::EmailWorker {
+                    store: store.clone(),
+                    committer: committer.clone(),
+                    clock: clock.clone(),
+                    relay,
+                    public_url: config.notify.public_url.clone(),
+                    tick,
+                }
+                .run(),
+            ));
+        }
         let channels = channels::ChannelSupervisor::start(channels::ConnectorDeps {
             store: store.clone(),
             committer,
@@ -117,13 +168,19 @@ impl Runtime {
             ai,
             channels,
             search,
+            notifier,
+            vapid,
             indexer,
+            background: std::sync::Arc::new(background),
         })
     }
 
     /// Stops connectors, then conversations, each after finishing what it has queued, then
     /// the indexer after committing what it buffered.
     pub async fn stop(&self, timeout: Duration) {
+        for task in self.background.iter() {
+            task.abort();
+        }
         self.ai.stop();
         self.channels.stop(timeout).await;
         self.contacts.stop(timeout).await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::contacts;
-use confab_engine::delta::DeltaBody;
+use confab_engine::delta::{DeltaBody, NotificationReason};
 use confab_engine::ids::{ChannelId, ConversationId};
 use confab_engine::inbound::{awaiting_key, InboundEvent, ThreadAliasValue, ThreadHint};
 use confab_engine::model::{AiMode, Channel, Contact, Conversation, Message, Status};
@@ -29,6 +29,7 @@ use crate::conversation::{
     stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
 };
 use crate::error::{ActorError, ActorResult};
+use crate::notify::Notifier;
 use crate::outbound::OutboundPort;
 
 #[derive(Clone, Debug)]
@@ -78,6 +79,7 @@ pub struct Conversations {
     store: Store,
     committer: Committer,
     ai: AiQueue,
+    notifier: Notifier,
     epoch: Instant,
 }
 
@@ -194,7 +196,15 @@ impl Conversations {
             let id = match known {
                 Some(id) => id,
                 None => {
-                    match find_or_create(&self.store, &self.committer, &channel, &event).await {
+                    match find_or_create(
+                        &self.store,
+                        &self.committer,
+                        &self.notifier,
+                        &channel,
+                        &event,
+                    )
+                    .await
+                    {
                         Ok(Resolved::Existing(id)) => id,
                         Ok(Resolved::Created(id, message, ai_active)) => {
                             self.remember_thread(key, id);
@@ -331,6 +341,7 @@ impl<E: Into<ActorError>> From<E> for Resolve {
 async fn find_or_create(
     store: &Store,
     committer: &Committer,
+    notifier: &Notifier,
     channel: &Arc<Channel>,
     event: &InboundEvent,
 ) -> Result<Resolved, Resolve> {
@@ -377,10 +388,29 @@ async fn find_or_create(
     };
     let mut conv = fresh_conversation(channel, event.thread.clone(), contact, ai_mode, activity);
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
+    let mut staged = crate::notify::Staged::default();
+    if !message.sent_elsewhere && !message.auto_reply {
+        let target = notifier.response_target_ms(ws)?;
+        crate::notify::arm_overdue(&mut set, &mut conv, notifier.now(), target);
+    }
     stage_created(&mut set, &conv, now);
     set.delta(ws, conv.id, DeltaBody::MessageCreated(message.clone()));
+    if !message.sent_elsewhere {
+        staged = notifier
+            .stage(
+                &mut set,
+                crate::notify::Event {
+                    reason: NotificationReason::NewConversation,
+                    conv: &conv,
+                    message: Some(&message),
+                    by_agent: None,
+                },
+                crate::notify::To::NewConversationListeners,
+            )
+            .await?;
+    }
     match committer.commit(set).await {
-        Ok(_) => {}
+        Ok(_) => staged.committed(),
         Err(confab_engine::Error::AlreadyExists) => {
             // A lost race on the thread, phone or email; or the message itself was stored
             // before (its dedupe guard).
@@ -445,6 +475,7 @@ fn fresh_conversation(
         subject: None,
         references: Vec::new(),
         awaiting_thread: None,
+        overdue_at: None,
     }
 }
 
@@ -538,6 +569,7 @@ async fn start_or_find(
     };
     let conv = Conversation {
         awaiting_thread: Some(lead.to_owned()),
+        overdue_at: None,
         ..fresh_conversation(channel, thread, contact, ai_mode, now)
     };
     set.put(
@@ -637,6 +669,7 @@ pub struct ManagerArgs {
     pub committer: Committer,
     pub outbound: OutboundPort,
     pub ai: AiQueue,
+    pub notifier: Notifier,
     pub config: ManagerConfig,
 }
 
@@ -645,6 +678,7 @@ pub struct ManagerState {
     committer: Committer,
     outbound: OutboundPort,
     ai: AiQueue,
+    notifier: Notifier,
     config: ManagerConfig,
     live: Arc<DashMap<ConversationId, Arc<Live>>>,
     epoch: Instant,
@@ -668,6 +702,7 @@ impl Manager {
             committer: args.committer.clone(),
             outbound: args.outbound,
             ai: args.ai.clone(),
+            notifier: args.notifier.clone(),
             config: args.config,
             live: live.clone(),
             epoch,
@@ -684,6 +719,7 @@ impl Manager {
             store: args.store,
             committer: args.committer,
             ai: args.ai,
+            notifier: args.notifier,
             epoch,
         })
     }
@@ -777,6 +813,7 @@ impl ManagerState {
             outbound: self.outbound.clone(),
             ai: self.ai.clone(),
             queued: queued.clone(),
+            notifier: self.notifier.clone(),
         };
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -952,11 +989,18 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
         let (committer, _thread) =
             Committer::start(store.clone(), Durability::Fsync).expect("committer");
+        let notifier = Notifier::new(
+            store.clone(),
+            committer.clone(),
+            Arc::new(crate::clock::SystemClock),
+            false,
+        );
         let conversations = Manager::start(ManagerArgs {
             store: store.clone(),
             committer,
             outbound: Arc::new(crate::outbound::Nowhere),
             ai: crate::ai::AiQueue::bounded(16).0,
+            notifier,
             config,
         })
         .await

@@ -7,6 +7,11 @@ pub const PASSIVATIONS: &str = "confab_conversation_passivations_total";
 pub const RESTARTS: &str = "confab_conversation_restarts_total";
 pub const CONVERSATIONS_CREATED: &str = "confab_conversations_created_total";
 pub const MESSAGES: &str = "confab_messages_total";
+/// Counter: notifications created, by `reason`.
+pub const NOTIFICATIONS_CREATED: &str = "confab_notifications_created_total";
+/// Counter: notification deliveries by `channel` (`email`, `push`) and `outcome` (`sent`,
+/// `retry`, `rejected`, `expired`).
+pub const NOTIFICATION_DELIVERIES: &str = "confab_notification_deliveries_total";
 /// Counter: webhook items that can never be stored (no usable id or sender), by channel kind.
 pub const WEBHOOK_ITEMS_REJECTED: &str = "confab_webhook_items_rejected_total";
 /// Counter: webhook events acknowledged and not used (kinds we do not use, changes to
@@ -45,6 +50,14 @@ pub fn describe() {
     use confab_index::metrics as index;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(LIVE_CONVERSATIONS, "Conversation actors in memory.");
+    describe_counter!(
+        NOTIFICATIONS_CREATED,
+        "Notifications created for agents, by reason."
+    );
+    describe_counter!(
+        NOTIFICATION_DELIVERIES,
+        "Notification deliveries, by channel (email, push) and outcome (sent, retry, rejected, expired)."
+    );
     describe_gauge!(AI_QUEUE, "Lead messages waiting for the AI pool.");
     describe_gauge!(
         AI_IN_FLIGHT,

@@ -609,6 +609,7 @@ mod tests {
             subject: None,
             references: Vec::new(),
             awaiting_thread: None,
+            overdue_at: None,
         }
     }
 

@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use crate::ids::{
-    AgentId, ArticleId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId, WorkspaceId,
+    AgentId, ArticleId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId,
+    NotificationId, PushSubscriptionId, WorkspaceId,
 };
 
 /// The keyspaces, in the order they are opened.
@@ -94,10 +95,33 @@ pub enum Ks {
     ThreadAlias,
     /// message id ‖ attachment index → the bytes of a file that came with a message
     Blob,
+    /// agent id → `notify::NotificationSettings` (absent: the defaults)
+    NotifSettings,
+    /// workspace id ‖ agent id → (): agents who want to hear of new unassigned
+    /// conversations
+    NotifOptIn,
+    /// agent id ‖ notification id → `notify::Notification`
+    Notif,
+    /// agent id ‖ notification id → (): the agent's unread notifications
+    NotifUnread,
+    /// agent id → i64 unread notifications, maintained by `WriteSet::add`
+    NotifCount,
+    /// agent id ‖ notification id → big-endian i64 (not before, Unix ms): notifications
+    /// waiting for the agent's next notification email
+    NotifEmail,
+    /// agent id ‖ subscription id → `notify::PushSubscription`
+    PushSub,
+    /// notification id ‖ subscription id → `notify::PushEntry`: Web Push deliveries not
+    /// yet accepted by the push service
+    PushOutbox,
+    /// due (Unix ms, big-endian) ‖ timer kind ‖ conversation id → (): durable timers
+    Timer,
+    /// workspace id → `notify::WorkspaceSettings`
+    WsSettings,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 35] = [
+    pub const ALL: [Ks; 45] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -133,6 +157,16 @@ impl Ks {
         Ks::Invite,
         Ks::ThreadAlias,
         Ks::Blob,
+        Ks::NotifSettings,
+        Ks::NotifOptIn,
+        Ks::Notif,
+        Ks::NotifUnread,
+        Ks::NotifCount,
+        Ks::NotifEmail,
+        Ks::PushSub,
+        Ks::PushOutbox,
+        Ks::Timer,
+        Ks::WsSettings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +206,16 @@ impl Ks {
             Ks::Invite => "invite",
             Ks::ThreadAlias => "thread_alias",
             Ks::Blob => "blob",
+            Ks::NotifSettings => "notif_settings",
+            Ks::NotifOptIn => "notif_opt_in",
+            Ks::Notif => "notif",
+            Ks::NotifUnread => "notif_unread",
+            Ks::NotifCount => "notif_count",
+            Ks::NotifEmail => "notif_email",
+            Ks::PushSub => "push_sub",
+            Ks::PushOutbox => "push_outbox",
+            Ks::Timer => "timer",
+            Ks::WsSettings => "ws_settings",
         }
     }
 
@@ -215,6 +259,36 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 
 pub fn ws_agent(ws: WorkspaceId, agent: AgentId) -> Vec<u8> {
     join(&[&ws.to_bytes(), &agent.to_bytes()])
+}
+
+/// An agent's notification (its unread mark and email wait use the same key).
+pub fn agent_notif(agent: AgentId, id: NotificationId) -> Vec<u8> {
+    join(&[&agent.to_bytes(), &id.to_bytes()])
+}
+
+pub fn push_sub(agent: AgentId, id: PushSubscriptionId) -> Vec<u8> {
+    join(&[&agent.to_bytes(), &id.to_bytes()])
+}
+
+pub fn push_outbox(id: NotificationId, subscription: PushSubscriptionId) -> Vec<u8> {
+    join(&[&id.to_bytes(), &subscription.to_bytes()])
+}
+
+pub fn notif_opt_in(ws: WorkspaceId, agent: AgentId) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &agent.to_bytes()])
+}
+
+/// A durable timer of `kind` for a conversation, due at `due` (Unix ms).
+pub fn timer(due: i64, kind: u8, conv: ConversationId) -> Vec<u8> {
+    join(&[&due.max(0).to_be_bytes(), &[kind], &conv.to_bytes()])
+}
+
+/// A timer key's parts: due, kind, conversation.
+pub fn decode_timer(key: &[u8]) -> Option<(i64, u8, ConversationId)> {
+    let due = i64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let kind = *key.get(8)?;
+    let conv = ConversationId::from_key_prefix(key.get(9..)?)?;
+    Some((due, kind, conv))
 }
 
 pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {

@@ -652,6 +652,7 @@ mod tests {
                 reason: crate::delta::NotificationReason::Mention,
                 message_id: None,
                 by_agent_id: None,
+                notification: None,
             },
         );
     }

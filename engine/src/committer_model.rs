@@ -192,6 +192,7 @@ impl Names {
             },
             message_id: None,
             by_agent_id: Some(self.agents[(agent + 1) % 3]),
+            notification: None,
         };
         (self.workspaces[ws], self.conversations[conv], body)
     }

@@ -2,19 +2,51 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AgentId, ConversationId, MessageId, WorkspaceId};
+use crate::ids::{AgentId, ConversationId, MessageId, NotificationId, WorkspaceId};
 use crate::model::{ConversationCard, Message};
+use crate::notify::Notification;
 use crate::port::ChannelHealth;
 use crate::time::UnixMillis;
 
 /// Why an agent is notified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationReason {
+    /// Someone assigned the conversation to this agent.
     Assignment,
+    /// Someone mentioned this agent in an internal note.
     Mention,
     /// The AI handed the conversation to this agent.
     Escalation,
+    /// The lead wrote in a conversation assigned to this agent.
+    NewMessage,
+    /// A conversation started with nobody assigned.
+    NewConversation,
+    /// A conversation of this agent waits longer than the workspace's response target.
+    Overdue,
+}
+
+impl NotificationReason {
+    pub const ALL: [NotificationReason; 6] = [
+        NotificationReason::Assignment,
+        NotificationReason::Mention,
+        NotificationReason::Escalation,
+        NotificationReason::NewMessage,
+        NotificationReason::NewConversation,
+        NotificationReason::Overdue,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationReason::Assignment => "assignment",
+            NotificationReason::Mention => "mention",
+            NotificationReason::Escalation => "escalation",
+            NotificationReason::NewMessage => "new_message",
+            NotificationReason::NewConversation => "new_conversation",
+            NotificationReason::Overdue => "overdue",
+        }
+    }
 }
 
 /// What changed. Stored externally tagged; rendered on the wire by [`Delta::to_json`].
@@ -29,9 +61,18 @@ pub enum DeltaBody {
         reason: NotificationReason,
         message_id: Option<MessageId>,
         by_agent_id: Option<AgentId>,
+        /// The notification as listed (absent in deltas written before notifications
+        /// were stored).
+        #[serde(default)]
+        notification: Option<Box<Notification>>,
     },
     /// A channel's status changed (workspace-wide: no conversation).
     ChannelUpdated(ChannelHealth),
+    /// An agent read notifications (workspace-wide: their other sessions follow).
+    NotificationsRead {
+        agent_id: AgentId,
+        notification_ids: Vec<NotificationId>,
+    },
 }
 
 impl DeltaBody {
@@ -43,6 +84,7 @@ impl DeltaBody {
             DeltaBody::MessageUpdated(_) => "message_updated",
             DeltaBody::Notification { .. } => "notification",
             DeltaBody::ChannelUpdated(_) => "channel_updated",
+            DeltaBody::NotificationsRead { .. } => "notifications_read",
         }
     }
 }
@@ -96,6 +138,10 @@ impl Delta {
             by_agent_id: Option<AgentId>,
             #[serde(skip_serializing_if = "Option::is_none")]
             channel: Option<&'a ChannelHealth>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            notification: Option<&'a Notification>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            notification_ids: Option<&'a [NotificationId]>,
         }
         let mut frame = Frame {
             frame_type: "delta",
@@ -110,6 +156,8 @@ impl Delta {
             message_id: None,
             by_agent_id: None,
             channel: None,
+            notification: None,
+            notification_ids: None,
         };
         match &self.body {
             DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
@@ -121,13 +169,22 @@ impl Delta {
                 reason,
                 message_id,
                 by_agent_id,
+                notification,
             } => {
                 frame.agent_id = Some(*agent_id);
                 frame.reason = Some(*reason);
                 frame.message_id = *message_id;
                 frame.by_agent_id = *by_agent_id;
+                frame.notification = notification.as_deref();
             }
             DeltaBody::ChannelUpdated(health) => frame.channel = Some(health),
+            DeltaBody::NotificationsRead {
+                agent_id,
+                notification_ids,
+            } => {
+                frame.agent_id = Some(*agent_id);
+                frame.notification_ids = Some(notification_ids);
+            }
         }
         serde_json::to_string(&frame).unwrap_or_else(|e| {
             unreachable!("a delta frame always serializes to JSON: {e}");
@@ -152,6 +209,7 @@ mod tests {
                 reason: NotificationReason::Assignment,
                 message_id: None,
                 by_agent_id: None,
+                notification: None,
             },
         };
         let v: serde_json::Value = serde_json::from_str(&delta.to_json()).expect("json");

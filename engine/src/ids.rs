@@ -164,6 +164,14 @@ id_type!(
     /// An agent's feedback on an AI message.
     FeedbackId
 );
+id_type!(
+    /// A notification for one agent.
+    NotificationId
+);
+id_type!(
+    /// A browser's Web Push subscription.
+    PushSubscriptionId
+);
 
 #[cfg(test)]
 mod tests {

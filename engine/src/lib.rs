@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod mentions;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod outbox;
 pub mod port;
 pub mod store;

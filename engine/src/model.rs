@@ -471,6 +471,10 @@ pub struct Conversation {
     /// provider id, until the thread is known (`external_thread` is then provisional).
     #[serde(default)]
     pub awaiting_thread: Option<String>,
+    /// When the lead's unanswered message makes the conversation overdue (its armed
+    /// timer); `None` when nobody is waiting.
+    #[serde(default)]
+    pub overdue_at: Option<UnixMillis>,
 }
 
 /// Who answered a lead.

@@ -123,6 +123,7 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         subject: None,
         references: Vec::new(),
         awaiting_thread: None,
+        overdue_at: None,
     }
 }
 

@@ -72,6 +72,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::auth::routes())
         .merge(routes::analytics::routes())
         .merge(routes::search::routes())
+        .merge(routes::notifications::routes())
         .merge(crate::openapi::routes())
 }
 

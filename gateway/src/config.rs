@@ -39,6 +39,66 @@ pub struct Config {
     pub auth: AuthConfig,
     pub email: EmailConfig,
     pub linkedin: LinkedinConfig,
+    pub notifications: NotificationsConfig,
+}
+
+/// Agents' notifications: links, the mail relay of notification emails, Web Push.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// The inbox's address as agents reach it, for links in emails and pushes
+    /// (`https://inbox.example.com`); default `http://` and the listening address.
+    pub public_url: Option<String>,
+    /// The mail relay of notification emails; without one, nobody gets notification
+    /// emails (the settings say so).
+    pub email: Option<NotificationEmailConfig>,
+    /// The VAPID `sub` claim: how push services reach the operator (`mailto:` or https).
+    pub push_subject: String,
+    /// How long a push service keeps a notification for an offline device (and how
+    /// long an undelivered push is retried).
+    pub push_ttl_secs: u64,
+    /// Accept push subscriptions whose endpoint is on a private or loopback address, over
+    /// plain http too (tests, a self-hosted push service).
+    pub allow_private_push: bool,
+    /// How often delivery workers and timers look for work, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            email: None,
+            push_subject: "mailto:admin@localhost".into(),
+            push_ttl_secs: 24 * 3600,
+            allow_private_push: false,
+            tick_ms: 1000,
+        }
+    }
+}
+
+/// The SMTP relay notification emails leave through.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationEmailConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls`, `tls`, or `none` (loopback only, unless `email.allow_insecure`).
+    pub security: confab_engine::model::MailSecurity,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// `From:` of notification emails: `Confab <notify@example.com>`.
+    pub from: String,
+    /// An agent gets at most one notification email per this many seconds: what happens
+    /// meanwhile joins it.
+    #[serde(default = "default_batch_secs")]
+    pub batch_secs: u64,
+}
+
+fn default_batch_secs() -> u64 {
+    180
 }
 
 /// LinkedIn channels (through Unipile).
@@ -266,6 +326,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             email: EmailConfig::default(),
             linkedin: LinkedinConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

@@ -140,6 +140,15 @@ fn register_initial() {
     ] {
         let _ = histogram!(name);
     }
+    for reason in confab_engine::delta::NotificationReason::ALL {
+        counter!(actors::NOTIFICATIONS_CREATED, "reason" => reason.as_str()).increment(0);
+    }
+    for channel in ["email", "push"] {
+        for outcome in ["sent", "retry", "rejected", "expired"] {
+            counter!(actors::NOTIFICATION_DELIVERIES, "channel" => channel, "outcome" => outcome)
+                .increment(0);
+        }
+    }
     for decision in ["answered", "escalated", "discarded"] {
         counter!(actors::AI_DECISIONS, "decision" => decision).increment(0);
     }

@@ -97,6 +97,7 @@ pub enum PeriodParam {
         (name = "agents", description = "The workspace's agents."),
         (name = "auth", description = "Browser sign-in: session cookie, sign-out, who is signed in."),
         (name = "analytics", description = "Conversation metrics."),
+        (name = "notifications", description = "Agents' notifications: the list, read marks, settings, push devices; the workspace's response target."),
         (name = "search", description = "Full-text search."),
         (name = "stream", description = "The realtime WebSocket stream."),
         (name = "process", description = "Health, readiness, metrics and this document."),

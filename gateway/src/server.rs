@@ -7,12 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::{Listener, ListenerExt};
 use axum::Router;
+use confab_actors::notify::email::EmailRelay;
+use confab_actors::notify::push::PushSettings;
+use confab_actors::notify::NotifySettings;
 use confab_actors::{
     ConnectorSettings, IndexerConfig, ManagerConfig, Runtime, RuntimeConfig, SharedClock,
     SystemClock,
 };
 use confab_engine::committer::Committer;
-use confab_engine::model::ChannelKind;
+use confab_engine::model::{ChannelKind, MailSecurity, MailServer};
 use confab_engine::store::{Store, StoreOptions};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -78,8 +81,12 @@ impl Server {
     }
 }
 
-fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
-    RuntimeConfig {
+fn runtime_config(
+    config: &Config,
+    clock: SharedClock,
+    addr: SocketAddr,
+) -> anyhow::Result<RuntimeConfig> {
+    Ok(RuntimeConfig {
         conversations: ManagerConfig {
             idle_timeout: Duration::from_secs(config.conversations.idle_timeout_secs.max(1)),
             max_live: config.conversations.max_live.max(1),
@@ -120,7 +127,54 @@ fn runtime_config(config: &Config, clock: SharedClock) -> RuntimeConfig {
             allow_private_backends: config.ai.allow_private_backends,
             max_decisions_per_second: config.ai.max_decisions_per_second,
         },
-    }
+        notify: notify_settings(config, addr)?,
+    })
+}
+
+/// How notifications leave: the mail relay (checked: no plain SMTP off loopback unless
+/// `email.allow_insecure`), Web Push, links.
+fn notify_settings(config: &Config, addr: SocketAddr) -> anyhow::Result<NotifySettings> {
+    let n = &config.notifications;
+    let email = match &n.email {
+        None => None,
+        Some(relay) => {
+            let loopback = relay.host == "localhost"
+                || relay
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if relay.security == MailSecurity::None && !loopback && !config.email.allow_insecure {
+                anyhow::bail!(
+                    "notifications.email: `security = \"none\"` sends the relay's password in clear; it is allowed on loopback only, unless email.allow_insecure is set"
+                );
+            }
+            Some(EmailRelay {
+                server: MailServer {
+                    host: relay.host.clone(),
+                    port: relay.port,
+                    security: relay.security,
+                    username: relay.username.clone(),
+                    password: relay.password.clone(),
+                    mailbox: None,
+                },
+                from: relay.from.clone(),
+                batch: Duration::from_secs(relay.batch_secs),
+            })
+        }
+    };
+    Ok(NotifySettings {
+        email,
+        push: PushSettings {
+            subject: n.push_subject.clone(),
+            ttl: Duration::from_secs(n.push_ttl_secs.max(60)),
+            allow_private: n.allow_private_push,
+        },
+        public_url: n
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        tick: Duration::from_millis(n.tick_ms.max(10)),
+    })
 }
 
 /// The search indexer's settings: the index lives in `<data_dir>/index`.
@@ -186,7 +240,7 @@ pub async fn start_with_clock(
     let runtime = Runtime::start(
         store.clone(),
         committer.clone(),
-        runtime_config(&config, clock),
+        runtime_config(&config, clock, addr)?,
     )
     .await
     .context("cannot start the actors")?;

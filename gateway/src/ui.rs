@@ -116,6 +116,15 @@ static FAVICON: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
+/// The service worker that shows Web Push notifications (scope `/`).
+static SERVICE_WORKER: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        include_bytes!("../../web/dist/sw.js"),
+        None,
+        "text/javascript; charset=utf-8",
+    )
+});
+
 /// The page and its assets (not part of the API's document).
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -131,6 +140,16 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/favicon.svg",
             get(|h: HeaderMap| async move { FAVICON.answer(&h) }),
+        )
+        .route(
+            "/sw.js",
+            get(|h: HeaderMap| async move {
+                let mut answer = SERVICE_WORKER.answer(&h);
+                answer
+                    .headers_mut()
+                    .insert("service-worker-allowed", HeaderValue::from_static("/"));
+                answer
+            }),
         )
 }
 

@@ -51,6 +51,7 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         subject: None,
         references: Vec::new(),
         awaiting_thread: None,
+        overdue_at: None,
     }
 }
 

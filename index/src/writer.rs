@@ -180,7 +180,9 @@ impl Writer {
                     matches!(delta.body, DeltaBody::ConversationCreated(_)),
                 )
             }
-            DeltaBody::Notification { .. } | DeltaBody::ChannelUpdated(_) => return,
+            DeltaBody::Notification { .. }
+            | DeltaBody::ChannelUpdated(_)
+            | DeltaBody::NotificationsRead { .. } => return,
         };
         // Deleting by key costs a term lookup in every segment at commit: skip it for a
         // document that cannot be in the index yet.

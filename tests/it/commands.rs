@@ -16,7 +16,7 @@ async fn conversation(server: &TestServer, tenant: &Tenant) -> String {
 }
 
 /// A second agent in the tenant's workspace.
-async fn second_agent(
+pub(crate) async fn second_agent(
     server: &TestServer,
     tenant: &Tenant,
     name: &str,

@@ -221,6 +221,18 @@ impl TestServer {
         checked("PUT", path, response).await
     }
 
+    pub async fn patch_json(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        checked("PATCH", path, response).await
+    }
+
     pub async fn delete(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .http

@@ -20,6 +20,7 @@ mod email;
 mod inbox;
 mod linkedin;
 mod metrics;
+mod notifications;
 mod powerloss;
 mod search;
 mod signin;

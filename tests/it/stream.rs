@@ -298,6 +298,7 @@ async fn a_client_that_stops_reading_is_closed_with_a_resume_hint_and_never_slow
                     reason: NotificationReason::Mention,
                     message_id: None,
                     by_agent_id: None,
+                    notification: None,
                 },
             );
         }

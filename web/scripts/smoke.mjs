@@ -288,6 +288,42 @@ await check('analytics page', async () => {
   await tid('conversation-list').waitFor();
 });
 
+await check('notifications: the bell lists the server\'s, Mark all read clears the count', async () => {
+  await tid('notifications-bell').click();
+  await tid('notifications-list').waitFor();
+  await page.waitForFunction(() => !document.querySelector('[data-testid="notifications-list"]')?.textContent.includes('Loading'));
+  await shot('12-notifications');
+  if (await tid('notifications-count').count()) {
+    await tid('notifications-mark-all').click();
+    await tid('notifications-count').waitFor({ state: 'detached', timeout: 5000 });
+    if (await page.locator('[data-testid="notification-item"][data-unread="true"]').count()) throw new Error('unread items left');
+  }
+  await page.keyboard.press('Escape');
+  await tid('notifications-list').waitFor({ state: 'detached' });
+});
+
+await check('notification settings: change a delivery, save, change it back', async () => {
+  await tid('nav-settings').click();
+  await tid('notification-settings').waitFor();
+  const box = tid('notif-mention-browser');
+  await box.waitFor();
+  const was = await box.isChecked();
+  const saved = () => page.waitForResponse((r) => new URL(r.url()).pathname === '/api/v1/me/notification-settings' && r.request().method() === 'PUT');
+  await box.setChecked(!was);
+  let answer = saved();
+  await tid('notification-settings-save').click();
+  if ((await answer).status() !== 200) throw new Error(`PUT answered ${(await answer).status()}`);
+  const now = await page.evaluate(() => fetch('/api/v1/me/notification-settings').then((r) => r.json()));
+  if (now.events.mention.browser !== !was) throw new Error('not saved: ' + JSON.stringify(now.events.mention));
+  await shot('13-notification-settings');
+  await box.setChecked(was);
+  answer = saved();
+  await tid('notification-settings-save').click();
+  await answer;
+  await tid('nav-conversations').click();
+  await tid('conversation-list').waitFor();
+});
+
 await check('sign out', async () => {
   await tid('user-menu').click();
   await tid('btn-signout').click();

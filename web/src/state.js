@@ -4,7 +4,7 @@
 
 import { signal, computed, batch } from '@preact/signals';
 import { get, post, patch, qs, setUnauthorizedHandler } from './api.js';
-import { periodStart, displayName } from './util.js';
+import { periodStart } from './util.js';
 
 // ---- session -------------------------------------------------------------------------
 export const me = signal(undefined); // undefined: checking; null: signed out; else /me body
@@ -22,6 +22,7 @@ function parseHash() {
   const h = location.hash.replace(/^#\/?/, '');
   const [page, id] = h.split('/');
   if (page === 'analytics') return { page: 'analytics' };
+  if (page === 'settings') return { page: 'settings', section: id || 'notifications' };
   if (page === 'invite') return { page: 'invite', code: decodeURIComponent(id || '') };
   return { page: 'conversations', id: id ? decodeURIComponent(id) : null };
 }
@@ -36,7 +37,7 @@ export const openConversation = (id) => navigate(`#/conversations/${encodeURICom
 export const clock = signal(Date.now());
 setInterval(() => { clock.value = Date.now(); }, 30_000);
 
-// ---- toasts and notifications -----------------------------------------------------------
+// ---- toasts ------------------------------------------------------------------------------
 export const toasts = signal([]);
 let toastSeq = 0;
 export function toast(text, kind = 'info', action = null) {
@@ -45,9 +46,6 @@ export function toast(text, kind = 'info', action = null) {
   setTimeout(() => dismissToast(id), kind === 'error' ? 8000 : kind === 'ok' ? 3500 : 6000);
 }
 export function dismissToast(id) { toasts.value = toasts.value.filter((t) => t.id !== id); }
-
-export const notifications = signal([]); // newest first
-export const unseenNotifications = signal(0);
 
 // ---- filters, list, counts ---------------------------------------------------------------
 export const VIEWS = ['mine', 'all', 'unassigned', 'closed'];
@@ -603,8 +601,12 @@ export function applyDelta(d) {
       break;
     }
     case 'notification': {
-      if (d.agent_id !== me.value?.agent?.id) break;
-      notify(d);
+      // An older server's frame (no `notification`) is left out.
+      if (d.agent_id === me.value?.agent?.id && d.notification) onNotification(d.notification);
+      break;
+    }
+    case 'notifications_read': {
+      if (d.agent_id === me.value?.agent?.id) queueNotif({ read: d.notification_ids || [] });
       break;
     }
     case 'channel_updated': {
@@ -619,24 +621,144 @@ export function applyDelta(d) {
   }
 }
 
-// A notification names the contact. The delta carries only the conversation id: the card
-// comes from the loaded list or the open conversation, else from the conversation's detail.
-async function notify(d) {
-  const id = d.conversation_id;
-  let contact = list.index.get(id)?.contact || (current.value?.id === id ? current.value.contact : null);
-  if (!contact) {
-    try { contact = (await get(`/api/v1/conversations/${encodeURIComponent(id)}`)).contact; } catch { /* named generically */ }
+// ---- notifications ------------------------------------------------------------------------------
+// The server's notifications for the signed-in agent (`GET /api/v1/me/notifications`, newest
+// first, pages of 30) and its unread count, kept live by the `notification` (+1) and
+// `notifications_read` (the ids that turned read) deltas. A read of ids this page does not
+// hold (older than the loaded pages) refetches the first page, for the server's count.
+const NOTIF_PATH = '/api/v1/me/notifications';
+export const notifications = signal({ items: [], next: null, loading: false, error: null });
+export const unreadCount = signal(0);
+let notifGen = 0;
+let notifQueue = null; // changes from deltas that arrive while the first page loads
+let notifTimer = null;
+
+export async function loadNotifications() {
+  const gen = ++notifGen;
+  clearTimeout(notifTimer);
+  if (!notifQueue) notifQueue = [];
+  notifications.value = { ...notifications.value, loading: true, error: null };
+  let page = null, error = null;
+  try { page = await get(NOTIF_PATH + qs({ limit: 30 })); } catch (e) { error = e.message; }
+  if (gen !== notifGen) return;
+  const queued = notifQueue;
+  notifQueue = null;
+  batch(() => {
+    if (page) {
+      notifications.value = { items: page.items, next: page.next_cursor, loading: false, error: null };
+      unreadCount.value = page.unread_count;
+    } else {
+      notifications.value = { ...notifications.value, loading: false, error };
+    }
+    queued.forEach(applyNotif);
+  });
+}
+
+// Soon, once (several reads of unknown ids in a row make one request).
+const refetchNotifications = () => { clearTimeout(notifTimer); notifTimer = setTimeout(loadNotifications, 300); };
+
+export async function loadMoreNotifications() {
+  const st = notifications.value;
+  if (!st.next || st.loading) return;
+  const gen = notifGen;
+  notifications.value = { ...st, loading: true };
+  try {
+    const page = await get(NOTIF_PATH + qs({ limit: 30, cursor: st.next }));
+    if (gen !== notifGen) return;
+    const now = notifications.value;
+    const have = new Set(now.items.map((n) => n.id));
+    notifications.value = { ...now, items: [...now.items, ...page.items.filter((n) => !have.has(n.id))], next: page.next_cursor, loading: false };
+  } catch (e) {
+    if (gen === notifGen) notifications.value = { ...notifications.value, loading: false, error: e.message };
   }
-  const by = agentsById.value.get(d.by_agent_id)?.name;
-  const who = contact ? displayName(contact) : 'a conversation';
-  const text = d.reason === 'mention' ? `${by || 'Someone'} mentioned you in ${who}`
-    : d.reason === 'assignment' ? `${by ? by + ' assigned' : 'Assigned'} you ${who}`
-      : `Escalated to you: ${who}`;
-  const entry = { id: d.offset, text, reason: d.reason, at: d.at, conversation_id: id };
-  // Newest first by stream offset: a detail fetch can finish after a later notification.
-  notifications.value = [entry, ...notifications.value].sort((a, b) => b.id - a.id).slice(0, 50);
-  unseenNotifications.value++;
-  toast(text, 'notify', { label: 'Open', run: () => openConversation(id) });
+}
+
+function queueNotif(change) {
+  if (notifQueue) notifQueue.push(change);
+  else applyNotif(change);
+}
+
+// { add: notification } or { read: [ids] }.
+function applyNotif(change) {
+  const st = notifications.value;
+  if (change.add) {
+    const n = change.add;
+    if (st.items.some((x) => x.id === n.id)) return;
+    const t = Date.parse(n.created_at);
+    let at = 0;
+    while (at < st.items.length && Date.parse(st.items[at].created_at) > t) at++;
+    const items = [...st.items.slice(0, at), n, ...st.items.slice(at)];
+    notifications.value = { ...st, items };
+    if (!n.read_at) unreadCount.value++;
+    return;
+  }
+  const ids = new Set(change.read);
+  const at = new Date().toISOString();
+  let turned = 0;
+  const items = st.items.map((n) => {
+    if (!ids.has(n.id)) return n;
+    ids.delete(n.id);
+    if (n.read_at) return n;
+    turned++;
+    return { ...n, read_at: at };
+  });
+  if (turned) {
+    notifications.value = { ...st, items };
+    unreadCount.value = Math.max(0, unreadCount.value - turned);
+  }
+  if (ids.size) refetchNotifications(); // ids older than the loaded pages
+}
+
+function onNotification(raw) {
+  const { browser, ...n } = raw;
+  // Not for the inbox (`in_app` off for this event): only the browser alert, if any.
+  if (n.in_app === false) { if (browser) browserNotification(n, false); return; }
+  const known = notifications.value.items.some((x) => x.id === n.id);
+  queueNotif({ add: n });
+  if (known || n.read_at) return;
+  toast(n.title, 'notify', { label: 'Open', run: () => openNotification(n) });
+  if (browser) browserNotification(n);
+}
+
+// The Notifications API while the tab is open, when the agent looks elsewhere (the server
+// said `browser`: the settings want it and it is not quiet hours).
+function browserNotification(n, listed = true) {
+  if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+  if (document.visibilityState === 'visible' && document.hasFocus()) return;
+  try {
+    const shown = new Notification(n.title, { body: n.body || '', tag: n.id });
+    shown.onclick = () => { window.focus(); shown.close(); if (listed) openNotification(n); else openConversation(n.conversation_id); };
+  } catch { /* some mobile browsers show notifications from a service worker only */ }
+}
+
+// Marks one read (at once here; the server's answer and the `notifications_read` delta
+// agree). A failure refetches, for the server's state.
+export function readNotification(id) {
+  const item = notifications.value.items.find((x) => x.id === id);
+  if (item && item.read_at) return;
+  if (item) applyNotif({ read: [id] });
+  post(`${NOTIF_PATH}/${encodeURIComponent(id)}/read`).catch(refetchNotifications);
+}
+
+export function openNotification(n) {
+  readNotification(n.id);
+  openConversation(n.conversation_id);
+}
+
+export async function readAllNotifications() {
+  try {
+    await post(`${NOTIF_PATH}/read-all`);
+  } catch (e) {
+    toast(e.message, 'error');
+    return;
+  }
+  const st = notifications.value;
+  const at = new Date().toISOString();
+  batch(() => {
+    notifications.value = { ...st, items: st.items.map((n) => (n.read_at ? n : { ...n, read_at: at })) };
+    unreadCount.value = 0;
+  });
+  refetchNotifications(); // one that came in meanwhile stays unread
 }
 
 // After a resync (history gone) or a long sleep: reload what is on screen.
@@ -644,6 +766,7 @@ export async function reloadVisible() {
   const head = await loadList();
   refreshCounts(true);
   loadChannels();
+  loadNotifications();
   if (current.value) loadConversation(current.value.id);
   if (searchQuery.value.trim()) runSearch(searchQuery.value);
   return head;
@@ -655,6 +778,9 @@ export async function bootstrap() {
   } catch { /* mentions and assignee names degrade to ids */ }
   loadChannels();
   loadFacets();
+  notifications.value = { items: [], next: null, loading: false, error: null };
+  unreadCount.value = 0;
+  loadNotifications();
   refreshCounts(true);
   return loadList();
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_engine::ids::ChannelId;
-use confab_engine::model::{EmailConfig, MailSecurity};
+use confab_engine::model::{EmailConfig, MailSecurity, MailServer};
 use confab_engine::port::{InboundBatch, OutboundRequest, SendOutcome, StatusReport};
 use confab_engine::time::now_millis;
 use confab_engine::wire::email::{self as wire, EmailError};
@@ -31,7 +31,7 @@ pub struct Email {
 
 impl Email {
     pub fn new(channel_id: ChannelId, config: EmailConfig) -> Email {
-        let smtp = transport(&config).map_err(|e| e.to_string());
+        let smtp = transport(&config.smtp).map_err(|e| e.to_string());
         Email {
             channel_id,
             config,
@@ -150,12 +150,12 @@ impl Email {
     }
 }
 
-/// The SMTP transport of a channel: STARTTLS or TLS as configured, plain only where the
-/// gateway allowed it (loopback, or by configuration).
-fn transport(
-    config: &EmailConfig,
+/// The SMTP transport to a mail server (a channel's, or the notification relay):
+/// STARTTLS or TLS as configured, plain only where the gateway allowed it (loopback, or by
+/// configuration).
+pub(crate) fn transport(
+    smtp: &MailServer,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre::transport::smtp::Error> {
-    let smtp = &config.smtp;
     let builder = match smtp.security {
         MailSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
         MailSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?,

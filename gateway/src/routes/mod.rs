@@ -12,6 +12,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod health;
 pub mod kb;
+pub mod notifications;
 pub mod search;
 pub mod webhooks;
 

@@ -119,19 +119,13 @@ pub mod schema {
         MessageUpdated,
         Notification,
         ChannelUpdated,
-    }
-
-    #[derive(Serialize, ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum NotificationReasonSchema {
-        Assignment,
-        Mention,
-        Escalation,
+        NotificationsRead,
     }
 
     /// A delta: `conversation` for `conversation_*` kinds, `message` for `message_*`, the
     /// notification's fields for `notification`, `channel` (its health) for
-    /// `channel_updated`. Every kind but `channel_updated` has a `conversation_id`.
+    /// `channel_updated`, `agent_id` and `notification_ids` for `notifications_read`.
+    /// Every kind but `channel_updated` and `notifications_read` has a `conversation_id`.
     #[derive(Serialize, ToSchema)]
     pub struct StreamDelta {
         offset: u64,
@@ -148,13 +142,21 @@ pub mod schema {
         #[serde(skip_serializing_if = "Option::is_none")]
         agent_id: Option<AgentId>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<NotificationReasonSchema>,
+        reason: Option<confab_engine::delta::NotificationReason>,
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<MessageId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         by_agent_id: Option<AgentId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         channel: Option<ChannelHealth>,
+        /// `notification`: the notification as listed by `GET /api/v1/me/notifications`,
+        /// with `browser` (whether the open inbox should show a system notification) and
+        /// `in_app` (whether it is listed).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notification: Option<confab_engine::notify::Notification>,
+        /// `notifications_read`: the agent's notifications that were just marked read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notification_ids: Option<Vec<confab_engine::ids::NotificationId>>,
     }
 }
 

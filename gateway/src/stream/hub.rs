@@ -322,6 +322,7 @@ mod tests {
                 reason: NotificationReason::Mention,
                 message_id: None,
                 by_agent_id: None,
+                notification: None,
             },
         })
     }

@@ -1,8 +1,9 @@
 import { useEffect, useLayoutEffect, useState, useRef } from 'preact/hooks';
 import { get } from '../api.js';
 import {
-  me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unseenNotifications,
-  activeIndex, list, searchQuery, searchState, setSearch, openConversation, openHit, reasoningFor, signOut, current,
+  me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unreadCount, loadMoreNotifications,
+  readAllNotifications, openNotification, clock, activeIndex, list, searchQuery, searchState, setSearch, openConversation, openHit,
+  reasoningFor, signOut, current,
 } from '../state.js';
 import { connection, startStream, stopStream } from '../stream.js';
 import { SignIn, AcceptInvite } from './SignIn.jsx';
@@ -11,8 +12,9 @@ import { Chat } from './Chat.jsx';
 import { Details } from './Details.jsx';
 import { Reasoning } from './Reasoning.jsx';
 import { Analytics } from './Analytics.jsx';
-import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX } from './Icons.jsx';
-import { initials, shortTime } from '../util.js';
+import { NotificationSettings } from './NotificationSettings.jsx';
+import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings } from './Icons.jsx';
+import { initials, shortTime, fullTime } from '../util.js';
 import { menuKeys, trapTab, keepFocus } from '../focus.js';
 
 export function App() {
@@ -46,14 +48,15 @@ function Shell() {
     return () => removeEventListener('keydown', onKey);
   }, []);
 
+  const mainId = r.page === 'analytics' ? 'analytics-main' : r.page === 'settings' ? 'settings-main' : null;
   return (
     <div class={`shell page-${r.page}`}>
-      {r.page === 'analytics'
-        ? <a href="#analytics-main" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('analytics-main')?.focus(); }}>Skip to content</a>
+      {mainId
+        ? <a href={`#${mainId}`} class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById(mainId)?.focus(); }}>Skip to content</a>
         : <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>}
       <Rail onHelp={() => setHelp(true)} />
       <ReconnectBanner />
-      {r.page === 'analytics' ? <Analytics /> : (
+      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? <NotificationSettings /> : (
         <div class="inbox">
           <Sidebar />
           <Chat />
@@ -78,7 +81,7 @@ function handleShortcut(e, setHelp) {
   if (modal && !(e.key === '?' && modal.dataset.testid === 'shortcut-help')) return;
   if (e.key === '/' && !isTyping(el) && !inSearch) {
     e.preventDefault();
-    navigate(location.hash.startsWith('#/analytics') ? '#/conversations' : location.hash || '#/conversations');
+    navigate(route.value.page !== 'conversations' ? '#/conversations' : location.hash || '#/conversations');
     requestAnimationFrame(() => document.getElementById('search-input')?.focus());
     return;
   }
@@ -118,6 +121,7 @@ function Rail({ onHelp }) {
   const meRef = useRef(null);
   const agent = me.value.agent;
   const state = connection.value;
+  const unread = unreadCount.value;
   return (
     <nav class="rail" aria-label="Main">
       <img class="rail-logo" src="favicon.svg" alt="Confab" width="30" height="30" />
@@ -128,12 +132,14 @@ function Rail({ onHelp }) {
       <div class="rail-spacer" />
       <div class="rail-pop-wrap" onFocusOut={(e) => { if (bell && e.relatedTarget && !e.currentTarget.contains(e.relatedTarget)) setBell(false); }}>
         <button type="button" class="rail-btn" title="Notifications" aria-expanded={bell ? 'true' : 'false'} aria-controls="notif-pop" data-testid="notifications-bell"
-          ref={bellRef} onClick={() => { setBell(!bell); unseenNotifications.value = 0; }}>
-          <IconBell size={20} /><span class="sr-only">Notifications</span>
-          {unseenNotifications.value > 0 && <span class="rail-badge" data-testid="notifications-count">{unseenNotifications.value}</span>}
+          ref={bellRef} onClick={() => setBell(!bell)}>
+          <IconBell size={20} /><span class="sr-only">Notifications{unread > 0 ? ` (${unread} unread)` : ''}</span>
+          {unread > 0 && <span class="rail-badge" aria-hidden="true" data-testid="notifications-count">{unread > 99 ? '99+' : unread}</span>}
         </button>
         {bell && <NotificationList onClose={(refocus) => { setBell(false); if (refocus) bellRef.current?.focus(); }} />}
       </div>
+      <a href="#/settings/notifications" class={`rail-btn${r.page === 'settings' ? ' on' : ''}`} aria-current={r.page === 'settings' ? 'page' : undefined} title="Notification settings" data-testid="nav-settings">
+        <IconSettings size={20} /><span class="sr-only">Notification settings</span></a>
       <button type="button" class="rail-btn" title="Keyboard shortcuts (?)" aria-haspopup="dialog" data-testid="btn-shortcuts" onClick={onHelp}><IconKeyboard size={20} /><span class="sr-only">Keyboard shortcuts</span></button>
       <span class={`conn conn-${state}`} data-testid="connection-status" data-state={state} title={state === 'live' ? 'Live: updates arrive in real time' : 'Reconnecting…'}>
         <span class="sr-only">{state === 'live' ? 'Live' : 'Reconnecting'}</span>
@@ -166,6 +172,8 @@ function UserMenu({ agent, onClose }) {
   );
 }
 
+// The bell's popover: the server's notifications, newest first (unread ones with a dot);
+// a click marks one read and opens its conversation.
 function NotificationList({ onClose }) {
   const ref = useRef(null);
   useEffect(() => {
@@ -176,22 +184,39 @@ function NotificationList({ onClose }) {
     addEventListener('keydown', onKey);
     return () => { document.removeEventListener('mousedown', onDoc); removeEventListener('keydown', onKey); };
   }, []);
-  const items = notifications.value;
+  const st = notifications.value;
+  const unread = unreadCount.value;
+  const now = clock.value;
   return (
     <div class="popover notif-pop" id="notif-pop" role="region" aria-labelledby="notif-title" ref={ref} data-testid="notifications-list">
-      <h2 class="pop-title" id="notif-title">Notifications</h2>
-      {items.length === 0 && <p class="muted pad">Nothing yet. Mentions, assignments and escalations show up here.</p>}
+      <div class="notif-head">
+        <h2 class="pop-title" id="notif-title">Notifications</h2>
+        <button type="button" class="link-btn" data-testid="notifications-mark-all" disabled={unread === 0}
+          onClick={() => keepFocus(() => ref.current?.querySelector('.notif-item'), readAllNotifications)}>Mark all read</button>
+      </div>
+      {st.error && <p class="pad error" role="alert">{st.error}</p>}
+      {st.loading && st.items.length === 0 && <p class="muted pad">Loading…</p>}
+      {!st.error && !st.loading && st.items.length === 0 && <p class="muted pad">Nothing yet. Assignments, mentions, escalations and new messages show up here.</p>}
       <ul>
-        {items.map((n) => (
+        {st.items.map((n) => (
           <li key={n.id}>
-            <button type="button" class="menu-item" onClick={() => { openConversation(n.conversation_id); onClose(true); }}>
-              <span class={`nreason r-${n.reason}`}>{n.reason}</span>
-              <span class="ntext">{n.text}</span>
-              <time class="muted">{shortTime(n.at)}</time>
+            <button type="button" class={`notif-item${n.read_at ? '' : ' unread'}`} data-testid="notification-item" data-unread={n.read_at ? 'false' : 'true'}
+              onClick={() => { openNotification(n); onClose(true); }}>
+              <span class="notif-dot" aria-hidden="true" />
+              <span class="notif-main">
+                <span class="notif-title">{!n.read_at && <span class="sr-only">Unread: </span>}{n.title}</span>
+                {n.body && <span class="notif-body">{n.body}</span>}
+              </span>
+              <time class="muted" dateTime={n.created_at} title={fullTime(n.created_at)}>{shortTime(n.created_at, now)}</time>
             </button>
           </li>
         ))}
       </ul>
+      <div class="notif-foot">
+        {st.next && <button type="button" class="link-btn" disabled={st.loading}
+          onClick={() => keepFocus(() => ref.current?.querySelector('.notif-foot a'), loadMoreNotifications)}>{st.loading ? 'Loading…' : 'Load more'}</button>}
+        <a class="link-btn" href="#/settings/notifications" onClick={() => onClose(false)}>Notification settings</a>
+      </div>
     </div>
   );
 }
