@@ -382,6 +382,7 @@ async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_co
         .await;
     assert_eq!(status.as_u16(), 201, "{bea}");
     let bea_id = bea["id"].as_str().expect("id").to_string();
+    let bea_token = bea["token"].as_str().expect("token").to_string();
     set_password(&server, &tenant.token, &bea_id).await;
     server
         .lead_says(
@@ -491,6 +492,44 @@ async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_co
     other
         .wait_text("[data-testid=\"notifications-count\"]", "2")
         .await;
+    // Her bell lists both, as the server stored them; "Mark all read" clears them.
+    other
+        .find("notifications-bell")
+        .await
+        .click()
+        .await
+        .expect("bell");
+    other
+        .wait_text(
+            "[data-testid=\"notification-item\"]",
+            "Ana Agent assigned you Davi Lima",
+        )
+        .await;
+    other
+        .wait_text(
+            "[data-testid=\"notification-item\"]",
+            "Ana Agent mentioned you in Davi Lima",
+        )
+        .await;
+    assert_eq!(
+        other
+            .all("[data-testid=\"notification-item\"][data-unread=\"true\"]")
+            .await
+            .len(),
+        2
+    );
+    other
+        .find("notifications-mark-all")
+        .await
+        .click()
+        .await
+        .expect("mark all read");
+    wait_for("Bea's notifications read, and her badge gone", || async {
+        let (_, page) = server.get(&bea_token, "/api/v1/me/notifications").await;
+        let badge = other.all("[data-testid=\"notifications-count\"]").await;
+        (page["unread_count"] == 0 && badge.is_empty()).then_some(())
+    })
+    .await;
     ana.close().await;
     other.close().await;
     server.shutdown().await;

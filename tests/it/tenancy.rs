@@ -168,3 +168,90 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
     their_stream.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn notifications_devices_and_workspace_settings_stay_in_their_workspace() {
+    let server = TestServer::start_with(|c| c.notifications.allow_private_push = true).await;
+    let graph = GraphStandIn::start().await;
+    let ours = server.provision(&graph).await;
+    let theirs = server.provision(&graph).await;
+    let (status, bo) = server
+        .post(
+            &ours.token,
+            "/api/v1/agents",
+            json!({"name": "Bo Chen", "email": "bo@acme.test", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bo}");
+    let bo_token = bo["token"].as_str().expect("token");
+    server
+        .lead_says(&ours, "333", "Secret Lead", "wamid.S9", "confidential")
+        .await;
+    let id = server.conversations(&ours.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (status, _) = server
+        .post(
+            &ours.token,
+            &format!("/api/v1/conversations/{id}/assign"),
+            json!({"agent_id": bo["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = crate::harness::wait_for("Bo's notification", || async {
+        let (status, page) = server.get(bo_token, "/api/v1/me/notifications").await;
+        (page["unread_count"] == 1).then_some((status, page))
+    })
+    .await;
+    let notification = page["items"][0]["id"].as_str().expect("id").to_string();
+    let p256dh =
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    let (status, device) = server
+        .post(
+            bo_token,
+            "/api/v1/me/push-subscriptions",
+            json!({"endpoint": "http://127.0.0.1:9/push/bo",
+                   "keys": {"p256dh": p256dh, "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{device}");
+    let device = device["id"].as_str().expect("id").to_string();
+
+    // Another workspace's agent (and another agent of ours) sees none of Bo's.
+    for token in [theirs.token.as_str(), ours.token.as_str()] {
+        let (_, list) = server.get(token, "/api/v1/me/notifications").await;
+        assert_eq!(list["items"], json!([]), "{list}");
+        let (status, _) = server
+            .post(
+                token,
+                &format!("/api/v1/me/notifications/{notification}/read"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, devices) = server.get(token, "/api/v1/me/push-subscriptions").await;
+        assert_eq!(devices["items"], json!([]));
+        let (status, _) = server
+            .delete(token, &format!("/api/v1/me/push-subscriptions/{device}"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, list) = server.get(bo_token, "/api/v1/me/notifications").await;
+    assert_eq!(list["unread_count"], 1, "still unread: {list}");
+    let (_, devices) = server.get(bo_token, "/api/v1/me/push-subscriptions").await;
+    assert_eq!(devices["items"].as_array().map(Vec::len), Some(1));
+
+    // A workspace's response target is its own.
+    let (status, _) = server
+        .patch_json(
+            &theirs.token,
+            "/api/v1/workspace/settings",
+            json!({"response_target_secs": 600}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, settings) = server.get(&ours.token, "/api/v1/workspace/settings").await;
+    assert_eq!(settings["response_target_secs"], 86400);
+    server.shutdown().await;
+}

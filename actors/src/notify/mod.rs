@@ -13,7 +13,9 @@ use std::time::Duration;
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::delta::{DeltaBody, NotificationReason};
-use confab_engine::ids::{AgentId, NotificationId, PushSubscriptionId, WorkspaceId};
+use confab_engine::ids::{
+    AgentId, ConversationId, NotificationId, PushSubscriptionId, WorkspaceId,
+};
 use confab_engine::model::{Contact, Conversation, Message};
 use confab_engine::notify::{
     self as model, Notification, NotificationSettings, PushSubscription, WorkspaceSettings,
@@ -29,6 +31,17 @@ use crate::error::{ActorError, ActorResult};
 const EXCERPT_CHARS: usize = 140;
 /// Notifications marked read per batch by "mark all read".
 const READ_BATCH: usize = 1000;
+/// Unread notifications looked through for those of one conversation.
+const CONVERSATION_SCAN: usize = 5000;
+
+/// Which of an agent's unread notifications to mark read.
+#[derive(Clone, Debug)]
+pub enum Which {
+    Ids(Vec<NotificationId>),
+    All,
+    /// Those about one conversation (the agent opened it).
+    Conversation(ConversationId),
+}
 
 /// How notifications leave the server.
 #[derive(Clone, Debug)]
@@ -288,13 +301,13 @@ impl Notifier {
         Ok(())
     }
 
-    /// Marks the agent's notifications read: `ids`, or every unread one when `None`.
-    /// Returns the ids that were unread and now are read.
+    /// Marks the agent's unread notifications read: those `which` names. Returns the ids
+    /// that were unread and now are read.
     pub async fn mark_read(
         &self,
         ws: WorkspaceId,
         agent: AgentId,
-        ids: Option<Vec<NotificationId>>,
+        which: Which,
     ) -> ActorResult<Vec<NotificationId>> {
         let lock = self.lock(agent);
         let _held = lock.lock().await;
@@ -302,11 +315,14 @@ impl Notifier {
         let mut marked = Vec::new();
         loop {
             let store = self.inner.store.clone();
-            let wanted = ids.clone();
+            let wanted = which.clone();
             let unread = blocking(move || {
-                let candidates = match wanted {
-                    Some(ids) => ids,
-                    None => store.unread_notification_ids(agent, READ_BATCH)?,
+                let candidates = match &wanted {
+                    Which::Ids(ids) => ids.clone(),
+                    Which::All => store.unread_notification_ids(agent, READ_BATCH)?,
+                    Which::Conversation(_) => {
+                        store.unread_notification_ids(agent, CONVERSATION_SCAN)?
+                    }
                 };
                 let mut unread = Vec::new();
                 for id in candidates {
@@ -314,8 +330,10 @@ impl Notifier {
                     if !store.contains(Ks::NotifUnread, &key)? {
                         continue;
                     }
-                    if let Some(n) = store.notification(agent, id)? {
-                        unread.push(n);
+                    match (store.notification(agent, id)?, &wanted) {
+                        (Some(n), Which::Conversation(c)) if n.conversation_id != *c => {}
+                        (Some(n), _) => unread.push(n),
+                        (None, _) => {}
                     }
                 }
                 Ok(unread)
@@ -347,7 +365,7 @@ impl Notifier {
             );
             self.inner.committer.commit(set).await?;
             marked.extend(batch);
-            if ids.is_some() {
+            if !matches!(which, Which::All) {
                 break;
             }
         }

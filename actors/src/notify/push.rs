@@ -1,12 +1,13 @@
 //! Web Push: the server's VAPID key (RFC 8292), made once and kept in the store, and the
 //! worker that delivers the `push_outbox` — each notification to each of the agent's
 //! subscriptions, encrypted for it (RFC 8291, `aes128gcm`) and signed (a VAPID JWT), by
-//! the `web-push` crate; sent with our HTTP client (RFC 8030). An entry leaves the outbox
+//! the `web-push-native` crate; sent with our HTTP client (RFC 8030). An entry leaves the outbox
 //! when the push service accepted it, refused it for good, or the subscription expired
 //! (404/410: the subscription is removed too); other failures are retried with backoff
 //! until the entry is older than the push TTL.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,10 +18,9 @@ use confab_engine::notify::{Notification, PushEntry, PushSubscription, META_VAPI
 use confab_engine::store::Store;
 use confab_engine::time::UnixMillis;
 use futures_util::StreamExt;
-use web_push::{
-    ContentEncoding, PartialVapidSignatureBuilder, SubscriptionInfo, Urgency,
-    VapidSignatureBuilder, WebPushMessageBuilder,
-};
+use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
+use web_push_native::p256::PublicKey;
+use web_push_native::{Auth, WebPushBuilder};
 
 use crate::clock::SharedClock;
 use crate::error::{ActorError, ActorResult};
@@ -56,7 +56,7 @@ impl Default for PushSettings {
 /// The server's VAPID key pair.
 #[derive(Clone)]
 pub struct Vapid {
-    builder: PartialVapidSignatureBuilder,
+    key: Arc<ES256KeyPair>,
     /// The public key as browsers take it (`applicationServerKey`): the uncompressed
     /// P-256 point, base64url without padding.
     pub public_key: String,
@@ -68,10 +68,10 @@ fn b64(bytes: &[u8]) -> String {
 
 impl Vapid {
     fn from_private(bytes: &[u8]) -> Option<Vapid> {
-        let builder = VapidSignatureBuilder::from_base64_no_sub(&b64(bytes)).ok()?;
-        let public_key = b64(&builder.get_public_key());
+        let key = ES256KeyPair::from_bytes(bytes).ok()?;
+        let public_key = b64(&key.public_key().public_key().to_bytes_uncompressed());
         Some(Vapid {
-            builder,
+            key: Arc::new(key),
             public_key,
         })
     }
@@ -257,36 +257,42 @@ impl PushWorker {
             "reason": n.reason,
         })
         .to_string();
-        let info = SubscriptionInfo::new(
-            subscription.endpoint.as_str(),
-            subscription.p256dh.as_str(),
-            subscription.auth.as_str(),
-        );
-        let mut signature = self.vapid.builder.clone().add_sub_info(&info);
-        signature.add_claim("sub", self.settings.subject.as_str());
-        let Ok(signature) = signature.build() else {
-            return Outcome::Rejected;
-        };
-        let mut message = WebPushMessageBuilder::new(&info);
-        message.set_payload(ContentEncoding::Aes128Gcm, payload.as_bytes());
-        message.set_vapid_signature(signature);
-        message.set_ttl(u32::try_from(self.settings.ttl.as_secs()).unwrap_or(u32::MAX));
-        message.set_urgency(match n.reason {
-            NotificationReason::NewMessage | NotificationReason::NewConversation => Urgency::Normal,
-            _ => Urgency::High,
-        });
         // Keys that do not make a message (a malformed p256dh) never will.
-        let Ok(message) = message.build() else {
+        let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let keys = (
+            engine
+                .decode(&subscription.p256dh)
+                .ok()
+                .and_then(|k| PublicKey::from_sec1_bytes(&k).ok()),
+            engine
+                .decode(&subscription.auth)
+                .ok()
+                .filter(|a| a.len() == 16),
+            subscription.endpoint.parse().ok(),
+        );
+        let (Some(public), Some(auth), Some(endpoint)) = keys else {
             return Outcome::Rejected;
         };
-        let request = web_push::request_builder::build_request::<Vec<u8>>(message);
-        let mut outgoing = self
+        // The TTL is also the VAPID token's lifetime, which RFC 8292 caps at 24 hours.
+        let valid = self.settings.ttl.min(Duration::from_secs(24 * 3600));
+        let request = WebPushBuilder::new(endpoint, public, Auth::clone_from_slice(&auth))
+            .with_valid_duration(valid)
+            .with_vapid(&self.vapid.key, &self.settings.subject)
+            .build(payload);
+        let Ok(request) = request else {
+            return Outcome::Rejected;
+        };
+        let urgency = match n.reason {
+            NotificationReason::NewMessage | NotificationReason::NewConversation => "normal",
+            _ => "high",
+        };
+        let (parts, body) = request.into_parts();
+        let outgoing = self
             .http
             .post(subscription.endpoint.as_str())
-            .body(request.body().clone());
-        for (name, value) in request.headers() {
-            outgoing = outgoing.header(name.as_str(), value.as_bytes());
-        }
+            .headers(parts.headers)
+            .header("urgency", urgency)
+            .body(body);
         match outgoing.send().await {
             Ok(response) => match response.status().as_u16() {
                 200..=299 => Outcome::Sent,

@@ -239,7 +239,8 @@ async fn status(
     run(&app, &agent, &id, Command::Status(body.status)).await
 }
 
-/// Marks everything read: the unread count goes to 0.
+/// Marks everything read: the unread count goes to 0, and the caller's unread
+/// notifications about this conversation are marked read too (`notifications_read`).
 #[utoipa::path(
     post,
     path = "/api/v1/conversations/{id}/read",
@@ -258,7 +259,16 @@ async fn read(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationCard>> {
-    run(&app, &agent, &id, Command::MarkRead).await
+    let card = run(&app, &agent, &id, Command::MarkRead).await?;
+    app.runtime
+        .notifier
+        .mark_read(
+            agent.0.workspace_id,
+            agent.0.id,
+            confab_actors::notify::Which::Conversation(card.0.id),
+        )
+        .await?;
+    Ok(card)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
 use confab_actors::notify::push::{check_endpoint, PushSettings};
+use confab_actors::notify::Which;
 use confab_actors::ActorError;
 use confab_engine::ids::{NotificationId, PushSubscriptionId};
 use confab_engine::model::Role;
@@ -153,7 +154,7 @@ async fn read_one(
     }
     app.runtime
         .notifier
-        .mark_read(agent.0.workspace_id, me, Some(vec![id]))
+        .mark_read(agent.0.workspace_id, me, Which::Ids(vec![id]))
         .await?;
     let store = app.store.clone();
     blocking(move || store.notification(me, id))
@@ -184,7 +185,7 @@ async fn read_all(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Js
     let marked = app
         .runtime
         .notifier
-        .mark_read(agent.0.workspace_id, agent.0.id, None)
+        .mark_read(agent.0.workspace_id, agent.0.id, Which::All)
         .await?;
     Ok(Json(Marked {
         marked: marked.len(),
