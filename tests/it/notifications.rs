@@ -638,28 +638,129 @@ async fn web_push_is_encrypted_and_signed_quiet_hours_hold_it_and_a_gone_subscri
     server.shutdown().await;
 }
 
+/// A request to the child process as `token`; the status and the JSON answer.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    crate::harness::status_json(request.send().await.expect("request")).await
+}
+
 #[tokio::test]
-async fn a_push_not_yet_accepted_is_delivered_once_after_a_restart() {
+async fn a_push_not_yet_accepted_is_delivered_once_after_kill_9() {
     let push = PushService::start().await;
-    let server = TestServer::start_with(push_config).await;
     let graph = GraphStandIn::start().await;
-    let tenant = server.provision(&graph).await;
-    let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
-    register(&server, &bo_token, &push, "bo").await;
-    server
-        .lead_says(&tenant, "5511900000004", "Maria Lopez", "wamid.R1", "Hello")
+    let binary = crate::process::confab_binary().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("confab.toml");
+    std::fs::write(
+        &config,
+        "[notifications]\nallow_private_push = true\npush_subject = \"mailto:ops@acme.test\"\ntick_ms = 20\n",
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let admin = format!("admin-{}", confab_engine::admin::new_token());
+    let serve = || {
+        crate::process::Process::serve_with(
+            &binary,
+            &data,
+            &admin,
+            &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        )
+    };
+    let process = serve();
+    let http = reqwest::Client::new();
+    let tenant = crate::process::provision(&http, &process.base, &admin, &graph.base_url).await;
+    let base = process.base.clone();
+    let (status, bo) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/agents"),
+        &tenant.token,
+        Some(json!({"name": "Bo Chen", "email": "bo@acme.test", "role": "agent"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{bo}");
+    let (bo_id, bo_token) = (
+        bo["id"].as_str().expect("id").to_owned(),
+        bo["token"].as_str().expect("token").to_owned(),
+    );
+    let (_, keys) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/me/push-subscriptions"),
+        &bo_token,
+        None,
+    )
+    .await;
+    *push.vapid.lock().expect("lock") = keys["vapid_public_key"].as_str().map(str::to_owned);
+    let (status, sub) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/me/push-subscriptions"),
+        &bo_token,
+        Some(push.subscription("bo")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{sub}");
+    let (body, signature) = crate::process::signed_text_webhook(
+        &tenant,
+        "5511900000004",
+        "Maria Lopez",
+        "wamid.R1",
+        "Hello",
+    );
+    let response = http
+        .post(format!("{base}/webhooks/whatsapp/{}", tenant.channel_id))
+        .header("x-hub-signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = wait_for("the conversation", || async {
+        let (_, page) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{base}/api/v1/conversations"),
+            &tenant.token,
+            None,
+        )
         .await;
-    let id = first_conversation(&server, &tenant, "5511900000004").await;
-    // The push service fails: the delivery stays in the durable outbox.
+        page["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    // The push service fails: the delivery stays in the durable outbox; then the
+    // process dies without a chance to clean up.
     push.answer_with(503);
-    assign(&server, &tenant.token, &id, &bo).await;
+    let (status, _) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/conversations/{id}/assign"),
+        &tenant.token,
+        Some(json!({"agent_id": bo_id})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     wait_for("a failed attempt", || async {
         (!push.pushes().is_empty()).then_some(())
     })
     .await;
     let first = push.pushes()[0].payload["notification_id"].clone();
-    let server = server.restart().await;
+    tokio::task::spawn_blocking(move || process.kill_9())
+        .await
+        .expect("killed");
     push.answer_with(201);
+    let process = serve();
+    let base = process.base.clone();
     wait_for("the push accepted after the restart", || async {
         push.pushes()
             .iter()
@@ -668,8 +769,17 @@ async fn a_push_not_yet_accepted_is_delivered_once_after_a_restart() {
     })
     .await;
     // A later notification's push proves the worker went past the first one.
-    assign(&server, &tenant.token, &id, &tenant.agent_id).await;
-    assign(&server, &tenant.token, &id, &bo).await;
+    for agent in [&tenant.agent_id, &bo_id] {
+        let (status, _) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/api/v1/conversations/{id}/assign"),
+            &tenant.token,
+            Some(json!({"agent_id": agent})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
     wait_for("the second notification's push", || async {
         push.pushes()
             .iter()
@@ -683,8 +793,11 @@ async fn a_push_not_yet_accepted_is_delivered_once_after_a_restart() {
         .filter(|p| p.answered == 201 && p.payload["notification_id"] == first)
         .count();
     assert_eq!(accepted, 1, "{:?}", push.pushes());
+    assert!(push.refused.lock().expect("lock").is_empty());
     assert!(push.pushes().iter().all(|p| p.path == "bo"));
-    server.shutdown().await;
+    tokio::task::spawn_blocking(move || process.kill_9())
+        .await
+        .expect("stopped");
 }
 
 #[tokio::test]

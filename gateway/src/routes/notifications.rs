@@ -130,7 +130,6 @@ async fn list(
     params(("id" = NotificationId, Path, description = "The notification.")),
     responses(
         (status = 200, description = "The notification, read.", body = Notification),
-        (status = 400, description = "`invalid_id`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such notification of this agent.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
@@ -141,9 +140,10 @@ async fn read_one(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Notification>> {
+    // Not an id: no such notification.
     let id: NotificationId = id
         .parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "not a notification id"))?;
+        .map_err(|_| ApiError::not_found("notification"))?;
     let me = agent.0.id;
     let store = app.store.clone();
     if blocking(move || store.notification(me, id))
@@ -468,7 +468,6 @@ async fn subscribe(
     params(("id" = PushSubscriptionId, Path, description = "The subscription.")),
     responses(
         (status = 204, description = "Removed."),
-        (status = 400, description = "`invalid_id`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 404, description = "`not_found`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
@@ -481,7 +480,7 @@ async fn unsubscribe(
 ) -> ApiResult<StatusCode> {
     let id: PushSubscriptionId = id
         .parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "not a subscription id"))?;
+        .map_err(|_| ApiError::not_found("push subscription"))?;
     match app.runtime.notifier.unsubscribe(agent.0.id, id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ActorError::NotFound) => Err(ApiError::not_found("push subscription")),
@@ -524,10 +523,10 @@ async fn show_workspace_settings(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceSettingsBody {
-    /// 60 seconds to 30 days. Conversations already waiting keep the target they started
-    /// waiting under.
-    #[schema(minimum = 60, maximum = 2592000)]
-    response_target_secs: Option<u64>,
+    /// 60 seconds to 30 days (a whole number; `600.0` is 600). Conversations already
+    /// waiting keep the target they started waiting under.
+    #[schema(value_type = Option<u64>, minimum = 60, maximum = 2592000)]
+    response_target_secs: Option<serde_json::Number>,
 }
 
 /// Changes the workspace's settings (workspace admins).
@@ -563,13 +562,17 @@ async fn patch_workspace_settings(
     let store = app.store.clone();
     let mut settings: WorkspaceSettings = blocking(move || store.workspace_settings(ws)).await?;
     if let Some(target) = body.response_target_secs {
-        if !(MIN_TARGET_SECS..=MAX_TARGET_SECS).contains(&target) {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
-                "`response_target_secs` is from 60 (a minute) to 2592000 (30 days)",
-            ));
-        }
-        settings.response_target_secs = target;
+        let range = MIN_TARGET_SECS as f64..=MAX_TARGET_SECS as f64;
+        let target = target
+            .as_f64()
+            .filter(|t| t.fract() == 0.0 && range.contains(t))
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_value",
+                    "`response_target_secs` is a whole number from 60 (a minute) to 2592000 (30 days)",
+                )
+            })?;
+        settings.response_target_secs = target as u64;
     }
     app.runtime
         .notifier
