@@ -363,16 +363,13 @@ impl ConversationState {
             notify::arm_overdue(&mut set, &mut conv, self.notifier.now(), target);
             if let Some(assignee) = conv.assignee_id {
                 staged = self
-                    .notifier
-                    .stage(
+                    .notify(
                         &mut set,
-                        Event {
-                            reason: NotificationReason::NewMessage,
-                            conv: &conv,
-                            message: Some(&message),
-                            by_agent: None,
-                        },
-                        To::Agents(vec![assignee]),
+                        NotificationReason::NewMessage,
+                        &conv,
+                        Some(&message),
+                        None,
+                        vec![assignee],
                     )
                     .await?;
             }
@@ -582,16 +579,13 @@ impl ConversationState {
         let mut staged = notify::Staged::default();
         if request.internal && !request.mentions.is_empty() {
             staged = self
-                .notifier
-                .stage(
+                .notify(
                     &mut set,
-                    Event {
-                        reason: NotificationReason::Mention,
-                        conv: &conv,
-                        message: Some(&message),
-                        by_agent: request.agent_id,
-                    },
-                    To::Agents(request.mentions.clone()),
+                    NotificationReason::Mention,
+                    &conv,
+                    Some(&message),
+                    request.agent_id,
+                    request.mentions.clone(),
                 )
                 .await?;
         }
@@ -673,16 +667,13 @@ impl ConversationState {
         let mut staged = notify::Staged::default();
         if let Some((agent, by)) = assigned {
             staged = self
-                .notifier
-                .stage(
+                .notify(
                     &mut set,
-                    Event {
-                        reason: NotificationReason::Assignment,
-                        conv: &conv,
-                        message: None,
-                        by_agent: by,
-                    },
-                    To::Agents(vec![agent]),
+                    NotificationReason::Assignment,
+                    &conv,
+                    None,
+                    by,
+                    vec![agent],
                 )
                 .await?;
         }
@@ -1141,16 +1132,13 @@ impl ConversationState {
         let mut staged = notify::Staged::default();
         if let (true, Some(agent_id)) = (escalation.notify, conv.assignee_id) {
             staged = self
-                .notifier
-                .stage(
+                .notify(
                     &mut set,
-                    Event {
-                        reason: NotificationReason::Escalation,
-                        conv: &conv,
-                        message: None,
-                        by_agent: None,
-                    },
-                    To::Agents(vec![agent_id]),
+                    NotificationReason::Escalation,
+                    &conv,
+                    None,
+                    None,
+                    vec![agent_id],
                 )
                 .await?;
         }
@@ -1158,6 +1146,25 @@ impl ConversationState {
         staged.committed();
         self.conv = conv;
         Ok(())
+    }
+
+    /// Stages the notifications of `reason` about `conv` for `to` into `set`.
+    async fn notify(
+        &self,
+        set: &mut WriteSet,
+        reason: NotificationReason,
+        conv: &Conversation,
+        message: Option<&Message>,
+        by_agent: Option<AgentId>,
+        to: Vec<AgentId>,
+    ) -> ActorResult<notify::Staged> {
+        let event = Event {
+            reason,
+            conv,
+            message,
+            by_agent,
+        };
+        self.notifier.stage(set, event, To::Agents(to)).await
     }
 
     /// A durable timer is due. Overdue: the lead has waited past the response target
@@ -1172,16 +1179,13 @@ impl ConversationState {
             conv.overdue_at = None;
             if let (Status::Open, Some(assignee)) = (conv.status, conv.assignee_id) {
                 staged = self
-                    .notifier
-                    .stage(
+                    .notify(
                         &mut set,
-                        Event {
-                            reason: NotificationReason::Overdue,
-                            conv: &conv,
-                            message: None,
-                            by_agent: None,
-                        },
-                        To::Agents(vec![assignee]),
+                        NotificationReason::Overdue,
+                        &conv,
+                        None,
+                        None,
+                        vec![assignee],
                     )
                     .await?;
             }

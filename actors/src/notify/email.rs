@@ -155,15 +155,7 @@ impl EmailWorker {
                     tracing::warn!(error = %e, "cannot clear sent notification emails");
                 }
             }
-            match self.clock.jumps() {
-                Some(jumped) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.tick) => {}
-                        _ = jumped.notified() => {}
-                    }
-                }
-                None => tokio::time::sleep(self.tick).await,
-            }
+            super::pause(&self.clock, self.tick).await;
         }
     }
 

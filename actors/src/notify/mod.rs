@@ -425,6 +425,20 @@ impl Notifier {
     }
 }
 
+/// Waits `tick`, or less when the clock jumps (a driven clock in tests): the pace of the
+/// delivery workers and the timer task.
+pub(crate) async fn pause(clock: &SharedClock, tick: Duration) {
+    match clock.jumps() {
+        Some(jumped) => {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = jumped.notified() => {}
+            }
+        }
+        None => tokio::time::sleep(tick).await,
+    }
+}
+
 fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }

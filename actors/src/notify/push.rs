@@ -231,15 +231,7 @@ impl PushWorker {
                     tracing::warn!(error = %e, "cannot clear delivered pushes");
                 }
             }
-            match self.clock.jumps() {
-                Some(jumped) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.tick) => {}
-                        _ = jumped.notified() => {}
-                    }
-                }
-                None => tokio::time::sleep(self.tick).await,
-            }
+            super::pause(&self.clock, self.tick).await;
         }
     }
 

@@ -70,14 +70,6 @@ pub async fn run(
                 }
             }
         }
-        match clock.jumps() {
-            Some(jumped) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(tick) => {}
-                    _ = jumped.notified() => {}
-                }
-            }
-            None => tokio::time::sleep(tick).await,
-        }
+        super::pause(&clock, tick).await;
     }
 }
