@@ -125,7 +125,10 @@ impl Runtime {
                 clock: clock.clone(),
                 vapid: vapid.clone(),
                 settings: config.notify.push.clone(),
-                http: http.clone(),
+                // Public addresses only (DNS rebinding included), unless allowed.
+                http: ai::openai::client(config.notify.push.allow_private).map_err(|e| {
+                    ActorError::Unavailable(format!("cannot build the push client: {e}"))
+                })?,
                 public_url: config.notify.public_url.clone(),
                 tick,
             }

@@ -52,6 +52,11 @@ pub fn is_private(ip: IpAddr) -> bool {
 /// Why `url` may not be used as a backend when private addresses are not allowed: a
 /// literal private address or `localhost`. Names are checked again when they resolve.
 pub fn refused_host(url: &reqwest::Url) -> Option<String> {
+    private_host(url).map(|host| format!("{host} is a private or local address (allowed only with the server's `ai.allow_private_backends`)"))
+}
+
+/// The URL's host when it is a private or local address (or `localhost`).
+pub fn private_host(url: &reqwest::Url) -> Option<&str> {
     let host = url.host_str()?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let private = match bare.parse::<IpAddr>() {
@@ -61,7 +66,7 @@ pub fn refused_host(url: &reqwest::Url) -> Option<String> {
             name == "localhost" || name.ends_with(".localhost")
         }
     };
-    private.then(|| format!("{host} is a private or local address (allowed only with the server's `ai.allow_private_backends`)"))
+    private.then_some(host)
 }
 
 /// Resolves names to public addresses only: a name that resolves to a private one (DNS

@@ -30,6 +30,8 @@ const SCAN: usize = 10_000;
 /// Pushes in flight at once.
 const CONCURRENCY: usize = 16;
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
+/// Longest a push service may take to answer one push.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct PushSettings {
@@ -108,18 +110,27 @@ impl Vapid {
     }
 }
 
+/// Why a push endpoint is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointRefused {
+    #[error("a push endpoint is an https URL")]
+    NotHttps,
+    #[error("{0} is a private or local address (allowed only with the server's `notifications.allow_private_push`)")]
+    Private(String),
+}
+
 /// Whether `endpoint` may receive pushes: https (http only where private addresses are
 /// allowed), and not a private or local address unless allowed.
-pub fn check_endpoint(endpoint: &str, settings: &PushSettings) -> Result<(), String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|_| "not a URL".to_owned())?;
+pub fn check_endpoint(endpoint: &str, settings: &PushSettings) -> Result<(), EndpointRefused> {
+    let url = reqwest::Url::parse(endpoint).map_err(|_| EndpointRefused::NotHttps)?;
     match url.scheme() {
         "https" => {}
         "http" if settings.allow_private => {}
-        _ => return Err("a push endpoint is an https URL".into()),
+        _ => return Err(EndpointRefused::NotHttps),
     }
     if !settings.allow_private {
-        if let Some(why) = crate::ai::openai::refused_host(&url) {
-            return Err(why);
+        if let Some(host) = crate::ai::openai::private_host(&url) {
+            return Err(EndpointRefused::Private(host.to_owned()));
         }
     }
     Ok(())
@@ -282,6 +293,7 @@ impl PushWorker {
         let outgoing = self
             .http
             .post(subscription.endpoint.as_str())
+            .timeout(PUSH_TIMEOUT)
             .headers(parts.headers)
             .header("urgency", urgency)
             .body(body);
@@ -301,4 +313,36 @@ impl PushWorker {
 
 fn key(entry: &PushEntry) -> Vec<u8> {
     catalogue::push_outbox(entry.notification_id, entry.subscription_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_public_https_unless_private_ones_are_allowed() {
+        let strict = PushSettings::default();
+        assert_eq!(
+            check_endpoint("https://fcm.googleapis.com/fcm/send/x", &strict),
+            Ok(())
+        );
+        assert_eq!(
+            check_endpoint("http://push.example.com/x", &strict),
+            Err(EndpointRefused::NotHttps)
+        );
+        assert_eq!(
+            check_endpoint("not a url", &strict),
+            Err(EndpointRefused::NotHttps)
+        );
+        let refused = check_endpoint("https://10.0.0.7/x", &strict).expect_err("private");
+        assert_eq!(refused, EndpointRefused::Private("10.0.0.7".into()));
+        assert!(refused
+            .to_string()
+            .contains("notifications.allow_private_push"));
+        let open = PushSettings {
+            allow_private: true,
+            ..PushSettings::default()
+        };
+        assert_eq!(check_endpoint("http://127.0.0.1:9/push", &open), Ok(()));
+    }
 }

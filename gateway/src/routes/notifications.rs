@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
-use confab_actors::notify::push::{check_endpoint, PushSettings};
+use confab_actors::notify::push::{check_endpoint, EndpointRefused, PushSettings};
 use confab_actors::notify::Which;
 use confab_actors::ActorError;
 use confab_engine::ids::{NotificationId, PushSubscriptionId};
@@ -419,10 +419,9 @@ async fn subscribe(
         ..PushSettings::default()
     };
     if let Err(why) = check_endpoint(&endpoint, &settings) {
-        let code = if why.contains("URL") || why.contains("https") {
-            "invalid_url"
-        } else {
-            "private_address"
+        let code = match why {
+            EndpointRefused::NotHttps => "invalid_url",
+            EndpointRefused::Private(_) => "private_address",
         };
         return Err(ApiError::unprocessable(code, format!("`endpoint`: {why}")));
     }
