@@ -31,6 +31,8 @@ use crate::error::{ActorError, ActorResult};
 const EXCERPT_CHARS: usize = 140;
 /// Notifications marked read per batch by "mark all read".
 const READ_BATCH: usize = 1000;
+/// Devices one agent may register for push.
+pub const MAX_SUBSCRIPTIONS: usize = 20;
 /// Unread notifications looked through for those of one conversation.
 const CONVERSATION_SCAN: usize = 5000;
 
@@ -373,7 +375,9 @@ impl Notifier {
     }
 
     /// Registers a browser's push subscription for the agent; the same endpoint again
-    /// gets its keys refreshed and keeps its id. Returns it and whether it is new.
+    /// gets its keys refreshed and keeps its id. Returns it and whether it is new; a new
+    /// one past [`MAX_SUBSCRIPTIONS`] is refused (`too_many_subscriptions`), checked under
+    /// the agent's lock so two registrations at once cannot pass the limit together.
     pub async fn subscribe(
         &self,
         agent: AgentId,
@@ -385,7 +389,14 @@ impl Notifier {
         let _held = lock.lock().await;
         let store = self.inner.store.clone();
         let existing = blocking(move || store.push_subscriptions(agent)).await?;
+        let count = existing.len();
         let known = existing.into_iter().find(|s| s.endpoint == endpoint);
+        if known.is_none() && count >= MAX_SUBSCRIPTIONS {
+            return Err(ActorError::invalid(
+                "too_many_subscriptions",
+                format!("an agent registers at most {MAX_SUBSCRIPTIONS} devices; remove one first"),
+            ));
+        }
         let created = known.is_none();
         let subscription = PushSubscription {
             id: known

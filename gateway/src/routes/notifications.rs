@@ -37,8 +37,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 const MAX_LIMIT: usize = 200;
-/// Devices one agent may register for push.
-const MAX_SUBSCRIPTIONS: usize = 20;
 /// Shortest and longest response target.
 const MIN_TARGET_SECS: u64 = 60;
 const MAX_TARGET_SECS: u64 = 30 * 24 * 3600;
@@ -431,15 +429,7 @@ async fn subscribe(
             "`keys.p256dh` is a P-256 public key (65 bytes) and `keys.auth` a 16-byte secret, both base64url",
         ));
     }
-    let store = app.store.clone();
     let me = agent.0.id;
-    let existing = blocking(move || store.push_subscriptions(me)).await?;
-    if existing.len() >= MAX_SUBSCRIPTIONS && !existing.iter().any(|s| s.endpoint == endpoint) {
-        return Err(ApiError::unprocessable(
-            "too_many_subscriptions",
-            format!("an agent registers at most {MAX_SUBSCRIPTIONS} devices; remove one first"),
-        ));
-    }
     let (subscription, created) = app
         .runtime
         .notifier
