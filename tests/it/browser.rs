@@ -530,6 +530,39 @@ async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_co
         (page["unread_count"] == 0 && badge.is_empty()).then_some(())
     })
     .await;
+    // Settings → Notifications: Bea turns off pushes for mentions, saves, and the server
+    // has it.
+    other
+        .client
+        .goto(&server.url("/#/settings/notifications"))
+        .await
+        .expect("settings page");
+    other.find("notification-settings").await;
+    let push = other.find("notif-mention-push").await;
+    wait_for("the stored settings shown", || async {
+        push.prop("checked")
+            .await
+            .ok()
+            .flatten()
+            .filter(|v| v == "true")
+    })
+    .await;
+    push.click().await.expect("uncheck");
+    other
+        .find("notification-settings-save")
+        .await
+        .click()
+        .await
+        .expect("save");
+    wait_for("Bea's mention pushes off on the server", || async {
+        let (_, settings) = server
+            .get(&bea_token, "/api/v1/me/notification-settings")
+            .await;
+        (settings["events"]["mention"]["push"] == false
+            && settings["events"]["mention"]["in_app"] == true)
+            .then_some(())
+    })
+    .await;
     ana.close().await;
     other.close().await;
     server.shutdown().await;
