@@ -2,12 +2,13 @@
 //! and the middleware that measures every HTTP request by route template.
 //! `docs/METRICS.md` lists every metric of the process.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use dashmap::DashMap;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Counter: HTTP requests, by `method`, `route` (the template, `unmatched` for none) and
@@ -202,22 +203,49 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_owned();
-    let method = method_label(request.method());
+        .map_or("unmatched", |path| path.as_str());
+    let handles = route_metrics(route, request.method());
     let response = next.run(request).await;
-    let status = match response.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
+    let status = (usize::from(response.status().as_u16() / 100))
+        .saturating_sub(1)
+        .min(STATUS_CLASSES.len() - 1);
+    handles.requests[status]
+        .get_or_init(|| {
+            metrics::counter!(HTTP_REQUESTS, "method" => handles.method, "route" => handles.route.clone(), "status" => STATUS_CLASSES[status])
+        })
         .increment(1);
-    metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    handles.seconds.record(started.elapsed().as_secs_f64());
     response
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The registered metric handles of one route and method: looked up by name once, then
+/// reused (building a metric key per request hashed and cloned its labels every time).
+struct RouteMetrics {
+    method: &'static str,
+    route: String,
+    seconds: metrics::Histogram,
+    requests: [OnceLock<metrics::Counter>; 5],
+}
+
+fn route_metrics(route: &str, method: &axum::http::Method) -> Arc<RouteMetrics> {
+    static CACHE: OnceLock<DashMap<(&'static str, String), Arc<RouteMetrics>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(DashMap::new);
+    let method = method_label(method);
+    // Route templates are few and fixed (`unmatched` stands for every unknown path), so
+    // the cache stays small.
+    let key = (method, route.to_owned());
+    if let Some(found) = cache.get(&key) {
+        return Arc::clone(&found);
+    }
+    let made = Arc::new(RouteMetrics {
+        method,
+        route: route.to_owned(),
+        seconds: metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route.to_owned()),
+        requests: Default::default(),
+    });
+    Arc::clone(cache.entry(key).or_insert(made).value())
 }
 
 /// Standard methods by name; anything else is `other` (a client may send any token).

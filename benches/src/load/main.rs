@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::{Args, Rate};
-use crate::procfs::RssProbe;
+use crate::procfs::{CpuProbe, RssProbe};
 use crate::replies::{Directory, ReplyContext, ReplyPlanner, ReplyStats};
 use crate::stats::{ErrorCounts, LoadReport, Percentiles, StreamOnlyReport};
 use crate::stream::{StreamShared, StreamTarget};
@@ -469,6 +469,8 @@ async fn run_load(
     let server_pid = find_server_pid(base_url, args.server_pid);
     let (server_rss, own_rss) = rss_probes(server_pid);
     let rss_before = server_rss.as_ref().and_then(RssProbe::rss_bytes);
+    let server_cpu = server_pid.and_then(CpuProbe::of_pid).map(Arc::new);
+    let own_cpu = CpuProbe::of_self().map(Arc::new);
     let request_timeout = Duration::from_secs_f64(args.request_timeout.max(0.1));
     let duration = Duration::from_secs_f64(args.duration);
 
@@ -540,6 +542,19 @@ async fn run_load(
     });
     let progress = spawn_progress(Arc::clone(&stats), Arc::clone(&shared), Arc::clone(&errors));
 
+    // CPU time is read when the measured phase begins (after the warmup) and once every
+    // delta has arrived, so it covers all the work for the measured messages.
+    let cpu_at_start = {
+        let (server, own) = (server_cpu.clone(), own_cpu.clone());
+        let warmup = Duration::from_secs_f64(args.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            (
+                server.and_then(|p| p.cpu_seconds()),
+                own.and_then(|p| p.cpu_seconds()),
+            )
+        })
+    };
     let SendPhase {
         measure_start,
         not_sent,
@@ -565,6 +580,12 @@ async fn run_load(
         }
     }
     progress.abort();
+    let (server_cpu_start, own_cpu_start) = cpu_at_start.await.unwrap_or((None, None));
+    let cpu_used = |probe: &Option<Arc<CpuProbe>>, start: Option<f64>| {
+        Some(probe.as_ref()?.cpu_seconds()? - start?)
+    };
+    let server_cpu_s = cpu_used(&server_cpu, server_cpu_start);
+    let client_cpu_s = cpu_used(&own_cpu, own_cpu_start);
 
     let rss_after = server_rss.as_ref().and_then(RssProbe::rss_bytes);
     let client_rss = own_rss.as_ref().and_then(RssProbe::rss_bytes);
@@ -642,6 +663,8 @@ async fn run_load(
         server_pid,
         server_rss_before_bytes: rss_before,
         server_rss_bytes: rss_after,
+        server_cpu_s,
+        client_cpu_s,
         client_rss_bytes: client_rss,
     })
 }

@@ -133,6 +133,63 @@ impl RssProbe {
     }
 }
 
+/// User plus system CPU time, in clock ticks, from a /proc/PID/stat text (fields 14 and
+/// 15, counted after the parenthesised command name, which may hold spaces).
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    // After the name: state is field 3, so utime (14) is the 12th field here.
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux when
+/// getconf is missing). `unsafe` is forbidden in the workspace, so no sysconf call.
+pub fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|ticks| *ticks > 0)
+        .unwrap_or(100)
+}
+
+/// Reads the CPU time (user + system, all threads) a process has used so far, through a
+/// /proc stat file opened up front.
+pub struct CpuProbe {
+    stat: fs::File,
+    ticks_per_second: u64,
+}
+
+impl CpuProbe {
+    pub fn of_pid(pid: u32) -> Option<Self> {
+        Self::open(&format!("/proc/{pid}/stat"))
+    }
+
+    pub fn of_self() -> Option<Self> {
+        Self::open("/proc/self/stat")
+    }
+
+    fn open(path: &str) -> Option<Self> {
+        Some(Self {
+            stat: fs::File::open(path).ok()?,
+            ticks_per_second: clock_ticks_per_second(),
+        })
+    }
+
+    /// CPU seconds used so far; `None` once the process is gone.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let mut file = &self.stat;
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(parse_cpu_ticks(&text)? as f64 / self.ticks_per_second as f64)
+    }
+}
+
 fn parse_limit(value: &str) -> Option<u64> {
     if value == "unlimited" {
         Some(u64::MAX)
@@ -192,6 +249,15 @@ mod tests {
    1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 555555 1 0000000000000000 20 4 30 10 -1
    2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
 ";
+
+    #[test]
+    fn reads_cpu_ticks_after_a_command_name_with_spaces() {
+        let stat = "4242 (confab (rt) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1751 545 0 0 20 0 9 0 12345 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1751 + 545));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1"), None);
+        let own = CpuProbe::of_self().expect("own stat").cpu_seconds();
+        assert!(own.is_some_and(|s| s >= 0.0));
+    }
 
     #[test]
     fn finds_listening_inode_by_port() {

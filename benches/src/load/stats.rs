@@ -206,6 +206,17 @@ pub struct LoadReport {
     pub server_rss_before_bytes: Option<u64>,
     pub server_rss_bytes: Option<u64>,
     pub client_rss_bytes: Option<u64>,
+    /// Server CPU time (user + system) from the end of the warmup until every delta came.
+    pub server_cpu_s: Option<f64>,
+    /// The load generator's own CPU time over the same span.
+    pub client_cpu_s: Option<f64>,
+}
+
+impl LoadReport {
+    /// Server CPU time per acknowledged message of the measured phase, in microseconds.
+    pub fn server_cpu_us_per_message(&self) -> Option<f64> {
+        (self.acked > 0).then_some(self.server_cpu_s? * 1e6 / self.acked as f64)
+    }
 }
 
 #[derive(Serialize)]
@@ -266,6 +277,9 @@ struct LoadJson<'a> {
     server_rss_before_bytes: Option<u64>,
     server_rss_bytes: Option<u64>,
     client_rss_bytes: Option<u64>,
+    server_cpu_s: Option<f64>,
+    server_cpu_us_per_msg: Option<f64>,
+    client_cpu_s: Option<f64>,
 }
 
 impl LoadReport {
@@ -331,6 +345,9 @@ impl LoadReport {
             server_rss_before_bytes: self.server_rss_before_bytes,
             server_rss_bytes: self.server_rss_bytes,
             client_rss_bytes: self.client_rss_bytes,
+            server_cpu_s: self.server_cpu_s,
+            server_cpu_us_per_msg: self.server_cpu_us_per_message(),
+            client_cpu_s: self.client_cpu_s,
         })
     }
 
@@ -428,7 +445,21 @@ impl LoadReport {
             mib(self.server_rss_bytes),
             mib(self.server_rss_before_bytes)
         );
-        let _ = write!(out, "client        rss {}", mib(self.client_rss_bytes));
+        let _ = writeln!(
+            out,
+            "server cpu    {} s  = {} µs per message (user + system, warmup excluded)",
+            self.server_cpu_s
+                .map_or_else(|| "unknown".to_owned(), |s| format!("{s:.2}")),
+            self.server_cpu_us_per_message()
+                .map_or_else(|| "unknown".to_owned(), |us| format!("{us:.1}"))
+        );
+        let _ = write!(
+            out,
+            "client        rss {}  cpu {} s",
+            mib(self.client_rss_bytes),
+            self.client_cpu_s
+                .map_or_else(|| "unknown".to_owned(), |s| format!("{s:.2}"))
+        );
         out
     }
 }
@@ -574,6 +605,7 @@ mod tests {
             webhook: Percentiles::of(&hist),
             deltas_received: 7,
             server_rss_bytes: Some(4096),
+            server_cpu_s: Some(0.0014),
             ..LoadReport::default()
         };
         let json: serde_json::Value = match report.to_json() {
@@ -601,6 +633,8 @@ mod tests {
         assert_eq!(json["webhook_p50_ms"], 1.234);
         assert!(json["delta_p99_ms"].is_null());
         assert_eq!(json["server_rss_bytes"], 4096);
+        assert!((json["server_cpu_us_per_msg"].as_f64().unwrap_or_default() - 200.0).abs() < 1e-6);
+        assert!(report.human().contains("200.0 µs per message"));
         assert!(report.human().contains("webhook_http_503=2"));
     }
 
