@@ -1,6 +1,9 @@
-//! Search at scale: indexing throughput over 1M generated messages, search latency
-//! (p50/p99) for term, AND, phrase and prefix queries on that index, and freshness (from
-//! a durable commit to searchable) through the real indexer actor.
+//! Search at scale: indexing throughput over 1M generated messages in 50,000
+//! conversations (each with a named contact), half of them in the workspace searched;
+//! search latency (p50/p99, top 20 with snippets) for one word by frequency (common,
+//! medium, rare), a misspelt word (fuzzy), two words, a contact's name with a word of
+//! their messages, a phrase and a prefix; and freshness (from a durable commit to
+//! searchable) through the real indexer actor.
 //!
 //! `CONFAB_SEARCH_BENCH_MESSAGES` changes the corpus size (default 1,000,000).
 
@@ -10,8 +13,8 @@ use confab_actors::indexer::{Indexer, IndexerArgs, IndexerConfig};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, Durability, WriteSet};
 use confab_engine::delta::{Delta, DeltaBody};
-use confab_engine::ids::{ConversationId, MessageId, WorkspaceId};
-use confab_engine::model::{ChannelKind, Direction, Message, Sender};
+use confab_engine::ids::{ChannelId, ContactId, ConversationId, MessageId, WorkspaceId};
+use confab_engine::model::{ChannelKind, Contact, ConversationCard, Direction, Message, Sender};
 use confab_engine::store::{Store, StoreOptions};
 use confab_index::search::MAX_DEPTH;
 use confab_index::{ParsedQuery, SearchIndex, SearchRequest, Writer, WriterOptions};
@@ -24,14 +27,19 @@ const CONVERSATIONS: usize = 50_000;
 
 /// Pseudo-words from syllables: `kapo`, `tremiba`, …, deterministic.
 fn vocabulary() -> Vec<String> {
+    pseudo_words(7, VOCABULARY, 2)
+}
+
+/// `count` distinct pseudo-words of at least `min_syllables` syllables, from `seed`.
+fn pseudo_words(seed: u64, count: usize, min_syllables: usize) -> Vec<String> {
     const ONSETS: [&str; 16] = [
         "b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "tr", "pl",
     ];
     const VOWELS: [&str; 5] = ["a", "e", "i", "o", "u"];
-    let mut rng = StdRng::seed_from_u64(7);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut words = std::collections::BTreeSet::new();
-    while words.len() < VOCABULARY {
-        let syllables = rng.gen_range(2..=4);
+    while words.len() < count {
+        let syllables = rng.gen_range(min_syllables..=min_syllables + 2);
         let word: String = (0..syllables)
             .map(|_| {
                 format!(
@@ -110,6 +118,43 @@ struct Corpus {
     words: Vec<String>,
     /// Adjacent word pairs that occur in the corpus.
     pairs: Vec<(String, String)>,
+    /// A contact's first name and a word of one of their messages (in the workspace
+    /// searched): the word is in a message document, the name in the conversation's.
+    contact_words: Vec<(String, String, ConversationId)>,
+}
+
+/// Names of contacts: first names and surnames spelt unlike the message vocabulary
+/// (three syllables or more), so that a name query matches contacts only.
+fn contact_name(first: &[String], last: &[String], c: usize) -> String {
+    format!("{} {}", first[c % first.len()], last[(c / 7) % last.len()])
+}
+
+fn card(id: ConversationId, name: String, at: i64) -> ConversationCard {
+    ConversationCard {
+        id,
+        channel: ChannelKind::Whatsapp,
+        channel_id: ChannelId::new(),
+        status: Default::default(),
+        ai_mode: Default::default(),
+        assignee_id: None,
+        tags: Vec::new(),
+        campaign: None,
+        unread_count: 0,
+        last_activity_at: at,
+        created_at: at,
+        preview: String::new(),
+        contact: Contact {
+            id: ContactId::new(),
+            name: Some(name),
+            email: None,
+            phone: None,
+            company: None,
+            title: None,
+            avatar_url: None,
+            profile_url: None,
+        },
+        reply_window: None,
+    }
 }
 
 fn build(messages: usize) -> Corpus {
@@ -125,15 +170,36 @@ fn build(messages: usize) -> Corpus {
     )
     .expect("writer");
     let mut rng = StdRng::seed_from_u64(42);
-    // 90% of the messages in the workspace searched, 10% in another one.
+    // Half of the conversations (and so of the messages) in the workspace searched, half
+    // in another one.
     let workspace = WorkspaceId::new();
     let other = WorkspaceId::new();
     let conversations: Vec<ConversationId> =
         (0..CONVERSATIONS).map(|_| ConversationId::new()).collect();
+    let first_names = pseudo_words(11, 400, 3);
+    let surnames = pseudo_words(13, 4_000, 3);
     let mut seqs = vec![0u64; CONVERSATIONS];
     let mut pairs = Vec::new();
+    let mut contact_words = Vec::new();
     let started = Instant::now();
-    for offset in 1..=messages as u64 {
+    let mut offset = 0u64;
+    for (c, &id) in conversations.iter().enumerate() {
+        offset += 1;
+        let ws = if c % 2 == 0 { other } else { workspace };
+        writer.apply(&Delta {
+            offset,
+            workspace_id: ws,
+            conversation_id: Some(id),
+            at: offset as i64,
+            body: DeltaBody::ConversationCreated(card(
+                id,
+                contact_name(&first_names, &surnames, c),
+                1_700_000_000_000,
+            )),
+        });
+    }
+    for _ in 1..=messages as u64 {
+        offset += 1;
         let c = rng.gen_range(0..CONVERSATIONS);
         seqs[c] += 1;
         let length = rng.gen_range(6..=16);
@@ -143,7 +209,16 @@ fn build(messages: usize) -> Corpus {
         if pairs.len() < 1_000 && offset % 97 == 0 {
             pairs.push((picked[0].to_string(), picked[1].to_string()));
         }
-        let ws = if c % 10 == 0 { other } else { workspace };
+        let ws = if c % 2 == 0 { other } else { workspace };
+        if ws == workspace && contact_words.len() < 1_000 && offset % 89 == 0 {
+            let first = contact_name(&first_names, &surnames, c);
+            let first = first.split(' ').next().unwrap_or_default().to_owned();
+            contact_words.push((
+                first,
+                picked[picked.len() / 2].to_string(),
+                conversations[c],
+            ));
+        }
         let delta = Delta {
             offset,
             workspace_id: ws,
@@ -177,6 +252,7 @@ fn build(messages: usize) -> Corpus {
         workspace,
         words,
         pairs,
+        contact_words,
     }
 }
 
@@ -209,7 +285,25 @@ fn queries(corpus: &Corpus, kind: &str, n: usize) -> Vec<String> {
     let mid = |rng: &mut StdRng| corpus.words[rng.gen_range(50..2_000)].clone();
     (0..n)
         .map(|i| match kind {
-            "term" => mid(&mut rng),
+            "medium" => mid(&mut rng),
+            "common" => corpus.words[rng.gen_range(0..50)].clone(),
+            "rare" => corpus.words[rng.gen_range(2_000..VOCABULARY)].clone(),
+            "typo" => {
+                // A medium word of five letters or more with one letter replaced.
+                let mut word: Vec<char> = loop {
+                    let w = mid(&mut rng);
+                    if w.chars().count() >= 6 {
+                        break w.chars().collect();
+                    }
+                };
+                let at = rng.gen_range(1..word.len());
+                word[at] = if word[at] == 'x' { 'q' } else { 'x' };
+                word.into_iter().collect()
+            }
+            "contact_word" => {
+                let (name, word, _) = &corpus.contact_words[i % corpus.contact_words.len()];
+                format!("{name} {word}")
+            }
             "and" => format!("{} {}", corpus.words[rng.gen_range(0..50)], mid(&mut rng)),
             "phrase" => {
                 let (a, b) = &corpus.pairs[i % corpus.pairs.len()];
@@ -301,8 +395,44 @@ fn search(c: &mut Criterion) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
     let corpus = build(messages);
-    for kind in ["term", "and", "phrase", "prefix"] {
+    for kind in [
+        "common",
+        "medium",
+        "rare",
+        "typo",
+        "and",
+        "contact_word",
+        "phrase",
+        "prefix",
+    ] {
         let qs = queries(&corpus, kind, 300);
+        let found = qs.iter().filter(|q| run(&corpus, q) > 0).count();
+        println!(
+            "search/{kind}: {found} of {} queries find something",
+            qs.len()
+        );
+        if kind == "contact_word" {
+            // Found the conversation whose contact has the name and a message the word.
+            let right = corpus
+                .contact_words
+                .iter()
+                .filter(|(name, word, id)| {
+                    let mut r = request(&corpus, &format!("{name} {word}"));
+                    r.conversation = Some(*id);
+                    corpus
+                        .index
+                        .search(&r, MAX_DEPTH, |_| Ok(Some(())))
+                        .expect("search")
+                        .items
+                        .iter()
+                        .any(|(hit, ())| hit.message_id.is_some())
+                })
+                .count();
+            println!(
+                "search/contact_word: {right} of {} find a message of the contact's own conversation",
+                corpus.contact_words.len()
+            );
+        }
         // Warm the caches, then measure each query once.
         for q in qs.iter().take(30) {
             run(&corpus, q);

@@ -1,23 +1,26 @@
 //! The search query language, parsed with bounded size and compiled to tantivy queries.
 //!
 //! ```text
-//! acme pricing          both words (in any searchable field of the same document)
+//! acme pricing          both words: in the same document, or one in a message and the
+//!                       other in its conversation's contact or tags ("maria pricing")
 //! "price list"          a phrase
 //! acme*                 a prefix (at least 2 letters; expands to at most 64 terms)
 //! -spam                 excludes documents with the word
 //! invoice OR receipt    either side
 //! (a OR b) c            grouping, at most 4 levels deep
 //! ```
-//! Words of 5+ letters also match a misspelling within one edit (insertion, deletion,
-//! substitution or transposition), ranked below exact matches. Words are analyzed like the
+//! When nothing matches exactly, words of 5+ letters match a misspelling within one edit
+//! (insertion, deletion, substitution or transposition) in the message, the contact's
+//! name and company, and tags (not in email addresses and phone numbers, where one digit
+//! or letter off is another person). Words are analyzed like the
 //! indexed text, so `ana@acme.io` is the phrase `ana acme io`.
 //!
 //! Limits keep hostile queries cheap: at most [`MAX_QUERY_CHARS`] characters and
 //! [`MAX_TERMS`] terms; a wildcard may only end a word.
 
 use tantivy::query::{
-    BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery,
+    PhraseQuery, Query, TermQuery, TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::Term;
@@ -338,12 +341,100 @@ impl ParsedQuery {
         out
     }
 
-    /// The tantivy query over `fields`' searchable fields (no workspace filter: the
-    /// searcher adds it).
+    /// The tantivy query over `fields`' searchable fields, near misses included (no
+    /// workspace filter: the searcher adds it).
     pub fn to_query(&self, fields: &Fields) -> Box<dyn Query> {
-        compile(&self.root, fields)
+        self.compile(fields, true, &[])
+    }
+
+    /// Whether a word of the query also matches near misses.
+    pub fn has_fuzzy(&self) -> bool {
+        fn any(node: &Analyzed) -> bool {
+            match node {
+                Analyzed::All => false,
+                Analyzed::Leaf(Leaf::Term { fuzzy, .. }) => *fuzzy,
+                Analyzed::Leaf(Leaf::Phrase { .. }) => false,
+                Analyzed::And { must, .. } => must.iter().any(any),
+                Analyzed::Or(alternatives) => alternatives.iter().any(any),
+            }
+        }
+        any(&self.root)
+    }
+
+    /// The words of a query of several words (its top-level AND), in order: each may
+    /// match in a message's text or in its conversation's contact fields and tags
+    /// (`maria pricing`). `None` for a part that is not a single word or phrase (a group
+    /// in parentheses). Empty for a query of one part.
+    pub(crate) fn contact_parts(&self, fields: &Fields) -> Vec<Option<Box<dyn Query>>> {
+        match &self.root {
+            Analyzed::And { must, .. } if must.len() >= 2 => must
+                .iter()
+                .map(|part| match part {
+                    Analyzed::Leaf(leaf) => Some(Box::new(BooleanQuery::new(
+                        fields
+                            .contact()
+                            .iter()
+                            .map(|&field| {
+                                (Occur::Should, leaf_in_field(leaf, (field, false), false))
+                            })
+                            .collect(),
+                    )) as Box<dyn Query>),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The tantivy query: `fuzzy` adds near misses; `contacts[i]`, when given, holds the
+    /// conversations (by id) whose contact fields or tags match the i-th part of
+    /// [`ParsedQuery::contact_parts`], whose messages then count as matching that part.
+    pub(crate) fn compile(
+        &self,
+        fields: &Fields,
+        fuzzy: bool,
+        contacts: &[Option<Vec<String>>],
+    ) -> Box<dyn Query> {
+        let Analyzed::And { must, must_not } = &self.root else {
+            return compile(&self.root, fields, fuzzy);
+        };
+        let conversation_matches = |i: usize| -> Option<Box<dyn Query>> {
+            let ids = contacts.get(i)?.as_ref().filter(|ids| !ids.is_empty())?;
+            let terms = ids
+                .iter()
+                .map(|id| Term::from_field_text(fields.conversation, id));
+            Some(Box::new(ConstScoreQuery::new(
+                Box::new(TermSetQuery::new(terms)),
+                CONTACT_PART_SCORE,
+            )))
+        };
+        Box::new(BooleanQuery::new(
+            must.iter()
+                .enumerate()
+                .map(|(i, part)| {
+                    let query = compile(part, fields, fuzzy);
+                    let query = match conversation_matches(i) {
+                        Some(by_contact) => Box::new(BooleanQuery::new(vec![
+                            (Occur::Should, query),
+                            (Occur::Should, by_contact),
+                        ])),
+                        None => query,
+                    };
+                    (Occur::Must, query)
+                })
+                .chain(
+                    must_not
+                        .iter()
+                        .map(|n| (Occur::MustNot, compile(n, fields, fuzzy))),
+                )
+                .collect(),
+        ))
     }
 }
+
+/// The score a message gets for a word found in its conversation's contact instead of
+/// its text: about a word's weight in a message.
+const CONTACT_PART_SCORE: f32 = 1.0;
 
 fn analyze(node: &Node, terms: &mut usize) -> Result<Option<Analyzed>, QueryError> {
     let mut count = |n: usize| {
@@ -465,13 +556,17 @@ fn collect_highlights(node: &Analyzed, out: &mut Vec<Highlight>) {
 /// Weight of a near miss relative to the field's boost: exact matches rank first.
 const FUZZY_WEIGHT: f32 = 0.3;
 
-fn leaf_in_field(leaf: &Leaf, field: tantivy::schema::Field) -> Box<dyn Query> {
+fn leaf_in_field(
+    leaf: &Leaf,
+    (field, field_has_near_misses): (tantivy::schema::Field, bool),
+    near: bool,
+) -> Box<dyn Query> {
     match leaf {
         Leaf::Term { token, fuzzy } => {
             let term = Term::from_field_text(field, token);
             let exact: Box<dyn Query> =
                 Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
-            if *fuzzy {
+            if *fuzzy && near && field_has_near_misses {
                 let near: Box<dyn Query> = Box::new(BoostQuery::new(
                     Box::new(FuzzyTermQuery::new(term, 1, true)),
                     FUZZY_WEIGHT,
@@ -500,7 +595,7 @@ fn leaf_in_field(leaf: &Leaf, field: tantivy::schema::Field) -> Box<dyn Query> {
     }
 }
 
-fn compile(node: &Analyzed, fields: &Fields) -> Box<dyn Query> {
+fn compile(node: &Analyzed, fields: &Fields, near: bool) -> Box<dyn Query> {
     match node {
         Analyzed::All => Box::new(tantivy::query::AllQuery),
         Analyzed::Leaf(leaf) => {
@@ -508,8 +603,11 @@ fn compile(node: &Analyzed, fields: &Fields) -> Box<dyn Query> {
                 .searchable()
                 .iter()
                 .map(|&(field, boost)| {
-                    let query: Box<dyn Query> =
-                        Box::new(BoostQuery::new(leaf_in_field(leaf, field), boost));
+                    let fuzzy_here = field != fields.email && field != fields.phone;
+                    let query: Box<dyn Query> = Box::new(BoostQuery::new(
+                        leaf_in_field(leaf, (field, fuzzy_here), near),
+                        boost,
+                    ));
                     (Occur::Should, query)
                 })
                 .collect();
@@ -517,18 +615,18 @@ fn compile(node: &Analyzed, fields: &Fields) -> Box<dyn Query> {
         }
         Analyzed::And { must, must_not } => Box::new(BooleanQuery::new(
             must.iter()
-                .map(|n| (Occur::Must, compile(n, fields)))
+                .map(|n| (Occur::Must, compile(n, fields, near)))
                 .chain(
                     must_not
                         .iter()
-                        .map(|n| (Occur::MustNot, compile(n, fields))),
+                        .map(|n| (Occur::MustNot, compile(n, fields, near))),
                 )
                 .collect(),
         )),
         Analyzed::Or(alternatives) => Box::new(BooleanQuery::new(
             alternatives
                 .iter()
-                .map(|n| (Occur::Should, compile(n, fields)))
+                .map(|n| (Occur::Should, compile(n, fields, near)))
                 .collect(),
         )),
     }

@@ -87,6 +87,13 @@ impl Fields {
     }
 }
 
+impl Fields {
+    /// The conversation document's full-text fields: the contact's and the tags.
+    pub fn contact(&self) -> [Field; 5] {
+        [self.name, self.company, self.email, self.phone, self.tags]
+    }
+}
+
 /// The schema and its fields.
 pub fn build() -> (Schema, Fields) {
     let mut b = Schema::builder();

@@ -11,7 +11,7 @@ use confab_engine::ids::{ConversationId, MessageId, WorkspaceId};
 use confab_engine::model::ChannelKind;
 use confab_engine::time::UnixMillis;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
@@ -126,6 +126,28 @@ pub struct SearchPage<T> {
     pub next: Option<usize>,
 }
 
+/// Conversations whose contact may stand for one word of a query of several words
+/// (`maria pricing`): past this many, the word must be in the message itself.
+pub const MAX_CONTACT_CONVERSATIONS: usize = 1_000;
+
+/// The page being filled.
+struct PageBuilder<T> {
+    limit: usize,
+    scan: usize,
+    items: Vec<(Hit, T)>,
+    scanned: usize,
+}
+
+/// How collecting one ranked list ended.
+enum Run {
+    /// The page is complete (or the depth limit was reached): `next` is where the next
+    /// page starts.
+    Done { next: Option<usize> },
+    /// The list ran out; `len` is its length when known (`None`: it has nothing from
+    /// the page's start on, and may end anywhere before it).
+    Exhausted { len: Option<usize> },
+}
+
 fn quantize(score: f32) -> f32 {
     // Scores this close are a tie, broken by recency.
     (score * 100.0).round() / 100.0
@@ -238,6 +260,11 @@ impl SearchIndex {
     /// what to show with it, or `None` to leave it out (a filter the index does not hold,
     /// such as the conversation's current status). At most `scan` candidates are looked
     /// at for one page; a page can then come back short with a `next` offset.
+    ///
+    /// Near misses (misspellings within one edit, for words of 5+ letters) are searched
+    /// only when nothing in the workspace matches exactly (under the request's filters):
+    /// a query with exact matches never pays for fuzzy expansion, and a misspelt one
+    /// still finds what was meant.
     pub fn search<T>(
         &self,
         request: &SearchRequest,
@@ -246,19 +273,120 @@ impl SearchIndex {
     ) -> Result<SearchPage<T>> {
         let fields = self.inner.fields;
         let searcher = self.inner.reader.searcher();
-        let query = self.filtered_query(request);
+        let contacts = self.contact_matches(&searcher, request)?;
+        let exact = request.query.compile(&fields, false, &contacts);
+        let mut lists: Vec<Box<dyn Query>> = vec![Box::new(self.filtered_query(request, exact))];
+        if request.query.has_fuzzy() {
+            let near = request.query.compile(&fields, true, &contacts);
+            lists.push(Box::new(self.filtered_query(request, near)));
+        }
         let highlights = request.query.highlights();
-        let limit = request.limit.max(1);
-        let window = (limit * 2).max(20);
-        let mut items = Vec::with_capacity(limit);
-        let mut offset = request.offset;
-        let mut scanned = 0;
-        loop {
-            if offset >= MAX_DEPTH {
-                return Ok(SearchPage { items, next: None });
+        let mut page = PageBuilder {
+            limit: request.limit.max(1),
+            scan,
+            items: Vec::new(),
+            scanned: 0,
+        };
+        for (i, query) in lists.iter().enumerate() {
+            let last = i + 1 == lists.len();
+            let run = self.collect(
+                &searcher,
+                query.as_ref(),
+                request.offset,
+                last,
+                request,
+                &highlights,
+                &mut page,
+                &mut join,
+            )?;
+            match run {
+                Run::Done { next } => {
+                    return Ok(SearchPage {
+                        items: page.items,
+                        next,
+                    })
+                }
+                Run::Exhausted { len } => {
+                    // Near misses only when nothing matched exactly.
+                    let matched = match len {
+                        Some(len) => len > 0,
+                        None => searcher.search(query.as_ref(), &Count)? > 0,
+                    };
+                    if matched {
+                        break;
+                    }
+                }
             }
-            let want = window.min(MAX_DEPTH - offset);
-            let collector = TopDocs::with_limit(want).and_offset(offset).tweak_score(
+        }
+        Ok(SearchPage {
+            items: page.items,
+            next: None,
+        })
+    }
+
+    /// For each part of a query of several words, the conversations of the workspace
+    /// whose contact fields or tags match that part (none past
+    /// [`MAX_CONTACT_CONVERSATIONS`]: then the part must be in the message itself).
+    fn contact_matches(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest,
+    ) -> Result<Vec<Option<Vec<String>>>> {
+        let fields = &self.inner.fields;
+        let workspace = Term::from_field_text(fields.workspace, &request.workspace.to_string());
+        let mut out = Vec::new();
+        for part in request.query.contact_parts(fields) {
+            let Some(part) = part else {
+                out.push(None);
+                continue;
+            };
+            let query = BooleanQuery::new(vec![
+                (Occur::Must, part),
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(workspace.clone(), IndexRecordOption::Basic)),
+                ),
+            ]);
+            let top =
+                searcher.search(&query, &TopDocs::with_limit(MAX_CONTACT_CONVERSATIONS + 1))?;
+            if top.len() > MAX_CONTACT_CONVERSATIONS {
+                out.push(None);
+                continue;
+            }
+            let mut ids = Vec::with_capacity(top.len());
+            for (_, address) in top {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                if let Some(id) = doc.get_first(fields.conversation).and_then(|v| v.as_str()) {
+                    ids.push(id.to_owned());
+                }
+            }
+            out.push(Some(ids));
+        }
+        Ok(out)
+    }
+
+    /// Collects hits of one ranked list into `page`, from position `start`.
+    #[allow(clippy::too_many_arguments)]
+    fn collect<T>(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        start: usize,
+        last: bool,
+        request: &SearchRequest,
+        highlights: &[Highlight],
+        page: &mut PageBuilder<T>,
+        join: &mut impl FnMut(&Hit) -> Result<Option<T>>,
+    ) -> Result<Run> {
+        let fields = self.inner.fields;
+        let window = (page.limit * 2).max(20);
+        let mut position = start;
+        loop {
+            if position >= MAX_DEPTH {
+                return Ok(Run::Done { next: None });
+            }
+            let want = window.min(MAX_DEPTH - position);
+            let collector = TopDocs::with_limit(want).and_offset(position).tweak_score(
                 move |segment: &SegmentReader| {
                     let at = segment
                         .fast_fields()
@@ -268,38 +396,40 @@ impl SearchIndex {
                     move |doc, score| (quantize(score), at.as_ref().map_or(0, |c| c.get_val(doc)))
                 },
             );
-            let top: Vec<((f32, i64), DocAddress)> = searcher.search(&query, &collector)?;
+            let top: Vec<((f32, i64), DocAddress)> = searcher.search(query, &collector)?;
             let exhausted = top.len() < want;
             for (i, ((score, _), address)) in top.iter().enumerate() {
-                scanned += 1;
+                page.scanned += 1;
                 let doc: TantivyDocument = searcher.doc(*address)?;
-                let hit = self.hit(&fields, &doc, *score, &highlights).filter(|hit| {
+                let hit = self.hit(&fields, &doc, *score, highlights).filter(|hit| {
                     hit.message_id.is_none() || request.since.is_none_or(|since| hit.at >= since)
                 });
                 if let Some(hit) = hit {
                     if let Some(extra) = join(&hit)? {
-                        items.push((hit, extra));
+                        page.items.push((hit, extra));
                     }
                 }
-                if items.len() == limit || scanned >= scan {
-                    let next = offset + i + 1;
-                    let more = !(exhausted && i + 1 == top.len()) && next < MAX_DEPTH;
-                    return Ok(SearchPage {
-                        items,
+                if page.items.len() == page.limit || page.scanned >= page.scan {
+                    let next = position + i + 1;
+                    let at_end = exhausted && i + 1 == top.len();
+                    let more = !(at_end && last) && next < MAX_DEPTH;
+                    return Ok(Run::Done {
                         next: more.then_some(next),
                     });
                 }
             }
             if exhausted {
-                return Ok(SearchPage { items, next: None });
+                let len = (!top.is_empty() || position == 0 || position > start)
+                    .then_some(position + top.len());
+                return Ok(Run::Exhausted { len });
             }
-            offset += top.len();
+            position += top.len();
         }
     }
 
     /// The user's query, with the workspace (always) and the request's filters. Filters
     /// score nothing: ranking is the query's alone.
-    fn filtered_query(&self, request: &SearchRequest) -> BooleanQuery {
+    fn filtered_query(&self, request: &SearchRequest, query: Box<dyn Query>) -> BooleanQuery {
         let fields = &self.inner.fields;
         let filter = |query: Box<dyn Query>| -> (Occur, Box<dyn Query>) {
             (Occur::Must, Box::new(ConstScoreQuery::new(query, 0.0)))
@@ -311,7 +441,7 @@ impl SearchIndex {
             ))
         };
         let mut clauses = vec![
-            (Occur::Must, request.query.to_query(fields)),
+            (Occur::Must, query),
             filter(term(fields.workspace, &request.workspace.to_string())),
         ];
         if let Some(channel) = request.channel {

@@ -329,7 +329,7 @@ fn prefixes_phrases_and_near_misses() {
 }
 
 #[test]
-fn exact_matches_rank_above_near_misses_and_recency_breaks_ties() {
+fn exact_matches_hide_near_misses_and_recency_breaks_ties() {
     let mut f = fixture();
     let mut log = Log::default();
     let s = seed(&mut f, &mut log);
@@ -345,11 +345,24 @@ fn exact_matches_rank_above_near_misses_and_recency_breaks_ties() {
     f.writer.commit().expect("commit");
     let found = find(&f.index, s.ws, "pricing");
     assert_eq!(
-        found[0].message_id,
-        Some(s.pricing.id),
-        "exact first: {found:?}"
+        found.iter().map(|h| h.message_id).collect::<Vec<_>>(),
+        vec![Some(s.pricing.id)],
+        "exact matches only: {found:?}"
     );
-    assert_eq!(found.last().and_then(|h| h.message_id), Some(typo.id));
+    // Misspelt the other way: the typo is an exact match, the right word is not looked
+    // for; misspelt a third way, both are near misses, the closer in score first.
+    assert_eq!(
+        find(&f.index, s.ws, "pricng")
+            .iter()
+            .map(|h| h.message_id)
+            .collect::<Vec<_>>(),
+        vec![Some(typo.id)]
+    );
+    assert_eq!(
+        find(&f.index, s.ws, "pricinq").len(),
+        1,
+        "pricing only: pricng is two edits away"
+    );
     let plans = find(&f.index, s.ws, "\"plan\"");
     let order: Vec<_> = plans.iter().filter_map(|h| h.message_id).collect();
     let newer_at = order.iter().position(|id| *id == newer.id);
@@ -358,6 +371,121 @@ fn exact_matches_rank_above_near_misses_and_recency_breaks_ties() {
         newer_at < older_at,
         "equal scores: newest first ({order:?})"
     );
+}
+
+#[test]
+fn a_contact_and_a_word_of_their_messages_find_the_message() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let s = seed(&mut f, &mut log);
+    // The name is on the conversation's document, the word in a message's.
+    for q in [
+        "maria pricing",
+        "pricing Souza",
+        "acme pricing",
+        "vip pricing",
+        "maria \"the pricing\"",
+    ] {
+        let found = find(&f.index, s.ws, q);
+        assert_eq!(
+            found.iter().map(|h| h.message_id).collect::<Vec<_>>(),
+            vec![Some(s.pricing.id)],
+            "{q}: {found:?}"
+        );
+        assert!(found[0].snippet.contains("<b>pricing</b>"), "{q}");
+    }
+    // Every word must still be found somewhere about that conversation.
+    assert!(find(&f.index, s.ws, "joao pricing").is_empty());
+    assert!(find(&f.index, s.ws, "maria demo").is_empty());
+    assert!(find(&f.index, s.ws, "maria pricing -enterprise").is_empty());
+    assert_eq!(
+        conversations_of(&find(&f.index, s.ws, "globex demo")),
+        vec![s.joao.id]
+    );
+    // Another workspace's Maria, with a message of the same word, is never found.
+    let other = WorkspaceId::new();
+    let mut stranger = conversation(
+        other,
+        contact("Maria Lima", "Initech", "maria@initech.io", "1"),
+        now_millis(),
+    );
+    let theirs = message(&mut stranger, "pricing please", now_millis());
+    for delta in [log.card(&stranger), log.message(&stranger, &theirs)] {
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    assert_eq!(
+        find(&f.index, s.ws, "maria pricing")
+            .iter()
+            .map(|h| h.message_id)
+            .collect::<Vec<_>>(),
+        vec![Some(s.pricing.id)]
+    );
+    assert_eq!(find(&f.index, other, "maria pricing").len(), 1);
+}
+
+#[test]
+fn near_misses_are_looked_for_only_when_nothing_matches_exactly_and_page_like_any_list() {
+    let mut f = fixture();
+    let mut log = Log::default();
+    let ws = WorkspaceId::new();
+    let now = now_millis();
+    let mut conv = conversation(ws, contact("Lead", "Co", "l@co.io", "5511987654321"), now);
+    f.writer.apply(&log.card(&conv));
+    let mut near = Vec::new();
+    for (i, typo) in ["invoce", "invoise", "invoices", "inovice", "nvoice"]
+        .into_iter()
+        .enumerate()
+    {
+        let m = message(&mut conv, &format!("{typo} {i}"), now + i as i64);
+        near.push(m.id);
+        f.writer.apply(&log.message(&conv, &m));
+    }
+    let unrelated = message(&mut conv, "nothing to see", now + 200);
+    f.writer.apply(&log.message(&conv, &unrelated));
+    f.writer.commit().expect("commit");
+    // No exact "invoice" anywhere: the near misses, page after page.
+    for limit in [1, 2, 3, 5, 50] {
+        let mut r = request(ws, "invoice");
+        r.limit = limit;
+        let mut seen = Vec::new();
+        loop {
+            let page = f
+                .index
+                .search(&r, MAX_DEPTH, |_| Ok(Some(())))
+                .expect("search");
+            seen.extend(page.items.iter().filter_map(|(h, ())| h.message_id));
+            match page.next {
+                Some(next) => r.offset = next,
+                None => break,
+            }
+        }
+        let mut distinct = seen.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5, "limit {limit}: {seen:?}");
+        assert_eq!(seen.len(), 5, "limit {limit}: no repeats");
+        assert!(seen.iter().all(|id| near.contains(id)), "limit {limit}");
+    }
+    // A page that starts inside the near misses.
+    let mut r = request(ws, "invoice");
+    r.offset = 3;
+    assert_eq!(hits(&f.index, &r).len(), 2);
+    // Once one message says "invoice", only exact matches are listed.
+    let exact = message(&mut conv, "the invoice", now - DAY);
+    f.writer.apply(&log.message(&conv, &exact));
+    f.writer.commit().expect("commit");
+    let found = find(&f.index, ws, "invoice");
+    assert_eq!(
+        found.iter().map(|h| h.message_id).collect::<Vec<_>>(),
+        vec![Some(exact.id)]
+    );
+    // Phone numbers and email addresses are exact: one digit off is someone else.
+    assert!(find(&f.index, ws, "5511987654322").is_empty());
+    assert_eq!(find(&f.index, ws, "5511987654321").len(), 1);
+    // Words under five letters have no near misses.
+    assert!(!ParsedQuery::parse("acme").expect("q").has_fuzzy());
+    assert!(ParsedQuery::parse("acme pricing").expect("q").has_fuzzy());
 }
 
 #[test]
