@@ -311,7 +311,13 @@ impl Actor for ConversationActor {
             ConversationMsg::Command(command, reply) => {
                 let _ = reply.send(state.command(command).await);
             }
-            ConversationMsg::Passivate => myself.stop(Some("passivated".into())),
+            // Drain, not stop: what was already sent is handled first, and a message sent
+            // from now on is handed back to its sender, who gives it to the next actor.
+            ConversationMsg::Passivate => {
+                if myself.drain().is_err() {
+                    myself.stop(Some("passivated".into()));
+                }
+            }
             ConversationMsg::Crash => panic!("crash requested for conversation {}", state.conv.id),
         }
         Ok(())

@@ -116,19 +116,35 @@ impl Conversations {
         id: ConversationId,
         make: impl FnOnce(RpcReplyPort<ActorResult<T>>) -> ConversationMsg,
     ) -> ActorResult<oneshot::Receiver<ActorResult<T>>> {
-        let actor = self.actor(id).await?;
         let (tx, rx) = oneshot::channel();
-        self.cast(id, &actor, make(tx.into()))?;
+        self.deliver(id, make(tx.into())).await?;
         Ok(rx)
     }
 
-    /// Casts `msg`, counting it in the actor's mailbox depth.
+    /// Hands `msg` to the conversation's actor. An actor being passivated drains what it
+    /// was sent and refuses the rest, handing it back: it then goes to the actor that
+    /// replaces it (activated once the old one has exited, so the order is kept).
+    async fn deliver(&self, id: ConversationId, mut msg: ConversationMsg) -> ActorResult<()> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let actor = self.actor(id).await?;
+            match self.cast(id, &actor, msg) {
+                Cast::Sent => return Ok(()),
+                Cast::Refused(refused) => msg = *refused,
+                Cast::Gone => return Err(gone()),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Casts `msg`, counting it in the actor's mailbox depth; a message the actor refused
+    /// comes back.
     fn cast(
         &self,
         id: ConversationId,
         actor: &ActorRef<ConversationMsg>,
         msg: ConversationMsg,
-    ) -> ActorResult<()> {
+    ) -> Cast {
         let queued = self
             .live
             .get(&id)
@@ -137,12 +153,15 @@ impl Conversations {
         if let Some(queued) = &queued {
             queued.fetch_add(1, Ordering::Relaxed);
         }
-        actor.cast(msg).map_err(|_| {
-            if let Some(queued) = &queued {
-                queued.fetch_sub(1, Ordering::Relaxed);
-            }
-            gone()
-        })
+        let refused = match actor.cast(msg) {
+            Ok(()) => return Cast::Sent,
+            Err(ractor::MessagingErr::SendErr(refused)) => Cast::Refused(Box::new(refused)),
+            Err(_) => Cast::Gone,
+        };
+        if let Some(queued) = &queued {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        refused
     }
 
     /// Messages waiting in live conversation mailboxes: the sum, and the deepest one.
@@ -156,8 +175,7 @@ impl Conversations {
 
     /// Sends a one-way message to the conversation.
     pub async fn tell(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
-        let actor = self.actor(id).await?;
-        self.cast(id, &actor, msg)
+        self.deliver(id, msg).await
     }
 
     /// Stores a lead's message: in its conversation (through the conversation's actor), or,
@@ -647,6 +665,14 @@ async fn blocking<T: Send + 'static>(
             "a store read failed: {e}"
         )))),
     }
+}
+
+/// What became of a message cast to a conversation's actor.
+enum Cast {
+    Sent,
+    /// The actor is draining (being passivated): the message is handed back.
+    Refused(Box<ConversationMsg>),
+    Gone,
 }
 
 fn gone() -> ActorError {
@@ -1201,6 +1227,39 @@ mod tests {
             assert!(f.conversations.live_count() <= 3);
         }
         assert_eq!(f.conversations.live_count(), 3);
+    }
+
+    /// Passivation under the live cap races senders that already hold the old actor:
+    /// every message must still be stored, once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_racing_a_passivation_under_the_live_cap_are_all_stored_in_order() {
+        let f = fixture(ManagerConfig {
+            max_live: 2,
+            ..ManagerConfig::default()
+        })
+        .await;
+        const LEADS: usize = 12;
+        const MESSAGES: usize = 15;
+        for lead in 0..LEADS {
+            deliver(&f, &format!("7{lead}"), &format!("first-{lead}")).await;
+        }
+        // Each lead's messages in order, all leads at once: activations keep evicting.
+        let per_lead = (0..LEADS).map(|lead| {
+            let f = &f;
+            async move {
+                let mut seqs = Vec::new();
+                for n in 0..MESSAGES {
+                    let (_, outcome) =
+                        deliver(f, &format!("7{lead}"), &format!("m{lead}-{n}")).await;
+                    seqs.push(seq(&outcome));
+                }
+                seqs
+            }
+        });
+        for seqs in futures_util::future::join_all(per_lead).await {
+            assert_eq!(seqs, (2..=MESSAGES as u64 + 1).collect::<Vec<_>>());
+        }
+        assert!(f.conversations.live_count() <= 2);
     }
 
     #[tokio::test]

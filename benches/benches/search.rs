@@ -206,11 +206,11 @@ fn build(messages: usize) -> Corpus {
         let picked: Vec<&str> = (0..length)
             .map(|_| words[rank(&mut rng)].as_str())
             .collect();
-        if pairs.len() < 1_000 && offset % 97 == 0 {
+        if pairs.len() < 1_000 && offset.is_multiple_of(97) {
             pairs.push((picked[0].to_string(), picked[1].to_string()));
         }
         let ws = if c % 2 == 0 { other } else { workspace };
-        if ws == workspace && contact_words.len() < 1_000 && offset % 89 == 0 {
+        if ws == workspace && contact_words.len() < 1_000 && offset.is_multiple_of(89) {
             let first = contact_name(&first_names, &surnames, c);
             let first = first.split(' ').next().unwrap_or_default().to_owned();
             contact_words.push((
@@ -232,7 +232,7 @@ fn build(messages: usize) -> Corpus {
             )),
         };
         writer.apply(&delta);
-        if offset % 200_000 == 0 {
+        if offset.is_multiple_of(200_000) {
             writer.commit().expect("commit");
         }
     }
