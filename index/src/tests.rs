@@ -176,6 +176,21 @@ fn hits(index: &SearchIndex, request: &SearchRequest) -> Vec<Hit> {
         .collect()
 }
 
+/// The message hits of every page, following `next` from `r`'s offset.
+fn every_page(index: &SearchIndex, mut r: SearchRequest) -> Vec<MessageId> {
+    let mut seen = Vec::new();
+    loop {
+        let page = index
+            .search(&r, MAX_DEPTH, |_| Ok(Some(())))
+            .expect("search");
+        seen.extend(page.items.iter().filter_map(|(h, ())| h.message_id));
+        match page.next {
+            Some(next) => r.offset = next,
+            None => return seen,
+        }
+    }
+}
+
 fn find(index: &SearchIndex, ws: WorkspaceId, q: &str) -> Vec<Hit> {
     hits(index, &request(ws, q))
 }
@@ -448,18 +463,7 @@ fn near_misses_are_looked_for_only_when_nothing_matches_exactly_and_page_like_an
     for limit in [1, 2, 3, 5, 50] {
         let mut r = request(ws, "invoice");
         r.limit = limit;
-        let mut seen = Vec::new();
-        loop {
-            let page = f
-                .index
-                .search(&r, MAX_DEPTH, |_| Ok(Some(())))
-                .expect("search");
-            seen.extend(page.items.iter().filter_map(|(h, ())| h.message_id));
-            match page.next {
-                Some(next) => r.offset = next,
-                None => break,
-            }
-        }
+        let seen = every_page(&f.index, r);
         let mut distinct = seen.clone();
         distinct.sort();
         distinct.dedup();
@@ -554,20 +558,9 @@ fn pages_follow_each_other_without_gaps_or_repeats() {
         f.writer.apply(&delta);
     }
     f.writer.commit().expect("commit");
-    let mut seen = Vec::new();
     let mut r = request(ws, "widget");
     r.limit = 10;
-    loop {
-        let page = f
-            .index
-            .search(&r, MAX_DEPTH, |_| Ok(Some(())))
-            .expect("search");
-        seen.extend(page.items.iter().filter_map(|(h, ())| h.message_id));
-        match page.next {
-            Some(next) => r.offset = next,
-            None => break,
-        }
-    }
+    let seen = every_page(&f.index, r.clone());
     assert_eq!(seen.len(), 25);
     let mut sorted = seen.clone();
     sorted.sort();
