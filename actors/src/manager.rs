@@ -125,7 +125,11 @@ impl Conversations {
     /// was sent and refuses the rest, handing it back: it then goes to the actor that
     /// replaces it (activated once the old one has exited, so the order is kept).
     async fn deliver(&self, id: ConversationId, mut msg: ConversationMsg) -> ActorResult<()> {
-        const ATTEMPTS: usize = 4;
+        // Each refusal means the actor was passivated between its activation and this
+        // send, to make room for other conversations' activations: rare under a realistic
+        // cap, frequent when the cap thrashes. The bound only stops a pathological loop
+        // (the caller then answers 503 and a provider retries).
+        const ATTEMPTS: usize = 100;
         for _ in 0..ATTEMPTS {
             let actor = self.actor(id).await?;
             match self.cast(id, &actor, msg) {
