@@ -215,112 +215,124 @@ impl Actor for ConversationActor {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         state.queued.fetch_sub(1, Ordering::Relaxed);
-        match msg {
-            ConversationMsg::Inbound(event, reply) => {
-                let outcome = state.inbound(*event).await;
-                let stored = match &outcome {
-                    Ok(InboundOutcome::Stored(message))
-                        if !message.auto_reply && !message.sent_elsewhere =>
-                    {
-                        Some(message.seq)
-                    }
-                    _ => None,
-                };
-                let _ = reply.send(outcome);
-                if let Some(seq) = stored {
-                    state.ask_ai(seq).await;
-                }
-            }
-            ConversationMsg::Ai(outcome) => {
-                if let Err(e) = state.ai(*outcome).await {
-                    tracing::warn!(conversation = %state.conv.id, error = %e, "could not record the AI's decision");
-                }
-            }
-            ConversationMsg::AiUnavailable { seq } => {
-                state.ai_unavailable(seq).await;
-            }
-            ConversationMsg::Timer { kind, due } => {
-                if let Err(e) = state.timer(kind, due).await {
-                    tracing::warn!(conversation = %state.conv.id, error = %e, "could not handle a due timer");
-                }
-            }
-            ConversationMsg::Send(request, reply) => match state.send(request).await {
-                Ok((message, outbox)) => {
-                    let _ = reply.send(Ok(message));
-                    if let Some(entry) = outbox {
-                        state.outbound.dispatch(entry);
-                    }
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            ConversationMsg::ProviderAccepted {
-                seq,
-                external_id,
-                thread,
-                done,
-            } => {
-                let outcome = state.accepted(seq, external_id, thread).await;
-                if let Err(e) = &outcome {
-                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record the provider's acceptance");
-                }
-                let _ = done.send(outcome);
-            }
-            ConversationMsg::Changed {
-                seq,
-                change,
-                at,
-                reply,
-            } => {
-                let _ = reply.send(state.changed(seq, change, at).await);
-            }
-            ConversationMsg::ThreadRead { at, reply } => {
-                let _ = reply.send(state.thread_read(at).await);
-            }
-            ConversationMsg::ProviderFailed { seq, error, done } => {
-                let outcome = state.delivery(seq, Delivery::Failed, Some(error)).await;
-                if let Err(e) = &outcome {
-                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a send failure");
-                }
-                let _ = done.send(outcome);
-            }
-            ConversationMsg::SendHeld { seq, note } => {
-                if let Err(e) = state.held(seq, note).await {
-                    tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record why a message waits");
-                }
-            }
-            ConversationMsg::DeliveryStatus {
-                seq,
-                status,
-                error,
-                reply,
-            } => {
-                let outcome = state.delivery(seq, status, error).await;
-                match reply {
-                    Some(reply) => {
-                        let _ = reply.send(outcome);
-                    }
-                    None => {
-                        if let Err(e) = outcome {
-                            tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a delivery status");
-                        }
-                    }
-                }
-            }
-            ConversationMsg::Command(command, reply) => {
-                let _ = reply.send(state.command(command).await);
-            }
-            // Drain, not stop: what was already sent is handled first, and a message sent
-            // from now on is handed back to its sender, who gives it to the next actor.
-            ConversationMsg::Passivate => {
-                if myself.drain().is_err() {
-                    myself.stop(Some("passivated".into()));
-                }
-            }
-            ConversationMsg::Crash => panic!("crash requested for conversation {}", state.conv.id),
-        }
+        // ractor keeps each actor's message loop in one allocation sized for the largest
+        // `handle` future: boxing the handling (~6 KB, allocated per message, freed after)
+        // keeps that allocation small for every live, idle conversation.
+        Box::pin(handle_message(myself, msg, state)).await;
         Ok(())
+    }
+}
+
+/// What a conversation does with a message (see [`ConversationActor::handle`]).
+async fn handle_message(
+    myself: ActorRef<ConversationMsg>,
+    msg: ConversationMsg,
+    state: &mut ConversationState,
+) {
+    match msg {
+        ConversationMsg::Inbound(event, reply) => {
+            let outcome = state.inbound(*event).await;
+            let stored = match &outcome {
+                Ok(InboundOutcome::Stored(message))
+                    if !message.auto_reply && !message.sent_elsewhere =>
+                {
+                    Some(message.seq)
+                }
+                _ => None,
+            };
+            let _ = reply.send(outcome);
+            if let Some(seq) = stored {
+                state.ask_ai(seq).await;
+            }
+        }
+        ConversationMsg::Ai(outcome) => {
+            if let Err(e) = state.ai(*outcome).await {
+                tracing::warn!(conversation = %state.conv.id, error = %e, "could not record the AI's decision");
+            }
+        }
+        ConversationMsg::AiUnavailable { seq } => {
+            state.ai_unavailable(seq).await;
+        }
+        ConversationMsg::Timer { kind, due } => {
+            if let Err(e) = state.timer(kind, due).await {
+                tracing::warn!(conversation = %state.conv.id, error = %e, "could not handle a due timer");
+            }
+        }
+        ConversationMsg::Send(request, reply) => match state.send(request).await {
+            Ok((message, outbox)) => {
+                let _ = reply.send(Ok(message));
+                if let Some(entry) = outbox {
+                    state.outbound.dispatch(entry);
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
+        ConversationMsg::ProviderAccepted {
+            seq,
+            external_id,
+            thread,
+            done,
+        } => {
+            let outcome = state.accepted(seq, external_id, thread).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record the provider's acceptance");
+            }
+            let _ = done.send(outcome);
+        }
+        ConversationMsg::Changed {
+            seq,
+            change,
+            at,
+            reply,
+        } => {
+            let _ = reply.send(state.changed(seq, change, at).await);
+        }
+        ConversationMsg::ThreadRead { at, reply } => {
+            let _ = reply.send(state.thread_read(at).await);
+        }
+        ConversationMsg::ProviderFailed { seq, error, done } => {
+            let outcome = state.delivery(seq, Delivery::Failed, Some(error)).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a send failure");
+            }
+            let _ = done.send(outcome);
+        }
+        ConversationMsg::SendHeld { seq, note } => {
+            if let Err(e) = state.held(seq, note).await {
+                tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record why a message waits");
+            }
+        }
+        ConversationMsg::DeliveryStatus {
+            seq,
+            status,
+            error,
+            reply,
+        } => {
+            let outcome = state.delivery(seq, status, error).await;
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(outcome);
+                }
+                None => {
+                    if let Err(e) = outcome {
+                        tracing::warn!(conversation = %state.conv.id, seq, error = %e, "could not record a delivery status");
+                    }
+                }
+            }
+        }
+        ConversationMsg::Command(command, reply) => {
+            let _ = reply.send(state.command(command).await);
+        }
+        // Drain, not stop: what was already sent is handled first, and a message sent
+        // from now on is handed back to its sender, who gives it to the next actor.
+        ConversationMsg::Passivate => {
+            if myself.drain().is_err() {
+                myself.stop(Some("passivated".into()));
+            }
+        }
+        ConversationMsg::Crash => panic!("crash requested for conversation {}", state.conv.id),
     }
 }
 
