@@ -121,51 +121,31 @@ impl Conversations {
         Ok(rx)
     }
 
-    /// Hands `msg` to the conversation's actor. An actor being passivated drains what it
-    /// was sent and refuses the rest, handing it back: it then goes to the actor that
-    /// replaces it (activated once the old one has exited, so the order is kept).
-    async fn deliver(&self, id: ConversationId, mut msg: ConversationMsg) -> ActorResult<()> {
-        // Each refusal means the actor was passivated between its activation and this
-        // send, to make room for other conversations' activations: rare under a realistic
-        // cap, frequent when the cap thrashes. The bound only stops a pathological loop
-        // (the caller then answers 503 and a provider retries).
-        const ATTEMPTS: usize = 100;
-        for _ in 0..ATTEMPTS {
-            let actor = self.actor(id).await?;
-            match self.cast(id, &actor, msg) {
+    /// Hands `msg` to the conversation's actor. A message for a conversation without a
+    /// live actor, or one its actor refused because it is being passivated (it drains what
+    /// it was sent and hands back the rest), goes through the manager: it casts the
+    /// message into the next actor (activated once the old one has exited, so the order is
+    /// kept) from its own mailbox, before it could passivate that actor in turn.
+    async fn deliver(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
+        let live = self.live.get(&id).map(|live| {
+            live.last_used_ms
+                .store(clock_ms(self.epoch), Ordering::Relaxed);
+            live.actor.clone()
+        });
+        let msg = match live {
+            Some(actor) => match cast_counted(&self.live, id, &actor, msg) {
                 Cast::Sent => return Ok(()),
-                Cast::Refused(refused) => msg = *refused,
+                Cast::Refused(refused) => refused,
                 Cast::Gone => return Err(gone()),
-            }
-        }
-        Err(gone())
-    }
-
-    /// Casts `msg`, counting it in the actor's mailbox depth; a message the actor refused
-    /// comes back.
-    fn cast(
-        &self,
-        id: ConversationId,
-        actor: &ActorRef<ConversationMsg>,
-        msg: ConversationMsg,
-    ) -> Cast {
-        let queued = self
-            .live
-            .get(&id)
-            .filter(|live| live.actor.get_id() == actor.get_id())
-            .map(|live| live.queued.clone());
-        if let Some(queued) = &queued {
-            queued.fetch_add(1, Ordering::Relaxed);
-        }
-        let refused = match actor.cast(msg) {
-            Ok(()) => return Cast::Sent,
-            Err(ractor::MessagingErr::SendErr(refused)) => Cast::Refused(Box::new(refused)),
-            Err(_) => Cast::Gone,
+            },
+            None => Box::new(msg),
         };
-        if let Some(queued) = &queued {
-            queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        refused
+        let stopped = || ActorError::Unavailable("the conversation manager has stopped".into());
+        let (tx, rx) = oneshot::channel();
+        self.manager
+            .cast(ManagerMsg::Deliver(id, msg, tx.into()))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Messages waiting in live conversation mailboxes: the sum, and the deepest one.
@@ -671,12 +651,42 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Casts `msg` to `actor`, counting it in the mailbox depth of the conversation's live
+/// entry (if `actor` is still the one live); a message the actor refused comes back.
+fn cast_counted(
+    live: &DashMap<ConversationId, Arc<Live>>,
+    id: ConversationId,
+    actor: &ActorRef<ConversationMsg>,
+    msg: ConversationMsg,
+) -> Cast {
+    let queued = live
+        .get(&id)
+        .filter(|live| live.actor.get_id() == actor.get_id())
+        .map(|live| live.queued.clone());
+    if let Some(queued) = &queued {
+        queued.fetch_add(1, Ordering::Relaxed);
+    }
+    let refused = match actor.cast(msg) {
+        Ok(()) => return Cast::Sent,
+        Err(ractor::MessagingErr::SendErr(refused)) => Cast::Refused(Box::new(refused)),
+        Err(_) => Cast::Gone,
+    };
+    if let Some(queued) = &queued {
+        queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    refused
+}
+
 /// What became of a message cast to a conversation's actor.
 enum Cast {
     Sent,
     /// The actor is draining (being passivated): the message is handed back.
     Refused(Box<ConversationMsg>),
     Gone,
+}
+
+fn paused() -> ActorError {
+    ActorError::Unavailable("this conversation keeps crashing; it is paused for a while".into())
 }
 
 fn gone() -> ActorError {
@@ -688,8 +698,21 @@ pub enum ManagerMsg {
         ConversationId,
         RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>,
     ),
+    /// A message for a conversation without a live actor, or refused by one being
+    /// passivated: cast into the conversation's next actor.
+    Deliver(
+        ConversationId,
+        Box<ConversationMsg>,
+        RpcReplyPort<ActorResult<()>>,
+    ),
     /// Passivates idle actors: those idle past the configured timeout, or past the given one.
     Sweep(Option<Duration>),
+}
+
+/// What waits for a passivating actor to stop.
+enum Waiter {
+    Activation(RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>),
+    Delivery(Box<ConversationMsg>, RpcReplyPort<ActorResult<()>>),
 }
 
 pub struct Manager;
@@ -715,8 +738,8 @@ pub struct ManagerState {
     /// Which conversation each running actor serves.
     actors: HashMap<ActorId, ConversationId>,
     /// Conversations whose actor was asked to passivate and has not stopped yet, with the
-    /// activations waiting for it to stop.
-    stopping: HashMap<ConversationId, Vec<RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>>>,
+    /// activations and messages waiting for it to stop, in arrival order.
+    stopping: HashMap<ConversationId, Vec<Waiter>>,
     restarts: HashMap<ConversationId, VecDeque<Instant>>,
 }
 
@@ -777,7 +800,14 @@ impl Actor for Manager {
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ManagerMsg::Activate(id, reply) => state.activate(&myself, id, reply).await,
+            ManagerMsg::Activate(id, reply) => {
+                state.activate(&myself, id, Waiter::Activation(reply)).await
+            }
+            ManagerMsg::Deliver(id, msg, reply) => {
+                state
+                    .activate(&myself, id, Waiter::Delivery(msg, reply))
+                    .await
+            }
             ManagerMsg::Sweep(idle) => state.sweep(idle),
         }
         Ok(())
@@ -806,27 +836,56 @@ impl Actor for Manager {
 }
 
 impl ManagerState {
+    /// Answers `waiter` with the conversation's actor, activating it if needed; after the
+    /// actor being passivated has stopped, if there is one.
     async fn activate(
         &mut self,
         myself: &ActorRef<ManagerMsg>,
         id: ConversationId,
-        reply: RpcReplyPort<ActorResult<ActorRef<ConversationMsg>>>,
+        waiter: Waiter,
     ) {
-        if let Some(live) = self.live.get(&id) {
-            let _ = reply.send(Ok(live.actor.clone()));
-            return;
+        let live = self.live.get(&id).map(|live| live.actor.clone());
+        let actor = match live {
+            Some(actor) => Ok(actor),
+            None => {
+                if let Some(waiting) = self.stopping.get_mut(&id) {
+                    waiting.push(waiter);
+                    return;
+                }
+                if self.over_restart_budget(id) {
+                    Err(paused())
+                } else {
+                    self.spawn(myself, id).await
+                }
+            }
+        };
+        self.answer(id, waiter, &actor);
+    }
+
+    /// Gives `waiter` the conversation's actor, or casts its message into it.
+    fn answer(
+        &self,
+        id: ConversationId,
+        waiter: Waiter,
+        actor: &ActorResult<ActorRef<ConversationMsg>>,
+    ) {
+        match waiter {
+            Waiter::Activation(reply) => {
+                let _ = reply.send(actor.clone_ref());
+            }
+            Waiter::Delivery(msg, reply) => {
+                let delivered = actor.clone_ref().and_then(|actor| {
+                    // Only the manager passivates, so the actor it just activated (or
+                    // found live) is not draining: the message can only fail to arrive
+                    // if the actor crashed meanwhile.
+                    match cast_counted(&self.live, id, &actor, *msg) {
+                        Cast::Sent => Ok(()),
+                        Cast::Refused(_) | Cast::Gone => Err(gone()),
+                    }
+                });
+                let _ = reply.send(delivered);
+            }
         }
-        if let Some(waiting) = self.stopping.get_mut(&id) {
-            waiting.push(reply);
-            return;
-        }
-        if self.over_restart_budget(id) {
-            let _ = reply.send(Err(ActorError::Unavailable(
-                "this conversation keeps crashing; it is paused for a while".into(),
-            )));
-            return;
-        }
-        let _ = reply.send(self.spawn(myself, id).await);
     }
 
     async fn spawn(
@@ -941,24 +1000,22 @@ impl ManagerState {
                 .push_back(Instant::now());
             if self.over_restart_budget(id) {
                 tracing::error!(conversation = %id, "restart budget spent: not restarting");
-                for reply in waiting {
-                    let _ = reply.send(Err(ActorError::Unavailable(
-                        "this conversation keeps crashing; it is paused for a while".into(),
-                    )));
+                for waiter in waiting {
+                    self.answer(id, waiter, &Err(paused()));
                 }
                 return;
             }
             // Restart from the store right away, so the conversation is live again.
             let restarted = self.spawn(myself, id).await;
-            for reply in waiting {
-                let _ = reply.send(restarted.clone_ref());
+            for waiter in waiting {
+                self.answer(id, waiter, &restarted);
             }
         } else {
             metrics::counter!(crate::metrics::PASSIVATIONS).increment(1);
             if !waiting.is_empty() {
                 let activated = self.spawn(myself, id).await;
-                for reply in waiting {
-                    let _ = reply.send(activated.clone_ref());
+                for waiter in waiting {
+                    self.answer(id, waiter, &activated);
                 }
             }
         }

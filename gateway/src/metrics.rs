@@ -3,7 +3,7 @@
 //! `docs/METRICS.md` lists every metric of the process.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -48,6 +48,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 Ok(handle) => {
                     describe();
                     register_initial();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -57,6 +58,26 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until it is folded into the buckets, which
+/// only a scrape or an upkeep does: without this thread a server nobody scrapes would
+/// grow by every request's samples, forever. A thread, not a task: the recorder is
+/// installed by whichever runtime (or none) first asks for it, and lives as long as the
+/// process.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started: histograms are folded only when scraped");
+    }
 }
 
 /// Registers the help text of every metric of the process.
