@@ -250,36 +250,80 @@ struct RouteMetrics {
     requests: [OnceLock<metrics::Counter>; 5],
 }
 
+/// Method labels; anything not standard is `other` (a client may send any token).
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+];
+
+/// The handles of each method (by [`METHODS`] index) of one route, made on first use.
+type PerMethod = [OnceLock<Arc<RouteMetrics>>; METHODS.len()];
+
 fn route_metrics(route: &str, method: &axum::http::Method) -> Arc<RouteMetrics> {
-    static CACHE: OnceLock<DashMap<(&'static str, String), Arc<RouteMetrics>>> = OnceLock::new();
+    static CACHE: OnceLock<DashMap<String, Arc<PerMethod>>> = OnceLock::new();
     let cache = CACHE.get_or_init(DashMap::new);
-    let method = method_label(method);
     // Route templates are few and fixed (`unmatched` stands for every unknown path), so
-    // the cache stays small.
-    let key = (method, route.to_owned());
-    if let Some(found) = cache.get(&key) {
-        return Arc::clone(&found);
-    }
-    let made = Arc::new(RouteMetrics {
-        method,
-        route: route.to_owned(),
-        seconds: metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route.to_owned()),
-        requests: Default::default(),
-    });
-    Arc::clone(cache.entry(key).or_insert(made).value())
+    // the cache stays small; looked up by `&str`, nothing is allocated once it is warm.
+    let per_method = match cache.get(route) {
+        Some(found) => Arc::clone(&found),
+        None => Arc::clone(cache.entry(route.to_owned()).or_default().value()),
+    };
+    let i = method_index(method);
+    Arc::clone(per_method[i].get_or_init(|| {
+        Arc::new(RouteMetrics {
+            method: METHODS[i],
+            route: route.to_owned(),
+            seconds: metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => METHODS[i], "route" => route.to_owned()),
+            requests: Default::default(),
+        })
+    }))
 }
 
-/// Standard methods by name; anything else is `other` (a client may send any token).
-fn method_label(method: &axum::http::Method) -> &'static str {
+/// The [`METHODS`] index of `method`.
+fn method_index(method: &axum::http::Method) -> usize {
     use axum::http::Method;
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn route_handles_are_made_once_per_route_and_method() {
+        let route = "/api/v1/test-only/route-handles";
+        let first = route_metrics(route, &Method::GET);
+        let again = route_metrics(route, &Method::GET);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same route and method share handles"
+        );
+        let post = route_metrics(route, &Method::POST);
+        assert!(
+            !Arc::ptr_eq(&first, &post),
+            "each method has its own handles"
+        );
+        assert_eq!((first.method, post.method), ("GET", "POST"));
+        assert_eq!(first.route, route);
+        let odd = route_metrics(
+            route,
+            &Method::from_bytes(b"PURGE").expect("a method token"),
+        );
+        assert_eq!(odd.method, "other");
+        let other = route_metrics("/api/v1/test-only/another", &Method::GET);
+        assert!(
+            !Arc::ptr_eq(&first, &other),
+            "each route has its own handles"
+        );
     }
 }

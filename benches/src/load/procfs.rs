@@ -101,10 +101,29 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vm_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// Reads VmRSS of one process through a /proc status file opened up front, so readings
-/// keep working when every other file descriptor is taken by sockets.
+/// A /proc file opened up front, so readings keep working when every other file
+/// descriptor is taken by sockets.
+struct ProcFile(fs::File);
+
+impl ProcFile {
+    fn open(path: &str) -> Option<Self> {
+        fs::File::open(path).ok().map(Self)
+    }
+
+    /// The file's current text; `None` once the process is gone. /proc files are
+    /// regenerated when read again from offset 0.
+    fn read(&self) -> Option<String> {
+        let mut file = &self.0;
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+}
+
+/// Reads VmRSS of one process through its /proc status file.
 pub struct RssProbe {
-    status: fs::File,
+    status: ProcFile,
 }
 
 impl RssProbe {
@@ -118,18 +137,13 @@ impl RssProbe {
 
     fn open(path: &str) -> Option<Self> {
         Some(Self {
-            status: fs::File::open(path).ok()?,
+            status: ProcFile::open(path)?,
         })
     }
 
     /// Current resident set size in bytes; `None` once the process is gone.
     pub fn rss_bytes(&self) -> Option<u64> {
-        // /proc files are regenerated when read again from offset 0.
-        let mut file = &self.status;
-        file.seek(SeekFrom::Start(0)).ok()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        parse_vm_rss(&text)
+        parse_vm_rss(&self.status.read()?)
     }
 }
 
@@ -157,10 +171,10 @@ pub fn clock_ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
-/// Reads the CPU time (user + system, all threads) a process has used so far, through a
-/// /proc stat file opened up front.
+/// Reads the CPU time (user + system, all threads) a process has used so far, through its
+/// /proc stat file.
 pub struct CpuProbe {
-    stat: fs::File,
+    stat: ProcFile,
     ticks_per_second: u64,
 }
 
@@ -175,18 +189,14 @@ impl CpuProbe {
 
     fn open(path: &str) -> Option<Self> {
         Some(Self {
-            stat: fs::File::open(path).ok()?,
+            stat: ProcFile::open(path)?,
             ticks_per_second: clock_ticks_per_second(),
         })
     }
 
     /// CPU seconds used so far; `None` once the process is gone.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let mut file = &self.stat;
-        file.seek(SeekFrom::Start(0)).ok()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        Some(parse_cpu_ticks(&text)? as f64 / self.ticks_per_second as f64)
+        Some(parse_cpu_ticks(&self.stat.read()?)? as f64 / self.ticks_per_second as f64)
     }
 }
 
