@@ -388,15 +388,16 @@ impl Store {
             .collect()
     }
 
-    /// Keys of `ws`'s deltas with offset `<= through`, oldest first, at most `limit`:
+    /// Keys of `ws`'s deltas with offsets `from..=through`, oldest first, at most `limit`:
     /// what a retention pass deletes.
     pub fn delta_keys_through(
         &self,
         ws: WorkspaceId,
+        from: u64,
         through: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        let start = catalogue::ws_delta(ws, 0);
+        let start = catalogue::ws_delta(ws, from);
         let end = catalogue::ws_delta(ws, through);
         self.ks(Ks::WsDelta)
             .range(start..=end)
@@ -489,6 +490,42 @@ mod tests {
         assert_eq!((seqs(&page), page.next), (vec![], None));
         let page = store.messages_since(conv, u64::MAX, 3).expect("page");
         assert!(page.items.is_empty());
+        committer.close();
+        thread.join();
+    }
+
+    #[test]
+    fn delta_keys_for_retention_are_a_workspaces_own_within_the_range() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+        let (committer, thread) =
+            Committer::start(store.clone(), Durability::Buffered).expect("committer");
+        let (ws, other) = (WorkspaceId::new(), WorkspaceId::new());
+        let mut set = WriteSet::new();
+        for offset in 1..=10u64 {
+            let owner = if offset % 2 == 0 { ws } else { other };
+            set.put_raw(Ks::WsDelta, catalogue::ws_delta(owner, offset), vec![1]);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(committer.commit(set)).expect("commit");
+        let offsets = |from, through, limit| -> Vec<u64> {
+            store
+                .delta_keys_through(ws, from, through, limit)
+                .expect("keys")
+                .iter()
+                .map(|key| catalogue::decode_ws_delta_offset(key).expect("an offset"))
+                .collect()
+        };
+        assert_eq!(offsets(0, 7, 100), vec![2, 4, 6]);
+        assert_eq!(offsets(5, 10, 100), vec![6, 8, 10], "starts at `from`");
+        assert_eq!(
+            offsets(4, 10, 2),
+            vec![4, 6],
+            "at most `limit`, oldest first"
+        );
+        assert_eq!(offsets(9, 9, 100), Vec::<u64>::new());
         committer.close();
         thread.join();
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use confab_gateway::stream::{prune, PruneProgress};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -198,7 +199,8 @@ async fn a_client_asking_for_pruned_history_is_told_to_resync_and_stays_live() {
             .lead_says(&tenant, "111", "Lead", &format!("wamid.P{i}"), "hello")
             .await;
     }
-    let pruned = confab_gateway::stream::prune(server.server().app())
+    let mut progress = PruneProgress::new();
+    let pruned = prune(server.server().app(), &mut progress)
         .await
         .expect("prune");
     assert!(pruned > 0);
@@ -232,6 +234,22 @@ async fn a_client_asking_for_pruned_history_is_told_to_resync_and_stays_live() {
     let frame = recent.next().await.expect("open");
     assert_eq!(frame["type"], "delta");
     assert_eq!(frame["offset"].as_u64(), Some(head));
+
+    // Later passes start where the last one stopped, and still leave nothing behind: a
+    // pass starting from offset 0 (as after a restart) finds nothing left to delete.
+    for i in 0..3 {
+        server
+            .lead_says(&tenant, "111", "Lead", &format!("wamid.Q{i}"), "more")
+            .await;
+    }
+    let pruned = prune(server.server().app(), &mut progress)
+        .await
+        .expect("prune");
+    assert!(pruned > 0, "the newly expired deltas are deleted");
+    let left = prune(server.server().app(), &mut PruneProgress::new())
+        .await
+        .expect("prune");
+    assert_eq!(left, 0, "nothing under the cutoff was skipped");
     client.close().await;
     recent.close().await;
     server.shutdown().await;

@@ -20,7 +20,7 @@ use crate::app::AppState;
 
 pub use hub::{FanoutThread, Hub};
 pub use origin::AllowedOrigin;
-pub use pruner::{prune, spawn_pruner, PRUNE_EVERY};
+pub use pruner::{prune, spawn_pruner, PruneProgress, PRUNE_EVERY};
 pub use session::{CLOSE_IDLE, CLOSE_SLOW_CONSUMER, MAX_BAD_FRAMES, SLOW_CONSUMER_REASON};
 pub use tickets::{Tickets, TICKET_TTL};
 
