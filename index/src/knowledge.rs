@@ -189,7 +189,7 @@ impl KnowledgeIndex {
             (Occur::Must, Box::new(BooleanQuery::new(should))),
         ]);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(CANDIDATES))?;
+        let top = searcher.search(&query, &TopDocs::with_limit(CANDIDATES).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (bm25, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;

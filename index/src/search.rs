@@ -347,8 +347,10 @@ impl SearchIndex {
                     Box::new(TermQuery::new(workspace.clone(), IndexRecordOption::Basic)),
                 ),
             ]);
-            let top =
-                searcher.search(&query, &TopDocs::with_limit(MAX_CONTACT_CONVERSATIONS + 1))?;
+            let top = searcher.search(
+                &query,
+                &TopDocs::with_limit(MAX_CONTACT_CONVERSATIONS + 1).order_by_score(),
+            )?;
             if top.len() > MAX_CONTACT_CONVERSATIONS {
                 out.push(None);
                 continue;
