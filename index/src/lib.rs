@@ -12,7 +12,8 @@
 //! - [`writer`]: the single writer: stages deltas, commits with the last indexed offset in
 //!   the commit payload, catches up from the store's delta log or rebuilds from its state.
 //! - [`search`]: the searcher: workspace filter, filters, relevance with recency as
-//!   tie-break, pagination, highlighted snippets.
+//!   tie-break (ranked by a collector that keeps score pruning: `ranked`), pagination,
+//!   highlighted snippets.
 //!
 //! This crate knows nothing of actors or HTTP; the indexer actor drives the writer.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod knowledge;
 pub mod metrics;
 pub mod query;
+mod ranked;
 pub mod schema;
 pub mod search;
 pub mod writer;

@@ -16,7 +16,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, TantivyDocument, Term};
 
 /// Bumped whenever fields or analysis change: an index with another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Name of the analyzer of every full-text field.
 pub const ANALYZER: &str = "confab";
@@ -106,7 +106,7 @@ pub fn build() -> (Schema, Fields) {
         .set_stored();
     let fields = Fields {
         key: b.add_text_field("key", STRING),
-        workspace: b.add_text_field("workspace", STRING),
+        workspace: b.add_text_field("workspace", STRING | FAST),
         conversation: b.add_text_field("conversation", STRING | STORED),
         message: b.add_text_field("message", STORED),
         seq: b.add_u64_field("seq", STORED),

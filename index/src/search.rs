@@ -15,11 +15,26 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
 use crate::error::Result;
 use crate::query::{Highlight, ParsedQuery};
+use crate::ranked::Ranked;
 use crate::schema::{self, Fields, SCHEMA_VERSION};
+
+/// The share of the index's documents a workspace must hold for its searches to check
+/// the workspace per hit rather than intersect with it (see
+/// `SearchIndex::workspace_in_collector`).
+const PRUNING_WORKSPACE_SHARE: f64 = 0.25;
+
+/// One ranked list of a search: the query with its filters (counting matches, and
+/// ranking when `unfiltered` is `None`), or the user's query alone with the workspace
+/// checked by the collector.
+struct RankedList {
+    filtered: BooleanQuery,
+    unfiltered: Option<Box<dyn Query>>,
+    workspace: Option<String>,
+}
 
 /// Deepest position a page may start at: relevance pages past this are not worth their
 /// cost (refine the query instead).
@@ -148,11 +163,6 @@ enum Run {
     Exhausted { len: Option<usize> },
 }
 
-fn quantize(score: f32) -> f32 {
-    // Scores this close are a tie, broken by recency.
-    (score * 100.0).round() / 100.0
-}
-
 impl SearchIndex {
     /// Opens the index in `dir`, creating it if absent. An index of another schema
     /// version, or one that cannot be opened, is deleted and created empty: it is derived
@@ -271,14 +281,12 @@ impl SearchIndex {
         scan: usize,
         mut join: impl FnMut(&Hit) -> Result<Option<T>>,
     ) -> Result<SearchPage<T>> {
-        let fields = self.inner.fields;
         let searcher = self.inner.reader.searcher();
         let contacts = self.contact_matches(&searcher, request)?;
-        let exact = request.query.compile(&fields, false, &contacts);
-        let mut lists: Vec<Box<dyn Query>> = vec![Box::new(self.filtered_query(request, exact))];
+        let prune = self.workspace_in_collector(&searcher, request)?;
+        let mut lists = vec![self.plan(request, false, &contacts, prune)];
         if request.query.has_fuzzy() {
-            let near = request.query.compile(&fields, true, &contacts);
-            lists.push(Box::new(self.filtered_query(request, near)));
+            lists.push(self.plan(request, true, &contacts, prune));
         }
         let highlights = request.query.highlights();
         let mut page = PageBuilder {
@@ -287,11 +295,11 @@ impl SearchIndex {
             items: Vec::new(),
             scanned: 0,
         };
-        for (i, query) in lists.iter().enumerate() {
+        for (i, list) in lists.iter().enumerate() {
             let last = i + 1 == lists.len();
             let run = self.collect(
                 &searcher,
-                query.as_ref(),
+                list,
                 request.offset,
                 last,
                 request,
@@ -310,7 +318,7 @@ impl SearchIndex {
                     // Near misses only when nothing matched exactly.
                     let matched = match len {
                         Some(len) => len > 0,
-                        None => searcher.search(query.as_ref(), &Count)? > 0,
+                        None => searcher.search(&list.filtered, &Count)? > 0,
                     };
                     if matched {
                         break;
@@ -372,7 +380,7 @@ impl SearchIndex {
     fn collect<T>(
         &self,
         searcher: &tantivy::Searcher,
-        query: &dyn Query,
+        list: &RankedList,
         start: usize,
         last: bool,
         request: &SearchRequest,
@@ -388,17 +396,15 @@ impl SearchIndex {
                 return Ok(Run::Done { next: None });
             }
             let want = window.min(MAX_DEPTH - position);
-            let collector = TopDocs::with_limit(want).and_offset(position).tweak_score(
-                move |segment: &SegmentReader| {
-                    let at = segment
-                        .fast_fields()
-                        .i64("at")
-                        .ok()
-                        .map(|column| column.first_or_default_col(0));
-                    move |doc, score| (quantize(score), at.as_ref().map_or(0, |c| c.get_val(doc)))
-                },
-            );
-            let top: Vec<((f32, i64), DocAddress)> = searcher.search(query, &collector)?;
+            let collector = Ranked {
+                limit: want,
+                offset: position,
+                workspace: list.workspace.clone(),
+            };
+            let top: Vec<((f32, i64), DocAddress)> = match &list.unfiltered {
+                Some(query) => searcher.search(query.as_ref(), &collector)?,
+                None => searcher.search(&list.filtered, &collector)?,
+            };
             let exhausted = top.len() < want;
             for (i, ((score, _), address)) in top.iter().enumerate() {
                 page.scanned += 1;
@@ -426,6 +432,46 @@ impl SearchIndex {
                 return Ok(Run::Exhausted { len });
             }
             position += top.len();
+        }
+    }
+
+    /// Whether `request` may leave its workspace to the collector ([`Ranked`]) instead of
+    /// the query: only without other filters (the query is then the user's alone, whose
+    /// posting lists tantivy can skip through by score bounds) and when the workspace
+    /// holds at least [`PRUNING_WORKSPACE_SHARE`] of the index (a small workspace is
+    /// found faster by intersecting with its own posting list).
+    fn workspace_in_collector(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest,
+    ) -> Result<bool> {
+        if request.channel.is_some()
+            || request.intent.is_some()
+            || request.conversation.is_some()
+            || request.since.is_some()
+        {
+            return Ok(false);
+        }
+        let workspace =
+            Term::from_field_text(self.inner.fields.workspace, &request.workspace.to_string());
+        let share = searcher.doc_freq(&workspace)? as f64 / searcher.num_docs().max(1) as f64;
+        Ok(share >= PRUNING_WORKSPACE_SHARE)
+    }
+
+    /// One ranked list of the search (exact, or with near misses).
+    fn plan(
+        &self,
+        request: &SearchRequest,
+        near: bool,
+        contacts: &[Option<Vec<String>>],
+        workspace_in_collector: bool,
+    ) -> RankedList {
+        let fields = &self.inner.fields;
+        let compiled = || request.query.compile(fields, near, contacts);
+        RankedList {
+            filtered: self.filtered_query(request, compiled()),
+            unfiltered: workspace_in_collector.then(compiled),
+            workspace: workspace_in_collector.then(|| request.workspace.to_string()),
         }
     }
 
