@@ -26,7 +26,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -55,11 +55,19 @@ pub struct Page<T, C> {
 /// flush's burst of work small.
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Most journal kept before the memtables it covers are flushed (fjall's default is
+/// 512 MiB, its least 64 MiB). Opening the store replays what the journal holds beyond
+/// the flushed tables: with 512 MiB a start could replay half a gigabyte (seconds, and
+/// as much memory in memtables); with 64 MiB it is bounded at ~0.5 s, and the memtables
+/// of all keyspaces together stay under it.
+const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| crate::Error::Storage(e.to_string()))?;
         let db = Database::builder(dir.join("store"))
             .cache_size(options.cache_bytes)
+            .max_journaling_size(JOURNAL_BYTES)
             .open()?;
         let keyspaces = Ks::ALL
             .iter()

@@ -311,7 +311,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./confab-data"),
             admin_token: None,
             durability: Durability::Fsync,
-            cache_mb: 256,
+            cache_mb: 64,
             max_body_bytes: 4 * 1024 * 1024,
             metrics_listen: None,
             metrics_token: None,
