@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use confab_actors::{ConversationMsg, InboundOutcome, Runtime, RuntimeConfig};
 use confab_engine::committer::{Committer, DeltaListener, Durability};
 use confab_engine::delta::Delta;
-use confab_engine::ids::{ChannelId, WorkspaceId};
+use confab_engine::ids::ChannelId;
 use confab_engine::inbound::InboundEvent;
-use confab_engine::model::{Channel, ChannelConfig, WhatsappConfig};
 use confab_engine::store::{Store, StoreOptions};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+mod shared;
 
 struct Published(AtomicU64);
 
@@ -27,24 +28,12 @@ impl DeltaListener for Published {
 }
 
 fn event(channel: ChannelId, lead: usize, n: u64) -> InboundEvent {
-    InboundEvent {
-        channel_id: channel,
-        thread: format!("5511{lead:09}"),
-        provider_message_id: format!("wamid.bench.{n}"),
-        contact_name: Some(format!("Lead {lead}")),
-        contact_phone: Some(format!("+5511{lead:09}")),
-        contact_email: None,
-        contact_profile: None,
-        sent_at: 0,
-        text: "Hi, is the offer still valid? I would like to book a call next week.".into(),
-        content_type: None,
-        raw: None,
-        reply_to: None,
-        campaign: None,
-        received: None,
-        details: Default::default(),
-        attachments: Vec::new(),
-    }
+    shared::inbound(
+        channel,
+        lead,
+        n,
+        "Hi, is the offer still valid? I would like to book a call next week.".into(),
+    )
 }
 
 fn ingest(c: &mut Criterion) {
@@ -63,21 +52,7 @@ fn ingest(c: &mut Criterion) {
     let runtime = rt
         .block_on(Runtime::start(store, committer, RuntimeConfig::default()))
         .expect("actors");
-    let channel = Arc::new(Channel {
-        id: ChannelId::new(),
-        workspace_id: WorkspaceId::new(),
-        name: "bench".into(),
-        config: ChannelConfig::Whatsapp(WhatsappConfig {
-            phone_number_id: "1".into(),
-            app_secret: "s".into(),
-            verify_token: "v".into(),
-            access_token: "a".into(),
-            api_base_url: "http://127.0.0.1:9".into(),
-        }),
-        created_at: 0,
-        disabled: false,
-        limits: Default::default(),
-    });
+    let channel = shared::whatsapp_channel();
     // Create the conversations up front: the benchmark measures steady-state ingest.
     let conversations: Vec<_> = rt.block_on(async {
         let mut ids = Vec::new();

@@ -13,17 +13,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_engine::committer::Durability;
-use confab_engine::ids::{ChannelId, WorkspaceId};
+use confab_engine::ids::ChannelId;
 use confab_engine::inbound::InboundEvent;
-use confab_engine::model::{Channel, ChannelConfig, WhatsappConfig};
 use confab_gateway::config::Config;
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+mod shared;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -65,24 +65,7 @@ fn event(channel: ChannelId, n: usize, lead: usize, rng: &mut StdRng) -> Inbound
     let text: Vec<&str> = (0..rng.gen_range(6..20))
         .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
         .collect();
-    InboundEvent {
-        channel_id: channel,
-        thread: format!("5511{lead:09}"),
-        provider_message_id: format!("wamid.restart.{n}"),
-        contact_name: Some(format!("Lead {lead}")),
-        contact_phone: Some(format!("+5511{lead:09}")),
-        contact_email: None,
-        contact_profile: None,
-        sent_at: 1_700_000_000_000 + n as i64,
-        text: text.join(" "),
-        content_type: None,
-        raw: None,
-        reply_to: None,
-        campaign: None,
-        received: None,
-        details: Default::default(),
-        attachments: Vec::new(),
-    }
+    shared::inbound(channel, lead, n as u64, text.join(" "))
 }
 
 fn config(data_dir: &Path) -> Config {
@@ -108,21 +91,7 @@ fn seed(data_dir: &Path, messages: usize) {
         let server = confab_gateway::server::start_on(config(data_dir), listener)
             .await
             .expect("server");
-        let channel = Arc::new(Channel {
-            id: ChannelId::new(),
-            workspace_id: WorkspaceId::new(),
-            name: "bench".into(),
-            config: ChannelConfig::Whatsapp(WhatsappConfig {
-                phone_number_id: "1".into(),
-                app_secret: "s".into(),
-                verify_token: "v".into(),
-                access_token: "a".into(),
-                api_base_url: "http://127.0.0.1:9".into(),
-            }),
-            created_at: 0,
-            disabled: false,
-            limits: Default::default(),
-        });
+        let channel = shared::whatsapp_channel();
         let conversations = server.app().runtime.conversations.clone();
         let started = Instant::now();
         let mut rng = StdRng::seed_from_u64(16);
