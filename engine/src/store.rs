@@ -56,10 +56,10 @@ pub struct Page<T, C> {
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Most journal kept before the memtables it covers are flushed (fjall's default is
-/// 512 MiB, its least 64 MiB). Opening the store replays what the journal holds beyond
-/// the flushed tables: with 512 MiB a start could replay half a gigabyte (seconds, and
-/// as much memory in memtables); with 64 MiB it is bounded at ~0.5 s, and the memtables
-/// of all keyspaces together stay under it.
+/// 512 MiB, its least 64 MiB). Opening the store replays the journal: fjall writes it in
+/// files of 64 MB and, once the sealed ones pass this size, flushes the keyspaces that
+/// hold the oldest file back. A start then replays about two files at most (measured:
+/// 46 MB in 0.3-0.6 s) instead of up to half a gigabyte.
 const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Store {
