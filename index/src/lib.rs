@@ -18,6 +18,7 @@
 //! This crate knows nothing of actors or HTTP; the indexer actor drives the writer.
 
 pub mod error;
+mod forward;
 pub mod knowledge;
 pub mod metrics;
 pub mod query;

@@ -584,13 +584,14 @@ fn leaf_in_field(
                 .iter()
                 .map(|t| Term::from_field_text(field, t))
                 .collect();
-            if *prefix {
+            let phrase: Box<dyn Query> = if *prefix {
                 let mut query = PhrasePrefixQuery::new(terms);
                 query.set_max_expansions(PREFIX_MAX_EXPANSIONS);
                 Box::new(query)
             } else {
                 Box::new(PhraseQuery::new(terms))
-            }
+            };
+            Box::new(crate::forward::ForwardOnly(phrase))
         }
     }
 }

@@ -344,6 +344,42 @@ fn prefixes_phrases_and_near_misses() {
 }
 
 #[test]
+fn an_excluded_phrase_first_found_after_the_first_match_excludes_only_itself() {
+    // The phrase's first match comes after the first document of the rest of the query,
+    // so the exclusion is asked about a document before the one it stands on (tantivy
+    // 0.27's phrase scorers assert against that: found by fuzzing).
+    let mut f = fixture();
+    let mut log = Log::default();
+    let ws = WorkspaceId::new();
+    let mut conv = conversation(ws, contact("Lead", "Co", "l@co.io", "1"), now_millis());
+    let mut ids = Vec::new();
+    for (i, text) in ["apple pie", "apple banana split", "apple tart"]
+        .iter()
+        .enumerate()
+    {
+        let m = message(&mut conv, text, now_millis() + i as i64);
+        ids.push(m.id);
+        let delta = log.message(&conv, &m);
+        f.writer.apply(&delta);
+    }
+    f.writer.commit().expect("commit");
+    for q in [
+        "apple -\"banana split\"",
+        "apple -banana-spl*",
+        "apple -banana-split",
+    ] {
+        let mut found: Vec<_> = find(&f.index, ws, q)
+            .iter()
+            .filter_map(|h| h.message_id)
+            .collect();
+        found.sort();
+        let mut want = vec![ids[0], ids[2]];
+        want.sort();
+        assert_eq!(found, want, "{q}");
+    }
+}
+
+#[test]
 fn exact_matches_hide_near_misses_and_recency_breaks_ties() {
     let mut f = fixture();
     let mut log = Log::default();
