@@ -86,17 +86,34 @@ pub struct Conversations {
 impl Conversations {
     /// The conversation's actor, activating it from the store if needed.
     pub async fn actor(&self, id: ConversationId) -> ActorResult<ActorRef<ConversationMsg>> {
-        if let Some(live) = self.live.get(&id) {
+        match self.live_actor(id) {
+            Some(actor) => Ok(actor),
+            None => {
+                self.ask_manager(|reply| ManagerMsg::Activate(id, reply))
+                    .await
+            }
+        }
+    }
+
+    /// The conversation's live actor, if it has one, marked as just used.
+    fn live_actor(&self, id: ConversationId) -> Option<ActorRef<ConversationMsg>> {
+        self.live.get(&id).map(|live| {
             live.last_used_ms
                 .store(clock_ms(self.epoch), Ordering::Relaxed);
-            return Ok(live.actor.clone());
-        }
+            live.actor.clone()
+        })
+    }
+
+    /// Sends the manager the message `make` builds around a reply port, and waits for
+    /// the answer.
+    async fn ask_manager<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(RpcReplyPort<ActorResult<T>>) -> ManagerMsg,
+    ) -> ActorResult<T> {
+        let stopped = || ActorError::Unavailable("the conversation manager has stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.manager
-            .cast(ManagerMsg::Activate(id, tx.into()))
-            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?;
-        rx.await
-            .map_err(|_| ActorError::Unavailable("the conversation manager has stopped".into()))?
+        self.manager.cast(make(tx.into())).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Sends a request to the conversation and waits for its answer.
@@ -127,12 +144,7 @@ impl Conversations {
     /// message into the next actor (activated once the old one has exited, so the order is
     /// kept) from its own mailbox, before it could passivate that actor in turn.
     async fn deliver(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
-        let live = self.live.get(&id).map(|live| {
-            live.last_used_ms
-                .store(clock_ms(self.epoch), Ordering::Relaxed);
-            live.actor.clone()
-        });
-        let msg = match live {
+        let msg = match self.live_actor(id) {
             Some(actor) => match cast_counted(&self.live, id, &actor, msg) {
                 Cast::Sent => return Ok(()),
                 Cast::Refused(refused) => refused,
@@ -140,12 +152,8 @@ impl Conversations {
             },
             None => Box::new(msg),
         };
-        let stopped = || ActorError::Unavailable("the conversation manager has stopped".into());
-        let (tx, rx) = oneshot::channel();
-        self.manager
-            .cast(ManagerMsg::Deliver(id, msg, tx.into()))
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.ask_manager(|reply| ManagerMsg::Deliver(id, msg, reply))
+            .await
     }
 
     /// Messages waiting in live conversation mailboxes: the sum, and the deepest one.

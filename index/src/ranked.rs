@@ -157,34 +157,27 @@ impl Collector for Ranked {
         reader: &SegmentReader,
     ) -> tantivy::Result<Vec<Key>> {
         let mut ranked = self.for_segment(segment, reader)?;
-        let Some(workspace) = &self.workspace else {
-            match reader.alive_bitset() {
-                Some(alive) => weight.for_each_pruning(Score::MIN, reader, &mut |doc, score| {
-                    if alive.is_deleted(doc) {
-                        ranked.threshold()
-                    } else {
-                        ranked.offer(doc, score)
-                    }
-                })?,
-                None => weight.for_each_pruning(Score::MIN, reader, &mut |doc, score| {
-                    ranked.offer(doc, score)
-                })?,
+        // With a workspace: its ordinal in this segment's column of workspaces (a segment
+        // without it holds nothing of the workspace).
+        let theirs = match &self.workspace {
+            None => None,
+            Some(workspace) => {
+                let Some(column) = reader.fast_fields().str("workspace")? else {
+                    return Ok(Vec::new());
+                };
+                let Some(ordinal) = column.dictionary().term_ord(workspace)? else {
+                    return Ok(Vec::new());
+                };
+                Some((column.ords().clone(), ordinal))
             }
-            return Ok(ranked.harvest());
         };
-        // The workspace's ordinal in this segment's column of workspaces: a segment
-        // without it holds nothing of the workspace.
-        let Some(column) = reader.fast_fields().str("workspace")? else {
-            return Ok(Vec::new());
-        };
-        let Some(ordinal) = column.dictionary().term_ord(workspace)? else {
-            return Ok(Vec::new());
-        };
-        let ordinals = column.ords();
         let alive = reader.alive_bitset();
         weight.for_each_pruning(Score::MIN, reader, &mut |doc, score| {
-            let theirs = ordinals.first(doc) == Some(ordinal);
-            if theirs && alive.is_none_or(|alive| alive.is_alive(doc)) {
+            let kept = alive.is_none_or(|alive| alive.is_alive(doc))
+                && theirs
+                    .as_ref()
+                    .is_none_or(|(ordinals, ordinal)| ordinals.first(doc) == Some(*ordinal));
+            if kept {
                 ranked.offer(doc, score)
             } else {
                 ranked.threshold()

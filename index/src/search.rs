@@ -467,10 +467,10 @@ impl SearchIndex {
         workspace_in_collector: bool,
     ) -> RankedList {
         let fields = &self.inner.fields;
-        let compiled = || request.query.compile(fields, near, contacts);
+        let query = request.query.compile(fields, near, contacts);
         RankedList {
-            filtered: self.filtered_query(request, compiled()),
-            unfiltered: workspace_in_collector.then(compiled),
+            unfiltered: workspace_in_collector.then(|| query.box_clone()),
+            filtered: self.filtered_query(request, query),
             workspace: workspace_in_collector.then(|| request.workspace.to_string()),
         }
     }
