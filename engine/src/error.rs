@@ -22,6 +22,10 @@ pub enum Error {
     TooLarge(String),
     #[error("already exists")]
     AlreadyExists,
+    /// The data directory was written by a newer Confab: refused before anything is
+    /// written to it.
+    #[error("the data directory is in store format {found}, newer than this binary's format {supported}: run the Confab release that wrote it, or a newer one (a store cannot be downgraded; restore a backup made by this release instead)")]
+    NewerFormat { found: u32, supported: u32 },
     #[error("conversation {0} not found")]
     ConversationNotFound(ConversationId),
 }

@@ -62,29 +62,41 @@ const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// 46 MB in 0.3-0.6 s) instead of up to half a gigabyte.
 const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
-impl Store {
-    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| crate::Error::Storage(e.to_string()))?;
-        let db = Database::builder(dir.join("store"))
-            .cache_size(options.cache_bytes)
-            .max_journaling_size(JOURNAL_BYTES)
-            .open()?;
-        let keyspaces = Ks::ALL
-            .iter()
-            .map(|ks| {
-                db.keyspace(ks.name(), || {
-                    let options =
-                        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-                    // Files (megabytes each) live in blob files beside the tree, so
-                    // compactions do not rewrite them.
-                    if *ks == Ks::Blob {
-                        options.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
-                    } else {
-                        options
-                    }
-                })
+/// Opens the fjall database under `dir` with every keyspace, as the store lays them out,
+/// without looking at the format version.
+pub(crate) fn open_keyspaces(
+    dir: &Path,
+    options: &StoreOptions,
+) -> Result<(Database, Vec<Keyspace>)> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::Storage(e.to_string()))?;
+    let db = Database::builder(dir.join("store"))
+        .cache_size(options.cache_bytes)
+        .max_journaling_size(JOURNAL_BYTES)
+        .open()?;
+    let keyspaces = Ks::ALL
+        .iter()
+        .map(|ks| {
+            db.keyspace(ks.name(), || {
+                let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+                // Files (megabytes each) live in blob files beside the tree, so
+                // compactions do not rewrite them.
+                if *ks == Ks::Blob {
+                    options.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+                } else {
+                    options
+                }
             })
-            .collect::<fjall::Result<Vec<_>>>()?;
+        })
+        .collect::<fjall::Result<Vec<_>>>()?;
+    Ok((db, keyspaces))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, migrating an older format first (see
+    /// [`crate::format`]).
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        let (db, keyspaces) = open_keyspaces(dir, options)?;
+        crate::format::upgrade(&db, &keyspaces)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -125,6 +137,12 @@ impl Store {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The store's format version (see [`crate::format`]); `None` only for a store that
+    /// was never opened by [`Store::open`].
+    pub fn format_version(&self) -> Result<Option<u32>> {
+        crate::format::stored_version(&self.inner.keyspaces)
     }
 
     /// Last delta offset assigned (0 when none).

@@ -86,6 +86,10 @@ impl From<confab_engine::Error> for ApiError {
                     "the store cannot accept writes right now",
                 )
             }
+            E::NewerFormat { .. } => {
+                tracing::error!(error = %e, "store of a newer format");
+                ApiError::internal(e.to_string())
+            }
             E::Corrupt(_) => {
                 tracing::error!(error = %e, "corrupt value in the store");
                 ApiError::internal("a stored value could not be read")

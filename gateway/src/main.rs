@@ -1,5 +1,6 @@
-//! `confab`: run the engine (`serve`), a self-contained demo (`demo`), or rebuild the
-//! search index offline (`reindex`).
+//! `confab`: run the engine (`serve`), a self-contained demo (`demo`), rebuild the search
+//! index offline (`reindex`), back a running server up (`backup`) and make a data
+//! directory from a backup (`restore`).
 
 use std::path::PathBuf;
 
@@ -32,6 +33,34 @@ enum Command {
     Demo(ServerArgs),
     /// Rebuild the search index from the store (offline: stop the server first).
     Reindex(ServerArgs),
+    /// Back a running server up, online: it writes a consistent copy of its store into
+    /// DIR (on its own machine) while traffic goes on.
+    Backup(BackupArgs),
+    /// Make a new data directory from a backup, after verifying every checksum.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Directory for the backup: absent or empty, on the server's machine.
+    #[arg(long)]
+    to: PathBuf,
+    /// The running server.
+    #[arg(long, env = "CONFAB_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The server's admin token.
+    #[arg(long, env = "CONFAB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The backup's directory (the one holding manifest.json).
+    #[arg(long)]
+    from: PathBuf,
+    /// The data directory to create (absent or empty); start `confab serve` on it.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -103,8 +132,65 @@ fn main() -> anyhow::Result<()> {
                 println!("reindexed {documents} documents");
                 Ok(())
             }
+            Command::Backup(args) => backup(args).await,
+            Command::Restore(args) => {
+                let from = std::path::absolute(&args.from)?;
+                let data_dir = std::path::absolute(&args.data_dir)?;
+                let manifest = {
+                    let data_dir = data_dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        confab_engine::backup::restore(&from, &data_dir)
+                    })
+                    .await??
+                };
+                println!(
+                    "restored {} records up to delta offset {} (backup of {} by Confab {}) into {}; the search index is rebuilt when `confab serve` first starts on it",
+                    manifest.records(),
+                    manifest.delta_head,
+                    manifest.created_at,
+                    manifest.confab_version,
+                    data_dir.display()
+                );
+                Ok(())
+            }
         }
     })
+}
+
+/// `confab backup`: asks the running server for a backup into `--to`.
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let to = std::path::absolute(&args.to)?;
+    let url = format!("{}/api/v1/admin/backups", args.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&args.admin_token)
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {}", args.url))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("unreadable answer from {url} ({status})"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the backup failed ({status}): {}",
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
+    }
+    println!(
+        "backup written to {}: {} records, {} bytes, every delta up to offset {} (taken {}, {:.1} s)",
+        to.display(),
+        body["records"],
+        body["bytes"],
+        body["delta_head"],
+        body["created_at"].as_str().unwrap_or("?"),
+        body["seconds"].as_f64().unwrap_or(0.0)
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -19,6 +19,11 @@ pub const HTTP_REQUEST_SECONDS: &str = "confab_http_request_duration_seconds";
 /// Counter: provider webhook requests, by `channel` and `outcome`.
 pub const WEBHOOK_REQUESTS: &str = "confab_webhook_requests_total";
 
+/// Counter: online backups, by `outcome` (`ok`, `failed`).
+pub const BACKUPS: &str = "confab_backups_total";
+/// Gauge: when the last backup finished (Unix seconds; 0: none since the process started).
+pub const BACKUP_LAST_SUCCESS: &str = "confab_backup_last_success_timestamp_seconds";
+
 /// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -94,6 +99,12 @@ fn describe() {
         HTTP_REQUEST_SECONDS,
         Unit::Seconds,
         "HTTP request latency until the response head, by method and route template."
+    );
+    describe_counter!(BACKUPS, "Online backups, by outcome (ok, failed).");
+    metrics::describe_gauge!(
+        BACKUP_LAST_SUCCESS,
+        Unit::Seconds,
+        "When the last online backup finished (Unix time; 0: none since the process started)."
     );
     describe_counter!(
         WEBHOOK_REQUESTS,
@@ -171,6 +182,10 @@ fn register_initial() {
                 .increment(0);
         }
     }
+    for outcome in ["ok", "failed"] {
+        counter!(BACKUPS, "outcome" => outcome).increment(0);
+    }
+    gauge!(BACKUP_LAST_SUCCESS).increment(0.0);
     for decision in ["answered", "escalated", "discarded"] {
         counter!(actors::AI_DECISIONS, "decision" => decision).increment(0);
     }

@@ -21,6 +21,7 @@ mod inbox;
 mod linkedin;
 mod metrics;
 mod notifications;
+mod operations;
 mod powerloss;
 mod search;
 mod signin;

@@ -1,4 +1,5 @@
-//! Provisioning with the server admin token: workspaces, agents, channels.
+//! Provisioning with the server admin token: workspaces, agents, channels; and online
+//! backups.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,6 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_agent))
         .routes(routes!(create_channel))
         .routes(routes!(update_channel))
+        .routes(routes!(create_backup))
 }
 
 const MAX_NAME: usize = 200;
@@ -921,4 +923,117 @@ async fn update_channel(
     });
     let channel = app.runtime.channels.update(id, change).await?;
     Ok(Json(ChannelView::of(&channel)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewBackup {
+    /// Where the backup goes, on the server's machine: an absolute path to a directory
+    /// that does not exist yet or is empty.
+    #[schema(max_length = 4096, example = "/var/backups/confab/2026-12-07")]
+    to: Option<String>,
+}
+
+/// A finished backup: what its `manifest.json` says.
+#[derive(Serialize, ToSchema)]
+pub struct BackupView {
+    /// The backup's directory.
+    to: String,
+    /// Every delta up to this offset, and every write acknowledged with it, is in the
+    /// backup.
+    delta_head: u64,
+    /// When its snapshot was taken.
+    created_at: String,
+    store_format: u32,
+    backup_format: u32,
+    confab_version: String,
+    /// Keys and values copied.
+    records: u64,
+    /// Bytes of its keyspace files.
+    bytes: u64,
+    /// Time the backup took.
+    seconds: f64,
+}
+
+/// Writes an online backup of the store into a directory on the server's machine while
+/// traffic goes on (a consistent snapshot, see docs/OPERATIONS.md). Answers once the
+/// backup, its checksums and its manifest are on disk. `confab backup --to DIR` calls
+/// this route; `confab restore --from DIR --data-dir NEW` turns the result into a data
+/// directory.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/backups",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = NewBackup,
+    responses(
+        (status = 201, description = "The backup is complete and durable.", body = BackupView),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 409, description = "`backup_dir_not_empty`: `to` exists and is not an empty directory.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `field_too_long`, `path_not_absolute`, `backup_dir_unusable` (it cannot be created or read: permissions, a file on the way).", body = ErrorBody),
+        (status = 500, description = "`backup_failed`: the backup could not be written (the message says why: a full disk, permissions); nothing of it is usable.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn create_backup(
+    _: AdminAuth,
+    State(app): State<AppState>,
+    Body(body): Body<NewBackup>,
+) -> ApiResult<(StatusCode, Json<BackupView>)> {
+    let to = required("to", body.to, 4096)?;
+    let to = std::path::PathBuf::from(to);
+    let store = app.store.clone();
+    let started = std::time::Instant::now();
+    let dir = to.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        confab_engine::backup::backup(&store, &dir, env!("CARGO_PKG_VERSION"))
+    })
+    .await?;
+    let outcome = if written.is_ok() { "ok" } else { "failed" };
+    metrics::counter!(crate::metrics::BACKUPS, "outcome" => outcome).increment(1);
+    let manifest = written.map_err(backup_error)?;
+    metrics::gauge!(crate::metrics::BACKUP_LAST_SUCCESS).set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(to = %to.display(), delta_head = manifest.delta_head, records = manifest.records(), seconds, "backup written");
+    Ok((
+        StatusCode::CREATED,
+        Json(BackupView {
+            to: to.display().to_string(),
+            delta_head: manifest.delta_head,
+            records: manifest.records(),
+            bytes: manifest.bytes(),
+            created_at: manifest.created_at,
+            store_format: manifest.store_format,
+            backup_format: manifest.backup_format,
+            confab_version: manifest.confab_version,
+            seconds,
+        }),
+    ))
+}
+
+fn backup_error(e: confab_engine::backup::BackupError) -> ApiError {
+    use confab_engine::backup::BackupError as E;
+    match e {
+        E::NotAbsolute(_) => ApiError::unprocessable("path_not_absolute", e.to_string()),
+        E::Unusable { .. } => ApiError::unprocessable("backup_dir_unusable", e.to_string()),
+        E::NotEmpty(_) => {
+            ApiError::new(StatusCode::CONFLICT, "backup_dir_not_empty", e.to_string())
+        }
+        E::Store(inner) => inner.into(),
+        other => {
+            tracing::error!(error = %other, "backup failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backup_failed",
+                other.to_string(),
+            )
+        }
+    }
 }

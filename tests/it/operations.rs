@@ -1,0 +1,296 @@
+//! Operating Confab: online backup and restore through the real binary's commands, and
+//! upgrades from a data directory written by the previous store format.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{wait_for, GraphStandIn, StreamClient, TestServer};
+use crate::process::{all_conversations, confab_binary, signed_text_webhook};
+
+/// Leads writing at once during the backup, and messages each sends.
+const LEADS: usize = 8;
+const MESSAGES_PER_LEAD: usize = 40;
+
+fn lead_phone(lead: usize) -> String {
+    format!("55119876{lead:05}")
+}
+
+/// Runs the binary with `args` and returns its standard output; asserts success.
+async fn confab(args: Vec<String>, env: Vec<(&'static str, String)>) -> String {
+    let binary = confab_binary().await;
+    let output = tokio::process::Command::new(binary)
+        .args(&args)
+        .envs(env)
+        .output()
+        .await
+        .expect("confab runs");
+    assert!(
+        output.status.success(),
+        "confab {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn search_hits(server: &TestServer, token: &str, q: &str) -> Vec<Value> {
+    let (status, page) = server.get(token, &format!("/api/v1/search?q={q}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_backup_under_load_restores_every_message_acknowledged_before_it_exactly_once() {
+    let graph = GraphStandIn::start().await;
+    let server = TestServer::start().await;
+    let tenant = server.provision(&graph).await;
+
+    // Leads write concurrently; each acknowledged wamid is noted with whether the backup
+    // had started when its 200 arrived.
+    let backup_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for lead in 0..LEADS {
+        let (url, http, tenant) = (
+            server.url(&format!("/webhooks/whatsapp/{}", tenant.channel_id)),
+            server.http.clone(),
+            tenant.clone(),
+        );
+        let (backup_started, acked) = (backup_started.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 0..MESSAGES_PER_LEAD {
+                let wamid = format!("wamid.L{lead}-{n}");
+                let (body, signature) = signed_text_webhook(
+                    &tenant,
+                    &lead_phone(lead),
+                    &format!("Lead {lead}"),
+                    &wamid,
+                    &format!("message {n} from lead {lead} about the brooklyn loft"),
+                );
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-Hub-Signature-256", signature)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("webhook");
+                assert_eq!(response.status().as_u16(), 200);
+                let before = !backup_started.load(std::sync::atomic::Ordering::SeqCst);
+                acked.lock().expect("lock").push((wamid, before));
+            }
+        }));
+    }
+    wait_for("a quarter of the messages", || async {
+        (acked.lock().expect("lock").len() >= LEADS * MESSAGES_PER_LEAD / 4).then_some(())
+    })
+    .await;
+
+    // `confab backup` against the running server, traffic going on.
+    let root = tempfile::tempdir().expect("dir");
+    let backup_dir = root.path().join("backup");
+    backup_started.store(true, std::sync::atomic::Ordering::SeqCst);
+    let printed = confab(
+        vec![
+            "backup".into(),
+            "--to".into(),
+            backup_dir.display().to_string(),
+            "--url".into(),
+            server.url(""),
+        ],
+        vec![("CONFAB_ADMIN_TOKEN", server.admin_token.clone())],
+    )
+    .await;
+    assert!(printed.contains("backup written to"), "{printed}");
+    let acked_before: HashSet<String> = acked
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, before)| *before)
+        .map(|(wamid, _)| wamid.clone())
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(backup_dir.join("manifest.json")).expect("manifest"))
+            .expect("manifest is JSON");
+    let head = manifest["delta_head"].as_u64().expect("delta head");
+    assert!(
+        acked.lock().expect("lock").len() == LEADS * MESSAGES_PER_LEAD,
+        "every message acknowledged"
+    );
+
+    // A second backup into the same directory is refused; nothing in it changes.
+    let (status, refused) = server
+        .admin_post(
+            "/api/v1/admin/backups",
+            json!({"to": backup_dir.display().to_string()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "backup_dir_not_empty");
+    let (status, refused) = server
+        .admin_post("/api/v1/admin/backups", json!({"to": "relative/dir"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "path_not_absolute");
+    server.shutdown().await;
+
+    // `confab restore` into a new data directory, and a server on it.
+    let data_dir = root.path().join("restored");
+    let printed = confab(
+        vec![
+            "restore".into(),
+            "--from".into(),
+            backup_dir.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ],
+        vec![],
+    )
+    .await;
+    assert!(
+        printed.contains(&format!("up to delta offset {head}")),
+        "{printed}"
+    );
+    let restored = TestServer::start_with(|config| config.data_dir = data_dir.clone()).await;
+
+    // Every message acknowledged before the backup started is there, each once; nothing
+    // is there twice.
+    let conversations = all_conversations(&restored.http, &restored.url(""), &tenant.token).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, messages) in &conversations {
+        for message in messages {
+            let text = message["text"].as_str().expect("text").to_string();
+            *seen.entry(text).or_default() += 1;
+        }
+    }
+    assert!(seen.values().all(|n| *n == 1), "a message twice: {seen:?}");
+    for wamid in &acked_before {
+        let (lead, n) = wamid
+            .trim_start_matches("wamid.L")
+            .split_once('-')
+            .expect("wamid");
+        let text = format!("message {n} from lead {lead} about the brooklyn loft");
+        assert!(
+            seen.contains_key(&text),
+            "{wamid} acknowledged before the backup, missing"
+        );
+    }
+    assert!(seen.len() >= acked_before.len());
+
+    // It streams: a replay from offset 0 reaches the backup's head.
+    let mut stream = StreamClient::connect(&restored, &tenant.token).await;
+    let reported = stream.subscribe(Some(0)).await;
+    assert_eq!(reported, head);
+    let deltas = stream
+        .deltas_until(|d| d["offset"].as_u64() == Some(head))
+        .await;
+    let offsets: Vec<u64> = deltas
+        .iter()
+        .map(|d| d["offset"].as_u64().expect("offset"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "in order, once");
+
+    // It searches: the index, not in the backup, is rebuilt from the store.
+    let found = wait_for("the rebuilt index finds the messages", || async {
+        let hits = search_hits(&restored, &tenant.token, "brooklyn").await;
+        (!hits.is_empty()).then_some(hits)
+    })
+    .await;
+    assert!(!found.is_empty());
+
+    // And it takes new messages.
+    restored
+        .lead_says(
+            &tenant,
+            &lead_phone(0),
+            "Lead 0",
+            "wamid.after",
+            "after the restore",
+        )
+        .await;
+    restored.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_it() {
+    // Written by `confab` 0.1.0 at commit 96900cc (store format 0, before versioning): a
+    // workspace, two leads, three inbound messages, a reply and a tag; see
+    // tests/fixtures/README.md.
+    let root = tempfile::tempdir().expect("dir");
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).expect("mkdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format-0.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(&data_dir)
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "fixture extracted");
+    let tenant: Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("tenant.json")).expect("tenant.json"))
+            .expect("JSON");
+    let token = tenant["token"].as_str().expect("token").to_string();
+
+    let server = TestServer::start_with(|config| config.data_dir = data_dir.clone()).await;
+    let conversations = all_conversations(&server.http, &server.url(""), &token).await;
+    let mut texts: Vec<Vec<String>> = conversations
+        .iter()
+        .map(|(_, messages)| {
+            messages
+                .iter()
+                .map(|m| m["text"].as_str().expect("text").to_string())
+                .collect()
+        })
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        vec![
+            vec![
+                "Hello, is the loft on Rua Augusta still available?".to_string(),
+                "I could visit on Saturday morning".to_string(),
+                "Yes it is, Saturday at 10 works".to_string(),
+            ],
+            vec!["What is the price of the penthouse?".to_string()],
+        ]
+    );
+    let maria = conversations
+        .iter()
+        .find(|(card, _)| card["id"] == tenant["conversation_id"])
+        .expect("Maria's conversation");
+    assert_eq!(maria.0["tags"], json!(["visit"]), "{}", maria.0);
+    let found = wait_for("search over the old data", || async {
+        let hits = search_hits(&server, &token, "penthouse").await;
+        (!hits.is_empty()).then_some(hits)
+    })
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    // New writes land beside the old ones.
+    let (status, _) = server
+        .post(
+            &token,
+            &format!(
+                "/api/v1/conversations/{}/tags",
+                tenant["conversation_id"].as_str().expect("id")
+            ),
+            json!({"add": ["migrated"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.shutdown().await;
+
+    // The store now carries the current format.
+    let store = confab_engine::store::Store::open(&data_dir, &Default::default()).expect("opens");
+    assert_eq!(
+        store.format_version().expect("readable"),
+        Some(confab_engine::format::FORMAT_VERSION)
+    );
+}
