@@ -16,6 +16,7 @@ mod committer_model;
 pub mod contacts;
 pub mod delta;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod ids;
 pub mod inbound;

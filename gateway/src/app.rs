@@ -65,6 +65,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::attachments::routes())
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
+        .merge(routes::export::routes())
         .merge(routes::channels::routes())
         .merge(routes::ai::routes())
         .merge(routes::kb::routes())

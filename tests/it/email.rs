@@ -1197,3 +1197,143 @@ async fn a_reply_carries_files_as_attachments_and_whatsapp_refuses_them() {
     assert!(graph.requests().is_empty(), "nothing sent to the lead");
     server.shutdown().await;
 }
+
+/// The lines of an export answer, parsed; asserts the 200 and the content type.
+async fn export_lines(server: &TestServer, token: &str, path: &str) -> (String, Vec<Value>) {
+    let answer = server
+        .http
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    assert_eq!(answer.headers()["content-type"], "application/x-ndjson");
+    let text = answer.text().await.expect("body");
+    let lines = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect();
+    (text, lines)
+}
+
+#[tokio::test]
+async fn a_contact_export_holds_its_messages_and_stored_files_and_nothing_of_other_leads() {
+    use base64::Engine as _;
+
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/email/apple-attachment.eml"),
+    )
+    .expect("fixture");
+    stored(&server, &mailbox, &raw).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "olga@other.example",
+            "olga-1@other.example",
+            "Hi",
+            "",
+            "olga's own private words",
+        ),
+    )
+    .await;
+    let conversation = conversations(&server, &mailbox)
+        .await
+        .into_iter()
+        .find(|c| !c.to_string().contains("olga"))
+        .expect("the lead with the file");
+    let contact = conversation["contact"]["id"]
+        .as_str()
+        .expect("contact id")
+        .to_string();
+
+    let (text, lines) = export_lines(
+        &server,
+        &mailbox.token,
+        &format!("/api/v1/contacts/{contact}/export"),
+    )
+    .await;
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "export",
+            "contact",
+            "conversation",
+            "message",
+            "attachment",
+            "end"
+        ]
+    );
+    assert_eq!(lines[0]["scope"], "contact");
+    assert_eq!(lines[0]["contact_id"], contact.as_str());
+    assert_eq!(lines[1]["contact"]["contact"]["id"], contact.as_str());
+    assert_eq!(lines[2]["conversation"]["id"], conversation["id"]);
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(lines[4]["data_base64"].as_str().expect("base64"))
+        .expect("valid base64");
+    assert_eq!(file, b"%PDF-1.4 fake pdf for tests\n");
+    assert_eq!(lines[4]["name"], "Angebot März.pdf");
+    assert_eq!(
+        lines[5],
+        json!({"type": "end", "contacts": 1, "conversations": 1, "messages": 1, "attachments": 1})
+    );
+    assert!(!text.contains("olga"), "another lead's data in the export");
+
+    // The whole workspace: both leads.
+    let (text, lines) = export_lines(&server, &mailbox.token, "/api/v1/export").await;
+    assert!(text.contains("olga's own private words"));
+    assert_eq!(
+        lines.last().expect("end"),
+        &json!({"type": "end", "contacts": 2, "conversations": 2, "messages": 2, "attachments": 1})
+    );
+
+    // Admins only; another workspace's contact is not found.
+    let (status, agent) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/agents", mailbox.workspace_id),
+            json!({"name": "Ivo Agent", "email": "ivo@agency.example", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let plain = agent["token"].as_str().expect("token");
+    for path in [
+        "/api/v1/export".to_string(),
+        format!("/api/v1/contacts/{contact}/export"),
+    ] {
+        let (status, refused) = server.get(plain, &path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {refused}");
+        assert_eq!(refused["error"]["code"], "admin_only");
+    }
+    let other = mailbox_named(&server, "Other Agency").await;
+    let (status, _) = server
+        .get(&other, &format!("/api/v1/contacts/{contact}/export"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
+
+/// An admin token of a new, empty workspace.
+async fn mailbox_named(server: &TestServer, name: &str) -> String {
+    let (_, ws) = server
+        .admin_post("/api/v1/admin/workspaces", json!({"name": name}))
+        .await;
+    let (status, agent) = server
+        .admin_post(
+            &format!(
+                "/api/v1/admin/workspaces/{}/agents",
+                ws["id"].as_str().expect("id")
+            ),
+            json!({"name": "Other Admin", "email": "admin@other.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    agent["token"].as_str().expect("token").to_string()
+}
