@@ -53,6 +53,13 @@ pub enum ContactsMsg {
         edit: ContactEdit,
         reply: RpcReplyPort<ActorResult<StoredContact>>,
     },
+    /// Deletes the contact and its identities (the last step of its erasure): serialized
+    /// with edits, so no edit writes it back. Answers whether there was one to delete.
+    Erase {
+        workspace: WorkspaceId,
+        id: ContactId,
+        reply: RpcReplyPort<ActorResult<bool>>,
+    },
 }
 
 /// The handle to the contacts' owner. Cheap to clone.
@@ -102,6 +109,20 @@ impl Contacts {
         rx.await.map_err(|_| unavailable())?
     }
 
+    /// Deletes a contact of `workspace` with its identities (see [`ContactsMsg::Erase`]).
+    pub async fn erase(&self, workspace: WorkspaceId, id: ContactId) -> ActorResult<bool> {
+        let unavailable = || ActorError::Unavailable("the contacts actor has stopped".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.actor
+            .cast(ContactsMsg::Erase {
+                workspace,
+                id,
+                reply: tx.into(),
+            })
+            .map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())?
+    }
+
     pub async fn stop(&self, timeout: std::time::Duration) {
         let _ = self.actor.drain_and_wait(Some(timeout)).await;
     }
@@ -143,12 +164,38 @@ impl Actor for ContactsActor {
             } => {
                 let _ = reply.send(state.edit(workspace, id, edit).await);
             }
+            ContactsMsg::Erase {
+                workspace,
+                id,
+                reply,
+            } => {
+                let _ = reply.send(state.erase(workspace, id).await);
+            }
         }
         Ok(())
     }
 }
 
 impl ContactsState {
+    async fn erase(&self, ws: WorkspaceId, id: ContactId) -> ActorResult<bool> {
+        let store = self.store.clone();
+        let set = tokio::task::spawn_blocking(move || {
+            match store.contact(id)?.filter(|c| c.workspace_id == ws) {
+                Some(contact) => confab_engine::erasure::contact_set(&store, &contact).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))??;
+        match set {
+            Some(set) => {
+                self.committer.commit(set).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn edit(
         &self,
         ws: WorkspaceId,

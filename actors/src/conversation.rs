@@ -89,6 +89,10 @@ pub enum ConversationMsg {
     AiUnavailable { seq: u64 },
     /// A durable timer of this conversation is due (`confab_engine::notify` kinds).
     Timer { kind: u8, due: UnixMillis },
+    /// Delete everything of this conversation (a lead's erasure), then stop: answered with
+    /// what was erased once it is durable. Nothing writes the conversation afterwards (a
+    /// later message finds no conversation).
+    Erase(RpcReplyPort<ActorResult<confab_engine::erasure::ErasedCounts>>),
     /// Stop after everything queued before this message is handled.
     Passivate,
     /// Makes the actor panic: lets tests and operators exercise supervision.
@@ -327,6 +331,14 @@ async fn handle_message(
         }
         // Drain, not stop: what was already sent is handled first, and a message sent
         // from now on is handed back to its sender, who gives it to the next actor.
+        ConversationMsg::Erase(reply) => {
+            let erased = state.erase().await;
+            let done = erased.is_ok();
+            let _ = reply.send(erased);
+            if done {
+                myself.stop(Some("erased".into()));
+            }
+        }
         ConversationMsg::Passivate => {
             if myself.drain().is_err() {
                 myself.stop(Some("passivated".into()));
@@ -337,6 +349,20 @@ async fn handle_message(
 }
 
 impl ConversationState {
+    /// Commits the erasure of the conversation, in order (state and inbox entries last).
+    async fn erase(&mut self) -> ActorResult<confab_engine::erasure::ErasedCounts> {
+        let (store, conv) = (self.store.clone(), self.conv.clone());
+        let (sets, counts) = tokio::task::spawn_blocking(move || {
+            confab_engine::erasure::conversation_sets(&store, &conv)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        for set in sets {
+            self.committer.commit(set).await?;
+        }
+        Ok(counts)
+    }
+
     async fn inbound(&mut self, mut event: InboundEvent) -> ActorResult<InboundOutcome> {
         let now = now_millis();
         let activity = activity_time(&event, now);

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use confab_engine::committer::{Committer, DeltaListener};
 use confab_engine::delta::Delta;
+use confab_engine::ids::ConversationId;
 use confab_engine::store::Store;
 use confab_index::{SearchIndex, Writer, WriterOptions};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 /// How the indexer batches.
@@ -54,6 +55,9 @@ pub enum IndexerMsg {
     Deltas(Vec<Arc<Delta>>),
     /// Time to commit what is buffered (or to retry after a failure).
     Tick,
+    /// Delete every document of these conversations, after everything buffered, and
+    /// commit: answered once that is durable (a lead's erasure).
+    Erase(Vec<ConversationId>, RpcReplyPort<Result<(), String>>),
 }
 
 /// Forwards the committer's deltas into the indexer's mailbox without blocking it.
@@ -97,11 +101,17 @@ impl IndexerState {
     /// commits, on the blocking pool. On failure the writer is dropped (its uncommitted
     /// work with it) and reopened later.
     async fn flush(&mut self) {
+        let _ = self.flush_erasing(Vec::new()).await;
+    }
+
+    /// [`IndexerState::flush`], deleting the documents of `erase` before the commit.
+    /// Fails when the index cannot be written now (it is reopened later).
+    async fn flush_erasing(&mut self, erase: Vec<ConversationId>) -> Result<(), String> {
         if self.writer.is_none() && self.retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
+            return Err("the search index is recovering from a failure".into());
         }
-        if self.writer.is_some() && self.buffer.is_empty() {
-            return;
+        if self.writer.is_some() && self.buffer.is_empty() && erase.is_empty() {
+            return Ok(());
         }
         let writer = self.writer.take();
         let deltas = std::mem::take(&mut self.buffer);
@@ -126,6 +136,9 @@ impl IndexerState {
                 }
                 writer.apply(delta);
             }
+            if !erase.is_empty() {
+                writer.erase_conversations(&erase);
+            }
             writer.commit()?;
             Ok::<_, confab_index::IndexError>(writer)
         })
@@ -140,9 +153,17 @@ impl IndexerState {
                 metrics::gauge!(confab_index::metrics::INDEX_LAG_OFFSETS).set(lag as f64);
                 self.writer = Some(writer);
                 self.retry_at = None;
+                Ok(())
             }
-            Ok(Err(e)) => self.failed(&e.to_string()),
-            Err(e) => self.failed(&format!("indexing task panicked: {e}")),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                Err(e.to_string())
+            }
+            Err(e) => {
+                let why = format!("indexing task panicked: {e}");
+                self.failed(&why);
+                Err(why)
+            }
         }
     }
 
@@ -195,6 +216,9 @@ impl Actor for Indexer {
                 }
             }
             IndexerMsg::Tick => state.flush().await,
+            IndexerMsg::Erase(conversations, reply) => {
+                let _ = reply.send(state.flush_erasing(conversations).await);
+            }
         }
         Ok(())
     }

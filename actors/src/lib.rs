@@ -9,6 +9,7 @@ pub mod channels;
 pub mod clock;
 pub mod contacts;
 pub mod conversation;
+pub mod erasure;
 pub mod error;
 pub mod indexer;
 pub mod manager;

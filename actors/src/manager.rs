@@ -165,6 +165,21 @@ impl Conversations {
         })
     }
 
+    /// Erases the conversation through its actor (see [`ConversationMsg::Erase`]); a
+    /// conversation already gone erased nothing. Forgets its provider thread.
+    pub async fn erase(
+        &self,
+        id: ConversationId,
+    ) -> ActorResult<confab_engine::erasure::ErasedCounts> {
+        let erased = match self.request(id, ConversationMsg::Erase).await {
+            Ok(counts) => counts,
+            Err(ActorError::NotFound) => Default::default(),
+            Err(e) => return Err(e),
+        };
+        self.threads.retain(|_, conv| *conv != id);
+        Ok(erased)
+    }
+
     /// Sends a one-way message to the conversation.
     pub async fn tell(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
         self.deliver(id, msg).await

@@ -118,10 +118,13 @@ pub enum Ks {
     Timer,
     /// workspace id → `notify::WorkspaceSettings`
     WsSettings,
+    /// workspace id ‖ erasure id (ULID text) → `erasure::Erasure`: erasures of leads, open
+    /// and done (the audit of who erased what, without the erased data)
+    Erasure,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 45] = [
+    pub const ALL: [Ks; 46] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -167,6 +170,7 @@ impl Ks {
         Ks::PushOutbox,
         Ks::Timer,
         Ks::WsSettings,
+        Ks::Erasure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -216,6 +220,7 @@ impl Ks {
             Ks::PushOutbox => "push_outbox",
             Ks::Timer => "timer",
             Ks::WsSettings => "ws_settings",
+            Ks::Erasure => "erasure",
         }
     }
 

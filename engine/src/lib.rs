@@ -15,6 +15,7 @@ pub mod committer;
 mod committer_model;
 pub mod contacts;
 pub mod delta;
+pub mod erasure;
 pub mod error;
 pub mod export;
 pub mod format;

@@ -162,6 +162,26 @@ pub fn update(set: &mut WriteSet, before: Option<&Conversation>, after: &Convers
     }
 }
 
+/// Adds to `set` the index changes that take `before` out of every view: its lane
+/// entries and set memberships deleted, their counters moved down (erasure).
+pub fn remove(set: &mut WriteSet, before: &Conversation) {
+    let ws = before.workspace_id;
+    for lane in lanes(before).into_iter().flatten() {
+        set.delete(
+            Ks::LaneConv,
+            catalogue::lane_conv(ws, lane, before.last_activity_at, before.id),
+        );
+        set.add(Ks::FacetCount, catalogue::lane_count(ws, lane), -1);
+    }
+    for (kind, value) in facets(before) {
+        set.delete(
+            Ks::FacetConv,
+            catalogue::facet_conv(ws, kind, value, before.id),
+        );
+        set.add(Ks::FacetCount, catalogue::facet(ws, kind, value), -1);
+    }
+}
+
 /// The inbox views of the API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum View {

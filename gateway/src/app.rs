@@ -66,6 +66,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::commands::routes())
         .merge(routes::contacts::routes())
         .merge(routes::export::routes())
+        .merge(routes::erasure::routes())
         .merge(routes::channels::routes())
         .merge(routes::ai::routes())
         .merge(routes::kb::routes())

@@ -244,6 +244,14 @@ pub async fn start_with_clock(
     )
     .await
     .context("cannot start the actors")?;
+    // Erasures a previous run did not finish go on now.
+    let resumed = runtime
+        .resume_erasures(store.clone(), committer.clone())
+        .await
+        .context("cannot read the open erasures")?;
+    if resumed > 0 {
+        tracing::info!(erasures = resumed, "resuming erasures");
+    }
 
     let (stop, stopped) = watch::channel(false);
     let app: AppState = Arc::new(App {

@@ -200,6 +200,23 @@ impl Writer {
         }
     }
 
+    /// Deletes every document of these conversations (their messages and their own),
+    /// staged ones included; the next [`Writer::commit`] makes it durable (a lead's
+    /// erasure).
+    pub fn erase_conversations(&mut self, ids: &[ConversationId]) {
+        // Staged documents go to tantivy first: a delete removes what was added before it.
+        self.flush();
+        let fields = *self.index.fields();
+        for id in ids {
+            self.writer.delete_term(tantivy::Term::from_field_text(
+                fields.conversation,
+                &id.to_string(),
+            ));
+            self.conversations.remove(id);
+        }
+        self.dirty = true;
+    }
+
     /// Hands the staged documents to tantivy: delete by key (unless new), then add.
     fn flush(&mut self) {
         let fields = *self.index.fields();

@@ -1337,3 +1337,291 @@ async fn mailbox_named(server: &TestServer, name: &str) -> String {
     assert_eq!(status, StatusCode::CREATED, "{agent}");
     agent["token"].as_str().expect("token").to_string()
 }
+
+/// Posts a signed WhatsApp text from `wa_id` to the channel `channel` (secret
+/// `wa-secret`, phone number id 555); asserts the 200.
+async fn whatsapp_says(server: &TestServer, channel: &str, wa_id: &str, wamid: &str, text: &str) {
+    let body = confab_engine::wire::whatsapp::inbound_text_webhook(
+        "555",
+        wa_id,
+        "Lia Costa",
+        wamid,
+        confab_engine::time::now_millis() / 1000,
+        text,
+    )
+    .to_string();
+    let answer = server
+        .http
+        .post(server.url(&format!("/webhooks/whatsapp/{channel}")))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            confab_engine::wire::whatsapp::sign("wa-secret", body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_erased_lead_on_two_channels_is_gone_from_the_inbox_search_stream_and_later_backups() {
+    let server = TestServer::start().await;
+    let mailbox = mailbox(&server).await;
+    let (status, whatsapp) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/channels", mailbox.workspace_id),
+            json!({"kind": "whatsapp", "name": "WA", "phone_number_id": "555", "app_secret": "wa-secret",
+                   "verify_token": "v", "access_token": "t"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{whatsapp}");
+    let wa_channel = whatsapp["id"].as_str().expect("id").to_string();
+    // Lia writes on WhatsApp, the agent records her email, she writes by email with a file.
+    whatsapp_says(
+        &server,
+        &wa_channel,
+        "5511987654321",
+        "wamid.LIA",
+        "Oi! Is the Quixaba duplex free?",
+    )
+    .await;
+    let lia = conversations(&server, &mailbox).await[0].clone();
+    let contact = lia["contact"]["id"].as_str().expect("contact").to_owned();
+    let (status, _) = server
+        .patch_json(
+            &mailbox.token,
+            &format!("/api/v1/contacts/{contact}"),
+            json!({"email": "lia.costa@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/email/apple-attachment.eml"),
+    )
+    .expect("fixture")
+    .replace(
+        "Ana Lima <ana@lima.example>",
+        "Lia Costa <lia.costa@example.com>",
+    );
+    assert!(
+        raw.contains("lia.costa@example.com"),
+        "the fixture's sender was replaced"
+    );
+    stored(&server, &mailbox, &raw).await;
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "Lia Costa <lia.costa@example.com>",
+            "lia-2@example.com",
+            "Re: Signed offer",
+            "In-Reply-To: <5A1B2C3D-0000-4000-8000-000000000002@lima.example>\r\n",
+            "my code is zebrafish42",
+        ),
+    )
+    .await;
+    // Another lead stays.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "olga@other.example",
+            "olga-1@other.example",
+            "Hi",
+            "",
+            "olga asks about the penthouse",
+        ),
+    )
+    .await;
+    let lia_conversations: Vec<Value> = conversations(&server, &mailbox)
+        .await
+        .into_iter()
+        .filter(|c| c["contact"]["id"] == contact.as_str())
+        .collect();
+    // WhatsApp and email (the two mails may or may not share a thread).
+    assert!(
+        lia_conversations.len() >= 2,
+        "one contact on two channels: {lia_conversations:?}"
+    );
+    let lia_strings = [
+        "Quixaba",
+        "zebrafish42",
+        "Lia Costa",
+        "lia.costa@example.com",
+        "5511987654321",
+        "fake pdf for tests",
+    ];
+    wait_for("Lia's words are searchable", || async {
+        let (_, page) = server
+            .get(&mailbox.token, "/api/v1/search?q=zebrafish42")
+            .await;
+        (page["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(())
+    })
+    .await;
+
+    // Only with erase=true, only by an admin.
+    let (status, refused) = server
+        .delete(&mailbox.token, &format!("/api/v1/contacts/{contact}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "erase_required");
+    let (_, plain) = server
+        .admin_post(
+            &format!("/api/v1/admin/workspaces/{}/agents", mailbox.workspace_id),
+            json!({"name": "Ivo Agent", "email": "ivo@agency.example", "role": "agent"}),
+        )
+        .await;
+    let (status, _) = server
+        .delete(
+            plain["token"].as_str().expect("token"),
+            &format!("/api/v1/contacts/{contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, erasure) = server
+        .delete(
+            &mailbox.token,
+            &format!("/api/v1/contacts/{contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{erasure}");
+    let id = erasure["id"].as_str().expect("erasure id").to_string();
+    let done = wait_for("the erasure completes", || async {
+        let (_, erasure) = server
+            .get(&mailbox.token, &format!("/api/v1/erasures/{id}"))
+            .await;
+        (erasure["status"] == "completed").then_some(erasure)
+    })
+    .await;
+    assert_eq!(
+        done["erased"]["conversations"],
+        lia_conversations.len(),
+        "{done}"
+    );
+    assert_eq!(done["erased"]["messages"], 3, "{done}");
+    assert_eq!(done["erased"]["files"], 1, "{done}");
+    assert!(
+        done["erased"]["deltas"].as_u64().expect("deltas") > 0,
+        "{done}"
+    );
+    assert_eq!(done["contact_id"], contact.as_str());
+    let (_, audit) = server.get(&mailbox.token, "/api/v1/erasures").await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+    for needle in lia_strings {
+        assert!(
+            !audit.to_string().contains(needle),
+            "the audit holds {needle}: {audit}"
+        );
+    }
+
+    // The inbox, the contact and search know nothing of her.
+    let (status, _) = server
+        .get(&mailbox.token, &format!("/api/v1/contacts/{contact}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let left = conversations(&server, &mailbox).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].to_string().contains("olga"));
+    for q in [
+        "Quixaba",
+        "zebrafish42",
+        "Lia",
+        "lia.costa@example.com",
+        "5511987654321",
+        "Angebot",
+    ] {
+        let (status, page) = server
+            .get(
+                &mailbox.token,
+                &format!("/api/v1/search?q={}", q.replace('@', "%40")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["items"], json!([]), "search for {q}: {page}");
+    }
+    let (_, counts) = server
+        .get(&mailbox.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(counts["all"], 1, "{counts}");
+    // Not only hidden: the index itself holds no document of hers (the API drops hits of
+    // conversations it cannot find, so ask the index directly).
+    let index = server
+        .server()
+        .app()
+        .runtime
+        .search
+        .clone()
+        .expect("search index");
+    let ws: confab_engine::ids::WorkspaceId = mailbox.workspace_id.parse().expect("id");
+    for word in ["quixaba", "zebrafish42", "lia", "angebot"] {
+        let request = confab_index::SearchRequest {
+            workspace: ws,
+            query: confab_index::ParsedQuery::parse(word).expect("query"),
+            channel: None,
+            intent: None,
+            since: None,
+            conversation: None,
+            offset: 0,
+            limit: 10,
+        };
+        let index = index.clone();
+        let page =
+            tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
+                .await
+                .expect("search task")
+                .expect("search");
+        assert!(page.items.is_empty(), "the index still holds {word}");
+    }
+
+    // A replay of the stream from the start holds none of it.
+    stored(
+        &server,
+        &mailbox,
+        &mail(
+            "olga@other.example",
+            "olga-2@other.example",
+            "Hi",
+            "",
+            "olga again",
+        ),
+    )
+    .await;
+    let mut stream = crate::harness::StreamClient::connect(&server, &mailbox.token).await;
+    let head = stream.subscribe(Some(0)).await;
+    let replay = stream
+        .deltas_until(|d| d["offset"].as_u64() == Some(head))
+        .await;
+    let replay = serde_json::to_string(&replay).expect("json");
+    assert!(replay.contains("olga again"));
+    for needle in lia_strings {
+        assert!(!replay.contains(needle), "the stream replays {needle}");
+    }
+
+    // Nor does a backup made afterwards.
+    let dir = tempfile::tempdir().expect("dir");
+    let to = dir.path().join("backup");
+    let (status, answer) = server
+        .admin_post(
+            "/api/v1/admin/backups",
+            json!({"to": to.display().to_string()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let mut scanned = 0;
+    for file in std::fs::read_dir(&to).expect("backup dir") {
+        let bytes = std::fs::read(file.expect("entry").path()).expect("read");
+        scanned += bytes.len();
+        for needle in lia_strings {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "the backup holds {needle}"
+            );
+        }
+    }
+    assert!(scanned > 0);
+    server.shutdown().await;
+}

@@ -294,3 +294,205 @@ async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_i
         Some(confab_engine::format::FORMAT_VERSION)
     );
 }
+
+/// Waits until the erasure `id` is completed, through the API at `base`.
+async fn erasure_completed(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    wait_for("the erasure completes", || async {
+        let response = http
+            .get(format!("{base}/api/v1/erasures/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        let erasure: Value = response.json().await.ok()?;
+        (erasure["status"] == "completed").then_some(erasure)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_erasure_recorded_before_a_stop_is_carried_out_by_the_next_start() {
+    let graph = GraphStandIn::start().await;
+    let server = TestServer::start().await;
+    let tenant = server.provision(&graph).await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000001",
+            "Rui Ramos",
+            "wamid.R1",
+            "rui wants the garden flat",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000002",
+            "Bia Borges",
+            "wamid.B1",
+            "bia stays",
+        )
+        .await;
+    let rui = server.conversation_of(&tenant, "5511900000001").await;
+    let contact: confab_engine::ids::ContactId = rui["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .parse()
+        .expect("id");
+    let dir = server.dir.clone();
+    let config = server.config.clone();
+    server.shutdown().await;
+
+    // The state a crash right after the erasure was recorded leaves: the record, no step.
+    let record = {
+        let store =
+            confab_engine::store::Store::open(dir.path(), &Default::default()).expect("store");
+        let (committer, thread) = confab_engine::committer::Committer::start(
+            store,
+            confab_engine::committer::Durability::Fsync,
+        )
+        .expect("committer");
+        let record = confab_engine::erasure::Erasure::new(
+            tenant.workspace_id.parse().expect("workspace"),
+            contact,
+            tenant.agent_id.parse().expect("agent"),
+            confab_engine::time::now_millis(),
+        );
+        let mut set = confab_engine::committer::WriteSet::new();
+        set.put(confab_engine::catalogue::Ks::Erasure, record.key(), &record);
+        committer.commit(set).await.expect("recorded");
+        committer.close();
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("committer stops");
+        record
+    };
+
+    let server = TestServer::start_with(|c| {
+        c.data_dir = config.data_dir.clone();
+        c.admin_token = config.admin_token.clone();
+    })
+    .await;
+    let done = erasure_completed(&server.http, &server.url(""), &tenant.token, &record.id).await;
+    assert_eq!(done["erased"]["conversations"], 1, "{done}");
+    let left = server.conversations(&tenant.token).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].to_string().contains("Bia Borges"));
+    let (status, _) = server
+        .get(&tenant.token, &format!("/api/v1/contacts/{contact}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(search_hits(&server, &tenant.token, "garden")
+        .await
+        .is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kill_9_during_an_erasure_leaves_it_to_the_next_start_which_completes_it() {
+    let binary = confab_binary().await;
+    let root = tempfile::tempdir().expect("dir");
+    let dir = root.path().join("data");
+    let admin = "admin-erasure-crash".to_string();
+    let http = reqwest::Client::new();
+    let serve = |binary: std::path::PathBuf, dir: std::path::PathBuf, admin: String| async move {
+        tokio::task::spawn_blocking(move || crate::process::Process::serve(&binary, &dir, &admin))
+            .await
+            .expect("server starts")
+    };
+    let server = serve(binary.clone(), dir.clone(), admin.clone()).await;
+    let tenant = crate::process::provision(&http, &server.base, &admin, "http://127.0.0.1:9").await;
+    let url = format!("{}/webhooks/whatsapp/{}", server.base, tenant.channel_id);
+    // A lead with many messages (the erasure takes a while), and one who stays.
+    let mut sent = futures_util::stream::FuturesUnordered::new();
+    for n in 0..1_500 {
+        let (body, signature) = signed_text_webhook(
+            &tenant,
+            "5511911111111",
+            "Caio Costa",
+            &format!("wamid.C{n}"),
+            &format!("caio message {n} about the harbour loft"),
+        );
+        let (http, url) = (http.clone(), url.clone());
+        sent.push(async move {
+            let answer = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("X-Hub-Signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("webhook");
+            assert_eq!(answer.status().as_u16(), 200);
+        });
+        if sent.len() >= 16 {
+            futures_util::StreamExt::next(&mut sent).await;
+        }
+    }
+    while futures_util::StreamExt::next(&mut sent).await.is_some() {}
+    let (body, signature) = signed_text_webhook(
+        &tenant,
+        "5511922222222",
+        "Dora Dias",
+        "wamid.D1",
+        "dora stays",
+    );
+    let answer = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(answer.status().as_u16(), 200);
+    let conversations = all_conversations(&http, &server.base, &tenant.token).await;
+    let caio = conversations
+        .iter()
+        .find(|(card, _)| card.to_string().contains("Caio Costa"))
+        .expect("Caio's conversation");
+    let contact = caio.0["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_string();
+
+    // Erase, and kill the server as soon as the erasure is recorded: wherever the kill
+    // lands (before any step, in the middle, after the end), the next start finishes it.
+    let answer = http
+        .delete(format!(
+            "{}/api/v1/contacts/{contact}?erase=true",
+            server.base
+        ))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(answer.status().as_u16(), 202);
+    let erasure: Value = answer.json().await.expect("erasure");
+    tokio::task::spawn_blocking(move || server.kill_9())
+        .await
+        .expect("killed");
+    let id = erasure["id"].as_str().expect("id").to_string();
+
+    let server = serve(binary, dir, admin).await;
+    let done = erasure_completed(&http, &server.base, &tenant.token, &id).await;
+    assert_eq!(
+        done["conversations"].as_array().map(Vec::len),
+        Some(1),
+        "{done}"
+    );
+    let left = all_conversations(&http, &server.base, &tenant.token).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].0.to_string().contains("Dora Dias"));
+    let answer = http
+        .get(format!("{}/api/v1/search?q=harbour", server.base))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .expect("search");
+    let page: Value = answer.json().await.expect("page");
+    assert_eq!(page["items"], json!([]), "{page}");
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("stopped");
+}

@@ -10,6 +10,7 @@ pub mod channels;
 pub mod commands;
 pub mod contacts;
 pub mod conversations;
+pub mod erasure;
 pub mod export;
 pub mod health;
 pub mod kb;
