@@ -58,7 +58,16 @@ impl Runtime {
 
     fn spawn_erasure(&self, store: Store, committer: Committer, record: Erasure) {
         let runtime = self.clone();
+        metrics::gauge!(crate::metrics::ERASURES_RUNNING).increment(1.0);
         tokio::spawn(async move {
+            // Counted down however the task ends (completed, or left to the next start).
+            struct Running;
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    metrics::gauge!(crate::metrics::ERASURES_RUNNING).decrement(1.0);
+                }
+            }
+            let _running = Running;
             let id = record.id.clone();
             // A step that fails (the store or the index unavailable for a moment) is
             // tried again; the record stays open until every step is done.
@@ -67,6 +76,7 @@ impl Runtime {
             loop {
                 match runtime.erase(&store, &committer, record.clone()).await {
                     Ok(done) => {
+                        metrics::counter!(crate::metrics::ERASURES_COMPLETED).increment(1);
                         tracing::info!(erasure = %id, erased = ?done.erased, "erasure completed");
                         return;
                     }

@@ -46,10 +46,20 @@ pub const AI_SKIPPED: &str = "confab_ai_skipped_total";
 
 /// Registers the help texts of the runtime's metrics, and of the search index's (the
 /// indexer actor reports them; the index crate only names them).
+/// Gauge: erasures of leads recorded and not completed yet (resumed after a restart).
+pub const ERASURES_RUNNING: &str = "confab_erasures_running";
+/// Counter: erasures of leads completed.
+pub const ERASURES_COMPLETED: &str = "confab_erasures_completed_total";
+
 pub fn describe() {
     use confab_index::metrics as index;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(LIVE_CONVERSATIONS, "Conversation actors in memory.");
+    describe_gauge!(
+        ERASURES_RUNNING,
+        "Erasures of leads recorded and not completed yet (they resume after a restart)."
+    );
+    describe_counter!(ERASURES_COMPLETED, "Erasures of leads completed.");
     describe_counter!(
         NOTIFICATIONS_CREATED,
         "Notifications created for agents, by reason."

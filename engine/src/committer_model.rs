@@ -331,8 +331,18 @@ impl Model {
                 .map(|(k, n)| (k.clone(), n.to_be_bytes().to_vec()))
                 .collect();
         }
-        if ks == Ks::Meta && self.head > 0 {
-            return vec![(META_DELTA_HEAD.to_vec(), self.head.to_be_bytes().to_vec())];
+        if ks == Ks::Meta {
+            // Opening the store records its format version; the head once a delta was
+            // written.
+            let mut meta = vec![(
+                crate::format::META_FORMAT_VERSION.to_vec(),
+                crate::format::FORMAT_VERSION.to_be_bytes().to_vec(),
+            )];
+            if self.head > 0 {
+                meta.push((META_DELTA_HEAD.to_vec(), self.head.to_be_bytes().to_vec()));
+            }
+            meta.sort();
+            return meta;
         }
         Vec::new()
     }

@@ -136,6 +136,7 @@ fn register_initial() {
         actors::RESTARTS,
         actors::CONNECTOR_RESTARTS,
         actors::AI_SKIPPED,
+        actors::ERASURES_COMPLETED,
         index::INDEX_DOCUMENTS,
         index::INDEX_FAILURES,
         stream::WS_FRAMES_SENT,
@@ -156,6 +157,7 @@ fn register_initial() {
         index::INDEX_LAG_OFFSETS,
         actors::AI_QUEUE,
         actors::AI_IN_FLIGHT,
+        actors::ERASURES_RUNNING,
         stream::WS_CLIENTS,
         stream::DELTA_PRUNED_THROUGH,
     ] {
