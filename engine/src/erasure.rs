@@ -142,6 +142,14 @@ impl Sets {
         }
     }
 
+    /// Keeps the next `keys` changes in one set (they must be applied together).
+    fn together(&mut self, keys: usize) {
+        if self.keys > 0 && self.keys + keys > KEYS_PER_SET {
+            self.sets.push(WriteSet::new());
+            self.keys = 0;
+        }
+    }
+
     fn current(&mut self) -> &mut WriteSet {
         if self.keys >= KEYS_PER_SET {
             self.sets.push(WriteSet::new());
@@ -270,14 +278,22 @@ pub fn notification_sets(
                 continue;
             }
             count += 1;
+            let pushes: Vec<Vec<u8>> = store
+                .ks(Ks::PushOutbox)
+                .prefix(notification.id.to_bytes())
+                .map(|kv| kv.key().map(|k| k.to_vec()))
+                .collect::<std::result::Result<_, _>>()?;
+            // The unread mark and its count move together: a resumed erasure that found
+            // the mark gone would not count it down again.
+            sets.together(4 + pushes.len());
             if store.contains(Ks::NotifUnread, &key)? {
                 sets.delete(Ks::NotifUnread, key.to_vec());
                 sets.current()
                     .add(Ks::NotifCount, agent.id.to_bytes().to_vec(), -1);
             }
             sets.delete(Ks::NotifEmail, key.to_vec());
-            for push in store.ks(Ks::PushOutbox).prefix(notification.id.to_bytes()) {
-                sets.delete(Ks::PushOutbox, push.key()?.to_vec());
+            for push in pushes {
+                sets.delete(Ks::PushOutbox, push);
             }
             sets.delete(Ks::Notif, key.to_vec());
         }

@@ -176,6 +176,13 @@ async fn every_query_from_the_indexes_equals_filtering_a_model() {
             set.put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv);
             ids.push(conv.id);
             model.insert(conv.id, conv);
+        } else if rng.below(10) == 0 {
+            // An erasure takes a conversation out of every view and count.
+            let at = rng.below(ids.len());
+            let id = ids.swap_remove(at);
+            let before = model.remove(&id).expect("modelled");
+            super::remove(&mut set, &before);
+            set.delete(Ks::ConvState, id.to_bytes().to_vec());
         } else {
             // Sometimes two changes of one conversation in one set, as a command may.
             let id = *rng.pick(&ids);
