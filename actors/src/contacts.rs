@@ -58,6 +58,8 @@ pub enum ContactsMsg {
     Erase {
         workspace: WorkspaceId,
         id: ContactId,
+        /// Only unlink its phone, email and profile ids (the erasure's first step).
+        identities_only: bool,
         reply: RpcReplyPort<ActorResult<bool>>,
     },
 }
@@ -109,14 +111,21 @@ impl Contacts {
         rx.await.map_err(|_| unavailable())?
     }
 
-    /// Deletes a contact of `workspace` with its identities (see [`ContactsMsg::Erase`]).
-    pub async fn erase(&self, workspace: WorkspaceId, id: ContactId) -> ActorResult<bool> {
+    /// Deletes a contact of `workspace` with its identities, or only its identities (see
+    /// [`ContactsMsg::Erase`]).
+    pub async fn erase(
+        &self,
+        workspace: WorkspaceId,
+        id: ContactId,
+        identities_only: bool,
+    ) -> ActorResult<bool> {
         let unavailable = || ActorError::Unavailable("the contacts actor has stopped".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.actor
             .cast(ContactsMsg::Erase {
                 workspace,
                 id,
+                identities_only,
                 reply: tx.into(),
             })
             .map_err(|_| unavailable())?;
@@ -167,9 +176,10 @@ impl Actor for ContactsActor {
             ContactsMsg::Erase {
                 workspace,
                 id,
+                identities_only,
                 reply,
             } => {
-                let _ = reply.send(state.erase(workspace, id).await);
+                let _ = reply.send(state.erase(workspace, id, identities_only).await);
             }
         }
         Ok(())
@@ -177,10 +187,18 @@ impl Actor for ContactsActor {
 }
 
 impl ContactsState {
-    async fn erase(&self, ws: WorkspaceId, id: ContactId) -> ActorResult<bool> {
+    async fn erase(
+        &self,
+        ws: WorkspaceId,
+        id: ContactId,
+        identities_only: bool,
+    ) -> ActorResult<bool> {
         let store = self.store.clone();
         let set = tokio::task::spawn_blocking(move || {
             match store.contact(id)?.filter(|c| c.workspace_id == ws) {
+                Some(contact) if identities_only => {
+                    confab_engine::erasure::identity_set(&store, &contact).map(Some)
+                }
                 Some(contact) => confab_engine::erasure::contact_set(&store, &contact).map(Some),
                 None => Ok(None),
             }

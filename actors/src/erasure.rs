@@ -110,15 +110,19 @@ impl Runtime {
         mut record: Erasure,
     ) -> ActorResult<Erasure> {
         let (ws, contact) = (record.workspace_id, record.contact_id);
+        // 0. The lead's phone, email and profile ids no longer lead to this contact.
+        self.contacts.erase(ws, contact, true).await?;
         // 1. The contact's conversations, each through its actor. The record lists them
         //    before they are erased: the later steps need their ids after the contact's
         //    list of conversations is gone.
+        let mut settled = false;
         for round in 0..ROUNDS {
             let reader = store.clone();
             let found = tokio::task::spawn_blocking(move || reader.contact_conversations(contact))
                 .await
                 .map_err(blocking_failed)??;
             if round > 0 && found.is_empty() {
+                settled = true;
                 break;
             }
             let new: Vec<_> = found
@@ -138,8 +142,17 @@ impl Runtime {
             };
             for conv in targets {
                 let erased = self.conversations.erase(conv).await?;
-                record.erased.add(erased);
+                if erased != Default::default() {
+                    // What was erased is on record even if a crash follows.
+                    record.erased.add(erased);
+                    save(committer, &record).await?;
+                }
             }
+        }
+        if !settled {
+            return Err(ActorError::Unavailable(
+                "conversations kept being created for the lead; trying again".into(),
+            ));
         }
         let conversations: HashSet<_> = record.conversations.iter().copied().collect();
 
@@ -180,7 +193,7 @@ impl Runtime {
         record.erased.notifications += notifications;
 
         // 5. The contact and its identities.
-        self.contacts.erase(ws, contact).await?;
+        self.contacts.erase(ws, contact, false).await?;
 
         record.completed_at = Some(confab_engine::time::now_millis());
         save(committer, &record).await?;

@@ -255,10 +255,19 @@ impl Conversations {
                     }
                 }
             };
-            self.remember_thread(key, id);
-            return self
+            self.remember_thread(key.clone(), id);
+            let submitted = self
                 .submit(id, |reply| ConversationMsg::Inbound(Box::new(event), reply))
                 .await;
+            if matches!(submitted, Err(ActorError::NotFound)) {
+                // Erased since its thread was looked up: forget it, so the provider's
+                // retry of this message finds the thread anew (and the lead is new).
+                self.threads.remove(&key);
+                return Err(ActorError::Unavailable(
+                    "the conversation was erased meanwhile; retry".into(),
+                ));
+            }
+            return submitted;
         }
         Err(ActorError::Unavailable(
             "the conversation could not be created: too much contention".into(),

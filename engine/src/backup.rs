@@ -131,7 +131,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 /// store keeps the versions it sees meanwhile).
 pub fn backup(store: &Store, to: &Path, confab_version: &str) -> Result<Manifest> {
     empty_dir(to)?;
+    // Two backups into one directory: the second finds it taken.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to.join(CLAIM))
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(BackupError::NotEmpty(to.to_path_buf()));
+        }
+        Err(source) => {
+            return Err(BackupError::Unusable {
+                path: to.to_path_buf(),
+                source,
+            })
+        }
+    }
     let written = write_backup(store, to, confab_version);
+    let _ = std::fs::remove_file(to.join(CLAIM));
     if written.is_err() {
         // Nothing of a failed backup is usable (it has no manifest): leave the directory
         // empty, as it was.
@@ -215,7 +233,33 @@ pub fn verify(from: &Path) -> Result<Manifest> {
 pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest> {
     let manifest = verify(from)?;
     empty_dir(data_dir)?;
-    let (db, keyspaces) = crate::store::open_keyspaces(data_dir, &StoreOptions::default())?;
+    // Loaded beside it and moved in at the end: a restore cut short leaves no data
+    // directory a server would start on as if it were whole.
+    let partial = partial_store(data_dir);
+    let _ = std::fs::remove_dir_all(&partial);
+    let loaded = load(from, &manifest, &partial);
+    if loaded.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return loaded.map(|_| manifest);
+    }
+    let store = data_dir.join("store");
+    std::fs::rename(partial.join("store"), &store).map_err(io(&store))?;
+    let _ = std::fs::remove_dir_all(&partial);
+    sync_dir(data_dir)?;
+    Ok(manifest)
+}
+
+/// Where [`restore`] loads a store before moving it into `data_dir`.
+fn partial_store(data_dir: &Path) -> PathBuf {
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    data_dir.with_file_name(format!(".{name}.restoring"))
+}
+
+fn load(from: &Path, manifest: &Manifest, dir: &Path) -> Result<()> {
+    let (db, keyspaces) = crate::store::open_keyspaces(dir, &StoreOptions::default())?;
     for entry in &manifest.keyspaces {
         let ks = Ks::ALL
             .iter()
@@ -236,7 +280,10 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest> {
         ingestion.finish()?;
     }
     db.persist(fjall::PersistMode::SyncAll)?;
-    Ok(manifest)
+    // Closed (its workers stopped) before the caller moves the directory.
+    drop(keyspaces);
+    drop(db);
+    Ok(())
 }
 
 fn read_manifest(from: &Path) -> Result<Manifest> {
@@ -264,7 +311,20 @@ fn read_manifest(from: &Path) -> Result<Manifest> {
             release: manifest.confab_version,
         });
     }
+    let mut seen = std::collections::HashSet::new();
     for entry in &manifest.keyspaces {
+        if !Ks::ALL.iter().any(|ks| ks.name() == entry.keyspace) {
+            return Err(BackupError::BadManifest(format!(
+                "unknown keyspace {:?}",
+                entry.keyspace
+            )));
+        }
+        if !seen.insert(entry.keyspace.as_str()) {
+            return Err(BackupError::BadManifest(format!(
+                "keyspace {:?} listed twice",
+                entry.keyspace
+            )));
+        }
         // Only a plain file name: a manifest cannot point outside its directory.
         let plain = Path::new(&entry.file)
             .file_name()
@@ -363,6 +423,9 @@ fn write_record(out: &mut impl Write, key: &[u8], value: &[u8]) -> std::io::Resu
     out.write_all(key)?;
     out.write_all(value)
 }
+
+/// Marks a backup directory as taken while a backup writes it (removed at the end).
+const CLAIM: &str = ".confab-backup-in-progress";
 
 /// Creates `dir` or checks that it is an empty directory.
 fn empty_dir(dir: &Path) -> Result<()> {
@@ -640,6 +703,15 @@ mod tests {
         let mut outside = manifest.clone();
         outside.keyspaces[0].file = "../data/store/0.jnl".into();
         rewrite(&outside);
+        assert!(matches!(verify(&to), Err(BackupError::BadManifest(_))));
+
+        let mut unknown = manifest.clone();
+        unknown.keyspaces[0].keyspace = "no_such_keyspace".into();
+        rewrite(&unknown);
+        assert!(matches!(verify(&to), Err(BackupError::BadManifest(_))));
+        let mut twice = manifest.clone();
+        twice.keyspaces[1].keyspace = twice.keyspaces[0].keyspace.clone();
+        rewrite(&twice);
         assert!(matches!(verify(&to), Err(BackupError::BadManifest(_))));
 
         let mut newer = manifest.clone();

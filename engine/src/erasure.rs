@@ -14,6 +14,9 @@
 //! 3. the search index's documents of those conversations (the indexer);
 //! 4. the agents' notifications about them ([`notification_sets`]);
 //! 5. the contact with its identities ([`contact_set`]).
+//!
+//! Before step 1 the contact's identities are deleted ([`identity_set`]): the lead writing
+//! meanwhile becomes a new contact rather than joining the one being erased.
 
 use std::collections::HashSet;
 
@@ -216,12 +219,12 @@ pub fn conversation_sets(
             sets.delete(Ks::Timer, key.to_vec());
         }
     }
-    let thread = catalogue::thread_conv(conv.channel_id, &conv.external_thread);
-    if store
-        .get_raw(Ks::ThreadConv, &thread)?
-        .is_some_and(|owner| owner.as_ref() == id.to_bytes())
-    {
-        sets.delete(Ks::ThreadConv, thread);
+    // Its provider thread, and the provisional one a conversation we started had.
+    for kv in store.ks(Ks::ThreadConv).prefix(conv.channel_id.to_bytes()) {
+        let (key, owner) = kv.into_inner()?;
+        if owner.as_ref() == id.to_bytes() {
+            sets.delete(Ks::ThreadConv, key.to_vec());
+        }
     }
     sets.delete(Ks::ConvStats, id.to_bytes().to_vec());
     // The state and its inbox entries last, in one set: until then the conversation is
@@ -301,9 +304,10 @@ pub fn notification_sets(
     Ok((sets.done(), count))
 }
 
-/// Step 5: the set that deletes the contact, every identity of the workspace that names
-/// it (phone, email, profile ids) and its conversation list.
-pub fn contact_set(store: &Store, contact: &StoredContact) -> Result<WriteSet> {
+/// Step 0: the set that deletes every identity of the workspace naming the contact (phone,
+/// email, profile ids), so that a message from the lead while the erasure runs makes a
+/// new contact instead of joining the one being erased.
+pub fn identity_set(store: &Store, contact: &StoredContact) -> Result<WriteSet> {
     let mut set = WriteSet::new();
     let ws = contact.workspace_id;
     let id = contact.contact.id;
@@ -315,6 +319,14 @@ pub fn contact_set(store: &Store, contact: &StoredContact) -> Result<WriteSet> {
             }
         }
     }
+    Ok(set)
+}
+
+/// Step 5: the set that deletes the contact, any identity still naming it and its
+/// conversation list.
+pub fn contact_set(store: &Store, contact: &StoredContact) -> Result<WriteSet> {
+    let mut set = identity_set(store, contact)?;
+    let id = contact.contact.id;
     for kv in store.ks(Ks::ContactConv).prefix(id.to_bytes()) {
         set.delete(Ks::ContactConv, kv.key()?.to_vec());
     }

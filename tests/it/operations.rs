@@ -385,6 +385,44 @@ async fn an_erasure_recorded_before_a_stop_is_carried_out_by_the_next_start() {
     assert!(search_hits(&server, &tenant.token, "garden")
         .await
         .is_empty());
+    let (_, counts) = server
+        .get(&tenant.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(counts["all"], 1, "{counts}");
+    // The index itself, not only what the API shows of it (the API drops hits of
+    // conversations it cannot find).
+    let index = server.server().app().runtime.search.clone().expect("index");
+    let request = confab_index::SearchRequest {
+        workspace: tenant.workspace_id.parse().expect("workspace"),
+        query: confab_index::ParsedQuery::parse("garden").expect("query"),
+        channel: None,
+        intent: None,
+        since: None,
+        conversation: None,
+        offset: 0,
+        limit: 10,
+    };
+    let page = tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
+        .await
+        .expect("search task")
+        .expect("search");
+    assert!(
+        page.items.is_empty(),
+        "the index still holds the erased lead"
+    );
+    // A later message from the lead makes a new lead.
+    server
+        .lead_says(
+            &tenant,
+            "5511900000001",
+            "Rui Ramos",
+            "wamid.R2",
+            "rui is back",
+        )
+        .await;
+    let back = server.conversation_of(&tenant, "5511900000001").await;
+    assert_ne!(back["id"], rui["id"]);
+    assert_ne!(back["contact"]["id"], rui["contact"]["id"]);
     server.shutdown().await;
 }
 

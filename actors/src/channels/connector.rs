@@ -402,8 +402,8 @@ impl SendTask {
         // it out of the outbox: a connector restarted in between must not send it again.
         let (done_tx, done_rx) = oneshot::channel();
         let report = match self.deliver(&entry).await {
-            Delivered::Stopped => {
-                // The message stays in the outbox for the next start.
+            Delivered::Stopped | Delivered::Withdrawn => {
+                // Stopped: the message stays in the outbox for the next start.
                 self.deps.registry.in_flight().remove(&entry.message_id);
                 self.link.depth_done();
                 return;
@@ -576,6 +576,17 @@ impl SendTask {
                 self.link.settle(false);
                 continue;
             }
+            // A message erased with its lead while it waited is not sent.
+            let (store, id) = (self.deps.store.clone(), entry.message_id);
+            let still_queued = tokio::task::spawn_blocking(move || store.outbox_entry(id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|queued| queued.is_some());
+            if still_queued == Some(false) {
+                self.link.settle(false);
+                return Delivered::Withdrawn;
+            }
             let adapter = self.link.adapter();
             let sending = self.deps.registry.sending();
             sending.insert(entry.message_id);
@@ -642,6 +653,8 @@ enum Delivered {
     Failed(String),
     /// The channels stopped while the message waited: it stays in the outbox.
     Stopped,
+    /// It left the outbox without being sent (its lead was erased).
+    Withdrawn,
 }
 
 /// Waits until `woken`, the clock jumps (`jumped`) or `at_most` passes (capped at

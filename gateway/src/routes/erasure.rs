@@ -102,6 +102,9 @@ async fn erase_contact(
     }
     let ws = agent.0.workspace_id;
     let id: ContactId = id.parse().map_err(|_| ApiError::not_found("contact"))?;
+    // One erasure per lead: two requests at once must not both start one.
+    static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _starting = STARTING.lock().await;
     let store = app.store.clone();
     let (contact, running) = blocking(move || {
         let contact = store.contact(id)?.filter(|c| c.workspace_id == ws);

@@ -27,6 +27,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks produced ahead of a slow reader.
 const CHUNKS_AHEAD: usize = 4;
+/// A reader that takes nothing for this long is given up on (the export holds a store
+/// snapshot, which keeps old versions from being compacted away).
+const STALLED_READER: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn admin_only(agent: &AgentAuth) -> ApiResult<()> {
     if agent.0.role != Role::Admin {
@@ -103,7 +106,13 @@ async fn export_contact(
 /// line).
 fn stream(app: AppState, scope: Scope, name: String) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let send = |chunk: Result<Bytes, std::io::Error>| {
+            runtime
+                .block_on(tokio::time::timeout(STALLED_READER, tx.send(chunk)))
+                .is_ok_and(|sent| sent.is_ok())
+        };
         let mut chunk = Vec::with_capacity(CHUNK_BYTES);
         let written = export::export(&app.store, scope, env!("CARGO_PKG_VERSION"), |line| {
             chunk.extend_from_slice(&line);
@@ -111,17 +120,17 @@ fn stream(app: AppState, scope: Scope, name: String) -> Response {
                 return true;
             }
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
-            tx.blocking_send(Ok(Bytes::from(full))).is_ok()
+            send(Ok(Bytes::from(full)))
         });
         match written {
             Ok(_) => {
                 if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+                    send(Ok(Bytes::from(chunk)));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "export failed part-way");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                send(Err(std::io::Error::other(e.to_string())));
             }
         }
     });
