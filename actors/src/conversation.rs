@@ -93,6 +93,17 @@ pub enum ConversationMsg {
     /// what was erased once it is durable. Nothing writes the conversation afterwards (a
     /// later message finds no conversation).
     Erase(RpcReplyPort<ActorResult<confab_engine::erasure::ErasedCounts>>),
+    /// Delete the messages created before `before` (retention): answered with what was
+    /// erased and the ids of those messages once it is durable.
+    Purge {
+        before: UnixMillis,
+        reply: RpcReplyPort<
+            ActorResult<(
+                confab_engine::erasure::ErasedCounts,
+                Vec<confab_engine::ids::MessageId>,
+            )>,
+        >,
+    },
     /// Stop after everything queued before this message is handled.
     Passivate,
     /// Makes the actor panic: lets tests and operators exercise supervision.
@@ -339,6 +350,9 @@ async fn handle_message(
                 myself.stop(Some("erased".into()));
             }
         }
+        ConversationMsg::Purge { before, reply } => {
+            let _ = reply.send(state.purge(before).await);
+        }
         ConversationMsg::Passivate => {
             if myself.drain().is_err() {
                 myself.stop(Some("passivated".into()));
@@ -361,6 +375,26 @@ impl ConversationState {
             self.committer.commit(set).await?;
         }
         Ok(counts)
+    }
+
+    /// Commits the deletion of the messages created before `before`.
+    async fn purge(
+        &mut self,
+        before: UnixMillis,
+    ) -> ActorResult<(
+        confab_engine::erasure::ErasedCounts,
+        Vec<confab_engine::ids::MessageId>,
+    )> {
+        let (store, conv) = (self.store.clone(), self.conv.clone());
+        let (sets, counts, ids) = tokio::task::spawn_blocking(move || {
+            confab_engine::erasure::purge_sets(&store, &conv, before)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        for set in sets {
+            self.committer.commit(set).await?;
+        }
+        Ok((counts, ids))
     }
 
     async fn inbound(&mut self, mut event: InboundEvent) -> ActorResult<InboundOutcome> {

@@ -173,7 +173,11 @@ impl Runtime {
             let ids = record.conversations.clone();
             let (tx, rx) = tokio::sync::oneshot::channel();
             indexer
-                .cast(IndexerMsg::Erase(ids, tx.into()))
+                .cast(IndexerMsg::Erase {
+                    conversations: ids,
+                    messages: Vec::new(),
+                    reply: tx.into(),
+                })
                 .map_err(|_| ActorError::Unavailable("the search indexer has stopped".into()))?;
             rx.await
                 .map_err(|_| ActorError::Unavailable("the search indexer has stopped".into()))?

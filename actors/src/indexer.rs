@@ -55,9 +55,13 @@ pub enum IndexerMsg {
     Deltas(Vec<Arc<Delta>>),
     /// Time to commit what is buffered (or to retry after a failure).
     Tick,
-    /// Delete every document of these conversations, after everything buffered, and
-    /// commit: answered once that is durable (a lead's erasure).
-    Erase(Vec<ConversationId>, RpcReplyPort<Result<(), String>>),
+    /// Delete every document of these conversations and these messages, after everything
+    /// buffered, and commit: answered once that is durable (erasure, retention).
+    Erase {
+        conversations: Vec<ConversationId>,
+        messages: Vec<confab_engine::ids::MessageId>,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
 }
 
 /// Forwards the committer's deltas into the indexer's mailbox without blocking it.
@@ -101,16 +105,24 @@ impl IndexerState {
     /// commits, on the blocking pool. On failure the writer is dropped (its uncommitted
     /// work with it) and reopened later.
     async fn flush(&mut self) {
-        let _ = self.flush_erasing(Vec::new()).await;
+        let _ = self.flush_erasing(Vec::new(), Vec::new()).await;
     }
 
     /// [`IndexerState::flush`], deleting the documents of `erase` before the commit.
     /// Fails when the index cannot be written now (it is reopened later).
-    async fn flush_erasing(&mut self, erase: Vec<ConversationId>) -> Result<(), String> {
+    async fn flush_erasing(
+        &mut self,
+        erase: Vec<ConversationId>,
+        messages: Vec<confab_engine::ids::MessageId>,
+    ) -> Result<(), String> {
         if self.writer.is_none() && self.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err("the search index is recovering from a failure".into());
         }
-        if self.writer.is_some() && self.buffer.is_empty() && erase.is_empty() {
+        if self.writer.is_some()
+            && self.buffer.is_empty()
+            && erase.is_empty()
+            && messages.is_empty()
+        {
             return Ok(());
         }
         let writer = self.writer.take();
@@ -138,6 +150,9 @@ impl IndexerState {
             }
             if !erase.is_empty() {
                 writer.erase_conversations(&erase);
+            }
+            if !messages.is_empty() {
+                writer.erase_messages(&messages);
             }
             writer.commit()?;
             Ok::<_, confab_index::IndexError>(writer)
@@ -216,8 +231,12 @@ impl Actor for Indexer {
                 }
             }
             IndexerMsg::Tick => state.flush().await,
-            IndexerMsg::Erase(conversations, reply) => {
-                let _ = reply.send(state.flush_erasing(conversations).await);
+            IndexerMsg::Erase {
+                conversations,
+                messages,
+                reply,
+            } => {
+                let _ = reply.send(state.flush_erasing(conversations, messages).await);
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod manager;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
+pub mod retention;
 
 use std::time::Duration;
 

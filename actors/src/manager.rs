@@ -180,6 +180,25 @@ impl Conversations {
         Ok(erased)
     }
 
+    /// Deletes the conversation's messages created before `before`, through its actor
+    /// (retention); a conversation gone purged nothing.
+    pub async fn purge(
+        &self,
+        id: ConversationId,
+        before: confab_engine::time::UnixMillis,
+    ) -> ActorResult<(
+        confab_engine::erasure::ErasedCounts,
+        Vec<confab_engine::ids::MessageId>,
+    )> {
+        match self
+            .request(id, |reply| ConversationMsg::Purge { before, reply })
+            .await
+        {
+            Err(ActorError::NotFound) => Ok(Default::default()),
+            other => other,
+        }
+    }
+
     /// Sends a one-way message to the conversation.
     pub async fn tell(&self, id: ConversationId, msg: ConversationMsg) -> ActorResult<()> {
         self.deliver(id, msg).await

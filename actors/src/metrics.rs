@@ -48,6 +48,8 @@ pub const AI_SKIPPED: &str = "confab_ai_skipped_total";
 /// indexer actor reports them; the index crate only names them).
 /// Gauge: erasures of leads recorded and not completed yet (resumed after a restart).
 pub const ERASURES_RUNNING: &str = "confab_erasures_running";
+/// Counter: messages removed by retention.
+pub const RETENTION_MESSAGES: &str = "confab_retention_messages_removed_total";
 /// Counter: erasures of leads completed.
 pub const ERASURES_COMPLETED: &str = "confab_erasures_completed_total";
 
@@ -60,6 +62,10 @@ pub fn describe() {
         "Erasures of leads recorded and not completed yet (they resume after a restart)."
     );
     describe_counter!(ERASURES_COMPLETED, "Erasures of leads completed.");
+    describe_counter!(
+        RETENTION_MESSAGES,
+        "Messages removed by retention (older than their workspace's retention_days)."
+    );
     describe_counter!(
         NOTIFICATIONS_CREATED,
         "Notifications created for agents, by reason."

@@ -187,19 +187,7 @@ pub fn conversation_sets(
     for kv in store.ks(Ks::ConvMsg).prefix(id.to_bytes()) {
         let (key, value) = kv.into_inner()?;
         let message: Message = codec::decode(&value)?;
-        counts.messages += 1;
-        if let Some(external) = &message.external_id {
-            sets.delete(Ks::ExtMsg, catalogue::ext_msg(conv.channel_id, external));
-        }
-        for index in 0..message.attachments.len() as u32 {
-            let blob = catalogue::blob(message.id, index);
-            if store.contains(Ks::Blob, &blob)? {
-                counts.files += 1;
-                sets.delete(Ks::Blob, blob);
-            }
-        }
-        sets.delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id));
-        sets.delete(Ks::ConvMsg, key.to_vec());
+        delete_message(store, &mut sets, conv, &key, &message, &mut counts)?;
     }
     for ks in [Ks::AiLog, Ks::AiFeedback] {
         for kv in store.ks(ks).prefix(id.to_bytes()) {
@@ -240,6 +228,64 @@ pub fn conversation_sets(
     Ok((sets, counts))
 }
 
+/// Adds the deletion of one stored message (`key` in `conv_msg`) with its files,
+/// provider-id entry and outbox entry; the message itself last.
+fn delete_message(
+    store: &Store,
+    sets: &mut Sets,
+    conv: &Conversation,
+    key: &[u8],
+    message: &Message,
+    counts: &mut ErasedCounts,
+) -> Result<()> {
+    counts.messages += 1;
+    if let Some(external) = &message.external_id {
+        sets.delete(Ks::ExtMsg, catalogue::ext_msg(conv.channel_id, external));
+    }
+    for index in 0..message.attachments.len() as u32 {
+        let blob = catalogue::blob(message.id, index);
+        if store.contains(Ks::Blob, &blob)? {
+            counts.files += 1;
+            sets.delete(Ks::Blob, blob);
+        }
+    }
+    sets.delete(Ks::OutboxEntry, catalogue::outbox_entry(message.id));
+    sets.delete(Ks::ConvMsg, key.to_vec());
+    Ok(())
+}
+
+/// Retention inside a conversation that is still active: the write sets that delete its
+/// messages created before `before` (with their files, provider-id and outbox entries, AI
+/// decisions and feedback), what they erase, and the ids of those messages (for the
+/// search index). The conversation's state stays.
+pub fn purge_sets(
+    store: &Store,
+    conv: &Conversation,
+    before: UnixMillis,
+) -> Result<(Vec<WriteSet>, ErasedCounts, Vec<crate::ids::MessageId>)> {
+    let mut counts = ErasedCounts::default();
+    let mut sets = Sets::new();
+    let mut ids = Vec::new();
+    for kv in store.ks(Ks::ConvMsg).prefix(conv.id.to_bytes()) {
+        let (key, value) = kv.into_inner()?;
+        let message: Message = codec::decode(&value)?;
+        if message.created_at >= before {
+            continue;
+        }
+        for ks in [Ks::AiLog, Ks::AiFeedback] {
+            for kv in store
+                .ks(ks)
+                .prefix(catalogue::conv_msg(conv.id, message.seq))
+            {
+                sets.delete(ks, kv.key()?.to_vec());
+            }
+        }
+        ids.push(message.id);
+        delete_message(store, &mut sets, conv, &key, &message, &mut counts)?;
+    }
+    Ok((sets.done(), counts, ids))
+}
+
 /// Step 2: the write sets that delete the workspace's stream deltas about `conversations`
 /// (a replay then never shows them), with how many.
 pub fn delta_sets(
@@ -247,15 +293,25 @@ pub fn delta_sets(
     ws: WorkspaceId,
     conversations: &HashSet<ConversationId>,
 ) -> Result<(Vec<WriteSet>, u64)> {
+    delta_sets_where(store, ws, |delta| {
+        delta
+            .conversation_id
+            .is_some_and(|c| conversations.contains(&c))
+    })
+}
+
+/// The write sets that delete the workspace's deltas `gone` picks, with how many.
+pub fn delta_sets_where(
+    store: &Store,
+    ws: WorkspaceId,
+    gone: impl Fn(&Delta) -> bool,
+) -> Result<(Vec<WriteSet>, u64)> {
     let mut sets = Sets::new();
     let mut count = 0;
     for kv in store.ks(Ks::WsDelta).prefix(ws.to_bytes()) {
         let (key, value) = kv.into_inner()?;
         let delta: Delta = codec::decode(&value)?;
-        if delta
-            .conversation_id
-            .is_some_and(|c| conversations.contains(&c))
-        {
+        if gone(&delta) {
             count += 1;
             sets.delete(Ks::WsDelta, key.to_vec());
         }
@@ -271,13 +327,23 @@ pub fn notification_sets(
     ws: WorkspaceId,
     conversations: &HashSet<ConversationId>,
 ) -> Result<(Vec<WriteSet>, u64)> {
+    notification_sets_where(store, ws, |n| conversations.contains(&n.conversation_id))
+}
+
+/// The write sets that delete the workspace's agents' notifications `gone` picks (with
+/// their unread marks and counts, waiting emails and pushes), with how many.
+pub fn notification_sets_where(
+    store: &Store,
+    ws: WorkspaceId,
+    gone: impl Fn(&Notification) -> bool,
+) -> Result<(Vec<WriteSet>, u64)> {
     let mut sets = Sets::new();
     let mut count = 0;
     for agent in store.workspace_agents(ws)? {
         for kv in store.ks(Ks::Notif).prefix(agent.id.to_bytes()) {
             let (key, value) = kv.into_inner()?;
             let notification: Notification = codec::decode(&value)?;
-            if !conversations.contains(&notification.conversation_id) {
+            if !gone(&notification) {
                 continue;
             }
             count += 1;

@@ -166,40 +166,76 @@ pub fn export(
         if conv.workspace_id != workspace_id {
             continue;
         }
-        out.counts.conversations += 1;
-        out.line(&Line::Conversation {
-            conversation: &conv,
-        });
-        for kv in snap.prefix(store.ks(Ks::ConvMsg), id.to_bytes()) {
-            if !out.open {
-                break;
-            }
-            let message: Message = codec::decode(&kv.value()?)?;
-            out.counts.messages += 1;
-            out.line(&Line::Message { message: &message });
-            for (index, attachment) in message.attachments.iter().enumerate() {
-                let index = index as u32;
-                let Some(bytes) =
-                    snap.get(store.ks(Ks::Blob), catalogue::blob(message.id, index))?
-                else {
-                    continue;
-                };
-                out.counts.attachments += 1;
-                out.line(&Line::Attachment {
-                    conversation_id: id,
-                    seq: message.seq,
-                    index,
-                    name: attachment.name.as_deref(),
-                    content_type: &attachment.content_type,
-                    size: bytes.len(),
-                    data_base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
-                });
-            }
-        }
+        conversation_lines(store, &snap, &conv, None, &mut out)?;
     }
     let counts = out.counts;
     out.line(&Line::End { counts });
     Ok(Some(counts))
+}
+
+/// A conversation's line, then its messages (created before `before`, or all) each
+/// followed by its stored files.
+fn conversation_lines<E: FnMut(Vec<u8>) -> bool>(
+    store: &Store,
+    snap: &Snapshot,
+    conv: &Conversation,
+    before: Option<crate::time::UnixMillis>,
+    out: &mut Writer<'_, E>,
+) -> Result<()> {
+    let id = conv.id;
+    out.counts.conversations += 1;
+    out.line(&Line::Conversation { conversation: conv });
+    for kv in snap.prefix(store.ks(Ks::ConvMsg), id.to_bytes()) {
+        if !out.open {
+            break;
+        }
+        let message: Message = codec::decode(&kv.value()?)?;
+        if before.is_some_and(|before| message.created_at >= before) {
+            continue;
+        }
+        out.counts.messages += 1;
+        out.line(&Line::Message { message: &message });
+        for (index, attachment) in message.attachments.iter().enumerate() {
+            let index = index as u32;
+            let Some(bytes) = snap.get(store.ks(Ks::Blob), catalogue::blob(message.id, index))?
+            else {
+                continue;
+            };
+            out.counts.attachments += 1;
+            out.line(&Line::Attachment {
+                conversation_id: id,
+                seq: message.seq,
+                index,
+                name: attachment.name.as_deref(),
+                content_type: &attachment.content_type,
+                size: bytes.len(),
+                data_base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Appends to `out`, as export lines, `conv` and its messages created before `before`
+/// (all when `None`) with their stored files: what retention archives before it deletes.
+pub fn archive_lines(
+    store: &Store,
+    conv: &Conversation,
+    before: Option<crate::time::UnixMillis>,
+    out: &mut Vec<u8>,
+) -> Result<Counts> {
+    let snap = store.snapshot();
+    let mut emit = |line: Vec<u8>| {
+        out.extend_from_slice(&line);
+        true
+    };
+    let mut writer = Writer {
+        emit: &mut emit,
+        open: true,
+        counts: Counts::default(),
+    };
+    conversation_lines(store, &snap, conv, before, &mut writer)?;
+    Ok(writer.counts)
 }
 
 fn get<T: serde::de::DeserializeOwned>(

@@ -188,6 +188,12 @@ pub struct NotificationSettings {
 pub struct WorkspaceSettings {
     /// A lead's message unanswered this long makes the conversation overdue.
     pub response_target_secs: u64,
+    /// Messages older than this many days are removed (`None`: kept for ever).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// What retention removes is first written to the archive (JSON Lines).
+    #[serde(default)]
+    pub retention_archive: bool,
 }
 
 /// The manual's "respond within 24 hours".
@@ -197,6 +203,8 @@ impl Default for WorkspaceSettings {
     fn default() -> Self {
         WorkspaceSettings {
             response_target_secs: DEFAULT_RESPONSE_TARGET_SECS,
+            retention_days: None,
+            retention_archive: false,
         }
     }
 }

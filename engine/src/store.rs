@@ -197,6 +197,14 @@ impl Store {
         self.get(Ks::ChannelState, &id.to_bytes())
     }
 
+    /// The first value under a key prefix, if any.
+    pub fn ks_first_value(&self, ks: Ks, prefix: &[u8]) -> Result<Option<fjall::Slice>> {
+        match self.ks(ks).prefix(prefix).next() {
+            Some(kv) => Ok(Some(kv.value()?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every value of a keyspace (small keyspaces only: settings, articles).
     pub fn all<T: DeserializeOwned>(&self, ks: Ks) -> Result<Vec<T>> {
         self.ks(ks)

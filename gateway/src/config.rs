@@ -40,6 +40,27 @@ pub struct Config {
     pub email: EmailConfig,
     pub linkedin: LinkedinConfig,
     pub notifications: NotificationsConfig,
+    pub retention: RetentionConfig,
+}
+
+/// Workspaces' retention (each sets its own `retention_days`; see docs/OPERATIONS.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Between two retention passes (the first runs at start).
+    pub interval_secs: u64,
+    /// Where archives go (`<archive_dir>/<workspace id>/…jsonl`); default
+    /// `<data_dir>/archive`.
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            archive_dir: None,
+        }
+    }
 }
 
 /// Agents' notifications: links, the mail relay of notification emails, Web Push.
@@ -327,6 +348,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             linkedin: LinkedinConfig::default(),
             notifications: NotificationsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

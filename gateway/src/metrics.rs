@@ -137,6 +137,7 @@ fn register_initial() {
         actors::CONNECTOR_RESTARTS,
         actors::AI_SKIPPED,
         actors::ERASURES_COMPLETED,
+        actors::RETENTION_MESSAGES,
         index::INDEX_DOCUMENTS,
         index::INDEX_FAILURES,
         stream::WS_FRAMES_SENT,

@@ -237,6 +237,7 @@ pub async fn start_with_clock(
     let hub = Hub::new(config.stream.clone());
     // Encoding and fan-out run off the committer's thread.
     committer.subscribe(crate::stream::FanoutThread::start(hub.clone())?);
+    let retention_clock = clock.clone();
     let runtime = Runtime::start(
         store.clone(),
         committer.clone(),
@@ -267,6 +268,21 @@ pub async fn start_with_clock(
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());
+    app.runtime.spawn_retention(
+        app.store.clone(),
+        app.committer.clone(),
+        confab_actors::retention::RetentionSettings {
+            interval: Duration::from_secs(app.config.retention.interval_secs.max(1)),
+            archive_dir: app
+                .config
+                .retention
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| app.config.data_dir.join("archive")),
+            clock: retention_clock,
+        },
+        app.shutting_down.clone(),
+    );
     let fatal = spawn_poison_watcher(app.clone(), stop.clone());
 
     let serve_app = app.clone();

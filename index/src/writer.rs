@@ -217,6 +217,18 @@ impl Writer {
         self.dirty = true;
     }
 
+    /// Deletes these messages' documents, staged ones included; the next
+    /// [`Writer::commit`] makes it durable (retention).
+    pub fn erase_messages(&mut self, ids: &[confab_engine::ids::MessageId]) {
+        self.flush();
+        let fields = *self.index.fields();
+        for id in ids {
+            self.writer
+                .delete_term(schema::key_term(&fields, &message_key(*id)));
+        }
+        self.dirty = true;
+    }
+
     /// Hands the staged documents to tantivy: delete by key (unless new), then add.
     fn flush(&mut self) {
         let fields = *self.index.fields();

@@ -534,3 +534,170 @@ async fn a_kill_9_during_an_erasure_leaves_it_to_the_next_start_which_completes_
         .await
         .expect("stopped");
 }
+
+#[tokio::test]
+async fn retention_archives_then_removes_old_messages_and_conversations_inactive_since() {
+    let clock = confab_actors::ManualClock::starting_at(confab_engine::time::now_millis());
+    let graph = GraphStandIn::start().await;
+    let server = TestServer::start_with_clock(clock.clone(), |c| {
+        c.retention.interval_secs = 1;
+    })
+    .await;
+    let tenant = server.provision(&graph).await;
+    // Carla's conversation goes quiet; Ana writes before and after the cutoff; Beto after.
+    server
+        .lead_says(
+            &tenant,
+            "5511933333333",
+            "Carla Cruz",
+            "wamid.C1",
+            "carla asks about the cellar",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511944444444",
+            "Ana Alves",
+            "wamid.A1",
+            "ana first asks about the attic",
+        )
+        .await;
+    // A WhatsApp message is dated by the provider to the second: the cutoff is the start
+    // of the next second.
+    let first_second = confab_engine::time::now_millis() / 1000;
+    wait_for("the next second", || async {
+        (confab_engine::time::now_millis() / 1000 > first_second).then_some(())
+    })
+    .await;
+    let cutoff = (first_second + 1) * 1000;
+    server
+        .lead_says(
+            &tenant,
+            "5511944444444",
+            "Ana Alves",
+            "wamid.A2",
+            "ana later asks about the balcony",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511955555555",
+            "Beto Braga",
+            "wamid.B1",
+            "beto asks about the garage",
+        )
+        .await;
+    let ana = server.conversation_of(&tenant, "5511944444444").await;
+    let ana_id = ana["id"].as_str().expect("id").to_string();
+
+    let (status, settings) = server
+        .patch_json(
+            &tenant.token,
+            "/api/v1/workspace/settings",
+            json!({"retention_days": 30, "retention_archive": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(settings["retention_days"], 30);
+    let (status, refused) = server
+        .patch_json(
+            &tenant.token,
+            "/api/v1/workspace/settings",
+            json!({"retention_days": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    // Nothing is 30 days old yet.
+    assert_eq!(server.conversations(&tenant.token).await.len(), 3);
+
+    // Thirty days later, to the second between Ana's two messages.
+    clock.set(cutoff + 30 * 86_400_000);
+    wait_for("retention removed Ana's first message", || async {
+        let texts: Vec<String> = server
+            .messages(&tenant.token, &ana_id)
+            .await
+            .iter()
+            .map(|m| m["text"].as_str().expect("text").to_string())
+            .collect();
+        (texts == ["ana later asks about the balcony"]).then_some(())
+    })
+    .await;
+    let left = wait_for("Carla's quiet conversation is gone", || async {
+        let left = server.conversations(&tenant.token).await;
+        (left.len() == 2).then_some(left)
+    })
+    .await;
+    assert!(
+        !left.iter().any(|c| c.to_string().contains("Carla")),
+        "{left:?}"
+    );
+    let (_, counts) = server
+        .get(&tenant.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(counts["all"], 2, "{counts}");
+
+    // Gone from the index itself; what stays is still found.
+    let index = server.server().app().runtime.search.clone().expect("index");
+    let ws: confab_engine::ids::WorkspaceId = tenant.workspace_id.parse().expect("workspace");
+    for (word, expected) in [("cellar", 0), ("attic", 0), ("balcony", 1), ("garage", 1)] {
+        let request = confab_index::SearchRequest {
+            workspace: ws,
+            query: confab_index::ParsedQuery::parse(word).expect("query"),
+            channel: None,
+            intent: None,
+            since: None,
+            conversation: None,
+            offset: 0,
+            limit: 10,
+        };
+        let index = index.clone();
+        let page =
+            tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
+                .await
+                .expect("search task")
+                .expect("search");
+        let messages = page
+            .items
+            .iter()
+            .filter(|(hit, _)| hit.message_id.is_some())
+            .count();
+        assert_eq!(messages, expected, "message hits for {word}");
+    }
+
+    // The archive holds what went, and only that.
+    let archive_dir = server
+        .config
+        .data_dir
+        .join("archive")
+        .join(&tenant.workspace_id);
+    let archived: String = std::fs::read_dir(&archive_dir)
+        .expect("archive dir")
+        .map(|f| std::fs::read_to_string(f.expect("entry").path()).expect("read"))
+        .collect();
+    let lines: Vec<Value> = archived
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON Lines"))
+        .collect();
+    let mut texts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "message")
+        .map(|l| l["message"]["text"].as_str().expect("text"))
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            "ana first asks about the attic",
+            "carla asks about the cellar"
+        ],
+        "{archived}"
+    );
+    // Each archived message follows its conversation's line (its state, for context).
+    assert_eq!(
+        lines.iter().filter(|l| l["type"] == "conversation").count(),
+        2
+    );
+    server.shutdown().await;
+}

@@ -709,7 +709,9 @@ pub struct LimitsPatch {
 }
 
 /// Tells a field sent as `null` (Some(None)) from one not sent (None).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<u32>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
 }
 

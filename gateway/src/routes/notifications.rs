@@ -483,7 +483,25 @@ pub struct WorkspaceSettingsView {
     /// A lead's message unanswered this long makes its conversation overdue (the
     /// assignee is notified). Default 86400 (the manual's 24 hours).
     response_target_secs: u64,
+    /// Messages older than this many days are removed (`null`: kept for ever, the
+    /// default). See docs/OPERATIONS.md, "Retention".
+    retention_days: Option<u32>,
+    /// What retention removes is first archived as JSON Lines on the server.
+    retention_archive: bool,
 }
+
+impl From<&WorkspaceSettings> for WorkspaceSettingsView {
+    fn from(settings: &WorkspaceSettings) -> Self {
+        WorkspaceSettingsView {
+            response_target_secs: settings.response_target_secs,
+            retention_days: settings.retention_days,
+            retention_archive: settings.retention_archive,
+        }
+    }
+}
+
+/// Longest retention period that can be set (100 years).
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// The workspace's settings (any agent may read them).
 #[utoipa::path(
@@ -504,9 +522,7 @@ async fn show_workspace_settings(
     let store = app.store.clone();
     let ws = agent.0.workspace_id;
     let settings = blocking(move || store.workspace_settings(ws)).await?;
-    Ok(Json(WorkspaceSettingsView {
-        response_target_secs: settings.response_target_secs,
-    }))
+    Ok(Json(WorkspaceSettingsView::from(&settings)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -516,6 +532,12 @@ pub struct WorkspaceSettingsBody {
     /// waiting keep the target they started waiting under.
     #[schema(value_type = Option<u64>, minimum = 60, maximum = 2592000)]
     response_target_secs: Option<serde_json::Number>,
+    /// 1 to 36500 days; `null` keeps messages for ever. Applied by the next retention pass
+    /// (hourly by default).
+    #[serde(default, deserialize_with = "super::admin::present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 36500)]
+    retention_days: Option<Option<u32>>,
+    retention_archive: Option<bool>,
 }
 
 /// Changes the workspace's settings (workspace admins).
@@ -563,11 +585,21 @@ async fn patch_workspace_settings(
             })?;
         settings.response_target_secs = target as u64;
     }
+    if let Some(days) = body.retention_days {
+        if days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                "`retention_days` is from 1 to 36500, or null to keep messages for ever",
+            ));
+        }
+        settings.retention_days = days;
+    }
+    if let Some(archive) = body.retention_archive {
+        settings.retention_archive = archive;
+    }
     app.runtime
         .notifier
         .put_workspace_settings(ws, settings.clone())
         .await?;
-    Ok(Json(WorkspaceSettingsView {
-        response_target_secs: settings.response_target_secs,
-    }))
+    Ok(Json(WorkspaceSettingsView::from(&settings)))
 }
