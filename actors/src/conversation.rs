@@ -93,16 +93,12 @@ pub enum ConversationMsg {
     /// what was erased once it is durable. Nothing writes the conversation afterwards (a
     /// later message finds no conversation).
     Erase(RpcReplyPort<ActorResult<confab_engine::erasure::ErasedCounts>>),
-    /// Delete the messages created before `before` (retention): answered with what was
-    /// erased and the ids of those messages once it is durable.
+    /// Retention: delete the messages created before `before`, or, when the conversation
+    /// has been inactive since, all of it (then stop). Answered once durable with what was
+    /// erased and whether that was the whole conversation.
     Purge {
         before: UnixMillis,
-        reply: RpcReplyPort<
-            ActorResult<(
-                confab_engine::erasure::ErasedCounts,
-                Vec<confab_engine::ids::MessageId>,
-            )>,
-        >,
+        reply: RpcReplyPort<ActorResult<(confab_engine::erasure::ErasedCounts, bool)>>,
     },
     /// Stop after everything queued before this message is handled.
     Passivate,
@@ -351,7 +347,18 @@ async fn handle_message(
             }
         }
         ConversationMsg::Purge { before, reply } => {
-            let _ = reply.send(state.purge(before).await);
+            // Decided here, by the conversation's one writer: a message that arrived since
+            // retention looked makes it active again, and then only old messages go.
+            if state.conv.last_activity_at < before {
+                let erased = state.erase().await;
+                let done = erased.is_ok();
+                let _ = reply.send(erased.map(|counts| (counts, true)));
+                if done {
+                    myself.stop(Some("erased".into()));
+                }
+            } else {
+                let _ = reply.send(state.purge(before).await.map(|counts| (counts, false)));
+            }
         }
         ConversationMsg::Passivate => {
             if myself.drain().is_err() {
@@ -381,12 +388,9 @@ impl ConversationState {
     async fn purge(
         &mut self,
         before: UnixMillis,
-    ) -> ActorResult<(
-        confab_engine::erasure::ErasedCounts,
-        Vec<confab_engine::ids::MessageId>,
-    )> {
+    ) -> ActorResult<confab_engine::erasure::ErasedCounts> {
         let (store, conv) = (self.store.clone(), self.conv.clone());
-        let (sets, counts, ids) = tokio::task::spawn_blocking(move || {
+        let (sets, counts, _) = tokio::task::spawn_blocking(move || {
             confab_engine::erasure::purge_sets(&store, &conv, before)
         })
         .await
@@ -394,7 +398,7 @@ impl ConversationState {
         for set in sets {
             self.committer.commit(set).await?;
         }
-        Ok((counts, ids))
+        Ok(counts)
     }
 
     async fn inbound(&mut self, mut event: InboundEvent) -> ActorResult<InboundOutcome> {

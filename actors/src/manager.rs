@@ -180,23 +180,25 @@ impl Conversations {
         Ok(erased)
     }
 
-    /// Deletes the conversation's messages created before `before`, through its actor
-    /// (retention); a conversation gone purged nothing.
+    /// Retention through the conversation's actor (see [`ConversationMsg::Purge`]): what
+    /// was erased, and whether that was the whole conversation. A conversation gone purged
+    /// nothing.
     pub async fn purge(
         &self,
         id: ConversationId,
         before: confab_engine::time::UnixMillis,
-    ) -> ActorResult<(
-        confab_engine::erasure::ErasedCounts,
-        Vec<confab_engine::ids::MessageId>,
-    )> {
-        match self
+    ) -> ActorResult<(confab_engine::erasure::ErasedCounts, bool)> {
+        let purged = match self
             .request(id, |reply| ConversationMsg::Purge { before, reply })
             .await
         {
-            Err(ActorError::NotFound) => Ok(Default::default()),
-            other => other,
+            Err(ActorError::NotFound) => return Ok(Default::default()),
+            other => other?,
+        };
+        if purged.1 {
+            self.threads.retain(|_, conv| *conv != id);
         }
+        Ok(purged)
     }
 
     /// Sends a one-way message to the conversation.

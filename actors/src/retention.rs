@@ -7,9 +7,10 @@
 //! 2. the stream's deltas older than the cutoff (and those of conversations removed
 //!    whole) are deleted, so an index catching up after a crash cannot bring them back;
 //! 3. the search documents of what goes are deleted and committed;
-//! 4. the store: a conversation inactive since the cutoff is erased whole through its actor
-//!    (as a lead's erasure does), in a conversation still active only the old messages go
-//!    (with their files, provider-id and outbox entries, AI decisions);
+//! 4. the store, through each conversation's actor, which decides: inactive since the
+//!    cutoff, the conversation is erased whole (as a lead's erasure does); still active
+//!    (also when a message arrived since step 1), only its old messages go (with their
+//!    files, provider-id and outbox entries, AI decisions);
 //! 5. agents' notifications older than the cutoff.
 //!
 //! Contacts stay (their details are not messages; erasing a lead is `erasure`), and so do
@@ -247,13 +248,15 @@ impl Runtime {
 
         // 4. The store, each conversation through its actor.
         for candidate in &found {
-            if candidate.whole {
-                report
-                    .erased
-                    .add(self.conversations.erase(candidate.conv.id).await?);
-            } else {
-                let (erased, _) = self.conversations.purge(candidate.conv.id, cutoff).await?;
-                report.erased.add(erased);
+            let (erased, whole) = self.conversations.purge(candidate.conv.id, cutoff).await?;
+            report.erased.add(erased);
+            if candidate.whole && !whole {
+                // A message arrived since this pass looked: the conversation and its new
+                // message stay, but steps 2 and 3 treated it as gone.
+                tracing::warn!(
+                    conversation = %candidate.conv.id,
+                    "a conversation became active while retention removed it: kept; its search documents return with its next change or `confab reindex`"
+                );
             }
         }
 
