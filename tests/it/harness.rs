@@ -363,6 +363,40 @@ impl TestServer {
         page["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The hits of one word in the search index itself, message hits first in the pair
+    /// (the API drops hits of conversations it cannot find: erasure and retention tests
+    /// look underneath it).
+    pub async fn index_hits(&self, workspace: &str, word: &str) -> (usize, usize) {
+        let index = self
+            .server()
+            .app()
+            .runtime
+            .search
+            .clone()
+            .expect("search index");
+        let request = confab_index::SearchRequest {
+            workspace: workspace.parse().expect("workspace id"),
+            query: confab_index::ParsedQuery::parse(word).expect("query"),
+            channel: None,
+            intent: None,
+            since: None,
+            conversation: None,
+            offset: 0,
+            limit: 10,
+        };
+        let page =
+            tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
+                .await
+                .expect("search task")
+                .expect("search");
+        let messages = page
+            .items
+            .iter()
+            .filter(|(hit, _)| hit.message_id.is_some())
+            .count();
+        (messages, page.items.len() - messages)
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");

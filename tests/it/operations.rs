@@ -389,25 +389,10 @@ async fn an_erasure_recorded_before_a_stop_is_carried_out_by_the_next_start() {
         .get(&tenant.token, "/api/v1/conversations/counts")
         .await;
     assert_eq!(counts["all"], 1, "{counts}");
-    // The index itself, not only what the API shows of it (the API drops hits of
-    // conversations it cannot find).
-    let index = server.server().app().runtime.search.clone().expect("index");
-    let request = confab_index::SearchRequest {
-        workspace: tenant.workspace_id.parse().expect("workspace"),
-        query: confab_index::ParsedQuery::parse("garden").expect("query"),
-        channel: None,
-        intent: None,
-        since: None,
-        conversation: None,
-        offset: 0,
-        limit: 10,
-    };
-    let page = tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
-        .await
-        .expect("search task")
-        .expect("search");
-    assert!(
-        page.items.is_empty(),
+    // The index itself, not only what the API shows of it.
+    assert_eq!(
+        server.index_hits(&tenant.workspace_id, "garden").await,
+        (0, 0),
         "the index still holds the erased lead"
     );
     // A later message from the lead makes a new lead.
@@ -639,30 +624,8 @@ async fn retention_archives_then_removes_old_messages_and_conversations_inactive
     assert_eq!(counts["all"], 2, "{counts}");
 
     // Gone from the index itself; what stays is still found.
-    let index = server.server().app().runtime.search.clone().expect("index");
-    let ws: confab_engine::ids::WorkspaceId = tenant.workspace_id.parse().expect("workspace");
     for (word, expected) in [("cellar", 0), ("attic", 0), ("balcony", 1), ("garage", 1)] {
-        let request = confab_index::SearchRequest {
-            workspace: ws,
-            query: confab_index::ParsedQuery::parse(word).expect("query"),
-            channel: None,
-            intent: None,
-            since: None,
-            conversation: None,
-            offset: 0,
-            limit: 10,
-        };
-        let index = index.clone();
-        let page =
-            tokio::task::spawn_blocking(move || index.search(&request, 100, |_| Ok(Some(()))))
-                .await
-                .expect("search task")
-                .expect("search");
-        let messages = page
-            .items
-            .iter()
-            .filter(|(hit, _)| hit.message_id.is_some())
-            .count();
+        let (messages, _) = server.index_hits(&tenant.workspace_id, word).await;
         assert_eq!(messages, expected, "message hits for {word}");
     }
 
