@@ -581,7 +581,8 @@ async fn retention_archives_then_removes_old_messages_and_conversations_inactive
         .patch_json(
             &tenant.token,
             "/api/v1/workspace/settings",
-            json!({"retention_days": 30, "retention_archive": true}),
+            // A whole number as JSON may write it.
+            json!({"retention_days": 30.0, "retention_archive": true}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{settings}");

@@ -709,9 +709,9 @@ pub struct LimitsPatch {
 }
 
 /// Tells a field sent as `null` (Some(None)) from one not sent (None).
-pub(crate) fn present<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
-) -> Result<Option<Option<u32>>, D::Error> {
+) -> Result<Option<Option<T>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
 }
 

@@ -536,7 +536,7 @@ pub struct WorkspaceSettingsBody {
     /// (hourly by default).
     #[serde(default, deserialize_with = "super::admin::present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 36500)]
-    retention_days: Option<Option<u32>>,
+    retention_days: Option<Option<serde_json::Number>>,
     retention_archive: Option<bool>,
 }
 
@@ -586,13 +586,22 @@ async fn patch_workspace_settings(
         settings.response_target_secs = target as u64;
     }
     if let Some(days) = body.retention_days {
-        if days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
-                "`retention_days` is from 1 to 36500, or null to keep messages for ever",
-            ));
-        }
-        settings.retention_days = days;
+        // A whole number as JSON writes it (`30` or `30.0`), or null.
+        let range = 1.0..=f64::from(MAX_RETENTION_DAYS);
+        settings.retention_days = match days {
+            None => None,
+            Some(days) => Some(
+                days.as_f64()
+                    .filter(|d| d.fract() == 0.0 && range.contains(d))
+                    .map(|d| d as u32)
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "invalid_value",
+                            "`retention_days` is a whole number from 1 to 36500, or null to keep messages for ever",
+                        )
+                    })?,
+            ),
+        };
     }
     if let Some(archive) = body.retention_archive {
         settings.retention_archive = archive;
