@@ -52,6 +52,7 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         format!("/api/v1/conversations/{id}/messages?around=1"),
         format!("/api/v1/conversations/{id}/messages/1/attachments/0"),
         format!("/api/v1/contacts/{contact}"),
+        format!("/api/v1/contacts/{contact}/export"),
     ] {
         let (status, body) = server.get(&theirs.token, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
@@ -166,6 +167,44 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         "their own"
     );
     their_stream.close().await;
+    // Operations: their export holds nothing of ours; they cannot erase our lead nor see
+    // our erasures.
+    let (status, _) = server
+        .delete(
+            &theirs.token,
+            &format!("/api/v1/contacts/{contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(server.conversations(&ours.token).await.len(), 1);
+    let export = server
+        .http
+        .get(server.url("/api/v1/export"))
+        .bearer_auth(&theirs.token)
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !export.contains("confidential") && !export.contains(&id),
+        "{export}"
+    );
+    let (status, erasure) = server
+        .delete(
+            &ours.token,
+            &format!("/api/v1/contacts/{contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{erasure}");
+    let erasure = erasure["id"].as_str().expect("erasure id");
+    let (status, _) = server
+        .get(&theirs.token, &format!("/api/v1/erasures/{erasure}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = server.get(&theirs.token, "/api/v1/erasures").await;
+    assert_eq!(list["items"], json!([]), "{list}");
     server.shutdown().await;
 }
 

@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use confab_engine::erasure::Erasure;
 use confab_engine::ids::ContactId;
-use confab_engine::model::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,16 +21,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(erase_contact))
         .routes(routes!(list_erasures))
         .routes(routes!(show_erasure))
-}
-
-fn admin_only(agent: &AgentAuth) -> ApiResult<()> {
-    if agent.0.role != Role::Admin {
-        return Err(ApiError::forbidden(
-            "admin_only",
-            "only workspace admins may erase leads or see erasures",
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -92,7 +81,7 @@ async fn erase_contact(
     Path(id): Path<String>,
     query: Result<Query<EraseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<(StatusCode, Json<ErasureView>)> {
-    admin_only(&agent)?;
+    super::admin_only(&agent, "erase leads or see erasures")?;
     let Query(query) = query?;
     if query.erase != Some(true) {
         return Err(ApiError::unprocessable(
@@ -147,7 +136,7 @@ async fn list_erasures(
     agent: AgentAuth,
     State(app): State<AppState>,
 ) -> ApiResult<Json<ErasureList>> {
-    admin_only(&agent)?;
+    super::admin_only(&agent, "erase leads or see erasures")?;
     let store = app.store.clone();
     let ws = agent.0.workspace_id;
     let items = blocking(move || store.erasures(ws)).await?;
@@ -176,7 +165,7 @@ async fn show_erasure(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ErasureView>> {
-    admin_only(&agent)?;
+    super::admin_only(&agent, "erase leads or see erasures")?;
     // Erasure ids are ULIDs: 26 letters and digits.
     if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::not_found("erasure"));

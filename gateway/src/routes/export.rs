@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use confab_engine::export::{self, Scope};
 use confab_engine::ids::ContactId;
-use confab_engine::model::Role;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,16 +30,6 @@ const CHUNKS_AHEAD: usize = 4;
 /// snapshot, which keeps old versions from being compacted away).
 const STALLED_READER: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn admin_only(agent: &AgentAuth) -> ApiResult<()> {
-    if agent.0.role != Role::Admin {
-        return Err(ApiError::forbidden(
-            "admin_only",
-            "only workspace admins may export data",
-        ));
-    }
-    Ok(())
-}
-
 /// Everything of the caller's workspace as JSON Lines: contacts, conversations with their
 /// messages in order, and the files Confab stores, read from one consistent snapshot while
 /// traffic goes on. The first line (`export`) states the snapshot's delta head; the last
@@ -59,7 +48,7 @@ fn admin_only(agent: &AgentAuth) -> ApiResult<()> {
     )
 )]
 async fn export_workspace(agent: AgentAuth, State(app): State<AppState>) -> ApiResult<Response> {
-    admin_only(&agent)?;
+    super::admin_only(&agent, "export data")?;
     let scope = Scope::Workspace(agent.0.workspace_id);
     Ok(stream(
         app,
@@ -90,7 +79,7 @@ async fn export_contact(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    admin_only(&agent)?;
+    super::admin_only(&agent, "export data")?;
     let id: ContactId = id.parse().map_err(|_| ApiError::not_found("contact"))?;
     let store = app.store.clone();
     let ws = agent.0.workspace_id;

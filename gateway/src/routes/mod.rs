@@ -80,3 +80,15 @@ pub async fn blocking<T: Send + 'static>(
         .await?
         .map_err(ApiError::from)
 }
+
+/// Refuses a caller who is not a workspace admin: 403 `admin_only`, `what` saying what
+/// only admins may do.
+pub(crate) fn admin_only(agent: &crate::auth::AgentAuth, what: &str) -> Result<(), ApiError> {
+    if agent.0.role != confab_engine::model::Role::Admin {
+        return Err(ApiError::forbidden(
+            "admin_only",
+            format!("only workspace admins may {what}"),
+        ));
+    }
+    Ok(())
+}
