@@ -295,8 +295,14 @@ fn read_manifest(from: &Path) -> Result<Manifest> {
         }
         Err(e) => return Err(io(&path)(e)),
     };
+    parse_manifest(&bytes)
+}
+
+/// Parses and checks a manifest's text: a format this release reads, known keyspaces each
+/// listed once, plain file names. Public for the fuzz target.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| BackupError::BadManifest(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| BackupError::BadManifest(e.to_string()))?;
     if manifest.backup_format > BACKUP_FORMAT {
         return Err(BackupError::NewerBackup {
             found: manifest.backup_format,
@@ -345,7 +351,7 @@ fn read_manifest(from: &Path) -> Result<Manifest> {
 fn read_keyspace_file(
     dir: &Path,
     entry: &KeyspaceFile,
-    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
+    each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
     let path = dir.join(&entry.file);
     let damaged = |why: String| BackupError::Damaged {
@@ -360,12 +366,29 @@ fn read_keyspace_file(
             entry.bytes
         )));
     }
-    let mut input = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    read_records(BufReader::with_capacity(1 << 20, file), size, entry, each)
+}
+
+/// Reads the records of a keyspace file of `size` bytes from `input`, checking them
+/// against `entry` (count, SHA-256) and handing each to `each` in order: keys non-empty and
+/// strictly increasing, no record running past `size`. Public for the fuzz target.
+pub fn read_records(
+    input: impl Read,
+    size: u64,
+    entry: &KeyspaceFile,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let damaged = |why: String| BackupError::Damaged {
+        file: entry.file.clone(),
+        why,
+    };
+    let path = Path::new(&entry.file);
+    let mut input = HashingReader::new(input);
     let mut records = 0u64;
     let mut previous: Option<Vec<u8>> = None;
     loop {
         let mut header = [0u8; 8];
-        match read_full(&mut input, &mut header).map_err(io(&path))? {
+        match read_full(&mut input, &mut header).map_err(io(path))? {
             0 => break,
             8 => {}
             n => return Err(damaged(format!("a record header cut after {n} bytes"))),
@@ -377,8 +400,8 @@ fn read_keyspace_file(
         }
         let mut key = vec![0u8; key_len as usize];
         let mut value = vec![0u8; value_len as usize];
-        input.read_exact(&mut key).map_err(io(&path))?;
-        input.read_exact(&mut value).map_err(io(&path))?;
+        input.read_exact(&mut key).map_err(io(path))?;
+        input.read_exact(&mut value).map_err(io(path))?;
         if key.is_empty() || previous.as_ref().is_some_and(|p| *p >= key) {
             return Err(damaged(format!("keys out of order at record {records}")));
         }
@@ -414,7 +437,8 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn write_record(out: &mut impl Write, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+/// Writes one record as [`read_records`] reads it. Public for the fuzz target.
+pub fn write_record(out: &mut impl Write, key: &[u8], value: &[u8]) -> std::io::Result<()> {
     // fjall bounds keys to 64 KiB and values to 4 GiB; the store's own limits are lower.
     let key_len = u32::try_from(key.len()).map_err(std::io::Error::other)?;
     let value_len = u32::try_from(value.len()).map_err(std::io::Error::other)?;
