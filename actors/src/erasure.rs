@@ -155,6 +155,7 @@ impl Runtime {
             ));
         }
         let conversations: HashSet<_> = record.conversations.iter().copied().collect();
+        self.conversations.forget_threads(&conversations);
 
         // 2. The stream's deltas about them.
         let reader = store.clone();

@@ -166,7 +166,8 @@ impl Conversations {
     }
 
     /// Erases the conversation through its actor (see [`ConversationMsg::Erase`]); a
-    /// conversation already gone erased nothing. Forgets its provider thread.
+    /// conversation already gone erased nothing. The caller then calls
+    /// [`Conversations::forget_threads`] once for all it erased.
     pub async fn erase(
         &self,
         id: ConversationId,
@@ -176,13 +177,22 @@ impl Conversations {
             Err(ActorError::NotFound) => Default::default(),
             Err(e) => return Err(e),
         };
-        self.threads.retain(|_, conv| *conv != id);
         Ok(erased)
     }
 
+    /// Forgets the provider threads of conversations erased (one pass over the cache
+    /// for many). Until then a message on such a thread finds its conversation gone and
+    /// is refused for a retry (see [`Conversations::inbound`]), so this only spares that
+    /// round trip.
+    pub fn forget_threads(&self, erased: &std::collections::HashSet<ConversationId>) {
+        if !erased.is_empty() {
+            self.threads.retain(|_, conv| !erased.contains(conv));
+        }
+    }
+
     /// Retention through the conversation's actor (see [`ConversationMsg::Purge`]): what
-    /// was erased, and whether that was the whole conversation. A conversation gone purged
-    /// nothing.
+    /// was erased, and whether that was the whole conversation (then see
+    /// [`Conversations::forget_threads`]). A conversation gone purged nothing.
     pub async fn purge(
         &self,
         id: ConversationId,
@@ -195,9 +205,6 @@ impl Conversations {
             Err(ActorError::NotFound) => return Ok(Default::default()),
             other => other?,
         };
-        if purged.1 {
-            self.threads.retain(|_, conv| *conv != id);
-        }
         Ok(purged)
     }
 
@@ -251,7 +258,10 @@ impl Conversations {
                     )
                     .await
                     {
-                        Ok(Resolved::Existing(id)) => id,
+                        Ok(Resolved::Existing(id)) => {
+                            self.remember_thread(key.clone(), id);
+                            id
+                        }
                         Ok(Resolved::Created(id, message, ai_active)) => {
                             self.remember_thread(key, id);
                             let seq = message.seq;
@@ -276,7 +286,6 @@ impl Conversations {
                     }
                 }
             };
-            self.remember_thread(key.clone(), id);
             let submitted = self
                 .submit(id, |reply| ConversationMsg::Inbound(Box::new(event), reply))
                 .await;

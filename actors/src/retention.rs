@@ -16,7 +16,7 @@
 //! Contacts stay (their details are not messages; erasing a lead is `erasure`), and so do
 //! the daily analytics counters (aggregates).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,13 +67,22 @@ struct Candidate {
     whole: bool,
 }
 
-/// The workspace's conversations holding a message created before `cutoff`.
+/// A workspace whose retention period has passed for some of what it holds.
+struct Due {
+    ws: WorkspaceId,
+    /// What was created before this goes.
+    cutoff: UnixMillis,
+    /// Whether it is archived first.
+    archive: bool,
+}
+
+/// Per workspace with a retention period, its conversations holding a message created
+/// before the workspace's cutoff: one pass over the conversations for all of them.
 fn candidates(
     store: &Store,
-    ws: WorkspaceId,
-    cutoff: UnixMillis,
-) -> confab_engine::Result<Vec<Candidate>> {
-    let mut found = Vec::new();
+    cutoffs: &HashMap<WorkspaceId, UnixMillis>,
+) -> confab_engine::Result<HashMap<WorkspaceId, Vec<Candidate>>> {
+    let mut found: HashMap<WorkspaceId, Vec<Candidate>> = HashMap::new();
     let mut after = None;
     loop {
         let page = store.conversations_after(after, 1_000)?;
@@ -82,16 +91,21 @@ fn candidates(
         };
         after = Some(last.id);
         for conv in page {
-            if conv.workspace_id != ws {
+            let Some(&cutoff) = cutoffs.get(&conv.workspace_id) else {
                 continue;
-            }
-            let oldest: Option<Message> = store
-                .ks_first_value(Ks::ConvMsg, &conv.id.to_bytes())?
-                .map(|bytes| codec::decode(&bytes))
-                .transpose()?;
-            if oldest.is_some_and(|m| m.created_at < cutoff) || conv.last_activity_at < cutoff {
-                let whole = conv.last_activity_at < cutoff;
-                found.push(Candidate { conv, whole });
+            };
+            let whole = conv.last_activity_at < cutoff;
+            let old = whole
+                || store
+                    .ks_first_value(Ks::ConvMsg, &conv.id.to_bytes())?
+                    .map(|bytes| codec::decode::<Message>(&bytes))
+                    .transpose()?
+                    .is_some_and(|m| m.created_at < cutoff);
+            if old {
+                found
+                    .entry(conv.workspace_id)
+                    .or_default()
+                    .push(Candidate { conv, whole });
             }
         }
     }
@@ -132,24 +146,35 @@ impl Runtime {
     ) -> ActorResult<Vec<(WorkspaceId, RetentionReport)>> {
         let now = settings.clock.now();
         let reader = store.clone();
-        let workspaces = tokio::task::spawn_blocking(move || {
+        let (due, mut found) = tokio::task::spawn_blocking(move || {
             let mut due = Vec::new();
             for ws in reader.workspace_ids()? {
                 let ws_settings = reader.workspace_settings(ws)?;
                 if let Some(days) = ws_settings.retention_days {
-                    due.push((ws, days, ws_settings.retention_archive));
+                    let cutoff = now.saturating_sub(i64::from(days) * DAY_MS);
+                    let archive = ws_settings.retention_archive;
+                    due.push(Due {
+                        ws,
+                        cutoff,
+                        archive,
+                    });
                 }
             }
-            Ok::<_, confab_engine::Error>(due)
+            let cutoffs = due.iter().map(|d| (d.ws, d.cutoff)).collect();
+            let found = if due.is_empty() {
+                HashMap::new()
+            } else {
+                candidates(&reader, &cutoffs)?
+            };
+            Ok::<_, confab_engine::Error>((due, found))
         })
         .await
         .map_err(blocking_failed)??;
         let mut reports = Vec::new();
-        for (ws, days, archive) in workspaces {
-            let cutoff = now.saturating_sub(i64::from(days) * DAY_MS);
-            let report = self
-                .retain(store, committer, settings, ws, cutoff, archive)
-                .await?;
+        for due in due {
+            let ws = due.ws;
+            let found = found.remove(&ws).unwrap_or_default();
+            let report = self.retain(store, committer, settings, due, found).await?;
             if report != RetentionReport::default() {
                 tracing::info!(workspace = %ws, erased = ?report.erased, archive = ?report.archive, "retention removed old messages");
                 metrics::counter!(crate::metrics::RETENTION_MESSAGES)
@@ -160,20 +185,21 @@ impl Runtime {
         Ok(reports)
     }
 
-    /// Removes (and archives) what of `ws` is older than `cutoff`.
+    /// Removes (and archives) what of a workspace is older than its cutoff: in `found`,
+    /// its conversations holding some of it.
     async fn retain(
         &self,
         store: &Store,
         committer: &Committer,
         settings: &RetentionSettings,
-        ws: WorkspaceId,
-        cutoff: UnixMillis,
-        archive: bool,
+        due: Due,
+        found: Vec<Candidate>,
     ) -> ActorResult<RetentionReport> {
-        let reader = store.clone();
-        let found = tokio::task::spawn_blocking(move || candidates(&reader, ws, cutoff))
-            .await
-            .map_err(blocking_failed)??;
+        let Due {
+            ws,
+            cutoff,
+            archive,
+        } = due;
         let mut report = RetentionReport::default();
         if found.is_empty() {
             return Ok(report);
@@ -247,9 +273,13 @@ impl Runtime {
         }
 
         // 4. The store, each conversation through its actor.
+        let mut gone = HashSet::new();
         for candidate in &found {
             let (erased, whole) = self.conversations.purge(candidate.conv.id, cutoff).await?;
             report.erased.add(erased);
+            if whole {
+                gone.insert(candidate.conv.id);
+            }
             if candidate.whole && !whole {
                 // A message arrived since this pass looked: the conversation and its new
                 // message stay, but steps 2 and 3 treated it as gone.
@@ -259,6 +289,8 @@ impl Runtime {
                 );
             }
         }
+
+        self.conversations.forget_threads(&gone);
 
         // 5. Old notifications, and those about what went whole.
         let reader = store.clone();

@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::ids::{AgentId, ContactId, ConversationId, WorkspaceId};
 use crate::inbound::ThreadAliasValue;
 use crate::model::{Conversation, Message, StoredContact};
-use crate::notify::Notification;
+use crate::notify::{Notification, TIMER_OVERDUE};
 use crate::store::Store;
 use crate::time::UnixMillis;
 
@@ -201,11 +201,9 @@ pub fn conversation_sets(
             sets.delete(Ks::ThreadAlias, key.to_vec());
         }
     }
-    for kv in store.ks(Ks::Timer).iter() {
-        let key = kv.key()?;
-        if catalogue::decode_timer(&key).is_some_and(|(_, _, of)| of == id) {
-            sets.delete(Ks::Timer, key.to_vec());
-        }
+    // Its armed timer (a timer it no longer knows goes when due: the conversation is gone).
+    if let Some(due) = conv.overdue_at {
+        sets.delete(Ks::Timer, catalogue::timer(due, TIMER_OVERDUE, id));
     }
     // Its provider thread, and the provisional one a conversation we started had.
     for kv in store.ks(Ks::ThreadConv).prefix(conv.channel_id.to_bytes()) {

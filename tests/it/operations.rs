@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{wait_for, GraphStandIn, StreamClient, TestServer};
-use crate::process::{all_conversations, confab_binary, signed_text_webhook};
+use crate::process::{all_conversations, confab_binary, lead_writes};
 
 /// Leads writing at once during the backup, and messages each sends.
 const LEADS: usize = 8;
@@ -54,31 +54,20 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it_exact
     let acked: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let mut writers = Vec::new();
     for lead in 0..LEADS {
-        let (url, http, tenant) = (
-            server.url(&format!("/webhooks/whatsapp/{}", tenant.channel_id)),
-            server.http.clone(),
-            tenant.clone(),
-        );
+        let (base, http, tenant) = (server.url(""), server.http.clone(), tenant.clone());
         let (backup_started, acked) = (backup_started.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             for n in 0..MESSAGES_PER_LEAD {
                 let wamid = format!("wamid.L{lead}-{n}");
-                let (body, signature) = signed_text_webhook(
+                lead_writes(
+                    &http,
+                    &base,
                     &tenant,
-                    &lead_phone(lead),
-                    &format!("Lead {lead}"),
+                    (&lead_phone(lead), &format!("Lead {lead}")),
                     &wamid,
                     &format!("message {n} from lead {lead} about the brooklyn loft"),
-                );
-                let response = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("X-Hub-Signature-256", signature)
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("webhook");
-                assert_eq!(response.status().as_u16(), 200);
+                )
+                .await;
                 let before = !backup_started.load(std::sync::atomic::Ordering::SeqCst);
                 acked.lock().expect("lock").push((wamid, before));
             }
@@ -425,50 +414,35 @@ async fn a_kill_9_during_an_erasure_leaves_it_to_the_next_start_which_completes_
     };
     let server = serve(binary.clone(), dir.clone(), admin.clone()).await;
     let tenant = crate::process::provision(&http, &server.base, &admin, "http://127.0.0.1:9").await;
-    let url = format!("{}/webhooks/whatsapp/{}", server.base, tenant.channel_id);
     // A lead with many messages (the erasure takes a while), and one who stays.
     let mut sent = futures_util::stream::FuturesUnordered::new();
     for n in 0..1_500 {
-        let (body, signature) = signed_text_webhook(
-            &tenant,
-            "5511911111111",
-            "Caio Costa",
-            &format!("wamid.C{n}"),
-            &format!("caio message {n} about the harbour loft"),
-        );
-        let (http, url) = (http.clone(), url.clone());
+        let (http, base, tenant) = (http.clone(), server.base.clone(), tenant.clone());
         sent.push(async move {
-            let answer = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("X-Hub-Signature-256", signature)
-                .body(body)
-                .send()
-                .await
-                .expect("webhook");
-            assert_eq!(answer.status().as_u16(), 200);
+            lead_writes(
+                &http,
+                &base,
+                &tenant,
+                ("5511911111111", "Caio Costa"),
+                &format!("wamid.C{n}"),
+                &format!("caio message {n} about the harbour loft"),
+            )
+            .await;
         });
         if sent.len() >= 16 {
             futures_util::StreamExt::next(&mut sent).await;
         }
     }
     while futures_util::StreamExt::next(&mut sent).await.is_some() {}
-    let (body, signature) = signed_text_webhook(
+    lead_writes(
+        &http,
+        &server.base,
         &tenant,
-        "5511922222222",
-        "Dora Dias",
+        ("5511922222222", "Dora Dias"),
         "wamid.D1",
         "dora stays",
-    );
-    let answer = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(answer.status().as_u16(), 200);
+    )
+    .await;
     let conversations = all_conversations(&http, &server.base, &tenant.token).await;
     let caio = conversations
         .iter()

@@ -27,7 +27,8 @@ use serde_json::Value;
 
 use crate::harness::{GraphStandIn, Tenant};
 use crate::process::{
-    all_conversations, confab_binary, provision, search_all, signed_text_webhook, Process,
+    all_conversations, confab_binary, lead_writes, provision, search_all, signed_text_webhook,
+    Process,
 };
 
 const IMAGE_BYTES: u64 = 256 << 20;
@@ -228,22 +229,15 @@ async fn sender(load: Arc<Load>, sender: usize) {
 /// (waiting up to 10 s for them).
 async fn afterwards(http: &reqwest::Client, base: &str, tenant: &Tenant) -> usize {
     for n in 1..=AFTERWARDS {
-        let (body, signature) = signed_text_webhook(
+        lead_writes(
+            http,
+            base,
             tenant,
-            "447899999",
-            "Lead After",
+            ("447899999", "Lead After"),
             &format!("wamid.PL.after.{n}"),
             &format!("afterwards message {n}"),
-        );
-        let response = http
-            .post(format!("{base}/webhooks/whatsapp/{}", tenant.channel_id))
-            .header("content-type", "application/json")
-            .header("X-Hub-Signature-256", signature)
-            .body(body)
-            .send()
-            .await
-            .expect("webhook after the power cut");
-        assert!(response.status().is_success(), "{}", response.status());
+        )
+        .await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

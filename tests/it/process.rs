@@ -236,6 +236,28 @@ pub fn signed_text_webhook(
     (body, signature)
 }
 
+/// Posts a lead's text message to the tenant's WhatsApp webhook as Meta would (see
+/// [`signed_text_webhook`]) and checks it is acknowledged.
+pub async fn lead_writes(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &Tenant,
+    (wa_id, name): (&str, &str),
+    wamid: &str,
+    text: &str,
+) {
+    let (body, signature) = signed_text_webhook(tenant, wa_id, name, wamid, text);
+    let response = http
+        .post(format!("{base}/webhooks/whatsapp/{}", tenant.channel_id))
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(response.status().as_u16(), 200, "{wamid}");
+}
+
 /// Every conversation of the token's workspace (all pages of the default view) with all
 /// its messages in `seq` order (all pages).
 pub async fn all_conversations(
