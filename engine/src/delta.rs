@@ -73,6 +73,15 @@ pub enum DeltaBody {
         agent_id: AgentId,
         notification_ids: Vec<NotificationId>,
     },
+    /// The conversation was erased whole (a lead's erasure, or retention of a conversation
+    /// inactive past the workspace's period): clients drop it. Ids only, so it outlives
+    /// the erasure of the conversation's other deltas. Store format 2.
+    ConversationRemoved,
+    /// Retention removed these old messages of a conversation that stays: clients drop
+    /// them. Store format 2.
+    MessagesRemoved {
+        message_ids: Vec<MessageId>,
+    },
 }
 
 impl DeltaBody {
@@ -85,7 +94,18 @@ impl DeltaBody {
             DeltaBody::Notification { .. } => "notification",
             DeltaBody::ChannelUpdated(_) => "channel_updated",
             DeltaBody::NotificationsRead { .. } => "notifications_read",
+            DeltaBody::ConversationRemoved => "conversation_removed",
+            DeltaBody::MessagesRemoved { .. } => "messages_removed",
         }
+    }
+
+    /// Whether the delta announces a removal: it carries ids only, never what was removed,
+    /// and is kept when the deltas of what it removed are erased.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            DeltaBody::ConversationRemoved | DeltaBody::MessagesRemoved { .. }
+        )
     }
 }
 
@@ -142,6 +162,8 @@ impl Delta {
             notification: Option<&'a Notification>,
             #[serde(skip_serializing_if = "Option::is_none")]
             notification_ids: Option<&'a [NotificationId]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message_ids: Option<&'a [MessageId]>,
         }
         let mut frame = Frame {
             frame_type: "delta",
@@ -158,6 +180,7 @@ impl Delta {
             channel: None,
             notification: None,
             notification_ids: None,
+            message_ids: None,
         };
         match &self.body {
             DeltaBody::ConversationCreated(card) | DeltaBody::ConversationUpdated(card) => {
@@ -185,6 +208,8 @@ impl Delta {
                 frame.agent_id = Some(*agent_id);
                 frame.notification_ids = Some(notification_ids);
             }
+            DeltaBody::ConversationRemoved => {}
+            DeltaBody::MessagesRemoved { message_ids } => frame.message_ids = Some(message_ids),
         }
         serde_json::to_string(&frame).unwrap_or_else(|e| {
             unreachable!("a delta frame always serializes to JSON: {e}");

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::{self, Ks};
 use crate::codec;
 use crate::committer::WriteSet;
-use crate::delta::Delta;
+use crate::delta::{Delta, DeltaBody};
 use crate::error::Result;
 use crate::ids::{AgentId, ContactId, ConversationId, WorkspaceId};
 use crate::inbound::ThreadAliasValue;
@@ -166,6 +166,11 @@ impl Sets {
         self.current().delete(ks, key);
     }
 
+    /// The set the last change went into.
+    fn last_index(&self) -> usize {
+        self.sets.len() - 1
+    }
+
     fn done(self) -> Vec<WriteSet> {
         self.sets.into_iter().filter(|s| !s.is_empty()).collect()
     }
@@ -218,6 +223,7 @@ pub fn conversation_sets(
     let mut sets = sets.done();
     let mut last = WriteSet::new();
     crate::views::remove(&mut last, conv);
+    last.delta(conv.workspace_id, id, DeltaBody::ConversationRemoved);
     last.delete(Ks::ConvState, id.to_bytes().to_vec()).delete(
         Ks::ContactConv,
         catalogue::contact_conv(conv.contact.id, id),
@@ -264,6 +270,8 @@ pub fn purge_sets(
     let mut counts = ErasedCounts::default();
     let mut sets = Sets::new();
     let mut ids = Vec::new();
+    // Per set, the messages whose row it deletes: it announces them (`messages_removed`).
+    let mut removed: Vec<Vec<crate::ids::MessageId>> = Vec::new();
     for kv in store.ks(Ks::ConvMsg).prefix(conv.id.to_bytes()) {
         let (key, value) = kv.into_inner()?;
         let message: Message = codec::decode(&value)?;
@@ -280,6 +288,18 @@ pub fn purge_sets(
         }
         ids.push(message.id);
         delete_message(store, &mut sets, conv, &key, &message, &mut counts)?;
+        let at = sets.last_index();
+        removed.resize_with(at + 1, Vec::new);
+        removed[at].push(message.id);
+    }
+    for (set, message_ids) in sets.sets.iter_mut().zip(removed) {
+        if !message_ids.is_empty() {
+            set.delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::MessagesRemoved { message_ids },
+            );
+        }
     }
     Ok((sets.done(), counts, ids))
 }
@@ -291,10 +311,13 @@ pub fn delta_sets(
     ws: WorkspaceId,
     conversations: &HashSet<ConversationId>,
 ) -> Result<(Vec<WriteSet>, u64)> {
+    // Not the removals' own announcements: ids only, so replays and resuming clients
+    // learn what went.
     delta_sets_where(store, ws, |delta| {
-        delta
-            .conversation_id
-            .is_some_and(|c| conversations.contains(&c))
+        !delta.body.is_removal()
+            && delta
+                .conversation_id
+                .is_some_and(|c| conversations.contains(&c))
     })
 }
 

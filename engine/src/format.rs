@@ -18,7 +18,7 @@ use crate::catalogue::Ks;
 use crate::error::{Error, Result};
 
 /// The store format this binary writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `meta` key of the store's format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -34,12 +34,21 @@ pub struct Migration {
 }
 
 /// Every migration, in order; the last one's `to` is [`FORMAT_VERSION`].
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what: "the store records its format version (data directories from before 2026-12-07)",
-    // Format 1 changed no key or value: its layout is format 0's, now versioned.
-    run: |_, _| Ok(()),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "the store records its format version (data directories from before 2026-12-07)",
+        // Format 1 changed no key or value: its layout is format 0's, now versioned.
+        run: |_, _| Ok(()),
+    },
+    Migration {
+        to: 2,
+        what: "the delta log may announce removals (conversation_removed, messages_removed)",
+        // Nothing stored changes: the version only keeps a binary that cannot read the new
+        // delta kinds from opening a store that may hold them.
+        run: |_, _| Ok(()),
+    },
+];
 
 /// The stored format version: `None` for a new, empty store; 0 for a store from before
 /// versioning.

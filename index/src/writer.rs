@@ -180,9 +180,13 @@ impl Writer {
                     matches!(delta.body, DeltaBody::ConversationCreated(_)),
                 )
             }
+            // Removals reach the index through the erasure's and retention's own step
+            // (`Writer::erase_conversations`, `Writer::erase_messages`), in their order.
             DeltaBody::Notification { .. }
             | DeltaBody::ChannelUpdated(_)
-            | DeltaBody::NotificationsRead { .. } => return,
+            | DeltaBody::NotificationsRead { .. }
+            | DeltaBody::ConversationRemoved
+            | DeltaBody::MessagesRemoved { .. } => return,
         };
         // Deleting by key costs a term lookup in every segment at commit: skip it for a
         // document that cannot be in the index yet.

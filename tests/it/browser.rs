@@ -354,6 +354,30 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
         .await;
     assert_eq!(graph.requests().len(), 1);
 
+    // Erasing the lead (an admin, elsewhere) takes the open conversation away at once; the
+    // other lead stays.
+    let contact = server.conversation_of(&tenant, "5511900000901").await["contact"]["id"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+    let (status, erasure) = server
+        .delete(
+            &tenant.token,
+            &format!("/api/v1/contacts/{contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{erasure}");
+    browser
+        .wait_text("[data-testid=\"toast\"]", "This conversation was erased")
+        .await;
+    wait_for("the erased conversation leaves the page", || async {
+        (browser.all(&row(&first)).await.is_empty()
+            && browser.all("[data-testid=\"chat\"]").await.is_empty())
+        .then_some(())
+    })
+    .await;
+    browser.wait_text(&row(&second), "Oi, tudo bem?").await;
+
     // Signing out ends the session on the server: the old cookie no longer works.
     browser.find("user-menu").await.click().await.expect("menu");
     browser

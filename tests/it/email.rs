@@ -2,6 +2,8 @@
 //! mail client, replies out over real SMTP to a loopback server (the demo's sink), retries
 //! on 4xx, failures on 5xx, bounces and auto-replies.
 
+use std::collections::HashSet;
+
 use axum::http::StatusCode;
 use confab_engine::wire::email;
 use confab_gateway::demo::smtp_sink::{Received, SmtpSink};
@@ -1482,6 +1484,13 @@ async fn an_erased_lead_on_two_channels_is_gone_from_the_inbox_search_stream_and
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
+    // An open inbox hears of each conversation's removal.
+    let lia_ids: HashSet<String> = lia_conversations
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_string())
+        .collect();
+    let mut live = crate::harness::StreamClient::connect(&server, &mailbox.token).await;
+    live.subscribe(None).await;
     let (status, erasure) = server
         .delete(
             &mailbox.token,
@@ -1490,6 +1499,16 @@ async fn an_erased_lead_on_two_channels_is_gone_from_the_inbox_search_stream_and
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{erasure}");
     let id = erasure["id"].as_str().expect("erasure id").to_string();
+    let mut announced = HashSet::new();
+    while announced.len() < lia_ids.len() {
+        let delta = live.next_of("delta").await;
+        if delta["kind"] == "conversation_removed" {
+            let of = delta["conversation_id"].as_str().expect("conversation_id");
+            assert!(lia_ids.contains(of), "{delta}");
+            assert!(announced.insert(of.to_string()), "announced twice: {delta}");
+        }
+    }
+    live.close().await;
     let done = wait_for("the erasure completes", || async {
         let (_, erasure) = server
             .get(&mailbox.token, &format!("/api/v1/erasures/{id}"))
@@ -1572,6 +1591,22 @@ async fn an_erased_lead_on_two_channels_is_gone_from_the_inbox_search_stream_and
     let replay = stream
         .deltas_until(|d| d["offset"].as_u64() == Some(head))
         .await;
+    // Of her conversations only their removal: ids, nothing of what they held.
+    let about_her: Vec<&Value> = replay
+        .iter()
+        .filter(|d| {
+            d["conversation_id"]
+                .as_str()
+                .is_some_and(|c| lia_ids.contains(c))
+        })
+        .collect();
+    assert_eq!(about_her.len(), lia_ids.len(), "{about_her:?}");
+    assert!(
+        about_her
+            .iter()
+            .all(|d| d["kind"] == "conversation_removed"),
+        "{about_her:?}"
+    );
     let replay = serde_json::to_string(&replay).expect("json");
     assert!(replay.contains("olga again"));
     for needle in lia_strings {

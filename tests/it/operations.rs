@@ -207,14 +207,20 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it_exact
 }
 
 #[tokio::test]
-async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_it() {
-    // Written by `confab` 0.1.0 at commit 96900cc (store format 0, before versioning): a
-    // workspace, two leads, three inbound messages, a reply and a tag; see
-    // tests/fixtures/README.md.
+async fn data_directories_of_every_previous_format_are_migrated_and_serve_all_of_it() {
+    // Each written by an earlier release (see tests/fixtures/README.md): a workspace, two
+    // leads, three inbound messages, a reply and a tag; format 1 also a third lead erased.
+    for format in 0..confab_engine::format::FORMAT_VERSION {
+        previous_format_serves(format).await;
+    }
+}
+
+async fn previous_format_serves(format: u32) {
     let root = tempfile::tempdir().expect("dir");
     let data_dir = root.path().join("data");
     std::fs::create_dir(&data_dir).expect("mkdir");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format-0.tar.gz");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/format-{format}.tar.gz"));
     let status = std::process::Command::new("tar")
         .arg("-xzf")
         .arg(&fixture)
@@ -222,7 +228,7 @@ async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_i
         .arg(&data_dir)
         .status()
         .expect("tar runs");
-    assert!(status.success(), "fixture extracted");
+    assert!(status.success(), "fixture {} extracted", fixture.display());
     let tenant: Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("tenant.json")).expect("tenant.json"))
             .expect("JSON");
@@ -249,7 +255,8 @@ async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_i
                 "Yes it is, Saturday at 10 works".to_string(),
             ],
             vec!["What is the price of the penthouse?".to_string()],
-        ]
+        ],
+        "format {format}"
     );
     let maria = conversations
         .iter()
@@ -262,6 +269,16 @@ async fn a_data_directory_of_the_previous_format_is_migrated_and_serves_all_of_i
     })
     .await;
     assert_eq!(found.len(), 1, "{found:?}");
+    if let Some(erasure) = tenant["erasure_id"].as_str() {
+        // The erasure's record is kept, and what it erased stays erased.
+        let (status, record) = server
+            .get(&token, &format!("/api/v1/erasures/{erasure}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{record}");
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["erased"]["messages"], 1, "{record}");
+        assert!(search_hits(&server, &token, "cellar").await.is_empty());
+    }
     // New writes land beside the old ones.
     let (status, _) = server
         .post(
@@ -572,6 +589,18 @@ async fn retention_archives_then_removes_old_messages_and_conversations_inactive
     // Nothing is 30 days old yet.
     assert_eq!(server.conversations(&tenant.token).await.len(), 3);
 
+    let carla = server.conversation_of(&tenant, "5511933333333").await;
+    let carla_id = carla["id"].as_str().expect("id").to_string();
+    let ana_first = server
+        .messages(&tenant.token, &ana_id)
+        .await
+        .iter()
+        .find(|m| m["text"] == "ana first asks about the attic")
+        .map(|m| m["id"].clone())
+        .expect("Ana's first message");
+    let mut live = StreamClient::connect(&server, &tenant.token).await;
+    live.subscribe(None).await;
+
     // Thirty days later, to the second between Ana's two messages.
     clock.set(cutoff + 30 * 86_400_000);
     wait_for("retention removed Ana's first message", || async {
@@ -597,6 +626,24 @@ async fn retention_archives_then_removes_old_messages_and_conversations_inactive
         .get(&tenant.token, "/api/v1/conversations/counts")
         .await;
     assert_eq!(counts["all"], 2, "{counts}");
+    // An open inbox hears of both removals.
+    let (mut conversation_removed, mut messages_removed) = (false, false);
+    while !(conversation_removed && messages_removed) {
+        let delta = live.next_of("delta").await;
+        match delta["kind"].as_str() {
+            Some("conversation_removed") => {
+                assert_eq!(delta["conversation_id"], carla_id.as_str(), "{delta}");
+                conversation_removed = true;
+            }
+            Some("messages_removed") => {
+                assert_eq!(delta["conversation_id"], ana_id.as_str(), "{delta}");
+                assert_eq!(delta["message_ids"], json!([ana_first]), "{delta}");
+                messages_removed = true;
+            }
+            _ => {}
+        }
+    }
+    live.close().await;
 
     // Gone from the index itself; what stays is still found.
     for (word, expected) in [("cellar", 0), ("attic", 0), ("balcony", 1), ("garage", 1)] {

@@ -79,7 +79,7 @@ export async function loadFacets() {
 }
 
 // The list is large (up to 100k cards): kept in a mutable store, rendered through a version signal.
-export const list = { items: [], index: new Map(), head: 0, nextCursor: null, overrides: new Map() };
+export const list = { items: [], index: new Map(), head: 0, nextCursor: null, overrides: new Map(), removed: new Set() };
 export const listVersion = signal(0);
 export const listStatus = signal({ loading: false, error: null, more: false });
 export const activeIndex = signal(0); // keyboard highlight in the list or the search results
@@ -140,11 +140,16 @@ export async function loadList() {
     list.items = [];
     list.index = new Map();
     list.overrides = new Map();
+    list.removed = new Set();
     list.head = page.head;
     list.nextCursor = page.next_cursor;
     for (const card of page.items) { list.items.push(card); list.index.set(card.id, card); learn(card); }
     listLoading = false;
-    for (const { card, offset } of pendingCards) if (offset > list.head) applyCardToList(card, offset);
+    for (const { card, removed, offset } of pendingCards) {
+      if (offset <= list.head) continue;
+      if (removed) removeFromList(removed, offset);
+      else applyCardToList(card, offset);
+    }
     pendingCards = [];
     activeIndex.value = Math.min(activeIndex.value, Math.max(0, list.items.length - 1));
     listStatus.value = { loading: false, error: null, more: !!list.nextCursor };
@@ -169,7 +174,7 @@ export async function loadMore() {
     if (gen !== listGeneration) return;
     list.nextCursor = page.next_cursor;
     for (const item of page.items) {
-      if (list.index.has(item.id)) continue;
+      if (list.index.has(item.id) || list.removed.has(item.id)) continue;
       const card = list.overrides.get(item.id) || item;
       if (card !== item && !matches(card)) continue;
       list.items.push(card);
@@ -203,6 +208,23 @@ function applyCardToList(card, offset) {
     }
   }
   learn(card);
+  bump();
+}
+
+// A conversation erased whole (a lead's erasure, or retention): out of the list, and of its
+// later pages (the cursor's snapshot may still hold it).
+function removeFromList(id, offset) {
+  if (listLoading) { pendingCards.push({ removed: id, offset }); return; }
+  if (offset <= list.head) return; // the listing's snapshot is already without it
+  list.removed.add(id);
+  list.overrides.delete(id);
+  const card = list.index.get(id);
+  if (card) {
+    const at = list.items.indexOf(card);
+    if (at >= 0) list.items.splice(at, 1);
+    list.index.delete(id);
+    activeIndex.value = Math.min(activeIndex.value, Math.max(0, list.items.length - 1));
+  }
   bump();
 }
 
@@ -607,6 +629,34 @@ export function applyDelta(d) {
     }
     case 'notifications_read': {
       if (d.agent_id === me.value?.agent?.id) queueNotif({ read: d.notification_ids || [] });
+      break;
+    }
+    case 'conversation_removed': {
+      const id = d.conversation_id;
+      removeFromList(id, d.offset);
+      refreshCounts();
+      const s1 = searchState.value;
+      if (s1.items.some((h) => h.conversation_id === id)) {
+        searchState.value = { ...s1, items: s1.items.filter((h) => h.conversation_id !== id) };
+      }
+      // Its notifications were erased with it: the first page and the count again.
+      if (notifications.value.items.some((n) => n.conversation_id === id)) loadNotifications();
+      if (current.value?.id === id || route.value.id === id) {
+        current.value = null;
+        messages.value = [];
+        liveBuffer.clear();
+        toast('This conversation was erased.', 'warn');
+        navigate('#/conversations');
+      }
+      break;
+    }
+    case 'messages_removed': {
+      const c = current.value;
+      if (c && c.id === d.conversation_id) {
+        const gone = new Set(d.message_ids || []);
+        for (const id of gone) liveBuffer.delete(id);
+        if (messages.value.some((m) => gone.has(m.id))) messages.value = messages.value.filter((m) => !gone.has(m.id));
+      }
       break;
     }
     case 'channel_updated': {

@@ -120,11 +120,14 @@ pub mod schema {
         Notification,
         ChannelUpdated,
         NotificationsRead,
+        ConversationRemoved,
+        MessagesRemoved,
     }
 
     /// A delta: `conversation` for `conversation_*` kinds, `message` for `message_*`, the
     /// notification's fields for `notification`, `channel` (its health) for
-    /// `channel_updated`, `agent_id` and `notification_ids` for `notifications_read`.
+    /// `channel_updated`, `agent_id` and `notification_ids` for `notifications_read`,
+    /// `message_ids` for `messages_removed`; `conversation_removed` has nothing more.
     /// Every kind but `channel_updated` and `notifications_read` has a `conversation_id`.
     #[derive(Serialize, ToSchema)]
     pub struct StreamDelta {
@@ -157,6 +160,9 @@ pub mod schema {
         /// `notifications_read`: the agent's notifications that were just marked read.
         #[serde(skip_serializing_if = "Option::is_none")]
         notification_ids: Option<Vec<confab_engine::ids::NotificationId>>,
+        /// `messages_removed`: the conversation's messages that retention removed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_ids: Option<Vec<MessageId>>,
     }
 }
 
