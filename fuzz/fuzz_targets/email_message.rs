@@ -56,6 +56,9 @@ fn message(raw: &[u8]) {
     assert!(email.date <= NOW + 5 * 60 * 1000);
     let event = inbound_event(ChannelId::new(), &email, ADDRESS, SECRET);
     assert_eq!(event.provider_message_id, email.message_id);
-    assert_eq!(event.contact_email.as_deref(), Some(email.from_address.as_str()));
+    assert_eq!(
+        event.contact_email.as_deref(),
+        Some(email.from_address.as_str())
+    );
     assert_eq!(event.details.files.len(), email.files.len());
 }

@@ -146,14 +146,14 @@ fn message(conv: &Conversation, text: &str, i: i64) -> Message {
         error: None,
         raw: None,
         ai: None,
-    attachments: Vec::new(),
-    subject: None,
-    full_text: None,
-    auto_reply: false,
-    sent_elsewhere: false,
-    reactions: Vec::new(),
-    edits: Vec::new(),
-    deleted_at: None,
+        attachments: Vec::new(),
+        subject: None,
+        full_text: None,
+        auto_reply: false,
+        sent_elsewhere: false,
+        reactions: Vec::new(),
+        edits: Vec::new(),
+        deleted_at: None,
     }
 }
 
