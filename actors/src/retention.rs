@@ -204,6 +204,21 @@ impl Runtime {
         if found.is_empty() {
             return Ok(report);
         }
+        // The pass looked at every workspace first: what became active since, or went,
+        // is seen again now, just before this workspace's steps.
+        let reader = store.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut fresh = Vec::with_capacity(found.len());
+            for candidate in found {
+                if let Some(conv) = reader.conversation(candidate.conv.id)? {
+                    let whole = conv.last_activity_at < cutoff;
+                    fresh.push(Candidate { conv, whole });
+                }
+            }
+            Ok::<_, confab_engine::Error>(fresh)
+        })
+        .await
+        .map_err(blocking_failed)??;
         let whole: HashSet<ConversationId> = found
             .iter()
             .filter(|c| c.whole)

@@ -311,6 +311,10 @@ let pageLoading = false; // a first page (newest or around a seq) is on its way
 // newer messages leaves, since its answer (or a later one) holds them.
 const liveBuffer = new Map();
 let jump = null; // { id, seq }: the message the next loadConversation(id) opens at
+// Messages of the open conversation that retention removed (`messages_removed`): a page
+// requested before the delta may still hold them. Cleared when another one opens.
+const removedMessages = new Set();
+const kept = (items) => (removedMessages.size ? items.filter((m) => !removedMessages.has(m.id)) : items);
 
 function startMessages() {
   pageLoading = true;
@@ -323,7 +327,7 @@ function startMessages() {
 function showPage(page, around) {
   pageLoading = false;
   const newerAfter = page.next_after ?? null;
-  messages.value = page.items.slice().reverse();
+  messages.value = kept(page.items).reverse();
   messagesStatus.value = { loading: false, olderBefore: page.next_before, newerAfter, loadingNewer: false, newerLive: newerAfter !== null && liveBuffer.size > 0, error: null };
   if (newerAfter === null) mergeLive();
   scrollToSeq(around);
@@ -346,6 +350,7 @@ export async function loadConversation(id) {
   reasoningFor.value = null;
   const around = jump && jump.id === id ? jump.seq : null;
   jump = null;
+  if (current.value?.id !== id) removedMessages.clear();
   if (!id) { pageLoading = false; liveBuffer.clear(); current.value = null; messages.value = []; return; }
   const cached = list.index.get(id);
   if (cached && !searchQuery.value.trim()) {
@@ -427,7 +432,7 @@ export async function loadOlder() {
     const page = await get(messagesPath(c.id, { before: st.olderBefore }));
     if (mgen !== msgGen) return false;
     const have = new Set(messages.value.map((m) => m.id));
-    const older = page.items.filter((m) => !have.has(m.id)).reverse();
+    const older = kept(page.items).filter((m) => !have.has(m.id)).reverse();
     batch(() => {
       messages.value = [...older, ...messages.value];
       messagesStatus.value = { ...messagesStatus.value, loading: false, olderBefore: page.next_before, error: null };
@@ -451,7 +456,7 @@ export async function loadNewer() {
     const page = await get(messagesPath(c.id, { after: st.newerAfter }));
     if (mgen !== msgGen) return false;
     const have = new Set(messages.value.map((m) => m.id));
-    const newer = page.items.filter((m) => !have.has(m.id)).reverse();
+    const newer = kept(page.items).filter((m) => !have.has(m.id)).reverse();
     const newerAfter = page.next_after ?? null;
     batch(() => {
       messages.value = [...messages.value, ...newer];
@@ -639,8 +644,8 @@ export function applyDelta(d) {
       if (s1.items.some((h) => h.conversation_id === id)) {
         searchState.value = { ...s1, items: s1.items.filter((h) => h.conversation_id !== id) };
       }
-      // Its notifications were erased with it: the first page and the count again.
-      if (notifications.value.items.some((n) => n.conversation_id === id)) loadNotifications();
+      // Its notifications are erased with it (a later step on the server): gone here now.
+      queueNotif({ drop: id });
       if (current.value?.id === id || route.value.id === id) {
         current.value = null;
         messages.value = [];
@@ -651,11 +656,15 @@ export function applyDelta(d) {
       break;
     }
     case 'messages_removed': {
+      const gone = new Set(d.message_ids || []);
       const c = current.value;
       if (c && c.id === d.conversation_id) {
-        const gone = new Set(d.message_ids || []);
-        for (const id of gone) liveBuffer.delete(id);
+        for (const id of gone) { liveBuffer.delete(id); removedMessages.add(id); }
         if (messages.value.some((m) => gone.has(m.id))) messages.value = messages.value.filter((m) => !gone.has(m.id));
+      }
+      const s1 = searchState.value;
+      if (s1.items.some((h) => gone.has(h.message_id))) {
+        searchState.value = { ...s1, items: s1.items.filter((h) => !gone.has(h.message_id)) };
       }
       break;
     }
@@ -728,9 +737,16 @@ function queueNotif(change) {
   else applyNotif(change);
 }
 
-// { add: notification } or { read: [ids] }.
+// { add: notification }, { read: [ids] } or { drop: conversation id }.
 function applyNotif(change) {
   const st = notifications.value;
+  if (change.drop) {
+    const gone = st.items.filter((n) => n.conversation_id === change.drop);
+    if (!gone.length) return;
+    notifications.value = { ...st, items: st.items.filter((n) => n.conversation_id !== change.drop) };
+    unreadCount.value = Math.max(0, unreadCount.value - gone.filter((n) => !n.read_at).length);
+    return;
+  }
   if (change.add) {
     const n = change.add;
     if (st.items.some((x) => x.id === n.id)) return;

@@ -272,31 +272,32 @@ pub fn parse_webhook_general(raw_body: &[u8]) -> Result<WebhookBatch, WireError>
 /// hold escapes. `None` for anything else (another message type, an error on a status, a
 /// field of an unexpected type, invalid JSON): [`parse_webhook`] then reads the body as a
 /// general JSON value. Public so the fuzz target can check that both readings agree. One
-/// difference, by design: the parts it skips (fields we do not use) are not checked, so a
-/// body whose unused fields hold invalid UTF-8 or a lone surrogate escape is read rather
-/// than refused.
+/// difference, by design: the parts it skips (fields we do not use) are checked for their
+/// syntax only, so a body whose unused fields hold invalid UTF-8, a lone surrogate escape,
+/// a number out of range or nesting deeper than 128 levels is read rather than refused.
 pub fn parse_webhook_typed(raw_body: &[u8]) -> Option<WebhookBatch> {
-    let root: typed::Root = serde_json::from_slice(raw_body).ok()?;
-    if root.object != "whatsapp_business_account" {
+    let typed::Obj(root): typed::Obj<typed::Root> = serde_json::from_slice(raw_body).ok()?;
+    if root.object.0 != "whatsapp_business_account" {
         return None;
     }
     let mut batch = WebhookBatch::default();
-    for change in root.entry.iter().flat_map(|entry| &entry.changes) {
-        if change.field.as_deref() != Some("messages") {
+    let changes = root.entry.iter().flat_map(|entry| &entry.0.changes);
+    for typed::Obj(change) in changes {
+        if typed::raw(&change.field) != Some("messages") {
             continue;
         }
-        let Some(value) = &change.value else {
+        let Some(typed::Obj(value)) = &change.value else {
             continue;
         };
         let phone_number_id = value
             .metadata
             .as_ref()
-            .and_then(|m| typed::id(&m.phone_number_id));
+            .and_then(|m| typed::id(&m.0.phone_number_id));
         let Some(phone_number_id) = phone_number_id else {
             batch.rejected += value.messages.len() + value.statuses.len();
             continue;
         };
-        for message in &value.messages {
+        for typed::Obj(message) in &value.messages {
             if typed::text(&message.kind) != Some("text") {
                 return None;
             }
@@ -308,11 +309,11 @@ pub fn parse_webhook_typed(raw_body: &[u8]) -> Option<WebhookBatch> {
             let profile_name = value
                 .contacts
                 .iter()
-                .find(|c| typed::text(&c.wa_id) == Some(from))
+                .find(|c| typed::text(&c.0.wa_id) == Some(from))
                 .or(value.contacts.first())
-                .and_then(|c| c.profile.as_ref())
-                .and_then(|p| typed::label(&p.name));
-            let referral = message.referral.as_ref().map(|r| Referral {
+                .and_then(|c| c.0.profile.as_ref())
+                .and_then(|p| typed::label(&p.0.name));
+            let referral = message.referral.as_ref().map(|typed::Obj(r)| Referral {
                 source_id: typed::label(&r.source_id),
                 source_type: typed::label(&r.source_type),
                 source_url: typed::label(&r.source_url),
@@ -328,20 +329,20 @@ pub fn parse_webhook_typed(raw_body: &[u8]) -> Option<WebhookBatch> {
                 text: message
                     .text
                     .as_ref()
-                    .and_then(|t| typed::text(&t.body))
+                    .and_then(|t| typed::text(&t.0.body))
                     .unwrap_or("")
                     .to_owned(),
                 raw: None,
                 reply_to: message
                     .context
                     .as_ref()
-                    .and_then(|c| typed::id(&c.id))
+                    .and_then(|c| typed::id(&c.0.id))
                     .map(str::to_owned),
                 referral,
                 media: None,
             });
         }
-        for status in &value.statuses {
+        for typed::Obj(status) in &value.statuses {
             if status.errors.is_some() {
                 return None;
             }
@@ -375,26 +376,52 @@ pub fn parse_webhook_typed(raw_body: &[u8]) -> Option<WebhookBatch> {
 /// the typed reading (and the general one decides).
 mod typed {
     use std::borrow::Cow;
+    use std::marker::PhantomData;
 
-    use serde::de::{self, IgnoredAny, Visitor};
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{self, IgnoredAny, MapAccess, Visitor};
     use serde::{Deserialize, Deserializer};
 
     use super::{MAX_ID_BYTES, MAX_LABEL_CHARS};
 
-    type Text<'a> = Option<Cow<'a, str>>;
+    /// A string, borrowed from the body unless it holds escapes.
+    #[derive(Deserialize)]
+    pub struct Str<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+    type Text<'a> = Option<Str<'a>>;
+
+    /// A JSON object read as `T`. Only an object: serde reads a struct from an array too
+    /// (its fields by position), which the general reading never does.
+    pub struct Obj<T>(pub T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ObjVisitor<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+                }
+            }
+            deserializer.deserialize_map(ObjVisitor(PhantomData))
+        }
+    }
 
     #[derive(Deserialize)]
     pub struct Root<'a> {
         #[serde(borrow)]
-        pub object: Cow<'a, str>,
+        pub object: Str<'a>,
         #[serde(borrow)]
-        pub entry: Vec<Entry<'a>>,
+        pub entry: Vec<Obj<Entry<'a>>>,
     }
 
     #[derive(Deserialize)]
     pub struct Entry<'a> {
         #[serde(borrow, default)]
-        pub changes: Vec<Change<'a>>,
+        pub changes: Vec<Obj<Change<'a>>>,
     }
 
     #[derive(Deserialize)]
@@ -402,19 +429,19 @@ mod typed {
         #[serde(borrow, default)]
         pub field: Text<'a>,
         #[serde(borrow, default)]
-        pub value: Option<ChangeValue<'a>>,
+        pub value: Option<Obj<ChangeValue<'a>>>,
     }
 
     #[derive(Deserialize)]
     pub struct ChangeValue<'a> {
         #[serde(borrow, default)]
-        pub metadata: Option<Metadata<'a>>,
+        pub metadata: Option<Obj<Metadata<'a>>>,
         #[serde(borrow, default)]
-        pub contacts: Vec<Contact<'a>>,
+        pub contacts: Vec<Obj<Contact<'a>>>,
         #[serde(borrow, default)]
-        pub messages: Vec<Message<'a>>,
+        pub messages: Vec<Obj<Message<'a>>>,
         #[serde(borrow, default)]
-        pub statuses: Vec<Status<'a>>,
+        pub statuses: Vec<Obj<Status<'a>>>,
     }
 
     #[derive(Deserialize)]
@@ -428,7 +455,7 @@ mod typed {
         #[serde(borrow, default)]
         pub wa_id: Text<'a>,
         #[serde(borrow, default)]
-        pub profile: Option<Profile<'a>>,
+        pub profile: Option<Obj<Profile<'a>>>,
     }
 
     #[derive(Deserialize)]
@@ -448,11 +475,11 @@ mod typed {
         #[serde(default)]
         pub timestamp: Option<Seconds>,
         #[serde(borrow, default)]
-        pub text: Option<Body<'a>>,
+        pub text: Option<Obj<Body<'a>>>,
         #[serde(borrow, default)]
-        pub context: Option<Context<'a>>,
+        pub context: Option<Obj<Context<'a>>>,
         #[serde(borrow, default)]
-        pub referral: Option<Referral<'a>>,
+        pub referral: Option<Obj<Referral<'a>>>,
     }
 
     #[derive(Deserialize)]
@@ -531,9 +558,14 @@ mod typed {
         }
     }
 
+    /// The string, whatever it holds.
+    pub fn raw<'s>(value: &'s Text<'_>) -> Option<&'s str> {
+        value.as_ref().map(|s| &*s.0)
+    }
+
     /// A non-empty string, as the general reading's `str_at`.
     pub fn text<'s>(value: &'s Text<'_>) -> Option<&'s str> {
-        value.as_deref().filter(|s| !s.is_empty())
+        raw(value).filter(|s| !s.is_empty())
     }
 
     /// A provider identifier: non-empty and at most [`MAX_ID_BYTES`].
@@ -1081,6 +1113,14 @@ mod tests {
             let raw = body(webhook);
             let typed = parse_webhook_typed(&raw).expect("the typed reading applies");
             assert_eq!(Ok(typed), parse_webhook_general(&raw), "{webhook}");
+        }
+        // Objects only: serde would read a struct from an array, the general reading never.
+        let mut context_array = inbound_text_webhook(NUMBER, LEAD, "Maria", "wamid.3", 1, "Hi");
+        context_array["entry"][0]["changes"][0]["value"]["messages"][0]["context"] =
+            json!(["wamid.1"]);
+        for odd in [json!(["whatsapp_business_account", []]), context_array] {
+            let raw = body(&odd);
+            assert_eq!(parse_webhook_typed(&raw), None, "{odd}");
         }
         // Every seed of the fuzz corpus (media, reactions, errors, odd shapes): where the
         // typed reading applies, it reads what the general one does.
