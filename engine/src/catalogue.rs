@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use crate::ids::{
-    AgentId, ArticleId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId,
+    AgentId, ArticleId, CannedReplyId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId,
     NotificationId, PushSubscriptionId, WorkspaceId,
 };
 
@@ -121,10 +121,14 @@ pub enum Ks {
     /// workspace id ‖ erasure id (ULID text) → `erasure::Erasure`: erasures of leads, open
     /// and done (the audit of who erased what, without the erased data)
     Erasure,
+    /// workspace id ‖ canned reply id → `canned::CannedReply`
+    CannedReply,
+    /// workspace id ‖ lower-cased shortcut → canned reply id (one reply per shortcut)
+    CannedShortcut,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 46] = [
+    pub const ALL: [Ks; 48] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -171,6 +175,8 @@ impl Ks {
         Ks::Timer,
         Ks::WsSettings,
         Ks::Erasure,
+        Ks::CannedReply,
+        Ks::CannedShortcut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -221,6 +227,8 @@ impl Ks {
             Ks::Timer => "timer",
             Ks::WsSettings => "ws_settings",
             Ks::Erasure => "erasure",
+            Ks::CannedReply => "canned_reply",
+            Ks::CannedShortcut => "canned_shortcut",
         }
     }
 
@@ -302,6 +310,15 @@ pub fn ws_channel(ws: WorkspaceId, channel: ChannelId) -> Vec<u8> {
 
 pub fn phone_contact(ws: WorkspaceId, phone: &str) -> Vec<u8> {
     join(&[&ws.to_bytes(), &key_text(phone)])
+}
+
+pub fn canned_reply(ws: WorkspaceId, reply: CannedReplyId) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &reply.to_bytes()])
+}
+
+/// A shortcut's key: case-insensitive, so `/Price` and `/price` are one shortcut.
+pub fn canned_shortcut(ws: WorkspaceId, shortcut: &str) -> Vec<u8> {
+    join(&[&ws.to_bytes(), shortcut.to_lowercase().as_bytes()])
 }
 
 pub fn kb_article(ws: WorkspaceId, article: ArticleId) -> Vec<u8> {

@@ -161,6 +161,10 @@ id_type!(
     ArticleId
 );
 id_type!(
+    /// A canned reply of a workspace's library.
+    CannedReplyId
+);
+id_type!(
     /// An agent's feedback on an AI message.
     FeedbackId
 );

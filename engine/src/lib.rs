@@ -8,6 +8,7 @@ pub mod ai;
 pub mod analytics;
 pub mod auth;
 pub mod backup;
+pub mod canned;
 pub mod catalogue;
 pub mod codec;
 pub mod committer;

@@ -51,6 +51,26 @@ impl Variables<'_> {
     }
 }
 
+/// The variables a text may use.
+pub const VARIABLES: [&str; 5] = ["first_name", "last_name", "company", "title", "agent_name"];
+
+/// Checks that every `{{ name }}` in `text` is a known variable (for texts stored to be
+/// filled later, such as canned replies).
+pub fn check(text: &str) -> Result<(), TemplateError> {
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        let name = rest[open + 2..open + 2 + close].trim();
+        if !VARIABLES.contains(&name) {
+            return Err(TemplateError::Unknown(name.to_string()));
+        }
+        rest = &rest[open + 2 + close + 2..];
+    }
+    Ok(())
+}
+
 /// Replaces every `{{ name }}` in `text`. Text without `{{` is returned unchanged.
 pub fn fill(text: &str, vars: &Variables<'_>) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len());
@@ -105,6 +125,23 @@ mod tests {
             fill("unclosed {{first_name", &vars),
             Ok("unclosed {{first_name".into())
         );
+    }
+
+    #[test]
+    fn stored_texts_are_checked_against_the_variables_that_fill() {
+        let vars = Variables {
+            contact: &contact(),
+            agent_name: Some("Ana"),
+        };
+        for name in VARIABLES {
+            assert!(vars.value(name).is_ok(), "{name} fills");
+            assert_eq!(check(&format!("Hi {{{{ {name} }}}}")), Ok(()));
+        }
+        assert_eq!(
+            check("Hi {{first_name}}, about {{nickname}}"),
+            Err(TemplateError::Unknown("nickname".into()))
+        );
+        assert_eq!(check("no variables, {{ unclosed"), Ok(()));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct App {
     pub sessions: SessionCache,
     /// Sign-in attempts: per email, and in all (each costs an argon2 hash).
     pub logins: crate::routes::auth::LoginLimits,
+    /// Canned replies are changed one at a time (a read, then a write moving a shortcut).
+    pub canned_writes: tokio::sync::Mutex<()>,
     /// Turns true when the server begins shutting down; long-lived sessions watch it.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -70,6 +72,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::channels::routes())
         .merge(routes::ai::routes())
         .merge(routes::kb::routes())
+        .merge(routes::canned::routes())
         .merge(routes::agents::routes())
         .merge(routes::auth::routes())
         .merge(routes::analytics::routes())

@@ -265,6 +265,7 @@ pub async fn start_with_clock(
         tokens: TokenCache::default(),
         sessions: crate::auth::SessionCache::default(),
         logins: crate::routes::auth::LoginLimits::new(),
+        canned_writes: tokio::sync::Mutex::new(()),
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());

@@ -448,3 +448,132 @@ async fn only_workspace_admins_add_agents_and_everyone_lists_them() {
     assert_eq!(names, vec!["Ana Agent", "Bo Chen", "Dee"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_canned_reply_is_found_by_its_shortcut_and_filled_like_any_reply_when_sent() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let create = |title: &str, shortcut: &str, text: &str| {
+        let body = json!({"title": title, "shortcut": shortcut, "text": text});
+        let server = &server;
+        let token = tenant.token.clone();
+        async move { server.post(&token, "/api/v1/canned-replies", body).await }
+    };
+
+    let (status, price) = create(
+        "Price list",
+        "price",
+        "Hi {{first_name}}, our plans start at 49 dollars.",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{price}");
+    assert_eq!(price["shortcut"], "price");
+    assert_eq!(price["created_by"], tenant.agent_id.as_str());
+    let (status, hours) = create("Opening hours", "hours", "We answer 9 to 18.").await;
+    assert_eq!(status, StatusCode::CREATED, "{hours}");
+
+    // Refused, and nothing stored: a shortcut taken in any case, a bad shortcut, an
+    // unknown variable, an empty text, an unknown field.
+    for (body, code) in [
+        (
+            json!({"title": "x", "shortcut": "PRICE", "text": "x"}),
+            "shortcut_taken",
+        ),
+        (
+            json!({"title": "x", "shortcut": "two words", "text": "x"}),
+            "invalid_shortcut",
+        ),
+        (
+            json!({"title": "x", "shortcut": "nick", "text": "Hi {{nickname}}"}),
+            "unknown_variable",
+        ),
+        (
+            json!({"title": "x", "shortcut": "empty", "text": "  "}),
+            "invalid_value",
+        ),
+        (
+            json!({"title": "x", "shortcut": "extra", "text": "x", "tags": []}),
+            "invalid_value",
+        ),
+    ] {
+        let (status, error) = server
+            .post(&tenant.token, "/api/v1/canned-replies", body.clone())
+            .await;
+        assert!(status.is_client_error(), "{body}: {status} {error}");
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+    }
+    let (_, all) = server.get(&tenant.token, "/api/v1/canned-replies").await;
+    let shortcuts: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["shortcut"].as_str().expect("shortcut"))
+        .collect();
+    assert_eq!(shortcuts, ["hours", "price"], "{all}");
+
+    // The composer's search: shortcuts starting with the query first, then titles.
+    let (_, found) = server
+        .get(&tenant.token, "/api/v1/canned-replies?q=PR")
+        .await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found["items"][0]["id"], price["id"]);
+    let (_, found) = server
+        .get(&tenant.token, "/api/v1/canned-replies?q=open")
+        .await;
+    assert_eq!(found["items"][0]["id"], hours["id"], "{found}");
+
+    // Inserted and sent, it is filled as any reply is.
+    let (status, sent) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({"text": price["text"]}),
+        )
+        .await;
+    assert!(status.is_success(), "{sent}");
+    let requests = graph.wait_requests(1).await;
+    assert_eq!(
+        requests[0].body["text"]["body"],
+        "Hi Ana, our plans start at 49 dollars."
+    );
+
+    // A new shortcut frees the old one; a deleted reply frees its own.
+    let price_id = price["id"].as_str().expect("id");
+    let (status, renamed) = server
+        .put(
+            &tenant.token,
+            &format!("/api/v1/canned-replies/{price_id}"),
+            json!({"title": "Pricing", "shortcut": "pricing", "text": "From 49 dollars."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(renamed["shortcut"], "pricing");
+    let (status, again) = create("Price again", "price", "x").await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let (status, taken) = server
+        .put(
+            &tenant.token,
+            &format!("/api/v1/canned-replies/{price_id}"),
+            json!({"title": "Pricing", "shortcut": "Price", "text": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let (_, unchanged) = server
+        .get(&tenant.token, &format!("/api/v1/canned-replies/{price_id}"))
+        .await;
+    assert_eq!(unchanged["shortcut"], "pricing", "{unchanged}");
+    let hours_id = hours["id"].as_str().expect("id");
+    let (status, _) = server
+        .delete(&tenant.token, &format!("/api/v1/canned-replies/{hours_id}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server
+        .get(&tenant.token, &format!("/api/v1/canned-replies/{hours_id}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, reused) = create("Hours", "hours", "Still 9 to 18.").await;
+    assert_eq!(status, StatusCode::CREATED, "{reused}");
+    server.shutdown().await;
+}

@@ -43,7 +43,17 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{article}");
     let article = article["id"].as_str().expect("article").to_string();
+    let (status, canned) = server
+        .post(
+            &ours.token,
+            "/api/v1/canned-replies",
+            json!({"title": "Prices", "shortcut": "price", "text": "confidential price list"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{canned}");
+    let canned = canned["id"].as_str().expect("canned reply").to_string();
     for path in [
+        format!("/api/v1/canned-replies/{canned}"),
         format!("/api/v1/channels/{}", ours.channel_id),
         format!("/api/v1/kb/articles/{article}"),
         format!("/api/v1/conversations/{id}/messages/1/reasoning"),
@@ -97,6 +107,16 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         server
             .delete(&theirs.token, &format!("/api/v1/kb/articles/{article}"))
             .await,
+        server
+            .put(
+                &theirs.token,
+                &format!("/api/v1/canned-replies/{canned}"),
+                json!({"title": "x", "shortcut": "x", "text": "hijack"}),
+            )
+            .await,
+        server
+            .delete(&theirs.token, &format!("/api/v1/canned-replies/{canned}"))
+            .await,
     ] {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
@@ -140,6 +160,20 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
     }
     let (_, list) = server.get(&theirs.token, "/api/v1/kb/articles").await;
     assert_eq!(list["items"], json!([]));
+    // Their library is their own: empty, and our shortcut is free in it.
+    let (_, list) = server.get(&theirs.token, "/api/v1/canned-replies").await;
+    assert_eq!(list["items"], json!([]));
+    let (status, theirs_canned) = server
+        .post(
+            &theirs.token,
+            "/api/v1/canned-replies",
+            json!({"title": "Their prices", "shortcut": "price", "text": "theirs"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{theirs_canned}");
+    let (_, list) = server.get(&ours.token, "/api/v1/canned-replies").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["items"][0]["text"], "confidential price list");
     let (_, channels) = server.get(&theirs.token, "/api/v1/channels").await;
     assert!(
         !channels.to_string().contains(&ours.channel_id),
