@@ -76,8 +76,9 @@ pub struct ListQuery {
 pub struct CannedReplyBody {
     #[schema(min_length = 1, max_length = 200, pattern = "[^\\s\\u0085]")]
     title: String,
-    /// 1 to 40 letters, digits, `-` or `_`; unique in the workspace whatever the case.
-    #[schema(min_length = 1, max_length = 40, pattern = "^[\\p{L}\\p{N}_-]+$")]
+    /// 1 to 40 letters, digits, `-` or `_` (letters of any script); unique in the
+    /// workspace whatever the case.
+    #[schema(min_length = 1, max_length = 40, pattern = "^[0-9A-Za-z_-]+$")]
     shortcut: String,
     /// Up to 4,096 characters; only the composer's variables.
     #[schema(min_length = 1, max_length = 4096, pattern = "[^\\s\\u0085]")]
