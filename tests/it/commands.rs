@@ -523,6 +523,13 @@ async fn a_canned_reply_is_found_by_its_shortcut_and_filled_like_any_reply_when_
         .get(&tenant.token, "/api/v1/canned-replies?q=open")
         .await;
     assert_eq!(found["items"][0]["id"], hours["id"], "{found}");
+    let (status, refused) = server
+        .get(
+            &tenant.token,
+            &format!("/api/v1/canned-replies?q={}", "p".repeat(201)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
 
     // Inserted and sent, it is filled as any reply is.
     let (status, sent) = server

@@ -166,6 +166,7 @@ async fn owned(app: &AppState, ws: WorkspaceId, id: &str) -> ApiResult<CannedRep
         (status = 200, description = "The matching replies.", body = CannedReplyList),
         (status = 400, description = "`malformed_query`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`: `q` over 200 characters.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
@@ -175,6 +176,12 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<CannedReplyList>> {
     let Query(query) = query?;
+    if query.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            "`q` is at most 200 characters",
+        ));
+    }
     let (store, ws) = (app.store.clone(), agent.0.workspace_id);
     let replies = blocking(move || store.canned_replies(ws)).await?;
     let q = query.q.unwrap_or_default().trim().to_lowercase();
