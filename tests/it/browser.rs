@@ -354,6 +354,53 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
         .await;
     assert_eq!(graph.requests().len(), 1);
 
+    // A canned reply: `/` and the start of its shortcut open the picker, Enter puts its text
+    // in the composer, and it is filled like any reply when sent.
+    let (status, canned) = server
+        .post(
+            &tenant.token,
+            "/api/v1/canned-replies",
+            json!({"title": "Visit", "shortcut": "visit", "text": "Hi {{first_name}}, when could you visit?"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{canned}");
+    let composer_value = "return document.querySelector('[data-testid=\"composer-input\"]').value";
+    browser
+        .client
+        .execute(
+            "const el = document.querySelector('[data-testid=\"composer-input\"]'); \
+             el.value = ''; el.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![],
+        )
+        .await
+        .expect("clear the composer");
+    let input = browser.find("composer-input").await;
+    input.send_keys("/vis").await.expect("type");
+    browser
+        .wait_text("[data-testid=\"canned-option\"]", "/visit")
+        .await;
+    input.send_keys(&ENTER.to_string()).await.expect("pick");
+    wait_for("the canned reply in the composer", || async {
+        let value = browser.client.execute(composer_value, vec![]).await.ok()?;
+        (value == "Hi {{first_name}}, when could you visit?").then_some(())
+    })
+    .await;
+    assert!(browser
+        .all("[data-testid=\"canned-list\"]")
+        .await
+        .is_empty());
+    browser
+        .find("composer-send")
+        .await
+        .click()
+        .await
+        .expect("send");
+    let sent = graph.wait_requests(2).await;
+    assert_eq!(
+        sent[1].body["text"]["body"],
+        "Hi Caio, when could you visit?"
+    );
+
     // Erasing the lead (an admin, elsewhere) takes the open conversation away at once; the
     // other lead stays.
     let contact = server.conversation_of(&tenant, "5511900000901").await["contact"]["id"]

@@ -566,6 +566,28 @@ function upsertMessage(msg) {
   messages.value = next;
 }
 
+// ---- canned replies ---------------------------------------------------------------------------
+// The workspace's library (`GET /api/v1/canned-replies`, at most 1,000), fetched when the
+// composer's `/` picker opens and kept for the session; matched here as the server does:
+// shortcuts starting with the query first, then titles holding it.
+export const cannedReplies = signal([]);
+let cannedLoaded = 0;
+export async function loadCannedReplies() {
+  if (Date.now() - cannedLoaded < 30_000) return;
+  cannedLoaded = Date.now();
+  try {
+    const r = await get('/api/v1/canned-replies');
+    cannedReplies.value = r.items || [];
+  } catch { cannedLoaded = 0; }
+}
+export function matchCanned(query) {
+  const q = query.toLowerCase();
+  const all = cannedReplies.value;
+  const first = all.filter((r) => r.shortcut.toLowerCase().startsWith(q));
+  const then = all.filter((r) => !r.shortcut.toLowerCase().startsWith(q) && r.title.toLowerCase().includes(q));
+  return [...first, ...then];
+}
+
 // ---- channels -------------------------------------------------------------------------------
 export const channels = signal([]);
 export async function loadChannels() {

@@ -1,5 +1,5 @@
 import { useState, useRef, useEffect, useLayoutEffect } from 'preact/hooks';
-import { agents, sendMessage, me } from '../state.js';
+import { agents, sendMessage, me, loadCannedReplies, matchCanned } from '../state.js';
 import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle, IconPaperclip, IconFile, IconX } from './Icons.jsx';
 import { VARIABLES, hoursLeft, fullTime, fileSize, CHANNEL_LABEL } from '../util.js';
 import { tabKeys, menuKeys } from '../focus.js';
@@ -24,6 +24,7 @@ export function Composer({ c }) {
   const [sending, setSending] = useState(false);
   const [picker, setPicker] = useState(false);
   const [mention, setMention] = useState(null); // { start, query, index }
+  const [slash, setSlash] = useState(null); // the `/` picker of canned replies: { start, query, index }
   const [files, setFilesState] = useState(() => pendingFiles.get(c.id) || []);
   const ta = useRef(null);
   const fileInput = useRef(null);
@@ -40,7 +41,7 @@ export function Composer({ c }) {
     if (el && caret.current !== null) { el.focus(); el.selectionStart = el.selectionEnd = caret.current; caret.current = null; }
   }, [text]);
 
-  useEffect(() => { setText(drafts.get(c.id) || ''); setFilesState(pendingFiles.get(c.id) || []); setError(null); setMention(null); setMode('reply'); }, [c.id]);
+  useEffect(() => { setText(drafts.get(c.id) || ''); setFilesState(pendingFiles.get(c.id) || []); setError(null); setMention(null); setSlash(null); setMode('reply'); }, [c.id]);
   useEffect(() => { drafts.set(c.id, text); autosize(); }, [text]);
 
   // The variables menu: the focus moves to its first item; Esc or Tab close it (focus back
@@ -171,6 +172,24 @@ export function Composer({ c }) {
     else setMention(null);
   };
 
+  // `/word` at the caret (at the start or after a space) opens the canned replies matching
+  // it; picking one puts its text in place of `/word` (its variables are filled when sent).
+  const matches = slash ? matchCanned(slash.query).slice(0, 8) : [];
+  const updateSlash = (value, at) => {
+    const m = /(^|\s)\/([\p{L}\p{N}_-]*)$/u.exec(value.slice(0, at));
+    if (m && m[2].length <= 40) {
+      loadCannedReplies();
+      setSlash({ start: at - m[2].length - 1, query: m[2], index: 0 });
+    } else setSlash(null);
+  };
+  const pickCanned = (reply) => {
+    const el = ta.current;
+    const at = el ? el.selectionStart : text.length;
+    caret.current = slash.start + reply.text.length;
+    setText(text.slice(0, slash.start) + reply.text + text.slice(at));
+    setSlash(null);
+  };
+
   const pickMention = (agent) => {
     const el = ta.current;
     const at = el ? el.selectionStart : text.length;
@@ -181,6 +200,16 @@ export function Composer({ c }) {
   };
 
   const onKeyDown = (e) => {
+    if (slash && matches.length) {
+      if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        const d = e.key === 'ArrowDown' ? 1 : -1;
+        setSlash({ ...slash, index: (slash.index + d + matches.length) % matches.length });
+        return;
+      }
+      if (e.key === 'Enter' || e.key === 'Tab') { e.preventDefault(); pickCanned(matches[slash.index]); return; }
+      if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); setSlash(null); return; }
+    }
     if (mention && candidates.length) {
       if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
         e.preventDefault();
@@ -231,10 +260,25 @@ export function Composer({ c }) {
           <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
             placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : replyPlaceholder(c)}
             aria-invalid={error ? 'true' : 'false'} aria-describedby={error ? 'composer-error' : undefined}
-            aria-autocomplete={note ? 'list' : undefined} aria-controls={mention && candidates.length ? 'mention-list' : undefined}
-            aria-activedescendant={mention && candidates.length ? `mention-${mention.index}` : undefined}
-            onInput={(e) => { setText(e.currentTarget.value); setError(null); updateMention(e.currentTarget.value, e.currentTarget.selectionStart); }}
+            aria-autocomplete="list"
+            aria-controls={slash && matches.length ? 'canned-list' : mention && candidates.length ? 'mention-list' : undefined}
+            aria-activedescendant={slash && matches.length ? `canned-${slash.index}` : mention && candidates.length ? `mention-${mention.index}` : undefined}
+            onInput={(e) => {
+              const { value, selectionStart } = e.currentTarget;
+              setText(value); setError(null); updateMention(value, selectionStart); updateSlash(value, selectionStart);
+            }}
             onKeyDown={onKeyDown} />
+          {slash && matches.length > 0 && (
+            <ul class="popover mention-pop canned-pop" id="canned-list" role="listbox" aria-label="Insert a canned reply" data-testid="canned-list">
+              {matches.map((r, i) => (
+                <li key={r.id} id={`canned-${i}`} role="option" aria-selected={i === slash.index ? 'true' : 'false'} class={i === slash.index ? 'active' : ''}
+                  data-testid="canned-option" data-shortcut={r.shortcut} onMouseDown={(e) => { e.preventDefault(); pickCanned(r); }}>
+                  <strong>/{r.shortcut}</strong> <span class="muted">{r.title}</span>
+                  <div class="canned-text">{r.text}</div>
+                </li>
+              ))}
+            </ul>
+          )}
           {mention && candidates.length > 0 && (
             <ul class="popover mention-pop" id="mention-list" role="listbox" aria-label="Mention a teammate" data-testid="mention-list">
               {candidates.map((a, i) => (
