@@ -354,16 +354,82 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
         .await;
     assert_eq!(graph.requests().len(), 1);
 
-    // A canned reply: `/` and the start of its shortcut open the picker, Enter puts its text
-    // in the composer, and it is filled like any reply when sent.
-    let (status, canned) = server
+    // A canned reply, added on its settings screen (a taken shortcut is refused with the
+    // server's message); then `/` and the start of its shortcut open the composer's picker,
+    // Enter puts its text in, and it is filled like any reply when sent.
+    let (status, taken) = server
         .post(
             &tenant.token,
             "/api/v1/canned-replies",
-            json!({"title": "Visit", "shortcut": "visit", "text": "Hi {{first_name}}, when could you visit?"}),
+            json!({"title": "Prices", "shortcut": "price", "text": "From 49 dollars."}),
         )
         .await;
-    assert_eq!(status.as_u16(), 201, "{canned}");
+    assert_eq!(status.as_u16(), 201, "{taken}");
+    browser.find("user-menu").await.click().await.expect("menu");
+    browser
+        .find("nav-canned")
+        .await
+        .click()
+        .await
+        .expect("canned");
+    browser
+        .wait_text("[data-testid=\"canned-item\"]", "/price")
+        .await;
+    for (testid, text) in [
+        ("canned-title", "Visit"),
+        ("canned-shortcut", "PRICE"),
+        ("canned-text", "Hi {{first_name}}, when could you visit?"),
+    ] {
+        browser
+            .find(testid)
+            .await
+            .send_keys(text)
+            .await
+            .expect("type");
+    }
+    browser
+        .find("canned-save")
+        .await
+        .click()
+        .await
+        .expect("save");
+    browser
+        .wait_text("[data-testid=\"canned-error\"]", "shortcut")
+        .await;
+    let shortcut = browser.find("canned-shortcut").await;
+    shortcut.clear().await.expect("clear");
+    browser
+        .client
+        .execute(
+            "const el = document.querySelector('[data-testid=\"canned-shortcut\"]'); \
+             el.value = 'visit'; el.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![],
+        )
+        .await
+        .expect("shortcut");
+    browser
+        .find("canned-save")
+        .await
+        .click()
+        .await
+        .expect("save");
+    browser
+        .wait_text("[data-testid=\"canned-item\"]", "/visit")
+        .await;
+    browser.screenshot("canned-replies").await;
+    browser
+        .find("nav-conversations")
+        .await
+        .click()
+        .await
+        .expect("inbox");
+    browser
+        .wait(&row(&first))
+        .await
+        .click()
+        .await
+        .expect("open");
+    browser.find("composer-input").await;
     let composer_value = "return document.querySelector('[data-testid=\"composer-input\"]').value";
     browser
         .client

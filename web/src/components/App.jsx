@@ -13,7 +13,8 @@ import { Details } from './Details.jsx';
 import { Reasoning } from './Reasoning.jsx';
 import { Analytics } from './Analytics.jsx';
 import { NotificationSettings } from './NotificationSettings.jsx';
-import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings } from './Icons.jsx';
+import { CannedReplies } from './CannedReplies.jsx';
+import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings, IconNote } from './Icons.jsx';
 import { initials, shortTime, fullTime } from '../util.js';
 import { menuKeys, trapTab, keepFocus } from '../focus.js';
 
@@ -56,7 +57,7 @@ function Shell() {
         : <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>}
       <Rail onHelp={() => setHelp(true)} />
       <ReconnectBanner />
-      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? <NotificationSettings /> : (
+      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? (r.section === 'canned' ? <CannedReplies /> : <NotificationSettings />) : (
         <div class="inbox">
           <Sidebar />
           <Chat />
@@ -167,6 +168,7 @@ function UserMenu({ agent, onClose }) {
   return (
     <div class="popover rail-menu" role="menu" id="user-menu-list" aria-label="Account" ref={ref} onKeyDown={(e) => menuKeys(e, () => onClose(true))}>
       <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
+      <a role="menuitem" class="menu-item" href="#/settings/canned" data-testid="nav-canned" onClick={() => onClose(false)}><IconNote size={14} />Canned replies</a>
       <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
     </div>
   );
