@@ -60,6 +60,15 @@ async fn the_demo_seeds_a_workspace_and_leads_write_in_through_the_webhook() {
         .find(|c| c["kind"] == "linkedin")
         .expect("the LinkedIn channel");
     assert_eq!(linkedin["status"], "connected", "{linkedin}");
+    // A library of canned replies to try with `/` in the composer.
+    let response = http
+        .get(format!("{}/api/v1/canned-replies?q=vis", process.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("canned replies");
+    let (_, canned) = status_json(response).await;
+    assert_eq!(canned["items"][0]["shortcut"], "visit", "{canned}");
     assert!(
         dir.path().join("demo.json").exists(),
         "seed state kept for restarts"

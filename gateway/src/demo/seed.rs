@@ -443,6 +443,64 @@ async fn set_password(
     Ok(())
 }
 
+/// The demo workspace's canned replies (Settings → Canned replies; `/` in the composer).
+const CANNED: [(&str, &str, &str); 3] = [
+    (
+        "Pricing",
+        "price",
+        "Hi {{first_name}}, our plans start at 49 dollars a seat per month, billed monthly. Shall I send the details?",
+    ),
+    (
+        "Book a visit",
+        "visit",
+        "Hi {{first_name}}, we can show you around on weekdays from 9 to 18. Which day suits you?",
+    ),
+    (
+        "Thanks",
+        "thanks",
+        "Thank you, {{first_name}}! I'm {{agent_name}}, and I'll be your contact from here.",
+    ),
+];
+
+/// Seeds the canned replies through the API; skipped when the library has any.
+async fn seed_canned(
+    client: &reqwest::Client,
+    base_url: &str,
+    agent_token: &str,
+) -> anyhow::Result<()> {
+    let url = format!("{base_url}/api/v1/canned-replies");
+    let listed: Value = client
+        .get(&url)
+        .bearer_auth(agent_token)
+        .send()
+        .await
+        .context("listing the canned replies")?
+        .json()
+        .await
+        .context("reading the canned replies")?;
+    if listed["items"]
+        .as_array()
+        .is_some_and(|items| !items.is_empty())
+    {
+        return Ok(());
+    }
+    for (title, shortcut, text) in CANNED {
+        let response = client
+            .post(&url)
+            .bearer_auth(agent_token)
+            .json(&json!({"title": title, "shortcut": shortcut, "text": text}))
+            .send()
+            .await
+            .context("adding a canned reply")?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::CREATED,
+            "adding a canned reply answered HTTP {}",
+            response.status()
+        );
+    }
+    Ok(())
+}
+
 async fn seed_ai(
     client: &reqwest::Client,
     base_url: &str,
@@ -627,6 +685,7 @@ pub async fn ensure(
     }
 
     seed_ai(&admin.client, server_base_url, &agent_token).await?;
+    seed_canned(&admin.client, server_base_url, &agent_token).await?;
     set_password(&admin.client, server_base_url, &agent_token, &agent_id).await?;
 
     let state = DemoState {
