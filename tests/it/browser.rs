@@ -151,6 +151,20 @@ impl Browser {
             .expect("key actions");
     }
 
+    /// Sets the value of the field `testid` as typing would (an `input` event follows), so
+    /// that what was in it goes whatever the keyboard layout.
+    async fn set_value(&self, testid: &str, value: &str) {
+        self.find(testid).await;
+        self.client
+            .execute(
+                "const el = document.querySelector(`[data-testid=\"${arguments[0]}\"]`); \
+                 el.value = arguments[1]; el.dispatchEvent(new Event('input', { bubbles: true }));",
+                vec![json!(testid), json!(value)],
+            )
+            .await
+            .expect("set a field's value");
+    }
+
     /// Types `text` into the composer and sends it.
     async fn compose_and_send(&self, text: &str) {
         self.find("composer-input")
@@ -396,17 +410,7 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
     browser
         .wait_text("[data-testid=\"canned-error\"]", "shortcut")
         .await;
-    let shortcut = browser.find("canned-shortcut").await;
-    shortcut.clear().await.expect("clear");
-    browser
-        .client
-        .execute(
-            "const el = document.querySelector('[data-testid=\"canned-shortcut\"]'); \
-             el.value = 'visit'; el.dispatchEvent(new Event('input', { bubbles: true }));",
-            vec![],
-        )
-        .await
-        .expect("shortcut");
+    browser.set_value("canned-shortcut", "visit").await;
     browser
         .find("canned-save")
         .await
@@ -431,15 +435,7 @@ async fn signing_in_shows_the_inbox_live_and_a_reply_reaches_the_lead() {
         .expect("open");
     browser.find("composer-input").await;
     let composer_value = "return document.querySelector('[data-testid=\"composer-input\"]').value";
-    browser
-        .client
-        .execute(
-            "const el = document.querySelector('[data-testid=\"composer-input\"]'); \
-             el.value = ''; el.dispatchEvent(new Event('input', { bubbles: true }));",
-            vec![],
-        )
-        .await
-        .expect("clear the composer");
+    browser.set_value("composer-input", "").await;
     let input = browser.find("composer-input").await;
     input.send_keys("/vis").await.expect("type");
     browser
