@@ -54,19 +54,42 @@ impl Variables<'_> {
 /// The variables a text may use.
 pub const VARIABLES: [&str; 5] = ["first_name", "last_name", "company", "title", "agent_name"];
 
+/// The pieces of `text`: literal text, and the (trimmed) name of each `{{ name }}`. An
+/// unclosed `{{` and what follows it are literal.
+enum Piece<'t> {
+    Literal(&'t str),
+    Variable(&'t str),
+}
+
+fn pieces(text: &str) -> impl Iterator<Item = Piece<'_>> {
+    let mut rest = Some(text);
+    let mut pending: Option<&str> = None;
+    std::iter::from_fn(move || {
+        if let Some(name) = pending.take() {
+            return Some(Piece::Variable(name));
+        }
+        let now = rest.take()?;
+        let Some((open, close)) = now
+            .find("{{")
+            .and_then(|open| Some((open, open + 2 + now[open + 2..].find("}}")?)))
+        else {
+            return Some(Piece::Literal(now));
+        };
+        pending = Some(now[open + 2..close].trim());
+        rest = Some(&now[close + 2..]);
+        Some(Piece::Literal(&now[..open]))
+    })
+}
+
 /// Checks that every `{{ name }}` in `text` is a known variable (for texts stored to be
 /// filled later, such as canned replies).
 pub fn check(text: &str) -> Result<(), TemplateError> {
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open + 2..].find("}}") else {
-            break;
-        };
-        let name = rest[open + 2..open + 2 + close].trim();
-        if !VARIABLES.contains(&name) {
-            return Err(TemplateError::Unknown(name.to_string()));
+    for piece in pieces(text) {
+        if let Piece::Variable(name) = piece {
+            if !VARIABLES.contains(&name) {
+                return Err(TemplateError::Unknown(name.to_string()));
+            }
         }
-        rest = &rest[open + 2 + close + 2..];
     }
     Ok(())
 }
@@ -74,20 +97,17 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
 /// Replaces every `{{ name }}` in `text`. Text without `{{` is returned unchanged.
 pub fn fill(text: &str, vars: &Variables<'_>) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open + 2..].find("}}") else {
-            break;
-        };
-        let name = rest[open + 2..open + 2 + close].trim();
-        out.push_str(&rest[..open]);
-        let value = vars
-            .value(name)?
-            .ok_or_else(|| TemplateError::NoValue(name.to_string()))?;
-        out.push_str(&value);
-        rest = &rest[open + 2 + close + 2..];
+    for piece in pieces(text) {
+        match piece {
+            Piece::Literal(literal) => out.push_str(literal),
+            Piece::Variable(name) => {
+                let value = vars
+                    .value(name)?
+                    .ok_or_else(|| TemplateError::NoValue(name.to_string()))?;
+                out.push_str(&value);
+            }
+        }
     }
-    out.push_str(rest);
     Ok(out)
 }
 

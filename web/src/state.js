@@ -194,12 +194,7 @@ function applyCardToList(card, offset) {
   if (listLoading) { pendingCards.push({ card, offset }); return; }
   if (offset <= list.head) return; // already in the listing's snapshot
   list.overrides.set(card.id, card);
-  if (list.index.has(card.id)) {
-    const old = list.index.get(card.id);
-    const at = list.items.indexOf(old);
-    if (at >= 0) list.items.splice(at, 1);
-    list.index.delete(card.id);
-  }
+  unlist(card.id);
   if (matches(card)) {
     const at = insertionPoint(card);
     if (at < list.items.length || !list.nextCursor) {
@@ -218,14 +213,18 @@ function removeFromList(id, offset) {
   if (offset <= list.head) return; // the listing's snapshot is already without it
   list.removed.add(id);
   list.overrides.delete(id);
-  const card = list.index.get(id);
-  if (card) {
-    const at = list.items.indexOf(card);
-    if (at >= 0) list.items.splice(at, 1);
-    list.index.delete(id);
-    activeIndex.value = Math.min(activeIndex.value, Math.max(0, list.items.length - 1));
-  }
+  if (unlist(id)) activeIndex.value = Math.min(activeIndex.value, Math.max(0, list.items.length - 1));
   bump();
+}
+
+// Takes a conversation out of the loaded list; whether it was there.
+function unlist(id) {
+  const card = list.index.get(id);
+  if (!card) return false;
+  const at = list.items.indexOf(card);
+  if (at >= 0) list.items.splice(at, 1);
+  list.index.delete(id);
+  return true;
 }
 
 export function setFilters(patch1) {
@@ -570,19 +569,23 @@ function upsertMessage(msg) {
 // The workspace's library (`GET /api/v1/canned-replies`, at most 1,000), fetched when the
 // composer's `/` picker opens and kept for the session; matched here as the server does:
 // shortcuts starting with the query first, then titles holding it.
-export const cannedReplies = signal([]);
+// `force` (the settings screen) reads it now and lets a failure reach the caller.
+export const cannedReplies = signal(null); // null until first loaded
 let cannedLoaded = 0;
-export async function loadCannedReplies() {
-  if (Date.now() - cannedLoaded < 30_000) return;
+export async function loadCannedReplies(force = false) {
+  if (!force && Date.now() - cannedLoaded < 30_000) return;
   cannedLoaded = Date.now();
   try {
     const r = await get('/api/v1/canned-replies');
     cannedReplies.value = r.items || [];
-  } catch { cannedLoaded = 0; }
+  } catch (e) {
+    cannedLoaded = 0;
+    if (force) throw e;
+  }
 }
 export function matchCanned(query) {
   const q = query.toLowerCase();
-  const all = cannedReplies.value;
+  const all = cannedReplies.value || [];
   const first = all.filter((r) => r.shortcut.toLowerCase().startsWith(q));
   const then = all.filter((r) => !r.shortcut.toLowerCase().startsWith(q) && r.title.toLowerCase().includes(q));
   return [...first, ...then];

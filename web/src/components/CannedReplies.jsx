@@ -3,26 +3,22 @@
 // them; the server checks the shortcut (unique whatever the case) and the variables.
 
 import { useState, useEffect } from 'preact/hooks';
-import { get, post, put, del } from '../api.js';
-import { toast, cannedReplies } from '../state.js';
+import { post, put, del } from '../api.js';
+import { toast, cannedReplies, loadCannedReplies } from '../state.js';
 import { IconTrash } from './Icons.jsx';
 
 const PATH = '/api/v1/canned-replies';
 const EMPTY = { id: null, title: '', shortcut: '', text: '' };
 
 export function CannedReplies() {
-  const [items, setItems] = useState(null);
+  const items = cannedReplies.value; // the composer's picker reads the same list
   const [loadError, setLoadError] = useState(null);
   const [form, setForm] = useState(EMPTY);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
 
   const reload = async () => {
-    try {
-      const r = await get(PATH);
-      setItems(r.items);
-      cannedReplies.value = r.items; // the composer's picker sees the change at once
-    } catch (e) { setLoadError(e.message); }
+    try { await loadCannedReplies(true); } catch (e) { setLoadError(e.message); }
   };
   useEffect(() => { reload(); }, []);
 
