@@ -18,7 +18,7 @@ use confab_engine::model::{
     AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
     MessageAttachment, MessageEdit, Reaction, Responder, Sender, Status,
 };
-use confab_engine::notify::TIMER_OVERDUE;
+use confab_engine::notify::{TIMER_OVERDUE, TIMER_SNOOZE};
 use confab_engine::outbox::OutboxEntry;
 use confab_engine::port::{utc_day, Change};
 use confab_engine::store::Store;
@@ -129,7 +129,17 @@ pub enum Command {
     /// Record the lead's satisfaction (1–5), replacing an earlier rating. It is not on the
     /// card, so it streams nothing.
     Csat(u8),
+    /// Pending until `until` (or the lead's next message): out of the working views, then
+    /// open again with a notification to the assignee (or, if none, to `by`). Snoozing
+    /// again moves the time; any status command ends the snooze.
+    Snooze {
+        until: UnixMillis,
+        by: Option<AgentId>,
+    },
 }
+
+/// Furthest ahead a conversation can be snoozed.
+pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
 
 /// Most tags one conversation carries.
 pub const MAX_TAGS: usize = 50;
@@ -685,6 +695,7 @@ impl ConversationState {
         let mut conv = self.conv.clone();
         let mut stats = self.stats;
         let mut assigned = None;
+        let mut set = WriteSet::new();
         match command {
             Command::Assign { agent_id, by } => {
                 if conv.assignee_id != agent_id {
@@ -709,9 +720,33 @@ impl ConversationState {
                 }
             }
             Command::Status(status) => {
+                wake(&mut set, &mut conv);
                 if conv.status != status {
                     conv.status = status;
                     conv.closed_at = (status == Status::Closed).then(now_millis);
+                }
+            }
+            Command::Snooze { until, by } => {
+                let now = self.notifier.now();
+                if until <= now || until > now.saturating_add(MAX_SNOOZE_MS) {
+                    return Err(ActorError::invalid(
+                        "invalid_value",
+                        "`until` must be in the future, at most 366 days ahead",
+                    ));
+                }
+                if conv.snoozed_until != Some(until) {
+                    wake(&mut set, &mut conv);
+                    set.put_raw(
+                        Ks::Timer,
+                        catalogue::timer(until, TIMER_SNOOZE, conv.id),
+                        Vec::new(),
+                    );
+                    conv.snoozed_until = Some(until);
+                    conv.snoozed_by = by;
+                    if conv.status != Status::Pending {
+                        conv.status = Status::Pending;
+                        conv.closed_at = None;
+                    }
                 }
             }
             Command::AiMode(mode) => {
@@ -736,7 +771,6 @@ impl ConversationState {
         if conv == self.conv && stats == self.stats {
             return Ok(conv.card());
         }
-        let mut set = WriteSet::new();
         if conv != self.conv {
             store_state(&mut set, &self.conv, &conv);
             set.delta(
@@ -1251,7 +1285,9 @@ impl ConversationState {
 
     /// A durable timer is due. Overdue: the lead has waited past the response target
     /// since `due` was armed; the assignee hears of it if the conversation is still open.
-    /// A timer the conversation no longer knows (answered since, re-armed) only goes.
+    /// Snooze: the conversation opens again at the top of the inbox and its assignee (or
+    /// whoever snoozed it) hears of it. A timer the conversation no longer knows
+    /// (answered, woken or re-armed since) only goes.
     async fn timer(&mut self, kind: u8, due: UnixMillis) -> ActorResult<()> {
         let mut set = WriteSet::new();
         set.delete(Ks::Timer, catalogue::timer(due, kind, self.conv.id));
@@ -1272,6 +1308,30 @@ impl ConversationState {
                     .await?;
             }
             set.put(Ks::ConvState, conv.id.to_bytes().to_vec(), &conv);
+        } else if kind == TIMER_SNOOZE && conv.snoozed_until == Some(due) {
+            let by = conv.snoozed_by;
+            wake(&mut set, &mut conv);
+            conv.status = Status::Open;
+            let to: Vec<AgentId> = conv.assignee_id.or(by).into_iter().collect();
+            let now = self.notifier.now();
+            touch(&mut set, &self.conv, &mut conv, now);
+            set.delta(
+                conv.workspace_id,
+                conv.id,
+                DeltaBody::ConversationUpdated(conv.card()),
+            );
+            if !to.is_empty() {
+                staged = self
+                    .notify(
+                        &mut set,
+                        NotificationReason::SnoozeEnded,
+                        &conv,
+                        None,
+                        None,
+                        to,
+                    )
+                    .await?;
+            }
         }
         self.committer.commit(set).await?;
         staged.committed();
@@ -1417,6 +1477,11 @@ pub(crate) fn stage_inbound(
         conv.last_inbound_seq = Some(seq);
         conv.last_inbound_at = Some(conv.last_inbound_at.unwrap_or(0).max(sent_at));
         conv.first_inbound_at.get_or_insert(sent_at);
+        if conv.snoozed_until.is_some() {
+            // The lead answered before the snooze ran out: it ends now.
+            wake(set, conv);
+            conv.status = Status::Open;
+        }
         if conv.status == Status::Closed {
             conv.status = Status::Open;
         }
@@ -1518,6 +1583,14 @@ pub(crate) fn remember_reference(conv: &mut Conversation, provider_id: &str) {
         .len()
         .saturating_sub(confab_engine::model::MAX_THREAD_REFERENCES);
     conv.references.drain(..excess);
+}
+
+/// Ends the conversation's snooze, if any, disarming its timer; the caller sets the status.
+fn wake(set: &mut WriteSet, conv: &mut Conversation) {
+    if let Some(until) = conv.snoozed_until.take() {
+        set.delete(Ks::Timer, catalogue::timer(until, TIMER_SNOOZE, conv.id));
+        conv.snoozed_by = None;
+    }
 }
 
 /// Moves the conversation's last activity to `now` and stores the new state, keeping the

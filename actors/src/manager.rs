@@ -540,6 +540,8 @@ fn fresh_conversation(
         references: Vec::new(),
         awaiting_thread: None,
         overdue_at: None,
+        snoozed_until: None,
+        snoozed_by: None,
     }
 }
 
@@ -634,6 +636,8 @@ async fn start_or_find(
     let conv = Conversation {
         awaiting_thread: Some(lead.to_owned()),
         overdue_at: None,
+        snoozed_until: None,
+        snoozed_by: None,
         ..fresh_conversation(channel, thread, contact, ai_mode, now)
     };
     set.put(

@@ -135,6 +135,7 @@ fn card(id: ConversationId, name: String, at: i64) -> ConversationCard {
         channel: ChannelKind::Whatsapp,
         channel_id: ChannelId::new(),
         status: Default::default(),
+        snoozed_until: None,
         ai_mode: Default::default(),
         assignee_id: None,
         tags: Vec::new(),

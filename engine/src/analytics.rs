@@ -610,6 +610,8 @@ mod tests {
             references: Vec::new(),
             awaiting_thread: None,
             overdue_at: None,
+            snoozed_until: None,
+            snoozed_by: None,
         }
     }
 

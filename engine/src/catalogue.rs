@@ -402,19 +402,43 @@ pub fn decode_ws_delta_offset(key: &[u8]) -> Option<u64> {
 }
 
 /// A lane: one time-ordered list of conversations of a workspace. Every conversation is in
-/// exactly one [`Lane::Status`] lane and, unless closed, in exactly one [`Lane::Assignee`]
+/// exactly one [`Lane::Status`] lane and, when active, in exactly one [`Lane::Assignee`]
 /// lane. Lanes are split by channel and AI mode so that those filters pick lanes instead of
 /// skipping entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
-    /// `closed` is false for open and pending conversations.
-    Status { closed: bool, channel: u8, mode: u8 },
-    /// Not-closed conversations by assignee; `None` is unassigned.
+    Status {
+        state: LaneState,
+        channel: u8,
+        mode: u8,
+    },
+    /// Active conversations by assignee; `None` is unassigned.
     Assignee {
         agent: Option<AgentId>,
         channel: u8,
         mode: u8,
     },
+}
+
+/// Which status lane a conversation is in (its byte in the key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaneState {
+    /// Open or pending, not snoozed: the working views.
+    Active = 0,
+    Closed = 1,
+    /// Pending until a time or the lead's next message.
+    Snoozed = 2,
+}
+
+impl LaneState {
+    fn decode(byte: u8) -> Option<LaneState> {
+        match byte {
+            0 => Some(LaneState::Active),
+            1 => Some(LaneState::Closed),
+            2 => Some(LaneState::Snoozed),
+            _ => None,
+        }
+    }
 }
 
 const LANE_STATUS: u8 = 0;
@@ -430,10 +454,10 @@ impl Lane {
     pub fn encode(self, out: &mut Vec<u8>) {
         match self {
             Lane::Status {
-                closed,
+                state,
                 channel,
                 mode,
-            } => out.extend_from_slice(&[LANE_STATUS, u8::from(closed), channel, mode]),
+            } => out.extend_from_slice(&[LANE_STATUS, state as u8, channel, mode]),
             Lane::Assignee {
                 agent,
                 channel,
@@ -449,7 +473,7 @@ impl Lane {
     fn decode(bytes: &[u8]) -> Option<Lane> {
         match *bytes.first()? {
             LANE_STATUS if bytes.len() == 4 => Some(Lane::Status {
-                closed: bytes[1] != 0,
+                state: LaneState::decode(bytes[1])?,
                 channel: bytes[2],
                 mode: bytes[3],
             }),
@@ -594,7 +618,7 @@ mod tests {
         let c1 = ConversationId::new();
         let c2 = ConversationId::new();
         let open = Lane::Status {
-            closed: false,
+            state: LaneState::Active,
             channel: 0,
             mode: 1,
         };

@@ -25,16 +25,19 @@ pub enum NotificationReason {
     NewConversation,
     /// A conversation of this agent waits longer than the workspace's response target.
     Overdue,
+    /// A conversation this agent is assigned (or, unassigned, snoozed) is back from snooze.
+    SnoozeEnded,
 }
 
 impl NotificationReason {
-    pub const ALL: [NotificationReason; 6] = [
+    pub const ALL: [NotificationReason; 7] = [
         NotificationReason::Assignment,
         NotificationReason::Mention,
         NotificationReason::Escalation,
         NotificationReason::NewMessage,
         NotificationReason::NewConversation,
         NotificationReason::Overdue,
+        NotificationReason::SnoozeEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl NotificationReason {
             NotificationReason::NewMessage => "new_message",
             NotificationReason::NewConversation => "new_conversation",
             NotificationReason::Overdue => "overdue",
+            NotificationReason::SnoozeEnded => "snooze_ended",
         }
     }
 }

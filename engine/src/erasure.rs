@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::ids::{AgentId, ContactId, ConversationId, WorkspaceId};
 use crate::inbound::ThreadAliasValue;
 use crate::model::{Conversation, Message, StoredContact};
-use crate::notify::{Notification, TIMER_OVERDUE};
+use crate::notify::{Notification, TIMER_OVERDUE, TIMER_SNOOZE};
 use crate::store::Store;
 use crate::time::UnixMillis;
 
@@ -206,9 +206,12 @@ pub fn conversation_sets(
             sets.delete(Ks::ThreadAlias, key.to_vec());
         }
     }
-    // Its armed timer (a timer it no longer knows goes when due: the conversation is gone).
+    // Its armed timers (a timer it no longer knows goes when due: the conversation is gone).
     if let Some(due) = conv.overdue_at {
         sets.delete(Ks::Timer, catalogue::timer(due, TIMER_OVERDUE, id));
+    }
+    if let Some(until) = conv.snoozed_until {
+        sets.delete(Ks::Timer, catalogue::timer(until, TIMER_SNOOZE, id));
     }
     // Its provider thread, and the provisional one a conversation we started had.
     for kv in store.ks(Ks::ThreadConv).prefix(conv.channel_id.to_bytes()) {

@@ -18,7 +18,7 @@ use crate::catalogue::Ks;
 use crate::error::{Error, Result};
 
 /// The store format this binary writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `meta` key of the store's format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -46,6 +46,13 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "the delta log may announce removals (conversation_removed, messages_removed)",
         // Nothing stored changes: the version only keeps a binary that cannot read the new
         // delta kinds from opening a store that may hold them.
+        run: |_, _| Ok(()),
+    },
+    Migration {
+        to: 3,
+        what: "conversations may be snoozed (a snoozed lane, a snooze timer, a notification kind)",
+        // Nothing stored changes: an older binary would list a snoozed conversation as
+        // closed, never wake it, and refuse notification settings that name the new kind.
         run: |_, _| Ok(()),
     },
 ];

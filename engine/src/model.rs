@@ -475,6 +475,13 @@ pub struct Conversation {
     /// timer); `None` when nobody is waiting.
     #[serde(default)]
     pub overdue_at: Option<UnixMillis>,
+    /// Snoozed (status pending) until this time or the lead's next message, whichever
+    /// is first: its armed timer. Out of the working views meanwhile.
+    #[serde(default)]
+    pub snoozed_until: Option<UnixMillis>,
+    /// Who snoozed it: told when it comes back if nobody is assigned.
+    #[serde(default)]
+    pub snoozed_by: Option<AgentId>,
 }
 
 /// Who answered a lead.
@@ -494,6 +501,11 @@ pub struct ConversationCard {
     pub channel: ChannelKind,
     pub channel_id: ChannelId,
     pub status: Status,
+    /// Snoozed until then (status `pending`, listed in the `snoozed` view): back to
+    /// `open` at that time or at the lead's next message. `null` when not snoozed.
+    #[serde(default, with = "crate::time::rfc3339_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub snoozed_until: Option<UnixMillis>,
     pub ai_mode: AiMode,
     pub assignee_id: Option<AgentId>,
     pub tags: Vec<String>,
@@ -531,6 +543,7 @@ impl Conversation {
             channel: self.channel,
             channel_id: self.channel_id,
             status: self.status,
+            snoozed_until: self.snoozed_until,
             ai_mode: self.ai_mode,
             assignee_id: self.assignee_id,
             tags: self.tags.clone(),

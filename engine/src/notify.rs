@@ -77,6 +77,9 @@ pub struct EventSettings {
     /// A conversation of mine waits for an answer longer than the workspace's response
     /// target. Default: inbox, browser and email.
     pub overdue: Deliveries,
+    /// A conversation of mine (or one I snoozed, nobody assigned) is back from snooze.
+    /// Default: everywhere.
+    pub snooze_ended: Deliveries,
 }
 
 impl Default for EventSettings {
@@ -91,6 +94,7 @@ impl Default for EventSettings {
                 push: false,
                 ..Deliveries::ALL
             },
+            snooze_ended: Deliveries::ALL,
         }
     }
 }
@@ -104,6 +108,7 @@ impl EventSettings {
             NotificationReason::NewConversation => self.new_conversation,
             NotificationReason::Escalation => self.escalation,
             NotificationReason::Overdue => self.overdue,
+            NotificationReason::SnoozeEnded => self.snooze_ended,
         }
     }
 }
@@ -267,6 +272,8 @@ pub struct PushEntry {
 
 /// Timer kinds ([`catalogue::timer`]).
 pub const TIMER_OVERDUE: u8 = 1;
+/// A snoozed conversation comes back (`Conversation::snoozed_until`).
+pub const TIMER_SNOOZE: u8 = 2;
 
 /// `meta` key of the server's VAPID private key (32 bytes, P-256).
 pub const META_VAPID_KEY: &[u8] = b"vapid_private_key";

@@ -4,8 +4,8 @@
 //!
 //! Three keyspaces (layouts in `catalogue`):
 //! - `lane_conv`: time-ordered lanes. Every conversation has one entry in its status lane
-//!   (active or closed × channel × AI mode) and, unless closed, one in its assignee lane
-//!   (agent or unassigned × channel × AI mode). The value carries the tags and campaign so
+//!   (active, closed or snoozed × channel × AI mode) and, when active, one in its assignee
+//!   lane (agent or unassigned × channel × AI mode). The value carries the tags and campaign so
 //!   that a walk can test them without loading the conversation. New activity moves both
 //!   entries: 2 deletes + 2 puts, the only index work an ordinary message causes.
 //! - `facet_conv`: membership sets per tag and per campaign; they change only when the
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fjall::{Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{self, Ks, Lane, FACET_CAMPAIGN, FACET_TAG};
+use crate::catalogue::{self, Ks, Lane, LaneState, FACET_CAMPAIGN, FACET_TAG};
 use crate::codec;
 use crate::committer::{decode_counter, WriteSet};
 use crate::error::Result;
@@ -61,18 +61,30 @@ fn mode_byte(m: AiMode) -> u8 {
 const CHANNELS: [u8; 3] = [0, 1, 2];
 const MODES: [u8; 3] = [0, 1, 2];
 
-/// The conversation's status lane and, unless closed, its assignee lane.
+/// Which status lane `c` is in: closed, snoozed (out of the working views until it comes
+/// back) or active.
+fn lane_state(c: &Conversation) -> LaneState {
+    if c.status == Status::Closed {
+        LaneState::Closed
+    } else if c.snoozed_until.is_some() {
+        LaneState::Snoozed
+    } else {
+        LaneState::Active
+    }
+}
+
+/// The conversation's status lane and, when active, its assignee lane.
 fn lanes(c: &Conversation) -> [Option<Lane>; 2] {
     let channel = channel_byte(c.channel);
     let mode = mode_byte(c.ai_mode);
-    let closed = c.status == Status::Closed;
+    let state = lane_state(c);
     [
         Some(Lane::Status {
-            closed,
+            state,
             channel,
             mode,
         }),
-        (!closed).then_some(Lane::Assignee {
+        (state == LaneState::Active).then_some(Lane::Assignee {
             agent: c.assignee_id,
             channel,
             mode,
@@ -185,14 +197,16 @@ pub fn remove(set: &mut WriteSet, before: &Conversation) {
 /// The inbox views of the API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum View {
-    /// Open and pending.
+    /// Open and pending, not snoozed.
     #[default]
     All,
-    /// Assigned to the caller, not closed.
+    /// Assigned to the caller, open or pending, not snoozed.
     Mine,
-    /// No assignee, not closed.
+    /// No assignee, open or pending, not snoozed.
     Unassigned,
     Closed,
+    /// Snoozed: pending until a time or the lead's next message.
+    Snoozed,
 }
 
 /// A list query: a view and filters that all must match.
@@ -212,12 +226,14 @@ impl Filter {
     /// The reference semantics the indexes must reproduce (also used on the membership
     /// path, where conversations are loaded anyway).
     pub fn matches(&self, conv: &Conversation, me: AgentId) -> bool {
-        let open = conv.status != Status::Closed;
+        let state = lane_state(conv);
+        let active = state == LaneState::Active;
         let in_view = match self.view {
-            View::All => open,
-            View::Mine => open && conv.assignee_id == Some(me),
-            View::Unassigned => open && conv.assignee_id.is_none(),
-            View::Closed => !open,
+            View::All => active,
+            View::Mine => active && conv.assignee_id == Some(me),
+            View::Unassigned => active && conv.assignee_id.is_none(),
+            View::Closed => state == LaneState::Closed,
+            View::Snoozed => state == LaneState::Snoozed,
         };
         in_view
             && self.channel.is_none_or(|c| conv.channel == c)
@@ -242,12 +258,15 @@ impl Filter {
         let mut lanes = Vec::with_capacity(channels.len() * modes.len());
         for &channel in &channels {
             for &mode in &modes {
+                let status = |state| Lane::Status {
+                    state,
+                    channel,
+                    mode,
+                };
                 lanes.push(match self.view {
-                    View::All | View::Closed => Lane::Status {
-                        closed: self.view == View::Closed,
-                        channel,
-                        mode,
-                    },
+                    View::All => status(LaneState::Active),
+                    View::Closed => status(LaneState::Closed),
+                    View::Snoozed => status(LaneState::Snoozed),
                     View::Mine => Lane::Assignee {
                         agent: Some(me),
                         channel,
@@ -345,6 +364,7 @@ pub struct ViewCounts {
     pub all: u64,
     pub unassigned: u64,
     pub closed: u64,
+    pub snoozed: u64,
 }
 
 pub fn counts(
@@ -360,6 +380,7 @@ pub fn counts(
         (View::All, &mut counts.all),
         (View::Unassigned, &mut counts.unassigned),
         (View::Closed, &mut counts.closed),
+        (View::Snoozed, &mut counts.snoozed),
     ] {
         let filter = Filter {
             view,

@@ -124,6 +124,8 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         references: Vec::new(),
         awaiting_thread: None,
         overdue_at: None,
+        snoozed_until: None,
+        snoozed_by: None,
     }
 }
 

@@ -45,6 +45,7 @@ pub enum ViewParam {
     Mine,
     Unassigned,
     Closed,
+    Snoozed,
 }
 
 /// `mode` of a conversation listing: the AI mode.

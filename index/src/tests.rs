@@ -52,6 +52,8 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         references: Vec::new(),
         awaiting_thread: None,
         overdue_at: None,
+        snoozed_until: None,
+        snoozed_by: None,
     }
 }
 

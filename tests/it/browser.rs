@@ -601,6 +601,70 @@ async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_co
     })
     .await;
 
+    // Snooze until tomorrow morning from the menu: the conversation leaves the working
+    // views and waits in Snoozed, chip and note saying until when; Unsnooze brings it back.
+    ana.find("btn-snooze")
+        .await
+        .click()
+        .await
+        .expect("snooze menu");
+    ana.find("snooze-tomorrow")
+        .await
+        .click()
+        .await
+        .expect("tomorrow");
+    let snoozed: Value = wait_for("snoozed on the server", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+            .await;
+        (c["status"] == "pending" && c["snoozed_until"].is_string()).then_some(c)
+    })
+    .await;
+    let until =
+        confab_engine::time::parse_rfc3339(snoozed["snoozed_until"].as_str().expect("time"))
+            .expect("RFC 3339");
+    let ahead = until - confab_engine::time::now_millis();
+    assert!(
+        ahead > 0 && ahead <= 34 * 3_600_000,
+        "tomorrow 9:00 local: {snoozed}"
+    );
+    wait_for("the row out of All", || async {
+        ana.all(&row(&id)).await.is_empty().then_some(())
+    })
+    .await;
+    ana.find("filter-snoozed")
+        .await
+        .click()
+        .await
+        .expect("Snoozed view");
+    ana.wait(&format!("{} [data-testid=\"snoozed-chip\"]", row(&id)))
+        .await;
+    ana.wait_text("[data-testid=\"snoozed-note\"]", "Snoozed until")
+        .await;
+    ana.wait_text("[data-testid=\"count-snoozed\"]", "1").await;
+    ana.screenshot("snoozed").await;
+    ana.find("btn-unsnooze")
+        .await
+        .click()
+        .await
+        .expect("unsnooze");
+    wait_for("unsnoozed on the server, and out of Snoozed", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+            .await;
+        (c["status"] == "open"
+            && c["snoozed_until"].is_null()
+            && ana.all(&row(&id)).await.is_empty())
+        .then_some(())
+    })
+    .await;
+    ana.find("filter-all")
+        .await
+        .click()
+        .await
+        .expect("All view");
+    ana.wait(&row(&id)).await;
+
     // Assign to Bea, tag, close: from the details panel.
     ana.find("assignee-select")
         .await

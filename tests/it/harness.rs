@@ -124,6 +124,14 @@ impl TestServer {
         Self::boot(self.dir.clone(), config).await
     }
 
+    /// Restarts in the same data directory with `clock` (a server started with a clock
+    /// keeps it only if it is given again).
+    pub async fn restart_with_clock(mut self, clock: confab_actors::SharedClock) -> TestServer {
+        let server = self.server.take().expect("running");
+        server.shutdown().await.expect("clean shutdown");
+        Self::boot_with(self.dir.clone(), self.config.clone(), clock).await
+    }
+
     pub async fn restart(mut self) -> TestServer {
         let server = self.server.take().expect("running");
         server.shutdown().await.expect("clean shutdown");

@@ -888,3 +888,225 @@ async fn a_conversation_waiting_past_the_response_target_notifies_its_assignee_o
     assert_eq!(reasons(&page).iter().filter(|r| *r == "overdue").count(), 1);
     server.shutdown().await;
 }
+
+/// The ids of the conversations a listing query answers (first page).
+async fn listed(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let (status, page) = server
+        .get(token, &format!("/api/v1/conversations?{query}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+async fn card(server: &TestServer, token: &str, conversation: &str) -> Value {
+    let (status, card) = server
+        .get(token, &format!("/api/v1/conversations/{conversation}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    card
+}
+
+async fn snooze(
+    server: &TestServer,
+    token: &str,
+    conversation: &str,
+    until: Value,
+) -> (StatusCode, Value) {
+    server
+        .post(
+            token,
+            &format!("/api/v1/conversations/{conversation}/snooze"),
+            json!({ "until": until }),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_snoozed_conversation_leaves_the_working_views_until_its_time_or_the_leads_message() {
+    let start = confab_engine::time::now_millis();
+    let clock = ManualClock::starting_at(start);
+    let server =
+        TestServer::start_with_clock(clock.clone(), |c| c.notifications.tick_ms = 20).await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000011",
+            "Maria Lopez",
+            "wamid.S1",
+            "Call me next week",
+        )
+        .await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000012",
+            "Omar Diaz",
+            "wamid.S2",
+            "Busy now",
+        )
+        .await;
+    let maria = first_conversation(&server, &tenant, "5511900000011").await;
+    let omar = first_conversation(&server, &tenant, "5511900000012").await;
+    assign(&server, &tenant.token, &maria, &bo).await;
+
+    // Bad times are refused and change nothing.
+    let hour = 3_600_000;
+    let at = |ms: i64| json!(confab_engine::time::to_rfc3339(ms));
+    for bad in [
+        at(start - 1000),
+        at(start + 367 * 24 * hour),
+        json!("next tuesday"),
+        json!(12),
+    ] {
+        let (status, error) = snooze(&server, &bo_token, &maria, bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {error}");
+        assert_eq!(error["error"]["code"], "invalid_value", "{error}");
+    }
+    let unchanged = card(&server, &tenant.token, &maria).await;
+    assert_eq!(unchanged["status"], "open");
+    assert_eq!(unchanged["snoozed_until"], Value::Null);
+
+    // Bo snoozes Maria for an hour, the admin snoozes Omar for two.
+    let (status, snoozed) = snooze(&server, &bo_token, &maria, at(start + hour)).await;
+    assert_eq!(status, StatusCode::OK, "{snoozed}");
+    assert_eq!(snoozed["status"], "pending");
+    assert_eq!(snoozed["snoozed_until"], at(start + hour));
+    let (status, again) = snooze(&server, &bo_token, &maria, at(start + hour)).await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::OK, &snoozed),
+        "the same snooze again changes nothing"
+    );
+    let (status, _) = snooze(&server, &tenant.token, &omar, at(start + 2 * hour)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(listed(&server, &tenant.token, "view=all").await.is_empty());
+    assert!(listed(&server, &bo_token, "view=mine").await.is_empty());
+    assert_eq!(
+        listed(&server, &tenant.token, "view=snoozed").await,
+        vec![omar.clone(), maria.clone()]
+    );
+    let (_, counts) = server.get(&bo_token, "/api/v1/conversations/counts").await;
+    assert_eq!(
+        (
+            &counts["all"],
+            &counts["mine"],
+            &counts["snoozed"],
+            &counts["closed"]
+        ),
+        (&json!(0), &json!(0), &json!(2), &json!(0)),
+        "{counts}"
+    );
+
+    // The timers survive a restart; Omar writes first: his snooze ends at once.
+    let server = server.restart_with_clock(clock.clone()).await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000012",
+            "Omar Diaz",
+            "wamid.S3",
+            "Free now",
+        )
+        .await;
+    let woken = card(&server, &tenant.token, &omar).await;
+    assert_eq!(
+        (&woken["status"], &woken["snoozed_until"]),
+        (&json!("open"), &Value::Null)
+    );
+    assert_eq!(
+        listed(&server, &tenant.token, "view=snoozed").await,
+        vec![maria.clone()]
+    );
+    assert_eq!(
+        listed(&server, &tenant.token, "view=all").await,
+        vec![omar.clone()]
+    );
+
+    // Maria's hour passes: she is back, on top, and Bo (her assignee) hears of it.
+    clock.advance(hour + 1000);
+    let page = wait_for("the snooze to end", || async {
+        let page = notifications(&server, &bo_token).await;
+        reasons(&page)
+            .contains(&"snooze_ended".to_owned())
+            .then_some(page)
+    })
+    .await;
+    assert_eq!(
+        page["items"][0]["conversation_id"],
+        maria.as_str(),
+        "{page}"
+    );
+    assert_eq!(page["items"][0]["title"], "Maria Lopez is back from snooze");
+    let back = card(&server, &tenant.token, &maria).await;
+    assert_eq!(
+        (&back["status"], &back["snoozed_until"]),
+        (&json!("open"), &Value::Null)
+    );
+    assert_eq!(
+        listed(&server, &tenant.token, "view=all").await,
+        vec![maria.clone(), omar.clone()]
+    );
+    assert_eq!(
+        listed(&server, &bo_token, "view=mine").await,
+        vec![maria.clone()]
+    );
+    assert!(listed(&server, &tenant.token, "view=snoozed")
+        .await
+        .is_empty());
+    // Omar's own timer is gone with his snooze: nobody hears of him at his old time.
+    assert!(
+        !reasons(&notifications(&server, &tenant.token).await).contains(&"snooze_ended".to_owned())
+    );
+
+    // A status change ends a snooze too, and its timer with it.
+    let (status, _) = snooze(&server, &tenant.token, &omar, at(start + 3 * hour)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, closed) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{omar}/status"),
+            json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&closed["status"], &closed["snoozed_until"]),
+        (&json!("closed"), &Value::Null)
+    );
+    let (_, counts) = server
+        .get(&tenant.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(
+        (&counts["snoozed"], &counts["closed"]),
+        (&json!(0), &json!(1)),
+        "{counts}"
+    );
+    clock.advance(3 * hour);
+    // A later event arrives after the old time with no snooze notification before it.
+    server
+        .lead_says(
+            &tenant,
+            "5511900000011",
+            "Maria Lopez",
+            "wamid.S4",
+            "Thanks",
+        )
+        .await;
+    wait_for("Maria's message notified", || async {
+        let page = notifications(&server, &bo_token).await;
+        (reasons(&page)[0] == "new_message").then_some(())
+    })
+    .await;
+    assert!(
+        !reasons(&notifications(&server, &tenant.token).await).contains(&"snooze_ended".to_owned())
+    );
+    server.shutdown().await;
+}

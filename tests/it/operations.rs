@@ -209,7 +209,7 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it_exact
 #[tokio::test]
 async fn data_directories_of_every_previous_format_are_migrated_and_serve_all_of_it() {
     // Each written by an earlier release (see tests/fixtures/README.md): a workspace, two
-    // leads, three inbound messages, a reply and a tag; format 1 also a third lead erased.
+    // leads, three inbound messages, a reply and a tag; formats 1 and 2 also a third lead erased.
     for format in 0..confab_engine::format::FORMAT_VERSION {
         previous_format_serves(format).await;
     }

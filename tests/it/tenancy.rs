@@ -1,7 +1,7 @@
 //! Another workspace's token sees nothing of this one.
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::{GraphStandIn, StreamClient, TestServer};
 
@@ -117,6 +117,13 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         server
             .delete(&theirs.token, &format!("/api/v1/canned-replies/{canned}"))
             .await,
+        server
+            .post(
+                &theirs.token,
+                &format!("/api/v1/conversations/{id}/snooze"),
+                json!({"until": confab_engine::time::to_rfc3339(confab_engine::time::now_millis() + 3_600_000)}),
+            )
+            .await,
     ] {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
@@ -143,6 +150,15 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .get(&theirs.token, "/api/v1/conversations/counts")
         .await;
     assert_eq!(counts["all"], 0, "{counts}");
+    assert_eq!(counts["snoozed"], 0, "{counts}");
+    let (_, ours_card) = server
+        .get(&ours.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(
+        ours_card["snoozed_until"],
+        Value::Null,
+        "their snooze changed nothing"
+    );
     // Our tags and campaigns are ours to list.
     let (status, _) = server
         .post(

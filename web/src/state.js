@@ -48,7 +48,7 @@ export function toast(text, kind = 'info', action = null) {
 export function dismissToast(id) { toasts.value = toasts.value.filter((t) => t.id !== id); }
 
 // ---- filters, list, counts ---------------------------------------------------------------
-export const VIEWS = ['mine', 'all', 'unassigned', 'closed'];
+export const VIEWS = ['mine', 'all', 'unassigned', 'closed', 'snoozed'];
 export const filters = signal({ view: 'all', channel: '', mode: '', campaign: '', tags: [], period: 'all' });
 export const counts = signal({});
 // Tag and campaign suggestions: the server's lists (`GET /api/v1/tags`, `/api/v1/campaigns`,
@@ -93,8 +93,9 @@ function filterQuery(f, extra = {}) {
 const MODE_OF = { ai_active: 'active', ai_paused: 'paused', manual: 'manual' };
 export function matches(card, f = filters.value, view = f.view) {
   const myId = me.value?.agent?.id;
-  const closed = card.status === 'closed';
-  if (view === 'closed' ? !closed : closed) return false;
+  // Each conversation is in one of: the working views (open or pending), closed, snoozed.
+  const state = card.status === 'closed' ? 'closed' : card.snoozed_until ? 'snoozed' : 'active';
+  if (state !== (view === 'closed' || view === 'snoozed' ? view : 'active')) return false;
   if (view === 'mine' && card.assignee_id !== myId) return false;
   if (view === 'unassigned' && card.assignee_id) return false;
   if (f.channel && card.channel !== f.channel) return false;
@@ -497,6 +498,10 @@ export const setAiMode = (id, mode, text) => command(id, 'ai', { mode }, text);
 export const assign = (id, agentId) => command(id, 'assign', { agent_id: agentId || null },
   agentId ? `Assigned to ${agentsById.value.get(agentId)?.name || 'agent'}` : 'Unassigned');
 export const setStatus = (id, status) => command(id, 'status', { status }, status === 'closed' ? 'Conversation closed' : `Marked ${status}`);
+// `until`: a Date. Back to open then, or when the lead writes.
+export const snooze = (id, until) => command(id, 'snooze', { until: until.toISOString() },
+  `Snoozed until ${until.toLocaleString([], { weekday: 'short', hour: 'numeric', minute: '2-digit' })}`);
+export const unsnooze = (id) => command(id, 'status', { status: 'open' }, 'Back in the inbox');
 export async function changeTags(id, add, remove) {
   const card = await command(id, 'tags', { add, remove });
   if (card) loadFacets(); // counts moved; a tag removed everywhere leaves the list

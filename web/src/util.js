@@ -18,6 +18,14 @@ export function clockTime(iso) {
   return iso ? new Date(iso).toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }) : '';
 }
 
+// A time ahead, short: "3:00 PM" today, "Mon 9:00 AM" within a week, "Dec 24" later.
+export function aheadTime(iso, now = Date.now()) {
+  const t = new Date(iso);
+  if (t.toDateString() === new Date(now).toDateString()) return t.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
+  if (t.getTime() - now < 6 * DAY) return t.toLocaleString([], { weekday: 'short', hour: 'numeric', minute: '2-digit' });
+  return t.toLocaleDateString([], { month: 'short', day: 'numeric' });
+}
+
 export function fullTime(iso) {
   return iso ? new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
 }

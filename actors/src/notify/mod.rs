@@ -160,6 +160,7 @@ fn title(reason: NotificationReason, lead: &str, by: Option<&str>) -> String {
         NotificationReason::NewMessage => format!("New message from {lead}"),
         NotificationReason::NewConversation => format!("New conversation with {lead}"),
         NotificationReason::Overdue => format!("{lead} is waiting for an answer"),
+        NotificationReason::SnoozeEnded => format!("{lead} is back from snooze"),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Inbox commands on a conversation: AI mode, assignment, tags, status, read, CSAT. Each
-//! answers once the change is durable; repeating one changes nothing.
+//! Inbox commands on a conversation: AI mode, assignment, tags, status, snooze, read, CSAT.
+//! Each answers once the change is durable; repeating one changes nothing.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -7,6 +7,7 @@ use confab_actors::conversation::Command;
 use confab_actors::ConversationMsg;
 use confab_engine::ids::{AgentId, ConversationId};
 use confab_engine::model::{AiMode, ConversationCard, Status};
+use confab_engine::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(assign))
         .routes(routes!(tags))
         .routes(routes!(status))
+        .routes(routes!(snooze))
         .routes(routes!(read))
         .routes(routes!(csat))
 }
@@ -237,6 +239,57 @@ async fn status(
     Body(body): Body<StatusBody>,
 ) -> ApiResult<Json<ConversationCard>> {
     run(&app, &agent, &id, Command::Status(body.status)).await
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SnoozeBody {
+    /// When the conversation comes back (RFC 3339): in the future, at most 366 days ahead.
+    #[serde(with = "confab_engine::time::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    until: UnixMillis,
+}
+
+/// Snoozes the conversation until `until`: status `pending`, `snoozed_until` set, out of
+/// the working views and in the `snoozed` one. It comes back (status `open`, at the top of
+/// the inbox, a `snooze_ended` notification to its assignee, or to the snoozer when
+/// nobody is assigned) at that time or at the lead's next message, whichever is first. The
+/// timer is durable: a restart meanwhile changes nothing. Snoozing again moves the time;
+/// a status change ends the snooze.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/snooze",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = SnoozeBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`: not a time, in the past or over 366 days ahead.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn snooze(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<SnoozeBody>,
+) -> ApiResult<Json<ConversationCard>> {
+    let by = Some(agent.0.id);
+    run(
+        &app,
+        &agent,
+        &id,
+        Command::Snooze {
+            until: body.until,
+            by,
+        },
+    )
+    .await
 }
 
 /// Marks everything read: the unread count goes to 0, and the caller's unread

@@ -88,7 +88,14 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
                     "mine" => View::Mine,
                     "unassigned" => View::Unassigned,
                     "closed" => View::Closed,
-                    _ => return Err(invalid("view", value, "all, mine, unassigned or closed")),
+                    "snoozed" => View::Snoozed,
+                    _ => {
+                        return Err(invalid(
+                            "view",
+                            value,
+                            "all, mine, unassigned, closed or snoozed",
+                        ))
+                    }
                 }
             }
             "channel" => {
@@ -171,7 +178,7 @@ pub struct CardPage {
     tag = "inbox",
     security(("agent_token" = [])),
     params(
-        ("view" = Option<crate::openapi::ViewParam>, Query, description = "`all` (default), `mine`, `unassigned` or `closed`."),
+        ("view" = Option<crate::openapi::ViewParam>, Query, description = "`all` (default), `mine`, `unassigned`, `closed` or `snoozed`."),
         ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
         ("campaign" = Option<String>, Query, description = "The campaign a lead came from."),
         ("tag" = Option<Vec<String>>, Query, explode = true, description = "Repeatable: every tag must be on the conversation."),
@@ -233,7 +240,7 @@ pub struct CountsView {
     head: u64,
 }
 
-/// How many conversations each quick view (`mine`, `all`, `unassigned`, `closed`) holds,
+/// How many conversations each quick view (`mine`, `all`, `unassigned`, `closed`, `snoozed`) holds,
 /// within the `channel` and `mode` filters. Read from the view indexes' counters: as cheap
 /// with a million conversations as with ten.
 #[utoipa::path(

@@ -6,7 +6,7 @@ import {
 import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown, IconTrash } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
 import { Avatar } from './Avatar.jsx';
-import { clockTime, fullTime, dayLabel, displayName, contactAddress, subjectKey, loadableImage, fileSize, channelName, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
+import { clockTime, fullTime, aheadTime, dayLabel, displayName, contactAddress, subjectKey, loadableImage, fileSize, channelName, CHANNEL_LABEL, MODE_LABEL, STATUS_LABEL } from '../util.js';
 import { keepFocus } from '../focus.js';
 
 export function Chat() {
@@ -46,7 +46,9 @@ function ChatHeader({ c }) {
           <ChannelIcon channel={c.channel} size={12} /> {CHANNEL_LABEL[c.channel] || c.channel}
           {address && <> · <span class="chat-address" data-testid="chat-address" title={address}>{address}</span></>}
           {c.contact.company && <> · {c.contact.company}</>}
-          <span class={`pill s-${c.status}`} data-testid="chat-status">{STATUS_LABEL[c.status]}</span>
+          {c.snoozed_until
+            ? <span class="pill s-snoozed" data-testid="chat-status" title={`Snoozed until ${fullTime(c.snoozed_until)}`}>Snoozed · {aheadTime(c.snoozed_until)}</span>
+            : <span class={`pill s-${c.status}`} data-testid="chat-status">{STATUS_LABEL[c.status]}</span>}
           <span class={`pill mode-${mode}`} data-testid="chat-ai-mode">{mode === 'active' && <IconSparkle size={10} />}{MODE_LABEL[mode]}</span>
         </div>
       </div>

@@ -5,7 +5,7 @@ import { useEffect, useRef, useState, useCallback } from 'preact/hooks';
 import { clock, list, listVersion, listStatus, loadMore, activeIndex, route, openConversation, agentsById, filters } from '../state.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconSparkle, IconPause } from './Icons.jsx';
-import { shortTime, displayName } from '../util.js';
+import { shortTime, aheadTime, fullTime, displayName } from '../util.js';
 
 const ROW = 74;
 const OVERSCAN = 6;
@@ -107,9 +107,11 @@ function Row({ card, now, index, selected, active }) {
           {card.ai_mode === 'paused' && <span class="ai-chip paused" title="AI paused" data-testid="ai-indicator"><IconPause size={10} />AI</span>}
           {unread && <span class="badge" data-testid="unread-badge" aria-label={`${card.unread_count} unread`}>{card.unread_count > 99 ? '99+' : card.unread_count}</span>}
         </div>
-        {(card.tags.length > 0 || assignee || card.status === 'closed') && (
+        {(card.tags.length > 0 || assignee || card.status !== 'open') && (
           <div class="conv-meta">
-            {card.status !== 'open' && <span class={`status-dot s-${card.status}`}>{card.status}</span>}
+            {card.snoozed_until
+              ? <span class="status-dot s-snoozed" data-testid="snoozed-chip" title={`Snoozed until ${fullTime(card.snoozed_until)}`}>until {aheadTime(card.snoozed_until, now)}</span>
+              : card.status !== 'open' && <span class={`status-dot s-${card.status}`}>{card.status}</span>}
             {assignee && <span class="conv-assignee">{assignee.name}</span>}
             {card.tags.slice(0, 2).map((t) => <span key={t} class="tag-mini">{t}</span>)}
           </div>

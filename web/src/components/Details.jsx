@@ -1,10 +1,10 @@
-import { useState, useEffect, useRef } from 'preact/hooks';
-import { current, agents, agentsById, assign, setStatus, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
+import { useState, useEffect, useRef, useLayoutEffect } from 'preact/hooks';
+import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
-import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn } from './Icons.jsx';
+import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn, IconClock } from './Icons.jsx';
 import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, contactAddress, shortTime, webUrl } from '../util.js';
-import { keepFocus } from '../focus.js';
+import { keepFocus, menuKeys } from '../focus.js';
 
 const CONTACT_FIELDS = [
   ['name', 'Name', 'text'], ['email', 'Email', 'email'], ['phone', 'Phone', 'tel'], ['company', 'Company', 'text'], ['title', 'Title', 'text'],
@@ -41,7 +41,14 @@ export function Details() {
           {c.status !== 'closed'
             ? <button type="button" class="btn btn-primary" data-testid="btn-close" onClick={() => setStatus(c.id, 'closed')}>Close conversation</button>
             : <button type="button" class="btn" data-testid="btn-reopen" onClick={() => setStatus(c.id, 'open')}>Reopen</button>}
+          {c.status !== 'closed' && !c.snoozed_until && <SnoozeButton c={c} />}
         </div>
+        {c.snoozed_until && (
+          <p class="snoozed-note" data-testid="snoozed-note" role="status">
+            <IconClock size={13} />Snoozed until {fullTime(c.snoozed_until)}, or until the lead writes.
+            <button type="button" class="link-btn" data-testid="btn-unsnooze" onClick={() => unsnooze(c.id)}>Unsnooze</button>
+          </p>
+        )}
       </div>
       <Section title="Conversation">
         <dl class="kv">
@@ -80,6 +87,75 @@ export function Details() {
       </Section>
       <LeadConversations c={c} />
     </aside>
+  );
+}
+
+// When a snooze option ends: local times, so "tomorrow 9:00" is the agent's morning.
+function snoozeChoices(now = new Date()) {
+  const at = (days, hour) => { const d = new Date(now); d.setDate(d.getDate() + days); d.setHours(hour, 0, 0, 0); return d; };
+  const toMonday = ((8 - now.getDay()) % 7) || 7;
+  return [
+    ['1h', 'In 1 hour', new Date(now.getTime() + 3_600_000)],
+    ['3h', 'In 3 hours', new Date(now.getTime() + 3 * 3_600_000)],
+    ['tomorrow', 'Tomorrow, 9:00', at(1, 9)],
+    ['monday', 'Next Monday, 9:00', at(toMonday, 9)],
+  ];
+}
+
+// A datetime-local value ("2026-12-08T09:00") of a Date, in local time.
+const localInput = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+
+// Snooze: a menu of common times and "Pick a time…" (a date and time field). ↑ ↓ move in
+// the menu, Esc closes it and returns the focus to the button.
+function SnoozeButton({ c }) {
+  const [open, setOpen] = useState(false);
+  const [picking, setPicking] = useState(false);
+  const [when, setWhen] = useState('');
+  const button = useRef(null);
+  const box = useRef(null);
+  const close = (refocus) => { setOpen(false); setPicking(false); if (refocus) button.current?.focus(); };
+  useLayoutEffect(() => {
+    if (!open) return undefined;
+    box.current?.querySelector(picking ? 'input' : '[role=menuitem]')?.focus();
+    const onDoc = (e) => { if (box.current && !box.current.parentNode.contains(e.target)) close(false); };
+    document.addEventListener('mousedown', onDoc);
+    return () => document.removeEventListener('mousedown', onDoc);
+  }, [open, picking]);
+  const choose = async (until) => { close(true); await snooze(c.id, until); };
+  const pick = (e) => {
+    e.preventDefault();
+    const until = new Date(when);
+    if (!Number.isNaN(until.getTime())) choose(until);
+  };
+  return (
+    <div class="snooze">
+      <button type="button" class="btn" ref={button} aria-haspopup="menu" aria-expanded={open ? 'true' : 'false'} aria-controls="snooze-menu"
+        data-testid="btn-snooze" onClick={() => (open ? close(false) : setOpen(true))}><IconClock size={14} />Snooze</button>
+      {open && !picking && (
+        <div class="popover snooze-pop" role="menu" id="snooze-menu" aria-label="Snooze until" ref={box} data-testid="snooze-menu"
+          onKeyDown={(e) => menuKeys(e, () => close(true))}>
+          {snoozeChoices().map(([key, label, until]) => (
+            <button key={key} type="button" role="menuitem" class="menu-item" data-testid={`snooze-${key}`} onClick={() => choose(until)}>
+              {label}<span class="muted">{until.toLocaleString([], { weekday: 'short', hour: 'numeric', minute: '2-digit' })}</span>
+            </button>
+          ))}
+          <button type="button" role="menuitem" class="menu-item" data-testid="snooze-pick"
+            onClick={() => { setWhen(localInput(new Date(Date.now() + 86_400_000))); setPicking(true); }}>Pick a date and time…</button>
+        </div>
+      )}
+      {open && picking && (
+        <form class="popover snooze-pop pad" id="snooze-menu" ref={box} data-testid="snooze-form" onSubmit={pick}
+          onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); close(true); } }}>
+          <label for="snooze-at" class="snooze-label">Snooze until</label>
+          <input id="snooze-at" type="datetime-local" required value={when} min={localInput(new Date())} data-testid="snooze-at"
+            onInput={(e) => setWhen(e.currentTarget.value)} />
+          <div class="snooze-actions">
+            <button type="button" class="btn" onClick={() => close(true)}>Cancel</button>
+            <button type="submit" class="btn btn-primary" data-testid="snooze-submit">Snooze</button>
+          </div>
+        </form>
+      )}
+    </div>
   );
 }
 

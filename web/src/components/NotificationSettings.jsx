@@ -20,6 +20,7 @@ const EVENTS = [
   ['new_conversation', 'New unassigned conversation'],
   ['escalation', 'AI escalated to me'],
   ['overdue', 'My conversation waits longer than the response target'],
+  ['snooze_ended', 'A conversation of mine (or one I snoozed) is back from snooze'],
 ];
 const DELIVERIES = [['in_app', 'In app'], ['browser', 'Browser'], ['email', 'Email'], ['push', 'Push']];
 const MAX_TARGET = 30 * 86400;

@@ -7,7 +7,7 @@ import { Avatar } from './Avatar.jsx';
 import { snippetParts, shortTime, displayName, compactCount } from '../util.js';
 import { tabKeys, keepFocus } from '../focus.js';
 
-const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed: 'Closed' };
+const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed: 'Closed', snoozed: 'Snoozed' };
 
 export function Sidebar() {
   const f = filters.value;
