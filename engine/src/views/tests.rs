@@ -77,7 +77,14 @@ fn serde_default_fields() -> Conversation {
 fn mutate(conv: &mut Conversation, rng: &mut Rng, agents: &[AgentId], now: i64) {
     match rng.below(7) {
         0 | 1 => conv.last_activity_at = now,
-        2 => conv.status = *rng.pick(&STATUSES),
+        2 => {
+            // A snooze is only ever on a pending conversation (a status change ends it).
+            conv.status = *rng.pick(&STATUSES);
+            conv.snoozed_until = None;
+            if conv.status == Status::Pending && rng.below(2) == 0 {
+                conv.snoozed_until = Some(now + 1000);
+            }
+        }
         3 => {
             conv.assignee_id = rng
                 .pick(&[None, Some(agents[0]), Some(agents[1])])
@@ -103,7 +110,13 @@ fn random_filter(rng: &mut Rng) -> Filter {
         tags.push(rng.pick(&TAGS).to_string());
     }
     Filter {
-        view: *rng.pick(&[View::All, View::Mine, View::Unassigned, View::Closed]),
+        view: *rng.pick(&[
+            View::All,
+            View::Mine,
+            View::Unassigned,
+            View::Closed,
+            View::Snoozed,
+        ]),
         channel: rng
             .pick(&[None, Some(ChannelKind::Whatsapp), Some(ChannelKind::Email)])
             .to_owned(),
@@ -231,7 +244,7 @@ async fn every_query_from_the_indexes_equals_filtering_a_model() {
                 n
             );
         }
-        for f in [View::All, View::Closed, View::Unassigned] {
+        for f in [View::All, View::Closed, View::Unassigned, View::Snoozed] {
             let filter = Filter {
                 view: f,
                 ..Filter::default()
