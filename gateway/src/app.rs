@@ -66,6 +66,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::conversations::routes())
         .merge(routes::attachments::routes())
         .merge(routes::commands::routes())
+        .merge(routes::bulk::routes())
         .merge(routes::contacts::routes())
         .merge(routes::export::routes())
         .merge(routes::erasure::routes())

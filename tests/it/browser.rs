@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{wait_for, GraphStandIn, Tenant, TestServer};
+use crate::harness::{many_leads, wait_for, GraphStandIn, Tenant, TestServer};
 
 const PASSWORD: &str = "correct horse battery";
 const ENTER: char = '\u{E007}';
@@ -1309,37 +1309,6 @@ async fn an_agent_attaches_a_file_to_an_email_reply_in_the_composer() {
         .await;
     browser.close().await;
     server.shutdown().await;
-}
-
-/// Posts `total` leads' first messages in signed webhooks of `per_webhook` leads each, two
-/// webhooks at a time (the provider batches the same way).
-async fn many_leads(server: &TestServer, tenant: &Tenant, total: usize, per_webhook: usize) {
-    use futures_util::StreamExt;
-    let bodies: Vec<String> = (0..total.div_ceil(per_webhook))
-        .map(|batch| {
-            let leads = (batch * per_webhook..((batch + 1) * per_webhook).min(total)).map(|i| {
-                let wa_id = format!("55119{i:08}");
-                json!({"field": "messages", "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15551230000", "phone_number_id": tenant.phone_number_id},
-                    "contacts": [{"profile": {"name": format!("Lead {i}")}, "wa_id": wa_id}],
-                    "messages": [{"from": wa_id, "id": format!("wamid.V{i}"), "timestamp": "1767225600",
-                                  "type": "text", "text": {"body": format!("hello from lead {i}")}}]}})
-            });
-            json!({"object": "whatsapp_business_account",
-                   "entry": [{"id": "1", "changes": leads.collect::<Vec<_>>()}]})
-            .to_string()
-        })
-        .collect();
-    let mut pending = futures_util::stream::iter(bodies.into_iter().map(|body| async move {
-        let signature = confab_engine::wire::whatsapp::sign(&tenant.app_secret, body.as_bytes());
-        let (status, answer) = server
-            .post_webhook(tenant, body.as_bytes(), Some(signature))
-            .await;
-        assert_eq!(status.as_u16(), 200, "{answer}");
-    }))
-    .buffer_unordered(2);
-    while pending.next().await.is_some() {}
 }
 
 #[tokio::test]

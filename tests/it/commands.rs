@@ -584,3 +584,250 @@ async fn a_canned_reply_is_found_by_its_shortcut_and_filled_like_any_reply_when_
     assert_eq!(status, StatusCode::CREATED, "{reused}");
     server.shutdown().await;
 }
+
+async fn bulk(server: &TestServer, token: &str, body: Value) -> (StatusCode, Value) {
+    server.post(token, "/api/v1/conversations/bulk", body).await
+}
+
+fn result_ids(answer: &Value) -> Vec<(String, bool)> {
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| (r["id"].as_str().expect("id").to_owned(), r["ok"] == true))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_action_changes_each_selected_conversation_once_through_its_own_actor() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let theirs = server.provision(&graph).await;
+    for (wa_id, name, wamid) in [
+        ("5511900000201", "Ana Lima", "wamid.B1"),
+        ("5511900000202", "Bruno Dias", "wamid.B2"),
+        ("5511900000203", "Carla Reis", "wamid.B3"),
+    ] {
+        server.lead_says(&tenant, wa_id, name, wamid, "Hello").await;
+    }
+    server
+        .lead_says(&theirs, "5511900000299", "Zed", "wamid.B9", "Hello")
+        .await;
+    let id_of = |wa_id: &'static str| {
+        let server = &server;
+        let tenant = &tenant;
+        async move {
+            server.conversation_of(tenant, wa_id).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let (ana, bruno, carla) = (
+        id_of("5511900000201").await,
+        id_of("5511900000202").await,
+        id_of("5511900000203").await,
+    );
+    let zed = server.conversation_of(&theirs, "5511900000299").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let mut stream = StreamClient::connect(&server, &tenant.token).await;
+    stream.subscribe(None).await;
+
+    // Refused as a whole, changing nothing: no action, two actions, both selections,
+    // a paging query, a bad tag, an unknown agent, too many ids.
+    let too_many: Vec<String> = (0..1001).map(|i| format!("id-{i}")).collect();
+    for (body, code) in [
+        (json!({"ids": [ana]}), "invalid_value"),
+        (
+            json!({"ids": [ana], "status": "closed", "ai_mode": "paused"}),
+            "invalid_value",
+        ),
+        (
+            json!({"ids": [ana], "query": "view=all", "status": "closed"}),
+            "invalid_value",
+        ),
+        (
+            json!({"query": "view=all&limit=5", "status": "closed"}),
+            "invalid_query",
+        ),
+        (
+            json!({"query": "view=everything", "status": "closed"}),
+            "invalid_query",
+        ),
+        (
+            json!({"ids": [ana], "tags": {"add": ["bad\u{7}tag"]}}),
+            "invalid_tag",
+        ),
+        (
+            json!({"ids": [ana], "assign": {"agent_id": theirs.agent_id}}),
+            "unknown_agent",
+        ),
+        (
+            json!({"ids": too_many, "status": "closed"}),
+            "too_many_conversations",
+        ),
+    ] {
+        let (status, error) = bulk(&server, &tenant.token, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+    }
+
+    // By ids: ours are assigned (a duplicate counts once), theirs and nonsense are
+    // not found there, and nothing else stops.
+    let body = json!({"ids": [ana, bruno, zed, "nonsense", ana], "assign": {"agent_id": bo}});
+    let (status, answer) = bulk(&server, &tenant.token, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        result_ids(&answer),
+        vec![
+            (ana.clone(), true),
+            (bruno.clone(), true),
+            (zed.clone(), false),
+            ("nonsense".to_owned(), false)
+        ]
+    );
+    assert_eq!(
+        (&answer["succeeded"], &answer["failed"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(
+        answer["results"][0]["conversation"]["assignee_id"],
+        bo.as_str()
+    );
+    assert_eq!(answer["results"][2]["error"]["code"], "not_found");
+    let (_, theirs_card) = server
+        .get(&theirs.token, &format!("/api/v1/conversations/{zed}"))
+        .await;
+    assert_eq!(theirs_card["assignee_id"], Value::Null, "{theirs_card}");
+    // Repeating it is answered the same and changes nothing more.
+    let (status, again) = bulk(&server, &tenant.token, body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["succeeded"], 2, "{again}");
+    assert_eq!(
+        again["results"][1]["conversation"],
+        answer["results"][1]["conversation"]
+    );
+    // On the stream, up to a later marker (Carla pended): one update and one notification
+    // per conversation, each from its own actor, none for the repeat.
+    let (status, _) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{carla}/status"),
+            json!({"status": "pending"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let deltas = stream
+        .deltas_until(|d| {
+            d["conversation"]["id"] == carla.as_str() && d["conversation"]["status"] == "pending"
+        })
+        .await;
+    let mut updated: Vec<&str> = deltas
+        .iter()
+        .filter(|d| {
+            d["kind"] == "conversation_updated" && d["conversation"]["assignee_id"] == bo.as_str()
+        })
+        .map(|d| d["conversation"]["id"].as_str().expect("id"))
+        .collect();
+    updated.sort_unstable();
+    let mut want = vec![ana.as_str(), bruno.as_str()];
+    want.sort_unstable();
+    assert_eq!(updated, want, "{deltas:?}");
+    let assignments = deltas
+        .iter()
+        .filter(|d| d["kind"] == "notification" && d["reason"] == "assignment")
+        .count();
+    assert_eq!(assignments, 2, "{deltas:?}");
+    let (_, notes) = server.get(&bo_token, "/api/v1/me/notifications").await;
+    assert_eq!(notes["unread_count"], 2, "{notes}");
+
+    // By a listing query: the unassigned one (Carla) is closed, nothing else.
+    let (status, answer) = bulk(
+        &server,
+        &tenant.token,
+        json!({"query": "view=unassigned", "status": "closed"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(result_ids(&answer), vec![(carla.clone(), true)]);
+    assert_eq!(answer["results"][0]["conversation"]["status"], "closed");
+    // Tags on Bo's, then the AI mode of everything tagged, newest activity first.
+    let (status, answer) = bulk(
+        &server,
+        &bo_token,
+        json!({"query": "view=mine", "tags": {"add": ["vip"]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        result_ids(&answer),
+        vec![(bruno.clone(), true), (ana.clone(), true)]
+    );
+    let (_, tags) = server.get(&tenant.token, "/api/v1/tags").await;
+    assert_eq!(tags["items"], json!([{"name": "vip", "count": 2}]));
+    let (status, answer) = bulk(
+        &server,
+        &tenant.token,
+        json!({"query": "tag=vip", "ai_mode": "paused"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["succeeded"], 2);
+    assert!(answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .all(|r| r["conversation"]["ai_mode"] == "paused"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bulk_query_takes_up_to_a_thousand_conversations_and_refuses_more() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    crate::harness::many_leads(&server, &tenant, 1001, 500).await;
+    let close_all = json!({"query": "view=all", "status": "closed"});
+    let (status, error) = bulk(&server, &tenant.token, close_all.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["code"], "too_many_conversations");
+    let (_, counts) = server
+        .get(&tenant.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(
+        (&counts["all"], &counts["closed"]),
+        (&json!(1001), &json!(0)),
+        "{counts}"
+    );
+    // One fewer matches: all of them change, each with its own result.
+    let one = server.conversations(&tenant.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _) = bulk(
+        &server,
+        &tenant.token,
+        json!({"ids": [one], "status": "closed"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = bulk(&server, &tenant.token, close_all).await;
+    assert_eq!(status, StatusCode::OK, "{}", answer["failed"]);
+    assert_eq!(
+        (&answer["succeeded"], &answer["failed"]),
+        (&json!(1000), &json!(0))
+    );
+    let (_, counts) = server
+        .get(&tenant.token, "/api/v1/conversations/counts")
+        .await;
+    assert_eq!(
+        (&counts["all"], &counts["closed"]),
+        (&json!(0), &json!(1001)),
+        "{counts}"
+    );
+    server.shutdown().await;
+}

@@ -159,6 +159,36 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         Value::Null,
         "their snooze changed nothing"
     );
+    // Their bulk action names our conversation: not found there; their query finds none
+    // of ours.
+    let (status, answer) = server
+        .post(
+            &theirs.token,
+            "/api/v1/conversations/bulk",
+            json!({"ids": [id], "status": "closed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["results"][0]["error"]["code"], "not_found",
+        "{answer}"
+    );
+    let (status, answer) = server
+        .post(
+            &theirs.token,
+            "/api/v1/conversations/bulk",
+            json!({"query": "view=all", "status": "closed"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["results"]),
+        (StatusCode::OK, &json!([])),
+        "{answer}"
+    );
+    let (_, ours_card) = server
+        .get(&ours.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(ours_card["status"], "open", "{ours_card}");
     // Our tags and campaigns are ours to list.
     let (status, _) = server
         .post(

@@ -80,7 +80,39 @@ async fn ai_mode(
     run(&app, &agent, &id, Command::AiMode(body.mode)).await
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The agent an assignment names, checked to be of the caller's workspace (`None`:
+/// unassign).
+pub(crate) async fn assignee(
+    app: &AppState,
+    agent: &AgentAuth,
+    body: AssignBody,
+) -> ApiResult<Option<AgentId>> {
+    let Some(agent_id) = body.agent_id else {
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            "`agent_id` is required: an agent's id, or null to unassign",
+        ));
+    };
+    Ok(match agent_id {
+        None => None,
+        Some(raw) => {
+            let unknown = || {
+                ApiError::unprocessable(
+                    "unknown_agent",
+                    format!("no agent {raw:?} in this workspace"),
+                )
+            };
+            let assignee: AgentId = raw.parse().map_err(|_| unknown())?;
+            let store = app.store.clone();
+            match blocking(move || store.agent(assignee)).await? {
+                Some(a) if a.workspace_id == agent.0.workspace_id => Some(a.id),
+                _ => return Err(unknown()),
+            }
+        }
+    })
+}
+
+#[derive(Clone, Deserialize, ToSchema)]
 pub struct AssignBody {
     /// An agent of the workspace; `null` unassigns. The field must be present.
     #[serde(deserialize_with = "present")]
@@ -119,29 +151,7 @@ async fn assign(
     Path(id): Path<String>,
     Body(body): Body<AssignBody>,
 ) -> ApiResult<Json<ConversationCard>> {
-    let Some(agent_id) = body.agent_id else {
-        return Err(ApiError::unprocessable(
-            "missing_field",
-            "`agent_id` is required: an agent's id, or null to unassign",
-        ));
-    };
-    let assignee = match agent_id {
-        None => None,
-        Some(raw) => {
-            let unknown = || {
-                ApiError::unprocessable(
-                    "unknown_agent",
-                    format!("no agent {raw:?} in this workspace"),
-                )
-            };
-            let assignee: AgentId = raw.parse().map_err(|_| unknown())?;
-            let store = app.store.clone();
-            match blocking(move || store.agent(assignee)).await? {
-                Some(a) if a.workspace_id == agent.0.workspace_id => Some(a.id),
-                _ => return Err(unknown()),
-            }
-        }
-    };
+    let assignee = assignee(&app, &agent, body).await?;
     let by = Some(agent.0.id);
     run(
         &app,
@@ -165,10 +175,10 @@ pub struct TagsBody {
     /// Tags to add: trimmed, 1 to 64 printable characters, at most 50 per conversation.
     #[serde(default)]
     #[schema(value_type = Vec<Tag>)]
-    add: Vec<String>,
+    pub(crate) add: Vec<String>,
     #[serde(default)]
     #[schema(value_type = Vec<Tag>)]
-    remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 /// Adds and removes tags.
@@ -246,7 +256,7 @@ pub struct SnoozeBody {
     /// When the conversation comes back (RFC 3339): in the future, at most 366 days ahead.
     #[serde(with = "confab_engine::time::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    until: UnixMillis,
+    pub(crate) until: UnixMillis,
 }
 
 /// Snoozes the conversation until `until`: status `pending`, `snoozed_until` set, out of

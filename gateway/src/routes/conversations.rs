@@ -67,6 +67,51 @@ struct Cursor {
     after: Position,
 }
 
+/// The conversations of the caller's workspace a listing query (without `cursor` and
+/// `limit`) matches, newest activity first, read from one snapshot; `None` when there are
+/// more than `max`.
+pub async fn select(
+    app: &AppState,
+    agent: &AgentAuth,
+    raw: &str,
+    max: usize,
+) -> ApiResult<Option<Vec<Conversation>>> {
+    for (key, _) in form_urlencoded::parse(raw.as_bytes()) {
+        if key == "cursor" || key == "limit" {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                format!("`{key}` pages a listing; a selection takes every match"),
+            ));
+        }
+    }
+    let filter = parse_list_query(Some(raw), now_millis())?.filter;
+    let store = app.store.clone();
+    let (ws, me) = (agent.0.workspace_id, agent.0.id);
+    blocking(move || {
+        let listings = store.listings();
+        let (listing, snap) = listings.begin(&store);
+        let mut found = Vec::new();
+        let mut after = None;
+        let result = loop {
+            let page = match views::page(&store, &snap, ws, me, &filter, after, MAX_LIMIT) {
+                Ok(page) => page,
+                Err(e) => break Err(e),
+            };
+            found.extend(page.items);
+            if found.len() > max {
+                break Ok(None);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break Ok(Some(std::mem::take(&mut found))),
+            }
+        };
+        listings.end(listing);
+        result
+    })
+    .await
+}
+
 fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> {
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT,

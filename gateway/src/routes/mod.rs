@@ -6,6 +6,7 @@ pub mod ai;
 pub mod analytics;
 pub mod attachments;
 pub mod auth;
+pub mod bulk;
 pub mod canned;
 pub mod channels;
 pub mod commands;
