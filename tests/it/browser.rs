@@ -1685,3 +1685,99 @@ async fn a_linkedin_conversation_starts_from_the_dialog_and_shows_what_happened_
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn picked_conversations_are_tagged_and_a_whole_view_closed_from_the_bulk_bar() {
+    let (server, _graph, tenant) = setup().await;
+    for (wa_id, name, wamid) in [
+        ("5511900000701", "Rita Melo", "wamid.K1"),
+        ("5511900000702", "Saul Nunes", "wamid.K2"),
+        ("5511900000703", "Tina Ortiz", "wamid.K3"),
+    ] {
+        server.lead_says(&tenant, wa_id, name, wamid, "Hello").await;
+    }
+    let rita = conversation_id(&server, &tenant, "5511900000701").await;
+    let saul = conversation_id(&server, &tenant, "5511900000702").await;
+    let tina = conversation_id(&server, &tenant, "5511900000703").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&tina)).await;
+
+    // Two picked with their boxes (the rows stay closed), tagged from the bar.
+    for id in [&rita, &saul] {
+        browser
+            .wait(&format!("{} [data-testid=\"conv-pick\"]", row(id)))
+            .await
+            .click()
+            .await
+            .expect("pick");
+    }
+    browser
+        .wait_text("[data-testid=\"bulk-count\"]", "2 selected")
+        .await;
+    assert!(browser.all("[data-testid=\"chat\"]").await.is_empty());
+    let tag = browser.find("bulk-tag").await;
+    tag.send_keys("bulk-vip").await.expect("type");
+    tag.send_keys(&ENTER.to_string()).await.expect("add");
+    wait_for("both tagged on the server, the third not", || async {
+        let mut tagged = Vec::new();
+        for id in [&rita, &saul, &tina] {
+            let (_, c) = server
+                .get(&tenant.token, &format!("/api/v1/conversations/{id}"))
+                .await;
+            tagged.push(c["tags"] == json!(["bulk-vip"]));
+        }
+        (tagged == [true, true, false]).then_some(())
+    })
+    .await;
+    wait_for("the picks cleared", || async {
+        browser
+            .all("[data-testid=\"bulk-bar\"]")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // x picks the highlighted row; "Select all in this view" takes the whole view,
+    // which the bar then closes.
+    browser
+        .find("conversation-list")
+        .await
+        .click()
+        .await
+        .expect("list");
+    browser.keys("x").await;
+    browser
+        .wait_text("[data-testid=\"bulk-count\"]", "1 selected")
+        .await;
+    browser.find("bulk-all").await.click().await.expect("all");
+    browser
+        .wait_text("[data-testid=\"bulk-count\"]", "3 selected")
+        .await;
+    browser.screenshot("bulk-bar").await;
+    browser
+        .find("bulk-close")
+        .await
+        .click()
+        .await
+        .expect("close");
+    wait_for("all three closed, and gone from All", || async {
+        let (_, counts) = server
+            .get(&tenant.token, "/api/v1/conversations/counts")
+            .await;
+        (counts["closed"] == 3
+            && counts["all"] == 0
+            && browser
+                .all("[data-testid=\"conversation-row\"]")
+                .await
+                .is_empty())
+        .then_some(())
+    })
+    .await;
+    browser
+        .wait_text("[data-testid=\"toast\"]", "Closed 3 conversations")
+        .await;
+    browser.close().await;
+    server.shutdown().await;
+}

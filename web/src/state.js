@@ -229,6 +229,7 @@ function unlist(id) {
 }
 
 export function setFilters(patch1) {
+  clearPicks();
   filters.value = { ...filters.value, ...patch1 };
   activeIndex.value = 0;
   loadList();
@@ -498,6 +499,37 @@ export const setAiMode = (id, mode, text) => command(id, 'ai', { mode }, text);
 export const assign = (id, agentId) => command(id, 'assign', { agent_id: agentId || null },
   agentId ? `Assigned to ${agentsById.value.get(agentId)?.name || 'agent'}` : 'Unassigned');
 export const setStatus = (id, status) => command(id, 'status', { status }, status === 'closed' ? 'Conversation closed' : `Marked ${status}`);
+// ---- bulk selection ---------------------------------------------------------------------
+// Conversations picked in the list (ids), or the whole view (`pickedAll`: the action then
+// names the view's query, so what the server holds beyond the loaded pages is included).
+export const picked = signal(new Set());
+export const pickedAll = signal(false);
+export function togglePick(id) {
+  const next = new Set(pickedAll.value ? list.items.map((c) => c.id) : picked.value);
+  if (next.has(id)) next.delete(id); else next.add(id);
+  batch(() => { picked.value = next; pickedAll.value = false; });
+}
+export function pickAll() { pickedAll.value = true; }
+export function clearPicks() { batch(() => { picked.value = new Set(); pickedAll.value = false; }); }
+
+// One action (`{status}`, `{assign}`, `{tags}`, `{ai_mode}`, `{snooze}`) on every picked
+// conversation; the list follows on the stream, one update per conversation.
+export async function bulkAction(action, done) {
+  const body = pickedAll.value
+    ? { query: filterQuery(filters.value).slice(1), ...action }
+    : { ids: [...picked.value], ...action };
+  try {
+    const r = await post('/api/v1/conversations/bulk', body);
+    const n = (k) => `${k} conversation${k === 1 ? '' : 's'}`;
+    if (r.failed) toast(`${done} ${n(r.succeeded)}; ${n(r.failed)} could not be changed (${r.results.find((x) => !x.ok).error.message})`, 'error');
+    else toast(`${done} ${n(r.succeeded)}`, 'ok');
+    clearPicks();
+    if (action.tags) loadFacets();
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+}
+
 // `until`: a Date. Back to open then, or when the lead writes.
 export const snooze = (id, until) => command(id, 'snooze', { until: until.toISOString() },
   `Snoozed until ${until.toLocaleString([], { weekday: 'short', hour: 'numeric', minute: '2-digit' })}`);

@@ -26,6 +26,18 @@ export function aheadTime(iso, now = Date.now()) {
   return t.toLocaleDateString([], { month: 'short', day: 'numeric' });
 }
 
+// When a snooze option ends: local times, so "tomorrow 9:00" is the agent's morning.
+export function snoozeChoices(now = new Date()) {
+  const at = (days, hour) => { const d = new Date(now); d.setDate(d.getDate() + days); d.setHours(hour, 0, 0, 0); return d; };
+  const toMonday = ((8 - now.getDay()) % 7) || 7;
+  return [
+    ['1h', 'In 1 hour', new Date(now.getTime() + 3_600_000)],
+    ['3h', 'In 3 hours', new Date(now.getTime() + 3 * 3_600_000)],
+    ['tomorrow', 'Tomorrow, 9:00', at(1, 9)],
+    ['monday', 'Next Monday, 9:00', at(toMonday, 9)],
+  ];
+}
+
 export function fullTime(iso) {
   return iso ? new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
 }

@@ -3,7 +3,7 @@ import { get } from '../api.js';
 import {
   me, route, navigate, bootstrap, loadConversation, toasts, dismissToast, notifications, unreadCount, loadMoreNotifications,
   readAllNotifications, openNotification, clock, activeIndex, list, searchQuery, searchState, setSearch, openConversation, openHit,
-  reasoningFor, signOut, current,
+  reasoningFor, signOut, current, togglePick,
 } from '../state.js';
 import { connection, startStream, stopStream } from '../stream.js';
 import { SignIn, AcceptInvite } from './SignIn.jsx';
@@ -109,6 +109,11 @@ function handleShortcut(e, setHelp) {
     }
     const id = list.items[activeIndex.value]?.id;
     if (id) { e.preventDefault(); openConversation(id); }
+    return;
+  }
+  if (e.key === 'x' && !searching) {
+    const id = list.items[activeIndex.value]?.id;
+    if (id) { e.preventDefault(); togglePick(id); }
     return;
   }
   if (e.key === 'Escape' && searching && !reasoningFor.value) { setSearch(''); }
@@ -253,7 +258,7 @@ function Toasts() {
 const nextToastButton = () => document.querySelector('[data-testid="toasts"] .icon-btn');
 
 const SHORTCUTS = [
-  ['/', 'Focus search'], ['↑ ↓', 'Move in the list'], ['Enter', 'Open the highlighted conversation'], ['Esc', 'Clear search, close a panel'],
+  ['/', 'Focus search'], ['↑ ↓', 'Move in the list'], ['Enter', 'Open the highlighted conversation'], ['Esc', 'Clear search, close a panel'], ['x', 'Select the highlighted conversation for a bulk action'],
   ['Enter', 'In the composer: send'], ['Shift + Enter', 'In the composer: new line'], ['@', 'In a note: mention a teammate'], ['?', 'Show this help'],
 ];
 

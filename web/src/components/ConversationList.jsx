@@ -2,7 +2,7 @@
 // next cursor page loads as the end comes near. Rows have a fixed height.
 
 import { useEffect, useRef, useState, useCallback } from 'preact/hooks';
-import { clock, list, listVersion, listStatus, loadMore, activeIndex, route, openConversation, agentsById, filters } from '../state.js';
+import { clock, list, listVersion, listStatus, loadMore, activeIndex, route, openConversation, agentsById, filters, picked, pickedAll, togglePick } from '../state.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconSparkle, IconPause } from './Icons.jsx';
 import { shortTime, aheadTime, fullTime, displayName } from '../util.js';
@@ -54,13 +54,16 @@ export function ConversationList() {
     if (status.more && last >= total - 20) loadMore();
   }, [last, total, status.more]);
 
+  const all = pickedAll.value;
+  const picks = picked.value;
   const rows = [];
   for (let i = first; i < last; i++) {
-    rows.push(<Row key={items[i].id} card={items[i]} now={now} index={i} selected={items[i].id === selected} active={i === active} />);
+    rows.push(<Row key={items[i].id} card={items[i]} now={now} index={i} selected={items[i].id === selected} active={i === active}
+      picked={all || picks.has(items[i].id)} />);
   }
 
   return (
-    <div class="conv-list" id="conv-list" ref={ref} onScroll={onScroll} role="listbox" aria-label="Conversations" tabIndex={0}
+    <div class={`conv-list${all || picks.size ? ' picking' : ''}`} id="conv-list" ref={ref} onScroll={onScroll} role="listbox" aria-label="Conversations" tabIndex={0}
       aria-activedescendant={items[active] ? `conv-${items[active].id}` : undefined} data-testid="conversation-list" data-count={total}>
       {status.error && <p class="list-empty error" role="alert">{status.error}</p>}
       {!status.loading && !status.error && total === 0 && (
@@ -82,19 +85,23 @@ function SkeletonRows() {
   return <div class="skeletons" aria-hidden="true">{[0, 1, 2, 3, 4, 5].map((i) => <div key={i} class="skeleton-row"><span /><div><i /><i /></div></div>)}</div>;
 }
 
-function Row({ card, now, index, selected, active }) {
+function Row({ card, now, index, selected, active, picked: isPicked }) {
   const name = displayName(card.contact);
   const assignee = card.assignee_id ? agentsById.value.get(card.assignee_id) : null;
   const unread = card.unread_count > 0;
   return (
     <div id={`conv-${card.id}`} role="option" aria-selected={selected ? 'true' : 'false'}
-      class={`conv-row${selected ? ' selected' : ''}${active ? ' active' : ''}${unread ? ' unread' : ''}`}
+      class={`conv-row${selected ? ' selected' : ''}${active ? ' active' : ''}${unread ? ' unread' : ''}${isPicked ? ' picked' : ''}`}
       style={{ transform: `translateY(${index * ROW}px)` }}
       data-testid="conversation-row" data-id={card.id} data-unread={card.unread_count}
       onClick={() => { activeIndex.value = index; openConversation(card.id); }}>
       <div class="conv-avatar">
         <Avatar contact={card.contact} size={38} />
         <span class="conv-chan"><ChannelIcon channel={card.channel} size={12} /></span>
+        {/* Picks for a bulk action: a click here (or x on the highlighted row) picks
+            without opening. Out of the tab order: the list is one stop. */}
+        <input type="checkbox" class="conv-pick" tabIndex={-1} checked={isPicked} aria-label={`Select ${name}`} data-testid="conv-pick"
+          onClick={(e) => { e.stopPropagation(); togglePick(card.id); }} />
       </div>
       <div class="conv-main">
         <div class="conv-top">

@@ -3,7 +3,7 @@ import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, chang
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn, IconClock } from './Icons.jsx';
-import { CHANNEL_LABEL, STATUS_LABEL, fullTime, displayName, contactAddress, shortTime, webUrl } from '../util.js';
+import { CHANNEL_LABEL, STATUS_LABEL, snoozeChoices, fullTime, displayName, contactAddress, shortTime, webUrl } from '../util.js';
 import { keepFocus, menuKeys } from '../focus.js';
 
 const CONTACT_FIELDS = [
@@ -88,18 +88,6 @@ export function Details() {
       <LeadConversations c={c} />
     </aside>
   );
-}
-
-// When a snooze option ends: local times, so "tomorrow 9:00" is the agent's morning.
-function snoozeChoices(now = new Date()) {
-  const at = (days, hour) => { const d = new Date(now); d.setDate(d.getDate() + days); d.setHours(hour, 0, 0, 0); return d; };
-  const toMonday = ((8 - now.getDay()) % 7) || 7;
-  return [
-    ['1h', 'In 1 hour', new Date(now.getTime() + 3_600_000)],
-    ['3h', 'In 3 hours', new Date(now.getTime() + 3 * 3_600_000)],
-    ['tomorrow', 'Tomorrow, 9:00', at(1, 9)],
-    ['monday', 'Next Monday, 9:00', at(toMonday, 9)],
-  ];
 }
 
 // A datetime-local value ("2026-12-08T09:00") of a Date, in local time.

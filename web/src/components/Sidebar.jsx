@@ -1,10 +1,10 @@
 import { useState, useEffect } from 'preact/hooks';
-import { filters, setFilters, counts, VIEWS, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
+import { filters, setFilters, counts, VIEWS, picked, pickedAll, pickAll, clearPicks, bulkAction, agents, me, list, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
 import { ConversationList } from './ConversationList.jsx';
 import { NewConversation } from './NewConversation.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
 import { Avatar } from './Avatar.jsx';
-import { snippetParts, shortTime, displayName, compactCount } from '../util.js';
+import { snippetParts, shortTime, displayName, compactCount, snoozeChoices } from '../util.js';
 import { tabKeys, keepFocus } from '../focus.js';
 
 const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed: 'Closed', snoozed: 'Snoozed' };
@@ -28,7 +28,8 @@ export function Sidebar() {
         </div>
       </div>
       <SearchBox />
-      {!searching && (
+      {!searching && (picked.value.size > 0 || pickedAll.value) && <BulkBar />}
+      {!searching && !(picked.value.size > 0 || pickedAll.value) && (
         <div class="views" role="tablist" aria-label="Quick filters" onKeyDown={tabKeys}>
           {VIEWS.map((v) => {
             const c = counts.value[v];
@@ -45,6 +46,56 @@ export function Sidebar() {
       {showFilters && !searching && <AdvancedFilters />}
       {searching ? <SearchResults /> : <ConversationList />}
     </aside>
+  );
+}
+
+// What to do with the picked conversations (or the whole view): each control acts at once
+// through the bulk route, then the picks are cleared; the list follows on the stream.
+function BulkBar() {
+  const f = filters.value;
+  const all = pickedAll.value;
+  const inView = counts.value[f.view];
+  const total = all ? (inView ? `${compactCount(inView.n)}${inView.more ? '+' : ''}` : 'all') : picked.value.size;
+  const more = !all && (list.items.length > picked.value.size || (inView && inView.n > picked.value.size));
+  const [tag, setTag] = useState('');
+  const act = (action, done) => bulkAction(action, done);
+  const choose = (handler) => (e) => { const v = e.currentTarget.value; e.currentTarget.value = ''; if (v !== '') handler(v); };
+  return (
+    <div class="bulk-bar" role="toolbar" aria-label="Bulk actions" data-testid="bulk-bar">
+      <div class="bulk-head">
+        <strong data-testid="bulk-count">{total} selected</strong>
+        {more && <button type="button" class="link-btn" data-testid="bulk-all" onClick={pickAll}>Select all in this view</button>}
+        <button type="button" class="icon-btn sm" title="Clear selection" data-testid="bulk-clear" onClick={clearPicks}><IconX size={14} /><span class="sr-only">Clear selection</span></button>
+      </div>
+      <div class="bulk-actions">
+        {f.view === 'closed'
+          ? <button type="button" class="btn" data-testid="bulk-reopen" onClick={() => act({ status: 'open' }, 'Reopened')}>Reopen</button>
+          : <button type="button" class="btn" data-testid="bulk-close" onClick={() => act({ status: 'closed' }, 'Closed')}>Close</button>}
+        <select aria-label="Assign to" data-testid="bulk-assign" onChange={choose((v) => act({ assign: { agent_id: v === '-' ? null : v } }, v === '-' ? 'Unassigned' : 'Assigned'))}>
+          <option value="">Assign…</option>
+          <option value="-">Unassigned</option>
+          {agents.value.map((a) => <option key={a.id} value={a.id}>{a.name}{a.id === me.value?.agent?.id ? ' (you)' : ''}</option>)}
+        </select>
+        <select aria-label="AI mode" data-testid="bulk-ai" onChange={choose((v) => act({ ai_mode: v }, 'AI mode changed on'))}>
+          <option value="">AI mode…</option>
+          <option value="active">AI Active</option>
+          <option value="paused">AI Paused</option>
+          <option value="manual">Manual only</option>
+        </select>
+        <select aria-label="Snooze" data-testid="bulk-snooze" onChange={choose((v) => {
+          const choice = snoozeChoices().find(([k]) => k === v);
+          if (choice) act({ snooze: { until: choice[2].toISOString() } }, 'Snoozed');
+        })}>
+          <option value="">Snooze…</option>
+          {snoozeChoices().map(([k, label]) => <option key={k} value={k}>{label}</option>)}
+        </select>
+        <form class="bulk-tag" onSubmit={(e) => { e.preventDefault(); const t = tag.trim(); if (t) { setTag(''); act({ tags: { add: [t] } }, `Tagged “${t}”:`); } }}>
+          <input list="bulk-tag-suggestions" placeholder="Add tag ⏎" aria-label="Add a tag to the selected conversations" value={tag} data-testid="bulk-tag"
+            onInput={(e) => setTag(e.currentTarget.value)} />
+          <datalist id="bulk-tag-suggestions">{[...knownTags.value].map((t) => <option key={t} value={t} />)}</datalist>
+        </form>
+      </div>
+    </div>
   );
 }
 
