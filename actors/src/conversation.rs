@@ -136,6 +136,9 @@ pub enum Command {
         until: UnixMillis,
         by: Option<AgentId>,
     },
+    /// The lead's outcome: a label of the workspace's list (the caller checks), or none.
+    /// Drops the AI's suggestion.
+    Outcome(Option<String>),
 }
 
 /// Furthest ahead a conversation can be snoozed.
@@ -449,6 +452,7 @@ impl ConversationState {
         }
         let message = stage_inbound(&mut conv, event, now, &mut set);
         let from_lead = !message.sent_elsewhere && !message.auto_reply;
+        suggest_outcome(&self.notifier, &mut conv, &message)?;
         let mut staged = notify::Staged::default();
         if from_lead {
             let target = self.notifier.response_target_ms(conv.workspace_id)?;
@@ -725,6 +729,13 @@ impl ConversationState {
                     conv.status = status;
                     conv.closed_at = (status == Status::Closed).then(now_millis);
                 }
+            }
+            Command::Outcome(outcome) => {
+                if conv.outcome != outcome {
+                    conv.outcome = outcome;
+                    conv.outcome_at = Some(now_millis());
+                }
+                conv.suggested_outcome = None;
             }
             Command::Snooze { until, by } => {
                 let now = self.notifier.now();
@@ -1531,6 +1542,24 @@ pub(crate) fn stage_inbound(
         .put_raw(Ks::ExtMsg, ext_key, catalogue::ext_msg_value(conv.id, seq))
         .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message);
     message
+}
+
+/// Where the AI agent is on (the conversation is not manual-only) and no outcome is set,
+/// the lead's message may suggest one (people decide): the newest suggestion stays.
+pub(crate) fn suggest_outcome(
+    notifier: &Notifier,
+    conv: &mut Conversation,
+    message: &Message,
+) -> ActorResult<()> {
+    if message.sent_elsewhere || conv.ai_mode == AiMode::Manual || conv.outcome.is_some() {
+        return Ok(());
+    }
+    let suggestion =
+        notifier.suggest_outcome(conv.workspace_id, &message.text, message.auto_reply)?;
+    if suggestion.is_some() {
+        conv.suggested_outcome = suggestion;
+    }
+    Ok(())
 }
 
 /// A conversation we started takes the provider thread `thread` as its own: its replies

@@ -452,6 +452,7 @@ async fn find_or_create(
     };
     let mut conv = fresh_conversation(channel, event.thread.clone(), contact, ai_mode, activity);
     let message = stage_inbound(&mut conv, event.clone(), now, &mut set);
+    crate::conversation::suggest_outcome(notifier, &mut conv, &message)?;
     let mut staged = crate::notify::Staged::default();
     if !message.sent_elsewhere && !message.auto_reply {
         let target = notifier.response_target_ms(ws)?;
@@ -542,6 +543,9 @@ fn fresh_conversation(
         overdue_at: None,
         snoozed_until: None,
         snoozed_by: None,
+        outcome: None,
+        outcome_at: None,
+        suggested_outcome: None,
     }
 }
 
@@ -638,6 +642,9 @@ async fn start_or_find(
         overdue_at: None,
         snoozed_until: None,
         snoozed_by: None,
+        outcome: None,
+        outcome_at: None,
+        suggested_outcome: None,
         ..fresh_conversation(channel, thread, contact, ai_mode, now)
     };
     set.put(

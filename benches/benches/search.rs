@@ -136,6 +136,8 @@ fn card(id: ConversationId, name: String, at: i64) -> ConversationCard {
         channel_id: ChannelId::new(),
         status: Default::default(),
         snoozed_until: None,
+        outcome: None,
+        suggested_outcome: None,
         ai_mode: Default::default(),
         assignee_id: None,
         tags: Vec::new(),

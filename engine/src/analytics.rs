@@ -612,6 +612,9 @@ mod tests {
             overdue_at: None,
             snoozed_until: None,
             snoozed_by: None,
+            outcome: None,
+            outcome_at: None,
+            suggested_outcome: None,
         }
     }
 

@@ -125,10 +125,14 @@ pub enum Ks {
     CannedReply,
     /// workspace id ‖ lower-cased shortcut → canned reply id (one reply per shortcut)
     CannedShortcut,
+    /// workspace id ‖ day (u32, UTC days since 1970) ‖ campaign ‖ outcome → i64:
+    /// conversations whose outcome was set that day, maintained by `WriteSet::add`
+    /// (layout in [`outcome_stat`])
+    OutcomeStat,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 48] = [
+    pub const ALL: [Ks; 49] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -177,6 +181,7 @@ impl Ks {
         Ks::Erasure,
         Ks::CannedReply,
         Ks::CannedShortcut,
+        Ks::OutcomeStat,
     ];
 
     pub fn name(self) -> &'static str {
@@ -229,6 +234,7 @@ impl Ks {
             Ks::Erasure => "erasure",
             Ks::CannedReply => "canned_reply",
             Ks::CannedShortcut => "canned_shortcut",
+            Ks::OutcomeStat => "outcome_stat",
         }
     }
 
@@ -446,6 +452,7 @@ const LANE_ASSIGNEE: u8 = 1;
 /// Facet kinds in `facet_conv` and `facet_count`.
 pub const FACET_TAG: u8 = 0;
 pub const FACET_CAMPAIGN: u8 = 1;
+pub const FACET_OUTCOME: u8 = 3;
 /// Lane counters live in `facet_count` under this kind.
 const FACET_LANE: u8 = 2;
 
@@ -558,6 +565,43 @@ pub fn decode_lane_count(key: &[u8]) -> Option<Lane> {
 /// `day_stat` key: a workspace's counter `stat` for one UTC day (days since 1970).
 pub fn day_stat(ws: WorkspaceId, day: u32, stat: u8) -> Vec<u8> {
     join(&[&ws.to_bytes(), &day.to_be_bytes(), &[stat]])
+}
+
+/// The first `outcome_stat` key of a workspace's day.
+pub fn outcome_stat_day(ws: WorkspaceId, day: u32) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &day.to_be_bytes()])
+}
+
+/// workspace ‖ day ‖ 0 (no campaign) or 1 ‖ length (u16) ‖ campaign ‖ outcome, texts
+/// bounded by [`key_text`].
+pub fn outcome_stat(ws: WorkspaceId, day: u32, campaign: Option<&str>, outcome: &str) -> Vec<u8> {
+    let mut key = outcome_stat_day(ws, day);
+    match campaign {
+        None => key.push(0),
+        Some(campaign) => {
+            let bytes = key_text(campaign);
+            key.push(1);
+            key.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
+            key.extend_from_slice(&bytes);
+        }
+    }
+    key.extend_from_slice(&key_text(outcome));
+    key
+}
+
+/// (campaign, outcome) of an `outcome_stat` key; `None` for texts stored hashed.
+pub fn decode_outcome_stat(key: &[u8]) -> Option<(Option<String>, String)> {
+    let rest = key.get(20..)?;
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+    match *rest.first()? {
+        0 => Some((None, text(&rest[1..])?)),
+        1 => {
+            let len = usize::from(u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?));
+            let campaign = text(rest.get(3..3 + len)?)?;
+            Some((Some(campaign), text(rest.get(3 + len..)?)?))
+        }
+        _ => None,
+    }
 }
 
 pub fn outbox_entry(message: MessageId) -> Vec<u8> {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod outbox;
+pub mod outcomes;
 pub mod port;
 pub mod store;
 pub mod template;

@@ -482,6 +482,15 @@ pub struct Conversation {
     /// Who snoozed it: told when it comes back if nobody is assigned.
     #[serde(default)]
     pub snoozed_by: Option<AgentId>,
+    /// What became of the lead: a label of the workspace's outcome list, set by an agent.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// When `outcome` was last set or cleared.
+    #[serde(default)]
+    pub outcome_at: Option<UnixMillis>,
+    /// The AI agent's suggestion, until an agent sets an outcome.
+    #[serde(default)]
+    pub suggested_outcome: Option<crate::outcomes::OutcomeSuggestion>,
 }
 
 /// Who answered a lead.
@@ -510,6 +519,13 @@ pub struct ConversationCard {
     pub assignee_id: Option<AgentId>,
     pub tags: Vec<String>,
     pub campaign: Option<String>,
+    /// What became of the lead (a label of `GET /api/v1/outcomes`), `null` until set.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// The AI agent's suggestion of an outcome with its reason, `null` when it has none or
+    /// an agent has set one.
+    #[serde(default)]
+    pub suggested_outcome: Option<crate::outcomes::OutcomeSuggestion>,
     pub unread_count: u32,
     #[serde(with = "crate::time::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
@@ -548,6 +564,8 @@ impl Conversation {
             assignee_id: self.assignee_id,
             tags: self.tags.clone(),
             campaign: self.campaign.clone(),
+            outcome: self.outcome.clone(),
+            suggested_outcome: self.suggested_outcome.clone(),
             unread_count: self.unread_count,
             last_activity_at: self.last_activity_at,
             created_at: self.created_at,

@@ -199,6 +199,9 @@ pub struct WorkspaceSettings {
     /// What retention removes is first written to the archive (JSON Lines).
     #[serde(default)]
     pub retention_archive: bool,
+    /// The lead outcome labels (`None`: never edited, `outcomes::DEFAULT_OUTCOMES`).
+    #[serde(default)]
+    pub outcomes: Option<Vec<String>>,
 }
 
 /// The manual's "respond within 24 hours".
@@ -210,6 +213,7 @@ impl Default for WorkspaceSettings {
             response_target_secs: DEFAULT_RESPONSE_TARGET_SECS,
             retention_days: None,
             retention_archive: false,
+            outcomes: None,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fjall::{Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{self, Ks, Lane, LaneState, FACET_CAMPAIGN, FACET_TAG};
+use crate::catalogue::{self, Ks, Lane, LaneState, FACET_CAMPAIGN, FACET_OUTCOME, FACET_TAG};
 use crate::codec;
 use crate::committer::{decode_counter, WriteSet};
 use crate::error::Result;
@@ -40,6 +40,8 @@ use crate::time::UnixMillis;
 struct LaneSummary {
     tags: Vec<String>,
     campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
 }
 
 fn channel_byte(c: ChannelKind) -> u8 {
@@ -96,6 +98,7 @@ fn summary(c: &Conversation) -> LaneSummary {
     LaneSummary {
         tags: c.tags.clone(),
         campaign: c.campaign.clone(),
+        outcome: c.outcome.clone(),
     }
 }
 
@@ -103,6 +106,9 @@ fn facets(c: &Conversation) -> BTreeSet<(u8, &str)> {
     let mut set: BTreeSet<(u8, &str)> = c.tags.iter().map(|t| (FACET_TAG, t.as_str())).collect();
     if let Some(campaign) = &c.campaign {
         set.insert((FACET_CAMPAIGN, campaign.as_str()));
+    }
+    if let Some(outcome) = &c.outcome {
+        set.insert((FACET_OUTCOME, outcome.as_str()));
     }
     set
 }
@@ -115,6 +121,7 @@ fn facets(c: &Conversation) -> BTreeSet<(u8, &str)> {
 /// for a closed conversation); lane counters and facet sets change only when status,
 /// assignee, AI mode, tags or campaign do.
 pub fn update(set: &mut WriteSet, before: Option<&Conversation>, after: &Conversation) {
+    crate::outcomes::record(set, before, Some(after));
     let ws = after.workspace_id;
     let old_lanes = before.map_or([None, None], lanes);
     let new_lanes = lanes(after);
@@ -177,6 +184,7 @@ pub fn update(set: &mut WriteSet, before: Option<&Conversation>, after: &Convers
 /// Adds to `set` the index changes that take `before` out of every view: its lane
 /// entries and set memberships deleted, their counters moved down (erasure).
 pub fn remove(set: &mut WriteSet, before: &Conversation) {
+    crate::outcomes::record(set, Some(before), None);
     let ws = before.workspace_id;
     for lane in lanes(before).into_iter().flatten() {
         set.delete(
@@ -216,6 +224,7 @@ pub struct Filter {
     pub channel: Option<ChannelKind>,
     pub mode: Option<AiMode>,
     pub campaign: Option<String>,
+    pub outcome: Option<String>,
     /// All must be on the conversation.
     pub tags: Vec<String>,
     /// Only conversations with activity at or after this time.
@@ -242,6 +251,10 @@ impl Filter {
                 .campaign
                 .as_ref()
                 .is_none_or(|c| conv.campaign.as_ref() == Some(c))
+            && self
+                .outcome
+                .as_ref()
+                .is_none_or(|o| conv.outcome.as_ref() == Some(o))
             && self.tags.iter().all(|t| conv.tags.contains(t))
             && self.since.is_none_or(|s| conv.last_activity_at >= s)
     }
@@ -287,6 +300,7 @@ impl Filter {
         let mut facets: Vec<(u8, &str)> =
             self.tags.iter().map(|t| (FACET_TAG, t.as_str())).collect();
         facets.extend(self.campaign.iter().map(|c| (FACET_CAMPAIGN, c.as_str())));
+        facets.extend(self.outcome.iter().map(|o| (FACET_OUTCOME, o.as_str())));
         facets.sort_unstable();
         facets.dedup();
         facets
@@ -298,6 +312,10 @@ impl Filter {
                 .campaign
                 .as_ref()
                 .is_none_or(|c| s.campaign.as_ref() == Some(c))
+            && self
+                .outcome
+                .as_ref()
+                .is_none_or(|o| s.outcome.as_ref() == Some(o))
     }
 }
 
@@ -537,7 +555,8 @@ fn walk(
     let mut items = Vec::with_capacity(limit.min(256));
     let mut read = 0;
     let mut last = None;
-    let needs_summary = !filter.tags.is_empty() || filter.campaign.is_some();
+    let needs_summary =
+        !filter.tags.is_empty() || filter.campaign.is_some() || filter.outcome.is_some();
     loop {
         // At most 9 lanes: a linear pick of the newest head beats a heap.
         let newest = cursors

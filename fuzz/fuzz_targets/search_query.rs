@@ -126,6 +126,9 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         overdue_at: None,
         snoozed_until: None,
         snoozed_by: None,
+        outcome: None,
+        outcome_at: None,
+        suggested_outcome: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::attachments::routes())
         .merge(routes::commands::routes())
         .merge(routes::bulk::routes())
+        .merge(routes::outcomes::routes())
         .merge(routes::contacts::routes())
         .merge(routes::export::routes())
         .merge(routes::erasure::routes())

@@ -54,6 +54,9 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         overdue_at: None,
         snoozed_until: None,
         snoozed_by: None,
+        outcome: None,
+        outcome_at: None,
+        suggested_outcome: None,
     }
 }
 

@@ -831,3 +831,197 @@ async fn a_bulk_query_takes_up_to_a_thousand_conversations_and_refuses_more() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn lead_outcomes_are_suggested_by_the_ai_set_by_agents_filtered_and_counted_by_campaign() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let (_, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let (status, list) = server.get(&bo_token, "/api/v1/outcomes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list["items"],
+        json!([
+            {"name": "Interested", "count": 0}, {"name": "Meeting booked", "count": 0},
+            {"name": "Not interested", "count": 0}, {"name": "Wrong person", "count": 0},
+            {"name": "Out of office", "count": 0}
+        ])
+    );
+    // Only admins edit the list; bad lists are refused.
+    let custom = json!({"items": ["Interested", "Meeting booked", "Not interested", "Demo done"]});
+    let (status, _) = server
+        .put(&bo_token, "/api/v1/outcomes", custom.clone())
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({"items": ["Hot", "hot"]}),
+        json!({"items": [" "]}),
+        json!({"items": ["x".repeat(41)]}),
+    ] {
+        let (status, error) = server
+            .put(&tenant.token, "/api/v1/outcomes", bad.clone())
+            .await;
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_value")),
+            "{bad}"
+        );
+    }
+    let (status, list) = server.put(&tenant.token, "/api/v1/outcomes", custom).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"][3], json!({"name": "Demo done", "count": 0}));
+
+    // Without the AI agent, nothing is suggested; with it, the lead's words are.
+    server
+        .lead_says(
+            &tenant,
+            "5511900000301",
+            "Ana Lima",
+            "wamid.O1",
+            "What is the price?",
+        )
+        .await;
+    let ana = server.conversation_of(&tenant, "5511900000301").await;
+    assert_eq!(ana["suggested_outcome"], Value::Null, "{ana}");
+    server.enable_ai_later(&tenant).await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000302",
+            "Rui Alves",
+            "wamid.O2",
+            "Yes, I'm interested. What is the price?",
+        )
+        .await;
+    server
+        .lead_from_ad(
+            &tenant,
+            "5511900000303",
+            "wamid.O3",
+            "Sorry, not interested",
+            "Spring sale",
+        )
+        .await;
+    let rui = server.conversation_of(&tenant, "5511900000302").await;
+    assert_eq!(rui["suggested_outcome"]["outcome"], "Interested", "{rui}");
+    assert!(rui["suggested_outcome"]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("interested"));
+    let spring = server.conversation_of(&tenant, "5511900000303").await;
+    assert_eq!(
+        spring["suggested_outcome"]["outcome"], "Not interested",
+        "{spring}"
+    );
+    let (rui, spring) = (
+        rui["id"].as_str().expect("id").to_owned(),
+        spring["id"].as_str().expect("id").to_owned(),
+    );
+
+    // Agents set outcomes: by name whatever the case; the suggestion goes.
+    let path = format!("/api/v1/conversations/{rui}/outcome");
+    for (body, code) in [
+        (json!({"outcome": "Wrong person"}), "unknown_outcome"),
+        (json!({}), "invalid_value"),
+    ] {
+        let (status, error) = server.post(&bo_token, &path, body.clone()).await;
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!(code)),
+            "{body}"
+        );
+    }
+    let (status, card) = server
+        .post(&bo_token, &path, json!({"outcome": "meeting BOOKED"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    assert_eq!(
+        (&card["outcome"], &card["suggested_outcome"]),
+        (&json!("Meeting booked"), &Value::Null)
+    );
+    let (status, answer) = server
+        .post(
+            &bo_token,
+            "/api/v1/conversations/bulk",
+            json!({"ids": [spring], "outcome": {"outcome": "Not interested"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["succeeded"]),
+        (StatusCode::OK, &json!(1)),
+        "{answer}"
+    );
+    let listed = |query: &'static str| {
+        let server = &server;
+        let token = tenant.token.clone();
+        async move {
+            let (status, page) = server
+                .get(&token, &format!("/api/v1/conversations?{query}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|c| c["id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("outcome=Meeting%20booked").await, vec![rui.clone()]);
+    assert_eq!(
+        listed("outcome=Not%20interested&campaign=Spring%20sale").await,
+        vec![spring.clone()]
+    );
+    let (_, list) = server.get(&bo_token, "/api/v1/outcomes").await;
+    assert_eq!(
+        list["items"][1],
+        json!({"name": "Meeting booked", "count": 1})
+    );
+
+    // The breakdown by campaign and outcome follows every change.
+    let report = || async {
+        let (status, report) = server
+            .get(&tenant.token, "/api/v1/analytics/outcomes?period=today")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        report
+    };
+    let r = report().await;
+    assert_eq!(r["period"], "today");
+    let mut items = r["items"].as_array().expect("items").clone();
+    items.sort_by_key(|i| i["outcome"].to_string());
+    assert_eq!(
+        items,
+        vec![
+            json!({"campaign": null, "outcome": "Meeting booked", "conversations": 1}),
+            json!({"campaign": "Spring sale", "outcome": "Not interested", "conversations": 1}),
+        ]
+    );
+    let (_, _) = server
+        .post(&bo_token, &path, json!({"outcome": "Interested"}))
+        .await;
+    let (_, _) = server
+        .post(
+            &bo_token,
+            &format!("/api/v1/conversations/{spring}/outcome"),
+            json!({"outcome": null}),
+        )
+        .await;
+    let r = report().await;
+    assert_eq!(
+        r["items"],
+        json!([{"campaign": null, "outcome": "Interested", "conversations": 1}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["by_outcome"],
+        json!([{"name": "Interested", "count": 1}]),
+        "{r}"
+    );
+    let (status, _) = server
+        .get(&tenant.token, "/api/v1/analytics/outcomes?period=year")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    server.shutdown().await;
+}

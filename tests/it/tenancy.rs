@@ -189,6 +189,36 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .get(&ours.token, &format!("/api/v1/conversations/{id}"))
         .await;
     assert_eq!(ours_card["status"], "open", "{ours_card}");
+    // Our outcome is ours: theirs cannot set it, their counts and breakdown hold none.
+    let (status, _) = server
+        .post(
+            &ours.token,
+            &format!("/api/v1/conversations/{id}/outcome"),
+            json!({"outcome": "Interested"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .post(
+            &theirs.token,
+            &format!("/api/v1/conversations/{id}/outcome"),
+            json!({"outcome": "Not interested"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = server.get(&theirs.token, "/api/v1/outcomes").await;
+    assert!(
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|o| o["count"] == 0),
+        "{list}"
+    );
+    let (_, report) = server
+        .get(&theirs.token, "/api/v1/analytics/outcomes")
+        .await;
+    assert_eq!(report["items"], json!([]), "{report}");
     // Our tags and campaigns are ours to list.
     let (status, _) = server
         .post(

@@ -257,16 +257,47 @@ impl Notifier {
         Ok(staged)
     }
 
-    /// The workspace's response target (cached; [`Notifier::put_workspace_settings`]
-    /// refreshes it).
-    pub fn response_target_ms(&self, ws: WorkspaceId) -> ActorResult<i64> {
+    /// `read` of the workspace's settings (cached; [`Notifier::put_workspace_settings`]
+    /// refreshes them).
+    fn with_settings<T>(
+        &self,
+        ws: WorkspaceId,
+        read: impl FnOnce(&WorkspaceSettings) -> T,
+    ) -> ActorResult<T> {
         if let Some(settings) = self.inner.workspaces.get(&ws) {
-            return Ok(secs_to_ms(settings.response_target_secs));
+            return Ok(read(&settings));
         }
         let settings = self.inner.store.workspace_settings(ws)?;
-        let target = secs_to_ms(settings.response_target_secs);
+        let value = read(&settings);
         self.inner.workspaces.insert(ws, settings);
-        Ok(target)
+        Ok(value)
+    }
+
+    /// The workspace's response target.
+    pub fn response_target_ms(&self, ws: WorkspaceId) -> ActorResult<i64> {
+        self.with_settings(ws, |s| secs_to_ms(s.response_target_secs))
+    }
+
+    /// The workspace's lead outcome labels.
+    pub fn outcome_labels(&self, ws: WorkspaceId) -> ActorResult<Vec<String>> {
+        self.with_settings(ws, |s| confab_engine::outcomes::labels(s.outcomes.as_ref()))
+    }
+
+    /// The outcome a lead's message suggests among the workspace's labels.
+    pub fn suggest_outcome(
+        &self,
+        ws: WorkspaceId,
+        text: &str,
+        auto_reply: bool,
+    ) -> ActorResult<Option<confab_engine::outcomes::OutcomeSuggestion>> {
+        self.with_settings(ws, |s| match &s.outcomes {
+            Some(list) => confab_engine::outcomes::suggest(text, auto_reply, list),
+            None => confab_engine::outcomes::suggest(
+                text,
+                auto_reply,
+                &confab_engine::outcomes::labels(None),
+            ),
+        })
     }
 
     pub async fn put_workspace_settings(

@@ -74,8 +74,10 @@ fn serde_default_fields() -> Conversation {
     .expect("a conversation from JSON")
 }
 
+const OUTCOMES: [Option<&str>; 3] = [None, Some("Interested"), Some("Meeting booked")];
+
 fn mutate(conv: &mut Conversation, rng: &mut Rng, agents: &[AgentId], now: i64) {
-    match rng.below(7) {
+    match rng.below(8) {
         0 | 1 => conv.last_activity_at = now,
         2 => {
             // A snooze is only ever on a pending conversation (a status change ends it).
@@ -100,7 +102,11 @@ fn mutate(conv: &mut Conversation, rng: &mut Rng, agents: &[AgentId], now: i64) 
                 None => conv.tags.push(tag),
             }
         }
-        _ => conv.campaign = rng.pick(&CAMPAIGNS).map(str::to_string),
+        6 => conv.campaign = rng.pick(&CAMPAIGNS).map(str::to_string),
+        _ => {
+            conv.outcome = rng.pick(&OUTCOMES).map(str::to_string);
+            conv.outcome_at = Some(now);
+        }
     }
 }
 
@@ -124,6 +130,9 @@ fn random_filter(rng: &mut Rng) -> Filter {
             .pick(&[None, None, Some(AiMode::Paused), Some(AiMode::Manual)])
             .to_owned(),
         campaign: rng.pick(&CAMPAIGNS).map(str::to_string),
+        outcome: rng
+            .pick(&[None, None, Some("Interested")])
+            .map(str::to_string),
         tags,
         since: rng.pick(&[None, None, Some(150)]).to_owned(),
     }
@@ -234,6 +243,23 @@ async fn every_query_from_the_indexes_equals_filtering_a_model() {
             }
         }
         // Counters equal the model's sizes.
+        for outcome in OUTCOMES.iter().flatten() {
+            let n = model
+                .values()
+                .filter(|c| c.outcome.as_deref() == Some(*outcome))
+                .count() as u64;
+            assert_eq!(
+                count(&snap, &store, &catalogue::facet(ws, FACET_OUTCOME, outcome)).expect("count"),
+                n
+            );
+            let by_day: u64 = crate::outcomes::read(&store, ws, 0, u32::MAX - 1)
+                .expect("outcome counters")
+                .iter()
+                .filter(|((_, o), _)| o == outcome)
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(by_day, n, "{outcome}");
+        }
         for tag in TAGS {
             let n = model
                 .values()

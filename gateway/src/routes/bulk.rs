@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::commands::{assignee, AssignBody, SnoozeBody, TagsBody};
+use super::commands::{assignee, outcome_of, AssignBody, OutcomeBody, SnoozeBody, TagsBody};
 use super::conversations::select;
 use super::{blocking, Body};
 use crate::app::AppState;
@@ -68,6 +68,9 @@ pub struct BulkBody {
     /// Snooze until a time.
     #[serde(default)]
     snooze: Option<SnoozeBody>,
+    /// Set (or, with `null`, clear) the lead outcome.
+    #[serde(default)]
+    outcome: Option<OutcomeBody>,
 }
 
 /// What became of one conversation: its card after the change (`ok`), or why not.
@@ -110,7 +113,7 @@ pub struct BulkResult {
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`invalid_value` (not exactly one selection and one action, a bad value), `invalid_query`, `too_many_conversations` (over 1,000), `unknown_agent`, `invalid_tag`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value` (not exactly one selection and one action, a bad value), `invalid_query`, `too_many_conversations` (over 1,000), `unknown_agent`, `invalid_tag`, `unknown_outcome`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
@@ -199,11 +202,12 @@ async fn command(app: &AppState, agent: &AgentAuth, body: &BulkBody) -> ApiResul
         body.status.is_some(),
         body.ai_mode.is_some(),
         body.snooze.is_some(),
+        body.outcome.is_some(),
     ];
     if actions.iter().filter(|a| **a).count() != 1 {
         return Err(ApiError::unprocessable(
             "invalid_value",
-            "give exactly one action: `assign`, `tags`, `status`, `ai_mode` or `snooze`",
+            "give exactly one action: `assign`, `tags`, `status`, `ai_mode`, `snooze` or `outcome`",
         ));
     }
     let by = Some(agent.0.id);
@@ -219,6 +223,9 @@ async fn command(app: &AppState, agent: &AgentAuth, body: &BulkBody) -> ApiResul
             add: tags.add.clone(),
             remove: tags.remove.clone(),
         });
+    }
+    if let Some(outcome) = &body.outcome {
+        return Ok(Command::Outcome(outcome_of(app, agent, outcome)?));
     }
     if let Some(snooze) = &body.snooze {
         let now = now_millis();

@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tags))
         .routes(routes!(status))
         .routes(routes!(snooze))
+        .routes(routes!(outcome))
         .routes(routes!(read))
         .routes(routes!(csat))
 }
@@ -300,6 +301,61 @@ async fn snooze(
         },
     )
     .await
+}
+
+#[derive(Clone, Deserialize, ToSchema)]
+pub struct OutcomeBody {
+    /// A label of `GET /api/v1/outcomes` (whatever the case); `null` clears it. The field
+    /// must be present.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
+    pub(crate) outcome: Option<Option<String>>,
+}
+
+/// The outcome `body` names, checked against the workspace's labels.
+pub(crate) fn outcome_of(
+    app: &AppState,
+    agent: &AgentAuth,
+    body: &OutcomeBody,
+) -> ApiResult<Option<String>> {
+    match &body.outcome {
+        None => Err(ApiError::unprocessable(
+            "missing_field",
+            "`outcome` is required: a label, or null to clear it",
+        )),
+        Some(None) => Ok(None),
+        Some(Some(name)) => super::outcomes::label(app, agent.0.workspace_id, name).map(Some),
+    }
+}
+
+/// Sets what became of the lead: a label of the workspace's outcome list (`GET
+/// /api/v1/outcomes`), or `null` to clear it. The AI's suggestion, if any, goes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/outcome",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation.")),
+    request_body = OutcomeBody,
+    responses(
+        (status = 200, description = "The conversation's card after the change (or as it was, when it changed nothing).", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`unknown_outcome`, `missing_field`, `invalid_value`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn outcome(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<OutcomeBody>,
+) -> ApiResult<Json<ConversationCard>> {
+    let outcome = outcome_of(&app, &agent, &body)?;
+    run(&app, &agent, &id, Command::Outcome(outcome)).await
 }
 
 /// Marks everything read: the unread count goes to 0, and the caller's unread

@@ -152,6 +152,7 @@ fn parse_list_query(raw: Option<&str>, now: UnixMillis) -> ApiResult<ListQuery> 
                 })
             }
             "campaign" => f.campaign = Some(value.to_string()),
+            "outcome" => f.outcome = Some(value.to_string()),
             "tag" => f.tags.push(value.to_string()),
             "mode" => {
                 f.mode = Some(match value {
@@ -226,6 +227,7 @@ pub struct CardPage {
         ("view" = Option<crate::openapi::ViewParam>, Query, description = "`all` (default), `mine`, `unassigned`, `closed` or `snoozed`."),
         ("channel" = Option<ChannelKind>, Query, description = "Only this channel."),
         ("campaign" = Option<String>, Query, description = "The campaign a lead came from."),
+        ("outcome" = Option<String>, Query, description = "The lead outcome (a label of `GET /api/v1/outcomes`, exactly)."),
         ("tag" = Option<Vec<String>>, Query, explode = true, description = "Repeatable: every tag must be on the conversation."),
         ("mode" = Option<crate::openapi::ModeParam>, Query, description = "Only this AI mode."),
         ("period" = Option<crate::openapi::PeriodParam>, Query, description = "Last activity `today`, this `week`, `month`, or `all` (default)."),
@@ -311,10 +313,14 @@ async fn counts(
 ) -> ApiResult<Json<CountsView>> {
     let query = parse_list_query(raw.as_deref(), now_millis())?;
     let filter = query.filter;
-    if filter.campaign.is_some() || !filter.tags.is_empty() || filter.since.is_some() {
+    if filter.campaign.is_some()
+        || filter.outcome.is_some()
+        || !filter.tags.is_empty()
+        || filter.since.is_some()
+    {
         return Err(ApiError::unprocessable(
             "invalid_query",
-            "counts take `channel` and `mode` only (not `campaign`, `tag` or `period`)",
+            "counts take `channel` and `mode` only (not `campaign`, `outcome`, `tag` or `period`)",
         ));
     }
     let store = app.store.clone();

@@ -17,6 +17,7 @@ pub mod export;
 pub mod health;
 pub mod kb;
 pub mod notifications;
+pub mod outcomes;
 pub mod search;
 pub mod webhooks;
 
