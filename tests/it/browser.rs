@@ -1781,3 +1781,111 @@ async fn picked_conversations_are_tagged_and_a_whole_view_closed_from_the_bulk_b
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_ais_outcome_suggestion_is_accepted_shown_filtered_and_counted() {
+    let (server, _graph, tenant) = setup().await;
+    server.enable_ai_later(&tenant).await;
+    server
+        .lead_from_ad(
+            &tenant,
+            "5511900000801",
+            "wamid.U1",
+            "I'm interested, what is the price?",
+            "Spring sale",
+        )
+        .await;
+    server
+        .lead_says(&tenant, "5511900000802", "Vera Luz", "wamid.U2", "Hello")
+        .await;
+    let lead = conversation_id(&server, &tenant, "5511900000801").await;
+    let other = conversation_id(&server, &tenant, "5511900000802").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&lead)).await.click().await.expect("open");
+    browser
+        .wait_text("[data-testid=\"outcome-suggestion\"]", "Interested")
+        .await;
+    browser
+        .find("outcome-accept")
+        .await
+        .click()
+        .await
+        .expect("accept");
+    wait_for("the outcome set on the server", || async {
+        let (_, c) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{lead}"))
+            .await;
+        (c["outcome"] == "Interested" && c["suggested_outcome"].is_null()).then_some(())
+    })
+    .await;
+    browser
+        .wait_text(
+            &format!("{} [data-testid=\"outcome-chip\"]", row(&lead)),
+            "Interested",
+        )
+        .await;
+    assert!(browser
+        .all("[data-testid=\"outcome-suggestion\"]")
+        .await
+        .is_empty());
+    // The filter keeps the lead with that outcome only.
+    browser
+        .find("filters-toggle")
+        .await
+        .click()
+        .await
+        .expect("filters");
+    browser
+        .find("filter-outcome")
+        .await
+        .select_by_value("Interested")
+        .await
+        .expect("outcome filter");
+    wait_for("only the lead with the outcome listed", || async {
+        (browser.all(&row(&other)).await.is_empty() && !browser.all(&row(&lead)).await.is_empty())
+            .then_some(())
+    })
+    .await;
+    // Analytics counts it under its campaign.
+    browser
+        .find("nav-analytics")
+        .await
+        .click()
+        .await
+        .expect("analytics");
+    browser
+        .wait_text("[data-testid=\"outcome-row\"]", "Spring sale")
+        .await;
+    browser
+        .wait_text("[data-testid=\"outcome-row\"]", "Interested")
+        .await;
+    browser.screenshot("outcomes").await;
+    // Settings → Lead outcomes: the counts, and an admin's edit of the list.
+    browser
+        .client
+        .goto(&server.url("/#/settings/outcomes"))
+        .await
+        .expect("outcome settings");
+    browser
+        .wait_text("[data-testid=\"outcome-item\"]", "1 conversation")
+        .await;
+    browser
+        .set_value("outcome-text", "Interested\nMeeting booked\nDemo done")
+        .await;
+    browser
+        .find("outcome-save")
+        .await
+        .click()
+        .await
+        .expect("save");
+    wait_for("the new list on the server", || async {
+        let (_, list) = server.get(&tenant.token, "/api/v1/outcomes").await;
+        (list["items"].as_array().map(Vec::len) == Some(3)
+            && list["items"][2]["name"] == "Demo done")
+            .then_some(())
+    })
+    .await;
+    browser.close().await;
+    server.shutdown().await;
+}

@@ -3,7 +3,7 @@
 // module feeds it deltas through applyDelta.
 
 import { signal, computed, batch } from '@preact/signals';
-import { get, post, patch, qs, setUnauthorizedHandler } from './api.js';
+import { get, post, put, patch, qs, setUnauthorizedHandler } from './api.js';
 import { periodStart } from './util.js';
 
 // ---- session -------------------------------------------------------------------------
@@ -49,7 +49,7 @@ export function dismissToast(id) { toasts.value = toasts.value.filter((t) => t.i
 
 // ---- filters, list, counts ---------------------------------------------------------------
 export const VIEWS = ['mine', 'all', 'unassigned', 'closed', 'snoozed'];
-export const filters = signal({ view: 'all', channel: '', mode: '', campaign: '', tags: [], period: 'all' });
+export const filters = signal({ view: 'all', channel: '', mode: '', campaign: '', outcome: '', tags: [], period: 'all' });
 export const counts = signal({});
 // Tag and campaign suggestions: the server's lists (`GET /api/v1/tags`, `/api/v1/campaigns`,
 // most used first, with counts), then values seen on cards since the last fetch (a card can
@@ -87,7 +87,7 @@ export const activeIndex = signal(0); // keyboard highlight in the list or the s
 const bump = () => { listVersion.value++; };
 
 function filterQuery(f, extra = {}) {
-  return qs({ view: f.view, channel: f.channel, mode: f.mode, campaign: f.campaign, tag: f.tags, period: f.period === 'all' ? '' : f.period, ...extra });
+  return qs({ view: f.view, channel: f.channel, mode: f.mode, campaign: f.campaign, outcome: f.outcome, tag: f.tags, period: f.period === 'all' ? '' : f.period, ...extra });
 }
 
 const MODE_OF = { ai_active: 'active', ai_paused: 'paused', manual: 'manual' };
@@ -101,6 +101,7 @@ export function matches(card, f = filters.value, view = f.view) {
   if (f.channel && card.channel !== f.channel) return false;
   if (f.mode && card.ai_mode !== MODE_OF[f.mode]) return false;
   if (f.campaign && card.campaign !== f.campaign) return false;
+  if (f.outcome && card.outcome !== f.outcome) return false;
   if (f.tags.length && !f.tags.every((t) => card.tags.includes(t))) return false;
   const since = periodStart(f.period);
   if (since !== null && new Date(card.last_activity_at).getTime() < since) return false;
@@ -261,7 +262,7 @@ async function runCounts() {
   const f = filters.value;
   try {
     const next = {};
-    if (!f.campaign && !f.tags.length && (!f.period || f.period === 'all')) {
+    if (!f.campaign && !f.outcome && !f.tags.length && (!f.period || f.period === 'all')) {
       // Exact, from the server's view counters (channel and mode filters only).
       const c = await get('/api/v1/conversations/counts' + qs({ channel: f.channel, mode: f.mode }));
       VIEWS.forEach((view) => { next[view] = { n: c[view], more: false }; });
@@ -525,6 +526,7 @@ export async function bulkAction(action, done) {
     else toast(`${done} ${n(r.succeeded)}`, 'ok');
     clearPicks();
     if (action.tags) loadFacets();
+    if (action.outcome) loadOutcomes();
   } catch (e) {
     toast(e.message, 'error');
   }
@@ -900,12 +902,24 @@ export async function reloadVisible() {
   return head;
 }
 
+// The workspace's lead outcome labels, with how many conversations have each.
+export const outcomes = signal([]); // [{ name, count }]
+export async function loadOutcomes() {
+  try { outcomes.value = (await get('/api/v1/outcomes')).items; } catch { /* the select shows what the card has */ }
+}
+export async function saveOutcomes(items) {
+  outcomes.value = (await put('/api/v1/outcomes', { items })).items;
+}
+export const setOutcome = (id, outcome) => command(id, 'outcome', { outcome: outcome || null },
+  outcome ? `Outcome: ${outcome}` : 'Outcome cleared').then((card) => { if (card) loadOutcomes(); return card; });
+
 export async function bootstrap() {
   try {
     agents.value = (await get('/api/v1/agents')).items;
   } catch { /* mentions and assignee names degrade to ids */ }
   loadChannels();
   loadFacets();
+  loadOutcomes();
   notifications.value = { items: [], next: null, loading: false, error: null };
   unreadCount.value = 0;
   loadNotifications();

@@ -127,8 +127,43 @@ export function Analytics() {
           </section>
         </>
       )}
+      <OutcomeBreakdown period={period} />
       {isAdmin.value && <ChannelHealth />}
     </main>
+  );
+}
+
+// Lead outcomes in the period, by outcome and by campaign: what an agency reports.
+function OutcomeBreakdown({ period }) {
+  const [r, setR] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    let live = true;
+    setError(null);
+    get('/api/v1/analytics/outcomes' + qs({ period })).then((d) => live && setR(d), (e) => live && setError(e.message));
+    return () => { live = false; };
+  }, [period]);
+  return (
+    <section class="card wide" data-testid="outcome-breakdown">
+      <h2>Lead outcomes</h2>
+      {error && <p class="error" role="alert">{error}</p>}
+      {r && r.items.length === 0 && <p class="muted">No outcome set in this period. Set one in a conversation's details.</p>}
+      {r && r.items.length > 0 && (
+        <>
+          <HBars label="Conversations by outcome" rows={r.by_outcome.map((o) => ({ label: o.name, value: o.count, cls: 'good' }))} />
+          <table class="table">
+            <thead><tr><th scope="col">Campaign</th><th scope="col">Outcome</th><th scope="col">Conversations</th></tr></thead>
+            <tbody>
+              {r.items.map((row) => (
+                <tr key={`${row.campaign}|${row.outcome}`} data-testid="outcome-row">
+                  <td>{row.campaign ?? <span class="muted">No campaign</span>}</td><td>{row.outcome}</td><td>{row.conversations}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+    </section>
   );
 }
 

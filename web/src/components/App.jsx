@@ -14,7 +14,8 @@ import { Reasoning } from './Reasoning.jsx';
 import { Analytics } from './Analytics.jsx';
 import { NotificationSettings } from './NotificationSettings.jsx';
 import { CannedReplies } from './CannedReplies.jsx';
-import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings, IconNote } from './Icons.jsx';
+import { Outcomes } from './Outcomes.jsx';
+import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings, IconNote, IconFlag } from './Icons.jsx';
 import { initials, shortTime, fullTime } from '../util.js';
 import { menuKeys, trapTab, keepFocus } from '../focus.js';
 
@@ -57,7 +58,7 @@ function Shell() {
         : <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>}
       <Rail onHelp={() => setHelp(true)} />
       <ReconnectBanner />
-      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? (r.section === 'canned' ? <CannedReplies /> : <NotificationSettings />) : (
+      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? (r.section === 'canned' ? <CannedReplies /> : r.section === 'outcomes' ? <Outcomes /> : <NotificationSettings />) : (
         <div class="inbox">
           <Sidebar />
           <Chat />
@@ -174,6 +175,7 @@ function UserMenu({ agent, onClose }) {
     <div class="popover rail-menu" role="menu" id="user-menu-list" aria-label="Account" ref={ref} onKeyDown={(e) => menuKeys(e, () => onClose(true))}>
       <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
       <a role="menuitem" class="menu-item" href="#/settings/canned" data-testid="nav-canned" onClick={() => onClose(false)}><IconNote size={14} />Canned replies</a>
+      <a role="menuitem" class="menu-item" href="#/settings/outcomes" data-testid="nav-outcomes" onClick={() => onClose(false)}><IconFlag size={14} />Lead outcomes</a>
       <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
     </div>
   );

@@ -114,11 +114,12 @@ function Row({ card, now, index, selected, active, picked: isPicked }) {
           {card.ai_mode === 'paused' && <span class="ai-chip paused" title="AI paused" data-testid="ai-indicator"><IconPause size={10} />AI</span>}
           {unread && <span class="badge" data-testid="unread-badge" aria-label={`${card.unread_count} unread`}>{card.unread_count > 99 ? '99+' : card.unread_count}</span>}
         </div>
-        {(card.tags.length > 0 || assignee || card.status !== 'open') && (
+        {(card.tags.length > 0 || assignee || card.outcome || card.status !== 'open') && (
           <div class="conv-meta">
             {card.snoozed_until
               ? <span class="status-dot s-snoozed" data-testid="snoozed-chip" title={`Snoozed until ${fullTime(card.snoozed_until)}`}>until {aheadTime(card.snoozed_until, now)}</span>
               : card.status !== 'open' && <span class={`status-dot s-${card.status}`}>{card.status}</span>}
+            {card.outcome && <span class="outcome-chip" data-testid="outcome-chip">{card.outcome}</span>}
             {assignee && <span class="conv-assignee">{assignee.name}</span>}
             {card.tags.slice(0, 2).map((t) => <span key={t} class="tag-mini">{t}</span>)}
           </div>

@@ -1,5 +1,5 @@
 import { useState, useEffect, useRef, useLayoutEffect } from 'preact/hooks';
-import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
+import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, outcomes, setOutcome, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn, IconClock } from './Icons.jsx';
@@ -74,6 +74,20 @@ export function Details() {
               <option value="paused">AI Paused</option>
               <option value="manual">Manual only</option>
             </select>
+          </dd>
+          <dt><label for="d-outcome">Outcome</label></dt>
+          <dd>
+            <select id="d-outcome" value={c.outcome || ''} data-testid="outcome-select" onChange={(e) => setOutcome(c.id, e.currentTarget.value)}>
+              <option value="">Not set</option>
+              {outcomes.value.map((o) => <option key={o.name} value={o.name}>{o.name}</option>)}
+              {c.outcome && !outcomes.value.some((o) => o.name === c.outcome) && <option value={c.outcome}>{c.outcome}</option>}
+            </select>
+            {c.suggested_outcome && (
+              <p class="suggestion" data-testid="outcome-suggestion">
+                AI suggests <strong>{c.suggested_outcome.outcome}</strong>: {c.suggested_outcome.reason}{' '}
+                <button type="button" class="link-btn" data-testid="outcome-accept" onClick={() => setOutcome(c.id, c.suggested_outcome.outcome)}>Accept</button>
+              </p>
+            )}
           </dd>
           <dt>Campaign</dt><dd data-testid="detail-campaign">{c.campaign || <span class="muted">None</span>}</dd>
           <dt>Started</dt><dd title={fullTime(c.created_at)}>{fullTime(c.created_at)}</dd>

@@ -25,6 +25,7 @@ export const IconClock = (p) => <Svg {...p}><circle cx="12" cy="12" r="9" /><pat
 export const IconCheck = (p) => <Svg {...p}><path d="M20 6 9 17l-5-5" /></Svg>;
 export const IconChecks = (p) => <Svg {...p}><path d="M17 6 7 17l-5-5" /><path d="m22 8-7.5 7.5L13 14" /></Svg>;
 export const IconAlert = (p) => <Svg {...p}><circle cx="12" cy="12" r="9" /><path d="M12 8v4M12 16h.01" /></Svg>;
+export const IconFlag = (p) => <Svg {...p}><path d="M5 21V4" /><path d="M5 4h11l-2 4 2 4H5" /></Svg>;
 export const IconNote = (p) => <Svg {...p}><path d="M4 4h16v11l-5 5H4z" /><path d="M15 20v-5h5" /></Svg>;
 export const IconBraces = (p) => <Svg {...p}><path d="M8 3H7a2 2 0 0 0-2 2v5a2 2 0 0 1-2 2 2 2 0 0 1 2 2v5a2 2 0 0 0 2 2h1M16 21h1a2 2 0 0 0 2-2v-5a2 2 0 0 1 2-2 2 2 0 0 1-2-2V5a2 2 0 0 0-2-2h-1" /></Svg>;
 export const IconPaperclip = (p) => <Svg {...p}><path d="m21 11-8.5 8.5a5 5 0 0 1-7-7L14 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 7" /></Svg>;

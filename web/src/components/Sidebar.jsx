@@ -1,5 +1,5 @@
 import { useState, useEffect } from 'preact/hooks';
-import { filters, setFilters, counts, VIEWS, picked, pickedAll, pickAll, clearPicks, bulkAction, agents, me, list, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
+import { filters, setFilters, counts, VIEWS, outcomes, picked, pickedAll, pickAll, clearPicks, bulkAction, agents, me, list, searchQuery, setSearch, searchState, searchMore, activeIndex, openHit, route, knownTags, knownCampaigns, tagFacets, campaignFacets, loadFacets } from '../state.js';
 import { ConversationList } from './ConversationList.jsx';
 import { NewConversation } from './NewConversation.jsx';
 import { IconSearch, IconFilter, IconX, ChannelIcon } from './Icons.jsx';
@@ -12,7 +12,7 @@ const VIEW_LABEL = { mine: 'Mine', all: 'All', unassigned: 'Unassigned', closed:
 export function Sidebar() {
   const f = filters.value;
   const [showFilters, setShowFilters] = useState(false);
-  const advanced = [f.channel, f.mode, f.campaign, f.period !== 'all' ? f.period : ''].filter(Boolean).length + f.tags.length;
+  const advanced = [f.channel, f.mode, f.campaign, f.outcome, f.period !== 'all' ? f.period : ''].filter(Boolean).length + f.tags.length;
   const searching = searchQuery.value.trim() !== '';
   return (
     <aside class="sidebar" aria-label="Conversation list">
@@ -89,6 +89,11 @@ function BulkBar() {
           <option value="">Snooze…</option>
           {snoozeChoices().map(([k, label]) => <option key={k} value={k}>{label}</option>)}
         </select>
+        <select aria-label="Outcome" data-testid="bulk-outcome" onChange={choose((v) => act({ outcome: { outcome: v === '-' ? null : v } }, v === '-' ? 'Outcome cleared on' : `Outcome “${v}”:`))}>
+          <option value="">Outcome…</option>
+          <option value="-">Not set</option>
+          {outcomes.value.map((o) => <option key={o.name} value={o.name}>{o.name}</option>)}
+        </select>
         <form class="bulk-tag" onSubmit={(e) => { e.preventDefault(); const t = tag.trim(); if (t) { setTag(''); act({ tags: { add: [t] } }, `Tagged “${t}”:`); } }}>
           <input list="bulk-tag-suggestions" placeholder="Add tag ⏎" aria-label="Add a tag to the selected conversations" value={tag} data-testid="bulk-tag"
             onInput={(e) => setTag(e.currentTarget.value)} />
@@ -153,6 +158,8 @@ function AdvancedFilters() {
         options={[['', 'All channels'], ['whatsapp', 'WhatsApp'], ['email', 'Email'], ['linkedin', 'LinkedIn']]} />
       <Select label="Mode" value={f.mode} testid="filter-mode" onChange={(v) => setFilters({ mode: v })}
         options={[['', 'All'], ['ai_active', 'AI-handled'], ['ai_paused', 'AI paused'], ['manual', 'Manual']]} />
+      <Select label="Outcome" value={f.outcome} testid="filter-outcome" onChange={(v) => setFilters({ outcome: v })}
+        options={[['', 'Any outcome'], ...outcomes.value.map((o) => [o.name, `${o.name} (${o.count})`])]} />
       <Select label="Period" value={f.period} testid="filter-period" onChange={(v) => setFilters({ period: v })}
         options={[['all', 'All time'], ['today', 'Today'], ['week', 'Last 7 days'], ['month', 'Last 30 days']]} />
       <label class="field-inline">
@@ -180,7 +187,7 @@ function AdvancedFilters() {
         </div>
       )}
       <button type="button" class="link-btn" data-testid="filters-reset"
-        onClick={() => setFilters({ channel: '', mode: '', campaign: '', tags: [], period: 'all' })}>Reset filters</button>
+        onClick={() => setFilters({ channel: '', mode: '', campaign: '', outcome: '', tags: [], period: 'all' })}>Reset filters</button>
     </div>
   );
 }
