@@ -7,7 +7,7 @@
 use confab_engine::catalogue::Ks;
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::contacts::{claim, Identity};
-use confab_engine::ids::{ContactId, WorkspaceId};
+use confab_engine::ids::{AgentId, ContactId, WorkspaceId};
 use confab_engine::model::{Contact, StoredContact};
 use confab_engine::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -26,6 +26,8 @@ pub struct ContactEdit {
     pub company: Option<Option<String>>,
     pub title: Option<Option<String>>,
     pub avatar_url: Option<Option<String>>,
+    /// Who edits (the conversations' activity names them).
+    pub by: Option<AgentId>,
 }
 
 impl ContactEdit {
@@ -227,6 +229,7 @@ impl ContactsState {
             .filter(|c| c.workspace_id == ws)
             .ok_or(ActorError::NotFound)?;
         let mut contact = before.contact.clone();
+        let edit_by = edit.by;
         edit.apply(&mut contact);
         if contact == before.contact {
             return Ok(before);
@@ -270,10 +273,11 @@ impl ContactsState {
         // (its card keeps the old copy until the next edit).
         for conversation in conversations {
             let command = Command::ContactChanged(contact.clone());
+            let by = edit_by;
             if let Err(e) = self
                 .conversations
                 .request(conversation, |reply| {
-                    ConversationMsg::Command(command, reply)
+                    ConversationMsg::Command(command, by, reply)
                 })
                 .await
             {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use confab_engine::ai::{AiDecision, AiReasoning};
 use confab_engine::analytics::{self, ConversationStats, Snapshot, CSAT_RANGE};
+use confab_engine::audit::{self, ActorKind, Author};
 use confab_engine::catalogue::{self, Ks};
 use confab_engine::committer::{Committer, WriteSet};
 use confab_engine::delta::{DeltaBody, NotificationReason};
@@ -81,7 +82,12 @@ pub enum ConversationMsg {
     },
     /// An inbox command: answered with the conversation's card after the change is durable
     /// (or at once when it changes nothing).
-    Command(Command, RpcReplyPort<ActorResult<ConversationCard>>),
+    /// A command by an agent (`None`: the system), answered with the card after it.
+    Command(
+        Command,
+        Option<AgentId>,
+        RpcReplyPort<ActorResult<ConversationCard>>,
+    ),
     /// The AI pool's decision about a lead's message: committed only if the AI is still
     /// active and nothing human happened since that message, else recorded as discarded.
     Ai(Box<AiOutcome>),
@@ -346,8 +352,8 @@ async fn handle_message(
                 }
             }
         }
-        ConversationMsg::Command(command, reply) => {
-            let _ = reply.send(state.command(command).await);
+        ConversationMsg::Command(command, by, reply) => {
+            let _ = reply.send(state.command(command, by).await);
         }
         // Drain, not stop: what was already sent is handled first, and a message sent
         // from now on is handed back to its sender, who gives it to the next actor.
@@ -438,7 +444,7 @@ impl ConversationState {
                     .put(Ks::ConvMsg, catalogue::conv_msg(conv.id, ours.seq), &ours)
                     .delta(conv.workspace_id, conv.id, DeltaBody::MessageUpdated(ours));
                 if conv != self.conv {
-                    store_state(&mut set, &self.conv, &conv);
+                    store_state(&mut set, &self.conv, &conv, Author::of(ActorKind::Provider));
                 }
                 return match self.committer.commit(set).await {
                     Ok(_) => {
@@ -470,7 +476,12 @@ impl ConversationState {
                     .await?;
             }
         }
-        touch(&mut set, &self.conv, &mut conv, activity);
+        let by = Author::of(if message.sent_elsewhere {
+            ActorKind::Provider
+        } else {
+            ActorKind::Lead
+        });
+        touch(&mut set, &self.conv, &mut conv, activity, by);
         self.analytics(&mut set, &conv, &self.stats, now);
         set.delta(
             conv.workspace_id,
@@ -503,6 +514,10 @@ impl ConversationState {
         &mut self,
         request: OutboundRequest,
     ) -> ActorResult<(Message, Option<OutboxEntry>)> {
+        let sender = match (request.sender, request.agent_id) {
+            (Sender::Ai, _) => Author::of(ActorKind::Ai),
+            (_, agent) => Author::agent_or_system(agent),
+        };
         let vars = Variables {
             contact: &self.conv.contact,
             agent_name: request.agent_name.as_deref(),
@@ -656,11 +671,11 @@ impl ConversationState {
                 catalogue::outbox_entry(entry.message_id),
                 entry,
             );
-            touch(&mut set, &self.conv, &mut conv, now);
+            touch(&mut set, &self.conv, &mut conv, now, sender);
             self.analytics(&mut set, &conv, &stats, now);
         } else {
             // A note is not activity with the lead: the inbox order stays as it is.
-            store_state(&mut set, &self.conv, &conv);
+            store_state(&mut set, &self.conv, &conv, sender);
         }
         set.delta(
             conv.workspace_id,
@@ -695,7 +710,12 @@ impl ConversationState {
         Ok((message, outbox))
     }
 
-    async fn command(&mut self, command: Command) -> ActorResult<ConversationCard> {
+    async fn command(
+        &mut self,
+        command: Command,
+        by: Option<AgentId>,
+    ) -> ActorResult<ConversationCard> {
+        let actor = Author::agent_or_system(by);
         let mut conv = self.conv.clone();
         let mut stats = self.stats;
         let mut assigned = None;
@@ -754,6 +774,8 @@ impl ConversationState {
                     );
                     conv.snoozed_until = Some(until);
                     conv.snoozed_by = by;
+                    // Put aside: an AI answer being prepared is stale.
+                    conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
                     if conv.status != Status::Pending {
                         conv.status = Status::Pending;
                         conv.closed_at = None;
@@ -782,8 +804,19 @@ impl ConversationState {
         if conv == self.conv && stats == self.stats {
             return Ok(conv.card());
         }
+        if stats.csat != self.stats.csat {
+            if let Some(rating) = stats.csat {
+                audit::record(
+                    &mut set,
+                    conv.id,
+                    actor,
+                    "csat_recorded",
+                    [("rating".to_owned(), rating.to_string())].into(),
+                );
+            }
+        }
         if conv != self.conv {
-            store_state(&mut set, &self.conv, &conv);
+            store_state(&mut set, &self.conv, &conv, actor);
             set.delta(
                 conv.workspace_id,
                 conv.id,
@@ -1023,7 +1056,7 @@ impl ConversationState {
             adopt_thread(&mut next, thread, !chat_taken, &mut set);
         }
         let conv = (next != self.conv).then(|| {
-            store_state(&mut set, &self.conv, &next);
+            store_state(&mut set, &self.conv, &next, Author::of(ActorKind::Provider));
             next
         });
         self.committer.commit(set).await?;
@@ -1181,6 +1214,7 @@ impl ConversationState {
     ) -> ActorResult<()> {
         let now = now_millis();
         let mut conv = self.conv.clone();
+        let mut set = WriteSet::new();
         if escalation.pause_ai && conv.ai_mode == AiMode::Active {
             conv.ai_mode = AiMode::Paused;
         }
@@ -1193,6 +1227,8 @@ impl ConversationState {
             }
         }
         if let Some(status) = escalation.status {
+            // A rule's status ends a snooze as an agent's would.
+            wake(&mut set, &mut conv);
             if conv.status != status {
                 conv.status = status;
                 conv.closed_at = (status == Status::Closed).then_some(now);
@@ -1227,14 +1263,13 @@ impl ConversationState {
             deleted_at: None,
         };
         conv.next_seq += 1;
-        let mut set = WriteSet::new();
         set.put(Ks::ConvMsg, catalogue::conv_msg(conv.id, seq), &message)
             .put(
                 Ks::AiLog,
                 catalogue::ai_log(conv.id, reasoning.answers_seq, message.id),
                 &reasoning,
             );
-        store_state(&mut set, &self.conv, &conv);
+        store_state(&mut set, &self.conv, &conv, Author::of(ActorKind::Ai));
         self.analytics(&mut set, &conv, &self.stats, now);
         analytics::add_changes(
             &mut set,
@@ -1325,7 +1360,13 @@ impl ConversationState {
             conv.status = Status::Open;
             let to: Vec<AgentId> = conv.assignee_id.or(by).into_iter().collect();
             let now = self.notifier.now();
-            touch(&mut set, &self.conv, &mut conv, now);
+            touch(
+                &mut set,
+                &self.conv,
+                &mut conv,
+                now,
+                Author::of(ActorKind::System),
+            );
             set.delta(
                 conv.workspace_id,
                 conv.id,
@@ -1624,13 +1665,21 @@ fn wake(set: &mut WriteSet, conv: &mut Conversation) {
 
 /// Moves the conversation's last activity to `now` and stores the new state, keeping the
 /// inbox indexes in step.
-fn touch(set: &mut WriteSet, before: &Conversation, after: &mut Conversation, now: UnixMillis) {
+fn touch(
+    set: &mut WriteSet,
+    before: &Conversation,
+    after: &mut Conversation,
+    now: UnixMillis,
+    by: Author,
+) {
     after.last_activity_at = now.max(before.last_activity_at);
-    store_state(set, before, after);
+    store_state(set, before, after, by);
 }
 
-/// Stores `after` as the conversation's state, with its index changes.
-fn store_state(set: &mut WriteSet, before: &Conversation, after: &Conversation) {
+/// Stores `after` as the conversation's state, with its index changes and the activity
+/// entries of what `by` changed.
+fn store_state(set: &mut WriteSet, before: &Conversation, after: &Conversation, by: Author) {
+    audit::record_changes(set, before, after, by);
     views::update(set, Some(before), after);
     set.put(Ks::ConvState, after.id.to_bytes().to_vec(), after);
 }

@@ -46,6 +46,9 @@ pub struct RetentionSettings {
     pub archive_dir: PathBuf,
     /// What "now" is (tests drive a manual clock).
     pub clock: SharedClock,
+    /// Conversations' activity and admins' audit entries are kept this many days (`None`:
+    /// for ever).
+    pub audit_days: Option<u32>,
 }
 
 /// What one pass removed in one workspace.
@@ -54,6 +57,12 @@ pub struct RetentionReport {
     pub erased: ErasedCounts,
     /// The archive written, if any.
     pub archive: Option<PathBuf>,
+}
+
+/// Whether the whole conversation is older than `cutoff`: no activity since, and not
+/// snoozed to come back after it.
+fn gone_quiet(conv: &confab_engine::model::Conversation, cutoff: UnixMillis) -> bool {
+    conv.last_activity_at < cutoff && conv.snoozed_until.is_none_or(|until| until < cutoff)
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> ActorError {
@@ -94,7 +103,7 @@ fn candidates(
             let Some(&cutoff) = cutoffs.get(&conv.workspace_id) else {
                 continue;
             };
-            let whole = conv.last_activity_at < cutoff;
+            let whole = gone_quiet(&conv, cutoff);
             let old = whole
                 || store
                     .ks_first_value(Ks::ConvMsg, &conv.id.to_bytes())?
@@ -170,6 +179,18 @@ impl Runtime {
         })
         .await
         .map_err(blocking_failed)??;
+        if let Some(days) = settings.audit_days {
+            let cutoff = now.saturating_sub(i64::from(days) * DAY_MS);
+            let reader = store.clone();
+            let sets = tokio::task::spawn_blocking(move || {
+                confab_engine::audit::expired(&reader, cutoff, 1_000_000)
+            })
+            .await
+            .map_err(blocking_failed)??;
+            for set in sets {
+                committer.commit(set).await?;
+            }
+        }
         let mut reports = Vec::new();
         for due in due {
             let ws = due.ws;
@@ -211,7 +232,7 @@ impl Runtime {
             let mut fresh = Vec::with_capacity(found.len());
             for candidate in found {
                 if let Some(conv) = reader.conversation(candidate.conv.id)? {
-                    let whole = conv.last_activity_at < cutoff;
+                    let whole = gone_quiet(&conv, cutoff);
                     fresh.push(Candidate { conv, whole });
                 }
             }

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use crate::ids::{
-    AgentId, ArticleId, CannedReplyId, ChannelId, ContactId, ConversationId, FeedbackId, MessageId,
-    NotificationId, PushSubscriptionId, WorkspaceId,
+    ActivityId, AgentId, ArticleId, CannedReplyId, ChannelId, ContactId, ConversationId,
+    FeedbackId, MessageId, NotificationId, PushSubscriptionId, WorkspaceId,
 };
 
 /// The keyspaces, in the order they are opened.
@@ -129,10 +129,14 @@ pub enum Ks {
     /// conversations whose outcome was set that day, maintained by `WriteSet::add`
     /// (layout in [`outcome_stat`])
     OutcomeStat,
+    /// conversation id ‖ activity id → `audit::Activity`: who changed what, oldest first
+    Activity,
+    /// workspace id ‖ activity id → `audit::AuditEntry`: admins' changes to the workspace
+    Audit,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 49] = [
+    pub const ALL: [Ks; 51] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -182,6 +186,8 @@ impl Ks {
         Ks::CannedReply,
         Ks::CannedShortcut,
         Ks::OutcomeStat,
+        Ks::Activity,
+        Ks::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -235,6 +241,8 @@ impl Ks {
             Ks::CannedReply => "canned_reply",
             Ks::CannedShortcut => "canned_shortcut",
             Ks::OutcomeStat => "outcome_stat",
+            Ks::Activity => "activity",
+            Ks::Audit => "audit",
         }
     }
 
@@ -567,6 +575,27 @@ pub fn day_stat(ws: WorkspaceId, day: u32, stat: u8) -> Vec<u8> {
     join(&[&ws.to_bytes(), &day.to_be_bytes(), &[stat]])
 }
 
+pub fn activity_prefix(conv: ConversationId) -> Vec<u8> {
+    conv.to_bytes().to_vec()
+}
+
+pub fn activity(conv: ConversationId, id: ActivityId) -> Vec<u8> {
+    join(&[&conv.to_bytes(), &id.to_bytes()])
+}
+
+/// After every key that starts with `prefix` and continues with a 16-byte id.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    join(&[prefix, &[0xFF; 17]])
+}
+
+pub fn activity_prefix_end(conv: ConversationId) -> Vec<u8> {
+    prefix_end(&conv.to_bytes())
+}
+
+pub fn audit(ws: WorkspaceId, id: ActivityId) -> Vec<u8> {
+    join(&[&ws.to_bytes(), &id.to_bytes()])
+}
+
 /// The first `outcome_stat` key of a workspace's day.
 pub fn outcome_stat_day(ws: WorkspaceId, day: u32) -> Vec<u8> {
     join(&[&ws.to_bytes(), &day.to_be_bytes()])
@@ -579,10 +608,15 @@ pub fn outcome_stat(ws: WorkspaceId, day: u32, campaign: Option<&str>, outcome: 
     match campaign {
         None => key.push(0),
         Some(campaign) => {
-            let bytes = key_text(campaign);
+            // Cut (at a character) rather than hashed: the report shows it.
+            let mut end = campaign.len().min(MAX_KEY_TEXT);
+            while !campaign.is_char_boundary(end) {
+                end -= 1;
+            }
+            let bytes = &campaign.as_bytes()[..end];
             key.push(1);
             key.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
-            key.extend_from_slice(&bytes);
+            key.extend_from_slice(bytes);
         }
     }
     key.extend_from_slice(&key_text(outcome));

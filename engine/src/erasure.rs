@@ -194,7 +194,8 @@ pub fn conversation_sets(
         let message: Message = codec::decode(&value)?;
         delete_message(store, &mut sets, conv, &key, &message, &mut counts)?;
     }
-    for ks in [Ks::AiLog, Ks::AiFeedback] {
+    // Its activity (who changed what) goes with it: the admin audit keeps the erasure.
+    for ks in [Ks::AiLog, Ks::AiFeedback, Ks::Activity] {
         for kv in store.ks(ks).prefix(id.to_bytes()) {
             sets.delete(ks, kv.key()?.to_vec());
         }

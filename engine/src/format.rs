@@ -50,9 +50,10 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         to: 3,
-        what: "conversations may be snoozed (a snoozed lane, a snooze timer, a notification kind)",
+        what: "snoozed conversations, lead outcomes, the audit trail (new lanes, timers, facets and keyspaces)",
         // Nothing stored changes: an older binary would list a snoozed conversation as
-        // closed, never wake it, and refuse notification settings that name the new kind.
+        // closed, never wake it, refuse notification settings that name the new kind, and
+        // leave outcome counters and activity entries behind.
         run: |_, _| Ok(()),
     },
 ];

@@ -176,6 +176,10 @@ id_type!(
     /// A browser's Web Push subscription.
     PushSubscriptionId
 );
+id_type!(
+    /// An entry of a conversation's activity or of a workspace's admin audit.
+    ActivityId
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod ai;
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod canned;

@@ -15,7 +15,6 @@ use crate::error::Result;
 use crate::ids::WorkspaceId;
 use crate::model::Conversation;
 use crate::store::Store;
-use crate::time::UnixMillis;
 
 /// The labels a workspace starts with.
 pub const DEFAULT_OUTCOMES: [&str; 5] = [
@@ -147,6 +146,12 @@ const CUES: [(&str, &[&str]); 4] = [
         "Not interested",
         &[
             "not interested",
+            "uninterested",
+            "no longer interested",
+            "not really interested",
+            "not very interested",
+            "not that interested",
+            "never interested",
             "no thanks",
             "no thank you",
             "unsubscribe",
@@ -211,7 +216,7 @@ pub fn suggest(text: &str, auto_reply: bool, list: &[String]) -> Option<OutcomeS
             reason: "The lead's message is an automatic reply.".to_owned(),
         });
     }
-    let lower = text.to_lowercase();
+    let lower = text.to_lowercase().replace(['\u{2019}', '\u{2018}'], "'");
     // "not interested" also contains "interested": the first kind of cue found decides,
     // and when its label is not in the list nothing is suggested.
     let (label, cue) = CUES.iter().find_map(|(label, cues)| {
@@ -223,11 +228,6 @@ pub fn suggest(text: &str, auto_reply: bool, list: &[String]) -> Option<OutcomeS
         outcome: outcome.to_owned(),
         reason: format!("The lead wrote \u{201c}{cue}\u{201d}."),
     })
-}
-
-/// When a suggestion made at `at` is dropped: once the agent set an outcome.
-pub fn keep_suggestion(c: &Conversation, at: UnixMillis) -> bool {
-    c.outcome_at.is_none_or(|set| set < at)
 }
 
 #[cfg(test)]
@@ -273,6 +273,14 @@ mod tests {
             Some("Wrong person".into())
         );
         assert_eq!(outcome("Hello"), None);
+        for refusal in [
+            "I'm no longer interested",
+            "not really interested, sorry",
+            "Totally uninterested",
+            "Please don\u{2019}t contact me again",
+        ] {
+            assert_eq!(outcome(refusal), Some("Not interested".into()), "{refusal}");
+        }
         assert_eq!(
             suggest("I am away until Monday", true, &list).map(|s| s.outcome),
             Some("Out of office".into())

@@ -68,6 +68,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::commands::routes())
         .merge(routes::bulk::routes())
         .merge(routes::outcomes::routes())
+        .merge(routes::audit::routes())
         .merge(routes::contacts::routes())
         .merge(routes::export::routes())
         .merge(routes::erasure::routes())

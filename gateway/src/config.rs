@@ -52,6 +52,8 @@ pub struct RetentionConfig {
     /// Where archives go (`<archive_dir>/<workspace id>/…jsonl`); default
     /// `<data_dir>/archive`.
     pub archive_dir: Option<PathBuf>,
+    /// Days conversations' activity and the admin audit are kept (`None`: for ever).
+    pub audit_days: Option<u32>,
 }
 
 impl Default for RetentionConfig {
@@ -59,6 +61,7 @@ impl Default for RetentionConfig {
         Self {
             interval_secs: 3600,
             archive_dir: None,
+            audit_days: None,
         }
     }
 }

@@ -281,6 +281,7 @@ pub async fn start_with_clock(
                 .clone()
                 .unwrap_or_else(|| app.config.data_dir.join("archive")),
             clock: retention_clock,
+            audit_days: app.config.retention.audit_days,
         },
         app.shutting_down.clone(),
     );

@@ -685,6 +685,16 @@ async fn a_mention_notifies_the_other_agent_and_the_details_panel_changes_the_co
     })
     .await;
     assert_eq!(closed["tags"], json!(["hot-lead"]));
+    // The details panel's activity names who did each of it.
+    ana.wait_text("[data-testid=\"activity-item\"]", "Ana Agent closed it")
+        .await;
+    ana.wait_text("[data-testid=\"activity-item\"]", "tagged it hot-lead")
+        .await;
+    ana.wait_text(
+        "[data-testid=\"activity-item\"]",
+        "assigned it to Bea Costa",
+    )
+    .await;
     // Bea sees the assignment arrive too.
     other
         .wait_text("[data-testid=\"notifications-count\"]", "2")

@@ -1025,3 +1025,146 @@ async fn lead_outcomes_are_suggested_by_the_ai_set_by_agents_filtered_and_counte
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     server.shutdown().await;
 }
+
+/// (action, by.kind, by.agent_id) of a page of activity or audit entries.
+fn trail(page: &Value) -> Vec<(String, String, Option<String>)> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().expect("action").to_owned(),
+                e["by"]["kind"].as_str().expect("kind").to_owned(),
+                e["by"]["agent_id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_change_is_in_the_conversations_activity_and_admin_changes_in_the_audit() {
+    let server = TestServer::start().await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    let id = conversation(&server, &tenant).await;
+    let (bo, bo_token) = second_agent(&server, &tenant, "Bo Chen", "agent").await;
+    let admin = Some(tenant.agent_id.clone());
+    let path = |cmd: &str| format!("/api/v1/conversations/{id}/{cmd}");
+    for (token, cmd, body) in [
+        (&tenant.token, "assign", json!({"agent_id": bo})),
+        (&bo_token, "tags", json!({"add": ["vip"]})),
+        (&bo_token, "status", json!({"status": "closed"})),
+        (&bo_token, "outcome", json!({"outcome": "Interested"})),
+        (&bo_token, "csat", json!({"rating": 5})),
+    ] {
+        let (status, answer) = server.post(token, &path(cmd), body).await;
+        assert_eq!(status, StatusCode::OK, "{cmd}: {answer}");
+    }
+    // Repeating a command records nothing; the lead's message reopens it (by the lead).
+    let (status, _) = server
+        .post(&bo_token, &path("status"), json!({"status": "closed"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server
+        .lead_says(
+            &tenant,
+            "5511987654321",
+            "Ana Lima",
+            "wamid.C9",
+            "One more thing",
+        )
+        .await;
+    let (status, page) = server.get(&bo_token, &path("activity")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let bo_did = |action: &str| (action.to_owned(), "agent".to_owned(), Some(bo.clone()));
+    assert_eq!(
+        trail(&page),
+        vec![
+            ("status_changed".to_owned(), "lead".to_owned(), None),
+            bo_did("csat_recorded"),
+            bo_did("outcome_changed"),
+            bo_did("status_changed"),
+            bo_did("tags_changed"),
+            ("assigned".to_owned(), "agent".to_owned(), admin.clone()),
+        ],
+        "{page}"
+    );
+    assert_eq!(
+        page["items"][0]["details"],
+        json!({"from": "closed", "to": "open"})
+    );
+    assert_eq!(page["items"][4]["details"], json!({"added": "vip"}));
+    assert_eq!(page["items"][5]["details"]["agent_id"], bo.as_str());
+    assert!(page["items"][0]["at"].is_string());
+    // Pages follow `next_before`.
+    let (_, first) = server
+        .get(&bo_token, &format!("{}?limit=4", path("activity")))
+        .await;
+    let before = first["next_before"].as_str().expect("more");
+    let (_, rest) = server
+        .get(
+            &bo_token,
+            &format!("{}?limit=4&before={before}", path("activity")),
+        )
+        .await;
+    assert_eq!(trail(&first).len() + trail(&rest).len(), 6);
+    assert_eq!(rest["next_before"], Value::Null);
+    let (status, _) = server
+        .get(&bo_token, &format!("{}?limit=0", path("activity")))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The admin audit: an admin's changes, readable by admins only.
+    let (status, _) = server
+        .patch_json(
+            &tenant.token,
+            "/api/v1/workspace/settings",
+            json!({"response_target_secs": 600}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .put(
+            &tenant.token,
+            "/api/v1/outcomes",
+            json!({"items": ["Interested", "Won"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, created) = server
+        .post(
+            &tenant.token,
+            "/api/v1/agents",
+            json!({"name": "Cy Dias", "email": "cy@acme.test", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) = server.get(&bo_token, "/api/v1/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, audit) = server.get(&tenant.token, "/api/v1/audit").await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let by_admin = |action: &str| (action.to_owned(), "agent".to_owned(), admin.clone());
+    let entries = trail(&audit);
+    assert_eq!(
+        entries[..3].to_vec(),
+        vec![
+            by_admin("agent_created"),
+            by_admin("outcomes_changed"),
+            by_admin("workspace_settings_changed")
+        ],
+        "{audit}"
+    );
+    assert_eq!(audit["items"][0]["target_id"], created["id"]);
+    assert_eq!(audit["items"][1]["details"]["outcomes"], "Interested, Won");
+    // Bo was made by the operator (the admin token), and the channel before him.
+    assert!(
+        entries.contains(&("agent_created".to_owned(), "operator".to_owned(), None)),
+        "{audit}"
+    );
+    assert!(
+        entries.contains(&("channel_created".to_owned(), "operator".to_owned(), None)),
+        "{audit}"
+    );
+    server.shutdown().await;
+}

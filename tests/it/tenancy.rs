@@ -57,6 +57,7 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         format!("/api/v1/channels/{}", ours.channel_id),
         format!("/api/v1/kb/articles/{article}"),
         format!("/api/v1/conversations/{id}/messages/1/reasoning"),
+        format!("/api/v1/conversations/{id}/activity"),
         format!("/api/v1/conversations/{id}"),
         format!("/api/v1/conversations/{id}/messages"),
         format!("/api/v1/conversations/{id}/messages?around=1"),
@@ -219,6 +220,9 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .get(&theirs.token, "/api/v1/analytics/outcomes")
         .await;
     assert_eq!(report["items"], json!([]), "{report}");
+    let (_, audit) = server.get(&theirs.token, "/api/v1/audit").await;
+    assert!(!audit.to_string().contains(&ours.agent_id), "{audit}");
+    assert!(!audit.to_string().contains(&ours.channel_id), "{audit}");
     // Our tags and campaigns are ours to list.
     let (status, _) = server
         .post(

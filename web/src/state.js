@@ -929,5 +929,6 @@ export async function bootstrap() {
 
 export async function signOut() {
   try { await post('/api/v1/auth/logout'); } catch { /* the session may already be gone */ }
+  clearPicks();
   me.value = null;
 }

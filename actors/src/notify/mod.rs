@@ -115,6 +115,8 @@ struct Inner {
     /// One writer at a time per agent for read marks and subscriptions (notifications
     /// themselves are only ever added, under fresh ids).
     locks: DashMap<AgentId, Arc<tokio::sync::Mutex<()>>>,
+    /// Workspace settings are read, changed and written by one caller at a time.
+    settings_writes: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -174,6 +176,7 @@ impl Notifier {
                 email_relay,
                 workspaces: DashMap::new(),
                 locks: DashMap::new(),
+                settings_writes: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -298,6 +301,12 @@ impl Notifier {
                 &confab_engine::outcomes::labels(None),
             ),
         })
+    }
+
+    /// Held while a workspace's settings are read, changed and put back, so that two
+    /// changes (the outcome labels and the response target, say) never lose one another.
+    pub async fn settings_write(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.settings_writes.lock().await
     }
 
     pub async fn put_workspace_settings(

@@ -185,7 +185,18 @@ async fn create_agent(
         ));
     }
     let role = body.role.unwrap_or(Role::Agent);
-    let (agent, token, set) = admin::new_agent(workspace_id, &name, &email, role);
+    let (agent, token, mut set) = admin::new_agent(workspace_id, &name, &email, role);
+    super::audit_into(
+        &mut set,
+        workspace_id,
+        confab_engine::audit::Author::of(confab_engine::audit::ActorKind::Operator),
+        "agent_created",
+        Some(agent.id.to_string()),
+        &[
+            ("name", agent.name.clone()),
+            ("role", format!("{:?}", agent.role).to_lowercase()),
+        ],
+    );
     app.committer.commit(set).await?;
     Ok((
         StatusCode::CREATED,
@@ -397,7 +408,18 @@ async fn create_channel(
         channel.limits.per_day = daily_limit;
     }
     channel.limits.min_interval_secs = body.min_interval_secs;
-    let set = admin::channel_set(&channel);
+    let mut set = admin::channel_set(&channel);
+    super::audit_into(
+        &mut set,
+        workspace_id,
+        confab_engine::audit::Author::of(confab_engine::audit::ActorKind::Operator),
+        "channel_created",
+        Some(channel.id.to_string()),
+        &[
+            ("name", channel.name.clone()),
+            ("kind", channel.kind().as_str().to_owned()),
+        ],
+    );
     app.committer.commit(set).await?;
     app.runtime.channels.start(channel.clone()).await?;
     Ok((StatusCode::CREATED, Json(ChannelView::of(&channel))))
@@ -924,6 +946,15 @@ async fn update_channel(
         }
     });
     let channel = app.runtime.channels.update(id, change).await?;
+    super::audit(
+        &app,
+        channel.workspace_id,
+        confab_engine::audit::Author::of(confab_engine::audit::ActorKind::Operator),
+        "channel_updated",
+        Some(channel.id.to_string()),
+        &[("disabled", channel.disabled.to_string())],
+    )
+    .await?;
     Ok(Json(ChannelView::of(&channel)))
 }
 

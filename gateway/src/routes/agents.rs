@@ -127,7 +127,18 @@ async fn create(
             "`email` is not an email address",
         ));
     }
-    let (created, token, set) = admin::new_agent(agent.0.workspace_id, name, email, body.role);
+    let (created, token, mut set) = admin::new_agent(agent.0.workspace_id, name, email, body.role);
+    super::audit_into(
+        &mut set,
+        created.workspace_id,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "agent_created",
+        Some(created.id.to_string()),
+        &[
+            ("name", created.name.clone()),
+            ("role", format!("{:?}", created.role).to_lowercase()),
+        ],
+    );
     app.committer.commit(set).await?;
     Ok((
         StatusCode::CREATED,

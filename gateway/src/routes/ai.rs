@@ -330,6 +330,14 @@ async fn put_config(
     }
     let mut set = WriteSet::new();
     set.put(Ks::AiConfig, ws.to_bytes().to_vec(), &config);
+    super::audit_into(
+        &mut set,
+        ws,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "ai_config_changed",
+        None,
+        &[("enabled", config.enabled.to_string())],
+    );
     app.committer.commit(set).await?;
     Ok(Json(AiConfigView::of(config)))
 }
@@ -453,6 +461,14 @@ async fn put_rules(
     }
     let mut set = WriteSet::new();
     set.put(Ks::AiRules, ws.to_bytes().to_vec(), &rules);
+    super::audit_into(
+        &mut set,
+        ws,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "escalation_rules_changed",
+        None,
+        &[("rules", rules.len().to_string())],
+    );
     app.committer.commit(set).await?;
     Ok(Json(RuleList { rules }))
 }

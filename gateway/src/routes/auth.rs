@@ -446,7 +446,15 @@ async fn set_password(
             return Err(invalid_credentials());
         }
     }
-    let (set, at) = password_set(&app, &agent, body.password).await?;
+    let (mut set, at) = password_set(&app, &agent, body.password).await?;
+    super::audit_into(
+        &mut set,
+        agent.workspace_id,
+        confab_engine::audit::Author::agent(caller.0.id),
+        "agent_password_set",
+        Some(agent.id.to_string()),
+        &[],
+    );
     app.committer.commit(set).await?;
     // Every session begun before the new password ends (the caller's own too).
     app.sessions.password_changed(agent.id, at);
@@ -503,6 +511,14 @@ async fn invite(
             created_at: now,
             expires_at: now + INVITE_MS,
         },
+    );
+    super::audit_into(
+        &mut set,
+        agent.workspace_id,
+        confab_engine::audit::Author::agent(caller.0.id),
+        "agent_invited",
+        Some(agent.id.to_string()),
+        &[],
     );
     app.committer.commit(set).await?;
     Ok((

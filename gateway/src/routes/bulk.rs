@@ -144,6 +144,7 @@ async fn bulk(
             ))
         }
     };
+    let by = Some(agent.0.id);
     let results: Vec<BulkItem> = stream::iter(selected)
         .map(|(given, id)| {
             let (app, command) = (&app, command.clone());
@@ -152,7 +153,7 @@ async fn bulk(
                     Some(id) => app
                         .runtime
                         .conversations
-                        .request(id, |reply| ConversationMsg::Command(command, reply))
+                        .request(id, |reply| ConversationMsg::Command(command, by, reply))
                         .await
                         .map_err(ApiError::from),
                     None => Err(ApiError::not_found("conversation")),

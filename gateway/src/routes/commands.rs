@@ -43,7 +43,9 @@ async fn run(
     let card = app
         .runtime
         .conversations
-        .request(conv.id, |reply| ConversationMsg::Command(command, reply))
+        .request(conv.id, |reply| {
+            ConversationMsg::Command(command, Some(agent.0.id), reply)
+        })
         .await?;
     Ok(Json(card))
 }

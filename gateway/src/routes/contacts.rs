@@ -155,7 +155,10 @@ async fn edit(
     Body(patch): Body<ContactPatch>,
 ) -> ApiResult<Json<ContactView>> {
     let id: ContactId = id.parse().map_err(|_| ApiError::not_found("contact"))?;
-    let mut edit = ContactEdit::default();
+    let mut edit = ContactEdit {
+        by: Some(agent.0.id),
+        ..ContactEdit::default()
+    };
     if let Some(name) = patch.name {
         edit.name = Some(cleaned("name", name, 200)?);
     }

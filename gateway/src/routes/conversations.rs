@@ -76,11 +76,25 @@ pub async fn select(
     raw: &str,
     max: usize,
 ) -> ApiResult<Option<Vec<Conversation>>> {
+    let raw = raw.strip_prefix('?').unwrap_or(raw);
+    // A listing ignores what it does not know; a selection that changes conversations
+    // must not silently widen on a misspelt filter.
+    const FILTERS: [&str; 7] = [
+        "view", "channel", "mode", "campaign", "outcome", "tag", "period",
+    ];
     for (key, _) in form_urlencoded::parse(raw.as_bytes()) {
         if key == "cursor" || key == "limit" {
             return Err(ApiError::unprocessable(
                 "invalid_query",
                 format!("`{key}` pages a listing; a selection takes every match"),
+            ));
+        }
+        if !FILTERS.contains(&key.as_ref()) {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                format!(
+                    "`{key}` is not a filter (view, channel, mode, campaign, outcome, tag, period)"
+                ),
             ));
         }
     }

@@ -116,6 +116,15 @@ async fn erase_contact(
         .start_erasure(app.store.clone(), app.committer.clone(), record)
         .await?;
     tracing::info!(erasure = %record.id, contact = %id, by = %agent.0.id, "erasure requested");
+    super::audit(
+        &app,
+        ws,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "erasure_requested",
+        Some(record.id.to_string()),
+        &[("contact_id", id.to_string())],
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(record.into())))
 }
 

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod ai;
 pub mod analytics;
 pub mod attachments;
+pub mod audit;
 pub mod auth;
 pub mod bulk;
 pub mod canned;
@@ -30,6 +31,44 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// Records `action` in workspace `ws`'s admin audit: in `set`, the batch of the change
+/// itself, when the caller has one, else in a batch of its own right after the change.
+pub(crate) fn audit_into(
+    set: &mut confab_engine::committer::WriteSet,
+    ws: confab_engine::ids::WorkspaceId,
+    by: confab_engine::audit::Author,
+    action: &str,
+    target: Option<String>,
+    details: &[(&str, String)],
+) {
+    confab_engine::audit::record_admin(
+        set,
+        ws,
+        by,
+        action,
+        target,
+        details
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    );
+}
+
+/// [`audit_into`] a batch of its own, committed now.
+pub(crate) async fn audit(
+    app: &crate::app::AppState,
+    ws: confab_engine::ids::WorkspaceId,
+    by: confab_engine::audit::Author,
+    action: &str,
+    target: Option<String>,
+    details: &[(&str, String)],
+) -> Result<(), ApiError> {
+    let mut set = confab_engine::committer::WriteSet::new();
+    audit_into(&mut set, ws, by, action, target, details);
+    app.committer.commit(set).await?;
+    Ok(())
+}
 
 /// A request body that is a JSON object read into `T`. Unlike axum's `Json` alone, a body
 /// whose root is not an object is refused (serde would fill a struct from an array by

@@ -571,6 +571,7 @@ async fn patch_workspace_settings(
     }
     let ws = agent.0.workspace_id;
     let store = app.store.clone();
+    let writing = app.runtime.notifier.settings_write().await;
     let mut settings: WorkspaceSettings = blocking(move || store.workspace_settings(ws)).await?;
     if let Some(target) = body.response_target_secs {
         let range = MIN_TARGET_SECS as f64..=MAX_TARGET_SECS as f64;
@@ -610,5 +611,27 @@ async fn patch_workspace_settings(
         .notifier
         .put_workspace_settings(ws, settings.clone())
         .await?;
+    drop(writing);
+    super::audit(
+        &app,
+        ws,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "workspace_settings_changed",
+        None,
+        &[
+            (
+                "response_target_secs",
+                settings.response_target_secs.to_string(),
+            ),
+            (
+                "retention_days",
+                settings
+                    .retention_days
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            ),
+        ],
+    )
+    .await?;
     Ok(Json(WorkspaceSettingsView::from(&settings)))
 }

@@ -139,12 +139,24 @@ async fn put_outcomes(
         .map_err(|why| ApiError::unprocessable("invalid_value", why))?;
     let ws = agent.0.workspace_id;
     let store = app.store.clone();
+    let writing = app.runtime.notifier.settings_write().await;
     let mut settings = blocking(move || store.workspace_settings(ws)).await?;
+    let joined = list.join(", ");
     settings.outcomes = Some(list);
     app.runtime
         .notifier
         .put_workspace_settings(ws, settings)
         .await?;
+    drop(writing);
+    super::audit(
+        &app,
+        ws,
+        confab_engine::audit::Author::agent(agent.0.id),
+        "outcomes_changed",
+        None,
+        &[("outcomes", joined)],
+    )
+    .await?;
     Ok(Json(outcome_list(&app, ws).await?))
 }
 

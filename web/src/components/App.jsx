@@ -112,7 +112,7 @@ function handleShortcut(e, setHelp) {
     if (id) { e.preventDefault(); openConversation(id); }
     return;
   }
-  if (e.key === 'x' && !searching) {
+  if (e.key === 'x' && !searching && !inSearch) {
     const id = list.items[activeIndex.value]?.id;
     if (id) { e.preventDefault(); togglePick(id); }
     return;

@@ -100,6 +100,7 @@ export function Details() {
         <ContactFields c={c} />
       </Section>
       <LeadConversations c={c} />
+      <ActivityLog c={c} />
     </aside>
   );
 }
@@ -149,7 +150,7 @@ function SnoozeButton({ c }) {
         <form class="popover snooze-pop pad" id="snooze-menu" ref={box} data-testid="snooze-form" onSubmit={pick}
           onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); close(true); } }}>
           <label for="snooze-at" class="snooze-label">Snooze until</label>
-          <input id="snooze-at" type="datetime-local" required value={when} min={localInput(new Date())} data-testid="snooze-at"
+          <input id="snooze-at" type="datetime-local" required value={when} min={localInput(new Date())} max={localInput(new Date(Date.now() + 366 * 86_400_000))} data-testid="snooze-at"
             onInput={(e) => setWhen(e.currentTarget.value)} />
           <div class="snooze-actions">
             <button type="button" class="btn" onClick={() => close(true)}>Cancel</button>
@@ -251,6 +252,48 @@ function ContactField({ contact, field, label, type }) {
 }
 
 // "View lead": the contact's other conversations, on every channel.
+// Who did what to the conversation, newest first: read when opened and again after each
+// change of its card (the server records the change in the same batch).
+const ACTION_TEXT = {
+  assigned: (d) => `assigned it to ${agentsById.value.get(d.agent_id)?.name || 'an agent'}`,
+  unassigned: () => 'unassigned it',
+  tags_changed: (d) => [d.added && `tagged it ${d.added}`, d.removed && `removed ${d.removed}`].filter(Boolean).join(', '),
+  status_changed: (d) => (d.to === 'closed' ? 'closed it' : d.from === 'closed' ? 'reopened it' : `marked it ${d.to}`),
+  ai_mode_changed: (d) => ({ paused: 'paused the AI', active: 'resumed the AI', manual: 'set it to manual only' }[d.to] || 'changed the AI mode'),
+  snoozed: (d) => `snoozed it until ${fullTime(d.until)}`,
+  snooze_ended: () => 'ended the snooze',
+  outcome_changed: (d) => (d.to ? `set the outcome to ${d.to}` : 'cleared the outcome'),
+  csat_recorded: (d) => `recorded a satisfaction of ${d.rating}/5`,
+  contact_edited: () => "edited the lead's details",
+};
+const WHO = { ai: 'The AI', system: 'Confab', lead: 'The lead', provider: 'Someone on the provider', operator: 'The operator' };
+
+function ActivityLog({ c }) {
+  const [items, setItems] = useState(null);
+  const [error, setError] = useState(null);
+  const key = [c.id, c.status, c.assignee_id, c.ai_mode, c.tags.join(','), c.snoozed_until, c.outcome].join('|');
+  useEffect(() => {
+    let live = true;
+    get(`/api/v1/conversations/${c.id}/activity?limit=20`).then((p) => { if (live) { setItems(p.items); setError(null); } }, (e) => live && setError(e.message));
+    return () => { live = false; };
+  }, [key]);
+  return (
+    <Section title="Activity">
+      {error && <p class="error">{error}</p>}
+      {items && items.length === 0 && <p class="muted">Nothing changed yet.</p>}
+      {items && items.length > 0 && (
+        <ol class="activity" data-testid="activity">
+          {items.map((a) => {
+            const who = a.by.kind === 'agent' ? (agentsById.value.get(a.by.agent_id)?.name || 'An agent') : WHO[a.by.kind] || a.by.kind;
+            const what = (ACTION_TEXT[a.action] || (() => a.action.replace(/_/g, ' ')))(a.details);
+            return <li key={a.id} data-testid="activity-item"><span>{who} {what}</span> <time class="muted" dateTime={a.at} title={fullTime(a.at)}>{shortTime(a.at)}</time></li>;
+          })}
+        </ol>
+      )}
+    </Section>
+  );
+}
+
 function LeadConversations({ c }) {
   const [open, setOpen] = useState(false);
   const [data, setData] = useState(null);
