@@ -133,10 +133,13 @@ pub enum Ks {
     Activity,
     /// workspace id ‖ activity id → `audit::AuditEntry`: admins' changes to the workspace
     Audit,
+    /// workspace id ‖ webhook id → `webhooks::Endpoint`: outgoing webhooks and how far
+    /// each has delivered
+    Webhook,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 51] = [
+    pub const ALL: [Ks; 52] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -188,6 +191,7 @@ impl Ks {
         Ks::OutcomeStat,
         Ks::Activity,
         Ks::Audit,
+        Ks::Webhook,
     ];
 
     pub fn name(self) -> &'static str {
@@ -243,6 +247,7 @@ impl Ks {
             Ks::OutcomeStat => "outcome_stat",
             Ks::Activity => "activity",
             Ks::Audit => "audit",
+            Ks::Webhook => "webhook",
         }
     }
 

@@ -180,6 +180,10 @@ id_type!(
     /// An entry of a conversation's activity or of a workspace's admin audit.
     ActivityId
 );
+id_type!(
+    /// An outgoing webhook endpoint.
+    WebhookId
+);
 
 #[cfg(test)]
 mod tests {

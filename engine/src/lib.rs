@@ -34,6 +34,7 @@ pub mod store;
 pub mod template;
 pub mod time;
 pub mod views;
+pub mod webhooks;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -32,6 +32,8 @@ pub struct App {
     pub logins: crate::routes::auth::LoginLimits,
     /// Canned replies are changed one at a time (a read, then a write moving a shortcut).
     pub canned_writes: tokio::sync::Mutex<()>,
+    /// Webhook endpoints are changed (by admins, or by delivery progress) one at a time.
+    pub webhook_writes: tokio::sync::Mutex<()>,
     /// Turns true when the server begins shutting down; long-lived sessions watch it.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -69,6 +71,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::bulk::routes())
         .merge(routes::outcomes::routes())
         .merge(routes::audit::routes())
+        .merge(routes::outgoing::routes())
         .merge(routes::contacts::routes())
         .merge(routes::export::routes())
         .merge(routes::erasure::routes())

@@ -41,6 +41,31 @@ pub struct Config {
     pub linkedin: LinkedinConfig,
     pub notifications: NotificationsConfig,
     pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outgoing webhooks' delivery.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// An endpoint failing this long without a success is disabled.
+    pub disable_after_secs: u64,
+    /// First wait after a failure; it doubles per failure up to `max_backoff_ms`.
+    pub min_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Time allowed for one delivery.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            disable_after_secs: 3600,
+            min_backoff_ms: 1000,
+            max_backoff_ms: 300_000,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Workspaces' retention (each sets its own `retention_days`; see docs/OPERATIONS.md).
@@ -352,6 +377,7 @@ impl Default for Config {
             linkedin: LinkedinConfig::default(),
             notifications: NotificationsConfig::default(),
             retention: RetentionConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

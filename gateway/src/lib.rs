@@ -15,6 +15,7 @@ pub mod routes;
 pub mod server;
 pub mod stream;
 pub mod ui;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{start, start_on, start_with_clock, Server};

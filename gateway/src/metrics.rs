@@ -21,6 +21,8 @@ pub const WEBHOOK_REQUESTS: &str = "confab_webhook_requests_total";
 
 /// Counter: online backups, by `outcome` (`ok`, `failed`).
 pub const BACKUPS: &str = "confab_backups_total";
+/// Outgoing webhook deliveries, by result (`delivered`, `failed`).
+pub const WEBHOOK_DELIVERIES: &str = "confab_outgoing_webhook_deliveries_total";
 /// Gauge: when the last backup finished (Unix seconds; 0: none since the process started).
 pub const BACKUP_LAST_SUCCESS: &str = "confab_backup_last_success_timestamp_seconds";
 
@@ -101,6 +103,10 @@ fn describe() {
         "HTTP request latency until the response head, by method and route template."
     );
     describe_counter!(BACKUPS, "Online backups, by outcome (ok, failed).");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Outgoing webhook deliveries, by result (delivered, failed)."
+    );
     metrics::describe_gauge!(
         BACKUP_LAST_SUCCESS,
         Unit::Seconds,
@@ -188,6 +194,10 @@ fn register_initial() {
     for outcome in ["ok", "failed"] {
         counter!(BACKUPS, "outcome" => outcome).increment(0);
     }
+    for result in ["delivered", "failed"] {
+        counter!(WEBHOOK_DELIVERIES, "result" => result).increment(0);
+    }
+
     gauge!(BACKUP_LAST_SUCCESS).increment(0.0);
     for decision in ["answered", "escalated", "discarded"] {
         counter!(actors::AI_DECISIONS, "decision" => decision).increment(0);

@@ -266,9 +266,11 @@ pub async fn start_with_clock(
         sessions: crate::auth::SessionCache::default(),
         logins: crate::routes::auth::LoginLimits::new(),
         canned_writes: tokio::sync::Mutex::new(()),
+        webhook_writes: tokio::sync::Mutex::new(()),
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());
+    crate::webhooks::spawn(app.clone());
     app.runtime.spawn_retention(
         app.store.clone(),
         app.committer.clone(),

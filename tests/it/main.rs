@@ -22,6 +22,7 @@ mod linkedin;
 mod metrics;
 mod notifications;
 mod operations;
+mod outgoing;
 mod powerloss;
 mod search;
 mod signin;

@@ -19,6 +19,7 @@ pub mod health;
 pub mod kb;
 pub mod notifications;
 pub mod outcomes;
+pub mod outgoing;
 pub mod search;
 pub mod webhooks;
 

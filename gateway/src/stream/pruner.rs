@@ -57,10 +57,19 @@ pub async fn prune(app: &App, progress: &mut PruneProgress) -> confab_engine::Re
     else {
         return Ok(0);
     };
-    let (pruned_through, workspaces) = read_store(&app.store, |store| {
-        Ok((store.delta_pruned_through()?, store.workspace_ids()?))
+    let (pruned_through, workspaces, slowest) = read_store(&app.store, |store| {
+        Ok((
+            store.delta_pruned_through()?,
+            store.workspace_ids()?,
+            confab_engine::webhooks::slowest_cursor(store)?,
+        ))
     })
     .await?;
+    // An enabled outgoing webhook still has to deliver what is after its cursor.
+    let cutoff = slowest.map_or(cutoff, |cursor| cutoff.min(cursor));
+    if cutoff == 0 {
+        return Ok(0);
+    }
     if cutoff > pruned_through {
         let mut mark = WriteSet::new();
         mark.put_raw(
