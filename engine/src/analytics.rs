@@ -555,6 +555,16 @@ impl Period {
         }
     }
 
+    /// The name [`Period::parse`] reads (`all` for a range, which has none).
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Today => "today",
+            Period::Week => "week",
+            Period::Month => "month",
+            _ => "all",
+        }
+    }
+
     /// First and last day, inclusive.
     pub fn days(self, now: UnixMillis) -> (u32, u32) {
         let today = day_of(now);

@@ -80,15 +80,7 @@ fn parse_query(
                         "`period` must be today, week, month or all, not {value:?}"
                     ))
                 })?;
-                period = Some((
-                    match parsed {
-                        Period::Today => "today",
-                        Period::Week => "week",
-                        Period::Month => "month",
-                        _ => "all",
-                    },
-                    parsed,
-                ));
+                period = Some((parsed.name(), parsed));
             }
             "from" => from = Some(time(&value)?),
             "to" => to = Some(time(&value)?),

@@ -211,17 +211,7 @@ async fn outcome_report(
     let mut period = ("all", Period::All);
     for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         match (key.as_ref(), Period::parse(&value)) {
-            ("period", Some(parsed)) => {
-                period = (
-                    match parsed {
-                        Period::Today => "today",
-                        Period::Week => "week",
-                        Period::Month => "month",
-                        _ => "all",
-                    },
-                    parsed,
-                )
-            }
+            ("period", Some(parsed)) => period = (parsed.name(), parsed),
             ("period", None) => {
                 return Err(ApiError::unprocessable(
                     "invalid_query",
