@@ -229,16 +229,29 @@ pub fn activity(
     before: Option<ActivityId>,
     limit: usize,
 ) -> Result<Vec<Activity>> {
-    let start = catalogue::activity_prefix(conv);
+    newest_first(store, Ks::Activity, conv.to_bytes(), before, limit)
+}
+
+/// Entries of one owner (keys `owner ‖ entry id`: a conversation's activity, a
+/// workspace's audit), newest first, at most `limit` before `before`.
+fn newest_first<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    ks: Ks,
+    owner: [u8; 16],
+    before: Option<ActivityId>,
+    limit: usize,
+) -> Result<Vec<T>> {
     let end = match before {
-        Some(id) => catalogue::activity(conv, id),
-        None => catalogue::activity_prefix_end(conv),
+        Some(id) => [owner.as_slice(), &id.to_bytes()].concat(),
+        None => catalogue::prefix_end(&owner),
     };
-    let mut out = Vec::with_capacity(limit.min(256));
-    for kv in store.ks(Ks::Activity).range(start..end).rev().take(limit) {
-        out.push(codec::decode(&kv.value()?)?);
-    }
-    Ok(out)
+    store
+        .ks(ks)
+        .range(owner.to_vec()..end)
+        .rev()
+        .take(limit)
+        .map(|kv| codec::decode(&kv.value()?))
+        .collect()
 }
 
 /// An admin's change to the workspace.
@@ -291,16 +304,7 @@ pub fn admin_audit(
     before: Option<ActivityId>,
     limit: usize,
 ) -> Result<Vec<AuditEntry>> {
-    let start = ws.to_bytes().to_vec();
-    let end = match before {
-        Some(id) => catalogue::audit(ws, id),
-        None => catalogue::prefix_end(&start),
-    };
-    let mut out = Vec::with_capacity(limit.min(256));
-    for kv in store.ks(Ks::Audit).range(start..end).rev().take(limit) {
-        out.push(codec::decode(&kv.value()?)?);
-    }
-    Ok(out)
+    newest_first(store, Ks::Audit, ws.to_bytes(), before, limit)
 }
 
 /// Up to `limit` activity and audit entries older than `cutoff`, as write sets deleting

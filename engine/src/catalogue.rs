@@ -580,10 +580,6 @@ pub fn day_stat(ws: WorkspaceId, day: u32, stat: u8) -> Vec<u8> {
     join(&[&ws.to_bytes(), &day.to_be_bytes(), &[stat]])
 }
 
-pub fn activity_prefix(conv: ConversationId) -> Vec<u8> {
-    conv.to_bytes().to_vec()
-}
-
 pub fn activity(conv: ConversationId, id: ActivityId) -> Vec<u8> {
     join(&[&conv.to_bytes(), &id.to_bytes()])
 }
@@ -591,10 +587,6 @@ pub fn activity(conv: ConversationId, id: ActivityId) -> Vec<u8> {
 /// After every key that starts with `prefix` and continues with a 16-byte id.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     join(&[prefix, &[0xFF; 17]])
-}
-
-pub fn activity_prefix_end(conv: ConversationId) -> Vec<u8> {
-    prefix_end(&conv.to_bytes())
 }
 
 pub fn audit(ws: WorkspaceId, id: ActivityId) -> Vec<u8> {

@@ -220,6 +220,27 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         .get(&theirs.token, "/api/v1/analytics/outcomes")
         .await;
     assert_eq!(report["items"], json!([]), "{report}");
+    // Our webhook is ours: theirs neither list nor reach it.
+    let (status, hook) = server
+        .post(
+            &ours.token,
+            "/api/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/hook", "kinds": ["message_created"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let hook_path = format!("/api/v1/webhooks/{}", hook["id"].as_str().expect("id"));
+    let (_, list) = server.get(&theirs.token, "/api/v1/webhooks").await;
+    assert_eq!(list["items"], json!([]), "{list}");
+    for (status, _) in [
+        server.get(&theirs.token, &hook_path).await,
+        server
+            .patch_json(&theirs.token, &hook_path, json!({"enabled": false}))
+            .await,
+        server.delete(&theirs.token, &hook_path).await,
+    ] {
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
     let (_, audit) = server.get(&theirs.token, "/api/v1/audit").await;
     assert!(!audit.to_string().contains(&ours.agent_id), "{audit}");
     assert!(!audit.to_string().contains(&ours.channel_id), "{audit}");
