@@ -16,8 +16,8 @@ use confab_engine::delta::{DeltaBody, NotificationReason};
 use confab_engine::ids::{AgentId, ConversationId, MessageId};
 use confab_engine::inbound::{InboundEvent, PendingStatus};
 use confab_engine::model::{
-    AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, Message,
-    MessageAttachment, MessageEdit, Reaction, Responder, Sender, Status,
+    AiMode, Contact, Conversation, ConversationCard, Delivery, Direction, MergedConversation,
+    Message, MessageAttachment, MessageEdit, Reaction, Responder, Sender, Status,
 };
 use confab_engine::notify::{TIMER_OVERDUE, TIMER_SNOOZE};
 use confab_engine::outbox::OutboxEntry;
@@ -145,7 +145,26 @@ pub enum Command {
     /// The lead's outcome: a label of the workspace's list (the caller checks), or none.
     /// Drops the AI's suggestion.
     Outcome(Option<String>),
+    /// Merge this conversation into `primary` (of the same workspace; the caller checks):
+    /// out of every view, shown in the primary's timeline, its AI mode the primary's.
+    /// Refused while conversations are merged into this one.
+    MergeInto {
+        primary: ConversationId,
+        ai_mode: AiMode,
+    },
+    /// Split off the conversation it is merged into: listed again, as it is.
+    Unmerge,
+    /// A conversation merged into this one reports how it stands (when merged, and after
+    /// each change): its activity moves this one's, its lead's new message reopens it.
+    Member(MergedConversation),
+    /// The conversation is no longer merged into this one.
+    Unmember(ConversationId),
 }
+
+/// Where a conversation's actor sends what other conversations must hear of a merge (its
+/// changes to the one it is merged into, a split when it is erased): the manager forwards
+/// each command to that conversation's actor, in order.
+pub type MergeNotes = tokio::sync::mpsc::UnboundedSender<(ConversationId, Command)>;
 
 /// Furthest ahead a conversation can be snoozed.
 pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
@@ -192,6 +211,7 @@ pub struct ConversationArgs {
     /// This actor's mailbox depth, shared with the handle that sends to it.
     pub queued: Arc<AtomicI64>,
     pub notifier: Notifier,
+    pub merges: MergeNotes,
 }
 
 pub struct ConversationState {
@@ -204,6 +224,9 @@ pub struct ConversationState {
     ai: AiQueue,
     queued: Arc<AtomicI64>,
     notifier: Notifier,
+    merges: MergeNotes,
+    /// What this conversation last reported to the one it is merged into.
+    reported: Option<MergedConversation>,
 }
 
 impl Actor for ConversationActor {
@@ -213,19 +236,34 @@ impl Actor for ConversationActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
         let store = args.store.clone();
         let id = args.id;
-        let (conv, stats) = tokio::task::spawn_blocking(move || {
-            Ok::<_, EngineError>((
-                store.conversation(id)?,
-                analytics::conversation_stats(&store, id)?,
-            ))
+        let (conv, stats, gone) = tokio::task::spawn_blocking(move || {
+            let conv = store.conversation(id)?;
+            // A conversation merged into this one whose link is gone (it was erased, and
+            // a crash came before this one heard of it) is dropped at once.
+            let mut gone = Vec::new();
+            for member in conv.iter().flat_map(|c| &c.merged) {
+                if !store.contains(Ks::Merge, &catalogue::merge(id, member.id))? {
+                    gone.push(member.id);
+                }
+            }
+            Ok::<_, EngineError>((conv, analytics::conversation_stats(&store, id)?, gone))
         })
         .await??;
         let conv = conv.ok_or(EngineError::ConversationNotFound(id))?;
+        for member in gone {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            args.queued.fetch_add(1, Ordering::Relaxed);
+            let _ = myself.cast(ConversationMsg::Command(
+                Command::Unmember(member),
+                None,
+                reply.into(),
+            ));
+        }
         Ok(ConversationState {
             conv,
             stats,
@@ -235,6 +273,8 @@ impl Actor for ConversationActor {
             ai: args.ai,
             queued: args.queued,
             notifier: args.notifier,
+            merges: args.merges,
+            reported: None,
         })
     }
 
@@ -249,6 +289,7 @@ impl Actor for ConversationActor {
         // `handle` future: boxing the handling (~6 KB, allocated per message, freed after)
         // keeps that allocation small for every live, idle conversation.
         Box::pin(handle_message(myself, msg, state)).await;
+        state.report_merge();
         Ok(())
     }
 }
@@ -362,6 +403,7 @@ async fn handle_message(
             let done = erased.is_ok();
             let _ = reply.send(erased);
             if done {
+                state.split_erased();
                 myself.stop(Some("erased".into()));
             }
         }
@@ -373,6 +415,7 @@ async fn handle_message(
                 let done = erased.is_ok();
                 let _ = reply.send(erased.map(|counts| (counts, true)));
                 if done {
+                    state.split_erased();
                     myself.stop(Some("erased".into()));
                 }
             } else {
@@ -389,6 +432,31 @@ async fn handle_message(
 }
 
 impl ConversationState {
+    /// Tells the conversation this one is merged into how it stands now, if that changed
+    /// since it last told it.
+    fn report_merge(&mut self) {
+        let Some(primary) = self.conv.merged_into else {
+            self.reported = None;
+            return;
+        };
+        let now = self.conv.as_merged();
+        if self.reported.as_ref() != Some(&now) {
+            let _ = self.merges.send((primary, Command::Member(now.clone())));
+            self.reported = Some(now);
+        }
+    }
+
+    /// After this conversation's erasure: the one it was merged into drops it, the ones
+    /// merged into it are split off.
+    fn split_erased(&mut self) {
+        if let Some(primary) = self.conv.merged_into.take() {
+            let _ = self.merges.send((primary, Command::Unmember(self.conv.id)));
+        }
+        for member in std::mem::take(&mut self.conv.merged) {
+            let _ = self.merges.send((member.id, Command::Unmerge));
+        }
+    }
+
     /// Commits the erasure of the conversation, in order (state and inbox entries last).
     async fn erase(&mut self) -> ActorResult<confab_engine::erasure::ErasedCounts> {
         let (store, conv) = (self.store.clone(), self.conv.clone());
@@ -720,6 +788,11 @@ impl ConversationState {
         let mut stats = self.stats;
         let mut assigned = None;
         let mut set = WriteSet::new();
+        // Conversations merged into this one follow its AI mode and are read with it.
+        let followed = match &command {
+            Command::AiMode(_) | Command::MarkRead => Some(command.clone()),
+            _ => None,
+        };
         match command {
             Command::Assign { agent_id, by } => {
                 if conv.assignee_id != agent_id {
@@ -789,6 +862,69 @@ impl ConversationState {
                     conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
                 }
             }
+            Command::MergeInto { primary, ai_mode } => {
+                if conv.merged_into != Some(primary) {
+                    if primary == conv.id {
+                        return Err(ActorError::invalid(
+                            "invalid_value",
+                            "a conversation cannot be merged into itself",
+                        ));
+                    }
+                    if conv.merged_into.is_some() {
+                        return Err(ActorError::conflict(
+                            "already_merged",
+                            "this conversation is merged into another: split it off first",
+                        ));
+                    }
+                    if !conv.merged.is_empty() {
+                        return Err(ActorError::conflict(
+                            "has_merged_conversations",
+                            "conversations are merged into this one: merge the other way, or split them off first",
+                        ));
+                    }
+                    conv.merged_into = Some(primary);
+                    set.put_raw(Ks::Merge, catalogue::merge(primary, conv.id), Vec::new());
+                    if conv.ai_mode != ai_mode {
+                        conv.ai_mode = ai_mode;
+                        conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
+                    }
+                }
+            }
+            Command::Unmerge => {
+                if let Some(primary) = conv.merged_into.take() {
+                    set.delete(Ks::Merge, catalogue::merge(primary, conv.id));
+                }
+            }
+            Command::Member(member) => {
+                if conv.merged_into.is_some() {
+                    return Err(ActorError::conflict(
+                        "already_merged",
+                        "this conversation is merged into another: merge into that one",
+                    ));
+                }
+                let earlier = conv.merged.iter().position(|m| m.id == member.id);
+                let lead_wrote = earlier.is_some_and(|i| {
+                    member.last_inbound_seq.is_some()
+                        && conv.merged[i].last_inbound_seq != member.last_inbound_seq
+                });
+                if member.last_activity_at > conv.last_activity_at {
+                    conv.last_activity_at = member.last_activity_at;
+                    conv.preview.clone_from(&member.preview);
+                }
+                if lead_wrote {
+                    // As a message in this thread would: back in the working views.
+                    wake(&mut set, &mut conv);
+                    if conv.status != Status::Open {
+                        conv.status = Status::Open;
+                        conv.closed_at = None;
+                    }
+                }
+                match earlier {
+                    Some(i) => conv.merged[i] = member,
+                    None => conv.merged.push(member),
+                }
+            }
+            Command::Unmember(id) => conv.merged.retain(|m| m.id != id),
             Command::MarkRead => conv.unread_count = 0,
             Command::ContactChanged(contact) => conv.contact = contact,
             Command::Csat(rating) => {
@@ -799,6 +935,11 @@ impl ConversationState {
                     ));
                 }
                 stats.csat = Some(rating);
+            }
+        }
+        if let Some(command) = followed {
+            for member in &conv.merged {
+                let _ = self.merges.send((member.id, command.clone()));
             }
         }
         if conv == self.conv && stats == self.stats {

@@ -13,6 +13,9 @@ pub enum ActorError {
     /// A value the request carried is not acceptable.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// The request conflicts with the conversation's state (a merge of a merged one).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The actor could not be reached (crashed, restart budget spent, shutting down).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -23,6 +26,15 @@ pub enum ActorError {
 impl ActorError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         ActorError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl ActorError {
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ActorError::Conflict {
             code,
             message: message.into(),
         }

@@ -192,6 +192,7 @@ impl Runtime {
         let manager = self.conversations.manager();
         manager.drain_children();
         let _ = manager.stop_and_wait(None, Some(timeout)).await;
+        self.conversations.end_tasks().await;
         if let Some(indexer) = &self.indexer {
             let _ = indexer.drain_and_wait(Some(timeout)).await;
         }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::ai::{AiQueue, AiRequest};
 use crate::conversation::{
-    stage_inbound, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
+    stage_inbound, Command, ConversationActor, ConversationArgs, ConversationMsg, InboundOutcome,
 };
 use crate::error::{ActorError, ActorResult};
 use crate::notify::Notifier;
@@ -81,9 +81,22 @@ pub struct Conversations {
     ai: AiQueue,
     notifier: Notifier,
     epoch: Instant,
+    /// The merge notes' forwarder and the start's reconciliation: they hold this handle
+    /// (and so the store), and end at [`Conversations::end_tasks`].
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Conversations {
+    /// Ends the background tasks (after the actors stopped: a merge note not yet handed
+    /// on is reconciled at the next start).
+    pub async fn end_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// The conversation's actor, activating it from the store if needed.
     pub async fn actor(&self, id: ConversationId) -> ActorResult<ActorRef<ConversationMsg>> {
         match self.live_actor(id) {
@@ -546,6 +559,8 @@ fn fresh_conversation(
         outcome: None,
         outcome_at: None,
         suggested_outcome: None,
+        merged_into: None,
+        merged: Vec::new(),
     }
 }
 
@@ -645,6 +660,8 @@ async fn start_or_find(
         outcome: None,
         outcome_at: None,
         suggested_outcome: None,
+        merged_into: None,
+        merged: Vec::new(),
         ..fresh_conversation(channel, thread, contact, ai_mode, now)
     };
     set.put(
@@ -814,6 +831,7 @@ pub struct ManagerState {
     /// activations and messages waiting for it to stop, in arrival order.
     stopping: HashMap<ConversationId, Vec<Waiter>>,
     restarts: HashMap<ConversationId, VecDeque<Instant>>,
+    merges: crate::conversation::MergeNotes,
 }
 
 impl Manager {
@@ -823,6 +841,7 @@ impl Manager {
         let threads = Arc::new(DashMap::new());
         let epoch = Instant::now();
         let max_threads = args.config.max_live.max(1024);
+        let (merges, notes) = tokio::sync::mpsc::unbounded_channel();
         let state = ManagerState {
             store: args.store.clone(),
             committer: args.committer.clone(),
@@ -835,9 +854,10 @@ impl Manager {
             actors: HashMap::new(),
             stopping: HashMap::new(),
             restarts: HashMap::new(),
+            merges,
         };
         let (manager, _) = Actor::spawn(None, Manager, Box::new(state)).await?;
-        Ok(Conversations {
+        let conversations = Conversations {
             live,
             threads,
             max_threads,
@@ -847,7 +867,80 @@ impl Manager {
             ai: args.ai,
             notifier: args.notifier,
             epoch,
-        })
+            tasks: Default::default(),
+        };
+        let tasks = vec![
+            tokio::spawn(forward_merge_notes(conversations.clone(), notes)),
+            tokio::spawn(reconcile_merges(conversations.clone())),
+        ];
+        *conversations
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(conversations)
+    }
+}
+
+/// Hands each merge note to its conversation, in the order they came.
+async fn forward_merge_notes(
+    conversations: Conversations,
+    mut notes: tokio::sync::mpsc::UnboundedReceiver<(ConversationId, Command)>,
+) {
+    while let Some((id, command)) = notes.recv().await {
+        match conversations
+            .submit(id, |reply| ConversationMsg::Command(command, None, reply))
+            .await
+        {
+            Ok(answer) => {
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = answer.await {
+                        tracing::warn!(conversation = %id, error = %e, "a merged conversation's report was refused");
+                    }
+                });
+            }
+            Err(ActorError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(conversation = %id, error = %e, "a merged conversation's report did not arrive");
+            }
+        }
+    }
+}
+
+/// At start: every merge link's conversation hears how its merged one stands (a report a
+/// crash cut off arrives now), and a conversation merged into one that is gone is split.
+async fn reconcile_merges(conversations: Conversations) {
+    let store = conversations.store.clone();
+    let links = tokio::task::spawn_blocking(move || {
+        let mut links = Vec::new();
+        for (primary, member) in store.merge_links()? {
+            let summary = store.conversation(member)?.map(|c| c.as_merged());
+            links.push((
+                primary,
+                member,
+                summary,
+                store.conversation(primary)?.is_some(),
+            ));
+        }
+        Ok::<_, confab_engine::Error>(links)
+    })
+    .await;
+    let links = match links {
+        Ok(Ok(links)) => links,
+        Ok(Err(e)) => return tracing::error!(error = %e, "could not read the merge links"),
+        Err(e) => return tracing::error!(error = %e, "could not read the merge links"),
+    };
+    for (primary, member, summary, primary_exists) in links {
+        let (id, command) = match (summary, primary_exists) {
+            (Some(_), false) => (member, Command::Unmerge),
+            (Some(summary), true) => (primary, Command::Member(summary)),
+            (None, _) => continue,
+        };
+        let answer = conversations
+            .request(id, |reply| ConversationMsg::Command(command, None, reply))
+            .await;
+        if let Err(e) = answer {
+            tracing::warn!(conversation = %id, error = %e, "could not reconcile a merge");
+        }
     }
 }
 
@@ -976,6 +1069,7 @@ impl ManagerState {
             ai: self.ai.clone(),
             queued: queued.clone(),
             notifier: self.notifier.clone(),
+            merges: self.merges.clone(),
         };
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {

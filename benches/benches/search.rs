@@ -138,6 +138,8 @@ fn card(id: ConversationId, name: String, at: i64) -> ConversationCard {
         snoozed_until: None,
         outcome: None,
         suggested_outcome: None,
+        merged_into: None,
+        merged: Vec::new(),
         ai_mode: Default::default(),
         assignee_id: None,
         tags: Vec::new(),

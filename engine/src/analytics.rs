@@ -625,6 +625,8 @@ mod tests {
             outcome: None,
             outcome_at: None,
             suggested_outcome: None,
+            merged_into: None,
+            merged: Vec::new(),
         }
     }
 

@@ -190,6 +190,25 @@ pub fn changes(
     if before.contact != after.contact {
         out.push(("contact_edited", BTreeMap::new()));
     }
+    match (before.merged_into, after.merged_into) {
+        (None, Some(into)) => out.push((
+            "merged_into",
+            details([("conversation_id", into.to_string())]),
+        )),
+        (Some(from), None) => out.push((
+            "split_from",
+            details([("conversation_id", from.to_string())]),
+        )),
+        _ => {}
+    }
+    let ids = |c: &Conversation| c.merged.iter().map(|m| m.id).collect::<Vec<_>>();
+    let (old, new) = (ids(before), ids(after));
+    for id in new.iter().filter(|id| !old.contains(id)) {
+        out.push(("merged", details([("conversation_id", id.to_string())])));
+    }
+    for id in old.iter().filter(|id| !new.contains(id)) {
+        out.push(("split", details([("conversation_id", id.to_string())])));
+    }
     out
 }
 

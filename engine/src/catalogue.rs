@@ -136,10 +136,13 @@ pub enum Ks {
     /// workspace id ‖ webhook id → `webhooks::Endpoint`: outgoing webhooks and how far
     /// each has delivered
     Webhook,
+    /// conversation id ‖ conversation id → (): a conversation (the second) merged into
+    /// another (the first), written with the second's `merged_into` (see [`merge`])
+    Merge,
 }
 
 impl Ks {
-    pub const ALL: [Ks; 52] = [
+    pub const ALL: [Ks; 53] = [
         Ks::Meta,
         Ks::WorkspaceState,
         Ks::AgentState,
@@ -192,6 +195,7 @@ impl Ks {
         Ks::Activity,
         Ks::Audit,
         Ks::Webhook,
+        Ks::Merge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -248,6 +252,7 @@ impl Ks {
             Ks::Activity => "activity",
             Ks::Audit => "audit",
             Ks::Webhook => "webhook",
+            Ks::Merge => "merge",
         }
     }
 
@@ -582,6 +587,11 @@ pub fn day_stat(ws: WorkspaceId, day: u32, stat: u8) -> Vec<u8> {
 
 pub fn activity(conv: ConversationId, id: ActivityId) -> Vec<u8> {
     join(&[&conv.to_bytes(), &id.to_bytes()])
+}
+
+/// `merge` key: `member` is merged into `primary`.
+pub fn merge(primary: ConversationId, member: ConversationId) -> Vec<u8> {
+    join(&[&primary.to_bytes(), &member.to_bytes()])
 }
 
 /// After every key that starts with `prefix` and continues with a 16-byte id.

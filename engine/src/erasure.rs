@@ -227,6 +227,12 @@ pub fn conversation_sets(
     let mut sets = sets.done();
     let mut last = WriteSet::new();
     crate::views::remove(&mut last, conv);
+    // Its link to the conversation it is merged into goes with it (its actor tells that
+    // one). Links of conversations merged into this one stay until each is split off by
+    // its own actor: a link whose first conversation is gone is split at the next start.
+    if let Some(primary) = conv.merged_into {
+        last.delete(Ks::Merge, catalogue::merge(primary, id));
+    }
     last.delta(conv.workspace_id, id, DeltaBody::ConversationRemoved);
     last.delete(Ks::ConvState, id.to_bytes().to_vec()).delete(
         Ks::ContactConv,

@@ -18,7 +18,7 @@ use crate::catalogue::Ks;
 use crate::error::{Error, Result};
 
 /// The store format this binary writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// `meta` key of the store's format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -54,6 +54,13 @@ pub const MIGRATIONS: &[Migration] = &[
         // Nothing stored changes: an older binary would list a snoozed conversation as
         // closed, never wake it, refuse notification settings that name the new kind, and
         // leave outcome counters and activity entries behind.
+        run: |_, _| Ok(()),
+    },
+    Migration {
+        to: 4,
+        what: "merged conversations (a new keyspace and conversation fields)",
+        // Nothing stored changes: an older binary would list a merged conversation again
+        // and drop its link when it next wrote either conversation.
         run: |_, _| Ok(()),
     },
 ];

@@ -491,6 +491,34 @@ pub struct Conversation {
     /// The AI agent's suggestion, until an agent sets an outcome.
     #[serde(default)]
     pub suggested_outcome: Option<crate::outcomes::OutcomeSuggestion>,
+    /// Merged into this conversation: its thread keeps its own messages and channel, but
+    /// it is out of every view and shown in this one's timeline (see [`MergedConversation`]).
+    #[serde(default)]
+    pub merged_into: Option<ConversationId>,
+    /// The conversations merged into this one, as last reported by their actors.
+    #[serde(default)]
+    pub merged: Vec<MergedConversation>,
+}
+
+/// A conversation merged into another, as the other shows it: a thread of the same lead
+/// on its own channel, whose messages join the merged timeline and which replies may go to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MergedConversation {
+    pub id: ConversationId,
+    pub channel: ChannelKind,
+    pub channel_id: ChannelId,
+    pub unread_count: u32,
+    #[serde(with = "crate::time::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub last_activity_at: UnixMillis,
+    pub preview: String,
+    /// Its channel's reply window, absent when the channel has none (as on a card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_window: Option<CardWindow>,
+    /// The seq of its lead's last message: a newer one reopens the merged conversation.
+    #[serde(default)]
+    pub last_inbound_seq: Option<u64>,
 }
 
 /// Who answered a lead.
@@ -541,6 +569,15 @@ pub struct ConversationCard {
     /// `reply_window`, which adds `open`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_window: Option<CardWindow>,
+    /// Merged into that conversation: out of every view, its messages shown in that one's
+    /// timeline. `null` otherwise.
+    #[serde(default)]
+    pub merged_into: Option<ConversationId>,
+    /// The conversations merged into this one (other threads of the lead, on their own
+    /// channels): their messages belong to this timeline, replies may go to any of them,
+    /// and `unread_count` includes theirs.
+    #[serde(default)]
+    pub merged: Vec<MergedConversation>,
 }
 
 /// The reply window on a conversation card; whether it is open follows from the time.
@@ -566,18 +603,40 @@ impl Conversation {
             campaign: self.campaign.clone(),
             outcome: self.outcome.clone(),
             suggested_outcome: self.suggested_outcome.clone(),
-            unread_count: self.unread_count,
+            unread_count: self
+                .merged
+                .iter()
+                .fold(self.unread_count, |n, m| n.saturating_add(m.unread_count)),
             last_activity_at: self.last_activity_at,
             created_at: self.created_at,
             preview: self.preview.clone(),
             contact: self.contact.clone(),
-            reply_window: self
-                .channel
-                .rules()
-                .reply_window_ms
-                .map(|window| CardWindow {
-                    closes_at: self.last_inbound_at.map(|at| at.saturating_add(window)),
-                }),
+            reply_window: self.card_window(),
+            merged_into: self.merged_into,
+            merged: self.merged.clone(),
+        }
+    }
+
+    fn card_window(&self) -> Option<CardWindow> {
+        self.channel
+            .rules()
+            .reply_window_ms
+            .map(|window| CardWindow {
+                closes_at: self.last_inbound_at.map(|at| at.saturating_add(window)),
+            })
+    }
+
+    /// What the conversation it is merged into shows of it.
+    pub fn as_merged(&self) -> MergedConversation {
+        MergedConversation {
+            id: self.id,
+            channel: self.channel,
+            channel_id: self.channel_id,
+            unread_count: self.unread_count,
+            last_activity_at: self.last_activity_at,
+            preview: self.preview.clone(),
+            reply_window: self.card_window(),
+            last_inbound_seq: self.last_inbound_seq,
         }
     }
 }

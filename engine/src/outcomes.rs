@@ -78,7 +78,11 @@ pub fn find<'a>(list: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 /// What the counters count of a conversation: (day set, campaign, outcome).
+/// A merged conversation counts through the one it is merged into (one lead, one outcome).
 fn counted(c: &Conversation) -> Option<(u32, Option<&str>, &str)> {
+    if c.merged_into.is_some() {
+        return None;
+    }
     let outcome = c.outcome.as_deref()?;
     Some((
         day_of(c.outcome_at.unwrap_or(c.created_at)),

@@ -267,6 +267,20 @@ impl Store {
             .collect()
     }
 
+    /// Every merge link: (conversation, conversation merged into it).
+    pub fn merge_links(&self) -> Result<Vec<(ConversationId, ConversationId)>> {
+        self.ks(Ks::Merge)
+            .iter()
+            .map(|kv| {
+                let key = kv.key()?;
+                key.get(..16)
+                    .and_then(ConversationId::from_key_prefix)
+                    .zip(key.get(16..).and_then(ConversationId::from_key_prefix))
+                    .ok_or_else(|| crate::Error::Corrupt("merge key".into()))
+            })
+            .collect()
+    }
+
     pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
         self.get(Ks::ConvState, &id.to_bytes())
     }

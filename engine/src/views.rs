@@ -75,8 +75,12 @@ fn lane_state(c: &Conversation) -> LaneState {
     }
 }
 
-/// The conversation's status lane and, when active, its assignee lane.
+/// The conversation's status lane and, when active, its assignee lane; none when it is
+/// merged into another (listed through that one).
 fn lanes(c: &Conversation) -> [Option<Lane>; 2] {
+    if c.merged_into.is_some() {
+        return [None, None];
+    }
     let channel = channel_byte(c.channel);
     let mode = mode_byte(c.ai_mode);
     let state = lane_state(c);
@@ -103,6 +107,9 @@ fn summary(c: &Conversation) -> LaneSummary {
 }
 
 fn facets(c: &Conversation) -> BTreeSet<(u8, &str)> {
+    if c.merged_into.is_some() {
+        return BTreeSet::new();
+    }
     let mut set: BTreeSet<(u8, &str)> = c.tags.iter().map(|t| (FACET_TAG, t.as_str())).collect();
     if let Some(campaign) = &c.campaign {
         set.insert((FACET_CAMPAIGN, campaign.as_str()));
@@ -235,6 +242,9 @@ impl Filter {
     /// The reference semantics the indexes must reproduce (also used on the membership
     /// path, where conversations are loaded anyway).
     pub fn matches(&self, conv: &Conversation, me: AgentId) -> bool {
+        if conv.merged_into.is_some() {
+            return false;
+        }
         let state = lane_state(conv);
         let active = state == LaneState::Active;
         let in_view = match self.view {

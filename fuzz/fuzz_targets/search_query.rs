@@ -129,6 +129,8 @@ fn conversation(ws: WorkspaceId, i: i64) -> Conversation {
         outcome: None,
         outcome_at: None,
         suggested_outcome: None,
+        merged_into: None,
+        merged: Vec::new(),
     }
 }
 

@@ -34,6 +34,9 @@ pub struct App {
     pub canned_writes: tokio::sync::Mutex<()>,
     /// Webhook endpoints are changed (by admins, or by delivery progress) one at a time.
     pub webhook_writes: tokio::sync::Mutex<()>,
+    /// Merges and splits, one at a time: each changes two conversations (two actors), and
+    /// two crossing merges (a into b, b into a) must not both pass their checks.
+    pub merges: tokio::sync::Mutex<()>,
     /// Turns true when the server begins shutting down; long-lived sessions watch it.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -69,6 +72,7 @@ fn routes_but_metrics() -> OpenApiRouter<AppState> {
         .merge(routes::attachments::routes())
         .merge(routes::commands::routes())
         .merge(routes::bulk::routes())
+        .merge(routes::merge::routes())
         .merge(routes::outcomes::routes())
         .merge(routes::audit::routes())
         .merge(routes::outgoing::routes())

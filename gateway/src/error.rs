@@ -108,6 +108,9 @@ impl From<ActorError> for ApiError {
                 "more than 24 hours have passed since the lead last wrote: only a template message may be sent on WhatsApp now",
             ),
             ActorError::Invalid { code, message } => ApiError::unprocessable(code, message),
+            ActorError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             ActorError::Unavailable(why) => {
                 // Internals (a task's panic, an actor's exit) go to the log, not the client.
                 tracing::error!(reason = %why, "conversation unavailable");

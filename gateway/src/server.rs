@@ -267,6 +267,7 @@ pub async fn start_with_clock(
         logins: crate::routes::auth::LoginLimits::new(),
         canned_writes: tokio::sync::Mutex::new(()),
         webhook_writes: tokio::sync::Mutex::new(()),
+        merges: tokio::sync::Mutex::new(()),
         shutting_down: stop.subscribe(),
     });
     crate::stream::spawn_pruner(app.clone());

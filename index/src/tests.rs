@@ -57,6 +57,8 @@ fn conversation(ws: WorkspaceId, contact: Contact, at: i64) -> Conversation {
         outcome: None,
         outcome_at: None,
         suggested_outcome: None,
+        merged_into: None,
+        merged: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ mod edge;
 mod email;
 mod inbox;
 mod linkedin;
+mod merge;
 mod metrics;
 mod notifications;
 mod operations;

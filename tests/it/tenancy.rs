@@ -301,6 +301,51 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         deltas.last().expect("delta")["message"]["text"],
         "their own"
     );
+    // Merging names a conversation of one workspace only: neither way round, nor a split.
+    let their_id = server.conversations(&theirs.token).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for (token, path, other) in [
+        (
+            &theirs.token,
+            format!("/api/v1/conversations/{their_id}/merge"),
+            &id,
+        ),
+        (
+            &theirs.token,
+            format!("/api/v1/conversations/{id}/merge"),
+            &their_id,
+        ),
+        (
+            &ours.token,
+            format!("/api/v1/conversations/{id}/merge"),
+            &their_id,
+        ),
+        (
+            &theirs.token,
+            format!("/api/v1/conversations/{their_id}/split"),
+            &id,
+        ),
+        (
+            &theirs.token,
+            format!("/api/v1/conversations/{id}/split"),
+            &their_id,
+        ),
+    ] {
+        let (status, body) = server
+            .post(token, &path, json!({"conversation_id": other}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (_, ours_card) = server
+        .get(&ours.token, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(
+        (&ours_card["merged_into"], &ours_card["merged"]),
+        (&Value::Null, &json!([])),
+        "{ours_card}"
+    );
     their_stream.close().await;
     // Operations: their export holds nothing of ours; they cannot erase our lead nor see
     // our erasures.

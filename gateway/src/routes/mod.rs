@@ -17,6 +17,7 @@ pub mod erasure;
 pub mod export;
 pub mod health;
 pub mod kb;
+pub mod merge;
 pub mod notifications;
 pub mod outcomes;
 pub mod outgoing;

@@ -172,6 +172,9 @@ pub struct Item {
     channel: ChannelKind,
     status: Status,
     contact: Contact,
+    /// The conversation is merged into this one: open that one (its timeline shows the
+    /// hit's message). `null` otherwise.
+    merged_into: Option<ConversationId>,
 }
 
 fn item(hit: Hit, conv: Conversation) -> Item {
@@ -192,6 +195,7 @@ fn item(hit: Hit, conv: Conversation) -> Item {
         channel: conv.channel,
         status: conv.status,
         contact: conv.contact,
+        merged_into: conv.merged_into,
     }
 }
 

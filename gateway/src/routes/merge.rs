@@ -1,0 +1,175 @@
+//! Merging two conversations of one lead into one timeline, and splitting them again.
+//!
+//! A merge keeps both conversations: each keeps its channel thread, its messages and its
+//! actor. The merged one (`merged_into` set) leaves every view, count and outcome report;
+//! the one it is merged into lists it in `merged`, moves with its activity, is reopened by
+//! its lead's messages, shares its AI mode and read state, and shows both threads in its
+//! timeline (`GET /api/v1/conversations/{id}/timeline`). Replies go to whichever of them
+//! the agent picks (`POST /api/v1/conversations/{that one}/messages`). A split undoes it.
+//!
+//! Each step is a command to one conversation's actor; the merged one's link (written
+//! with its `merged_into`) is the truth, which the other follows, again at every start.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use confab_actors::conversation::Command;
+use confab_actors::ConversationMsg;
+use confab_engine::ids::ConversationId;
+use confab_engine::model::{Conversation, ConversationCard};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::blocking;
+use super::conversations::owned_conversation;
+use super::Body;
+use crate::app::AppState;
+use crate::auth::AgentAuth;
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(merge))
+        .routes(routes!(split))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The other conversation (of the caller's workspace).
+    #[schema(value_type = String, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    conversation_id: String,
+}
+
+/// Sends `command` to conversation `id` as the caller, and waits for its card.
+async fn command(
+    app: &AppState,
+    agent: &AgentAuth,
+    id: ConversationId,
+    command: Command,
+) -> ApiResult<ConversationCard> {
+    Ok(app
+        .runtime
+        .conversations
+        .request(id, |reply| {
+            ConversationMsg::Command(command, Some(agent.0.id), reply)
+        })
+        .await?)
+}
+
+/// The path's conversation and the body's, both of the caller's workspace.
+async fn pair(
+    app: &AppState,
+    agent: &AgentAuth,
+    id: &str,
+    body: &MergeBody,
+) -> ApiResult<(Conversation, Conversation)> {
+    let this = owned_conversation(app, agent, id).await?;
+    let other = owned_conversation(app, agent, &body.conversation_id).await?;
+    if this.id == other.id {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "a conversation cannot be merged with itself",
+        ));
+    }
+    Ok((this, other))
+}
+
+/// Merges the body's conversation into this one: one timeline of both threads, listed
+/// once. The other leaves every view (`merged_into` on its card), this one lists it in
+/// `merged`, takes its unread count and activity, and gives it its AI mode. Repeating it
+/// changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/merge",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation to merge into.")),
+    request_body = MergeBody,
+    responses(
+        (status = 200, description = "This conversation's card after the merge.", body = ConversationCard),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: either conversation is not in the caller's workspace.", body = ErrorBody),
+        (status = 409, description = "`already_merged`: one of them is merged into another conversation; `has_merged_conversations`: conversations are merged into the body's one (merge the other way).", body = ErrorBody),
+        (status = 422, description = "`invalid_value`: the same conversation twice; `invalid_json`, `missing_field`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn merge(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<MergeBody>,
+) -> ApiResult<Json<ConversationCard>> {
+    let _one_at_a_time = app.merges.lock().await;
+    let (this, other) = pair(&app, &agent, &id, &body).await?;
+    if this.merged_into.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "already_merged",
+            "this conversation is merged into another: merge into that one",
+        ));
+    }
+    // The merged one first: its link is the truth the other follows (at every start too).
+    let merged = command(
+        &app,
+        &agent,
+        other.id,
+        Command::MergeInto {
+            primary: this.id,
+            ai_mode: this.ai_mode,
+        },
+    )
+    .await?;
+    let store = app.store.clone();
+    let summary = blocking(move || store.conversation(merged.id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?
+        .as_merged();
+    Ok(Json(
+        command(&app, &agent, this.id, Command::Member(summary)).await?,
+    ))
+}
+
+/// Splits the body's conversation off this one: it is listed again as it is (its own
+/// thread, messages, status and assignee), and this one's timeline no longer shows it.
+/// Repeating it changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/split",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(("id" = String, Path, description = "The conversation it is merged into.")),
+    request_body = MergeBody,
+    responses(
+        (status = 200, description = "This conversation's card after the split.", body = ConversationCard),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: either conversation is not in the caller's workspace.", body = ErrorBody),
+        (status = 409, description = "`not_merged`: the body's conversation is merged into another one.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`: the same conversation twice; `invalid_json`, `missing_field`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn split(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<MergeBody>,
+) -> ApiResult<Json<ConversationCard>> {
+    let _one_at_a_time = app.merges.lock().await;
+    let (this, other) = pair(&app, &agent, &id, &body).await?;
+    if other.merged_into.is_some_and(|into| into != this.id) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_merged",
+            "that conversation is merged into another one",
+        ));
+    }
+    // This one first: a crash between the two leaves the link, and the merge stands
+    // whole again at the next start.
+    let card = command(&app, &agent, this.id, Command::Unmember(other.id)).await?;
+    command(&app, &agent, other.id, Command::Unmerge).await?;
+    Ok(Json(card))
+}
