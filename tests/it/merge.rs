@@ -239,6 +239,54 @@ async fn two_threads_of_a_lead_merge_into_one_timeline_follow_it_and_split_again
     })
     .await;
 
+    // One timeline of both threads, newest first, paged without a repeat or a gap.
+    let mut all: Vec<String> = Vec::new();
+    for thread in [&primary_id, &other_id] {
+        for m in server.messages(&tenant.token, thread).await {
+            all.push(m["id"].as_str().expect("id").to_string());
+        }
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let path = match &before {
+            Some(cursor) => {
+                format!("/api/v1/conversations/{primary_id}/timeline?limit=2&before={cursor}")
+            }
+            None => format!("/api/v1/conversations/{primary_id}/timeline?limit=2"),
+        };
+        let (status, page) = server.get(&tenant.token, &path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_before"].as_str() {
+            Some(next) => before = Some(next.to_string()),
+            None => break,
+        }
+        assert!(seen.len() <= all.len(), "pages repeat: {seen:?}");
+    }
+    let mut ids: Vec<String> = seen
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids.len(), all.len(), "{ids:?}");
+    let times: Vec<&str> = seen
+        .iter()
+        .map(|m| m["created_at"].as_str().expect("time"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    ids.sort();
+    all.sort();
+    assert_eq!(ids, all);
+    assert!(seen
+        .iter()
+        .any(|m| m["conversation_id"] == other_id.as_str()));
+    assert!(seen
+        .iter()
+        .any(|m| m["conversation_id"] == primary_id.as_str()));
+
     // Each side's activity says what happened.
     let (_, activity) = server
         .get(

@@ -61,6 +61,7 @@ async fn another_workspaces_token_sees_and_touches_nothing() {
         format!("/api/v1/conversations/{id}"),
         format!("/api/v1/conversations/{id}/messages"),
         format!("/api/v1/conversations/{id}/messages?around=1"),
+        format!("/api/v1/conversations/{id}/timeline"),
         format!("/api/v1/conversations/{id}/messages/1/attachments/0"),
         format!("/api/v1/contacts/{contact}"),
         format!("/api/v1/contacts/{contact}/export"),

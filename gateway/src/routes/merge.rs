@@ -10,13 +10,16 @@
 //! Each step is a command to one conversation's actor; the merged one's link (written
 //! with its `merged_into`) is the truth, which the other follows, again at every start.
 
-use axum::extract::{Path, State};
+use std::collections::VecDeque;
+
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use confab_actors::conversation::Command;
 use confab_actors::ConversationMsg;
 use confab_engine::ids::ConversationId;
-use confab_engine::model::{Conversation, ConversationCard};
-use serde::Deserialize;
+use confab_engine::model::{Conversation, ConversationCard, Message};
+use confab_engine::store::Store;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,6 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(merge))
         .routes(routes!(split))
+        .routes(routes!(timeline))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -172,4 +176,138 @@ async fn split(
     let card = command(&app, &agent, this.id, Command::Unmember(other.id)).await?;
     command(&app, &agent, other.id, Command::Unmerge).await?;
     Ok(Json(card))
+}
+
+const TIMELINE_DEFAULT: usize = 50;
+const TIMELINE_MAX: usize = 200;
+
+#[derive(Serialize, ToSchema)]
+pub struct TimelinePage {
+    /// Newest first: the conversation's messages and those of the conversations merged
+    /// into it (each with its own `conversation_id` and `seq`), by creation time.
+    items: Vec<Message>,
+    /// Pass as `before` for older messages; `null` when there are none.
+    next_before: Option<String>,
+}
+
+/// Where a timeline page stops in each thread: messages with a smaller seq come next.
+/// Written `ID.SEQ~ID.SEQ…`; a thread left out has nothing older.
+fn parse_cursor(raw: &str) -> Option<Vec<(ConversationId, u64)>> {
+    raw.split('~')
+        .map(|part| {
+            let (id, seq) = part.split_once('.')?;
+            Some((id.parse().ok()?, seq.parse().ok()?))
+        })
+        .collect()
+}
+
+fn timeline_query(raw: Option<&str>) -> ApiResult<(Option<Vec<(ConversationId, u64)>>, usize)> {
+    let mut before = None;
+    let mut limit = TIMELINE_DEFAULT;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "before" => {
+                before = Some(
+                    parse_cursor(&value)
+                        .filter(|c| c.len() <= 64)
+                        .ok_or_else(|| {
+                            ApiError::unprocessable(
+                                "invalid_cursor",
+                                "`before` must be a timeline page's `next_before`",
+                            )
+                        })?,
+                )
+            }
+            "limit" => limit = super::parse_limit(&value, TIMELINE_MAX)?,
+            _ => {}
+        }
+    }
+    Ok((before, limit))
+}
+
+/// One page of the timeline of `conv` and the conversations merged into it: a merge of
+/// each thread's messages (newest seq first), taking the newest head each time, so each
+/// thread's taken messages are a run of its seqs and the next page starts where it ended.
+fn timeline_page(
+    store: &Store,
+    conv: &Conversation,
+    before: Option<Vec<(ConversationId, u64)>>,
+    limit: usize,
+) -> confab_engine::Result<TimelinePage> {
+    let threads: Vec<ConversationId> = std::iter::once(conv.id)
+        .chain(conv.merged.iter().map(|m| m.id))
+        .collect();
+    let bounds: Vec<(ConversationId, Option<u64>)> = match before {
+        None => threads.iter().map(|t| (*t, None)).collect(),
+        // A thread split off since the last page is left out.
+        Some(cursor) => cursor
+            .into_iter()
+            .filter(|(t, _)| threads.contains(t))
+            .map(|(t, seq)| (t, Some(seq)))
+            .collect(),
+    };
+    let mut heads = Vec::with_capacity(bounds.len());
+    for (thread, bound) in bounds {
+        let page = store.messages_before(thread, bound, limit)?;
+        let more = page.next.is_some();
+        heads.push((thread, bound, VecDeque::from(page.items), more));
+    }
+    let mut items = Vec::with_capacity(limit);
+    while items.len() < limit {
+        let newest = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, _, queue, _))| queue.front().map(|m| ((m.created_at, m.seq), i)))
+            .max();
+        let Some(((_, seq), i)) = newest else {
+            break;
+        };
+        let (_, bound, queue, _) = &mut heads[i];
+        *bound = Some(seq);
+        items.extend(queue.pop_front());
+    }
+    let next: Vec<String> = heads
+        .iter()
+        .filter(|(_, _, queue, more)| !queue.is_empty() || *more)
+        .map(|(thread, bound, _, _)| format!("{thread}.{}", bound.unwrap_or(u64::MAX)))
+        .collect();
+    Ok(TimelinePage {
+        items,
+        next_before: (!next.is_empty()).then(|| next.join("~")),
+    })
+}
+
+/// The merged timeline: this conversation's messages and those of the conversations merged
+/// into it (`merged` on its card), newest first by creation time. For a conversation
+/// nothing is merged into, the same messages as `…/messages`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/timeline",
+    tag = "inbox",
+    security(("agent_token" = [])),
+    params(
+        ("id" = String, Path, description = "The conversation."),
+        ("before" = Option<String>, Query, max_length = 2000, description = "The previous page's `next_before`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
+    ),
+    responses(
+        (status = 200, description = "A page of the timeline.", body = TimelinePage),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 422, description = "`invalid_cursor`, `invalid_query`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+async fn timeline(
+    agent: AgentAuth,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<TimelinePage>> {
+    let conv = owned_conversation(&app, &agent, &id).await?;
+    let (before, limit) = timeline_query(raw.as_deref())?;
+    let store = app.store.clone();
+    Ok(Json(
+        blocking(move || timeline_page(&store, &conv, before, limit)).await?,
+    ))
 }
