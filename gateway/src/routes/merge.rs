@@ -192,7 +192,9 @@ pub struct TimelinePage {
 
 /// Where a timeline page stops in each thread: messages with a smaller seq come next.
 /// Written `ID.SEQ~ID.SEQ…`; a thread left out has nothing older.
-fn parse_cursor(raw: &str) -> Option<Vec<(ConversationId, u64)>> {
+type Cursor = Vec<(ConversationId, u64)>;
+
+fn parse_cursor(raw: &str) -> Option<Cursor> {
     raw.split('~')
         .map(|part| {
             let (id, seq) = part.split_once('.')?;
@@ -201,7 +203,7 @@ fn parse_cursor(raw: &str) -> Option<Vec<(ConversationId, u64)>> {
         .collect()
 }
 
-fn timeline_query(raw: Option<&str>) -> ApiResult<(Option<Vec<(ConversationId, u64)>>, usize)> {
+fn timeline_query(raw: Option<&str>) -> ApiResult<(Option<Cursor>, usize)> {
     let mut before = None;
     let mut limit = TIMELINE_DEFAULT;
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -231,7 +233,7 @@ fn timeline_query(raw: Option<&str>) -> ApiResult<(Option<Vec<(ConversationId, u
 fn timeline_page(
     store: &Store,
     conv: &Conversation,
-    before: Option<Vec<(ConversationId, u64)>>,
+    before: Option<Cursor>,
     limit: usize,
 ) -> confab_engine::Result<TimelinePage> {
     let threads: Vec<ConversationId> = std::iter::once(conv.id)
