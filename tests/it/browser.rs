@@ -1899,3 +1899,123 @@ async fn the_ais_outcome_suggestion_is_accepted_shown_filtered_and_counted() {
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_threads_of_a_lead_are_merged_answered_on_the_picked_one_and_split_again() {
+    let (server, graph, tenant) = setup().await;
+    let support = crate::merge::second_number(&server, &tenant, &graph).await;
+    server
+        .lead_says(
+            &tenant,
+            "5511900000801",
+            "Vera Lins",
+            "wamid.V1",
+            "Is the loft free?",
+        )
+        .await;
+    let primary = conversation_id(&server, &tenant, "5511900000801").await;
+    server
+        .lead_says(
+            &support,
+            "5511900000801",
+            "Vera Lins",
+            "wamid.V2",
+            "Parking included?",
+        )
+        .await;
+    let other = server
+        .conversations(&tenant.token)
+        .await
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .find(|id| *id != primary)
+        .expect("the second thread")
+        .to_owned();
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser.wait(&row(&other)).await;
+    browser
+        .wait(&row(&primary))
+        .await
+        .click()
+        .await
+        .expect("open");
+
+    // The details offer the lead's other conversation; merged, it leaves the list and its
+    // message joins the timeline, marked with its thread.
+    browser
+        .wait("[data-testid=\"merge-candidate\"] [data-testid=\"btn-merge\"]")
+        .await
+        .click()
+        .await
+        .expect("merge");
+    browser.wait("[data-testid=\"merged-thread\"]").await;
+    wait_for("one row, both messages in the chat", || async {
+        let rows = browser
+            .all("[data-testid=\"conversation-row\"]")
+            .await
+            .len();
+        let messages = browser.all("[data-testid=\"message\"]").await.len();
+        let threads = browser.all("[data-testid=\"message-thread\"]").await.len();
+        (rows == 1 && messages == 2 && threads == 2).then_some(())
+    })
+    .await;
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Parking included?")
+        .await;
+    browser.screenshot("merged").await;
+
+    // A reply on the picked thread goes out from its number.
+    browser
+        .find("composer-via")
+        .await
+        .select_by_value(&other)
+        .await
+        .expect("pick the thread");
+    let input = browser.find("composer-input").await;
+    input.send_keys("Yes, one space").await.expect("type");
+    input.send_keys(&ENTER.to_string()).await.expect("send");
+    let requests = graph.wait_requests(1).await;
+    assert!(
+        requests[0].path.contains(&support.phone_number_id),
+        "{}",
+        requests[0].path
+    );
+    // The lead answers on that thread: live in the merged timeline.
+    server
+        .lead_says(
+            &support,
+            "5511900000801",
+            "Vera Lins",
+            "wamid.V3",
+            "Great, thanks",
+        )
+        .await;
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Great, thanks")
+        .await;
+
+    // Split: both listed again, the timeline back to its own thread.
+    browser
+        .find("btn-split")
+        .await
+        .click()
+        .await
+        .expect("split");
+    wait_for("two rows, one thread in the chat", || async {
+        let rows = browser
+            .all("[data-testid=\"conversation-row\"]")
+            .await
+            .len();
+        let threads = browser.all("[data-testid=\"message-thread\"]").await.len();
+        let merged = browser.all("[data-testid=\"merged-thread\"]").await.len();
+        (rows == 2 && threads == 0 && merged == 0).then_some(())
+    })
+    .await;
+    let (_, card) = server
+        .get(&tenant.token, &format!("/api/v1/conversations/{other}"))
+        .await;
+    assert_eq!(card["merged_into"], Value::Null, "{card}");
+    browser.close().await;
+    server.shutdown().await;
+}

@@ -9,7 +9,11 @@ const LEAD: (&str, &str) = ("5511912345678", "Rita Prado");
 
 /// A second WhatsApp number of the tenant's workspace: the same lead writing to it is the
 /// same contact (by phone), in a conversation of its own.
-async fn second_number(server: &TestServer, tenant: &Tenant, graph: &GraphStandIn) -> Tenant {
+pub(crate) async fn second_number(
+    server: &TestServer,
+    tenant: &Tenant,
+    graph: &GraphStandIn,
+) -> Tenant {
     let app_secret = "second-number-secret".to_string();
     let phone_number_id = "206540352242923".to_string();
     let (status, channel) = server

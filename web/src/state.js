@@ -4,7 +4,7 @@
 
 import { signal, computed, batch } from '@preact/signals';
 import { get, post, put, patch, qs, setUnauthorizedHandler } from './api.js';
-import { periodStart } from './util.js';
+import { periodStart, CHANNEL_LABEL } from './util.js';
 
 // ---- session -------------------------------------------------------------------------
 export const me = signal(undefined); // undefined: checking; null: signed out; else /me body
@@ -28,8 +28,10 @@ function parseHash() {
 }
 export const route = signal(parseHash());
 addEventListener('hashchange', () => { route.value = parseHash(); });
-export function navigate(hash) {
-  if (location.hash !== hash) location.hash = hash;
+// `replace`: instead of the current entry (a conversation that turned out merged away).
+export function navigate(hash, replace = false) {
+  if (location.hash === hash) return;
+  if (replace) location.replace(hash); else location.hash = hash;
 }
 export const openConversation = (id) => navigate(`#/conversations/${encodeURIComponent(id)}`);
 
@@ -93,6 +95,8 @@ function filterQuery(f, extra = {}) {
 const MODE_OF = { ai_active: 'active', ai_paused: 'paused', manual: 'manual' };
 export function matches(card, f = filters.value, view = f.view) {
   const myId = me.value?.agent?.id;
+  // Merged into another conversation: listed through that one.
+  if (card.merged_into) return false;
   // Each conversation is in one of: the working views (open or pending), closed, snoozed.
   const state = card.status === 'closed' ? 'closed' : card.snoozed_until ? 'snoozed' : 'active';
   if (state !== (view === 'closed' || view === 'snoozed' ? view : 'active')) return false;
@@ -295,6 +299,20 @@ export const highlightSeq = signal(null); // seq of the message highlighted afte
 
 const PAGE = 50;
 const messagesPath = (id, params) => `/api/v1/conversations/${encodeURIComponent(id)}/messages` + qs({ limit: PAGE, ...params });
+// A conversation with others merged into it reads one timeline of all its threads (newest
+// first by time, a cursor per thread), kept in time order here.
+const timelinePath = (id, params) => `/api/v1/conversations/${encodeURIComponent(id)}/timeline` + qs({ limit: PAGE, ...params });
+export const isMerged = (c) => !!(c && c.merged && c.merged.length);
+// The open conversation's threads: its own id and those merged into it.
+export const threadsOf = (c) => (c ? [c.id, ...(c.merged || []).map((m) => m.id)] : []);
+// A thread as agents know it: its channel kind and the channel's name.
+export function threadLabel(t) {
+  const name = channels.value.find((ch) => ch.id === t.channel_id)?.name;
+  const kind = CHANNEL_LABEL[t.channel] || t.channel;
+  return name && name !== kind ? `${kind} · ${name}` : kind;
+}
+const inTimeline = (c, conversationId) => !!c && (c.id === conversationId || (c.merged || []).some((m) => m.id === conversationId));
+const byTime = (a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.seq - b.seq);
 let scrollKey = 0;
 const scrollToSeq = (seq) => { scrollTarget.value = { key: ++scrollKey, seq }; };
 
@@ -340,6 +358,12 @@ function mergeLive() {
   if (!liveBuffer.size) return;
   const list1 = messages.value;
   const have = new Set(list1.map((m) => m.id));
+  if (isMerged(current.value)) {
+    const fresh = [...liveBuffer.values()].filter((m) => !have.has(m.id));
+    liveBuffer.clear();
+    if (fresh.length) messages.value = [...list1, ...fresh].sort(byTime);
+    return;
+  }
   const lastSeq = list1.length ? list1[list1.length - 1].seq : -Infinity;
   const fresh = [...liveBuffer.values()].filter((m) => !have.has(m.id) && m.seq > lastSeq).sort((a, b) => a.seq - b.seq);
   liveBuffer.clear();
@@ -364,11 +388,17 @@ export async function loadConversation(id) {
     startMessages();
   });
   try {
-    const [detail, page] = await Promise.all([
+    let [detail, page] = await Promise.all([
       get(`/api/v1/conversations/${id}`),
-      get(messagesPath(id, { around })),
+      cached && isMerged(cached) ? get(timelinePath(id)) : get(messagesPath(id, { around })),
     ]);
     if (gen !== currentGen) return;
+    // Merged into another: that one holds its timeline.
+    if (detail.merged_into) { navigate(`#/conversations/${encodeURIComponent(detail.merged_into)}`, true); return; }
+    if (isMerged(detail) && page.next_after !== undefined) {
+      page = await get(timelinePath(id));
+      if (gen !== currentGen) return;
+    }
     batch(() => {
       current.value = detail;
       if (mgen === msgGen) showPage(page, around);
@@ -390,7 +420,7 @@ async function loadPage(id, around) {
   const mgen = ++msgGen;
   startMessages();
   try {
-    const page = await get(messagesPath(id, { around }));
+    const page = await get(isMerged(current.value) ? timelinePath(id) : messagesPath(id, { around }));
     if (mgen === msgGen) showPage(page, around);
   } catch (e) {
     if (mgen !== msgGen) return;
@@ -420,7 +450,8 @@ export function openMessage(id, seq) {
 
 // A search hit: a message hit (with its seq) opens at the message, others the conversation.
 export function openHit(hit) {
-  if (hit.message_id && typeof hit.seq === 'number') openMessage(hit.conversation_id, hit.seq);
+  if (hit.merged_into) openConversation(hit.merged_into);
+  else if (hit.message_id && typeof hit.seq === 'number') openMessage(hit.conversation_id, hit.seq);
   else openConversation(hit.conversation_id);
 }
 
@@ -431,7 +462,7 @@ export async function loadOlder() {
   const mgen = msgGen;
   messagesStatus.value = { ...st, loading: true };
   try {
-    const page = await get(messagesPath(c.id, { before: st.olderBefore }));
+    const page = await get(isMerged(c) ? timelinePath(c.id, { before: st.olderBefore }) : messagesPath(c.id, { before: st.olderBefore }));
     if (mgen !== msgGen) return false;
     const have = new Set(messages.value.map((m) => m.id));
     const older = kept(page.items).filter((m) => !have.has(m.id)).reverse();
@@ -532,6 +563,18 @@ export async function bulkAction(action, done) {
   }
 }
 
+// Merges conversation `otherId` (another thread of the lead) into `id`, or splits it off.
+export async function mergeInto(id, otherId) {
+  const card = await command(id, 'merge', { conversation_id: otherId }, 'Merged into one timeline');
+  if (card && current.value?.id === id) loadPage(id, null);
+  return card;
+}
+export async function splitOff(id, otherId) {
+  const card = await command(id, 'split', { conversation_id: otherId }, 'Split off: listed on its own again');
+  if (card && current.value?.id === id) loadPage(id, null);
+  return card;
+}
+
 // `until`: a Date. Back to open then, or when the lead writes.
 export const snooze = (id, until) => command(id, 'snooze', { until: until.toISOString() },
   `Snoozed until ${until.toLocaleString([], { weekday: 'short', hour: 'numeric', minute: '2-digit' })}`);
@@ -552,7 +595,7 @@ export async function sendMessage(id, text, internal, attachments) {
   const body = { text, internal };
   if (attachments && attachments.length) body.attachments = attachments;
   const msg = await post(`/api/v1/conversations/${id}/messages`, body);
-  if (current.value?.id === id) {
+  if (inTimeline(current.value, id)) {
     // Reading older history: show the newest page, which ends with this message.
     if (messagesStatus.value.newerAfter !== null) loadLatest();
     else upsertMessage(msg);
@@ -593,6 +636,14 @@ function upsertMessage(msg) {
   const st = messagesStatus.value;
   const first = list1[0];
   const last = list1[list1.length - 1];
+  if (isMerged(current.value)) {
+    // One timeline of several threads: in time order; older than the loaded run, the
+    // older pages bring it.
+    if (pageLoading) { liveBuffer.set(msg.id, { ...liveBuffer.get(msg.id), ...msg }); return; }
+    if (first && byTime(msg, first) < 0 && st.olderBefore !== null && st.olderBefore !== undefined) return;
+    messages.value = [...list1, msg].sort(byTime);
+    return;
+  }
   if (pageLoading || (st.newerAfter !== null && (!last || msg.seq > last.seq))) {
     liveBuffer.set(msg.id, { ...liveBuffer.get(msg.id), ...msg });
     if (!pageLoading && !st.newerLive) messagesStatus.value = { ...st, newerLive: true };
@@ -676,7 +727,14 @@ export function applyDelta(d) {
       const card = d.conversation;
       applyCardToList(card, d.offset);
       const c = current.value;
-      if (c && c.id === card.id) current.value = { ...c, ...card, partial: c.partial };
+      if (c && c.id === card.id) {
+        const threads = threadsOf(c).join();
+        current.value = { ...c, ...card, partial: c.partial };
+        // Merged into another: open that one. Threads merged in or split off: read the
+        // timeline again.
+        if (card.merged_into) navigate(`#/conversations/${encodeURIComponent(card.merged_into)}`, true);
+        else if (threadsOf(current.value).join() !== threads) loadPage(c.id, null);
+      }
       refreshCounts();
       break;
     }
@@ -684,7 +742,7 @@ export function applyDelta(d) {
     case 'message_updated': {
       const m = d.message;
       const c = current.value;
-      if (c && c.id === m.conversation_id) {
+      if (inTimeline(c, m.conversation_id)) {
         upsertMessage(m);
         // The reply window follows from the card (conversation_updated): no detail re-read.
         if (d.kind === 'message_created' && m.direction === 'inbound' && document.visibilityState === 'visible') markRead(c.id);
@@ -722,7 +780,7 @@ export function applyDelta(d) {
     case 'messages_removed': {
       const gone = new Set(d.message_ids || []);
       const c = current.value;
-      if (c && c.id === d.conversation_id) {
+      if (inTimeline(c, d.conversation_id)) {
         for (const id of gone) { liveBuffer.delete(id); removedMessages.add(id); }
         if (messages.value.some((m) => gone.has(m.id))) messages.value = messages.value.filter((m) => !gone.has(m.id));
       }

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useLayoutEffect, useState } from 'preact/hooks';
 import {
   current, messages, messagesStatus, loadOlder, loadNewer, loadLatest, scrollTarget, highlightSeq, flashMessage,
-  agentsById, me, reasoningFor, setAiMode, takeOver,
+  agentsById, me, reasoningFor, setAiMode, takeOver, isMerged, threadLabel,
 } from '../state.js';
 import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown, IconTrash } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
@@ -78,6 +78,7 @@ function MessageList({ c }) {
   const status = messagesStatus.value;
   const target = scrollTarget.value;
   const highlight = highlightSeq.value;
+  const threads = isMerged(c) ? new Map([c, ...c.merged].map((t) => [t.id, threadLabel(t)])) : null;
   const atNewest = status.newerAfter === null || status.newerAfter === undefined;
   const stick = useRef(true); // follow the newest message
   const prevHeight = useRef(0);
@@ -167,7 +168,7 @@ function MessageList({ c }) {
       showSubject = key !== lastSubject;
       lastSubject = key;
     }
-    out.push(<Message key={m.id} m={m} grouped={grouped} showSubject={showSubject} highlight={highlight !== null && m.seq === highlight} />);
+    out.push(<Message key={m.id} m={m} grouped={grouped} showSubject={showSubject} highlight={highlight !== null && m.seq === highlight} via={threads?.get(m.conversation_id)} />);
   });
   // The list is a focusable region (keyboard scrolling); it is not a live region itself (that
   // would read out every page of history): new messages are announced by the status below.
@@ -362,7 +363,8 @@ function EditHistory({ m }) {
   );
 }
 
-function Message({ m, grouped, showSubject, highlight }) {
+// `via`: the thread it came on or went out by, in a conversation others are merged into.
+function Message({ m, grouped, showSubject, highlight, via }) {
   const [showEdits, setShowEdits] = useState(false);
   const isSystem = m.sender === 'system';
   const isNote = m.internal && !isSystem;
@@ -422,6 +424,7 @@ function Message({ m, grouped, showSubject, highlight }) {
               <IconSparkle size={10} />Why?</button>
           )}
           {!isNote && <ChannelIcon channel={m.channel} size={11} />}
+          {via && <span class="msg-thread" data-testid="message-thread">{via}</span>}
           {edits > 0 && (
             <button type="button" class="edited-btn" data-testid="edited" aria-expanded={showEdits ? 'true' : 'false'} aria-controls={showEdits ? `edits-${m.id}` : undefined}
               aria-label={`Edited, ${edits} earlier version${edits === 1 ? '' : 's'}`} title={showEdits ? 'Hide the earlier versions' : 'Show the earlier versions'}

@@ -1,5 +1,5 @@
 import { useState, useRef, useEffect, useLayoutEffect } from 'preact/hooks';
-import { agents, sendMessage, me, loadCannedReplies, matchCanned } from '../state.js';
+import { agents, sendMessage, me, loadCannedReplies, matchCanned, isMerged, threadLabel } from '../state.js';
 import { IconSend, IconBraces, IconNote, IconClock, IconAlert, IconSparkle, IconPaperclip, IconFile, IconX } from './Icons.jsx';
 import { VARIABLES, hoursLeft, fullTime, fileSize, CHANNEL_LABEL } from '../util.js';
 import { tabKeys, menuKeys } from '../focus.js';
@@ -17,8 +17,16 @@ const MAX_FILES = 10;
 const MAX_FILE_BYTES = Math.round(2.9 * 1024 * 1024);
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
+// The thread a reply goes to: the conversation itself, or one merged into it (its own
+// channel and reply window, the same lead).
+function replyThread(c, via) {
+  const m = via !== c.id && (c.merged || []).find((t) => t.id === via);
+  return m ? { ...c, id: m.id, channel: m.channel, channel_id: m.channel_id, reply_window: m.reply_window } : c;
+}
+
 export function Composer({ c }) {
   const [mode, setMode] = useState('reply');
+  const [via, setVia] = useState(c.id);
   const [text, setText] = useState(drafts.get(c.id) || '');
   const [error, setError] = useState(null);
   const [sending, setSending] = useState(false);
@@ -41,7 +49,7 @@ export function Composer({ c }) {
     if (el && caret.current !== null) { el.focus(); el.selectionStart = el.selectionEnd = caret.current; caret.current = null; }
   }, [text]);
 
-  useEffect(() => { setText(drafts.get(c.id) || ''); setFilesState(pendingFiles.get(c.id) || []); setError(null); setMention(null); setSlash(null); setMode('reply'); }, [c.id]);
+  useEffect(() => { setText(drafts.get(c.id) || ''); setFilesState(pendingFiles.get(c.id) || []); setError(null); setMention(null); setSlash(null); setMode('reply'); setVia(c.id); }, [c.id]);
   useEffect(() => { drafts.set(c.id, text); autosize(); }, [text]);
 
   // The variables menu: the focus moves to its first item; Esc or Tab close it (focus back
@@ -73,14 +81,15 @@ export function Composer({ c }) {
   };
 
   const note = mode === 'note';
-  const windowState = useReplyWindow(c.reply_window);
+  const t = replyThread(c, via);
+  const windowState = useReplyWindow(t.reply_window);
   const windowClosed = !note && windowState === 'closed';
   // Files go out with replies on email only; notes keep them on every channel.
-  const email = c.channel === 'email';
+  const email = t.channel === 'email';
   const canAttach = note || email;
   const filesBlocked = !note && !email && files.length > 0;
   const canSend = text.trim() && !sending && !windowClosed && !filesBlocked;
-  const channelName = CHANNEL_LABEL[c.channel] || c.channel || 'this channel';
+  const channelName = CHANNEL_LABEL[t.channel] || t.channel || 'this channel';
 
   const setFiles = (next) => {
     setFilesState(next);
@@ -145,7 +154,8 @@ export function Composer({ c }) {
           throw new Error('The message is too large to send: text and files must stay under 4 MB in all. Remove a file.');
         }
       }
-      await sendMessage(id, body, note, attachments);
+      // A note stays with the conversation; a reply goes out on the picked thread.
+      await sendMessage(note ? id : t.id, body, note, attachments);
       drafts.delete(id);
       pendingFiles.delete(id);
       if (convId.current === id) { setText(''); setFilesState([]); }
@@ -226,7 +236,7 @@ export function Composer({ c }) {
 
   return (
     <section class={`composer-wrap${note ? ' is-note' : ''}`} aria-label="Composer">
-      {!note && windowState && <ReplyWindow c={c} state={windowState} />}
+      {!note && windowState && <ReplyWindow c={t} state={windowState} />}
       {c.ai_mode === 'active' && !note && (
         <div class="ai-hint"><IconSparkle size={12} />The AI is answering this conversation. Sending a reply takes it over (the AI pauses).</div>
       )}
@@ -236,6 +246,14 @@ export function Composer({ c }) {
             onClick={() => { setMode('reply'); setMention(null); }}>Reply</button>
           <button type="button" role="tab" aria-selected={note ? 'true' : 'false'} tabIndex={note ? 0 : -1} aria-controls="composer-text" class={note ? 'on' : ''} data-testid="composer-mode-note"
             onClick={() => setMode('note')}><IconNote size={12} />Internal note</button>
+          {isMerged(c) && !note && (
+            <label class="composer-via">
+              <span>Reply via</span>
+              <select value={via} data-testid="composer-via" onChange={(e) => setVia(e.currentTarget.value)}>
+                {[c, ...c.merged].map((th) => <option key={th.id} value={th.id}>{threadLabel(th)}</option>)}
+              </select>
+            </label>
+          )}
         </div>
         <div class="composer-box">
           {files.length > 0 && (
@@ -258,7 +276,7 @@ export function Composer({ c }) {
           )}
           <label for="composer-text" class="sr-only">{note ? 'Internal note' : 'Reply'}</label>
           <textarea id="composer-text" ref={ta} rows={2} value={text} data-testid="composer-input"
-            placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : replyPlaceholder(c)}
+            placeholder={note ? 'Write a note for your team. Type @ to mention someone.' : windowClosed ? 'The reply window is closed.' : replyPlaceholder(t)}
             aria-invalid={error ? 'true' : 'false'} aria-describedby={error ? 'composer-error' : undefined}
             aria-autocomplete="list"
             aria-controls={slash && matches.length ? 'canned-list' : mention && candidates.length ? 'mention-list' : undefined}

@@ -1,5 +1,5 @@
 import { useState, useEffect, useRef, useLayoutEffect } from 'preact/hooks';
-import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, outcomes, setOutcome, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation } from '../state.js';
+import { current, agents, agentsById, assign, setStatus, snooze, unsnooze, outcomes, setOutcome, changeTags, setAiMode, updateContact, knownTags, tagFacets, me, openConversation, mergeInto, splitOff, threadLabel } from '../state.js';
 import { get } from '../api.js';
 import { Avatar } from './Avatar.jsx';
 import { ChannelIcon, IconX, IconTag, IconExternal, IconUser, IconLinkedIn, IconClock } from './Icons.jsx';
@@ -99,6 +99,7 @@ export function Details() {
       <Section title="Contact">
         <ContactFields c={c} />
       </Section>
+      <Threads c={c} />
       <LeadConversations c={c} />
       <ActivityLog c={c} />
     </aside>
@@ -265,13 +266,17 @@ const ACTION_TEXT = {
   outcome_changed: (d) => (d.to ? `set the outcome to ${d.to}` : 'cleared the outcome'),
   csat_recorded: (d) => `recorded a satisfaction of ${d.rating}/5`,
   contact_edited: () => "edited the lead's details",
+  merged: () => 'merged another conversation of the lead into this one',
+  merged_into: () => 'merged this conversation into another',
+  split: () => 'split a conversation off this one',
+  split_from: () => 'split this conversation off',
 };
 const WHO = { ai: 'The AI', system: 'Confab', lead: 'The lead', provider: 'Someone on the provider', operator: 'The operator' };
 
 function ActivityLog({ c }) {
   const [items, setItems] = useState(null);
   const [error, setError] = useState(null);
-  const key = [c.id, c.status, c.assignee_id, c.ai_mode, c.tags.join(','), c.snoozed_until, c.outcome].join('|');
+  const key = [c.id, c.status, c.assignee_id, c.ai_mode, c.tags.join(','), c.snoozed_until, c.outcome, (c.merged || []).length].join('|');
   useEffect(() => {
     let live = true;
     get(`/api/v1/conversations/${c.id}/activity?limit=20`).then((p) => { if (live) { setItems(p.items); setError(null); } }, (e) => live && setError(e.message));
@@ -289,6 +294,56 @@ function ActivityLog({ c }) {
             return <li key={a.id} data-testid="activity-item"><span>{who} {what}</span> <time class="muted" dateTime={a.at} title={fullTime(a.at)}>{shortTime(a.at)}</time></li>;
           })}
         </ol>
+      )}
+    </Section>
+  );
+}
+
+// The lead's threads in this conversation (merged in, each on its own channel) and the
+// lead's other conversations that can join it: one timeline, split again at any time.
+function Threads({ c }) {
+  const [others, setOthers] = useState(null);
+  const [busy, setBusy] = useState(null);
+  const merged = c.merged || [];
+  const key = [c.id, c.contact.id, merged.map((m) => m.id).join()].join('|');
+  useEffect(() => {
+    let live = true;
+    setOthers(null);
+    get(`/api/v1/contacts/${c.contact.id}`).then((r) => {
+      if (live) setOthers(r.conversations.filter((o) => o.id !== c.id && !o.merged_into && !(o.merged || []).length));
+    }, () => live && setOthers([]));
+    return () => { live = false; };
+  }, [key]);
+  const act = async (id, what) => { setBusy(id); await what(); setBusy(null); };
+  if (!merged.length && !(others && others.length)) return null;
+  return (
+    <Section title="Threads">
+      {merged.length > 0 && (
+        <ul class="merged-list" data-testid="merged-threads" aria-label="Threads merged into this conversation">
+          {merged.map((m) => (
+            <li key={m.id} data-testid="merged-thread">
+              <ChannelIcon channel={m.channel} size={12} />
+              <span class="merged-what" title={m.preview}>{threadLabel(m)} · <span class="muted">{m.preview}</span></span>
+              <button type="button" class="link-btn" data-testid="btn-split" disabled={busy === m.id}
+                onClick={() => act(m.id, () => splitOff(c.id, m.id))}>Split</button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {others && others.length > 0 && (
+        <>
+          <p class="muted">The lead's other conversations: merge one to read and answer both here.</p>
+          <ul class="merged-list" data-testid="merge-candidates">
+            {others.map((o) => (
+              <li key={o.id} data-testid="merge-candidate">
+                <ChannelIcon channel={o.channel} size={12} />
+                <span class="merged-what" title={o.preview}>{threadLabel(o)} · <span class="muted">{o.preview}</span></span>
+                <button type="button" class="link-btn" data-testid="btn-merge" disabled={busy === o.id}
+                  onClick={() => act(o.id, () => mergeInto(c.id, o.id))}>Merge here</button>
+              </li>
+            ))}
+          </ul>
+        </>
       )}
     </Section>
   );
