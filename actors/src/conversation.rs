@@ -146,17 +146,22 @@ pub enum Command {
     /// Drops the AI's suggestion.
     Outcome(Option<String>),
     /// Merge this conversation into `primary` (of the same workspace; the caller checks):
-    /// out of every view, shown in the primary's timeline, its AI mode the primary's.
-    /// Refused while conversations are merged into this one.
+    /// out of every view, shown in the primary's timeline, its AI mode and assignee the
+    /// primary's. Refused while conversations are merged into this one.
     MergeInto {
         primary: ConversationId,
         ai_mode: AiMode,
+        assignee_id: Option<AgentId>,
     },
     /// Split off the conversation it is merged into: listed again, as it is.
     Unmerge,
-    /// A conversation merged into this one reports how it stands (when merged, and after
-    /// each change): its activity moves this one's, its lead's new message reopens it.
-    Member(MergedConversation),
+    /// Conversation `id` merged into this one changed (or was just merged): read how it
+    /// stands from the store, if its link is there (else it is dropped). Its activity moves
+    /// this one's; its lead's new message reopens it.
+    Member(ConversationId),
+    /// The assignee of the conversation this one is merged into, without a notification
+    /// (that one's assignment notified the agent).
+    FollowAssignee(Option<AgentId>),
     /// The conversation is no longer merged into this one.
     Unmember(ConversationId),
 }
@@ -165,6 +170,9 @@ pub enum Command {
 /// changes to the one it is merged into, a split when it is erased): the manager forwards
 /// each command to that conversation's actor, in order.
 pub type MergeNotes = tokio::sync::mpsc::UnboundedSender<(ConversationId, Command)>;
+
+/// Most conversations merged into one.
+pub const MAX_MERGED: usize = 10;
 
 /// Furthest ahead a conversation can be snoozed.
 pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
@@ -288,8 +296,20 @@ impl Actor for ConversationActor {
         // ractor keeps each actor's message loop in one allocation sized for the largest
         // `handle` future: boxing the handling (~6 KB, allocated per message, freed after)
         // keeps that allocation small for every live, idle conversation.
+        let mode = state.conv.ai_mode;
         Box::pin(handle_message(myself, msg, state)).await;
         state.report_merge();
+        if state.conv.ai_mode != mode {
+            // One AI mode for a merged timeline: a take-over (a person's reply, the AI
+            // handing over) in any thread holds for all of them.
+            let changed = Command::AiMode(state.conv.ai_mode);
+            match state.conv.merged_into {
+                Some(primary) => {
+                    let _ = state.merges.send((primary, changed));
+                }
+                None => state.follow(Some(changed)),
+            }
+        }
         Ok(())
     }
 }
@@ -403,7 +423,7 @@ async fn handle_message(
             let done = erased.is_ok();
             let _ = reply.send(erased);
             if done {
-                state.split_erased();
+                state.split_erased().await;
                 myself.stop(Some("erased".into()));
             }
         }
@@ -415,7 +435,7 @@ async fn handle_message(
                 let done = erased.is_ok();
                 let _ = reply.send(erased.map(|counts| (counts, true)));
                 if done {
-                    state.split_erased();
+                    state.split_erased().await;
                     myself.stop(Some("erased".into()));
                 }
             } else {
@@ -441,20 +461,65 @@ impl ConversationState {
         };
         let now = self.conv.as_merged();
         if self.reported.as_ref() != Some(&now) {
-            let _ = self.merges.send((primary, Command::Member(now.clone())));
+            let _ = self.merges.send((primary, Command::Member(self.conv.id)));
             self.reported = Some(now);
         }
     }
 
     /// After this conversation's erasure: the one it was merged into drops it, the ones
-    /// merged into it are split off.
-    fn split_erased(&mut self) {
+    /// merged into it (by their links, which they hold) are split off.
+    async fn split_erased(&mut self) {
         if let Some(primary) = self.conv.merged_into.take() {
             let _ = self.merges.send((primary, Command::Unmember(self.conv.id)));
         }
-        for member in std::mem::take(&mut self.conv.merged) {
-            let _ = self.merges.send((member.id, Command::Unmerge));
+        let mut members: Vec<ConversationId> = self.conv.merged.iter().map(|m| m.id).collect();
+        let (store, id) = (self.store.clone(), self.conv.id);
+        match tokio::task::spawn_blocking(move || store.merged_ids(id)).await {
+            Ok(Ok(linked)) => members.extend(linked),
+            Ok(Err(e)) => {
+                tracing::warn!(conversation = %id, error = %e, "could not read the merge links")
+            }
+            Err(e) => {
+                tracing::warn!(conversation = %id, error = %e, "could not read the merge links")
+            }
         }
+        members.sort();
+        members.dedup();
+        for member in members {
+            let _ = self.merges.send((member, Command::Unmerge));
+        }
+    }
+
+    /// The conversations merged into this one follow what an agent did to it.
+    fn follow(&self, command: Option<Command>) {
+        let Some(command) = command else { return };
+        for member in &self.conv.merged {
+            let _ = self.merges.send((member.id, command.clone()));
+        }
+    }
+
+    /// Whether conversations are merged into this one, by their links (what a member
+    /// reports may not have arrived yet).
+    async fn has_members(&self) -> ActorResult<bool> {
+        let (store, id) = (self.store.clone(), self.conv.id);
+        let linked = tokio::task::spawn_blocking(move || store.merged_ids(id))
+            .await
+            .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        Ok(!linked.is_empty() || !self.conv.merged.is_empty())
+    }
+
+    /// How conversation `member` merged into this one stands, or `None` when its link is
+    /// gone (split or erased meanwhile).
+    async fn member(&self, member: ConversationId) -> ActorResult<Option<MergedConversation>> {
+        let (store, id) = (self.store.clone(), self.conv.id);
+        Ok(tokio::task::spawn_blocking(move || {
+            if !store.contains(Ks::Merge, &catalogue::merge(id, member))? {
+                return Ok::<_, EngineError>(None);
+            }
+            Ok(store.conversation(member)?.map(|c| c.as_merged()))
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??)
     }
 
     /// Commits the erasure of the conversation, in order (state and inbox entries last).
@@ -788,11 +853,14 @@ impl ConversationState {
         let mut stats = self.stats;
         let mut assigned = None;
         let mut set = WriteSet::new();
-        // Conversations merged into this one follow its AI mode and are read with it.
+        // Conversations merged into this one follow its AI mode, status and assignee, and
+        // are read with it.
         let followed = match &command {
-            Command::AiMode(_) | Command::MarkRead => Some(command.clone()),
+            Command::AiMode(_) | Command::MarkRead | Command::Status(_) => Some(command.clone()),
+            Command::Assign { agent_id, .. } => Some(Command::FollowAssignee(*agent_id)),
             _ => None,
         };
+        let mut just_merged = false;
         match command {
             Command::Assign { agent_id, by } => {
                 if conv.assignee_id != agent_id {
@@ -862,7 +930,12 @@ impl ConversationState {
                     conv.ai_epoch = conv.ai_epoch.wrapping_add(1);
                 }
             }
-            Command::MergeInto { primary, ai_mode } => {
+            Command::FollowAssignee(agent_id) => conv.assignee_id = agent_id,
+            Command::MergeInto {
+                primary,
+                ai_mode,
+                assignee_id,
+            } => {
                 if conv.merged_into != Some(primary) {
                     if primary == conv.id {
                         return Err(ActorError::invalid(
@@ -876,13 +949,15 @@ impl ConversationState {
                             "this conversation is merged into another: split it off first",
                         ));
                     }
-                    if !conv.merged.is_empty() {
+                    if self.has_members().await? {
                         return Err(ActorError::conflict(
                             "has_merged_conversations",
                             "conversations are merged into this one: merge the other way, or split them off first",
                         ));
                     }
                     conv.merged_into = Some(primary);
+                    conv.assignee_id = assignee_id;
+                    just_merged = true;
                     set.put_raw(Ks::Merge, catalogue::merge(primary, conv.id), Vec::new());
                     if conv.ai_mode != ai_mode {
                         conv.ai_mode = ai_mode;
@@ -895,33 +970,47 @@ impl ConversationState {
                     set.delete(Ks::Merge, catalogue::merge(primary, conv.id));
                 }
             }
-            Command::Member(member) => {
+            Command::Member(id) => {
                 if conv.merged_into.is_some() {
                     return Err(ActorError::conflict(
                         "already_merged",
                         "this conversation is merged into another: merge into that one",
                     ));
                 }
-                let earlier = conv.merged.iter().position(|m| m.id == member.id);
-                let lead_wrote = earlier.is_some_and(|i| {
-                    member.last_inbound_seq.is_some()
-                        && conv.merged[i].last_inbound_seq != member.last_inbound_seq
-                });
-                if member.last_activity_at > conv.last_activity_at {
-                    conv.last_activity_at = member.last_activity_at;
-                    conv.preview.clone_from(&member.preview);
-                }
-                if lead_wrote {
-                    // As a message in this thread would: back in the working views.
-                    wake(&mut set, &mut conv);
-                    if conv.status != Status::Open {
-                        conv.status = Status::Open;
-                        conv.closed_at = None;
+                let earlier = conv.merged.iter().position(|m| m.id == id);
+                match self.member(id).await? {
+                    // Split or erased meanwhile: no longer listed.
+                    None => conv.merged.retain(|m| m.id != id),
+                    Some(member) => {
+                        if earlier.is_none() && conv.merged.len() >= MAX_MERGED {
+                            return Err(ActorError::conflict(
+                                "too_many_merged",
+                                format!(
+                                    "at most {MAX_MERGED} conversations can be merged into one"
+                                ),
+                            ));
+                        }
+                        // Read from the store, so never older than what this one holds.
+                        let lead_wrote = earlier.is_some_and(|i| {
+                            member.last_inbound_seq > conv.merged[i].last_inbound_seq
+                        });
+                        if member.last_activity_at > conv.last_activity_at {
+                            conv.last_activity_at = member.last_activity_at;
+                            conv.preview.clone_from(&member.preview);
+                        }
+                        if lead_wrote {
+                            // As a message in this thread would: back in the working views.
+                            wake(&mut set, &mut conv);
+                            if conv.status != Status::Open {
+                                conv.status = Status::Open;
+                                conv.closed_at = None;
+                            }
+                        }
+                        match earlier {
+                            Some(i) => conv.merged[i] = member,
+                            None => conv.merged.push(member),
+                        }
                     }
-                }
-                match earlier {
-                    Some(i) => conv.merged[i] = member,
-                    None => conv.merged.push(member),
                 }
             }
             Command::Unmember(id) => conv.merged.retain(|m| m.id != id),
@@ -937,12 +1026,8 @@ impl ConversationState {
                 stats.csat = Some(rating);
             }
         }
-        if let Some(command) = followed {
-            for member in &conv.merged {
-                let _ = self.merges.send((member.id, command.clone()));
-            }
-        }
         if conv == self.conv && stats == self.stats {
+            self.follow(followed);
             return Ok(conv.card());
         }
         if stats.csat != self.stats.csat {
@@ -983,6 +1068,11 @@ impl ConversationState {
         let resumed = self.conv.ai_mode != AiMode::Active && conv.ai_mode == AiMode::Active;
         self.conv = conv;
         self.stats = stats;
+        self.follow(followed);
+        if just_merged {
+            // The merge's own caller tells the primary (as the agent who merged).
+            self.reported = Some(self.conv.as_merged());
+        }
         // Resumed with the lead's last message unanswered: the AI takes it.
         if let (true, Some(seq)) = (resumed, self.conv.last_inbound_seq) {
             if seq + 1 == self.conv.next_seq {

@@ -887,6 +887,11 @@ async fn forward_merge_notes(
     mut notes: tokio::sync::mpsc::UnboundedReceiver<(ConversationId, Command)>,
 ) {
     while let Some((id, command)) = notes.recv().await {
+        // A member whose primary is gone (erased) is split off.
+        let orphan = match &command {
+            Command::Member(member) => Some(*member),
+            _ => None,
+        };
         match conversations
             .submit(id, |reply| ConversationMsg::Command(command, None, reply))
             .await
@@ -898,7 +903,15 @@ async fn forward_merge_notes(
                     }
                 });
             }
-            Err(ActorError::NotFound) => {}
+            Err(ActorError::NotFound) => {
+                if let Some(member) = orphan {
+                    let _ = conversations
+                        .submit(member, |reply| {
+                            ConversationMsg::Command(Command::Unmerge, None, reply)
+                        })
+                        .await;
+                }
+            }
             Err(e) => {
                 tracing::warn!(conversation = %id, error = %e, "a merged conversation's report did not arrive");
             }
@@ -906,20 +919,14 @@ async fn forward_merge_notes(
     }
 }
 
-/// At start: every merge link's conversation hears how its merged one stands (a report a
+/// At start: every merge link's conversation reads how its merged one stands (a report a
 /// crash cut off arrives now), and a conversation merged into one that is gone is split.
 async fn reconcile_merges(conversations: Conversations) {
     let store = conversations.store.clone();
     let links = tokio::task::spawn_blocking(move || {
         let mut links = Vec::new();
         for (primary, member) in store.merge_links()? {
-            let summary = store.conversation(member)?.map(|c| c.as_merged());
-            links.push((
-                primary,
-                member,
-                summary,
-                store.conversation(primary)?.is_some(),
-            ));
+            links.push((primary, member, store.conversation(primary)?.is_some()));
         }
         Ok::<_, confab_engine::Error>(links)
     })
@@ -929,11 +936,11 @@ async fn reconcile_merges(conversations: Conversations) {
         Ok(Err(e)) => return tracing::error!(error = %e, "could not read the merge links"),
         Err(e) => return tracing::error!(error = %e, "could not read the merge links"),
     };
-    for (primary, member, summary, primary_exists) in links {
-        let (id, command) = match (summary, primary_exists) {
-            (Some(_), false) => (member, Command::Unmerge),
-            (Some(summary), true) => (primary, Command::Member(summary)),
-            (None, _) => continue,
+    for (primary, member, primary_exists) in links {
+        let (id, command) = if primary_exists {
+            (primary, Command::Member(member))
+        } else {
+            (member, Command::Unmerge)
         };
         let answer = conversations
             .request(id, |reply| ConversationMsg::Command(command, None, reply))

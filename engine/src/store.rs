@@ -281,6 +281,19 @@ impl Store {
             .collect()
     }
 
+    /// The conversations merged into `primary`, by their links.
+    pub fn merged_ids(&self, primary: ConversationId) -> Result<Vec<ConversationId>> {
+        self.ks(Ks::Merge)
+            .prefix(primary.to_bytes())
+            .map(|kv| {
+                let key = kv.key()?;
+                key.get(16..)
+                    .and_then(ConversationId::from_key_prefix)
+                    .ok_or_else(|| crate::Error::Corrupt("merge key".into()))
+            })
+            .collect()
+    }
+
     pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
         self.get(Ks::ConvState, &id.to_bytes())
     }

@@ -197,6 +197,21 @@ async fn two_threads_of_a_lead_merge_into_one_timeline_follow_it_and_split_again
     assert_eq!(hit["conversation_id"], other_id.as_str(), "{hit}");
     assert_eq!(hit["merged_into"], primary_id.as_str(), "{hit}");
 
+    // The assignee goes to both threads (the merged one's notifications reach the agent).
+    let (status, _) = server
+        .post(
+            &tenant.token,
+            &format!("/api/v1/conversations/{primary_id}/assign"),
+            json!({"agent_id": tenant.agent_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_for("the thread's assignee follows", || async {
+        (card(&server, &tenant, &other_id).await["assignee_id"] == tenant.agent_id.as_str())
+            .then_some(())
+    })
+    .await;
+
     // AI mode and reading go to both threads.
     let (status, _) = server
         .post(
@@ -357,5 +372,71 @@ async fn two_threads_of_a_lead_merge_into_one_timeline_follow_it_and_split_again
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{again}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_either_side_of_a_merge_leaves_the_other_whole_and_listed() {
+    let graph = GraphStandIn::start().await;
+    let server = TestServer::start().await;
+    let tenant = server.provision(&graph).await;
+    let leads = [
+        ("5511900000311", "Ana Dias", "wamid.E1"),
+        ("5511900000312", "Bia Dias", "wamid.E2"),
+        ("5511900000313", "Cid Dias", "wamid.E3"),
+    ];
+    for (wa_id, name, wamid) in leads {
+        server.lead_says(&tenant, wa_id, name, wamid, "Hello").await;
+    }
+    let mut ids = Vec::new();
+    for (wa_id, _, _) in leads {
+        let conv = server.conversation_of(&tenant, wa_id).await;
+        ids.push(conv["id"].as_str().expect("id").to_string());
+    }
+    let (a, b, c) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    let contact = |conv: Value| conv["contact"]["id"].as_str().expect("contact").to_string();
+    // Two leads' conversations can be merged too (the agent knows they are one person).
+    for other in [&b, &c] {
+        let (status, body) = server
+            .post(
+                &tenant.token,
+                &format!("/api/v1/conversations/{a}/merge"),
+                json!({"conversation_id": other}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(listed(&server, &tenant).await.0, vec![a.clone()]);
+
+    // The merged one erased: the other no longer lists it.
+    let b_contact = contact(card(&server, &tenant, &b).await);
+    let (status, _) = server
+        .delete(
+            &tenant.token,
+            &format!("/api/v1/contacts/{b_contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("b dropped from a", || async {
+        let merged = card(&server, &tenant, &a).await["merged"].clone();
+        (merged.as_array().map(Vec::len) == Some(1) && merged[0]["id"] == c.as_str()).then_some(())
+    })
+    .await;
+
+    // The one merged into erased: the other is split off and listed again.
+    let a_contact = contact(card(&server, &tenant, &a).await);
+    let (status, _) = server
+        .delete(
+            &tenant.token,
+            &format!("/api/v1/contacts/{a_contact}?erase=true"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("c listed again", || async {
+        let (ids, counts) = listed(&server, &tenant).await;
+        (ids == vec![c.clone()] && counts["all"] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(card(&server, &tenant, &c).await["merged_into"], Value::Null);
     server.shutdown().await;
 }

@@ -13,8 +13,9 @@
 use std::collections::VecDeque;
 
 use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
 use axum::Json;
-use confab_actors::conversation::Command;
+use confab_actors::conversation::{Command, MAX_MERGED};
 use confab_actors::ConversationMsg;
 use confab_engine::ids::ConversationId;
 use confab_engine::model::{Conversation, ConversationCard, Message};
@@ -94,10 +95,13 @@ async fn pair(
     request_body = MergeBody,
     responses(
         (status = 200, description = "This conversation's card after the merge.", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 404, description = "`not_found`: either conversation is not in the caller's workspace.", body = ErrorBody),
-        (status = 409, description = "`already_merged`: one of them is merged into another conversation; `has_merged_conversations`: conversations are merged into the body's one (merge the other way).", body = ErrorBody),
-        (status = 422, description = "`invalid_value`: the same conversation twice; `invalid_json`, `missing_field`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 409, description = "`already_merged`: one of them is merged into another conversation; `has_merged_conversations`: conversations are merged into the body's one (merge the other way); `too_many_merged`: ten are merged into this one already.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`: the same conversation twice, or a body without a `conversation_id` string.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
     )
 )]
@@ -111,30 +115,38 @@ async fn merge(
     let (this, other) = pair(&app, &agent, &id, &body).await?;
     if this.merged_into.is_some() {
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
             "already_merged",
             "this conversation is merged into another: merge into that one",
         ));
     }
+    if this.merged.len() >= MAX_MERGED && !this.merged.iter().any(|m| m.id == other.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_merged",
+            format!("at most {MAX_MERGED} conversations can be merged into one"),
+        ));
+    }
     // The merged one first: its link is the truth the other follows (at every start too).
-    let merged = command(
+    command(
         &app,
         &agent,
         other.id,
         Command::MergeInto {
             primary: this.id,
             ai_mode: this.ai_mode,
+            assignee_id: this.assignee_id,
         },
     )
     .await?;
-    let store = app.store.clone();
-    let summary = blocking(move || store.conversation(merged.id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?
-        .as_merged();
-    Ok(Json(
-        command(&app, &agent, this.id, Command::Member(summary)).await?,
-    ))
+    match command(&app, &agent, this.id, Command::Member(other.id)).await {
+        Ok(card) => Ok(Json(card)),
+        Err(e) => {
+            // Not hidden behind a conversation that does not list it.
+            let _ = command(&app, &agent, other.id, Command::Unmerge).await;
+            Err(e)
+        }
+    }
 }
 
 /// Splits the body's conversation off this one: it is listed again as it is (its own
@@ -149,10 +161,13 @@ async fn merge(
     request_body = MergeBody,
     responses(
         (status = 200, description = "This conversation's card after the split.", body = ConversationCard),
+        (status = 400, description = "`malformed_json`, `unreadable_body`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 404, description = "`not_found`: either conversation is not in the caller's workspace.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 409, description = "`not_merged`: the body's conversation is merged into another one.", body = ErrorBody),
-        (status = 422, description = "`invalid_value`: the same conversation twice; `invalid_json`, `missing_field`.", body = ErrorBody),
+        (status = 422, description = "`invalid_value`: the same conversation twice, or a body without a `conversation_id` string.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `conversation_unavailable`.", body = ErrorBody),
     )
 )]
@@ -166,16 +181,18 @@ async fn split(
     let (this, other) = pair(&app, &agent, &id, &body).await?;
     if other.merged_into.is_some_and(|into| into != this.id) {
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
             "not_merged",
             "that conversation is merged into another one",
         ));
     }
-    // This one first: a crash between the two leaves the link, and the merge stands
-    // whole again at the next start.
-    let card = command(&app, &agent, this.id, Command::Unmember(other.id)).await?;
+    // The link first (the merged one's): after it, nothing lists the other here again (a
+    // late report finds no link), and a crash between the two leaves a listing that this
+    // one drops when it next starts.
     command(&app, &agent, other.id, Command::Unmerge).await?;
-    Ok(Json(card))
+    Ok(Json(
+        command(&app, &agent, this.id, Command::Unmember(other.id)).await?,
+    ))
 }
 
 const TIMELINE_DEFAULT: usize = 50;
@@ -209,16 +226,12 @@ fn timeline_query(raw: Option<&str>) -> ApiResult<(Option<Cursor>, usize)> {
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "before" => {
-                before = Some(
-                    parse_cursor(&value)
-                        .filter(|c| c.len() <= 64)
-                        .ok_or_else(|| {
-                            ApiError::unprocessable(
-                                "invalid_cursor",
-                                "`before` must be a timeline page's `next_before`",
-                            )
-                        })?,
-                )
+                before = Some(parse_cursor(&value).ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_cursor",
+                        "`before` must be a timeline page's `next_before`",
+                    )
+                })?)
             }
             "limit" => limit = super::parse_limit(&value, TIMELINE_MAX)?,
             _ => {}
@@ -241,12 +254,17 @@ fn timeline_page(
         .collect();
     let bounds: Vec<(ConversationId, Option<u64>)> = match before {
         None => threads.iter().map(|t| (*t, None)).collect(),
-        // A thread split off since the last page is left out.
-        Some(cursor) => cursor
-            .into_iter()
-            .filter(|(t, _)| threads.contains(t))
-            .map(|(t, seq)| (t, Some(seq)))
-            .collect(),
+        // A thread split off since the last page is left out, and a thread named twice
+        // counts once.
+        Some(cursor) => {
+            let mut bounds: Vec<(ConversationId, Option<u64>)> = Vec::new();
+            for (t, seq) in cursor {
+                if threads.contains(&t) && !bounds.iter().any(|(b, _)| *b == t) {
+                    bounds.push((t, Some(seq)));
+                }
+            }
+            bounds
+        }
     };
     let mut heads = Vec::with_capacity(bounds.len());
     for (thread, bound) in bounds {
@@ -268,10 +286,16 @@ fn timeline_page(
         *bound = Some(seq);
         items.extend(queue.pop_front());
     }
+    // A thread nothing was taken from starts after its newest message next time.
     let next: Vec<String> = heads
         .iter()
         .filter(|(_, _, queue, more)| !queue.is_empty() || *more)
-        .map(|(thread, bound, _, _)| format!("{thread}.{}", bound.unwrap_or(u64::MAX)))
+        .map(|(thread, bound, queue, _)| {
+            let bound = bound
+                .or_else(|| queue.front().map(|m| m.seq + 1))
+                .unwrap_or(0);
+            format!("{thread}.{bound}")
+        })
         .collect();
     Ok(TimelinePage {
         items,
@@ -289,13 +313,14 @@ fn timeline_page(
     security(("agent_token" = [])),
     params(
         ("id" = String, Path, description = "The conversation."),
-        ("before" = Option<String>, Query, max_length = 2000, description = "The previous page's `next_before`."),
+        ("before" = Option<String>, Query, max_length = 600, pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}\\.[0-9]{1,19}(~[0-7][0-9A-HJKMNP-TV-Z]{25}\\.[0-9]{1,19})*$", description = "The previous page's `next_before`."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50."),
     ),
     responses(
         (status = 200, description = "A page of the timeline.", body = TimelinePage),
         (status = 401, description = "`unauthorized`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation in the caller's workspace.", body = ErrorBody),
+        (status = 414, description = "`uri_too_long`.", body = ErrorBody),
         (status = 422, description = "`invalid_cursor`, `invalid_query`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
