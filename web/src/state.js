@@ -395,8 +395,10 @@ export async function loadConversation(id) {
     if (gen !== currentGen) return;
     // Merged into another: that one holds its timeline.
     if (detail.merged_into) { navigate(`#/conversations/${encodeURIComponent(detail.merged_into)}`, true); return; }
-    if (isMerged(detail) && page.next_after !== undefined) {
-      page = await get(timelinePath(id));
+    // The list's card was out of date about merged threads: read the right kind of page.
+    const timeline = page.next_after === undefined;
+    if (isMerged(detail) !== timeline) {
+      page = await get(isMerged(detail) ? timelinePath(id) : messagesPath(id, { around }));
       if (gen !== currentGen) return;
     }
     batch(() => {
