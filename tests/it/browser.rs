@@ -1963,6 +1963,12 @@ async fn two_threads_of_a_lead_are_merged_answered_on_the_picked_one_and_split_a
     browser
         .wait_text("[data-testid=\"chat\"]", "Parking included?")
         .await;
+    browser
+        .wait_text(
+            &format!("{} [data-testid=\"threads-chip\"]", row(&primary)),
+            "2 threads",
+        )
+        .await;
     browser.screenshot("merged").await;
 
     // A reply on the picked thread goes out from its number.
@@ -2016,6 +2022,92 @@ async fn two_threads_of_a_lead_are_merged_answered_on_the_picked_one_and_split_a
         .get(&tenant.token, &format!("/api/v1/conversations/{other}"))
         .await;
     assert_eq!(card["merged_into"], Value::Null, "{card}");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_webhook_sees_it_disabled_by_failures_enables_and_removes_it() {
+    let server = TestServer::start_with(|c| {
+        c.webhooks.min_backoff_ms = 20;
+        c.webhooks.max_backoff_ms = 50;
+        c.webhooks.disable_after_secs = 0;
+    })
+    .await;
+    let graph = GraphStandIn::start().await;
+    let tenant = server.provision(&graph).await;
+    set_password(&server, &tenant.token, &tenant.agent_id).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, "ana@acme.test", PASSWORD).await;
+    browser
+        .client
+        .goto(&server.url("/#/settings/webhooks"))
+        .await
+        .expect("webhook settings");
+    browser.find("webhook-settings").await;
+    // Nothing listens on port 9 of loopback: every delivery fails.
+    browser
+        .set_value("webhook-url", "http://127.0.0.1:9/confab")
+        .await;
+    browser
+        .find("webhook-kind-message_created")
+        .await
+        .click()
+        .await
+        .expect("kind");
+    browser
+        .find("webhook-add")
+        .await
+        .click()
+        .await
+        .expect("add");
+    browser
+        .wait_text("[data-testid=\"webhook-secret\"]", "not shown again")
+        .await;
+    let (_, list) = server.get(&tenant.token, "/api/v1/webhooks").await;
+    assert_eq!(
+        list["items"][0]["kinds"],
+        json!(["message_created"]),
+        "{list}"
+    );
+    assert_eq!(
+        list["items"][0]["url"], "http://127.0.0.1:9/confab",
+        "{list}"
+    );
+
+    // A change to deliver fails at once and, with no grace configured, disables it.
+    server
+        .lead_says(&tenant, "5511900000951", "Olga Reis", "wamid.W1", "Hi")
+        .await;
+    browser
+        .wait_text("[data-testid=\"webhook-state\"]", "Disabled")
+        .await;
+    browser.screenshot("webhooks").await;
+    browser
+        .find("webhook-enable")
+        .await
+        .click()
+        .await
+        .expect("enable");
+    browser
+        .wait_text("[data-testid=\"toast\"]", "Webhook enabled")
+        .await;
+    browser
+        .find("webhook-delete")
+        .await
+        .click()
+        .await
+        .expect("remove");
+    wait_for("the endpoint removed", || async {
+        let (_, list) = server.get(&tenant.token, "/api/v1/webhooks").await;
+        (list["items"] == json!([])
+            && browser
+                .all("[data-testid=\"webhook-item\"]")
+                .await
+                .is_empty())
+        .then_some(())
+    })
+    .await;
     browser.close().await;
     server.shutdown().await;
 }

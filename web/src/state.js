@@ -292,6 +292,8 @@ export const messages = signal([]); // ascending seq, one contiguous run of the 
 // the start / at the newest message); newerLive: messages arrived live past the loaded run.
 export const messagesStatus = signal({ loading: false, olderBefore: null, newerAfter: null, loadingNewer: false, newerLive: false, error: null });
 export const reasoningFor = signal(null); // seq of the message whose reasoning is shown
+// …and its conversation: in a merged timeline, a thread merged into the open one.
+export const reasoningThread = signal(null);
 // Where the message list scrolls once the messages render: { key, seq }, seq null = the
 // newest message. MessageList handles each key once (and highlights a seq briefly).
 export const scrollTarget = signal(null);

@@ -15,7 +15,8 @@ import { Analytics } from './Analytics.jsx';
 import { NotificationSettings } from './NotificationSettings.jsx';
 import { CannedReplies } from './CannedReplies.jsx';
 import { Outcomes } from './Outcomes.jsx';
-import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings, IconNote, IconFlag } from './Icons.jsx';
+import { Webhooks } from './Webhooks.jsx';
+import { IconInbox, IconChart, IconBell, IconKeyboard, IconLogout, IconX, IconSettings, IconNote, IconFlag, IconExternal } from './Icons.jsx';
 import { initials, shortTime, fullTime } from '../util.js';
 import { menuKeys, trapTab, keepFocus } from '../focus.js';
 
@@ -58,7 +59,7 @@ function Shell() {
         : <a href="#search-input" class="skip-link" onClick={(e) => { e.preventDefault(); document.getElementById('search-input')?.focus(); }}>Skip to search</a>}
       <Rail onHelp={() => setHelp(true)} />
       <ReconnectBanner />
-      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? (r.section === 'canned' ? <CannedReplies /> : r.section === 'outcomes' ? <Outcomes /> : <NotificationSettings />) : (
+      {r.page === 'analytics' ? <Analytics /> : r.page === 'settings' ? (r.section === 'canned' ? <CannedReplies /> : r.section === 'outcomes' ? <Outcomes /> : r.section === 'webhooks' ? <Webhooks /> : <NotificationSettings />) : (
         <div class="inbox">
           <Sidebar />
           <Chat />
@@ -176,6 +177,7 @@ function UserMenu({ agent, onClose }) {
       <div class="pad"><strong>{agent.name}</strong><div class="muted">{agent.email}</div><div class="muted">{me.value.workspace?.name} · {agent.role}</div></div>
       <a role="menuitem" class="menu-item" href="#/settings/canned" data-testid="nav-canned" onClick={() => onClose(false)}><IconNote size={14} />Canned replies</a>
       <a role="menuitem" class="menu-item" href="#/settings/outcomes" data-testid="nav-outcomes" onClick={() => onClose(false)}><IconFlag size={14} />Lead outcomes</a>
+      {agent.role === 'admin' && <a role="menuitem" class="menu-item" href="#/settings/webhooks" data-testid="nav-webhooks" onClick={() => onClose(false)}><IconExternal size={14} />Webhooks</a>}
       <button type="button" role="menuitem" class="menu-item" data-testid="btn-signout" onClick={signOut}><IconLogout size={14} />Sign out</button>
     </div>
   );

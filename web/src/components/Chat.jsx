@@ -1,7 +1,7 @@
 import { useEffect, useRef, useLayoutEffect, useState } from 'preact/hooks';
 import {
   current, messages, messagesStatus, loadOlder, loadNewer, loadLatest, scrollTarget, highlightSeq, flashMessage,
-  agentsById, me, reasoningFor, setAiMode, takeOver, isMerged, threadLabel,
+  agentsById, me, reasoningFor, reasoningThread, setAiMode, takeOver, isMerged, threadLabel,
 } from '../state.js';
 import { ChannelIcon, IconSparkle, IconClock, IconCheck, IconChecks, IconAlert, IconNote, IconPaperclip, IconDownload, IconPause, IconPlay, IconHand, IconLock, IconFile, IconArrowDown, IconTrash } from './Icons.jsx';
 import { Composer } from './Composer.jsx';
@@ -370,8 +370,8 @@ function Message({ m, grouped, showSubject, highlight, via }) {
   const isNote = m.internal && !isSystem;
   const isAi = m.sender === 'ai';
   const out = m.direction === 'outbound';
-  const open = reasoningFor.value === m.seq;
-  const showReasoning = () => { reasoningFor.value = open ? null : m.seq; };
+  const open = reasoningFor.value === m.seq && (reasoningThread.value || current.value?.id) === m.conversation_id;
+  const showReasoning = () => { reasoningThread.value = m.conversation_id; reasoningFor.value = open ? null : m.seq; };
   if (isSystem) {
     return (
       <div class={`sys-note${m.ai ? ' escalation' : ''}${highlight ? ' msg-highlight' : ''}`} data-testid="message" data-kind="system" data-seq={m.seq} data-id={m.id}

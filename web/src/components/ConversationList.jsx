@@ -89,6 +89,7 @@ function Row({ card, now, index, selected, active, picked: isPicked }) {
   const name = displayName(card.contact);
   const assignee = card.assignee_id ? agentsById.value.get(card.assignee_id) : null;
   const unread = card.unread_count > 0;
+  const merged = card.merged ? card.merged.length : 0;
   return (
     <div id={`conv-${card.id}`} role="option" aria-selected={selected ? 'true' : 'false'}
       class={`conv-row${selected ? ' selected' : ''}${active ? ' active' : ''}${unread ? ' unread' : ''}${isPicked ? ' picked' : ''}`}
@@ -114,8 +115,9 @@ function Row({ card, now, index, selected, active, picked: isPicked }) {
           {card.ai_mode === 'paused' && <span class="ai-chip paused" title="AI paused" data-testid="ai-indicator"><IconPause size={10} />AI</span>}
           {unread && <span class="badge" data-testid="unread-badge" aria-label={`${card.unread_count} unread`}>{card.unread_count > 99 ? '99+' : card.unread_count}</span>}
         </div>
-        {(card.tags.length > 0 || assignee || card.outcome || card.status !== 'open') && (
+        {(card.tags.length > 0 || assignee || card.outcome || card.status !== 'open' || merged > 0) && (
           <div class="conv-meta">
+            {merged > 0 && <span class="threads-chip" data-testid="threads-chip" title={`${merged + 1} threads of this lead in one timeline`}>{merged + 1} threads</span>}
             {card.snoozed_until
               ? <span class="status-dot s-snoozed" data-testid="snoozed-chip" title={`Snoozed until ${fullTime(card.snoozed_until)}`}>until {aheadTime(card.snoozed_until, now)}</span>
               : card.status !== 'open' && <span class={`status-dot s-${card.status}`}>{card.status}</span>}

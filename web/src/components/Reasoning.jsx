@@ -1,5 +1,5 @@
 import { useState, useEffect, useRef } from 'preact/hooks';
-import { current, messages, reasoningFor, agentsById, toast } from '../state.js';
+import { current, messages, reasoningFor, reasoningThread, agentsById, toast } from '../state.js';
 import { get, post } from '../api.js';
 import { IconX, IconThumbUp, IconThumbDown, IconSparkle } from './Icons.jsx';
 import { fullTime, percent } from '../util.js';
@@ -9,9 +9,11 @@ const DECISION = { answered: 'Answered', escalated: 'Escalated to a person', dis
 export function Reasoning() {
   const c = current.value;
   const seq = reasoningFor.value;
+  // The message's own conversation: the open one, or a thread merged into it.
+  const thread = reasoningThread.value || c?.id;
   const [data, setData] = useState(null);
   const [error, setError] = useState(null);
-  const msg = messages.value.find((m) => m.seq === seq);
+  const msg = messages.value.find((m) => m.seq === seq && m.conversation_id === thread);
   const panel = useRef(null);
   const seqRef = useRef(seq);
   seqRef.current = seq;
@@ -19,11 +21,11 @@ export function Reasoning() {
 
   const load = async () => {
     try {
-      setData(await get(`/api/v1/conversations/${c.id}/messages/${seq}/reasoning`));
+      setData(await get(`/api/v1/conversations/${thread}/messages/${seq}/reasoning`));
       setError(null);
     } catch (e) { setError(e.message); }
   };
-  useEffect(() => { setData(null); setError(null); if (c && seq) load(); }, [c?.id, seq]);
+  useEffect(() => { setData(null); setError(null); if (c && seq) load(); }, [c?.id, thread, seq]);
   useEffect(() => {
     const onKey = (e) => { if (e.key === 'Escape' && !e.defaultPrevented) reasoningFor.value = null; };
     addEventListener('keydown', onKey);
@@ -76,14 +78,14 @@ export function Reasoning() {
               ))}
             </ul>
           )}
-          {msg?.sender === 'ai' && <Feedback c={c} seq={seq} existing={data?.feedback || []} onDone={load} />}
+          {msg?.sender === 'ai' && <Feedback thread={thread} seq={seq} existing={data?.feedback || []} onDone={load} />}
         </div>
       )}
     </aside>
   );
 }
 
-function Feedback({ c, seq, existing, onDone }) {
+function Feedback({ thread, seq, existing, onDone }) {
   const [rating, setRating] = useState(null);
   const [correction, setCorrection] = useState('');
   const [busy, setBusy] = useState(false);
@@ -94,7 +96,7 @@ function Feedback({ c, seq, existing, onDone }) {
     try {
       const body = { rating: r };
       if (r === 'down' && correction.trim()) body.correction = correction.trim();
-      await post(`/api/v1/conversations/${c.id}/messages/${seq}/feedback`, body);
+      await post(`/api/v1/conversations/${thread}/messages/${seq}/feedback`, body);
       toast(r === 'up' ? 'Thanks: feedback recorded' : correction.trim() ? 'Correction saved to the knowledge base' : 'Feedback recorded', 'ok');
       setRating(null);
       setCorrection('');
