@@ -34,6 +34,11 @@ pub struct App {
     pub canned_writes: tokio::sync::Mutex<()>,
     /// Webhook endpoints are changed (by admins, or by delivery progress) one at a time.
     pub webhook_writes: tokio::sync::Mutex<()>,
+    /// Told after an admin adds, changes or enables an outgoing webhook: delivery picks it
+    /// up at once.
+    pub webhook_edits: tokio::sync::Notify,
+    /// Wakes a workspace's webhook delivery tasks (its changes, an admin's edit).
+    pub webhook_wakes: std::sync::Arc<crate::webhooks::Wakes>,
     /// Merges and splits, one at a time: each changes two conversations (two actors), and
     /// two crossing merges (a into b, b into a) must not both pass their checks.
     pub merges: tokio::sync::Mutex<()>,

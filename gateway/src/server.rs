@@ -267,6 +267,8 @@ pub async fn start_with_clock(
         logins: crate::routes::auth::LoginLimits::new(),
         canned_writes: tokio::sync::Mutex::new(()),
         webhook_writes: tokio::sync::Mutex::new(()),
+        webhook_edits: tokio::sync::Notify::new(),
+        webhook_wakes: Default::default(),
         merges: tokio::sync::Mutex::new(()),
         shutting_down: stop.subscribe(),
     });

@@ -7,7 +7,13 @@
 //! `webhooks.disable_after_secs` disables the endpoint.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use confab_engine::committer::DeltaListener;
+use confab_engine::delta::Delta;
+use dashmap::DashMap;
+use tokio::sync::watch;
 
 use confab_engine::catalogue::Ks;
 use confab_engine::committer::WriteSet;
@@ -19,11 +25,60 @@ use crate::app::AppState;
 
 /// Deltas read per step.
 const BATCH: usize = 64;
-/// How often the log is looked at again when the endpoint has caught up.
-const IDLE: Duration = Duration::from_millis(100);
+/// How long a caught-up endpoint waits for its workspace's next change before it looks at
+/// its own state again (an admin's edit or removal is seen within this).
+const IDLE: Duration = Duration::from_secs(5);
+/// How long the supervisor waits for an admin's edit before it reads the endpoints again.
+const RESCAN: Duration = Duration::from_secs(30);
 
-/// Keeps one delivery task per enabled endpoint until the server shuts down.
+/// Wakes the delivery tasks of a workspace when the committer publishes its changes: one
+/// watch of the workspace's newest offset, created when its first task waits on it. A
+/// caught-up endpoint costs nothing until its workspace changes.
+#[derive(Default)]
+pub struct Wakes {
+    workspaces: DashMap<WorkspaceId, watch::Sender<u64>>,
+}
+
+impl Wakes {
+    fn watch(&self, ws: WorkspaceId) -> watch::Receiver<u64> {
+        self.workspaces
+            .entry(ws)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Wakes the workspace's delivery tasks (an admin changed or removed an endpoint).
+    pub fn touch(&self, ws: WorkspaceId) {
+        if let Some(tx) = self.workspaces.get(&ws) {
+            tx.send_modify(|_| {});
+        }
+    }
+}
+
+impl DeltaListener for Wakes {
+    fn published(&self, deltas: &[Arc<Delta>]) {
+        if self.workspaces.is_empty() {
+            return;
+        }
+        let mut last = None;
+        for delta in deltas {
+            if last == Some(delta.workspace_id) {
+                continue;
+            }
+            last = Some(delta.workspace_id);
+            if let Some(tx) = self.workspaces.get(&delta.workspace_id) {
+                tx.send_replace(delta.offset);
+            }
+        }
+    }
+}
+
+/// Keeps one delivery task per enabled endpoint until the server shuts down: the
+/// endpoints are read at start, after each admin's edit (`App::webhook_edits`), and every
+/// [`RESCAN`].
 pub fn spawn(app: AppState) {
+    let wakes = app.webhook_wakes.clone();
+    app.committer.subscribe(wakes.clone());
     tokio::spawn(async move {
         let mut workers: HashMap<WebhookId, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut shutdown = app.shutting_down.clone();
@@ -36,6 +91,7 @@ pub fn spawn(app: AppState) {
                         if endpoint.disabled.is_none() && !workers.contains_key(&endpoint.id) {
                             let task = tokio::spawn(deliver(
                                 app.clone(),
+                                wakes.watch(endpoint.workspace_id),
                                 endpoint.workspace_id,
                                 endpoint.id,
                             ));
@@ -53,7 +109,8 @@ pub fn spawn(app: AppState) {
                     }
                     return;
                 }
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = app.webhook_edits.notified() => {}
+                () = tokio::time::sleep(RESCAN) => {}
             }
         }
     });
@@ -76,7 +133,7 @@ async fn save(app: &AppState, ep: &Endpoint) -> bool {
     }
 }
 
-async fn deliver(app: AppState, ws: WorkspaceId, id: WebhookId) {
+async fn deliver(app: AppState, mut changes: watch::Receiver<u64>, ws: WorkspaceId, id: WebhookId) {
     let config = app.config.webhooks.clone();
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.timeout_ms.max(1)))
@@ -91,6 +148,8 @@ async fn deliver(app: AppState, ws: WorkspaceId, id: WebhookId) {
             return;
         }
         let store = app.store.clone();
+        // Marked seen before the read: a change published after it wakes the next wait.
+        changes.borrow_and_update();
         let head = app.committer.durable_head();
         let read = tokio::task::spawn_blocking(move || {
             let Some(ep) = webhooks::endpoint(&store, ws, id)? else {
@@ -115,6 +174,7 @@ async fn deliver(app: AppState, ws: WorkspaceId, id: WebhookId) {
         if deltas.is_empty() {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = changes.changed() => {}
                 () = tokio::time::sleep(IDLE) => {}
             }
             continue;

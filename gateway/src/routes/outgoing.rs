@@ -225,6 +225,7 @@ async fn create(
         &[("url", endpoint.url.clone())],
     );
     app.committer.commit(set).await?;
+    app.webhook_edits.notify_one();
     let mut view = WebhookView::of(&endpoint, head);
     view.secret = Some(endpoint.secret);
     Ok((StatusCode::CREATED, Json(view)))
@@ -346,6 +347,9 @@ async fn change(
     }
     endpoint.generation += 1;
     put(&app, &endpoint).await?;
+    // A running task sees the change now; an enabled one gets its task.
+    app.webhook_wakes.touch(ws);
+    app.webhook_edits.notify_one();
     super::audit(
         &app,
         ws,
@@ -393,5 +397,6 @@ async fn remove(
         &[],
     );
     app.committer.commit(set).await?;
+    app.webhook_wakes.touch(ws);
     Ok(StatusCode::NO_CONTENT)
 }
