@@ -2022,6 +2022,49 @@ async fn two_threads_of_a_lead_are_merged_answered_on_the_picked_one_and_split_a
         .get(&tenant.token, &format!("/api/v1/conversations/{other}"))
         .await;
     assert_eq!(card["merged_into"], Value::Null, "{card}");
+
+    // The same person under another contact (another number) is found by search and
+    // merged from there.
+    server
+        .lead_says(
+            &tenant,
+            "5511900000802",
+            "V. Lins (work)",
+            "wamid.V4",
+            "Invoice address please",
+        )
+        .await;
+    let work = conversation_id(&server, &tenant, "5511900000802").await;
+    browser.wait(&row(&work)).await;
+    browser
+        .find("btn-find-merge")
+        .await
+        .click()
+        .await
+        .expect("find");
+    browser
+        .find("merge-search")
+        .await
+        .send_keys("invoice")
+        .await
+        .expect("type");
+    browser
+        .wait("[data-testid=\"merge-found-item\"] [data-testid=\"btn-merge-found\"]")
+        .await
+        .click()
+        .await
+        .expect("merge the hit");
+    wait_for("the work number's conversation merged", || async {
+        let (_, card) = server
+            .get(&tenant.token, &format!("/api/v1/conversations/{work}"))
+            .await;
+        (card["merged_into"] == primary.as_str() && browser.all(&row(&work)).await.is_empty())
+            .then_some(())
+    })
+    .await;
+    browser
+        .wait_text("[data-testid=\"chat\"]", "Invoice address please")
+        .await;
     browser.close().await;
     server.shutdown().await;
 }

@@ -299,11 +299,16 @@ function ActivityLog({ c }) {
   );
 }
 
-// The lead's threads in this conversation (merged in, each on its own channel) and the
-// lead's other conversations that can join it: one timeline, split again at any time.
+// The lead's threads in this conversation (merged in, each on its own channel), the lead's
+// other conversations that can join it, and a search for any other conversation of the
+// workspace (the same person under another contact: their WhatsApp and their email): one
+// timeline, split again at any time.
 function Threads({ c }) {
   const [others, setOthers] = useState(null);
   const [busy, setBusy] = useState(null);
+  const [finding, setFinding] = useState(false);
+  const [q, setQ] = useState('');
+  const [found, setFound] = useState(null);
   const merged = c.merged || [];
   const key = [c.id, c.contact.id, merged.map((m) => m.id).join()].join('|');
   useEffect(() => {
@@ -314,8 +319,27 @@ function Threads({ c }) {
     }, () => live && setOthers([]));
     return () => { live = false; };
   }, [key]);
+  useEffect(() => { setFinding(false); setQ(''); setFound(null); }, [c.id]);
+  useEffect(() => {
+    const query = q.trim();
+    if (!query) { setFound(null); return undefined; }
+    let live = true;
+    const timer = setTimeout(() => {
+      get(`/api/v1/search?q=${encodeURIComponent(query)}&limit=20`).then((r) => {
+        if (!live) return;
+        const seen = new Set([c.id, ...merged.map((m) => m.id), ...(others || []).map((o) => o.id)]);
+        const hits = [];
+        for (const h of r.items) {
+          if (seen.has(h.conversation_id) || h.merged_into) continue;
+          seen.add(h.conversation_id);
+          hits.push(h);
+        }
+        setFound(hits);
+      }, () => live && setFound([]));
+    }, 250);
+    return () => { live = false; clearTimeout(timer); };
+  }, [q, key]);
   const act = async (id, what) => { setBusy(id); await what(); setBusy(null); };
-  if (!merged.length && !(others && others.length)) return null;
   return (
     <Section title="Threads">
       {merged.length > 0 && (
@@ -344,6 +368,28 @@ function Threads({ c }) {
             ))}
           </ul>
         </>
+      )}
+      {!finding ? (
+        <button type="button" class="link-btn" data-testid="btn-find-merge" onClick={() => setFinding(true)}>Merge another conversation…</button>
+      ) : (
+        <div class="merge-find">
+          <label class="sr-only" for="merge-search">Find the conversation to merge here</label>
+          <input id="merge-search" type="search" value={q} placeholder="Name, email, phone or words…" data-testid="merge-search"
+            onInput={(e) => setQ(e.currentTarget.value)} />
+          {found && found.length === 0 && <p class="muted">No other conversation matches.</p>}
+          {found && found.length > 0 && (
+            <ul class="merged-list" data-testid="merge-found">
+              {found.map((h) => (
+                <li key={h.conversation_id} data-testid="merge-found-item">
+                  <ChannelIcon channel={h.channel} size={12} />
+                  <span class="merged-what" title={displayName(h.contact)}>{displayName(h.contact)} · <span class="muted">{CHANNEL_LABEL[h.channel] || h.channel}</span></span>
+                  <button type="button" class="link-btn" data-testid="btn-merge-found" disabled={busy === h.conversation_id}
+                    onClick={() => act(h.conversation_id, async () => { if (await mergeInto(c.id, h.conversation_id)) { setQ(''); setFinding(false); } })}>Merge here</button>
+                </li>
+              ))}
+            </ul>
+          )}
+        </div>
       )}
     </Section>
   );
