@@ -2141,6 +2141,12 @@ async fn an_admin_adds_a_webhook_sees_it_disabled_by_failures_enables_and_remove
         .click()
         .await
         .expect("remove");
+    browser
+        .find("webhook-delete-confirm")
+        .await
+        .click()
+        .await
+        .expect("confirm");
     wait_for("the endpoint removed", || async {
         let (_, list) = server.get(&tenant.token, "/api/v1/webhooks").await;
         (list["items"] == json!([])

@@ -326,6 +326,7 @@ export function flashMessage(seq) {
 }
 
 let currentGen = 0; // the detail
+let cardsSeen = 0; // cards of the open conversation taken from the stream
 let msgGen = 0; // the message pages: a newer load drops the answers of older ones
 let pageLoading = false; // a first page (newest or around a seq) is on its way
 // Messages that arrived live while a first page loaded or while the newest page is not
@@ -349,8 +350,10 @@ function startMessages() {
 function showPage(page, around) {
   pageLoading = false;
   const newerAfter = page.next_after ?? null;
+  // A timeline page (no `next_after`) pages on with its own cursor, whatever the card says.
+  const timeline = page.next_after === undefined;
   messages.value = kept(page.items).reverse();
-  messagesStatus.value = { loading: false, olderBefore: page.next_before, newerAfter, loadingNewer: false, newerLive: newerAfter !== null && liveBuffer.size > 0, error: null };
+  messagesStatus.value = { loading: false, olderBefore: page.next_before, newerAfter, loadingNewer: false, newerLive: newerAfter !== null && liveBuffer.size > 0, error: null, timeline };
   if (newerAfter === null) mergeLive();
   scrollToSeq(around);
 }
@@ -361,7 +364,10 @@ function mergeLive() {
   const list1 = messages.value;
   const have = new Set(list1.map((m) => m.id));
   if (isMerged(current.value)) {
-    const fresh = [...liveBuffer.values()].filter((m) => !have.has(m.id));
+    // Older than the loaded run: the older pages bring it, in place.
+    const first = list1[0];
+    const older = (m) => first && byTime(m, first) < 0 && messagesStatus.value.olderBefore != null;
+    const fresh = [...liveBuffer.values()].filter((m) => !have.has(m.id) && !older(m));
     liveBuffer.clear();
     if (fresh.length) messages.value = [...list1, ...fresh].sort(byTime);
     return;
@@ -374,6 +380,7 @@ function mergeLive() {
 
 export async function loadConversation(id) {
   const gen = ++currentGen;
+  const seenBefore = cardsSeen;
   const mgen = ++msgGen;
   reasoningFor.value = null;
   const around = jump && jump.id === id ? jump.seq : null;
@@ -395,8 +402,12 @@ export async function loadConversation(id) {
       cached && isMerged(cached) ? get(timelinePath(id)) : get(messagesPath(id, { around })),
     ]);
     if (gen !== currentGen) return;
-    // Merged into another: that one holds its timeline.
-    if (detail.merged_into) { navigate(`#/conversations/${encodeURIComponent(detail.merged_into)}`, true); return; }
+    // Merged into another: that one holds its timeline (opened if this one is on screen).
+    if (detail.merged_into) {
+      const r = route.value;
+      if (r.page === 'conversations' && r.id === id) navigate(`#/conversations/${encodeURIComponent(detail.merged_into)}`, true);
+      return;
+    }
     // The list's card was out of date about merged threads: read the right kind of page.
     const timeline = page.next_after === undefined;
     if (isMerged(detail) !== timeline) {
@@ -404,7 +415,8 @@ export async function loadConversation(id) {
       if (gen !== currentGen) return;
     }
     batch(() => {
-      current.value = detail;
+      // A card the stream brought while this loaded is newer than the detail's.
+      current.value = cardsSeen === seenBefore ? detail : { ...detail, ...current.value, partial: false };
       if (mgen === msgGen) showPage(page, around);
     });
     if (detail.unread_count > 0) markRead(id);
@@ -444,7 +456,7 @@ export function loadLatest() {
 export function openMessage(id, seq) {
   const r = route.value;
   if (r.page === 'conversations' && r.id === id) {
-    if (!pageLoading && current.value?.id === id && messages.value.some((m) => m.seq === seq)) scrollToSeq(seq);
+    if (!pageLoading && current.value?.id === id && messages.value.some((m) => m.seq === seq && m.conversation_id === id)) scrollToSeq(seq);
     else loadPage(id, seq);
     return;
   }
@@ -466,7 +478,7 @@ export async function loadOlder() {
   const mgen = msgGen;
   messagesStatus.value = { ...st, loading: true };
   try {
-    const page = await get(isMerged(c) ? timelinePath(c.id, { before: st.olderBefore }) : messagesPath(c.id, { before: st.olderBefore }));
+    const page = await get(st.timeline ? timelinePath(c.id, { before: st.olderBefore }) : messagesPath(c.id, { before: st.olderBefore }));
     if (mgen !== msgGen) return false;
     const have = new Set(messages.value.map((m) => m.id));
     const older = kept(page.items).filter((m) => !have.has(m.id)).reverse();
@@ -734,10 +746,13 @@ export function applyDelta(d) {
       if (c && c.id === card.id) {
         const threads = threadsOf(c).join();
         current.value = { ...c, ...card, partial: c.partial };
-        // Merged into another: open that one. Threads merged in or split off: read the
-        // timeline again.
-        if (card.merged_into) navigate(`#/conversations/${encodeURIComponent(card.merged_into)}`, true);
-        else if (threadsOf(current.value).join() !== threads) loadPage(c.id, null);
+        cardsSeen++;
+        // Merged into another: open that one (if this one is on screen). Threads merged in
+        // or split off: read the timeline again.
+        const r = route.value;
+        if (card.merged_into) {
+          if (r.page === 'conversations' && r.id === c.id) navigate(`#/conversations/${encodeURIComponent(card.merged_into)}`, true);
+        } else if (threadsOf(current.value).join() !== threads) loadPage(c.id, null);
       }
       refreshCounts();
       break;

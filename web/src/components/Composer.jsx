@@ -241,19 +241,21 @@ export function Composer({ c }) {
         <div class="ai-hint"><IconSparkle size={12} />The AI is answering this conversation. Sending a reply takes it over (the AI pauses).</div>
       )}
       <div class="composer" data-testid="composer">
+        <div class="composer-head">
         <div class="composer-tabs" role="tablist" aria-label="Message type" onKeyDown={tabKeys}>
           <button type="button" role="tab" aria-selected={!note ? 'true' : 'false'} tabIndex={note ? -1 : 0} aria-controls="composer-text" class={!note ? 'on' : ''} data-testid="composer-mode-reply"
             onClick={() => { setMode('reply'); setMention(null); }}>Reply</button>
           <button type="button" role="tab" aria-selected={note ? 'true' : 'false'} tabIndex={note ? 0 : -1} aria-controls="composer-text" class={note ? 'on' : ''} data-testid="composer-mode-note"
             onClick={() => setMode('note')}><IconNote size={12} />Internal note</button>
-          {isMerged(c) && !note && (
-            <label class="composer-via">
-              <span>Reply via</span>
-              <select value={via} data-testid="composer-via" onChange={(e) => setVia(e.currentTarget.value)}>
-                {[c, ...c.merged].map((th) => <option key={th.id} value={th.id}>{threadLabel(th)}</option>)}
-              </select>
-            </label>
-          )}
+        </div>
+        {isMerged(c) && !note && (
+          <label class="composer-via">
+            <span>Reply via</span>
+            <select value={t.id} data-testid="composer-via" onChange={(e) => setVia(e.currentTarget.value)}>
+              {[c, ...c.merged].map((th) => <option key={th.id} value={th.id}>{threadLabel(th)}</option>)}
+            </select>
+          </label>
+        )}
         </div>
         <div class="composer-box">
           {files.length > 0 && (

@@ -309,6 +309,8 @@ function Threads({ c }) {
   const [finding, setFinding] = useState(false);
   const [q, setQ] = useState('');
   const [found, setFound] = useState(null);
+  const finder = useRef(null);
+  const section = useRef(null);
   const merged = c.merged || [];
   const key = [c.id, c.contact.id, merged.map((m) => m.id).join()].join('|');
   useEffect(() => {
@@ -320,6 +322,7 @@ function Threads({ c }) {
     return () => { live = false; };
   }, [key]);
   useEffect(() => { setFinding(false); setQ(''); setFound(null); }, [c.id]);
+  useEffect(() => { if (finding) finder.current?.focus(); }, [finding]);
   useEffect(() => {
     const query = q.trim();
     if (!query) { setFound(null); return undefined; }
@@ -338,10 +341,18 @@ function Threads({ c }) {
       }, () => live && setFound([]));
     }, 250);
     return () => { live = false; clearTimeout(timer); };
-  }, [q, key]);
-  const act = async (id, what) => { setBusy(id); await what(); setBusy(null); };
+  }, [q, key, (others || []).map((o) => o.id).join()]);
+  // The row acted on goes away (merged or split): the focus stays in the section.
+  const act = async (id, what) => {
+    setBusy(id);
+    await what();
+    setBusy(null);
+    if (section.current && !section.current.contains(document.activeElement)) section.current.focus();
+  };
+  const closeFinder = () => { setFinding(false); setQ(''); setFound(null); };
   return (
-    <Section title="Threads">
+    <section class="d-section" tabIndex={-1} ref={section} aria-labelledby="threads-title">
+      <h3 id="threads-title">Threads</h3>
       {merged.length > 0 && (
         <ul class="merged-list" data-testid="merged-threads" aria-label="Threads merged into this conversation">
           {merged.map((m) => (
@@ -374,8 +385,9 @@ function Threads({ c }) {
       ) : (
         <div class="merge-find">
           <label class="sr-only" for="merge-search">Find the conversation to merge here</label>
-          <input id="merge-search" type="search" value={q} placeholder="Name, email, phone or words…" data-testid="merge-search"
-            onInput={(e) => setQ(e.currentTarget.value)} />
+          <input id="merge-search" type="search" value={q} placeholder="Name, email, phone or words…" data-testid="merge-search" ref={finder}
+            onInput={(e) => setQ(e.currentTarget.value)}
+            onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); closeFinder(); section.current?.focus(); } }} />
           {found && found.length === 0 && <p class="muted">No other conversation matches.</p>}
           {found && found.length > 0 && (
             <ul class="merged-list" data-testid="merge-found">
@@ -384,14 +396,14 @@ function Threads({ c }) {
                   <ChannelIcon channel={h.channel} size={12} />
                   <span class="merged-what" title={displayName(h.contact)}>{displayName(h.contact)} · <span class="muted">{CHANNEL_LABEL[h.channel] || h.channel}</span></span>
                   <button type="button" class="link-btn" data-testid="btn-merge-found" disabled={busy === h.conversation_id}
-                    onClick={() => act(h.conversation_id, async () => { if (await mergeInto(c.id, h.conversation_id)) { setQ(''); setFinding(false); } })}>Merge here</button>
+                    onClick={() => act(h.conversation_id, async () => { if (await mergeInto(c.id, h.conversation_id)) closeFinder(); })}>Merge here</button>
                 </li>
               ))}
             </ul>
           )}
         </div>
       )}
-    </Section>
+    </section>
   );
 }
 

@@ -4,7 +4,7 @@
 // disabled one again, and remove them. Agents see the page without its controls: the
 // server answers them 403.
 
-import { useState, useEffect } from 'preact/hooks';
+import { useState, useEffect, useRef } from 'preact/hooks';
 import { me, toast } from '../state.js';
 import { get, post, patch, del } from '../api.js';
 import { fullTime } from '../util.js';
@@ -28,15 +28,23 @@ export function Webhooks() {
   const [kinds, setKinds] = useState([]);
   const [secret, setSecret] = useState(null); // { url, secret }: shown once, after creation
   const [busy, setBusy] = useState(false);
+  const [removing, setRemoving] = useState(null); // the id whose Remove awaits its confirmation
+  const loads = useRef(0);
 
+  // The newest read wins: a poll that left before an action's reload cannot show the state
+  // from before the action.
   const load = async () => {
-    try { setItems((await get('/api/v1/webhooks')).items); setError(null); } catch (e) { setError(e.message); }
+    const n = ++loads.current;
+    try {
+      const list = (await get('/api/v1/webhooks')).items;
+      if (n === loads.current) { setItems(list); setError(null); }
+    } catch (e) { if (n === loads.current) setError(e.message); }
   };
   // Kept current while the page is open: deliveries move on, failures disable endpoints.
   useEffect(() => {
     if (!admin) return undefined;
     load();
-    const every = setInterval(load, 3000);
+    const every = setInterval(() => { if (!document.hidden) load(); }, 3000);
     return () => clearInterval(every);
   }, [admin]);
 
@@ -99,7 +107,12 @@ export function Webhooks() {
                   {w.enabled
                     ? <button type="button" class="btn" disabled={busy} data-testid="webhook-disable" onClick={() => act(() => patch(`/api/v1/webhooks/${w.id}`, { enabled: false }), 'Webhook disabled')}>Disable</button>
                     : <button type="button" class="btn btn-primary" disabled={busy} data-testid="webhook-enable" onClick={() => act(() => patch(`/api/v1/webhooks/${w.id}`, { enabled: true }), 'Webhook enabled: it resumes where it stopped')}>Enable</button>}
-                  <button type="button" class="btn" disabled={busy} data-testid="webhook-delete" onClick={() => act(() => del(`/api/v1/webhooks/${w.id}`), 'Webhook removed')}>Remove</button>
+                  {removing === w.id
+                    ? <>
+                        <button type="button" class="btn btn-danger" disabled={busy} data-testid="webhook-delete-confirm" onClick={() => act(() => del(`/api/v1/webhooks/${w.id}`), 'Webhook removed')}>Remove for good</button>
+                        <button type="button" class="btn" onClick={() => setRemoving(null)}>Keep</button>
+                      </>
+                    : <button type="button" class="btn" disabled={busy} data-testid="webhook-delete" onClick={() => setRemoving(w.id)}>Remove</button>}
                 </div>
               </li>
             ))}
