@@ -30,7 +30,7 @@ use confab_engine::Error as EngineError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::ai::{unavailable_reasoning, AiAction, AiOutcome, AiQueue, AiRequest, Escalation};
-use crate::error::{ActorError, ActorResult};
+use crate::error::{read_store, ActorError, ActorResult};
 use crate::notify::{self, Event, Notifier, To};
 use crate::outbound::OutboundPort;
 
@@ -502,9 +502,7 @@ impl ConversationState {
     /// reports may not have arrived yet).
     async fn has_members(&self) -> ActorResult<bool> {
         let (store, id) = (self.store.clone(), self.conv.id);
-        let linked = tokio::task::spawn_blocking(move || store.merged_ids(id))
-            .await
-            .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        let linked = read_store(move || store.merged_ids(id)).await?;
         Ok(!linked.is_empty() || !self.conv.merged.is_empty())
     }
 
@@ -512,24 +510,20 @@ impl ConversationState {
     /// gone (split or erased meanwhile).
     async fn member(&self, member: ConversationId) -> ActorResult<Option<MergedConversation>> {
         let (store, id) = (self.store.clone(), self.conv.id);
-        Ok(tokio::task::spawn_blocking(move || {
+        read_store(move || {
             if !store.contains(Ks::Merge, &catalogue::merge(id, member))? {
-                return Ok::<_, EngineError>(None);
+                return Ok(None);
             }
             Ok(store.conversation(member)?.map(|c| c.as_merged()))
         })
         .await
-        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??)
     }
 
     /// Commits the erasure of the conversation, in order (state and inbox entries last).
     async fn erase(&mut self) -> ActorResult<confab_engine::erasure::ErasedCounts> {
         let (store, conv) = (self.store.clone(), self.conv.clone());
-        let (sets, counts) = tokio::task::spawn_blocking(move || {
-            confab_engine::erasure::conversation_sets(&store, &conv)
-        })
-        .await
-        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        let (sets, counts) =
+            read_store(move || confab_engine::erasure::conversation_sets(&store, &conv)).await?;
         for set in sets {
             self.committer.commit(set).await?;
         }
@@ -542,11 +536,8 @@ impl ConversationState {
         before: UnixMillis,
     ) -> ActorResult<confab_engine::erasure::ErasedCounts> {
         let (store, conv) = (self.store.clone(), self.conv.clone());
-        let (sets, counts, _) = tokio::task::spawn_blocking(move || {
-            confab_engine::erasure::purge_sets(&store, &conv, before)
-        })
-        .await
-        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))??;
+        let (sets, counts, _) =
+            read_store(move || confab_engine::erasure::purge_sets(&store, &conv, before)).await?;
         for set in sets {
             self.committer.commit(set).await?;
         }

@@ -41,4 +41,15 @@ impl ActorError {
     }
 }
 
+/// Runs a store read on the blocking pool (never on the async runtime); a panic there is an
+/// internal failure.
+pub async fn read_store<T: Send + 'static>(
+    read: impl FnOnce() -> confab_engine::Result<T> + Send + 'static,
+) -> ActorResult<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))?
+        .map_err(ActorError::from)
+}
+
 pub type ActorResult<T> = Result<T, ActorError>;
