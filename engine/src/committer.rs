@@ -177,6 +177,60 @@ impl WriteSet {
     }
 }
 
+impl WriteSet {
+    pub(crate) fn to_wire(&self) -> crate::changelog::WireSet {
+        use crate::changelog::WireOp;
+        crate::changelog::WireSet {
+            ops: self
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put(ks, key, value) => {
+                        WireOp::Put(ks.name().into(), key.clone(), value.clone())
+                    }
+                    Op::Delete(ks, key) => WireOp::Delete(ks.name().into(), key.clone()),
+                    Op::Add(ks, key, by) => WireOp::Add(ks.name().into(), key.clone(), *by),
+                })
+                .collect(),
+            absent: self
+                .absent
+                .iter()
+                .map(|(ks, key)| crate::changelog::WireKey {
+                    ks: ks.name().into(),
+                    key: key.clone(),
+                })
+                .collect(),
+            deltas: self.deltas.clone(),
+        }
+    }
+
+    pub(crate) fn from_wire(wire: crate::changelog::WireSet) -> Result<WriteSet> {
+        use crate::changelog::{ks_named, WireOp};
+        let ops = wire
+            .ops
+            .into_iter()
+            .map(|op| {
+                Ok(match op {
+                    WireOp::Put(ks, key, value) => Op::Put(ks_named(&ks)?, key, value),
+                    WireOp::Delete(ks, key) => Op::Delete(ks_named(&ks)?, key),
+                    WireOp::Add(ks, key, by) => Op::Add(ks_named(&ks)?, key, by),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let absent = wire
+            .absent
+            .into_iter()
+            .map(|k| Ok((ks_named(&k.ks)?, k.key)))
+            .collect::<Result<_>>()?;
+        Ok(WriteSet {
+            ops,
+            absent,
+            deltas: wire.deltas,
+            received: None,
+        })
+    }
+}
+
 /// What a committed request got.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Receipt {
@@ -199,8 +253,15 @@ pub trait DeltaListener: Send + Sync + 'static {
 
 enum Command {
     Commit(Request),
+    /// A changelog entry from the cluster (every node applies every entry, in order).
+    Apply(ApplyRequest),
     /// Write what was queued before, then stop.
     Stop,
+}
+
+struct ApplyRequest {
+    entry: crate::changelog::Entry,
+    reply: oneshot::Sender<Result<crate::changelog::Applied>>,
 }
 
 struct Request {
@@ -291,6 +352,26 @@ impl Committer {
         answer.await.unwrap_or(Err(Error::CommitterClosed))
     }
 
+    /// Applies a changelog entry (its position in the changelog, then its write sets as
+    /// one group, under the entry's clock), unless it was applied already or its epoch is
+    /// older than the newest applied for its partition: the same entries in the same order
+    /// leave every node's store, and its delta offsets, the same. See
+    /// [`crate::changelog`].
+    pub async fn apply(&self, entry: crate::changelog::Entry) -> Result<crate::changelog::Applied> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Apply(ApplyRequest { entry, reply }))
+            .is_err()
+        {
+            return Err(Error::CommitterClosed);
+        }
+        answer.await.unwrap_or(Err(Error::CommitterClosed))
+    }
+
     /// Stops the committer once everything queued before this call is durable; later
     /// commits fail with [`Error::CommitterClosed`].
     pub fn close(&self) {
@@ -363,13 +444,16 @@ impl Worker {
         let mut group = Vec::with_capacity(64);
         let mut stopping = false;
         while !stopping {
+            let mut apply = None;
             match rx.blocking_recv() {
                 Some(Command::Commit(first)) => group.push(first),
+                Some(Command::Apply(request)) => apply = Some(request),
                 Some(Command::Stop) | None => break,
             }
-            while group.len() < MAX_GROUP {
+            while apply.is_none() && group.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(Command::Commit(request)) => group.push(request),
+                    Ok(Command::Apply(request)) => apply = Some(request),
                     Ok(Command::Stop) => {
                         stopping = true;
                         break;
@@ -383,13 +467,25 @@ impl Worker {
                 .fetch_sub(group.len(), Ordering::Relaxed)
                 .saturating_sub(group.len());
             metrics::gauge!(crate::metrics::COMMIT_QUEUE_DEPTH).set(waiting as f64);
-            self.commit_group(&mut group);
+            if !group.is_empty() {
+                self.commit_group(&mut group);
+            }
+            if let Some(request) = apply {
+                let outcome = self.apply_entry(request.entry);
+                let _ = request.reply.send(outcome);
+            }
         }
         rx.close();
         // Requests that raced with the stop are refused, never left hanging.
         while let Ok(command) = rx.try_recv() {
-            if let Command::Commit(request) = command {
-                let _ = request.reply.send(Err(Error::CommitterClosed));
+            match command {
+                Command::Commit(request) => {
+                    let _ = request.reply.send(Err(Error::CommitterClosed));
+                }
+                Command::Apply(request) => {
+                    let _ = request.reply.send(Err(Error::CommitterClosed));
+                }
+                Command::Stop => {}
             }
         }
         if let Err(e) = self.store.db().persist(PersistMode::SyncAll) {
@@ -432,21 +528,85 @@ impl Worker {
             .record(started.elapsed().as_secs_f64());
     }
 
+    /// Applies a changelog entry as one group (see [`crate::changelog`]).
+    fn apply_entry(&mut self, entry: crate::changelog::Entry) -> Result<crate::changelog::Applied> {
+        use crate::changelog::{meta_epoch_key, Applied, META_APPLIED};
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        let read = |key: &[u8]| -> Result<u64> {
+            Ok(self
+                .store
+                .get_raw(Ks::Meta, key)?
+                .map_or(0, |v| decode_counter(&v).max(0) as u64))
+        };
+        let applied = read(META_APPLIED).inspect_err(|e| self.poison(&e.to_string()))?;
+        if entry.position <= applied {
+            return Ok(Applied::AlreadyApplied);
+        }
+        let epoch_key = meta_epoch_key(entry.partition);
+        let newest = read(&epoch_key).inspect_err(|e| self.poison(&e.to_string()))?;
+        let position = (
+            META_APPLIED.to_vec(),
+            (entry.position as i64).to_be_bytes().to_vec(),
+        );
+        let fenced = entry.epoch < newest;
+        let mut meta = vec![position];
+        if entry.epoch > newest {
+            meta.push((epoch_key, (entry.epoch as i64).to_be_bytes().to_vec()));
+        }
+        let sets = if fenced { Vec::new() } else { entry.sets };
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write_and_publish_at(sets, entry.at, meta)
+        }));
+        let outcomes = match written {
+            Ok(outcomes) => outcomes,
+            Err(panic) => {
+                self.poison(&format!("the committer panicked: {}", panic_text(&*panic)));
+                return Err(Error::Poisoned);
+            }
+        };
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(if fenced {
+            Applied::Fenced {
+                newest_epoch: newest,
+            }
+        } else {
+            Applied::Sets(outcomes)
+        })
+    }
+
     /// Stages every set of the group, writes them as one batch, makes it durable and
     /// publishes its deltas: each set's outcome, in order.
     fn write_and_publish(&mut self, sets: Vec<WriteSet>) -> Vec<Result<Receipt>> {
+        self.write_and_publish_at(sets, now_millis(), Vec::new())
+    }
+
+    /// [`Worker::write_and_publish`] with the deltas' time given, and `meta` written in the
+    /// same batch (even when every set was refused: a changelog position).
+    fn write_and_publish_at(
+        &mut self,
+        sets: Vec<WriteSet>,
+        at: crate::time::UnixMillis,
+        meta: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Vec<Result<Receipt>> {
         let mut pending = Pending::new(self.head);
         let mut outcomes = Vec::with_capacity(sets.len());
         for set in sets {
             let outcome = if self.shared.poisoned.load(Ordering::Acquire) {
                 Err(Error::Poisoned)
             } else {
-                self.stage(set, &mut pending)
+                self.stage(set, &mut pending, at)
             };
             outcomes.push(outcome);
         }
+        for (key, value) in meta {
+            pending.writes.insert((Ks::Meta, key), Some(value));
+        }
 
-        if outcomes.iter().any(Result::is_ok) {
+        if outcomes.iter().any(Result::is_ok) || !pending.writes.is_empty() {
             let durable = self.write_group(&mut pending);
             if let Err(e) = durable {
                 self.poison(&e.to_string());
@@ -484,7 +644,12 @@ impl Worker {
     /// Adds one request to the group's pending writes, or refuses it whole (a guard
     /// failed, or a read failed: then the store is poisoned and the group is dropped).
     /// Deltas get their offsets here.
-    fn stage(&mut self, set: WriteSet, pending: &mut Pending) -> Result<Receipt> {
+    fn stage(
+        &mut self,
+        set: WriteSet,
+        pending: &mut Pending,
+        now: crate::time::UnixMillis,
+    ) -> Result<Receipt> {
         set.check_sizes()?;
         for (ks, key) in &set.absent {
             // The group's earlier requests first: a write, or a counter they moved (a
@@ -531,7 +696,6 @@ impl Worker {
                 }
             }
         }
-        let now = now_millis();
         let mut offsets = Vec::with_capacity(set.deltas.len());
         for draft in set.deltas {
             pending.head += 1;

@@ -114,7 +114,7 @@ impl DeltaBody {
 }
 
 /// A delta before the committer gives it an offset.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeltaDraft {
     pub workspace_id: WorkspaceId,
     /// `None` for workspace-wide changes (a channel's status).

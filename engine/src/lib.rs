@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod canned;
 pub mod catalogue;
+pub mod changelog;
 pub mod codec;
 pub mod committer;
 #[cfg(test)]
