@@ -77,7 +77,7 @@ pub struct Leases {
     _task: Arc<TaskGuard>,
 }
 
-struct TaskGuard(tokio::task::AbortHandle);
+pub(crate) struct TaskGuard(pub(crate) tokio::task::AbortHandle);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
@@ -132,7 +132,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn incarnation() -> String {
+pub(crate) fn incarnation() -> String {
     // Wall-clock nanoseconds and the process id: distinct across restarts of a node.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

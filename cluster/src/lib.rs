@@ -12,6 +12,7 @@
 //! not serialised on replicated streams (nats-server #4320, fixed in 2.9.21), so a lease is
 //! only ever taken with a create (atomic there), and every lease carries an epoch.
 
+pub mod changelog;
 pub mod lease;
 mod partition;
 
@@ -28,6 +29,10 @@ pub const LEASE_BUCKET: &str = "confab-leases";
 pub const INBOUND_STREAM: &str = "confab-inbound";
 /// Subjects of [`INBOUND_STREAM`]: this, a dot, the partition number.
 pub const INBOUND_SUBJECT: &str = "confab.inbound";
+/// The changelog: committed write sets every node applies ([`changelog::Changelog`]).
+pub const CHANGES_STREAM: &str = "confab-changes";
+/// Subjects of [`CHANGES_STREAM`]: this, a dot, the partition number.
+pub const CHANGES_SUBJECT: &str = "confab.changes";
 
 /// How a node joins the cluster.
 #[derive(Clone, Debug)]
@@ -230,6 +235,18 @@ impl Cluster {
             ..Default::default()
         })
         .await?;
+        self.create_stream(stream::Config {
+            name: CHANGES_STREAM.into(),
+            subjects: vec![format!("{CHANGES_SUBJECT}.*")],
+            num_replicas: c.replicas,
+            // Kept until snapshots let a new node start without it (a later step).
+            max_age: Duration::ZERO,
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            ..Default::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -275,7 +292,19 @@ impl Cluster {
                 self.config.partitions
             )));
         }
-        let subject = format!("{INBOUND_SUBJECT}.{partition}");
+        self.publish_durably(format!("{INBOUND_SUBJECT}.{partition}"), item_id, payload)
+            .await
+    }
+
+    /// Publishes `payload` to `subject` with the id `id` and waits for JetStream's
+    /// acknowledgement, retrying with the same id (so never storing it twice within the
+    /// stream's duplicate window) through elections for up to `publish_patience`.
+    pub(crate) async fn publish_durably(
+        &self,
+        subject: String,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<Published, ClusterError> {
         let deadline = Instant::now() + self.config.publish_patience;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -285,7 +314,7 @@ impl Cluster {
                         subject.clone(),
                         jetstream::message::PublishMessage::build()
                             .payload(payload.clone())
-                            .message_id(item_id),
+                            .message_id(id),
                     )
                     .await?
                     .await

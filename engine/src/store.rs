@@ -150,6 +150,11 @@ impl Store {
         self.meta_u64(catalogue::META_DELTA_HEAD)
     }
 
+    /// The last changelog position applied (0 when none; see [`crate::changelog`]).
+    pub fn changelog_applied(&self) -> Result<u64> {
+        self.meta_u64(crate::changelog::META_APPLIED)
+    }
+
     /// Offsets up to this one may have been pruned from the delta log.
     pub fn delta_pruned_through(&self) -> Result<u64> {
         self.meta_u64(catalogue::META_DELTA_PRUNED)

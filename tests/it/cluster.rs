@@ -268,3 +268,157 @@ async fn an_acknowledged_inbound_item_survives_a_server_crash_and_a_retry_is_not
         .collect();
     assert_eq!(read, expected);
 }
+
+/// A node of the changelog test: its own store and committer, applying the changelog.
+struct Replica {
+    _dir: tempfile::TempDir,
+    store: confab_engine::store::Store,
+    changelog: confab_cluster::changelog::Changelog,
+}
+
+async fn replica(cluster: &Cluster) -> Replica {
+    use confab_engine::committer::{Committer, Durability};
+    use confab_engine::store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
+    let (committer, _thread) =
+        Committer::start(store.clone(), Durability::Fsync).expect("committer");
+    let changelog = confab_cluster::changelog::Changelog::start(cluster, &store, committer)
+        .await
+        .expect("changelog");
+    Replica {
+        _dir: dir,
+        store,
+        changelog,
+    }
+}
+
+/// What a conversation's inbound message writes, in miniature: the provider id guarded,
+/// a counter, two deltas.
+fn message_set(ws: confab_engine::ids::WorkspaceId, n: u32) -> confab_engine::committer::WriteSet {
+    use confab_engine::catalogue::Ks;
+    use confab_engine::delta::{DeltaBody, NotificationReason};
+    let mut set = confab_engine::committer::WriteSet::new();
+    let ext = format!("wamid.{n}").into_bytes();
+    set.require_absent(Ks::ExtMsg, ext.clone())
+        .put_raw(Ks::ExtMsg, ext, n.to_be_bytes().to_vec())
+        .add(Ks::FacetCount, b"cluster-test".to_vec(), 1);
+    for _ in 0..2 {
+        set.delta(
+            ws,
+            confab_engine::ids::ConversationId::new(),
+            DeltaBody::Notification {
+                agent_id: confab_engine::ids::AgentId::new(),
+                reason: NotificationReason::Mention,
+                message_id: None,
+                by_agent_id: None,
+                notification: None,
+            },
+        );
+    }
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_applying_the_changelog_hold_the_same_deltas_through_a_server_crash() {
+    use confab_engine::changelog::Applied;
+    let mut nats = NatsCluster::start().await;
+    let a_node = Cluster::connect(config("a", nats.urls(), 4))
+        .await
+        .expect("a");
+    let b_node = Cluster::connect(config("b", nats.urls(), 4))
+        .await
+        .expect("b");
+    let a = replica(&a_node).await;
+    let b = replica(&b_node).await;
+    let ws = confab_engine::ids::WorkspaceId::new();
+
+    let mut offsets = Vec::new();
+    for n in 0..60u32 {
+        if n == 30 {
+            // The changelog's leader crashes: the owner's commits go on after the election.
+            let leader = a_node
+                .jetstream()
+                .get_stream(confab_cluster::CHANGES_STREAM)
+                .await
+                .expect("stream")
+                .info()
+                .await
+                .expect("info")
+                .cluster
+                .clone()
+                .and_then(|c| c.leader)
+                .expect("a leader");
+            nats.kill(leader.trim_start_matches('n').parse().expect("n0..n2"));
+        }
+        let applied = a
+            .changelog
+            .commit(
+                0,
+                7,
+                vec![message_set(ws, 2 * n), message_set(ws, 2 * n + 1)],
+            )
+            .await
+            .expect("commit");
+        let Applied::Sets(outcomes) = applied else {
+            panic!("the owner's entry was not applied: {applied:?}");
+        };
+        for outcome in outcomes {
+            offsets.extend(outcome.expect("each set applied").offsets);
+        }
+    }
+    assert_eq!(
+        offsets,
+        (1..=240).collect::<Vec<_>>(),
+        "offsets in the changelog's order"
+    );
+    // A retried provider message: refused by its guard on every node.
+    let retry = a
+        .changelog
+        .commit(0, 7, vec![message_set(ws, 5)])
+        .await
+        .expect("commit");
+    assert!(
+        matches!(&retry, Applied::Sets(o) if o[0].is_err()),
+        "{retry:?}"
+    );
+    // A former owner's late write, under an older epoch: fenced on every node.
+    let late = b
+        .changelog
+        .commit(0, 6, vec![message_set(ws, 9_999)])
+        .await
+        .expect("commit");
+    assert!(
+        matches!(late, Applied::Fenced { newest_epoch: 7 }),
+        "{late:?}"
+    );
+
+    // b reaches a's position, and holds the same deltas at the same offsets.
+    let target = *a.changelog.applied().borrow();
+    let mut watch_b = b.changelog.applied();
+    tokio::time::timeout(Duration::from_secs(30), watch_b.wait_for(|p| *p >= target))
+        .await
+        .expect("b applies the changelog within 30 s")
+        .expect("b's reader runs");
+    let head = a.store.delta_head().expect("head");
+    assert_eq!(head, 240);
+    assert_eq!(b.store.delta_head().expect("head"), head);
+    let deltas_a = a
+        .store
+        .deltas_between(ws, 0, head, 1_000)
+        .expect("a deltas");
+    let deltas_b = b
+        .store
+        .deltas_between(ws, 0, head, 1_000)
+        .expect("b deltas");
+    assert_eq!(deltas_a.len(), 240);
+    assert_eq!(deltas_a, deltas_b, "the replicas' delta logs differ");
+    let count = |r: &Replica| {
+        r.store
+            .get_raw(confab_engine::catalogue::Ks::FacetCount, b"cluster-test")
+            .expect("read")
+            .map(|v| confab_engine::committer::decode_counter(&v))
+    };
+    assert_eq!(count(&a), Some(120));
+    assert_eq!(count(&b), Some(120));
+}
