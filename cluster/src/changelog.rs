@@ -49,27 +49,14 @@ impl Changelog {
         let from = store
             .changelog_applied()
             .map_err(|e| ClusterError::JetStream(format!("reading the applied position: {e}")))?;
-        let stream = cluster
-            .jetstream()
-            .get_stream(CHANGES_STREAM)
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("changelog: {e}")))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("changelog reader: {e}")))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("changelog reader: {e}")))?;
         let waiting: Waiting = Arc::default();
         let (applied_tx, applied) = watch::channel(from);
-        let task = tokio::spawn(apply_loop(messages, committer, waiting.clone(), applied_tx));
+        let task = tokio::spawn(apply_loop(
+            cluster.clone(),
+            committer,
+            waiting.clone(),
+            applied_tx,
+        ));
         Ok(Changelog {
             cluster: cluster.clone(),
             waiting,
@@ -135,56 +122,115 @@ impl Changelog {
     }
 }
 
+/// How long the reader waits for the next entry before it checks that it is not stuck
+/// (a reader lives on one server; when that server dies the reader is made anew).
+const IDLE: Duration = Duration::from_secs(1);
+
 async fn apply_loop(
-    mut messages: pull::Ordered,
+    cluster: Cluster,
     committer: Committer,
     waiting: Waiting,
     applied: watch::Sender<u64>,
 ) {
-    while let Some(next) = messages.next().await {
-        let message = match next {
-            Ok(message) => message,
+    loop {
+        let from = *applied.borrow();
+        let mut messages = match reader(&cluster, from).await {
+            Ok(messages) => messages,
             Err(e) => {
-                // The ordered reader recreates itself (a server gone, a gap): go on.
-                tracing::warn!(error = %e, "cluster: changelog reader");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tracing::warn!(error = %e, "cluster: cannot read the changelog; retrying");
+                tokio::time::sleep(IDLE).await;
                 continue;
             }
         };
-        let position = match message.info() {
-            Ok(info) => info.stream_sequence,
-            Err(e) => {
-                tracing::error!(error = %e, "cluster: a changelog message without its position");
-                continue;
-            }
-        };
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.as_str().to_owned());
-        let entry = Entry::decode(position, &message.payload).unwrap_or_else(|e| {
-            // Written by a node of another version, or damaged: skipped by every node
-            // alike (only its position is recorded).
-            tracing::error!(position, error = %e, "cluster: unreadable changelog entry skipped");
-            Entry {
-                position,
-                ..Entry::default()
-            }
-        });
-        match committer.apply(entry).await {
-            Ok(outcome) => {
-                applied.send_replace(position);
-                if let Some(waiter) = id.and_then(|id| lock(&waiting).remove(&id)) {
-                    let _ = waiter.send(outcome);
+        loop {
+            let message = match tokio::time::timeout(IDLE, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "cluster: changelog reader; making it anew");
+                    break;
                 }
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet: fine, unless the changelog holds entries past ours.
+                    let at = *applied.borrow();
+                    if behind(&cluster, at).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let position = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster: a changelog message without its position");
+                    break;
+                }
+            };
+            if position <= *applied.borrow() {
+                continue;
             }
-            Err(e) => {
-                // The store refuses writes (poisoned): nothing more can be applied; the
-                // node's readiness says why.
-                tracing::error!(position, error = %e, "cluster: the changelog cannot be applied");
-                return;
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_owned());
+            let entry = Entry::decode(position, &message.payload).unwrap_or_else(|e| {
+                // Written by a node of another version, or damaged: skipped by every
+                // node alike (only its position is recorded).
+                tracing::error!(position, error = %e, "cluster: unreadable changelog entry skipped");
+                Entry {
+                    position,
+                    ..Entry::default()
+                }
+            });
+            match committer.apply(entry).await {
+                Ok(outcome) => {
+                    applied.send_replace(position);
+                    if let Some(waiter) = id.and_then(|id| lock(&waiting).remove(&id)) {
+                        let _ = waiter.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    // The store refuses writes (poisoned): nothing more can be applied;
+                    // the node's readiness says why.
+                    tracing::error!(position, error = %e, "cluster: the changelog cannot be applied");
+                    return;
+                }
             }
         }
     }
+}
+
+/// A reader of the changelog from the entry after `from`.
+async fn reader(cluster: &Cluster, from: u64) -> Result<pull::Ordered, ClusterError> {
+    let stream = cluster
+        .jetstream()
+        .get_stream(CHANGES_STREAM)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("changelog: {e}")))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("changelog reader: {e}")))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("changelog reader: {e}")))
+}
+
+/// Whether the changelog holds entries after `applied` (false when that cannot be known).
+async fn behind(cluster: &Cluster, applied: u64) -> bool {
+    let info = async {
+        let mut stream = cluster.jetstream().get_stream(CHANGES_STREAM).await.ok()?;
+        stream.info().await.ok().map(|i| i.state.last_sequence)
+    };
+    matches!(
+        tokio::time::timeout(IDLE, info).await,
+        Ok(Some(last)) if last > applied
+    )
 }

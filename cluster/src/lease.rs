@@ -14,18 +14,24 @@
 //! accepted after its successor's first.
 //!
 //! **Stopping before losing.** The holder notes the instant *before* sending each renewal;
-//! once that renewal is acknowledged the server cannot let the key lapse before that
-//! instant plus `lease_ttl`. The holder considers the lease valid only until that instant
-//! plus `lease_ttl − lease_margin` ([`Leases::epoch`] answers `None` after it), so it stops
-//! writing before anyone else could take the partition, even when the renewals stop
-//! getting through (a network split, a stalled NATS server).
+//! once that renewal is acknowledged the servers do not let the key lapse before that
+//! instant plus `lease_ttl` — provided their clocks run at the holder's rate and are not
+//! stepped: `max_age` is judged by each server's wall clock against the leader's
+//! timestamp, so `lease_margin` must also cover the skew and steps between the NATS
+//! servers' clocks (keep them NTP-disciplined). The holder considers the lease valid only
+//! until that instant plus `lease_ttl − lease_margin` ([`Leases::epoch`] answers `None`
+//! after it, and a lease past it is given up, not renewed), so it stops writing before
+//! anyone else could take the partition, even when the renewals stop getting through (a
+//! network split, a stalled NATS server). Every call to NATS is bounded, so one that hangs
+//! cannot hold the other renewals back.
 //!
 //! **A compare-and-set that is not one.** nats-server before 2.9.21 does not serialise the
 //! expected revision of writes to a replicated stream (nats-server #4320): a renewal by a
 //! holder whose lease lapsed and was taken can overwrite its successor's key. So the
-//! holder reads the key before renewing and gives the partition up when it finds a newer
-//! epoch there, and renewals carry the epoch for that check. The epochs above keep the
-//! data safe meanwhile.
+//! holder never renews past its validity, and reads the key before renewing and gives the
+//! partition up when it finds a newer epoch there (a read any replica may answer, so it
+//! can miss a successor for a while). The epochs above keep the data safe meanwhile: the
+//! changelog refuses a partition's writes under an older epoch than the newest applied.
 //!
 //! **Sharing.** Every node keeps its liveness key `n.<node>` (written every renewal) and
 //! takes partitions without an owner up to its fair share, ⌈partitions / live nodes⌉,
@@ -141,6 +147,10 @@ pub(crate) fn incarnation() -> String {
     format!("{:x}-{:x}", nanos, std::process::id())
 }
 
+/// Longest a single NATS call of the keeper may take (the keeper is one loop: a call that
+/// hangs must not hold the other partitions' renewals back).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lease_key(p: u16) -> String {
     format!("p.{p}")
 }
@@ -192,23 +202,28 @@ impl Keeper {
     /// Keeps this node's liveness key fresh and counts the live nodes.
     async fn heartbeat(&mut self) {
         let key = node_key(&self.config.node_id);
-        if let Err(e) = self
-            .kv
-            .put(&key, Bytes::from(self.incarnation.clone()))
-            .await
-        {
-            tracing::warn!(error = %e, "cluster: cannot write this node's liveness key");
-        }
-        match self.kv.keys().await {
-            Ok(keys) => {
-                let keys: Vec<_> = keys.collect().await;
-                let live = keys
-                    .iter()
-                    .filter(|k| k.as_ref().is_ok_and(|k| k.starts_with("n.")))
-                    .count();
-                self.live_nodes = live.max(1);
+        let put = self.kv.put(&key, Bytes::from(self.incarnation.clone()));
+        match tokio::time::timeout(CALL_TIMEOUT, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cluster: cannot write this node's liveness key")
             }
-            Err(e) => tracing::warn!(error = %e, "cluster: cannot count the live nodes"),
+            Err(_) => tracing::warn!("cluster: writing this node's liveness key timed out"),
+        }
+        // Listing the keys reads the bucket with a consumer, which can wait for ever on a
+        // server that stopped answering: bounded, and the count kept on failure.
+        let count = async {
+            let keys = self.kv.keys().await.ok()?;
+            let keys: Vec<_> = keys.collect().await;
+            Some(
+                keys.iter()
+                    .filter(|k| k.as_ref().is_ok_and(|k| k.starts_with("n.")))
+                    .count(),
+            )
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, count).await {
+            Ok(Some(live)) => self.live_nodes = live.max(1),
+            _ => tracing::warn!("cluster: cannot count the live nodes"),
         }
     }
 
@@ -223,9 +238,16 @@ impl Keeper {
         let Some(held) = lock(&self.held).get(&p).copied() else {
             return;
         };
+        // Past its validity the lease may have lapsed and been taken: a renewal now could
+        // land on a successor's key (nats-server 2.9 does not check the revision of a
+        // replicated write reliably), so it is given up instead.
+        let Some(left) = held.valid_until.checked_duration_since(Instant::now()) else {
+            self.lose(p, "it could not be renewed in time");
+            return;
+        };
         let key = lease_key(p);
         // A successor's key (see the module's note on nats-server 2.9): give up.
-        if let Ok(Some(entry)) = self.kv.entry(key.clone()).await {
+        if let Ok(Ok(Some(entry))) = tokio::time::timeout(left, self.kv.entry(key.clone())).await {
             if let Some(value) = parse(&entry) {
                 let epoch = effective_epoch(&value, entry.revision);
                 if epoch > held.epoch {
@@ -235,11 +257,16 @@ impl Keeper {
             }
         }
         let sent = Instant::now();
-        match self
-            .kv
-            .update(&key, self.value(held.epoch), held.revision)
-            .await
-        {
+        let Some(left) = held.valid_until.checked_duration_since(sent) else {
+            self.lose(p, "it could not be renewed in time");
+            return;
+        };
+        let update = self.kv.update(&key, self.value(held.epoch), held.revision);
+        let Ok(updated) = tokio::time::timeout(left, update).await else {
+            tracing::warn!(partition = p, "cluster: lease renewal timed out");
+            return;
+        };
+        match updated {
             Ok(revision) => {
                 if let Some(h) = lock(&self.held).get_mut(&p) {
                     h.revision = revision;
@@ -247,20 +274,30 @@ impl Keeper {
                 }
             }
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                // Either a renewal that timed out did land (then the key is ours at a
-                // newer revision: adopt it, without extending the validity, since we do
-                // not know when it landed), or the lease lapsed and was taken.
-                match self.kv.entry(key).await {
-                    Ok(Some(entry))
-                        if entry.operation == Operation::Put
-                            && parse(&entry).is_some_and(|v| {
-                                self.is_mine(&v)
-                                    && effective_epoch(&v, entry.revision) == held.epoch
-                            }) =>
+                // Someone wrote the key since our last renewal. Our own renewal that timed
+                // out but landed: adopt its revision (without extending the validity: we
+                // do not know when it landed). A former owner's late write (an older epoch,
+                // let through by nats-server 2.9): ours is the newer lease, the next
+                // renewal writes over it. A newer epoch, or no key (it lapsed): lost.
+                let entry = tokio::time::timeout(CALL_TIMEOUT, self.kv.entry(key)).await;
+                let current = match &entry {
+                    Ok(Ok(Some(entry))) if entry.operation == Operation::Put => {
+                        parse(entry).map(|v| (v, entry.revision))
+                    }
+                    _ => None,
+                };
+                match current {
+                    Some((value, revision))
+                        if (self.is_mine(&value)
+                            && effective_epoch(&value, revision) == held.epoch)
+                            || effective_epoch(&value, revision) < held.epoch =>
                     {
                         if let Some(h) = lock(&self.held).get_mut(&p) {
-                            h.revision = entry.revision;
+                            h.revision = revision;
                         }
+                    }
+                    _ if entry.is_err() => {
+                        tracing::warn!(partition = p, "cluster: reading a lease timed out");
                     }
                     _ => self.lose(p, "it lapsed and was taken"),
                 }
@@ -318,33 +355,54 @@ impl Keeper {
 
     async fn try_take(&mut self, p: u16) {
         let key = lease_key(p);
-        match self.kv.entry(key.clone()).await {
-            Ok(Some(entry)) if entry.operation == Operation::Put => return,
-            Ok(_) => {}
-            Err(e) => {
+        match tokio::time::timeout(CALL_TIMEOUT, self.kv.entry(key.clone())).await {
+            Ok(Ok(Some(entry))) if entry.operation == Operation::Put => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
                 tracing::debug!(partition = p, error = %e, "cluster: cannot read a lease");
                 return;
             }
+            Err(_) => return,
         }
         let sent = Instant::now();
-        match self.kv.create(&key, self.value(0)).await {
-            Ok(epoch) => {
-                let valid_until = sent + self.config.lease_ttl - self.config.lease_margin;
-                lock(&self.held).insert(
-                    p,
-                    Held {
-                        epoch,
-                        revision: epoch,
-                        valid_until,
-                    },
-                );
-                tracing::info!(partition = p, epoch, "cluster: partition lease taken");
-                // Write the epoch into the key at once, for the check of renew.
-                self.renew(p).await;
+        let create = self.kv.create(&key, self.value(0));
+        let created = match tokio::time::timeout(CALL_TIMEOUT, create).await {
+            Ok(Ok(epoch)) => Some(epoch),
+            Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
+                // Our own create may have landed though its answer was lost (a timeout
+                // and a retry): the key then names this process, with no epoch yet.
+                match tokio::time::timeout(CALL_TIMEOUT, self.kv.entry(key)).await {
+                    Ok(Ok(Some(entry)))
+                        if entry.operation == Operation::Put
+                            && parse(&entry).is_some_and(|v| self.is_mine(&v) && v.epoch == 0) =>
+                    {
+                        Some(entry.revision)
+                    }
+                    _ => None,
+                }
             }
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-            Err(e) => tracing::debug!(partition = p, error = %e, "cluster: cannot take a lease"),
-        }
+            Ok(Err(e)) => {
+                tracing::debug!(partition = p, error = %e, "cluster: cannot take a lease");
+                None
+            }
+            Err(_) => None,
+        };
+        let Some(epoch) = created else {
+            return;
+        };
+        // `sent` precedes the create: the key cannot lapse before `sent + lease_ttl`.
+        let valid_until = sent + self.config.lease_ttl - self.config.lease_margin;
+        lock(&self.held).insert(
+            p,
+            Held {
+                epoch,
+                revision: epoch,
+                valid_until,
+            },
+        );
+        tracing::info!(partition = p, epoch, "cluster: partition lease taken");
+        // Write the epoch into the key at once, for the check of renew.
+        self.renew(p).await;
     }
 
     fn announce(&self) {

@@ -122,9 +122,9 @@ impl ClusterConfig {
                 self.lease_margin, self.lease_ttl, self.renew_every
             )));
         }
-        if self.poll_every.is_zero() {
+        if self.renew_every.is_zero() || self.poll_every.is_zero() {
             return Err(ClusterError::Config(
-                "cluster.poll_every must be above 0".into(),
+                "cluster.renew_every and cluster.poll_every must be above 0".into(),
             ));
         }
         Ok(())
@@ -157,7 +157,8 @@ pub struct Published {
     /// The item's sequence in [`INBOUND_STREAM`].
     pub sequence: u64,
     /// True when the log already held an item with the same id (a provider's retry within
-    /// the duplicate window): nothing new was stored.
+    /// the duplicate window, or our own earlier attempt that was stored though its
+    /// acknowledgement was lost): nothing new was stored.
     pub duplicate: bool,
 }
 
@@ -168,7 +169,8 @@ impl Cluster {
         config.validate()?;
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("confab-{}", config.node_id))
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)));
         if config.only_listed_servers {
             options = options.ignore_discovered_servers();
         }
@@ -319,14 +321,21 @@ impl Cluster {
                     .await?
                     .await
             };
-            let error = match attempt.await {
-                Ok(ack) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(left, attempt).await {
+                Err(_) => {
+                    return Err(ClusterError::Unavailable(
+                        self.config.publish_patience,
+                        "no acknowledgement in time".into(),
+                    ))
+                }
+                Ok(Ok(ack)) => {
                     return Ok(Published {
                         sequence: ack.sequence,
                         duplicate: ack.duplicate,
                     })
                 }
-                Err(e) => e,
+                Ok(Err(e)) => e,
             };
             // "No responders" (a stream leader being elected), a timeout (the item may
             // be stored: the same id makes the retry safe) and a broken connection pass;

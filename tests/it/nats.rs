@@ -91,16 +91,26 @@ impl NatsCluster {
                 child: Some(child),
             });
         }
-        let cluster = NatsCluster { servers, _dir: dir };
+        let mut cluster = NatsCluster { servers, _dir: dir };
         cluster.wait_ready(Duration::from_secs(30)).await;
         cluster
     }
 
-    async fn wait_ready(&self, within: Duration) {
+    async fn wait_ready(&mut self, within: Duration) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + within;
-        for server in &self.servers {
+        for (i, server) in self.servers.iter_mut().enumerate() {
             loop {
+                // A server that could not start (a port taken meanwhile) says why.
+                if let Some(status) = server
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    let log = std::fs::read_to_string(self._dir.path().join(format!("n{i}.log")))
+                        .unwrap_or_default();
+                    panic!("nats-server n{i} exited ({status}):\n{log}");
+                }
                 let url = format!("http://127.0.0.1:{}/jsz", server.monitor_port);
                 let leader = match http.get(&url).send().await {
                     Ok(r) => r
@@ -143,6 +153,13 @@ impl NatsCluster {
     pub fn freeze(&self, i: usize) {
         if let Some(child) = &self.servers[i].child {
             signal(child.id(), "-STOP");
+        }
+    }
+
+    /// SIGCONT to a frozen server `i`: it answers again, with what it held.
+    pub fn thaw(&self, i: usize) {
+        if let Some(child) = &self.servers[i].child {
+            signal(child.id(), "-CONT");
         }
     }
 }
