@@ -39,8 +39,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Changelog {
-    /// Starts applying the changelog to `store` through `committer`, from the entry after
-    /// the last one the store applied.
+    /// Starts applying the changelog to `store` through `committer` (a replica's:
+    /// [`Committer::start_replica`]), from the entry after the last one the store applied.
     pub async fn start(
         cluster: &Cluster,
         store: &Store,
@@ -81,6 +81,13 @@ impl Changelog {
         epoch: u64,
         sets: Vec<WriteSet>,
     ) -> Result<Applied, ClusterError> {
+        // A node that stopped applying (its store refuses writes, or an entry it cannot
+        // read) must not publish: it would never learn what its entry did.
+        if self.applied.has_changed().is_err() {
+            return Err(ClusterError::JetStream(
+                "this node has stopped applying the changelog".into(),
+            ));
+        }
         let entry = Entry {
             partition,
             epoch,
@@ -125,6 +132,8 @@ impl Changelog {
 /// How long the reader waits for the next entry before it checks that it is not stuck
 /// (a reader lives on one server; when that server dies the reader is made anew).
 const IDLE: Duration = Duration::from_secs(1);
+/// Pause before a reader is made anew.
+const REBUILD_PAUSE: Duration = Duration::from_millis(200);
 
 async fn apply_loop(
     cluster: Cluster,
@@ -132,13 +141,28 @@ async fn apply_loop(
     waiting: Waiting,
     applied: watch::Sender<u64>,
 ) {
+    read_and_apply(&cluster, &committer, &waiting, &applied).await;
+    // Stopped: whoever waits for an entry learns it now, not at its patience's end.
+    lock(&waiting).clear();
+}
+
+async fn read_and_apply(
+    cluster: &Cluster,
+    committer: &Committer,
+    waiting: &Waiting,
+    applied: &watch::Sender<u64>,
+) {
+    let mut first = true;
     loop {
+        if !first {
+            tokio::time::sleep(REBUILD_PAUSE).await;
+        }
+        first = false;
         let from = *applied.borrow();
-        let mut messages = match reader(&cluster, from).await {
+        let mut messages = match reader(cluster, from).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot read the changelog; retrying");
-                tokio::time::sleep(IDLE).await;
                 continue;
             }
         };
@@ -153,7 +177,7 @@ async fn apply_loop(
                 Err(_) => {
                     // Quiet: fine, unless the changelog holds entries past ours.
                     let at = *applied.borrow();
-                    if behind(&cluster, at).await {
+                    if behind(cluster, at).await {
                         break;
                     }
                     continue;
@@ -167,26 +191,29 @@ async fn apply_loop(
                 }
             };
             if position <= *applied.borrow() {
-                continue;
+                // The client made its reader anew from the stream's start (async-nats
+                // does when its server goes before the first message): read from ours.
+                break;
             }
             let id = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|v| v.as_str().to_owned());
-            let entry = Entry::decode(position, &message.payload).unwrap_or_else(|e| {
-                // Written by a node of another version, or damaged: skipped by every
-                // node alike (only its position is recorded).
-                tracing::error!(position, error = %e, "cluster: unreadable changelog entry skipped");
-                Entry {
-                    position,
-                    ..Entry::default()
+            let entry = match Entry::decode(position, &message.payload) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Written by a newer node (a rolling upgrade), or damaged. Skipping it
+                    // would let this node's store part from the others': it stops here,
+                    // and goes on once it runs a release that reads it.
+                    tracing::error!(position, error = %e, "cluster: a changelog entry this node cannot read; applying stops");
+                    return;
                 }
-            });
+            };
             match committer.apply(entry).await {
                 Ok(outcome) => {
                     applied.send_replace(position);
-                    if let Some(waiter) = id.and_then(|id| lock(&waiting).remove(&id)) {
+                    if let Some(waiter) = id.and_then(|id| lock(waiting).remove(&id)) {
                         let _ = waiter.send(outcome);
                     }
                 }
@@ -225,9 +252,10 @@ async fn reader(cluster: &Cluster, from: u64) -> Result<pull::Ordered, ClusterEr
 
 /// Whether the changelog holds entries after `applied` (false when that cannot be known).
 async fn behind(cluster: &Cluster, applied: u64) -> bool {
+    // Looking the stream up fetches its state: one request.
     let info = async {
-        let mut stream = cluster.jetstream().get_stream(CHANGES_STREAM).await.ok()?;
-        stream.info().await.ok().map(|i| i.state.last_sequence)
+        let stream = cluster.jetstream().get_stream(CHANGES_STREAM).await.ok()?;
+        Some(stream.cached_info().state.last_sequence)
     };
     matches!(
         tokio::time::timeout(IDLE, info).await,

@@ -44,8 +44,14 @@ pub enum Applied {
     Fenced { newest_epoch: u64 },
 }
 
+/// The entry layout's version: a node refuses (stops applying at) an entry of a newer
+/// layout rather than apply part of it.
+const WIRE_VERSION: u32 = 1;
+
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Wire {
+    version: u32,
     partition: u16,
     epoch: u64,
     at: UnixMillis,
@@ -53,6 +59,7 @@ struct Wire {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WireSet {
     pub(crate) ops: Vec<WireOp>,
     pub(crate) absent: Vec<WireKey>,
@@ -60,6 +67,7 @@ pub(crate) struct WireSet {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WireKey {
     pub(crate) ks: String,
     #[serde(with = "serde_bytes")]
@@ -90,6 +98,7 @@ impl Entry {
     /// The entry's bytes, for the changelog (its position is the changelog's to give).
     pub fn encode(&self) -> Vec<u8> {
         crate::codec::encode(&Wire {
+            version: WIRE_VERSION,
             partition: self.partition,
             epoch: self.epoch,
             at: self.at,
@@ -100,6 +109,12 @@ impl Entry {
     /// Reads an entry found at `position` of the changelog.
     pub fn decode(position: u64, bytes: &[u8]) -> Result<Entry> {
         let wire: Wire = crate::codec::decode(bytes)?;
+        if wire.version != WIRE_VERSION {
+            return Err(Error::Corrupt(format!(
+                "a changelog entry of layout {} (this node reads {WIRE_VERSION})",
+                wire.version
+            )));
+        }
         Ok(Entry {
             position,
             partition: wire.partition,
@@ -135,7 +150,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
         let (committer, _thread) =
-            Committer::start(store.clone(), Durability::Buffered).expect("start");
+            Committer::start_replica(store.clone(), Durability::Buffered).expect("start");
         (dir, store, committer)
     }
 
@@ -196,7 +211,7 @@ mod tests {
         let mut log = Vec::new();
         let mut position = 0;
         let mut next = |partition: u16, epoch: u64, sets: Vec<WriteSet>| {
-            position += 10; // positions need not be contiguous (other streams' gaps)
+            position += 10; // the engine does not require contiguous positions
             Entry {
                 position,
                 partition,
@@ -250,7 +265,7 @@ mod tests {
             }
         };
         let (b_committer, _thread) =
-            Committer::start(b.clone(), Durability::Buffered).expect("restart");
+            Committer::start_replica(b.clone(), Durability::Buffered).expect("restart");
         for entry in &log[8..] {
             let applied = b_committer.apply(wire(entry)).await.expect("apply b");
             if entry.position <= log[11].position {
@@ -294,10 +309,55 @@ mod tests {
         assert!(deltas.iter().all(|d| d.at == log[0].at), "{deltas:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_takes_only_entries_and_a_single_node_only_commits() {
+        let ws = WorkspaceId::new();
+        let (_dir, store, replica) = node();
+        assert!(matches!(
+            replica
+                .commit(message_set(ws, ConversationId::new(), 1))
+                .await,
+            Err(Error::WrongCommitter(_))
+        ));
+        // A fenced entry, the last before a restart, is not applied again after it.
+        let entry = |position, epoch| Entry {
+            position,
+            partition: 3,
+            epoch,
+            at: 0,
+            sets: vec![message_set(ws, ConversationId::new(), position as u32)],
+        };
+        assert!(matches!(
+            replica.apply(entry(1, 4)).await,
+            Ok(Applied::Sets(_))
+        ));
+        assert!(matches!(
+            replica.apply(entry(2, 3)).await,
+            Ok(Applied::Fenced { newest_epoch: 4 })
+        ));
+        assert_eq!(store.changelog_applied().expect("applied"), 2);
+        assert!(matches!(
+            replica.apply(entry(2, 5)).await,
+            Ok(Applied::AlreadyApplied)
+        ));
+        assert_eq!(store.delta_head().expect("head"), 2);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let single = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (committer, _thread) =
+            Committer::start(single.clone(), Durability::Buffered).expect("start");
+        assert!(matches!(
+            committer.apply(entry(1, 1)).await,
+            Err(Error::WrongCommitter(_))
+        ));
+        assert_eq!(single.delta_head().expect("head"), 0);
+    }
+
     #[test]
     fn an_entry_naming_an_unknown_keyspace_or_garbage_is_corrupt_not_a_panic() {
         let wire = |ks: &str| {
             crate::codec::encode(&Wire {
+                version: WIRE_VERSION,
                 partition: 0,
                 epoch: 1,
                 at: 0,
@@ -309,9 +369,17 @@ mod tests {
             })
         };
         assert_eq!(
-            Entry::decode(1, &wire("meta")).expect("decode").sets.len(),
+            Entry::decode(1, &wire("conv_state"))
+                .expect("decode")
+                .sets
+                .len(),
             1
         );
+        // The committer's own bookkeeping is not an entry's to write.
+        assert!(matches!(
+            Entry::decode(1, &wire("meta")),
+            Err(Error::Corrupt(_))
+        ));
         assert!(matches!(
             Entry::decode(1, &wire("nope")),
             Err(Error::Corrupt(_))

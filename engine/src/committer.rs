@@ -205,7 +205,15 @@ impl WriteSet {
     }
 
     pub(crate) fn from_wire(wire: crate::changelog::WireSet) -> Result<WriteSet> {
-        use crate::changelog::{ks_named, WireOp};
+        use crate::changelog::WireOp;
+        // The store's bookkeeping (delta head, changelog position, epochs) is the
+        // committer's own: an entry that writes or guards it is refused whole.
+        let ks_named = |name: &str| match crate::changelog::ks_named(name)? {
+            Ks::Meta => Err(Error::Corrupt(
+                "a changelog entry writes the meta keyspace".into(),
+            )),
+            ks => Ok(ks),
+        };
         let ops = wire
             .ops
             .into_iter()
@@ -271,6 +279,9 @@ struct Request {
 }
 
 struct Shared {
+    /// A cluster replica's committer: it applies changelog entries only (see
+    /// [`Committer::start_replica`]).
+    replica: bool,
     durable_head: AtomicU64,
     poisoned: AtomicBool,
     /// Why the store was poisoned (set once, before `poisoned`).
@@ -302,9 +313,28 @@ impl CommitterThread {
 
 impl Committer {
     pub fn start(store: Store, durability: Durability) -> Result<(Committer, CommitterThread)> {
+        Self::start_as(store, durability, false)
+    }
+
+    /// The committer of a cluster replica: it writes only what the changelog brings
+    /// ([`Committer::apply`]) and refuses local commits, which would move this node's
+    /// offsets and state away from the other replicas'.
+    pub fn start_replica(
+        store: Store,
+        durability: Durability,
+    ) -> Result<(Committer, CommitterThread)> {
+        Self::start_as(store, durability, true)
+    }
+
+    fn start_as(
+        store: Store,
+        durability: Durability,
+        replica: bool,
+    ) -> Result<(Committer, CommitterThread)> {
         let head = store.delta_head()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            replica,
             durable_head: AtomicU64::new(head),
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(None),
@@ -338,6 +368,11 @@ impl Committer {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
+        if self.shared.replica {
+            return Err(Error::WrongCommitter(
+                "a cluster replica writes through the changelog",
+            ));
+        }
         let (reply, answer) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
         let request = Request {
@@ -360,6 +395,11 @@ impl Committer {
     pub async fn apply(&self, entry: crate::changelog::Entry) -> Result<crate::changelog::Applied> {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
+        }
+        if !self.shared.replica {
+            return Err(Error::WrongCommitter(
+                "a changelog is applied by a replica's committer (Committer::start_replica)",
+            ));
         }
         let (reply, answer) = oneshot::channel();
         if self
@@ -535,10 +575,12 @@ impl Worker {
             return Err(Error::Poisoned);
         }
         let read = |key: &[u8]| -> Result<u64> {
-            Ok(self
-                .store
-                .get_raw(Ks::Meta, key)?
-                .map_or(0, |v| decode_counter(&v).max(0) as u64))
+            match self.store.get_raw(Ks::Meta, key)? {
+                None => Ok(0),
+                Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Corrupt("the changelog's bookkeeping in meta".into())),
+            }
         };
         let applied = read(META_APPLIED).inspect_err(|e| self.poison(&e.to_string()))?;
         if entry.position <= applied {
@@ -546,14 +588,11 @@ impl Worker {
         }
         let epoch_key = meta_epoch_key(entry.partition);
         let newest = read(&epoch_key).inspect_err(|e| self.poison(&e.to_string()))?;
-        let position = (
-            META_APPLIED.to_vec(),
-            (entry.position as i64).to_be_bytes().to_vec(),
-        );
+        let position = (META_APPLIED.to_vec(), entry.position.to_be_bytes().to_vec());
         let fenced = entry.epoch < newest;
         let mut meta = vec![position];
         if entry.epoch > newest {
-            meta.push((epoch_key, (entry.epoch as i64).to_be_bytes().to_vec()));
+            meta.push((epoch_key, entry.epoch.to_be_bytes().to_vec()));
         }
         let sets = if fenced { Vec::new() } else { entry.sets };
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -26,6 +26,10 @@ pub enum Error {
     /// written to it.
     #[error("the data directory is in store format {found}, newer than this binary's format {supported}: run the Confab release that wrote it, or a newer one (a store cannot be downgraded; restore a backup made by this release instead)")]
     NewerFormat { found: u32, supported: u32 },
+    /// A write this committer does not take: a local write on a cluster replica (its writes
+    /// go through the changelog), or a changelog entry on a single node's committer.
+    #[error("wrong committer for this write: {0}")]
+    WrongCommitter(&'static str),
     #[error("conversation {0} not found")]
     ConversationNotFound(ConversationId),
 }

@@ -94,6 +94,11 @@ impl From<confab_engine::Error> for ApiError {
                 tracing::error!(error = %e, "corrupt value in the store");
                 ApiError::internal("a stored value could not be read")
             }
+            // A bug in wiring (the server runs one kind of committer), never a client's.
+            E::WrongCommitter(_) => {
+                tracing::error!(error = %e, "write refused");
+                ApiError::internal("the write went to the wrong committer")
+            }
         }
     }
 }

@@ -345,7 +345,7 @@ async fn replica(cluster: &Cluster) -> Replica {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), &StoreOptions::default()).expect("store");
     let (committer, _thread) =
-        Committer::start(store.clone(), Durability::Fsync).expect("committer");
+        Committer::start_replica(store.clone(), Durability::Fsync).expect("committer");
     let changelog = confab_cluster::changelog::Changelog::start(cluster, &store, committer)
         .await
         .expect("changelog");
