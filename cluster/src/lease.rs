@@ -71,6 +71,13 @@ struct Held {
     valid_until: Instant,
 }
 
+/// What the lease bucket holds at one moment.
+#[derive(Default)]
+struct Census {
+    nodes: usize,
+    leased: std::collections::HashSet<u16>,
+}
+
 /// The partitions this node holds, and their epochs.
 pub type Owned = BTreeMap<u16, u64>;
 
@@ -210,20 +217,9 @@ impl Keeper {
             }
             Err(_) => tracing::warn!("cluster: writing this node's liveness key timed out"),
         }
-        // Listing the keys reads the bucket with a consumer, which can wait for ever on a
-        // server that stopped answering: bounded, and the count kept on failure.
-        let count = async {
-            let keys = self.kv.keys().await.ok()?;
-            let keys: Vec<_> = keys.collect().await;
-            Some(
-                keys.iter()
-                    .filter(|k| k.as_ref().is_ok_and(|k| k.starts_with("n.")))
-                    .count(),
-            )
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, count).await {
-            Ok(Some(live)) => self.live_nodes = live.max(1),
-            _ => tracing::warn!("cluster: cannot count the live nodes"),
+        match self.census().await {
+            Some(census) => self.live_nodes = census.nodes.max(1),
+            None => tracing::warn!("cluster: cannot count the live nodes"),
         }
     }
 
@@ -336,6 +332,10 @@ impl Keeper {
         if holding == fair {
             return;
         }
+        // Which partitions have a lease now: one request, instead of a read per partition.
+        let Some(census) = self.census().await else {
+            return;
+        };
         let start = usize::from(crate::partition_of(
             self.config.node_id.as_bytes(),
             "",
@@ -346,11 +346,42 @@ impl Keeper {
                 break;
             }
             let p = u16::try_from((start + i) % total).unwrap_or(0);
-            if lock(&self.held).contains_key(&p) {
+            if census.leased.contains(&p) || lock(&self.held).contains_key(&p) {
                 continue;
             }
             self.try_take(p).await;
         }
+    }
+
+    /// The bucket's keys as its stream holds them now (subjects, from the stream's leader):
+    /// live nodes and leased partitions. `None` when it cannot be known in time.
+    async fn census(&self) -> Option<Census> {
+        let prefix = format!("$KV.{LEASE_BUCKET}.");
+        let read = async {
+            let mut subjects = self
+                .kv
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await
+                .ok()?;
+            let mut census = Census::default();
+            while let Some(item) = subjects.next().await {
+                let (subject, _) = item.ok()?;
+                let Some(key) = subject.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if key.starts_with("n.") {
+                    census.nodes += 1;
+                } else if let Some(p) = key.strip_prefix("p.").and_then(|p| p.parse().ok()) {
+                    census.leased.insert(p);
+                }
+            }
+            Some(census)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, read)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn try_take(&mut self, p: u16) {

@@ -204,9 +204,14 @@ impl Cluster {
         // reads account fields nats-server 2.9 does not send. This is the layout a
         // key-value bucket has (one value per key), with `max_age` as the lease time:
         // a key not written for that long is gone, and can be created anew.
+        // The partition count is the cluster's: a node counting differently would route
+        // threads to other partitions than its peers. It is written into the bucket's
+        // description by the first node and checked by every other.
+        let shape = format!("confab leases; partitions={}", c.partitions);
         let leases = self
             .create_stream(stream::Config {
                 name: format!("KV_{LEASE_BUCKET}"),
+                description: Some(shape.clone()),
                 subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
                 max_messages_per_subject: 1,
                 max_age: c.lease_ttl,
@@ -219,6 +224,13 @@ impl Cluster {
                 ..Default::default()
             })
             .await?;
+        if leases.description.as_deref() != Some(shape.as_str()) {
+            return Err(ClusterError::Config(format!(
+                "cluster.partitions is {} here, but the running cluster says {:?}: every node must use the same",
+                c.partitions,
+                leases.description.unwrap_or_default()
+            )));
+        }
         if leases.max_age != c.lease_ttl {
             return Err(ClusterError::Config(format!(
                 "cluster.lease_ttl is {:?} here but {:?} in the running cluster: every node must use the same",

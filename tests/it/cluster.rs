@@ -50,6 +50,12 @@ async fn partitions_get_one_owner_each_and_are_shared_when_nodes_join() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first_epochs = writable(&leases_a, P);
+    // A node that counts partitions differently would route threads elsewhere: refused.
+    let odd = Cluster::connect(config("odd", nats.urls(), P + 1)).await;
+    assert!(
+        matches!(&odd, Err(confab_cluster::ClusterError::Config(m)) if m.contains("partitions")),
+        "a node with another partition count joined"
+    );
 
     // b and c join: a lets the excess lapse and they take it, two each; at no moment do
     // two nodes both hold a partition they may write.
@@ -125,7 +131,9 @@ async fn an_owner_cut_off_from_nats_stops_writing_before_another_node_takes_over
     let frozen = Instant::now();
     let mut a_stopped: BTreeMap<u16, Instant> = BTreeMap::new();
     let mut b_started: BTreeMap<u16, Instant> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A frozen server keeps its connections open: its peers notice by their heartbeats
+    // and elect new leaders for what it led; measured 4–37 s until b owns both.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now_a = writable(&leases_a, P);
         let now_b = writable(&leases_b, P);
@@ -177,7 +185,7 @@ async fn an_owner_cut_off_from_nats_stops_writing_before_another_node_takes_over
     nats.thaw(0);
     let thawed = Instant::now();
     let mut newest: BTreeMap<u16, u64> = writable(&leases_b, P);
-    let deadline = thawed + Duration::from_secs(40);
+    let deadline = thawed + Duration::from_secs(90);
     loop {
         let now_a = writable(&leases_a, P);
         let now_b = writable(&leases_b, P);
@@ -193,6 +201,10 @@ async fn an_owner_cut_off_from_nats_stops_writing_before_another_node_takes_over
             }
         }
         if now_a.len() == 1 && now_b.len() == 1 && thawed.elapsed() >= Duration::from_secs(2) {
+            eprintln!(
+                "shared again {:.1} s after the thaw",
+                thawed.elapsed().as_secs_f64()
+            );
             break;
         }
         assert!(
