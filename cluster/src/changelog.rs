@@ -29,7 +29,7 @@ pub struct Changelog {
     applied: watch::Receiver<u64>,
     next_id: Arc<AtomicU64>,
     incarnation: String,
-    _task: Arc<crate::lease::TaskGuard>,
+    _task: Arc<crate::TaskGuard>,
 }
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Applied>>>>;
@@ -46,8 +46,11 @@ impl Changelog {
         store: &Store,
         committer: Committer,
     ) -> Result<Changelog, ClusterError> {
-        let from = store
-            .changelog_applied()
+        // A store read: on the blocking pool, not the async runtime.
+        let reader = store.clone();
+        let from = tokio::task::spawn_blocking(move || reader.changelog_applied())
+            .await
+            .map_err(|e| ClusterError::JetStream(format!("reading the applied position: {e}")))?
             .map_err(|e| ClusterError::JetStream(format!("reading the applied position: {e}")))?;
         let waiting: Waiting = Arc::default();
         let (applied_tx, applied) = watch::channel(from);
@@ -62,8 +65,8 @@ impl Changelog {
             waiting,
             applied,
             next_id: Arc::new(AtomicU64::new(0)),
-            incarnation: crate::lease::incarnation(),
-            _task: Arc::new(crate::lease::TaskGuard(task.abort_handle())),
+            incarnation: crate::incarnation(),
+            _task: Arc::new(crate::TaskGuard(task.abort_handle())),
         })
     }
 

@@ -87,15 +87,7 @@ pub type Owned = BTreeMap<u16, u64>;
 pub struct Leases {
     held: Arc<Mutex<HashMap<u16, Held>>>,
     owned: watch::Receiver<Owned>,
-    _task: Arc<TaskGuard>,
-}
-
-pub(crate) struct TaskGuard(pub(crate) tokio::task::AbortHandle);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _task: Arc<crate::TaskGuard>,
 }
 
 impl Leases {
@@ -111,7 +103,7 @@ impl Leases {
         let keeper = Keeper {
             config: cluster.config().clone(),
             kv,
-            incarnation: incarnation(),
+            incarnation: crate::incarnation(),
             held: held.clone(),
             owned: tx,
             live_nodes: 1,
@@ -121,7 +113,7 @@ impl Leases {
         Ok(Leases {
             held,
             owned,
-            _task: Arc::new(TaskGuard(task.abort_handle())),
+            _task: Arc::new(crate::TaskGuard(task.abort_handle())),
         })
     }
 
@@ -143,15 +135,6 @@ impl Leases {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn incarnation() -> String {
-    // Wall-clock nanoseconds and the process id: distinct across restarts of a node.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", nanos, std::process::id())
 }
 
 /// Longest a single NATS call of the keeper may take (the keeper is one loop: a call that
@@ -384,17 +367,10 @@ impl Keeper {
             .flatten()
     }
 
+    /// Creates the lease of `p`, which the census found without one (the create itself
+    /// refuses when someone took it meanwhile).
     async fn try_take(&mut self, p: u16) {
         let key = lease_key(p);
-        match tokio::time::timeout(CALL_TIMEOUT, self.kv.entry(key.clone())).await {
-            Ok(Ok(Some(entry))) if entry.operation == Operation::Put => return,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(partition = p, error = %e, "cluster: cannot read a lease");
-                return;
-            }
-            Err(_) => return,
-        }
         let sent = Instant::now();
         let create = self.kv.create(&key, self.value(0));
         let created = match tokio::time::timeout(CALL_TIMEOUT, create).await {

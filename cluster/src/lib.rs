@@ -143,6 +143,25 @@ pub enum ClusterError {
     Unavailable(Duration, String),
 }
 
+/// Aborts a background task when its last handle is dropped.
+pub(crate) struct TaskGuard(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Distinct per process start (wall-clock nanoseconds and the process id), so that a
+/// restarted node does not take its former self's lease or message ids for its own.
+pub(crate) fn incarnation() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{:x}", nanos, std::process::id())
+}
+
 /// A node's handle on the cluster: the NATS connection and Confab's streams.
 #[derive(Clone)]
 pub struct Cluster {

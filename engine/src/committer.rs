@@ -545,20 +545,9 @@ impl Worker {
             sets.push(request.set);
             replies.push(request.reply);
         }
-        // A panic while writing (a bug, or a storage library's assertion) must not take the
-        // thread and every later write down silently: it poisons the store, so writes are
-        // refused with a clear error and readiness fails. The poison is set before anyone
-        // is answered.
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.write_and_publish(sets)
-        }));
-        let outcomes = match written {
-            Ok(outcomes) => outcomes,
-            Err(panic) => {
-                self.poison(&format!("the committer panicked: {}", panic_text(&*panic)));
-                (0..size).map(|_| Err(Error::Poisoned)).collect()
-            }
-        };
+        let outcomes = self
+            .write_guarded(sets, now_millis(), Vec::new())
+            .unwrap_or_else(|| (0..size).map(|_| Err(Error::Poisoned)).collect());
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The requester may have gone away; its write stands.
             let _ = reply.send(outcome);
@@ -566,6 +555,25 @@ impl Worker {
         metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(size as f64);
         metrics::histogram!(crate::metrics::COMMIT_GROUP_SECONDS)
             .record(started.elapsed().as_secs_f64());
+    }
+
+    /// [`Worker::write_and_publish`], with a panic caught: a panic while writing (a bug,
+    /// or a storage library's assertion) must not take the thread and every later write
+    /// down silently: it poisons the store (`None`), so writes are refused with a clear
+    /// error and readiness fails. The poison is set before anyone is answered.
+    fn write_guarded(
+        &mut self,
+        sets: Vec<WriteSet>,
+        at: crate::time::UnixMillis,
+        meta: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Option<Vec<Result<Receipt>>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write_and_publish(sets, at, meta)
+        }))
+        .map_err(|panic| {
+            self.poison(&format!("the committer panicked: {}", panic_text(&*panic)));
+        })
+        .ok()
     }
 
     /// Applies a changelog entry as one group (see [`crate::changelog`]).
@@ -595,15 +603,8 @@ impl Worker {
             meta.push((epoch_key, entry.epoch.to_be_bytes().to_vec()));
         }
         let sets = if fenced { Vec::new() } else { entry.sets };
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.write_and_publish_at(sets, entry.at, meta)
-        }));
-        let outcomes = match written {
-            Ok(outcomes) => outcomes,
-            Err(panic) => {
-                self.poison(&format!("the committer panicked: {}", panic_text(&*panic)));
-                return Err(Error::Poisoned);
-            }
+        let Some(outcomes) = self.write_guarded(sets, entry.at, meta) else {
+            return Err(Error::Poisoned);
         };
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
@@ -618,14 +619,10 @@ impl Worker {
     }
 
     /// Stages every set of the group, writes them as one batch, makes it durable and
-    /// publishes its deltas: each set's outcome, in order.
-    fn write_and_publish(&mut self, sets: Vec<WriteSet>) -> Vec<Result<Receipt>> {
-        self.write_and_publish_at(sets, now_millis(), Vec::new())
-    }
-
-    /// [`Worker::write_and_publish`] with the deltas' time given, and `meta` written in the
-    /// same batch (even when every set was refused: a changelog position).
-    fn write_and_publish_at(
+    /// publishes its deltas: each set's outcome, in order. The deltas are stamped `at`;
+    /// `meta` is written in the same batch (even when every set was refused: a changelog
+    /// position).
+    fn write_and_publish(
         &mut self,
         sets: Vec<WriteSet>,
         at: crate::time::UnixMillis,

@@ -119,15 +119,6 @@ struct Inner {
     settings_writes: tokio::sync::Mutex<()>,
 }
 
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> confab_engine::Result<T> + Send + 'static,
-) -> ActorResult<T> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| ActorError::Unavailable(format!("a store read failed: {e}")))?
-        .map_err(ActorError::from)
-}
-
 /// How a lead is named to agents.
 pub fn contact_label(contact: &Contact) -> String {
     [&contact.name, &contact.phone, &contact.email]
@@ -201,7 +192,7 @@ impl Notifier {
         let now = self.now();
         let email_relay = self.inner.email_relay;
         let store = self.inner.store.clone();
-        let planned = blocking(move || {
+        let planned = crate::error::read_store(move || {
             let mut recipients = match to {
                 To::Agents(agents) => agents,
                 To::NewConversationListeners => store.new_conversation_listeners(ws)?,
@@ -359,7 +350,7 @@ impl Notifier {
         loop {
             let store = self.inner.store.clone();
             let wanted = which.clone();
-            let unread = blocking(move || {
+            let unread = crate::error::read_store(move || {
                 let candidates = match &wanted {
                     Which::Ids(ids) => ids.clone(),
                     Which::All => store.unread_notification_ids(agent, READ_BATCH)?,
@@ -429,7 +420,7 @@ impl Notifier {
         let lock = self.lock(agent);
         let _held = lock.lock().await;
         let store = self.inner.store.clone();
-        let existing = blocking(move || store.push_subscriptions(agent)).await?;
+        let existing = crate::error::read_store(move || store.push_subscriptions(agent)).await?;
         let count = existing.len();
         let known = existing.into_iter().find(|s| s.endpoint == endpoint);
         if known.is_none() && count >= MAX_SUBSCRIPTIONS {
@@ -467,7 +458,7 @@ impl Notifier {
         let _held = lock.lock().await;
         let key = catalogue::push_sub(agent, id);
         let (store, probe) = (self.inner.store.clone(), key.clone());
-        if !blocking(move || store.contains(Ks::PushSub, &probe)).await? {
+        if !crate::error::read_store(move || store.contains(Ks::PushSub, &probe)).await? {
             return Err(ActorError::NotFound);
         }
         let mut set = WriteSet::new();
